@@ -1,0 +1,185 @@
+"""The typed view of a contract that the rest of energylake works with.
+
+The YAML is ODCS v3; the platform's own rules live in ``customProperties``. This
+module turns a lint-clean contract into frozen dataclasses, and a contract into
+its Arrow schema (the physical types are Arrow's names).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+
+__all__ = [
+    "PHYSICAL_TYPES",
+    "Contract",
+    "Field",
+    "Protection",
+    "QualityRule",
+    "Retention",
+    "arrow_type",
+]
+
+# physicalType -> (Arrow type, the logical types it may carry)
+PHYSICAL_TYPES: dict[str, tuple[pa.DataType, frozenset[str]]] = {
+    "string": (pa.string(), frozenset({"string"})),
+    "int32": (pa.int32(), frozenset({"integer"})),
+    "int64": (pa.int64(), frozenset({"integer"})),
+    "double": (pa.float64(), frozenset({"number"})),
+    "float": (pa.float32(), frozenset({"number"})),
+    "bool": (pa.bool_(), frozenset({"boolean"})),
+    "date32": (pa.date32(), frozenset({"date"})),
+    "timestamp[us, UTC]": (pa.timestamp("us", tz="UTC"), frozenset({"timestamp"})),
+    "list<string>": (pa.list_(pa.string()), frozenset({"array"})),
+    "binary": (pa.binary(), frozenset({"string"})),
+}
+
+ProtectionMethod = Literal["drop", "mask", "pseudonymise", "generalise"]
+
+
+def arrow_type(physical_type: str) -> pa.DataType:
+    """The Arrow type of an ODCS ``physicalType`` used in our contracts."""
+    return PHYSICAL_TYPES[physical_type][0]
+
+
+@dataclass(frozen=True, slots=True)
+class Protection:
+    """How a field is protected from the purposes that may not see it in clear."""
+
+    method: ProtectionMethod
+    keep_last: int = 0
+    step: float | None = None
+    grain: str | None = None
+    domain: str | None = None
+
+    def describe(self) -> str:
+        if self.method == "mask":
+            return f"mask (keep last {self.keep_last})"
+        if self.method == "generalise":
+            return f"generalise (step {self.step})" if self.step else f"generalise ({self.grain})"
+        if self.method == "pseudonymise":
+            return "pseudonymise (HMAC-SHA256, tenant key)"
+        return self.method
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One property of a dataset, with everything governance needs to know of it."""
+
+    name: str
+    description: str
+    logical_type: str
+    physical_type: str
+    required: bool
+    classification: str
+    purposes: frozenset[str]
+    protection: Protection | None = None
+    unit: str | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    allowed_values: tuple[Any, ...] | None = None
+    pattern: str | None = None
+    max_length: int | None = None
+    primary_key_position: int | None = None
+    partition_position: int | None = None
+    counter: bool = False
+    rated_by: str | None = None
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return arrow_type(self.physical_type)
+
+    def arrow_field(self) -> pa.Field:
+        meta = {
+            "classification": self.classification,
+            "purposes": ",".join(sorted(self.purposes)),
+        }
+        if self.unit:
+            meta["unit"] = self.unit
+        return pa.field(self.name, self.arrow_type, nullable=not self.required, metadata=meta)
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """Days hot, days in the archive tier, then the final action, counted from ``basis``."""
+
+    hot_days: int
+    archive_days: int
+    then: Literal["delete"]
+    basis: str
+
+    @property
+    def total_days(self) -> int:
+        return self.hot_days + self.archive_days
+
+
+@dataclass(frozen=True, slots=True)
+class QualityRule:
+    """A quality rule of the contract: an ODCS library metric or an energylake custom rule."""
+
+    name: str
+    severity: Literal["error", "warning"]
+    description: str
+    dimension: str | None
+    field: str | None
+    metric: str | None = None
+    arguments: dict[str, Any] = field(default_factory=dict)
+    operator: dict[str, Any] = field(default_factory=dict)
+    engine: str | None = None
+    implementation: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def blocking(self) -> bool:
+        """An ``error`` rule holds the batch back; a ``warning`` is recorded."""
+        return self.severity == "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Contract:
+    """A dataset's contract: schema, classification and purposes, retention, quality."""
+
+    id: str
+    version: str
+    dataset: str
+    path: Path
+    purpose: str
+    domain: str
+    fields: tuple[Field, ...]
+    retention: Retention
+    quality: tuple[QualityRule, ...]
+    extras: dict[str, Any]
+
+    @property
+    def ref(self) -> str:
+        """``id@version``: what a quarantine row or a lineage facet records."""
+        return f"{self.id}@{self.version}"
+
+    @property
+    def field_names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    def field(self, name: str) -> Field:
+        for candidate in self.fields:
+            if candidate.name == name:
+                return candidate
+        raise KeyError(f"{self.ref} has no field {name!r}")
+
+    @property
+    def primary_key(self) -> list[str]:
+        keyed = [f for f in self.fields if f.primary_key_position is not None]
+        return [f.name for f in sorted(keyed, key=lambda f: f.primary_key_position or 0)]
+
+    @property
+    def partition_columns(self) -> list[str]:
+        parts = [f for f in self.fields if f.partition_position is not None]
+        return [f.name for f in sorted(parts, key=lambda f: f.partition_position or 0)]
+
+    def arrow_schema(self) -> pa.Schema:
+        """The Arrow schema of the dataset, with the contract ref in the schema metadata."""
+        return pa.schema(
+            [f.arrow_field() for f in self.fields],
+            metadata={"energylake.contract": self.ref},
+        )

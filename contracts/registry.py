@@ -1,0 +1,168 @@
+"""Loading contracts: lint first, then build the typed model. An invalid contract never loads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from open_data_contract_standard.model import OpenDataContractStandard
+
+from contracts.errors import ContractInvalidError, ContractNotFoundError
+from contracts.lint import CONTRACT_SUFFIX, lint_data
+from contracts.model import Contract, Field, Protection, QualityRule, Retention
+from contracts.vocabulary import Vocabulary, load_vocabulary
+
+__all__ = ["CONTRACTS_DIR", "ContractRegistry", "load_contract", "load_registry"]
+
+CONTRACTS_DIR = Path(__file__).parent
+
+
+def _custom(items: list[Any] | None) -> dict[str, Any]:
+    return {item.property: item.value for item in items or [] if item.property is not None}
+
+
+def _protection(raw: dict[str, Any] | None) -> Protection | None:
+    if raw is None:
+        return None
+    return Protection(
+        method=raw["method"],
+        keep_last=int(raw.get("keep_last", 0)),
+        step=float(raw["step"]) if "step" in raw else None,
+        grain=raw.get("grain"),
+        domain=raw.get("domain"),
+    )
+
+
+def _operator(rule: Any) -> dict[str, Any]:
+    names = (
+        "mustBe",
+        "mustNotBe",
+        "mustBeGreaterThan",
+        "mustBeGreaterOrEqualTo",
+        "mustBeLessThan",
+        "mustBeLessOrEqualTo",
+        "mustBeBetween",
+        "mustNotBeBetween",
+    )
+    return {name: getattr(rule, name) for name in names if getattr(rule, name) is not None}
+
+
+def _rule(rule: Any, field: str | None) -> QualityRule:
+    impl = rule.implementation if isinstance(rule.implementation, dict) else {}
+    return QualityRule(
+        name=rule.name,
+        severity=rule.severity,
+        description=rule.description or "",
+        dimension=rule.dimension,
+        field=field,
+        metric=rule.metric,
+        arguments=dict(rule.arguments or {}),
+        operator=_operator(rule),
+        engine=rule.engine,
+        implementation=dict(impl),
+    )
+
+
+def _build(path: Path, data: dict[str, Any]) -> Contract:
+    odcs = OpenDataContractStandard(**data)
+    obj = (odcs.schema_ or [])[0]
+    fields: list[Field] = []
+    rules: list[QualityRule] = [_rule(r, None) for r in obj.quality or []]
+    for prop in obj.properties or []:
+        custom = _custom(prop.customProperties)
+        options = prop.logicalTypeOptions or {}
+        fields.append(
+            Field(
+                name=str(prop.name),
+                description=prop.description or "",
+                logical_type=str(prop.logicalType),
+                physical_type=str(prop.physicalType),
+                required=bool(prop.required),
+                classification=str(prop.classification),
+                purposes=frozenset(custom.get("purposes") or []),
+                protection=_protection(custom.get("protection")),
+                unit=custom.get("unit"),
+                minimum=options.get("minimum") if prop.logicalType in ("number", "integer") else None,
+                maximum=options.get("maximum") if prop.logicalType in ("number", "integer") else None,
+                allowed_values=tuple(e.value for e in prop.enum) if prop.enum else None,
+                pattern=options.get("pattern"),
+                max_length=options.get("maxLength"),
+                primary_key_position=prop.primaryKeyPosition if prop.primaryKey else None,
+                partition_position=prop.partitionKeyPosition if prop.partitioned else None,
+                counter=bool(custom.get("counter", False)),
+                rated_by=custom.get("ratedBy"),
+            )
+        )
+        rules.extend(_rule(r, prop.name) for r in prop.quality or [])
+    contract_custom = _custom(odcs.customProperties)
+    retention = contract_custom["retention"]
+    extras = {k: v for k, v in contract_custom.items() if k != "retention"}
+    return Contract(
+        id=str(odcs.id),
+        version=str(odcs.version),
+        dataset=str(obj.name),
+        path=path,
+        purpose=(odcs.description.purpose if odcs.description else None) or "",
+        domain=odcs.domain or "",
+        fields=tuple(fields),
+        retention=Retention(
+            hot_days=int(retention["hotDays"]),
+            archive_days=int(retention["archiveDays"]),
+            then=retention["then"],
+            basis=str(retention["basis"]),
+        ),
+        quality=tuple(rules),
+        extras=extras,
+    )
+
+
+def load_contract(path: Path, vocab: Vocabulary | None = None) -> Contract:
+    """Lint and load one contract; raises ContractInvalidError listing every issue."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ContractInvalidError(str(path), []) from exc
+    issues = lint_data(str(path), data, vocab or load_vocabulary())
+    if issues:
+        raise ContractInvalidError(str(path), issues)
+    return _build(path, data)
+
+
+@dataclass(frozen=True, slots=True)
+class ContractRegistry:
+    """Every contract of a folder, by dataset name, with the vocabulary they use."""
+
+    contracts: dict[str, Contract]
+    vocabulary: Vocabulary
+
+    def get(self, dataset: str) -> Contract:
+        try:
+            return self.contracts[dataset]
+        except KeyError:
+            raise ContractNotFoundError(dataset, sorted(self.contracts)) from None
+
+    def __iter__(self) -> Any:
+        return iter(self.contracts.values())
+
+    @property
+    def datasets(self) -> list[str]:
+        return sorted(self.contracts)
+
+
+@cache
+def _load_registry_cached(directory: Path) -> ContractRegistry:
+    vocab = load_vocabulary()
+    contracts = {}
+    for path in sorted(directory.glob(f"*{CONTRACT_SUFFIX}")):
+        contract = load_contract(path, vocab)
+        contracts[contract.dataset] = contract
+    return ContractRegistry(contracts=contracts, vocabulary=vocab)
+
+
+def load_registry(directory: Path | None = None) -> ContractRegistry:
+    """Load every contract of a folder (the packaged contracts by default)."""
+    return _load_registry_cached((directory or CONTRACTS_DIR).resolve())

@@ -1,0 +1,1 @@
+"""energylake: see DESIGN.md for what this package does."""

@@ -1,0 +1,260 @@
+"""The ``energylake`` command line. Composition only: the work is done in the packages."""
+
+from __future__ import annotations
+
+from datetime import date
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from contracts import (
+    CONTRACTS_DIR,
+    ContractNotFoundError,
+    UnknownPurposeError,
+    lint_paths,
+    load_registry,
+    load_vocabulary,
+    plan_for,
+)
+from pipelines import render
+from pipelines.settings import Settings, load_settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="energylake",
+    help="energylake: governed streaming lake for energy telemetry (meters, DG sets, solar).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+contracts_app = typer.Typer(help="Data contracts: lint them, list them, show what a purpose sees.",
+                            no_args_is_help=True)
+config_app = typer.Typer(help="Settings: what energylake will use, and from where.",
+                         no_args_is_help=True)
+app.add_typer(contracts_app, name="contracts")
+app.add_typer(config_app, name="config")
+
+console = Console()
+err = Console(stderr=True)
+
+_STATE: dict[str, Path | None] = {"config": None}
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"energylake {package_version('energylake')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Config file (default ./energylake.toml, or $ENERGYLAKE_CONFIG)."),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Run `energylake COMMAND --help` for any command."""
+    _STATE["config"] = config
+
+
+def _settings(**flags: object) -> Settings:
+    try:
+        return load_settings(_STATE["config"], **flags)
+    except (FileNotFoundError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+# --- config -------------------------------------------------------------------------------
+@config_app.command("show")
+def config_show(
+    data_dir: Annotated[Path | None, typer.Option(help="Override data_dir.")] = None,
+) -> None:
+    """Print the effective settings (flag > ENERGYLAKE_* env > energylake.toml > defaults)."""
+    settings = _settings(data_dir=data_dir)
+    table = Table("setting", "value", title="effective settings")
+    for name, value in settings.model_dump().items():
+        table.add_row(name, str(value))
+    table.add_row("lake (resolved)", settings.lake)
+    table.add_row("keys (resolved)", str(settings.keys))
+    console.print(table)
+
+
+# --- contracts ----------------------------------------------------------------------------
+def _contracts_dir(settings: Settings) -> Path:
+    return settings.contracts_dir or CONTRACTS_DIR
+
+
+@contracts_app.command("lint")
+def contracts_lint(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Contract files or folders (default: the configured contracts)."),
+    ] = None,
+) -> None:
+    """Validate contracts: the ODCS v3 JSON Schema, then energylake's governance rules.
+
+    Exits 1 when any contract has an issue; each line names the file, the property path,
+    what is wrong, and a stable code.
+    """
+    settings = _settings()
+    targets = paths or [_contracts_dir(settings)]
+    missing = [p for p in targets if not p.exists()]
+    if missing:
+        err.print(f"[red]error:[/red] no such file or folder: {', '.join(map(str, missing))}")
+        raise typer.Exit(2)
+    files = [f for p in targets for f in (sorted(p.glob("*.odcs.yaml")) if p.is_dir() else [p])]
+    if not files:
+        err.print(f"[red]error:[/red] no *.odcs.yaml contracts under {', '.join(map(str, targets))}")
+        raise typer.Exit(2)
+    issues = lint_paths(files)
+    for issue in issues:  # one plain line each: grep-able, never wrapped
+        typer.echo(str(issue), err=True)
+    if issues:
+        typer.echo(
+            f"{len(issues)} issue(s) in {len({i.file for i in issues})} of {len(files)} contract(s)",
+            err=True,
+        )
+        raise typer.Exit(1)
+    console.print(f"{len(files)} contract(s) OK")
+
+
+@contracts_app.command("list")
+def contracts_list() -> None:
+    """List the datasets with their contract version, retention and field counts."""
+    registry = load_registry(_contracts_dir(_settings()))
+    console.print(render.contracts_table(registry))
+
+
+@contracts_app.command("purposes")
+def contracts_purposes() -> None:
+    """The purposes of the privacy policy, the only ones a field may be granted to."""
+    vocab = load_vocabulary()
+    table = Table("purpose", "title", "privacy policy, section 3", title="purposes")
+    for pid, spec in vocab.purposes.items():
+        table.add_row(pid, spec["title"], spec["policy"])
+    console.print(table)
+
+
+@contracts_app.command("show")
+def contracts_show(
+    dataset: Annotated[str, typer.Argument(help="Dataset name, e.g. meter_readings.")],
+    purpose: Annotated[
+        str | None,
+        typer.Option("--purpose", "-p", help="Show the plan for this purpose (field by field)."),
+    ] = None,
+) -> None:
+    """Show a contract's fields, or with --purpose what that purpose sees of each field."""
+    registry = load_registry(_contracts_dir(_settings()))
+    try:
+        contract = registry.get(dataset)
+        if purpose is None:
+            console.print(render.fields_table(contract))
+            return
+        plan = plan_for(contract, purpose, registry.vocabulary)
+    except (ContractNotFoundError, UnknownPurposeError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(render.plan_table(contract, plan))
+
+
+# --- simulate -----------------------------------------------------------------------------
+def _parse_faults(values: list[str] | None) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in values or []:
+        name, sep, rate = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[name.strip()] = float(rate)
+        except ValueError:
+            raise typer.BadParameter(f"expected NAME=RATE, got {item!r}") from None
+    return out
+
+
+@app.command()
+def simulate(
+    clients: Annotated[int, typer.Option(help="Number of clients (tenants).")] = 2,
+    branches: Annotated[int, typer.Option(help="Branches per client.")] = 5,
+    days: Annotated[int, typer.Option(help="Days to simulate.")] = 1,
+    start: Annotated[str, typer.Option(help="First local day (YYYY-MM-DD, Asia/Kolkata).")] = "2026-11-16",
+    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same bytes.")] = 42,
+    cadence: Annotated[int, typer.Option(help="Seconds between readings of a device.")] = 60,
+    faults: Annotated[str, typer.Option(help="Fault profile: default or none.")] = "default",
+    fault: Annotated[
+        list[str] | None,
+        typer.Option("--fault", help="Override one fault rate, NAME=RATE (repeatable)."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default DATA_DIR/sim).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Override data_dir.")] = None,
+) -> None:
+    """Simulate telemetry of a fleet (meters, DG sets, rooftop solar) with faults and a truth manifest."""
+    from simulator.config import FaultRates, SimConfig
+    from simulator.run import simulate as run_simulation
+
+    settings = _settings(data_dir=data_dir)
+    try:
+        rates = {"default": FaultRates(), "none": FaultRates.none()}[faults]
+    except KeyError:
+        raise typer.BadParameter("faults must be 'default' or 'none'") from None
+    try:
+        config = SimConfig(
+            clients=clients,
+            branches=branches,
+            days=days,
+            start=date.fromisoformat(start),
+            seed=seed,
+            cadence_s=cadence,
+            faults=rates.with_overrides(_parse_faults(fault)),
+        )
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    result = run_simulation(config, out or settings.sim_dir)
+    console.print(render.simulation_summary(result.manifest, result.out))
+
+
+@app.command()
+def demo(
+    clients: Annotated[int, typer.Option(help="Number of clients.")] = 2,
+    branches: Annotated[int, typer.Option(help="Branches per client.")] = 5,
+    days: Annotated[int, typer.Option(help="Days to simulate.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 42,
+    dataset: Annotated[str, typer.Option(help="Dataset whose purpose views are shown.")] = "work_orders",
+    purposes: Annotated[
+        str, typer.Option(help="Three purposes to compare, comma-separated.")
+    ] = "field_service,predictive_maintenance,benchmarking",
+    data_dir: Annotated[Path | None, typer.Option(help="Override data_dir.")] = None,
+) -> None:
+    """The main job end to end on embedded defaults: simulate, then show what each purpose sees."""
+    from pipelines.demo import run_demo
+
+    settings = _settings(data_dir=data_dir)
+    try:
+        run_demo(
+            settings,
+            console,
+            clients=clients,
+            branches=branches,
+            days=days,
+            seed=seed,
+            dataset=dataset,
+            purposes=[p.strip() for p in purposes.split(",") if p.strip()],
+        )
+    except (ContractNotFoundError, UnknownPurposeError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

@@ -1,0 +1,129 @@
+"""Rich tables for the CLI: contracts, purpose plans, simulation summaries."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from contracts import Action, Contract, ContractRegistry, PurposePlan
+
+__all__ = ["contracts_table", "fields_table", "compare_table", "plan_table", "record_table",
+           "simulation_summary"]
+
+_ACTION_STYLE = {
+    Action.CLEAR: "green",
+    Action.PSEUDONYMISED: "cyan",
+    Action.MASKED: "yellow",
+    Action.GENERALISED: "magenta",
+    Action.DROPPED: "red",
+}
+
+
+def contracts_table(registry: ContractRegistry) -> Table:
+    table = Table("dataset", "contract", "fields", "personal/location/confidential",
+                  "hot d", "archive d", "basis", "quality rules", title="contracts")
+    for contract in registry:
+        sensitive = sum(f.classification in ("personal", "location", "confidential", "secret")
+                        for f in contract.fields)
+        r = contract.retention
+        table.add_row(contract.dataset, contract.ref, str(len(contract.fields)), str(sensitive),
+                      str(r.hot_days), str(r.archive_days), r.basis, str(len(contract.quality)))
+    return table
+
+
+def _range(field: Any) -> str:
+    if field.allowed_values:
+        return "{" + ", ".join(str(v) for v in field.allowed_values) + "}"
+    if field.minimum is not None or field.maximum is not None:
+        return f"[{field.minimum}, {field.maximum}]"
+    return ""
+
+
+def fields_table(contract: Contract) -> Table:
+    table = Table("field", "type", "unit", "range / values", "req", "class", "purposes in clear",
+                  "protection otherwise", title=f"{contract.ref}: {contract.purpose[:90]}")
+    for f in contract.fields:
+        table.add_row(
+            f.name, f.physical_type, f.unit or "", _range(f), "yes" if f.required else "",
+            f.classification, ", ".join(sorted(f.purposes)) or "(none)",
+            f.protection.describe() if f.protection else ("drop" if len(f.purposes) < 7 else ""),
+        )
+    r = contract.retention
+    table.caption = (f"retention: {r.hot_days} d hot, {r.archive_days} d archive, then {r.then} "
+                     f"(from {r.basis}); key {', '.join(contract.primary_key)}")
+    return table
+
+
+def plan_table(contract: Contract, plan: PurposePlan) -> Table:
+    table = Table("field", "class", "what the purpose sees", "why",
+                  title=f"{contract.ref} for purpose {plan.purpose}")
+    for fp in plan.fields:
+        field = contract.field(fp.field)
+        table.add_row(fp.field, field.classification,
+                      Text(str(fp.action), style=_ACTION_STYLE[fp.action]), fp.reason)
+    return table
+
+
+def compare_table(contract: Contract, plans: list[PurposePlan]) -> Table:
+    table = Table("field", "class", *[p.purpose for p in plans],
+                  title=f"{contract.ref}: what each purpose sees")
+    for index, field in enumerate(contract.fields):
+        cells = [Text(str(p.fields[index].action), style=_ACTION_STYLE[p.fields[index].action])
+                 for p in plans]
+        table.add_row(field.name, field.classification, *cells)
+    return table
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "∅"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%SZ")
+    text = str(value)
+    return text if len(text) <= 40 else text[:37] + "…"
+
+
+def record_table(contract: Contract, shaped: dict[str, pa.Table], title: str) -> Table:
+    """One record, field by field, as each purpose receives it (purposes side by side)."""
+    out = Table("field", *shaped, title=title)
+    first = {purpose: (t.slice(0, 1).to_pylist() or [{}])[0] for purpose, t in shaped.items()}
+    for field in contract.fields:
+        cells = []
+        for record in first.values():
+            if field.name in record:
+                cells.append(Text(_cell(record[field.name])))
+            else:
+                cells.append(Text("(dropped)", style="red"))
+        out.add_row(field.name, *cells)
+    return out
+
+
+def simulation_summary(manifest: dict[str, Any], out: Path) -> Group:
+    faults = Table("fault", "count", "ends in", "reason code / flag", title="injected faults")
+    for name, spec in manifest["faults"].items():
+        faults.add_row(name, str(spec["count"]), spec["route"],
+                       spec["reason_code"] or spec["flag"] or "")
+    totals = Table("branch", "grid import kWh", "solar kWh", "DG litres", "DG run h",
+                   "outage min", "lines", title="true totals per branch")
+    for branch_id, b in manifest["branches"].items():
+        if "grid_import_kwh" not in b:
+            continue
+        totals.add_row(branch_id, f"{b['grid_import_kwh']:.2f}", f"{b['solar_kwh']:.2f}",
+                       f"{b['dg_fuel_l']:.2f}", f"{b['dg_run_hours']:.2f}",
+                       f"{b['outage_minutes']:.0f}", str(b["records"]["lines"]))
+    expected = manifest["expected"]
+    lines = [
+        f"{manifest['lines']} messages from {manifest['devices']} devices; expected: "
+        f"{sum(expected['lake_rows'].values())} to the lake, "
+        f"{sum(expected['quarantine'].values())} to quarantine, {expected['duplicates']} duplicates",
+        f"telemetry: {out / 'telemetry'}",
+        f"reference: {out / 'reference'}",
+        f"manifest:  {out / 'manifest.json'}   fault ledger: {out / 'faults.ndjson'}",
+    ]
+    return Group(faults, totals, *[Text(line) for line in lines])

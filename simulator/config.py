@@ -1,0 +1,141 @@
+"""What to simulate: fleet size, period, seed, cadence and the fault rates."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import date
+from typing import Any
+
+__all__ = ["FAULTS", "FaultRates", "FaultSpec", "SimConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class FaultSpec:
+    """One injectable fault: where its records must end (DOMAIN.md, bad-input table)."""
+
+    name: str
+    route: str  # lake | quarantine | duplicate
+    reason_code: str | None
+    flag: str | None
+    description: str
+
+
+# Message faults are a share of clean messages; state faults (counter_reset,
+# stuck_sensor) are events per device per day; unknown_device is a share of all
+# messages sent by devices the registry does not know.
+FAULTS: dict[str, FaultSpec] = {
+    s.name: s
+    for s in (
+        FaultSpec("duplicate", "duplicate", None, None, "QoS 1 redelivery: the same message again"),
+        FaultSpec("out_of_order", "lake", None, "LATE", "delivered after its successor"),
+        FaultSpec("late", "lake", None, "LATE", "delivered 1 to 48 hours late"),
+        FaultSpec("timestamp_future", "quarantine", "TIMESTAMP_OUT_OF_RANGE", None,
+                  "device clock ahead by an hour to three days"),
+        FaultSpec("timestamp_ancient", "quarantine", "TIMESTAMP_OUT_OF_RANGE", None,
+                  "device clock reset (year 2000) or weeks behind"),
+        FaultSpec("epoch_ms", "quarantine", "TIMESTAMP_OUT_OF_RANGE", None,
+                  "ts in epoch milliseconds where seconds are expected"),
+        FaultSpec("non_finite", "quarantine", "NON_FINITE", None, "a reading is NaN or Infinity"),
+        FaultSpec("missing_field", "quarantine", "MISSING_FIELD", None,
+                  "a required reading absent or null"),
+        FaultSpec("unit_declared", "lake", None, "UNIT_CONVERTED",
+                  "power in W, VA, var with the units declared (converted)"),
+        FaultSpec("unit_undeclared", "quarantine", "UNIT_SUSPECT", None,
+                  "power in W, VA, var without a word (W sent as kW)"),
+        FaultSpec("implausible_jump", "quarantine", "IMPLAUSIBLE_DELTA", None,
+                  "a counter spikes by more than the rating allows"),
+        FaultSpec("schema_drift", "quarantine", "SCHEMA_MISMATCH", None,
+                  "an unknown field or a number sent as a string"),
+        FaultSpec("wrong_branch", "quarantine", "BRANCH_MISMATCH", None,
+                  "published under another branch's topic"),
+        FaultSpec("malformed_json", "quarantine", "MALFORMED_PAYLOAD", None, "truncated JSON"),
+        FaultSpec("bad_utf8", "quarantine", "MALFORMED_PAYLOAD", None, "invalid UTF-8 bytes"),
+        FaultSpec("oversized", "quarantine", "PAYLOAD_TOO_LARGE", None,
+                  "payload above the size limit"),
+        FaultSpec("unknown_device", "quarantine", "UNKNOWN_DEVICE", None,
+                  "a device the registry does not know"),
+        FaultSpec("counter_reset", "lake", None, "COUNTER_RESET",
+                  "a cumulative counter restarts from zero (state fault, per device-day)"),
+        FaultSpec("stuck_sensor", "lake", None, "STUCK",
+                  "a sensor repeats one value for 20 to 40 readings (state fault, per device-day)"),
+    )
+}
+
+STATE_FAULTS = frozenset({"counter_reset", "stuck_sensor"})
+
+
+@dataclass(frozen=True, slots=True)
+class FaultRates:
+    """Rates of every fault. Message faults: share of messages. State faults: per device-day."""
+
+    duplicate: float = 0.01
+    out_of_order: float = 0.004
+    late: float = 0.002
+    timestamp_future: float = 0.001
+    timestamp_ancient: float = 0.0005
+    epoch_ms: float = 0.001
+    non_finite: float = 0.001
+    missing_field: float = 0.001
+    unit_declared: float = 0.001
+    unit_undeclared: float = 0.001
+    implausible_jump: float = 0.0005
+    schema_drift: float = 0.0005
+    wrong_branch: float = 0.0005
+    malformed_json: float = 0.001
+    bad_utf8: float = 0.0003
+    oversized: float = 0.0002
+    unknown_device: float = 0.001
+    counter_reset: float = 0.05
+    stuck_sensor: float = 0.1
+
+    @classmethod
+    def none(cls) -> FaultRates:
+        return cls(**{f.name: 0.0 for f in fields(cls)})
+
+    def with_overrides(self, overrides: dict[str, float]) -> FaultRates:
+        unknown = set(overrides) - {f.name for f in fields(self)}
+        if unknown:
+            raise ValueError(
+                f"unknown fault(s) {', '.join(sorted(unknown))}; known: {', '.join(FAULTS)}"
+            )
+        for name, rate in overrides.items():
+            limit = 5.0 if name in STATE_FAULTS else 0.2
+            if not 0.0 <= rate <= limit:
+                raise ValueError(f"fault rate {name}={rate} must be within [0, {limit}]")
+        return replace(self, **overrides)
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """A simulation run: clients x branches per client, for some days from a start date."""
+
+    clients: int = 2
+    branches: int = 5
+    days: int = 1
+    start: date = date(2026, 11, 16)
+    seed: int = 42
+    cadence_s: int = 60
+    dg_share: float = 0.8
+    solar_share: float = 0.6
+    payload_limit_bytes: int = 65536
+    faults: FaultRates = field(default_factory=FaultRates)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.clients <= 500:
+            raise ValueError("clients must be within 1..500")
+        if not 1 <= self.branches <= 5000:
+            raise ValueError("branches per client must be within 1..5000")
+        if not 1 <= self.days <= 366:
+            raise ValueError("days must be within 1..366")
+        if self.cadence_s not in (10, 15, 30, 60, 120, 300, 900):
+            raise ValueError("cadence_s must be one of 10, 15, 30, 60, 120, 300, 900")
+        if not (0 <= self.dg_share <= 1 and 0 <= self.solar_share <= 1):
+            raise ValueError("dg_share and solar_share must be within [0, 1]")
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["start"] = self.start.isoformat()
+        return out

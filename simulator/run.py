@@ -1,0 +1,250 @@
+"""Run a simulation: the fleet's reference data, its telemetry files, the fault ledger and
+the truth manifest.
+
+Layout under the output folder::
+
+    reference/<dataset>.parquet        clients, branches, devices, contacts, work_orders
+    telemetry/<topic>/<YYYYMMDDTHH>.ndjson
+                                       one file per topic and hour of reception (UTC); a line
+                                       is one payload as the device sent it, in delivery order
+    faults.ndjson                      the ledger: every injected fault, with file and line
+    manifest.json                      config, fault counts, expected routes, true totals
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from contracts import ContractRegistry, load_registry
+from simulator.config import FAULTS, SimConfig
+from simulator.physics import simulate_branch, start_epoch
+from simulator.reference import Fleet, build_fleet, rng_for
+from simulator.stream import Message, StateFault, branch_messages
+
+__all__ = ["MANIFEST_NAME", "SimResult", "simulate"]
+
+MANIFEST_NAME = "manifest.json"
+LEDGER_NAME = "faults.ndjson"
+GENERATOR = "energylake-simulator/1"
+
+
+@dataclass(frozen=True, slots=True)
+class SimResult:
+    out: Path
+    manifest: dict[str, Any]
+    fleet: Fleet
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.out / MANIFEST_NAME
+
+    @property
+    def telemetry_dir(self) -> Path:
+        return self.out / "telemetry"
+
+    @property
+    def reference_dir(self) -> Path:
+        return self.out / "reference"
+
+
+def _hour(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y%m%dT%H")
+
+
+def write_reference(fleet: Fleet, registry: ContractRegistry, folder: Path) -> dict[str, int]:
+    """Write the fleet's reference rows as Parquet, each under its contract's Arrow schema."""
+    folder.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for dataset, rows in fleet.rows().items():
+        schema = registry.get(dataset).arrow_schema()
+        table = pa.Table.from_pylist(rows, schema=schema)
+        table.validate(full=True)
+        pq.write_table(table, folder / f"{dataset}.parquet")
+        counts[dataset] = table.num_rows
+    return counts
+
+
+def _empty_branch_tally() -> dict[str, Any]:
+    return {
+        "lines": 0,
+        "lake": Counter(),
+        "quarantine": Counter(),
+        "duplicates": 0,
+    }
+
+
+def simulate(
+    config: SimConfig,
+    out: Path,
+    *,
+    registry: ContractRegistry | None = None,
+    sink: Callable[[list[Message], int], None] | None = None,
+) -> SimResult:
+    """Simulate the fleet for the period into ``out`` (replacing what a previous run left).
+
+    ``sink`` receives each branch's messages (with the seed) instead of the NDJSON writer;
+    the landing-log writer and the MQTT/HTTP publishers plug in there.
+    """
+    registry = registry or load_registry()
+    if out.exists():
+        for name in ("telemetry", "reference", LEDGER_NAME, MANIFEST_NAME):
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    fleet = build_fleet(config)
+    reference_counts = write_reference(fleet, registry, out / "reference")
+    fault_counts: Counter[str] = Counter()
+    tallies: dict[str, dict[str, Any]] = defaultdict(_empty_branch_tally)
+    truth: dict[str, dict[str, Any]] = {}
+    state_faults: list[StateFault] = []
+    total_lines = 0
+    ledger = (out / LEDGER_NAME).open("wb")
+    try:
+        for branch in fleet.branches:
+            others = [b for b in fleet.branches if b.branch_id != branch.branch_id]
+            rng = rng_for(config.seed, "physics", branch.branch_id)
+            series = simulate_branch(branch, config.start, config.days, config.cadence_s, rng)
+            messages, faults = branch_messages(config, registry, branch, series, others)
+            state_faults.extend(faults)
+            truth[branch.branch_id] = {
+                "client_id": branch.client_id,
+                "devices": {d.kind: d.device_id for d in branch.devices},
+                **{k: round(v, 6) for k, v in series.truth.items()},
+            }
+            for msg in messages:
+                tally = tallies[msg.claim_branch]
+                tally["lines"] += 1
+                if msg.route == "lake":
+                    tally["lake"][msg.dataset] += 1
+                elif msg.route == "quarantine":
+                    tally["quarantine"][msg.reason_code] += 1
+                else:
+                    tally["duplicates"] += 1
+                if msg.fault:
+                    fault_counts[msg.fault] += 1
+            total_lines += len(messages)
+            if sink is not None:
+                sink(messages, config.seed)
+            else:
+                _write_ndjson(out / "telemetry", messages, ledger, config.seed)
+    finally:
+        ledger.close()
+    for fault in state_faults:
+        fault_counts[fault.fault] += 1
+    manifest = _manifest(config, fleet, reference_counts, fault_counts, tallies, truth,
+                         state_faults, total_lines)
+    (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    return SimResult(out=out, manifest=manifest, fleet=fleet)
+
+
+def _write_ndjson(folder: Path, messages: list[Message], ledger: Any, seed: int) -> None:
+    groups: dict[tuple[str, str], list[Message]] = defaultdict(list)
+    for msg in messages:
+        groups[(msg.topic, _hour(msg.received_at))].append(msg)
+    for (topic, hour), group in groups.items():
+        group.sort(key=lambda m: (m.received_at, m.seq))
+        path = folder / topic / f"{hour}.ndjson"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rel = str(path.relative_to(folder.parent))
+        with path.open("wb") as handle:
+            for line_no, msg in enumerate(group, start=1):
+                handle.write(msg.payload(msg.seq) + b"\n")
+                if msg.fault:
+                    ledger.write(orjson.dumps(_ledger_entry(msg, rel, line_no)) + b"\n")
+
+
+def _ledger_entry(msg: Message, file: str, line: int) -> dict[str, Any]:
+    return {
+        "fault": msg.fault,
+        "device_id": msg.device_id,
+        "seq": msg.seq,
+        "topic": msg.topic,
+        "file": file,
+        "line": line,
+        "route": msg.route,
+        "reason_code": msg.reason_code,
+    }
+
+
+def _manifest(
+    config: SimConfig,
+    fleet: Fleet,
+    reference_counts: dict[str, int],
+    fault_counts: Counter[str],
+    tallies: dict[str, dict[str, Any]],
+    truth: dict[str, dict[str, Any]],
+    state_faults: list[StateFault],
+    total_lines: int,
+) -> dict[str, Any]:
+    t0 = start_epoch(config.start)
+    end = t0 + config.days * 86400
+    quarantine: Counter[str] = Counter()
+    lake: Counter[str] = Counter()
+    duplicates = 0
+    branches: dict[str, Any] = {}
+    for branch_id in sorted(set(truth) | set(tallies)):
+        tally = tallies.get(branch_id) or _empty_branch_tally()
+        quarantine.update(tally["quarantine"])
+        lake.update(tally["lake"])
+        duplicates += tally["duplicates"]
+        branches[branch_id] = {
+            **truth.get(branch_id, {}),
+            "records": {
+                "lines": tally["lines"],
+                "lake": dict(sorted(tally["lake"].items())),
+                "quarantine": dict(sorted(tally["quarantine"].items())),
+                "duplicates": tally["duplicates"],
+            },
+        }
+    return {
+        "generator": GENERATOR,
+        "created_for": config.as_dict(),
+        "period": {
+            "start": datetime.fromtimestamp(t0, tz=UTC).isoformat(),
+            "end": (datetime.fromtimestamp(t0, tz=UTC) + timedelta(seconds=end - t0)).isoformat(),
+            "timezone": "Asia/Kolkata",
+        },
+        "reference": reference_counts,
+        "lines": total_lines,
+        "faults": {
+            name: {
+                "count": int(fault_counts.get(name, 0)),
+                "route": spec.route,
+                "reason_code": spec.reason_code,
+                "flag": spec.flag,
+                "description": spec.description,
+            }
+            for name, spec in FAULTS.items()
+        },
+        "state_faults": [
+            {"fault": f.fault, "device_id": f.device_id, "field": f.field,
+             "first_seq": f.first_seq, "length": f.length}
+            for f in state_faults
+        ],
+        "expected": {
+            "lake_rows": dict(sorted(lake.items())),
+            "quarantine": dict(sorted(quarantine.items())),
+            "duplicates": duplicates,
+        },
+        "branches": branches,
+        "totals": {
+            key: round(sum(b.get(key, 0.0) for b in truth.values()), 6)
+            for key in ("grid_import_kwh", "grid_export_kwh", "solar_kwh", "dg_fuel_l",
+                        "dg_run_hours", "dg_energy_kwh")
+        },
+        "devices": len(fleet.devices),
+    }
