@@ -110,7 +110,9 @@ class _Linter:
         obj = schema[0]
         for key in ("id", "name"):
             if data.get(key) != stem:
-                self.add(key, "E002", f"{key} {data.get(key)!r} must equal the file's name {stem!r}")
+                self.add(
+                    key, "E002", f"{key} {data.get(key)!r} must equal the file's name {stem!r}"
+                )
         if obj.get("name") != stem:
             self.add("schema[0].name", "E002", f"schema object {obj.get('name')!r} != {stem!r}")
         custom = _custom(data)
@@ -158,7 +160,9 @@ class _Linter:
             self.add(f"{path}.hotDays", "E040", f"hotDays must be an integer >= 1, got {hot!r}")
         if not isinstance(archive, int) or isinstance(archive, bool) or archive < 0:
             self.add(
-                f"{path}.archiveDays", "E040", f"archiveDays must be an integer >= 0, got {archive!r}"
+                f"{path}.archiveDays",
+                "E040",
+                f"archiveDays must be an integer >= 0, got {archive!r}",
             )
         if value.get("then") != "delete":
             self.add(f"{path}.then", "E040", f"then must be 'delete', got {value.get('then')!r}")
@@ -251,7 +255,9 @@ class _Linter:
             )
         elif not isinstance(purposes, list) or not all(isinstance(p, str) for p in purposes):
             self.add(
-                f"{path}.customProperties.purposes", "E021", "purposes must be a list of purpose ids"
+                f"{path}.customProperties.purposes",
+                "E021",
+                "purposes must be a list of purpose ids",
             )
         else:
             for purpose in purposes:
@@ -320,9 +326,7 @@ class _Linter:
             if logical in _NUMERIC:
                 step = protection.get("step")
                 if not isinstance(step, int | float) or isinstance(step, bool) or step <= 0:
-                    self.add(
-                        f"{path}.step", "E023", f"generalise needs a step > 0, got {step!r}"
-                    )
+                    self.add(f"{path}.step", "E023", f"generalise needs a step > 0, got {step!r}")
             elif protection.get("grain") not in _TIMESTAMP_GRAINS:
                 self.add(
                     f"{path}.grain",
@@ -363,9 +367,7 @@ class _Linter:
             )
         low, high = options.get("minimum"), options.get("maximum")
         if isinstance(low, int | float) and isinstance(high, int | float) and low > high:
-            self.add(
-                f"{path}.logicalTypeOptions", "E033", f"minimum {low} is above maximum {high}"
-            )
+            self.add(f"{path}.logicalTypeOptions", "E033", f"minimum {low} is above maximum {high}")
         python_type: tuple[type, ...] | None = {
             "string": (str,),
             "integer": (int,),
@@ -392,7 +394,10 @@ class _Linter:
         for p_index, prop in enumerate(props):
             for r_index, rule in enumerate(prop.get("quality") or []):
                 located.append(
-                    (f"schema[0].properties[{p_index}] '{prop.get('name')}'.quality[{r_index}]", rule)
+                    (
+                        f"schema[0].properties[{p_index}] '{prop.get('name')}'.quality[{r_index}]",
+                        rule,
+                    )
                 )
         if not located:
             self.add("schema[0].quality", "E050", "no quality rules: every dataset needs some")
@@ -409,7 +414,8 @@ class _Linter:
                 self.add(
                     f"{path}.severity",
                     "E051",
-                    f"severity must be 'error' (blocking) or 'warning', got {rule.get('severity')!r}",
+                    "severity must be 'error' (blocking) or 'warning', "
+                    f"got {rule.get('severity')!r}",
                 )
             if rule.get("type") == "custom":
                 self._custom_rule(path, rule, columns)

@@ -7,7 +7,8 @@ its Arrow schema (the physical types are Arrow's names).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -126,10 +127,10 @@ class QualityRule:
     dimension: str | None
     field: str | None
     metric: str | None = None
-    arguments: dict[str, Any] = field(default_factory=dict)
-    operator: dict[str, Any] = field(default_factory=dict)
+    arguments: dict[str, Any] = dc_field(default_factory=dict)
+    operator: dict[str, Any] = dc_field(default_factory=dict)
     engine: str | None = None
-    implementation: dict[str, Any] = field(default_factory=dict)
+    implementation: dict[str, Any] = dc_field(default_factory=dict)
 
     @property
     def blocking(self) -> bool:

@@ -117,7 +117,7 @@ def _field_plan(field: Field, purpose: str) -> FieldPlan:
 
 
 def plan_for(contract: Contract, purpose: str, vocab: Vocabulary | None = None) -> PurposePlan:
-    """The per-field plan for a purpose. Raises UnknownPurposeError for a purpose not in the policy."""
+    """The per-field plan for a purpose; UnknownPurposeError for a purpose not in the policy."""
     vocab = vocab or load_vocabulary()
     if purpose not in vocab.purposes:
         raise UnknownPurposeError(purpose, vocab.purpose_ids)

@@ -85,8 +85,12 @@ def _build(path: Path, data: dict[str, Any]) -> Contract:
                 purposes=frozenset(custom.get("purposes") or []),
                 protection=_protection(custom.get("protection")),
                 unit=custom.get("unit"),
-                minimum=options.get("minimum") if prop.logicalType in ("number", "integer") else None,
-                maximum=options.get("maximum") if prop.logicalType in ("number", "integer") else None,
+                minimum=options.get("minimum")
+                if prop.logicalType in ("number", "integer")
+                else None,
+                maximum=options.get("maximum")
+                if prop.logicalType in ("number", "integer")
+                else None,
                 allowed_values=tuple(e.value for e in prop.enum) if prop.enum else None,
                 pattern=options.get("pattern"),
                 max_length=options.get("maxLength"),

@@ -32,17 +32,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-contracts_app = typer.Typer(help="Data contracts: lint them, list them, show what a purpose sees.",
-                            no_args_is_help=True)
-config_app = typer.Typer(help="Settings: what energylake will use, and from where.",
-                         no_args_is_help=True)
+contracts_app = typer.Typer(
+    help="Data contracts: lint them, list them, show what a purpose sees.", no_args_is_help=True
+)
+config_app = typer.Typer(
+    help="Settings: what energylake will use, and from where.", no_args_is_help=True
+)
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(config_app, name="config")
 
 console = Console()
-err = Console(stderr=True)
 
 _STATE: dict[str, Path | None] = {"config": None}
+
+
+def _error(message: str) -> None:
+    """Errors go to stderr as one plain line: readable in logs, never wrapped."""
+    typer.echo(f"error: {message}", err=True)
 
 
 def _version(value: bool) -> None:
@@ -55,11 +61,15 @@ def _version(value: bool) -> None:
 def _root(
     config: Annotated[
         Path | None,
-        typer.Option("--config", help="Config file (default ./energylake.toml, or $ENERGYLAKE_CONFIG)."),
+        typer.Option(
+            "--config", help="Config file (default ./energylake.toml, or $ENERGYLAKE_CONFIG)."
+        ),
     ] = None,
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
     """Run `energylake COMMAND --help` for any command."""
@@ -70,7 +80,7 @@ def _settings(**flags: object) -> Settings:
     try:
         return load_settings(_STATE["config"], **flags)
     except (FileNotFoundError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        _error(f"{exc}")
         raise typer.Exit(2) from exc
 
 
@@ -110,18 +120,19 @@ def contracts_lint(
     targets = paths or [_contracts_dir(settings)]
     missing = [p for p in targets if not p.exists()]
     if missing:
-        err.print(f"[red]error:[/red] no such file or folder: {', '.join(map(str, missing))}")
+        _error(f"no such file or folder: {', '.join(map(str, missing))}")
         raise typer.Exit(2)
     files = [f for p in targets for f in (sorted(p.glob("*.odcs.yaml")) if p.is_dir() else [p])]
     if not files:
-        err.print(f"[red]error:[/red] no *.odcs.yaml contracts under {', '.join(map(str, targets))}")
+        _error(f"no *.odcs.yaml contracts under {', '.join(map(str, targets))}")
         raise typer.Exit(2)
     issues = lint_paths(files)
     for issue in issues:  # one plain line each: grep-able, never wrapped
         typer.echo(str(issue), err=True)
     if issues:
         typer.echo(
-            f"{len(issues)} issue(s) in {len({i.file for i in issues})} of {len(files)} contract(s)",
+            f"{len(issues)} issue(s) in {len({i.file for i in issues})} "
+            f"of {len(files)} contract(s)",
             err=True,
         )
         raise typer.Exit(1)
@@ -162,7 +173,7 @@ def contracts_show(
             return
         plan = plan_for(contract, purpose, registry.vocabulary)
     except (ContractNotFoundError, UnknownPurposeError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        _error(f"{exc}")
         raise typer.Exit(2) from exc
     console.print(render.plan_table(contract, plan))
 
@@ -186,7 +197,9 @@ def simulate(
     clients: Annotated[int, typer.Option(help="Number of clients (tenants).")] = 2,
     branches: Annotated[int, typer.Option(help="Branches per client.")] = 5,
     days: Annotated[int, typer.Option(help="Days to simulate.")] = 1,
-    start: Annotated[str, typer.Option(help="First local day (YYYY-MM-DD, Asia/Kolkata).")] = "2026-11-16",
+    start: Annotated[
+        str, typer.Option(help="First local day (YYYY-MM-DD, Asia/Kolkata).")
+    ] = "2026-11-16",
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same bytes.")] = 42,
     cadence: Annotated[int, typer.Option(help="Seconds between readings of a device.")] = 60,
     faults: Annotated[str, typer.Option(help="Fault profile: default or none.")] = "default",
@@ -197,7 +210,7 @@ def simulate(
     out: Annotated[Path | None, typer.Option(help="Output folder (default DATA_DIR/sim).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Override data_dir.")] = None,
 ) -> None:
-    """Simulate telemetry of a fleet (meters, DG sets, rooftop solar) with faults and a truth manifest."""
+    """Simulate a fleet (meters, DG sets, rooftop solar) with faults and a truth manifest."""
     from simulator.config import FaultRates, SimConfig
     from simulator.run import simulate as run_simulation
 
@@ -217,7 +230,7 @@ def simulate(
             faults=rates.with_overrides(_parse_faults(fault)),
         )
     except ValueError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        _error(f"{exc}")
         raise typer.Exit(2) from exc
     result = run_simulation(config, out or settings.sim_dir)
     console.print(render.simulation_summary(result.manifest, result.out))
@@ -229,7 +242,9 @@ def demo(
     branches: Annotated[int, typer.Option(help="Branches per client.")] = 5,
     days: Annotated[int, typer.Option(help="Days to simulate.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed.")] = 42,
-    dataset: Annotated[str, typer.Option(help="Dataset whose purpose views are shown.")] = "work_orders",
+    dataset: Annotated[
+        str, typer.Option(help="Dataset whose purpose views are shown.")
+    ] = "work_orders",
     purposes: Annotated[
         str, typer.Option(help="Three purposes to compare, comma-separated.")
     ] = "field_service,predictive_maintenance,benchmarking",
@@ -251,7 +266,7 @@ def demo(
             purposes=[p.strip() for p in purposes.split(",") if p.strip()],
         )
     except (ContractNotFoundError, UnknownPurposeError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        _error(f"{exc}")
         raise typer.Exit(2) from exc
 
 

@@ -1,4 +1,4 @@
-"""``make demo`` at this stage: simulate a fleet, then show what three purposes see of one dataset."""
+"""``make demo``: simulate a fleet, then show what three purposes see of one dataset."""
 
 from __future__ import annotations
 
@@ -37,8 +37,14 @@ def run_demo(
     contract = registry.get(dataset)
     plans = [plan_for(contract, p, registry.vocabulary) for p in purposes]  # fail fast
     console.print(Rule(f"simulating {clients} clients x {branches} branches x {days} day(s)"))
-    config = SimConfig(clients=clients, branches=branches, days=days, seed=seed,
-                       start=date(2026, 11, 16), faults=DEMO_FAULTS)
+    config = SimConfig(
+        clients=clients,
+        branches=branches,
+        days=days,
+        seed=seed,
+        start=date(2026, 11, 16),
+        faults=DEMO_FAULTS,
+    )
     result = simulate(config, settings.sim_dir, registry=registry)
     console.print(render.simulation_summary(result.manifest, result.out))
 
@@ -46,7 +52,9 @@ def run_demo(
     console.print(render.compare_table(contract, plans))
     table = pq.read_table(result.reference_dir / f"{dataset}.parquet")
     tenant = str(table.column("client_id")[0]) if "client_id" in table.column_names else "default"
-    rows = table.filter(pc.equal(table.column("client_id"), tenant)) if tenant != "default" else table
+    rows = (
+        table.filter(pc.equal(table.column("client_id"), tenant)) if tenant != "default" else table
+    )
     key = KeyStore(settings.keys).get(tenant)
     shaped = {plan.purpose: apply_plan(plan, rows, key, contract) for plan in plans}
     console.print(render.record_table(contract, shaped, f"one {dataset} record of tenant {tenant}"))

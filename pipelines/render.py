@@ -13,8 +13,14 @@ from rich.text import Text
 
 from contracts import Action, Contract, ContractRegistry, PurposePlan
 
-__all__ = ["contracts_table", "fields_table", "compare_table", "plan_table", "record_table",
-           "simulation_summary"]
+__all__ = [
+    "compare_table",
+    "contracts_table",
+    "fields_table",
+    "plan_table",
+    "record_table",
+    "simulation_summary",
+]
 
 _ACTION_STYLE = {
     Action.CLEAR: "green",
@@ -26,14 +32,33 @@ _ACTION_STYLE = {
 
 
 def contracts_table(registry: ContractRegistry) -> Table:
-    table = Table("dataset", "contract", "fields", "personal/location/confidential",
-                  "hot d", "archive d", "basis", "quality rules", title="contracts")
+    table = Table(
+        "dataset",
+        "contract",
+        "fields",
+        "personal/location/confidential",
+        "hot d",
+        "archive d",
+        "basis",
+        "quality rules",
+        title="contracts",
+    )
     for contract in registry:
-        sensitive = sum(f.classification in ("personal", "location", "confidential", "secret")
-                        for f in contract.fields)
+        sensitive = sum(
+            f.classification in ("personal", "location", "confidential", "secret")
+            for f in contract.fields
+        )
         r = contract.retention
-        table.add_row(contract.dataset, contract.ref, str(len(contract.fields)), str(sensitive),
-                      str(r.hot_days), str(r.archive_days), r.basis, str(len(contract.quality)))
+        table.add_row(
+            contract.dataset,
+            contract.ref,
+            str(len(contract.fields)),
+            str(sensitive),
+            str(r.hot_days),
+            str(r.archive_days),
+            r.basis,
+            str(len(contract.quality)),
+        )
     return table
 
 
@@ -46,36 +71,67 @@ def _range(field: Any) -> str:
 
 
 def fields_table(contract: Contract) -> Table:
-    table = Table("field", "type", "unit", "range / values", "req", "class", "purposes in clear",
-                  "protection otherwise", title=f"{contract.ref}: {contract.purpose[:90]}")
+    table = Table(
+        "field",
+        "type",
+        "unit",
+        "range / values",
+        "req",
+        "class",
+        "purposes in clear",
+        "protection otherwise",
+        title=f"{contract.ref}: {contract.purpose[:90]}",
+    )
     for f in contract.fields:
         table.add_row(
-            f.name, f.physical_type, f.unit or "", _range(f), "yes" if f.required else "",
-            f.classification, ", ".join(sorted(f.purposes)) or "(none)",
+            f.name,
+            f.physical_type,
+            f.unit or "",
+            _range(f),
+            "yes" if f.required else "",
+            f.classification,
+            ", ".join(sorted(f.purposes)) or "(none)",
             f.protection.describe() if f.protection else ("drop" if len(f.purposes) < 7 else ""),
         )
     r = contract.retention
-    table.caption = (f"retention: {r.hot_days} d hot, {r.archive_days} d archive, then {r.then} "
-                     f"(from {r.basis}); key {', '.join(contract.primary_key)}")
+    table.caption = (
+        f"retention: {r.hot_days} d hot, {r.archive_days} d archive, then {r.then} "
+        f"(from {r.basis}); key {', '.join(contract.primary_key)}"
+    )
     return table
 
 
 def plan_table(contract: Contract, plan: PurposePlan) -> Table:
-    table = Table("field", "class", "what the purpose sees", "why",
-                  title=f"{contract.ref} for purpose {plan.purpose}")
+    table = Table(
+        "field",
+        "class",
+        "what the purpose sees",
+        "why",
+        title=f"{contract.ref} for purpose {plan.purpose}",
+    )
     for fp in plan.fields:
         field = contract.field(fp.field)
-        table.add_row(fp.field, field.classification,
-                      Text(str(fp.action), style=_ACTION_STYLE[fp.action]), fp.reason)
+        table.add_row(
+            fp.field,
+            field.classification,
+            Text(str(fp.action), style=_ACTION_STYLE[fp.action]),
+            fp.reason,
+        )
     return table
 
 
 def compare_table(contract: Contract, plans: list[PurposePlan]) -> Table:
-    table = Table("field", "class", *[p.purpose for p in plans],
-                  title=f"{contract.ref}: what each purpose sees")
+    table = Table(
+        "field",
+        "class",
+        *[p.purpose for p in plans],
+        title=f"{contract.ref}: what each purpose sees",
+    )
     for index, field in enumerate(contract.fields):
-        cells = [Text(str(p.fields[index].action), style=_ACTION_STYLE[p.fields[index].action])
-                 for p in plans]
+        cells = [
+            Text(str(p.fields[index].action), style=_ACTION_STYLE[p.fields[index].action])
+            for p in plans
+        ]
         table.add_row(field.name, field.classification, *cells)
     return table
 
@@ -107,21 +163,37 @@ def record_table(contract: Contract, shaped: dict[str, pa.Table], title: str) ->
 def simulation_summary(manifest: dict[str, Any], out: Path) -> Group:
     faults = Table("fault", "count", "ends in", "reason code / flag", title="injected faults")
     for name, spec in manifest["faults"].items():
-        faults.add_row(name, str(spec["count"]), spec["route"],
-                       spec["reason_code"] or spec["flag"] or "")
-    totals = Table("branch", "grid import kWh", "solar kWh", "DG litres", "DG run h",
-                   "outage min", "lines", title="true totals per branch")
+        faults.add_row(
+            name, str(spec["count"]), spec["route"], spec["reason_code"] or spec["flag"] or ""
+        )
+    totals = Table(
+        "branch",
+        "grid import kWh",
+        "solar kWh",
+        "DG litres",
+        "DG run h",
+        "outage min",
+        "lines",
+        title="true totals per branch",
+    )
     for branch_id, b in manifest["branches"].items():
         if "grid_import_kwh" not in b:
             continue
-        totals.add_row(branch_id, f"{b['grid_import_kwh']:.2f}", f"{b['solar_kwh']:.2f}",
-                       f"{b['dg_fuel_l']:.2f}", f"{b['dg_run_hours']:.2f}",
-                       f"{b['outage_minutes']:.0f}", str(b["records"]["lines"]))
+        totals.add_row(
+            branch_id,
+            f"{b['grid_import_kwh']:.2f}",
+            f"{b['solar_kwh']:.2f}",
+            f"{b['dg_fuel_l']:.2f}",
+            f"{b['dg_run_hours']:.2f}",
+            f"{b['outage_minutes']:.0f}",
+            str(b["records"]["lines"]),
+        )
     expected = manifest["expected"]
     lines = [
         f"{manifest['lines']} messages from {manifest['devices']} devices; expected: "
         f"{sum(expected['lake_rows'].values())} to the lake, "
-        f"{sum(expected['quarantine'].values())} to quarantine, {expected['duplicates']} duplicates",
+        f"{sum(expected['quarantine'].values())} to quarantine, "
+        f"{expected['duplicates']} duplicates",
         f"telemetry: {out / 'telemetry'}",
         f"reference: {out / 'reference'}",
         f"manifest:  {out / 'manifest.json'}   fault ledger: {out / 'faults.ndjson'}",

@@ -31,7 +31,9 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
-    data_dir: Path = Field(default=Path("data"), description="Root of everything energylake writes.")
+    data_dir: Path = Field(
+        default=Path("data"), description="Root of everything energylake writes."
+    )
     contracts_dir: Path | None = Field(
         default=None, description="Folder of *.odcs.yaml contracts (default: the packaged ones)."
     )
@@ -88,10 +90,13 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
     """
     path, asked = config_path(config_file)
     if asked and not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist (from --config or ${CONFIG_ENV})")
+        raise FileNotFoundError(
+            f"config file {path} does not exist (from --config or ${CONFIG_ENV})"
+        )
     bound = type(
         "Settings",
         (Settings,),
         {"model_config": SettingsConfigDict(**{**Settings.model_config, "toml_file": path})},
     )
-    return bound(**{k: v for k, v in flags.items() if v is not None})
+    settings: Settings = bound(**{k: v for k, v in flags.items() if v is not None})
+    return settings

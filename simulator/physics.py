@@ -85,7 +85,10 @@ def _occupancy(branch: Branch, start: date, n: int, c: int) -> tuple[np.ndarray,
     day_index = (mid // 1440).astype(int)
     minute = mid % 1440
     closed = np.array(
-        [_is_closed_day(start + timedelta(days=int(d)), branch.closed_days) for d in range(day_index.max() + 1)]
+        [
+            _is_closed_day(start + timedelta(days=int(d)), branch.closed_days)
+            for d in range(day_index.max() + 1)
+        ]
     )[day_index]
     o, cl = branch.opens_min, branch.closes_min
     ramp_in = np.clip((minute - (o - 45)) / 30.0, 0.0, 1.0)
@@ -103,7 +106,9 @@ def _solar_clear_sky(branch: Branch, start: date, t0: float, n: int, c: int) -> 
     offsets = np.arange(n) * c + c / 2.0
     utc_mid = t0 + offsets
     day_index = (offsets // 86400).astype(int)
-    doys = np.array([(start + timedelta(days=d)).timetuple().tm_yday for d in range(day_index.max() + 1)])
+    doys = np.array(
+        [(start + timedelta(days=d)).timetuple().tm_yday for d in range(day_index.max() + 1)]
+    )
     doy_full = doys[day_index]
     gamma = 2 * math.pi * (doy_full - 1) / 365.0
     decl = np.radians(23.45) * np.sin(2 * math.pi * (284 + doy_full) / 365.0)
@@ -120,7 +125,8 @@ def _solar_clear_sky(branch: Branch, start: date, t0: float, n: int, c: int) -> 
     lat = math.radians(branch.lat)
     sin_elev = math.sin(lat) * np.sin(decl) + math.cos(lat) * np.cos(decl) * np.cos(hour_angle)
     sin_elev = np.clip(sin_elev, 0.0, 1.0)
-    return 1050.0 * np.power(sin_elev, 1.15)
+    ghi: np.ndarray = 1050.0 * np.power(sin_elev, 1.15)
+    return ghi
 
 
 def simulate_branch(
@@ -177,7 +183,13 @@ def simulate_branch(
         reconnect = math.ceil(300 / c)
         for k in np.flatnonzero(np.diff(outage.astype(int)) == -1):
             tripped[k + 1 : k + 1 + reconnect] = True
-        dc = solar_dev.rated_power_kw * ghi / 1000.0 * 0.80 * (1 - 0.004 * np.maximum(ambient - 25, 0))
+        dc = (
+            solar_dev.rated_power_kw
+            * ghi
+            / 1000.0
+            * 0.80
+            * (1 - 0.004 * np.maximum(ambient - 25, 0))
+        )
         solar_ac = np.where(tripped, 0.0, np.minimum(dc, solar_dev.rated_power_kw))
         solar_ac = np.where(solar_ac < 0.02, 0.0, solar_ac)
 
@@ -186,7 +198,9 @@ def simulate_branch(
     imp = np.maximum(net, 0.0)
     exp = np.maximum(-net, 0.0)
     shares = rng.dirichlet([60, 60, 60])
-    phase_share = np.stack([np.clip(shares[p] + rng.normal(0, 0.01, n), 0.2, 0.5) for p in range(3)])
+    phase_share = np.stack(
+        [np.clip(shares[p] + rng.normal(0, 0.01, n), 0.2, 0.5) for p in range(3)]
+    )
     phase_share = phase_share / phase_share.sum(axis=0)
     series = BranchSeries(n=n, cadence_s=c, t0=t0, outage=outage)
     meter = branch.device("meter")
@@ -236,8 +250,19 @@ def simulate_branch(
 
     dg_dev = branch.device("dg")
     if dg_dev is not None:
-        series.dg = _simulate_dg(branch, start, dg_dev.rated_power_kw, dg_dev.rated_kva or 25.0,
-                                 dg_dev.tank_capacity_l or 200.0, load, outage, ambient, minute, rng, c)
+        series.dg = _simulate_dg(
+            branch,
+            start,
+            dg_dev.rated_power_kw,
+            dg_dev.rated_kva or 25.0,
+            dg_dev.tank_capacity_l or 200.0,
+            load,
+            outage,
+            ambient,
+            minute,
+            rng,
+            c,
+        )
 
     served_grid = np.where(outage, 0.0, load)
     series.truth = {
@@ -247,7 +272,9 @@ def simulate_branch(
         "dg_fuel_l": float(np.sum(series.dg["_fuel_burn_l"])) if series.dg else 0.0,
         "dg_run_hours": float(np.sum(series.dg["_running"]) * dt_h) if series.dg else 0.0,
         "dg_energy_kwh": float(np.sum(series.dg["power_kw"]) * dt_h) if series.dg else 0.0,
-        "dg_starts": int(series.dg["starts_count"][-1] - series.dg["_starts0"][0]) if series.dg else 0,
+        "dg_starts": int(series.dg["starts_count"][-1] - series.dg["_starts0"][0])
+        if series.dg
+        else 0,
         "outage_minutes": float(np.sum(outage) * c / 60.0),
         "load_on_grid_kwh": float(np.sum(served_grid) * dt_h),
     }
@@ -289,7 +316,9 @@ def _simulate_dg(
     specific = 0.26  # litres per kWh above idle
     for k in range(n):
         day = start + timedelta(days=int((k * c) // 86400))
-        exercise = day.weekday() == exercise_day and exercise_start <= minute[k] < exercise_start + 15
+        exercise = (
+            day.weekday() == exercise_day and exercise_start <= minute[k] < exercise_start + 15
+        )
         wanted = bool(outage[k]) or exercise
         if wanted:
             if state in (STOPPED,):
@@ -327,7 +356,9 @@ def _simulate_dg(
     return {
         "_status": status,
         "engine_speed_rpm": np.where(on_mask, 1500.0 + rng.normal(0, 2.0, n), 0.0),
-        "oil_pressure_kpa": np.where(on_mask, 380.0 - 0.4 * (coolant - 80.0) + rng.normal(0, 3.0, n), 0.0),
+        "oil_pressure_kpa": np.where(
+            on_mask, 380.0 - 0.4 * (coolant - 80.0) + rng.normal(0, 3.0, n), 0.0
+        ),
         "coolant_temp_degc": coolant + rng.normal(0, 0.15, n),
         "battery_voltage_v": battery,
         "fuel_level_pct": np.clip(level / tank_l * 100.0, 0.0, 100.0),

@@ -62,12 +62,25 @@ _CLIENT_NAMES = (
     ("Tungabhadra Finance Bank", "bank"),
     ("Tapti Stores", "retail"),
 )
-_METERS = (("Schneider Electric", "EM6400NG"), ("Secure Meters", "Elite 440"),
-           ("Eastron", "SDM630-Modbus V2"), ("Selec", "EM4M-3P"), ("L&T", "WL4405"))
-_DGS = (("Kirloskar", "KG1 Green"), ("Cummins", "C-Series CPCB IV+"),
-        ("Mahindra Powerol", "MPDG"), ("Ashok Leyland", "Genset ALP"))
-_INVERTERS = (("Sungrow", "SG10RT"), ("Growatt", "MID 15KTL3-X"),
-              ("Fronius", "Symo 10.0-3-M"), ("Delta", "M15A"))
+_METERS = (
+    ("Schneider Electric", "EM6400NG"),
+    ("Secure Meters", "Elite 440"),
+    ("Eastron", "SDM630-Modbus V2"),
+    ("Selec", "EM4M-3P"),
+    ("L&T", "WL4405"),
+)
+_DGS = (
+    ("Kirloskar", "KG1 Green"),
+    ("Cummins", "C-Series CPCB IV+"),
+    ("Mahindra Powerol", "MPDG"),
+    ("Ashok Leyland", "Genset ALP"),
+)
+_INVERTERS = (
+    ("Sungrow", "SG10RT"),
+    ("Growatt", "MID 15KTL3-X"),
+    ("Fronius", "Symo 10.0-3-M"),
+    ("Delta", "M15A"),
+)
 _DG_KVA = (15.0, 20.0, 25.0, 30.0, 40.0, 62.5, 82.5, 125.0)
 
 
@@ -246,8 +259,8 @@ def _branch(
             branch_id=branch_id,
             kind=kind,
             rated_power_kw=rated_kw,
-            rated_kva=row["rated_kva"],
-            tank_capacity_l=row["tank_capacity_l"],
+            rated_kva=extra.get("rated_kva"),
+            tank_capacity_l=extra.get("tank_capacity_l"),
             has_irradiance=bool(extra.get("_irradiance", False)),
             offset_s=int(rng.integers(0, config.cadence_s)),
             row={k: v for k, v in row.items() if not k.startswith("_")},
@@ -333,7 +346,8 @@ def _contacts(seed: int, branch: Branch, updated: datetime) -> list[dict[str, An
         name = fake.name()
         rows.append(
             {
-                "contact_id": f"ct-{hashlib.sha256(f'{branch.branch_id}/{index}'.encode()).hexdigest()[:10]}",
+                "contact_id": "ct-"
+                + hashlib.sha256(f"{branch.branch_id}/{index}".encode()).hexdigest()[:10],
                 "client_id": branch.client_id,
                 "branch_id": branch.branch_id,
                 "name": name,

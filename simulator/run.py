@@ -145,8 +145,9 @@ def simulate(
         ledger.close()
     for fault in state_faults:
         fault_counts[fault.fault] += 1
-    manifest = _manifest(config, fleet, reference_counts, fault_counts, tallies, truth,
-                         state_faults, total_lines)
+    manifest = _manifest(
+        config, fleet, reference_counts, fault_counts, tallies, truth, state_faults, total_lines
+    )
     (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     return SimResult(out=out, manifest=manifest, fleet=fleet)
 
@@ -231,8 +232,13 @@ def _manifest(
             for name, spec in FAULTS.items()
         },
         "state_faults": [
-            {"fault": f.fault, "device_id": f.device_id, "field": f.field,
-             "first_seq": f.first_seq, "length": f.length}
+            {
+                "fault": f.fault,
+                "device_id": f.device_id,
+                "field": f.field,
+                "first_seq": f.first_seq,
+                "length": f.length,
+            }
             for f in state_faults
         ],
         "expected": {
@@ -243,8 +249,14 @@ def _manifest(
         "branches": branches,
         "totals": {
             key: round(sum(b.get(key, 0.0) for b in truth.values()), 6)
-            for key in ("grid_import_kwh", "grid_export_kwh", "solar_kwh", "dg_fuel_l",
-                        "dg_run_hours", "dg_energy_kwh")
+            for key in (
+                "grid_import_kwh",
+                "grid_export_kwh",
+                "solar_kwh",
+                "dg_fuel_l",
+                "dg_run_hours",
+                "dg_energy_kwh",
+            )
         },
         "devices": len(fleet.devices),
     }

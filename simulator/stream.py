@@ -24,14 +24,34 @@ __all__ = ["DATASET_OF_KIND", "Message", "StateFault", "branch_messages", "topic
 
 DATASET_OF_KIND = {"meter": "meter_readings", "dg": "dg_readings", "solar": "solar_readings"}
 _DECIMALS: dict[str, int] = {
-    "voltage_l1_v": 1, "voltage_l2_v": 1, "voltage_l3_v": 1, "voltage_v": 1,
-    "current_l1_a": 2, "current_l2_a": 2, "current_l3_a": 2, "current_a": 2,
-    "power_l1_kw": 3, "power_l2_kw": 3, "power_l3_kw": 3, "power_kw": 3,
-    "apparent_power_kva": 3, "reactive_power_kvar": 3, "power_factor": 3, "frequency_hz": 2,
-    "energy_import_kwh": 3, "energy_export_kwh": 3, "energy_generated_kwh": 3,
-    "engine_speed_rpm": 0, "oil_pressure_kpa": 0, "coolant_temp_degc": 1,
-    "battery_voltage_v": 2, "fuel_level_pct": 4, "load_pct": 1, "run_hours_h": 4,
-    "inverter_temp_degc": 1, "irradiance_w_m2": 1,
+    "voltage_l1_v": 1,
+    "voltage_l2_v": 1,
+    "voltage_l3_v": 1,
+    "voltage_v": 1,
+    "current_l1_a": 2,
+    "current_l2_a": 2,
+    "current_l3_a": 2,
+    "current_a": 2,
+    "power_l1_kw": 3,
+    "power_l2_kw": 3,
+    "power_l3_kw": 3,
+    "power_kw": 3,
+    "apparent_power_kva": 3,
+    "reactive_power_kvar": 3,
+    "power_factor": 3,
+    "frequency_hz": 2,
+    "energy_import_kwh": 3,
+    "energy_export_kwh": 3,
+    "energy_generated_kwh": 3,
+    "engine_speed_rpm": 0,
+    "oil_pressure_kpa": 0,
+    "coolant_temp_degc": 1,
+    "battery_voltage_v": 2,
+    "fuel_level_pct": 4,
+    "load_pct": 1,
+    "run_hours_h": 4,
+    "inverter_temp_degc": 1,
+    "irradiance_w_m2": 1,
 }
 _COUNTERS = {
     "meter": ("energy_import_kwh", "energy_export_kwh"),
@@ -40,8 +60,12 @@ _COUNTERS = {
 _JUMP_FIELD = {"meter": "energy_import_kwh", "dg": "run_hours_h", "solar": "energy_generated_kwh"}
 _STUCK_FIELD = {"meter": "voltage_l2_v", "dg": "coolant_temp_degc", "solar": "inverter_temp_degc"}
 _POWER_UNITS = {
-    "power_kw": "W", "power_l1_kw": "W", "power_l2_kw": "W", "power_l3_kw": "W",
-    "apparent_power_kva": "VA", "reactive_power_kvar": "var",
+    "power_kw": "W",
+    "power_l1_kw": "W",
+    "power_l2_kw": "W",
+    "power_l3_kw": "W",
+    "apparent_power_kva": "VA",
+    "reactive_power_kvar": "var",
 }
 _NON_FINITE = (b"NaN", b"Infinity", b"-Infinity")
 _PLACEHOLDER = "__energylake_non_finite__"
@@ -144,7 +168,9 @@ def _state_faults(
     faults: list[StateFault] = []
     protected: set[int] = set()
     rates = config.faults
-    resets = rng.binomial(config.days, min(1.0, rates.counter_reset)) if device.kind in _COUNTERS else 0
+    resets = (
+        rng.binomial(config.days, min(1.0, rates.counter_reset)) if device.kind in _COUNTERS else 0
+    )
     for _ in range(resets):
         at = int(rng.integers(2, n - 2))
         if any(i in protected for i in range(at - 1, at + 2)):
@@ -153,11 +179,13 @@ def _state_faults(
             base = cols[name][at - 1]
             cols[name][at:] = [round(v - base, _DECIMALS[name]) for v in cols[name][at:]]
         protected.update(range(at - 1, at + 2))
-        faults.append(StateFault("counter_reset", device.device_id, _COUNTERS[device.kind][0], seq0 + at, 1))
+        faults.append(
+            StateFault("counter_reset", device.device_id, _COUNTERS[device.kind][0], seq0 + at, 1)
+        )
     for _ in range(rng.binomial(config.days, min(1.0, rates.stuck_sensor))):
         length = int(rng.integers(20, 41))
         at = int(rng.integers(1, n - length - 1))
-        window = range(at, at + length)
+        range(at, at + length)
         if any(i in protected for i in range(at - 1, at + length + 1)):
             continue
         if device.kind == "meter" and bool(series.outage[at - 1 : at + length + 1].any()):
@@ -250,7 +278,10 @@ def _inject(
         msg.route = spec.route
         msg.reason_code = spec.reason_code
 
-    for fault, rate in rates.items():
+    # out_of_order goes last: its victims need a successor no other fault touched.
+    order = [f for f in rates if f != "out_of_order"] + ["out_of_order"]
+    for fault in order:
+        rate = rates[fault]
         if fault in ("counter_reset", "stuck_sensor", "unknown_device") or rate <= 0:
             continue
         if fault == "wrong_branch" and not other_branches:
@@ -258,11 +289,13 @@ def _inject(
         count = int(rng.binomial(n, rate))
         if count == 0:
             continue
-        ok = None
+        ok: Any = None
         if fault in ("unit_declared", "unit_undeclared"):
             if device.kind != "meter":
                 continue
             ok = _unit_ok
+        if fault == "out_of_order":
+            ok = lambda m: msgs[m.index + 1].fault in (None, "out_of_order")  # noqa: E731
         for msg in take(count, ok):
             if fault == "duplicate":
                 # The original stays clean; the copy, delivered a little later, is the duplicate.
@@ -276,7 +309,7 @@ def _inject(
                 continue
             mark(msg, fault)
             if fault == "out_of_order":
-                msg.received_at = msg.ts + config.cadence_s * float(rng.uniform(1.5, 3.0))
+                pass  # delivered after its successor: set once every delivery time is known
             elif fault == "late":
                 msg.received_at = msg.ts + float(rng.uniform(3600.0, 48 * 3600.0))
             elif fault == "timestamp_future":
@@ -301,7 +334,7 @@ def _inject(
                 else:
                     msg.readings[name] = None
             elif fault in ("unit_declared", "unit_undeclared"):
-                for name, unit in _POWER_UNITS.items():
+                for name, _unit in _POWER_UNITS.items():
                     msg.readings[name] = round(msg.readings[name] * 1000.0, 1)
                 if fault == "unit_declared":
                     msg.units = dict(_POWER_UNITS)
@@ -326,6 +359,11 @@ def _inject(
             elif fault == "oversized":
                 size = config.payload_limit_bytes + int(rng.integers(1, 200_000))
                 msg.extra["diag"] = "x" * size
+    for i in range(n - 2, 0, -1):  # backwards: a chain of them stays in order of arrival
+        if msgs[i].fault == "out_of_order":
+            msgs[i].received_at = msgs[i + 1].received_at + float(
+                rng.uniform(1.0, config.cadence_s)
+            )
     return extras
 
 

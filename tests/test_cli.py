@@ -1,0 +1,151 @@
+"""The command line as a user runs it (a real process), and the settings precedence."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.settings import load_settings
+
+ENERGYLAKE = str(Path(sys.executable).with_name("energylake"))
+COMMANDS = [
+    [],
+    ["contracts"],
+    ["contracts", "lint"],
+    ["contracts", "list"],
+    ["contracts", "show"],
+    ["contracts", "purposes"],
+    ["config"],
+    ["config", "show"],
+    ["simulate"],
+    ["demo"],
+]
+
+
+def run(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [ENERGYLAKE, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=cwd,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == "energylake 0.1.0"
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "root")
+def test_every_command_has_help(command: list[str]) -> None:
+    result = run(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout
+    assert "--help" in result.stdout
+
+
+def test_show_plan_for_a_purpose() -> None:
+    result = run("contracts", "show", "contacts", "--purpose", "benchmarking")
+    assert result.returncode == 0, result.stderr
+    assert "contacts@1.0.0 for purpose benchmarking" in result.stdout
+    rows = {
+        line.split("│")[1].strip(): line
+        for line in result.stdout.splitlines()
+        if line.count("│") >= 4
+    }
+    assert "pseudonymised" in rows["name"]
+    assert "masked" in rows["mobile"]
+    assert "dropped" in rows["role"]
+
+
+def test_show_refuses_an_unknown_purpose_and_dataset() -> None:
+    result = run("contracts", "show", "contacts", "--purpose", "marketing")
+    assert result.returncode == 2
+    assert "unknown purpose 'marketing'" in result.stderr
+    result = run("contracts", "show", "invoices")
+    assert result.returncode == 2
+    assert "no contract for dataset 'invoices'" in result.stderr
+
+
+def test_simulate_writes_files_and_a_manifest(tmp_path: Path) -> None:
+    result = run(
+        "simulate",
+        "--clients",
+        "1",
+        "--branches",
+        "1",
+        "--out",
+        str(tmp_path / "sim"),
+        "--fault",
+        "duplicate=0.05",
+        "--faults",
+        "none",
+    )
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "sim" / "manifest.json").read_text())
+    assert manifest["faults"]["duplicate"]["count"] > 0
+    assert manifest["faults"]["malformed_json"]["count"] == 0
+    assert list((tmp_path / "sim" / "telemetry").rglob("*.ndjson"))
+
+
+def test_simulate_rejects_bad_options(tmp_path: Path) -> None:
+    assert run("simulate", "--fault", "gremlins=0.1", "--out", str(tmp_path)).returncode == 2
+    assert run("simulate", "--fault", "duplicate", "--out", str(tmp_path)).returncode == 2
+    assert run("simulate", "--clients", "0", "--out", str(tmp_path)).returncode == 2
+
+
+def test_settings_precedence_flag_env_file_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ENERGYLAKE_DATA_DIR", raising=False)
+    monkeypatch.delenv("ENERGYLAKE_CONFIG", raising=False)
+    assert load_settings().data_dir == Path("data")
+    (tmp_path / "energylake.toml").write_text('data_dir = "from-file"\nlog_level = "DEBUG"\n')
+    assert load_settings().data_dir == Path("from-file")
+    monkeypatch.setenv("ENERGYLAKE_DATA_DIR", "from-env")
+    settings = load_settings()
+    assert settings.data_dir == Path("from-env")
+    assert settings.log_level == "DEBUG"  # the file still fills what env does not set
+    assert load_settings(data_dir=Path("from-flag")).data_dir == Path("from-flag")
+    assert load_settings(data_dir=None).data_dir == Path("from-env")
+    assert load_settings().lake == str(Path("from-env") / "lake")
+
+
+def test_explicit_config_must_exist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENERGYLAKE_CONFIG", str(tmp_path / "missing.toml"))
+    with pytest.raises(FileNotFoundError, match=r"missing\.toml"):
+        load_settings()
+    result = run("--config", str(tmp_path / "nope.toml"), "config", "show")
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+
+
+def test_unknown_setting_in_the_file_is_an_error(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('data_dri = "typo"\n')
+    result = run("--config", str(config), "config", "show")
+    assert result.returncode == 2
+    assert "data_dri" in result.stderr
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    result = run(
+        "demo", "--clients", "1", "--branches", "2", "--data-dir", str(tmp_path), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "what each purpose sees" in result.stdout
+    assert (tmp_path / "sim" / "manifest.json").exists()
+    keys = list((tmp_path / "keys").glob("*.key"))
+    assert len(keys) == 1
+    assert keys[0].stat().st_mode & 0o777 == 0o600
