@@ -164,18 +164,12 @@ def simulation_summary(manifest: dict[str, Any], out: Path) -> Group:
     faults = Table("fault", "count", "ends in", "reason code / flag", title="injected faults")
     for name, spec in manifest["faults"].items():
         faults.add_row(
-            name, str(spec["count"]), spec["route"], spec["reason_code"] or spec["flag"] or ""
+            name, str(spec["count"]), spec["route"], spec["reason_code"] or spec["flag"] or "counted"
         )
-    totals = Table(
-        "branch",
-        "grid import kWh",
-        "solar kWh",
-        "DG litres",
-        "DG run h",
-        "outage min",
-        "lines",
-        title="true totals per branch",
-    )
+    totals = Table(title="true totals per branch")
+    totals.add_column("branch", no_wrap=True)
+    for name in ("grid kWh", "solar kWh", "DG L", "DG h", "outage min", "lines"):
+        totals.add_column(name, justify="right")
     for branch_id, b in manifest["branches"].items():
         if "grid_import_kwh" not in b:
             continue

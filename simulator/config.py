@@ -27,8 +27,8 @@ FAULTS: dict[str, FaultSpec] = {
     s.name: s
     for s in (
         FaultSpec("duplicate", "duplicate", None, None, "QoS 1 redelivery: the same message again"),
-        FaultSpec("out_of_order", "lake", None, "LATE", "delivered after its successor"),
-        FaultSpec("late", "lake", None, "LATE", "delivered 1 to 48 hours late"),
+        FaultSpec("out_of_order", "lake", None, None, "delivered after its successor (counted)"),
+        FaultSpec("late", "lake", None, None, "delivered 1 to 48 hours late (counted)"),
         FaultSpec(
             "timestamp_future",
             "quarantine",
