@@ -164,7 +164,10 @@ def simulation_summary(manifest: dict[str, Any], out: Path) -> Group:
     faults = Table("fault", "count", "ends in", "reason code / flag", title="injected faults")
     for name, spec in manifest["faults"].items():
         faults.add_row(
-            name, str(spec["count"]), spec["route"], spec["reason_code"] or spec["flag"] or "counted"
+            name,
+            str(spec["count"]),
+            spec["route"],
+            spec["reason_code"] or spec["flag"] or "counted",
         )
     totals = Table(title="true totals per branch")
     totals.add_column("branch", no_wrap=True)

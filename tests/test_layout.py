@@ -8,8 +8,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-OURS = {"contracts", "transforms", "pipelines", "lineage", "gateway", "lake", "analytics",
-        "simulator"}
+OURS = {
+    "contracts",
+    "transforms",
+    "pipelines",
+    "lineage",
+    "gateway",
+    "lake",
+    "analytics",
+    "simulator",
+}
 # package -> the packages of ours it may import (DESIGN.md, "Parts and folders"; the
 # simulator is a test-data source that uses contracts and, later, the landing log).
 ALLOWED = {
@@ -49,8 +57,18 @@ def test_import_direction(package: str) -> None:
 
 
 def test_layout_of_the_brief() -> None:
-    for name in ("pipelines", "transforms", "contracts", "lineage", "infra", "tests", "docs",
-                 "gateway", "lake", "analytics"):
+    for name in (
+        "pipelines",
+        "transforms",
+        "contracts",
+        "lineage",
+        "infra",
+        "tests",
+        "docs",
+        "gateway",
+        "lake",
+        "analytics",
+    ):
         assert (ROOT / name).is_dir(), name
     for name in ("pyproject.toml", "README.md", "Makefile", ".ci/run"):
         assert (ROOT / name).is_file(), name
