@@ -99,6 +99,18 @@ class _Linter:
         self._contract_level()
         return self.issues
 
+    def _known_custom_keys(
+        self, path: str, level: str, custom: dict[str, Any], known: set[str]
+    ) -> None:
+        """E035: a misspelt custom property would silently switch a rule off."""
+        for key in custom:
+            if key not in known:
+                self.add(
+                    f"{path}.{key}",
+                    "E035",
+                    f"unknown {level} custom property {key!r}; known: {', '.join(sorted(known))}",
+                )
+
     # -- contract level -------------------------------------------------------------
     def _contract_level(self) -> None:
         data = self.data
@@ -116,14 +128,7 @@ class _Linter:
         if obj.get("name") != stem:
             self.add("schema[0].name", "E002", f"schema object {obj.get('name')!r} != {stem!r}")
         custom = _custom(data)
-        for key in custom:
-            if key not in _CONTRACT_CUSTOM_KEYS:
-                self.add(
-                    f"customProperties.{key}",
-                    "E035",
-                    f"unknown contract custom property {key!r}; known: "
-                    f"{', '.join(sorted(_CONTRACT_CUSTOM_KEYS))}",
-                )
+        self._known_custom_keys("customProperties", "contract", custom, _CONTRACT_CUSTOM_KEYS)
         props = obj.get("properties") or []
         columns: dict[str, dict[str, Any]] = {}
         for index, prop in enumerate(props):
@@ -215,14 +220,9 @@ class _Linter:
         if not isinstance(prop.get("required"), bool):
             self.add(f"{path}.required", "E012", "required must be stated (true or false)")
         custom = _custom(prop)
-        for key in custom:
-            if key not in _PROPERTY_CUSTOM_KEYS:
-                self.add(
-                    f"{path}.customProperties.{key}",
-                    "E035",
-                    f"unknown property custom property {key!r}; known: "
-                    f"{', '.join(sorted(_PROPERTY_CUSTOM_KEYS))}",
-                )
+        self._known_custom_keys(
+            f"{path}.customProperties", "property", custom, _PROPERTY_CUSTOM_KEYS
+        )
         self._classification_and_purposes(path, prop, custom)
         self._units_and_ranges(path, name, prop, custom)
 
