@@ -9,9 +9,8 @@ stream, so adding branches does not change the existing ones.
 from __future__ import annotations
 
 import hashlib
-import secrets
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -402,11 +401,3 @@ def _work_orders(config: SimConfig, branch: Branch, counter: int) -> list[dict[s
             }
         )
     return rows
-
-
-def new_secret() -> bytes:
-    """A fresh 256-bit secret (for tenant keys)."""
-    return secrets.token_bytes(32)
-
-
-_ = date  # re-exported type for annotations elsewhere
