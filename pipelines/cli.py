@@ -38,8 +38,15 @@ contracts_app = typer.Typer(
 config_app = typer.Typer(
     help="Settings: what energylake will use, and from where.", no_args_is_help=True
 )
+reference_app = typer.Typer(
+    help="Reference data: clients, branches, devices, contacts, work orders.",
+    no_args_is_help=True,
+)
+lake_app = typer.Typer(help="The lake's Delta tables: list, compact.", no_args_is_help=True)
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(config_app, name="config")
+app.add_typer(reference_app, name="reference")
+app.add_typer(lake_app, name="lake")
 
 console = Console()
 
@@ -208,6 +215,13 @@ def simulate(
         typer.Option("--fault", help="Override one fault rate, NAME=RATE (repeatable)."),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default DATA_DIR/sim).")] = None,
+    landing: Annotated[
+        bool,
+        typer.Option(
+            "--landing/--ndjson",
+            help="Write telemetry as landing-log segments (DATA_DIR/landing) instead of NDJSON.",
+        ),
+    ] = False,
     data_dir: Annotated[Path | None, typer.Option(help="Override data_dir.")] = None,
 ) -> None:
     """Simulate a fleet (meters, DG sets, rooftop solar) with faults and a truth manifest."""
@@ -232,8 +246,106 @@ def simulate(
     except ValueError as exc:
         _error(f"{exc}")
         raise typer.Exit(2) from exc
-    result = run_simulation(config, out or settings.sim_dir)
+    if landing:
+        from simulator.landing import simulate_to_landing
+
+        result = simulate_to_landing(config, out or settings.sim_dir, settings.landing)
+        console.print(f"landing segments: {settings.landing / 'closed'}")
+    else:
+        result = run_simulation(config, out or settings.sim_dir)
     console.print(render.simulation_summary(result.manifest, result.out))
+
+
+# --- process ------------------------------------------------------------------------------
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def process(
+    ctx: typer.Context,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow", help="Keep processing new segments until Ctrl-C or SIGTERM."
+        ),
+    ] = False,
+    runner: Annotated[
+        str, typer.Option(help="Beam runner (FnApiRunner runs locally; others need a cluster).")
+    ] = "FnApiRunner",
+    max_segments: Annotated[
+        int | None, typer.Option(help="At most this many segments in one batch.")
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Override data_dir.")] = None,
+    lake_uri: Annotated[str | None, typer.Option(help="Override lake_uri (path or s3://).")] = None,
+    landing_dir: Annotated[Path | None, typer.Option(help="Override landing_dir.")] = None,
+) -> None:
+    """Closed landing segments -> Delta tables (one Beam batch, exactly once).
+
+    Arguments after the options are passed to Beam as pipeline options.
+    """
+    import logging
+
+    from pipelines.process import ProcessError, follow as follow_batches, process_once
+
+    settings = _settings(data_dir=data_dir, lake_uri=lake_uri, landing_dir=landing_dir)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    beam_args = list(ctx.args)
+    try:
+        if follow:
+            follow_batches(
+                settings,
+                runner=runner,
+                beam_args=beam_args,
+                on_batch=lambda r: console.print(render.batch_line(r)),
+            )
+            return
+        report = process_once(
+            settings, runner=runner, beam_args=beam_args, max_segments=max_segments
+        )
+    except ProcessError as exc:
+        _error(f"{exc}")
+        raise typer.Exit(2) from exc
+    if report is None:
+        console.print(f"nothing to process: no closed segments in {settings.landing / 'closed'}")
+        return
+    console.print(render.batch_report(report))
+
+
+# --- reference ----------------------------------------------------------------------------
+@reference_app.command("load")
+def reference_load(
+    directory: Annotated[Path, typer.Argument(help="Folder of <dataset>.parquet files.")],
+    data_dir: Annotated[Path | None, typer.Option(help="Override data_dir.")] = None,
+    lake_uri: Annotated[str | None, typer.Option(help="Override lake_uri (path or s3://).")] = None,
+) -> None:
+    """Load reference data into its Delta tables under its contracts (idempotent)."""
+    from lake.errors import LakeError
+    from lake.reference import load_reference
+    from lake.storage import Store
+
+    settings = _settings(data_dir=data_dir, lake_uri=lake_uri)
+    if not directory.is_dir():
+        _error(f"no such folder: {directory}")
+        raise typer.Exit(2)
+    try:
+        loads = load_reference(Store.from_uri(settings.lake), directory, load_registry(_contracts_dir(settings)))
+    except LakeError as exc:
+        _error(f"{exc}")
+        raise typer.Exit(2) from exc
+    console.print(render.reference_table(loads))
+
+
+# --- lake ---------------------------------------------------------------------------------
+@lake_app.command("compact")
+def lake_compact(
+    min_files: Annotated[
+        int, typer.Option(help="Compact partitions holding at least this many files.")
+    ] = 2,
+    data_dir: Annotated[Path | None, typer.Option(help="Override data_dir.")] = None,
+    lake_uri: Annotated[str | None, typer.Option(help="Override lake_uri (path or s3://).")] = None,
+) -> None:
+    """Compact the hot partitions of every table (one commit per table; readers unaffected)."""
+    from pipelines.lakeops import compact_all
+
+    settings = _settings(data_dir=data_dir, lake_uri=lake_uri)
+    console.print(render.compact_table(compact_all(settings, min_files=min_files)))
 
 
 @app.command()

@@ -19,6 +19,10 @@ __all__ = [
     "fields_table",
     "plan_table",
     "record_table",
+    "batch_line",
+    "batch_report",
+    "compact_table",
+    "reference_table",
     "simulation_summary",
 ]
 
@@ -196,3 +200,54 @@ def simulation_summary(manifest: dict[str, Any], out: Path) -> Group:
         f"manifest:  {out / 'manifest.json'}   fault ledger: {out / 'faults.ndjson'}",
     ]
     return Group(faults, totals, *[Text(line) for line in lines])
+
+
+def batch_line(report: Any) -> str:
+    """One line per batch for ``process --follow``."""
+    rows = sum(report.rows.values())
+    quarantined = sum(report.quarantined.values())
+    return (
+        f"batch {report.batch_no}{' (resumed)' if report.resumed else ''}: "
+        f"{len(report.segments)} segment(s), {rows} rows, {quarantined} quarantined, "
+        f"{report.duplicates} duplicates, {report.late} late, {report.seconds:.1f} s"
+    )
+
+
+def batch_report(report: Any) -> Group:
+    """What one batch did: rows per table, quarantine by reason, duplicates, commits."""
+    rows = Table("table", "rows written", "committed now", title=f"batch {report.batch_no}")
+    for rel, n in sorted(report.rows.items()):
+        rows.add_row(rel, f"{n:,}", "yes" if rel in report.committed else "already")
+    reasons = Table("reason", "rows", title="quarantined")
+    for reason, n in sorted(report.quarantined.items()):
+        reasons.add_row(reason, f"{n:,}")
+    summary = Text(
+        f"{len(report.segments)} segment(s){' (resumed after a crash)' if report.resumed else ''}; "
+        f"{report.duplicates:,} duplicates dropped, {report.late:,} late rows accepted, "
+        f"{report.damaged_bytes:,} damaged bytes; {report.seconds:.1f} s"
+    )
+    return Group(rows, reasons, summary)
+
+
+def reference_table(loads: dict[str, Any]) -> Table:
+    table = Table("dataset", "rows", "tables", "changed", title="reference data")
+    for dataset, load in sorted(loads.items()):
+        table.add_row(
+            dataset,
+            f"{load.rows:,}",
+            str(len(getattr(load, "tables", []) or [])) or "1",
+            "yes" if load.changed else "no (same content)",
+        )
+    return table
+
+
+def compact_table(reports: list[tuple[str, Any]]) -> Table:
+    table = Table("table", "partitions", "files removed", "files added", title="compaction")
+    for rel, report in reports:
+        table.add_row(
+            rel,
+            str(report.partitions),
+            str(report.files_removed),
+            str(report.files_added),
+        )
+    return table

@@ -46,10 +46,33 @@ class Settings(BaseSettings):
         default=None, description="Per-tenant pseudonymisation keys (default: DATA_DIR/keys)."
     )
     log_level: str = Field(default="INFO", description="Python logging level.")
+    landing_dir: Path | None = Field(
+        default=None, description="Landing log root, open/ and closed/ (default: DATA_DIR/landing)."
+    )
+    pipeline_id: str = Field(
+        default="main",
+        pattern=r"^[a-z0-9][a-z0-9-]{0,31}$",
+        description="Names the pipeline's app transaction in every table it commits to.",
+    )
+    payload_limit_bytes: int = Field(
+        default=65536, ge=256, description="Largest payload accepted; larger is quarantined."
+    )
+    follow_interval_s: float = Field(
+        default=5.0, gt=0, description="process --follow: seconds between looks for segments."
+    )
+    compact_max_files: int = Field(
+        default=32,
+        ge=2,
+        description="process --follow compacts a partition once it holds more files than this.",
+    )
 
     @property
     def lake(self) -> str:
         return self.lake_uri or str(self.data_dir / "lake")
+
+    @property
+    def landing(self) -> Path:
+        return self.landing_dir or self.data_dir / "landing"
 
     @property
     def keys(self) -> Path:

@@ -121,6 +121,7 @@ def _classify(line: dict[str, Any], devices: dict[str, dict[str, Any]], limit: i
                 "seq",
                 "ts",
                 "received_at",
+                "event_month",
             )
             and readings.get(field.name) is None
         ):

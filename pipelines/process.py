@@ -1,0 +1,513 @@
+"""``energylake process``: closed landing segments -> Delta tables, exactly once.
+
+One batch is one pass of this protocol (state under ``_state/<pipeline_id>/`` in the lake):
+
+1. **Claim.** The closed segments present now become batch *n* = last done + 1; its
+   manifest (segment names, and the version of every table: the pinned snapshot that
+   deduplication reads) is written before anything else. A restart finds the manifest and
+   resumes batch *n* with the same segments and the same snapshot.
+2. **Transform and write** (Beam): decode -> normalise -> enforce -> dedupe -> Parquet
+   files under deterministic names; the last step writes the batch's *plan* (files per
+   table, counts). A crash here redoes the step: same inputs, same snapshot, same names.
+3. **Commit.** One Delta commit per table, carrying the app transaction
+   ``(pipeline_id, n)``; a table that already holds it is skipped, so a replay adds nothing.
+4. **Archive.** Segments move to ``raw/YYYY/MM/DD/`` in the lake (copy, then delete).
+5. **Done.** ``done.json`` and the ``last_done`` pointer.
+
+A lock file next to the landing log keeps a second ``process`` from running at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import apache_beam as beam
+import polars as pl
+import pyarrow as pa
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+from contracts import ContractRegistry, EnergylakeError, load_registry
+from gateway.landing import closed_segments, iter_segment_chunks
+from lake.delta import (
+    DataFile,
+    commit_files,
+    compact,
+    ensure_table,
+    files_per_partition,
+    read_table,
+    table_exists,
+)
+from lake.delta import open_table as open_delta
+from lake.layout import UNASSIGNED_TENANT, raw_archive_rel, state_rel, table_rel
+from lake.layout import tenants as lake_tenants
+from lake.reference import load_device_registry
+from lake.storage import Store
+from pipelines.settings import Settings
+from transforms.beam import (
+    QUARANTINE,
+    STATS,
+    BatchContext,
+    DecodeToRows,
+    Deduplicate,
+    ReadSegments,
+    WriteLake,
+    quarantine_keyed,
+    quarantine_stats,
+)
+from transforms.frames import READINGS_DATASETS
+from transforms.registry import device_frame
+
+__all__ = ["BatchReport", "ProcessError", "follow", "ingest_stats", "process_once"]
+
+log = logging.getLogger("energylake.process")
+CHUNK_RECORDS = 20_000
+GROUP_BYTES = 32 << 20
+DEFAULT_RUNNER = "FnApiRunner"
+
+
+class ProcessError(EnergylakeError):
+    """The pipeline cannot run (another process holds the lock, bad runner, ...)."""
+
+
+@dataclass(slots=True)
+class BatchReport:
+    batch_no: int
+    segments: list[str]
+    resumed: bool
+    rows: dict[str, int] = field(default_factory=dict)  # table rel -> rows written
+    quarantined: dict[str, int] = field(default_factory=dict)  # reason -> rows
+    duplicates: int = 0
+    late: int = 0
+    damaged_bytes: int = 0
+    committed: list[str] = field(default_factory=list)  # tables that got a new version
+    seconds: float = 0.0
+
+    @property
+    def records_out(self) -> int:
+        return sum(self.rows.values()) + sum(self.quarantined.values()) + self.duplicates
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "batch_no": self.batch_no,
+            "segments": self.segments,
+            "resumed": self.resumed,
+            "rows": self.rows,
+            "quarantined": self.quarantined,
+            "duplicates": self.duplicates,
+            "late": self.late,
+            "damaged_bytes": self.damaged_bytes,
+            "committed": self.committed,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+# --- the segment reader the Beam stage is given --------------------------------------------
+
+
+def read_segment_tables(
+    paths: list[str],
+) -> Iterator[pa.Table | tuple[str, str, str, str, str, int]]:
+    """Envelope chunks of about CHUNK_RECORDS from a group of closed segments (small segments
+    are read together: per-chunk costs stay amortised); damage comes out as a stat."""
+    pending: list[pa.Table] = []
+    rows = 0
+    for path in paths:
+        for part in iter_segment_chunks(Path(path), CHUNK_RECORDS):
+            if len(part):
+                pending.append(part.to_arrow())
+                rows += len(part)
+            if part.damage is not None:
+                log.error("segment %s: damaged tail: %s", part.segment, part.damage)
+                yield ("damaged", "", "", "", part.segment, int(part.damage.length))
+            if rows >= CHUNK_RECORDS:
+                yield pa.concat_tables(pending)
+                pending, rows = [], 0
+    if pending:
+        yield pa.concat_tables(pending)
+
+
+def group_segments(paths: list[Path], target_bytes: int = GROUP_BYTES) -> list[list[str]]:
+    """Consecutive segments in groups of about ``target_bytes`` (one Beam element each)."""
+    groups: list[list[str]] = []
+    size = 0
+    for path in paths:
+        length = path.stat().st_size
+        if not groups or size + length > target_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(str(path))
+        size += length
+    return groups
+
+
+# --- state ---------------------------------------------------------------------------------
+
+
+class _State:
+    def __init__(self, store: Store, pipeline_id: str) -> None:
+        self.store = store
+        self.pipeline_id = pipeline_id
+
+    def _rel(self, *parts: str) -> str:
+        return state_rel(self.pipeline_id, *parts)
+
+    def batch_rel(self, n: int, name: str) -> str:
+        return self._rel("batches", f"{n:010d}", name)
+
+    def last_done(self) -> int:
+        raw = self.store.get_bytes(self._rel("last_done.json"))
+        return int(json.loads(raw)["batch_no"]) if raw else 0
+
+    def get(self, n: int, name: str) -> dict[str, Any] | None:
+        raw = self.store.get_bytes(self.batch_rel(n, name))
+        return json.loads(raw) if raw else None
+
+    def put(self, n: int, name: str, data: dict[str, Any]) -> None:
+        self.store.put_bytes(self.batch_rel(n, name), _dumps(data))
+
+    def claim(self, n: int, manifest: dict[str, Any]) -> dict[str, Any]:
+        if self.store.put_if_absent(self.batch_rel(n, "manifest.json"), _dumps(manifest)):
+            return manifest
+        existing = self.get(n, "manifest.json")
+        assert existing is not None
+        return existing
+
+    def finish(self, n: int, report: dict[str, Any]) -> None:
+        self.put(n, "done.json", report)
+        self.store.put_bytes(self._rel("last_done.json"), _dumps({"batch_no": n}))
+
+
+def _dumps(data: dict[str, Any]) -> bytes:
+    return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
+
+
+@contextlib.contextmanager
+def _lock(landing: Path, pipeline_id: str) -> Iterator[None]:
+    landing.mkdir(parents=True, exist_ok=True)
+    path = landing / f".process-{pipeline_id}.lock"
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise ProcessError(
+                f"another energylake process holds {path}; one process per pipeline id"
+            ) from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+# --- one batch -----------------------------------------------------------------------------
+
+
+def _tables(registry: ContractRegistry, tenants: Sequence[str]) -> list[tuple[str, str]]:
+    out = [(t, d) for t in tenants for d in (*READINGS_DATASETS.values(), QUARANTINE)]
+    return [*out, (UNASSIGNED_TENANT, QUARANTINE)]
+
+
+def _snapshot(store: Store, tables: list[tuple[str, str]]) -> dict[str, int | None]:
+    snap: dict[str, int | None] = {}
+    for tenant, dataset in tables:
+        rel = table_rel(tenant, dataset)
+        snap[rel] = open_delta(store, rel).version() if table_exists(store, rel) else None
+    return snap
+
+
+def _beam_options(runner: str, beam_args: Sequence[str]) -> tuple[Any, PipelineOptions]:
+    options = PipelineOptions(list(beam_args))
+    if runner == DEFAULT_RUNNER:
+        return FnApiRunner(), options
+    options = PipelineOptions([*beam_args, f"--runner={runner}"])
+    return None, options
+
+
+def _run_beam(
+    ctx: BatchContext, segments: list[Path], runner: str, beam_args: Sequence[str], state: _State
+) -> None:
+    runner_obj, options = _beam_options(runner, beam_args)
+    plan_rel = state.batch_rel(ctx.batch_no, "plan.json")
+    lake_uri = ctx.lake_uri
+    pipeline = beam.Pipeline(runner=runner_obj, options=options) if runner_obj else beam.Pipeline(
+        options=options
+    )
+    with pipeline as p:
+        chunks = (
+            p
+            | "Segments" >> beam.Create(group_segments(segments))
+            | "ReadSegments" >> ReadSegments(read_segment_tables)
+        )
+        tables = chunks | "Tables" >> beam.Filter(lambda e: isinstance(e, pa.Table))
+        damaged = chunks | "Damage" >> beam.Filter(lambda e: isinstance(e, tuple))
+        rows = tables | "DecodeNormaliseEnforce" >> DecodeToRows(ctx)
+        deduped = rows.rows | "Deduplicate" >> Deduplicate(ctx)
+        quarantine = (
+            (rows[QUARANTINE], deduped[QUARANTINE])
+            | "AllQuarantine" >> beam.Flatten()
+        )
+        to_write = (
+            deduped.rows,
+            quarantine | "QuarantineTable" >> beam.Map(quarantine_keyed),
+        ) | "AllTables" >> beam.Flatten()
+        written = to_write | "WriteLake" >> WriteLake(ctx)
+        stats = (
+            deduped[STATS],
+            written[STATS],
+            damaged,
+            quarantine | "QuarantineCounts" >> beam.FlatMap(quarantine_stats),
+        ) | "AllStats" >> beam.Flatten()
+        plan_items = (
+            written.files | "AsFiles" >> beam.Map(lambda f: ("file", f)),
+            stats | "AsStats" >> beam.Map(lambda s: ("stat", s)),
+        ) | "PlanItems" >> beam.Flatten()
+        _ = (
+            plan_items
+            | "CollectPlan" >> beam.combiners.ToList()
+            | "WritePlan" >> beam.Map(_write_plan, lake_uri, plan_rel)
+        )
+
+
+def _write_plan(items: list[tuple[str, Any]], lake_uri: str, plan_rel: str) -> int:
+    files: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    datasets: dict[str, str] = {}
+    stats: list[list[Any]] = []
+    for kind, item in items:
+        if kind == "file":
+            rel, dataset, data_file = item
+            files[rel].append(json.loads(data_file))
+            datasets[rel] = dataset
+        else:
+            stats.append(list(item))
+    plan = {
+        "tables": {rel: {"dataset": datasets[rel], "files": sorted(fs, key=lambda f: f["path"])}
+                   for rel, fs in sorted(files.items())},
+        "stats": sorted(stats),
+    }
+    Store.from_uri(lake_uri).put_bytes(plan_rel, _dumps(plan))
+    return len(items)
+
+
+def _report(n: int, segments: list[str], resumed: bool, plan: dict[str, Any]) -> BatchReport:
+    report = BatchReport(batch_no=n, segments=segments, resumed=resumed)
+    for kind, _tenant, _dataset, _branch, key, count in plan["stats"]:
+        if kind == "written" and _dataset != QUARANTINE:
+            rel = table_rel(_tenant, _dataset)
+            report.rows[rel] = report.rows.get(rel, 0) + count
+        elif kind == "quarantined":
+            report.quarantined[key] = report.quarantined.get(key, 0) + count
+        elif kind == "duplicates":
+            report.duplicates += count
+        elif kind == "late":
+            report.late += count
+        elif kind == "damaged":
+            report.damaged_bytes += count
+    return report
+
+
+def _archive(store: Store, landing: Path, segments: list[str]) -> None:
+    closed = landing / "closed"
+    for name in segments:
+        local = closed / name
+        day = _segment_day(name)
+        rel = raw_archive_rel(name, day)
+        if local.exists():
+            store.put_file(rel, local)
+            local.unlink()
+        elif not store.exists(rel):
+            raise ProcessError(f"segment {name} is neither in {closed} nor archived at {rel}")
+
+
+def _segment_day(name: str) -> date:
+    try:
+        return datetime.strptime(name[:8], "%Y%m%d").replace(tzinfo=UTC).date()
+    except ValueError:
+        return datetime.now(UTC).date()
+
+
+def load_devices(store: Store) -> pl.DataFrame:
+    """The device registry from the lake's reference tables, with each branch's timezone."""
+    devices = load_device_registry(store)
+    branches = [
+        read_table(store, rel, columns=["branch_id", "timezone"])
+        for tenant in lake_tenants(store)
+        if table_exists(store, rel := table_rel(tenant, "branches"))
+    ]
+    return device_frame(devices, pa.concat_tables(branches) if branches else None)
+
+
+def process_once(
+    settings: Settings,
+    *,
+    runner: str = DEFAULT_RUNNER,
+    beam_args: Sequence[str] = (),
+    max_segments: int | None = None,
+) -> BatchReport | None:
+    """Run one batch (or finish the one a crash left). None when there was nothing to do."""
+    started = time.perf_counter()
+    store = Store.from_uri(settings.lake)
+    registry = load_registry(settings.contracts_dir) if settings.contracts_dir else load_registry()
+    contracts_dir = str(settings.contracts_dir or _contracts_dir())
+    landing = settings.landing
+    state = _State(store, settings.pipeline_id)
+    with _lock(landing, settings.pipeline_id):
+        n = state.last_done() + 1
+        manifest = state.get(n, "manifest.json")
+        resumed = manifest is not None
+        devices = load_devices(store)
+        if manifest is None:
+            found = closed_segments(landing)
+            if max_segments is not None:
+                found = found[:max_segments]
+            if not found:
+                return None
+            tenants = sorted(set(devices["client_id"].to_list()))
+            manifest = state.claim(
+                n,
+                {
+                    "batch_no": n,
+                    "pipeline_id": settings.pipeline_id,
+                    "segments": [p.name for p in found],
+                    "snapshot": _snapshot(store, _tables(registry, tenants)),
+                    "created_at": datetime.now(UTC).isoformat(),
+                },
+            )
+        segments: list[str] = manifest["segments"]
+        plan = state.get(n, "plan.json")
+        if plan is None:
+            missing = [s for s in segments if not (landing / "closed" / s).exists()]
+            if missing:
+                raise ProcessError(
+                    f"batch {n} needs segments no longer in {landing / 'closed'}: {missing[:3]}"
+                )
+            ctx = BatchContext(
+                pipeline_id=settings.pipeline_id,
+                batch_no=n,
+                lake_uri=settings.lake,
+                contracts_dir=contracts_dir,
+                devices=devices,
+                payload_limit=settings.payload_limit_bytes,
+                snapshot=manifest["snapshot"],
+            )
+            _run_beam(ctx, [landing / "closed" / s for s in segments], runner, beam_args, state)
+            plan = state.get(n, "plan.json")
+            if plan is None:
+                raise ProcessError(f"batch {n}: the pipeline finished without writing its plan")
+        report = _report(n, segments, resumed, plan)
+        for rel, entry in plan["tables"].items():
+            contract = registry.get(entry["dataset"])
+            ensure_table(store, rel, contract)
+            files = [DataFile.from_json(json.dumps(f)) for f in entry["files"]]
+            if commit_files(
+                store,
+                rel,
+                contract,
+                files,
+                app_id=settings.pipeline_id,
+                version=n,
+                metadata={"energylake.batch": f"{settings.pipeline_id}:{n}"},
+            ):
+                report.committed.append(rel)
+        _archive(store, landing, segments)
+        report.seconds = time.perf_counter() - started
+        state.finish(n, report.as_dict())
+        return report
+
+
+def ingest_stats(settings: Settings) -> list[tuple[str, str, str, str, str, int]]:
+    """Every finished batch's counts: (kind, tenant, dataset, branch, key, count) rows.
+
+    Kinds: written, quarantined (key = reason), duplicates, late, damaged (key = segment).
+    """
+    state = _State(Store.from_uri(settings.lake), settings.pipeline_id)
+    out: list[tuple[str, str, str, str, str, int]] = []
+    for n in range(1, state.last_done() + 1):
+        plan = state.get(n, "plan.json")
+        if plan is not None:
+            out.extend((s[0], s[1], s[2], s[3], s[4], int(s[5])) for s in plan["stats"])
+    return out
+
+
+def _contracts_dir() -> Path:
+    from contracts import CONTRACTS_DIR
+
+    return Path(CONTRACTS_DIR)
+
+
+# --- follow --------------------------------------------------------------------------------
+
+
+class _Stop:
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        log.warning("signal %s: finishing the batch in hand, then stopping", signum)
+        self.event.set()
+
+
+def follow(
+    settings: Settings,
+    *,
+    runner: str = DEFAULT_RUNNER,
+    beam_args: Sequence[str] = (),
+    on_batch: Any = None,
+    max_batches: int | None = None,
+) -> int:
+    """Process batches until SIGINT/SIGTERM; compact partitions past the file bound."""
+    stop = _Stop()
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    done = 0
+    try:
+        while not stop.event.is_set():
+            report = process_once(settings, runner=runner, beam_args=beam_args)
+            if report is not None:
+                done += 1
+                if on_batch is not None:
+                    on_batch(report)
+                compact_if_needed(settings, report.rows)
+                if max_batches is not None and done >= max_batches:
+                    break
+                continue
+            stop.event.wait(settings.follow_interval_s)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return done
+
+
+def compact_if_needed(settings: Settings, tables: dict[str, int] | Sequence[str]) -> list[str]:
+    """Compact the partitions of ``tables`` that hold more files than the bound."""
+    store = Store.from_uri(settings.lake)
+    registry = load_registry(settings.contracts_dir) if settings.contracts_dir else load_registry()
+    done = []
+    for rel in tables:
+        dataset = rel.rsplit("/", 1)[-1]
+        contract = registry.get(dataset)
+        counts = files_per_partition(store, rel)
+        over = [
+            dict(zip(contract.partition_columns, key, strict=True))
+            for key, n in counts.items()
+            if n > settings.compact_max_files
+        ]
+        if over:
+            compact(store, rel, min_files=2, partitions=over)
+            done.append(rel)
+    return done
+
+
+_ = os

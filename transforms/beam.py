@@ -1,0 +1,343 @@
+"""The pipeline's Beam PTransforms. Elements are chunks (Arrow tables / polars frames), never
+one record each; every stage is a named PTransform so a runner's UI shows the flow:
+
+    ReadSegments -> Decode -> Normalise -> Enforce -> Deduplicate -> WriteLake
+                       \\___________\\__________\\_________\\-> Quarantine -> WriteLake
+
+Stages that need state from outside (the device registry, the pinned table snapshot, the
+store) get it as plain constructor arguments, so any runner can ship them to workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from contracts import ContractRegistry, load_registry
+from lake.delta import DataFile, write_data_file
+from lake.delta import dataset as lake_dataset
+from lake.layout import UNASSIGNED_TENANT, table_rel
+from lake.storage import Store
+from transforms.decode import DecodeSchema, decode_chunk
+from transforms.enforce import enforce_chunk
+from transforms.frames import Chunk, quarantine_rows, quarantine_table
+from transforms.normalise import normalise_chunk
+from transforms.series import committed_columns, dedupe_and_check
+
+__all__ = [
+    "QUARANTINE",
+    "STATS",
+    "BatchContext",
+    "DecodeToRows",
+    "Deduplicate",
+    "ReadSegments",
+    "Stat",
+    "WriteLake",
+    "file_name",
+    "quarantine_keyed",
+    "quarantine_stats",
+    "read_committed",
+]
+
+QUARANTINE = "quarantine"
+STATS = "stats"
+LOOKBACK = timedelta(days=2)  # how far back the series checks look for a predecessor
+MAX_ROWS_PER_FILE = 2_000_000
+WRITE_THREADS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class BatchContext:
+    """What every stage of one batch needs to know; picklable."""
+
+    pipeline_id: str
+    batch_no: int
+    lake_uri: str
+    contracts_dir: str
+    devices: pl.DataFrame
+    payload_limit: int = 65536
+    snapshot: dict[str, int | None] = field(default_factory=dict)  # table rel -> version
+
+    @property
+    def batch_id(self) -> str:
+        return f"{self.pipeline_id}:{self.batch_no}"
+
+    def registry(self) -> ContractRegistry:
+        return load_registry(Path(self.contracts_dir))
+
+    def store(self) -> Store:
+        return Store.from_uri(self.lake_uri)
+
+
+Stat = tuple[str, str, str, str, str, int]  # kind, tenant, dataset, branch, key, count
+
+
+def _stat(kind: str, tenant: str, dataset: str, branch: str | None, key: str, n: int) -> Stat:
+    return (kind, tenant, dataset, branch or "", key, int(n))
+
+
+def _tagged_stat(*args: Any) -> Any:
+    return beam.pvalue.TaggedOutput(STATS, _stat(*args))
+
+
+# --- read ----------------------------------------------------------------------------------
+
+
+class _ReadFn(beam.DoFn):  # type: ignore[misc]
+    def __init__(self, reader: Callable[[str], Iterable[pa.Table]]) -> None:
+        self._reader = reader
+
+    def process(self, segment: str) -> Iterator[pa.Table]:
+        yield from self._reader(segment)
+
+
+class ReadSegments(beam.PTransform):  # type: ignore[misc]
+    """Closed landing segments (paths) to envelope chunks, through an injected reader."""
+
+    def __init__(self, reader: Callable[[str], Iterable[pa.Table]]) -> None:
+        super().__init__()
+        self._reader = reader
+
+    def expand(self, segments: Any) -> Any:
+        return segments | "Reshuffle" >> beam.Reshuffle() | "ReadChunks" >> beam.ParDo(
+            _ReadFn(self._reader)
+        )
+
+
+# --- decode, normalise, enforce ------------------------------------------------------------
+
+
+class _DecodeFn(beam.DoFn):  # type: ignore[misc]
+    def __init__(self, ctx: BatchContext, step: str) -> None:
+        self._ctx = ctx
+        self._step = step
+
+    def setup(self) -> None:
+        self._registry = self._ctx.registry()
+        self._schema = DecodeSchema.from_registry(self._registry)
+
+    def process(self, element: Any) -> Iterator[Any]:
+        ctx = self._ctx
+        if self._step == "decode":
+            chunk = Chunk(envelopes=element)
+            decode_chunk(chunk, self._schema, payload_limit=ctx.payload_limit)
+            yield chunk
+        elif self._step == "normalise":
+            normalise_chunk(element, self._registry, ctx.devices)
+            yield element
+        else:
+            chunk = element
+            accepted = enforce_chunk(chunk, self._registry, self._schema)
+            for dataset, rows in accepted.items():
+                for (tenant,), part in rows.group_by("client_id"):
+                    yield ((str(tenant), dataset), part)
+            quarantined = quarantine_table(chunk, self._registry, ctx.devices, batch_id=ctx.batch_id)
+            yield from _quarantine_outputs(quarantined)
+
+
+def _quarantine_outputs(quarantined: pl.DataFrame) -> Iterator[Any]:
+    if quarantined.height == 0:
+        return
+    for (tenant,), part in quarantined.group_by("_tenant"):
+        key = str(tenant) if tenant is not None else UNASSIGNED_TENANT
+        yield beam.pvalue.TaggedOutput(QUARANTINE, (key, part.drop("_tenant")))
+
+
+class DecodeToRows(beam.PTransform):  # type: ignore[misc]
+    """Decode -> Normalise -> Enforce. Main output: ((tenant, dataset), rows); tagged
+    ``quarantine``: (tenant, quarantine rows)."""
+
+    def __init__(self, ctx: BatchContext) -> None:
+        super().__init__()
+        self._ctx = ctx
+
+    def expand(self, chunks: Any) -> Any:
+        decoded = chunks | "Decode" >> beam.ParDo(_DecodeFn(self._ctx, "decode"))
+        normalised = decoded | "Normalise" >> beam.ParDo(_DecodeFn(self._ctx, "normalise"))
+        return normalised | "Enforce" >> beam.ParDo(_DecodeFn(self._ctx, "enforce")).with_outputs(
+            QUARANTINE, main="rows"
+        )
+
+
+# --- deduplicate and series checks ---------------------------------------------------------
+
+
+def read_committed(
+    store: Store,
+    rel: str,
+    version: int | None,
+    columns: list[str],
+    batch: pl.DataFrame,
+) -> pl.DataFrame:
+    """The committed rows the batch's devices may collide with or follow (pinned version)."""
+    schema_cols = {c: batch.schema[c] for c in columns if c in batch.schema}
+    if version is None or batch.height == 0:
+        return pl.DataFrame(schema=schema_cols)
+    dataset = lake_dataset(store, rel, version)
+    since = batch["ts"].min()
+    assert since is not None
+    start = since - LOOKBACK  # type: ignore[operator]
+    months = sorted(
+        {start.strftime("%Y-%m")}
+        | set(batch["event_month"].unique().to_list())
+        | {m for m in _months_between(start, batch["ts"].max())}  # type: ignore[arg-type]
+    )
+    expr = (
+        pc.field("branch_id").isin(batch["branch_id"].unique().to_list())
+        & pc.field("event_month").isin(months)
+        & pc.field("device_id").isin(batch["device_id"].unique().to_list())
+        & (pc.field("ts") >= pa.scalar(start, pa.timestamp("us", "UTC")))
+    )
+    table = dataset.to_table(columns=columns, filter=expr)
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _months_between(start: Any, end: Any) -> Iterator[str]:
+    year, month = start.year, start.month
+    while (year, month) <= (end.year, end.month):
+        yield f"{year:04d}-{month:02d}"
+        month += 1
+        if month == 13:
+            year, month = year + 1, 1
+
+
+class _SeriesFn(beam.DoFn):  # type: ignore[misc]
+    def __init__(self, ctx: BatchContext) -> None:
+        self._ctx = ctx
+
+    def setup(self) -> None:
+        self._registry = self._ctx.registry()
+        self._store = self._ctx.store()
+
+    def process(self, element: tuple[tuple[str, str], Iterable[pl.DataFrame]]) -> Iterator[Any]:
+        (tenant, dataset), frames = element
+        ctx = self._ctx
+        contract = self._registry.get(dataset)
+        batch = pl.concat(list(frames), how="vertical_relaxed")
+        rel = table_rel(tenant, dataset)
+        committed = read_committed(
+            self._store, rel, ctx.snapshot.get(rel), committed_columns(contract), batch
+        )
+        result = dedupe_and_check(contract, batch, committed)
+        for row in result.duplicates.iter_rows():
+            yield _tagged_stat("duplicates", tenant, dataset, row[0], "", row[1])
+        for row in result.late.iter_rows():
+            yield _tagged_stat("late", tenant, dataset, row[0], "", row[1])
+        if result.rejects.height:
+            rejects = result.rejects.with_columns(
+                pl.lit("IMPLAUSIBLE_DELTA").alias("reason_code"),
+                pl.lit("enforce").alias("pipeline_step"),
+                pl.lit(dataset).alias("dataset"),
+            )
+            quarantined = quarantine_rows(rejects, self._registry, ctx.devices, batch_id=ctx.batch_id)
+            yield from _quarantine_outputs(quarantined)
+        if result.rows.height:
+            names = [f.name for f in contract.fields]
+            yield ((tenant, dataset), result.rows.select(names))
+
+
+class Deduplicate(beam.PTransform):  # type: ignore[misc]
+    """Group a table's rows, drop duplicates (counted), run the series checks."""
+
+    def __init__(self, ctx: BatchContext) -> None:
+        super().__init__()
+        self._ctx = ctx
+
+    def expand(self, rows: Any) -> Any:
+        return (
+            rows
+            | "GroupByTable" >> beam.GroupByKey()
+            | "DedupeAndSeries" >> beam.ParDo(_SeriesFn(self._ctx)).with_outputs(
+                QUARANTINE, STATS, main="rows"
+            )
+        )
+
+
+# --- write ---------------------------------------------------------------------------------
+
+
+def file_name(batch_no: int, rel: str, partition: dict[str, str], part: int) -> str:
+    """Deterministic: a retried batch rewrites the same names."""
+    key = rel + "|" + "|".join(f"{k}={v}" for k, v in sorted(partition.items())) + f"|{part}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return f"part-b{batch_no:010d}-{digest}-{part:03d}.zstd.parquet"
+
+
+class _WriteFn(beam.DoFn):  # type: ignore[misc]
+    def __init__(self, ctx: BatchContext) -> None:
+        self._ctx = ctx
+
+    def setup(self) -> None:
+        self._registry = self._ctx.registry()
+        self._store = self._ctx.store()
+        self._pool = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="lake-writer")
+
+    def teardown(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def process(self, element: tuple[tuple[str, str], Iterable[pl.DataFrame]]) -> Iterator[Any]:
+        (tenant, dataset), frames = element
+        contract = self._registry.get(dataset)
+        rel = table_rel(tenant, dataset)
+        frame = pl.concat(list(frames), how="vertical_relaxed")
+        schema = contract.arrow_schema()
+        partitions = contract.partition_columns
+        sort_cols = [c for c in ("device_id", "ts", "seq", "quarantine_id") if c in frame.columns]
+        jobs = []
+        for values, part in frame.group_by(partitions, maintain_order=False):
+            partition = {k: ("" if v is None else str(v)) for k, v in zip(partitions, values, strict=True)}
+            part = part.sort(sort_cols)
+            for index, start in enumerate(range(0, part.height, MAX_ROWS_PER_FILE)):
+                piece = part.slice(start, MAX_ROWS_PER_FILE)
+                table = piece.to_arrow().select(schema.names).cast(schema)
+                name = file_name(self._ctx.batch_no, rel, partition, index)
+                jobs.append(
+                    self._pool.submit(write_data_file, self._store, rel, table, partition, name)
+                )
+        for job in jobs:
+            data_file: DataFile = job.result()
+            yield (rel, dataset, data_file.to_json())
+            yield _tagged_stat("written", tenant, dataset, _branch_of(data_file), "", data_file.num_records)
+
+
+def _branch_of(data_file: DataFile) -> str | None:
+    return data_file.partition_values.get("branch_id")
+
+
+class WriteLake(beam.PTransform):  # type: ignore[misc]
+    """Write each table's rows as Parquet files (in parallel); outputs add-file records."""
+
+    def __init__(self, ctx: BatchContext) -> None:
+        super().__init__()
+        self._ctx = ctx
+
+    def expand(self, keyed: Any) -> Any:
+        return (
+            keyed
+            | "GroupByTable" >> beam.GroupByKey()
+            | "WriteFiles" >> beam.ParDo(_WriteFn(self._ctx)).with_outputs(STATS, main="files")
+        )
+
+
+def quarantine_keyed(element: tuple[str, pl.DataFrame]) -> tuple[tuple[str, str], pl.DataFrame]:
+    tenant, frame = element
+    return ((tenant, QUARANTINE), frame)
+
+
+def quarantine_stats(element: tuple[str, pl.DataFrame]) -> Iterator[Stat]:
+    tenant, frame = element
+    counts = frame.group_by("branch_id", "reason_code").agg(pl.len())
+    for branch, reason, n in counts.iter_rows():
+        yield _stat("quarantined", tenant, QUARANTINE, branch, str(reason), n)

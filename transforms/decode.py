@@ -1,0 +1,569 @@
+"""Decode: raw payload bytes to typed reading columns, one decoder per topic pattern.
+
+Decoders (chosen by topic or path, first match wins):
+
+- ``canonical``: ``emaas/v1/<client>/<branch>/<device>/telemetry`` carrying the energylake
+  envelope ``{"device_id", "seq", "ts", "readings": {...}, "units": {...}}``, or a JSON array
+  of such envelopes (batched uploads).
+- ``tasmota``: ``tele/<device>/SENSOR`` with Tasmota's ``{"Time", "ENERGY": {...}}``.
+
+The canonical path is columnar: each payload is checked for well-formed JSON by orjson (C,
+one call per payload, nothing kept), then all good payloads are parsed in one go by Arrow's
+strict JSON reader against an explicit schema built from the contracts. Arrow rejects a
+string where a number belongs, a boolean, a number too large for a double and a key given
+twice, and names the row; that row is quarantined and the rest parsed again. Unknown keys
+surface as extra columns and are quarantined as SCHEMA_MISMATCH. Only rejected payloads take
+the slow path that explains them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from contracts import ContractRegistry
+from transforms.frames import ELEM, READINGS_DATASETS, ROW, Chunk, reject_frame
+
+__all__ = [
+    "CANONICAL_TOPIC",
+    "TASMOTA_TOPIC",
+    "DecodeSchema",
+    "decode_chunk",
+]
+
+CANONICAL_TOPIC = re.compile(
+    r"^emaas/v1/([a-z0-9][a-z0-9-]{1,31})/([a-z0-9][a-z0-9-]{1,47})/([a-z0-9][a-z0-9-]{1,63})"
+    r"/telemetry$"
+)
+TASMOTA_TOPIC = re.compile(r"^tele/([a-z0-9][a-z0-9-]{1,63})/SENSOR$")
+_ROW_IN_ERROR = re.compile(r"in row (\d+)")
+_NON_FINITE_TOKEN = re.compile(rb"(?<![\w\"])-?(?:NaN|Infinity)(?![\w\"])")
+_ENVELOPE_KEYS = ("device_id", "seq", "ts", "readings", "units")
+# Reading fields whose unit a device may declare in "units" (power and energy only).
+_UNIT_FIELDS = (
+    "power_kw",
+    "power_l1_kw",
+    "power_l2_kw",
+    "power_l3_kw",
+    "apparent_power_kva",
+    "reactive_power_kvar",
+    "energy_import_kwh",
+    "energy_export_kwh",
+    "energy_generated_kwh",
+)
+_STRING_READINGS = ("status",)
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeSchema:
+    """What any decoder may produce: the union of the readings contracts' value fields."""
+
+    numeric: tuple[str, ...]
+    strings: tuple[str, ...]
+    by_dataset: dict[str, frozenset[str]]
+
+    @classmethod
+    def from_registry(cls, registry: ContractRegistry) -> DecodeSchema:
+        numeric: list[str] = []
+        strings: list[str] = []
+        by_dataset: dict[str, frozenset[str]] = {}
+        for dataset in READINGS_DATASETS.values():
+            names = []
+            for f in registry.get(dataset).fields:
+                if f.name in _SYSTEM_COLUMNS:
+                    continue
+                names.append(f.name)
+                bucket = strings if f.physical_type == "string" else numeric
+                if f.name not in bucket:
+                    bucket.append(f.name)
+            by_dataset[dataset] = frozenset(names)
+        return cls(tuple(numeric), tuple(strings), by_dataset)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return self.numeric + self.strings
+
+    def arrow_schema(self) -> pa.Schema:
+        readings = pa.struct(
+            [pa.field(n, pa.float64()) for n in self.numeric]
+            + [pa.field(n, pa.string()) for n in self.strings]
+        )
+        units = pa.struct([pa.field(n, pa.string()) for n in _UNIT_FIELDS])
+        return pa.schema(
+            [
+                pa.field("device_id", pa.string()),
+                pa.field("seq", pa.float64()),
+                pa.field("ts", pa.float64()),
+                pa.field("readings", readings),
+                pa.field("units", units),
+            ]
+        )
+
+    def empty_rows(self) -> pl.DataFrame:
+        schema: dict[str, Any] = {
+            ROW: pl.Int64,
+            ELEM: pl.Int32,
+            "decoder": pl.String,
+            "claim_client": pl.String,
+            "claim_branch": pl.String,
+            "claim_device": pl.String,
+            "device_id": pl.String,
+            "seq": pl.Float64,
+            "ts": pl.Float64,
+            "ts_local": pl.String,
+            "_unknown": pl.String,
+        }
+        schema.update({n: pl.Float64 for n in self.numeric})
+        schema.update({n: pl.String for n in self.strings})
+        schema.update({f"unit__{n}": pl.String for n in _UNIT_FIELDS})
+        return pl.DataFrame(schema=schema)
+
+
+_SYSTEM_COLUMNS = frozenset(
+    {
+        "client_id",
+        "branch_id",
+        "device_id",
+        "seq",
+        "ts",
+        "received_at",
+        "event_month",
+        "quality_flags",
+    }
+)
+
+
+def decode_chunk(chunk: Chunk, schema: DecodeSchema, *, payload_limit: int) -> None:
+    """Fill ``chunk.rows`` with decoded readings and add rejects for what cannot be decoded."""
+    env = chunk.envelopes
+    n = env.num_rows
+    topics = env.column("topic").to_pylist()
+    sizes = pc.binary_length(env.column("payload")).to_numpy(zero_copy_only=False)
+    payloads: list[bytes] = env.column("payload").to_pylist()
+    too_large = [i for i in range(n) if sizes[i] > payload_limit]
+    if too_large:
+        chunk.reject(
+            reject_frame(
+                _rows(too_large),
+                "PAYLOAD_TOO_LARGE",
+                f"payload larger than the {payload_limit}-byte limit",
+                "decode",
+            )
+        )
+    big = set(too_large)
+    canonical: list[int] = []
+    tasmota: list[int] = []
+    unknown_topic: list[int] = []
+    for i, topic in enumerate(topics):
+        if i in big:
+            continue
+        if CANONICAL_TOPIC.match(topic):
+            canonical.append(i)
+        elif TASMOTA_TOPIC.match(topic):
+            tasmota.append(i)
+        else:
+            unknown_topic.append(i)
+    if unknown_topic:
+        chunk.reject(
+            reject_frame(
+                _rows(unknown_topic), "MALFORMED_PAYLOAD", "no decoder for this topic", "decode"
+            )
+        )
+    frames = [schema.empty_rows()]
+    if canonical:
+        frames.append(_decode_canonical(chunk, schema, canonical, payloads, topics))
+    if tasmota:
+        frames.append(_decode_tasmota(chunk, schema, tasmota, payloads, topics))
+    rows = pl.concat(frames, how="diagonal_relaxed")
+    chunk.rows = rows.select(schema.empty_rows().columns)
+
+
+def _rows(idx: Sequence[int], elems: Sequence[int] | None = None) -> pl.DataFrame:
+    return pl.DataFrame(
+        {ROW: list(idx), ELEM: list(elems) if elems is not None else [0] * len(idx)},
+        schema={ROW: pl.Int64, ELEM: pl.Int32},
+    )
+
+
+def _explain_unparsable(payload: bytes, error: Exception) -> tuple[str, str]:
+    """Why orjson refused a payload: NON_FINITE when the only problem is NaN/Infinity."""
+    if _NON_FINITE_TOKEN.search(payload):
+        try:
+            json.loads(payload)
+        except (ValueError, RecursionError):
+            pass
+        else:
+            return "NON_FINITE", "a number is NaN or Infinity"
+    message = str(error).split("\n", 1)[0]
+    return "MALFORMED_PAYLOAD", f"not valid UTF-8 JSON: {message}"[:300]
+
+
+def _decode_canonical(
+    chunk: Chunk,
+    schema: DecodeSchema,
+    idx: list[int],
+    payloads: list[bytes],
+    topics: list[str],
+) -> pl.DataFrame:
+    lines: list[bytes] = []
+    line_rows: list[int] = []
+    line_elems: list[int] = []
+    bad_rows: list[int] = []
+    bad_codes: list[str] = []
+    bad_details: list[str] = []
+    loads = orjson.loads
+    dumps = orjson.dumps
+    for i in idx:
+        payload = payloads[i]
+        try:
+            obj = loads(payload)
+        except orjson.JSONDecodeError as exc:
+            code, detail = _explain_unparsable(payload, exc)
+            bad_rows.append(i)
+            bad_codes.append(code)
+            bad_details.append(detail)
+            continue
+        kind = type(obj)
+        if kind is dict:
+            # Arrow reads one object per line: re-serialise the rare pretty-printed payload.
+            lines.append(payload if b"\n" not in payload and b"\r" not in payload else dumps(obj))
+            line_rows.append(i)
+            line_elems.append(0)
+        elif kind is list and obj and all(type(o) is dict for o in obj):
+            for j, element in enumerate(obj):
+                lines.append(dumps(element))
+                line_rows.append(i)
+                line_elems.append(j)
+        else:
+            bad_rows.append(i)
+            bad_codes.append("MALFORMED_PAYLOAD")
+            bad_details.append("payload is not a JSON object or a non-empty array of objects")
+    if bad_rows:
+        frame = pl.DataFrame(
+            {
+                ROW: bad_rows,
+                ELEM: [0] * len(bad_rows),
+                "reason_code": bad_codes,
+                "detail": bad_details,
+            },
+            schema={ROW: pl.Int64, ELEM: pl.Int32, "reason_code": pl.String, "detail": pl.String},
+        )
+        for code, part in frame.group_by("reason_code"):
+            chunk.reject(reject_frame(part, str(code[0]), pl.col("detail"), "decode"))
+    if not lines:
+        return schema.empty_rows()
+    table, failed = _parse_lines(lines, schema.arrow_schema())
+    if failed:
+        frame = pl.DataFrame(
+            {
+                ROW: [line_rows[k] for k, _, _ in failed],
+                ELEM: [line_elems[k] for k, _, _ in failed],
+                "reason_code": [code for _, code, _ in failed],
+                "detail": [detail for _, _, detail in failed],
+            },
+            schema={ROW: pl.Int64, ELEM: pl.Int32, "reason_code": pl.String, "detail": pl.String},
+        )
+        for code, part in frame.group_by("reason_code"):
+            chunk.reject(reject_frame(part, str(code[0]), pl.col("detail"), "decode"))
+    failed_lines = {f[0] for f in failed}
+    keep = [k for k in range(len(lines)) if k not in failed_lines]
+    rows_col = pa.array([line_rows[k] for k in keep], pa.int64())
+    elems_col = pa.array([line_elems[k] for k in keep], pa.int32())
+    return _flatten(table, schema, rows_col, elems_col, topics)
+
+
+def _parse_lines(
+    lines: list[bytes], schema: pa.Schema
+) -> tuple[pa.Table, list[tuple[int, str, str]]]:
+    """Parse NDJSON strictly; returns the table of good lines and (line, code, detail) of bad."""
+    failed: list[tuple[int, str, str]] = []
+    tables: list[pa.Table] = []
+    start = 0
+    good_index: list[int] = []
+    while start < len(lines):
+        part = lines[start:]
+        try:
+            tables.append(_read(part, schema))
+            good_index.extend(range(start, len(lines)))
+            break
+        except pa.ArrowInvalid as exc:
+            message = str(exc)
+            found = _ROW_IN_ERROR.search(message)
+            if found is None:
+                # No row named: isolate line by line (rare).
+                for k, line in enumerate(part, start=start):
+                    try:
+                        tables.append(_read([line], schema))
+                        good_index.append(k)
+                    except pa.ArrowInvalid as one:
+                        failed.append((k, *_explain_arrow(str(one))))
+                break
+            bad = start + int(found.group(1))
+            failed.append((bad, *_explain_arrow(message)))
+            if bad > start:
+                tables.append(_read(lines[start:bad], schema))
+                good_index.extend(range(start, bad))
+            start = bad + 1
+    if not tables:
+        return schema.empty_table(), failed
+    unified = pa.unify_schemas([t.schema for t in tables], promote_options="permissive")
+    table = pa.concat_tables([_conform(t, unified) for t in tables])
+    assert table.num_rows == len(good_index)
+    return table, failed
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    if table.schema == schema:
+        return table
+    columns = []
+    for f in schema:
+        if f.name in table.column_names:
+            columns.append(table.column(f.name).cast(f.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, f.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _read(lines: list[bytes], schema: pa.Schema) -> pa.Table:
+    data = b"\n".join(lines)
+    return pj.read_json(
+        io.BytesIO(data),
+        read_options=pj.ReadOptions(use_threads=False, block_size=max(1 << 16, len(data) + 1)),
+        parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
+    )
+
+
+def _explain_arrow(message: str) -> tuple[str, str]:
+    text = message.replace("JSON parse error: ", "").split("\n", 1)[0]
+    if "too big" in text:
+        return "NON_FINITE", f"number out of the double range: {text}"[:300]
+    if "specified twice" in text:
+        return "MALFORMED_PAYLOAD", f"duplicate key: {text}"[:300]
+    return "SCHEMA_MISMATCH", text[:300]
+
+
+def _flatten(
+    table: pa.Table,
+    schema: DecodeSchema,
+    rows_col: pa.Array,
+    elems_col: pa.Array,
+    topics: list[str],
+) -> pl.DataFrame:
+    known_top = set(_ENVELOPE_KEYS)
+    readings = table.column("readings").combine_chunks()
+    units = table.column("units").combine_chunks()
+    data: dict[str, Any] = {
+        ROW: rows_col,
+        ELEM: elems_col,
+        "device_id": table.column("device_id"),
+        "seq": table.column("seq"),
+        "ts": table.column("ts"),
+    }
+    unknown_masks: list[tuple[str, pa.Array]] = []
+    readings_type: pa.StructType = readings.type
+    known_readings = set(schema.fields)
+    for k in range(readings_type.num_fields):
+        name = readings_type.field(k).name
+        child = readings.field(k)
+        if name in known_readings:
+            data[name] = child
+        else:
+            unknown_masks.append((f"readings.{name}", child.is_valid()))
+    units_type: pa.StructType = units.type
+    for k in range(units_type.num_fields):
+        name = units_type.field(k).name
+        child = units.field(k)
+        if name in _UNIT_FIELDS:
+            data[f"unit__{name}"] = child
+        else:
+            unknown_masks.append((f"units.{name}", child.is_valid()))
+    for name in table.column_names:
+        if name not in known_top:
+            unknown_masks.append((name, table.column(name).is_valid()))
+    # A struct child stays null when the parent is null: readings null means "no readings".
+    frame = pl.from_arrow(pa.table(data))
+    assert isinstance(frame, pl.DataFrame)
+    if unknown_masks:
+        parts = [
+            pl.when(pl.Series(mask.to_numpy(zero_copy_only=False))).then(pl.lit(key))
+            for key, mask in unknown_masks
+        ]
+        frame = frame.with_columns(
+            pl.concat_str(parts, separator=",", ignore_nulls=True).alias("_unknown")
+        )
+        frame = frame.with_columns(
+            pl.when(pl.col("_unknown") == "").then(None).otherwise(pl.col("_unknown")).alias(
+                "_unknown"
+            )
+        )
+    claims = _topic_claims(topics, frame[ROW].to_list())
+    return frame.with_columns(pl.lit("canonical").alias("decoder"), *claims)
+
+
+def _topic_claims(topics: list[str], rows: list[int]) -> list[pl.Series]:
+    client: list[str | None] = []
+    branch: list[str | None] = []
+    device: list[str | None] = []
+    cache: dict[str, tuple[str | None, str | None, str | None]] = {}
+    for r in rows:
+        topic = topics[r]
+        got = cache.get(topic)
+        if got is None:
+            m = CANONICAL_TOPIC.match(topic)
+            if m:
+                got = (m.group(1), m.group(2), m.group(3))
+            else:
+                t = TASMOTA_TOPIC.match(topic)
+                got = (None, None, t.group(1) if t else None)
+            cache[topic] = got
+        client.append(got[0])
+        branch.append(got[1])
+        device.append(got[2])
+    return [
+        pl.Series("claim_client", client, dtype=pl.String),
+        pl.Series("claim_branch", branch, dtype=pl.String),
+        pl.Series("claim_device", device, dtype=pl.String),
+    ]
+
+
+# --- Tasmota -------------------------------------------------------------------------------
+# ENERGY keys to contract fields. A three-phase monitor sends lists [L1, L2, L3] for the
+# per-phase quantities; a single-phase one sends numbers. Power is in W, energy in kWh.
+_TASMOTA_SINGLE: dict[str, tuple[str, float]] = {
+    "Power": ("power_kw", 0.001),
+    "Voltage": ("voltage_v", 1.0),
+    "Current": ("current_a", 1.0),
+    "Frequency": ("frequency_hz", 1.0),
+    "Total": ("energy_generated_kwh", 1.0),
+}
+_TASMOTA_PHASES: dict[str, tuple[str, float]] = {
+    "Voltage": ("voltage_l{}_v", 1.0),
+    "Current": ("current_l{}_a", 1.0),
+    "Power": ("power_l{}_kw", 0.001),
+}
+
+
+def _tasmota_reading(energy: dict[str, Any]) -> dict[str, Any]:
+    """One Tasmota ENERGY object to contract fields (units already the contract's)."""
+    out: dict[str, Any] = {}
+    three_phase = isinstance(energy.get("Voltage"), list)
+    if three_phase:
+        for key, (pattern, scale) in _TASMOTA_PHASES.items():
+            values = energy.get(key)
+            if isinstance(values, list) and len(values) == 3:
+                for k, v in enumerate(values, start=1):
+                    out[pattern.format(k)] = _scaled(v, scale)
+        totals = {
+            "Power": ("power_kw", 0.001),
+            "ApparentPower": ("apparent_power_kva", 0.001),
+            "ReactivePower": ("reactive_power_kvar", 0.001),
+        }
+        for key, (name, scale) in totals.items():
+            value = energy.get(key)
+            out[name] = (
+                _scaled(sum(value), scale)
+                if isinstance(value, list) and all(_is_number(v) for v in value)
+                else _scaled(value, scale)
+            )
+        factor = energy.get("Factor")
+        power, apparent = out.get("power_kw"), out.get("apparent_power_kva")
+        if isinstance(factor, list) and _is_number(power) and _is_number(apparent) and apparent:
+            out["power_factor"] = round(abs(power) / apparent, 3)
+        else:
+            out["power_factor"] = factor
+        out["frequency_hz"] = energy.get("Frequency")
+        out["energy_import_kwh"] = energy.get("Total")
+        out["energy_export_kwh"] = energy.get("ExportActive")
+        return out
+    for key, (name, scale) in _TASMOTA_SINGLE.items():
+        out[name] = _scaled(energy.get(key), scale)
+    return out
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) in (int, float)
+
+
+def _scaled(value: Any, scale: float) -> Any:
+    if type(value) in (int, float):
+        return value * scale
+    return value
+
+
+def _decode_tasmota(
+    chunk: Chunk,
+    schema: DecodeSchema,
+    idx: list[int],
+    payloads: list[bytes],
+    topics: list[str],
+) -> pl.DataFrame:
+    """Tasmota is a low-rate format (300 s by default): decoded payload by payload."""
+    records: list[dict[str, Any]] = []
+    bad: list[tuple[int, str, str]] = []
+    known = set(schema.fields)
+    for i in idx:
+        payload = payloads[i]
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            bad.append((i, *_explain_unparsable(payload, exc)))
+            continue
+        energy = obj.get("ENERGY") if isinstance(obj, dict) else None
+        when = obj.get("Time") if isinstance(obj, dict) else None
+        if not isinstance(energy, dict) or not isinstance(when, str):
+            bad.append((i, "MALFORMED_PAYLOAD", "Tasmota SENSOR payload without Time and ENERGY"))
+            continue
+        try:
+            datetime.fromisoformat(when)
+        except ValueError:
+            bad.append((i, "SCHEMA_MISMATCH", f"Tasmota Time {when[:40]!r} is not ISO 8601"))
+            continue
+        reading = _tasmota_reading(energy)
+        wrong = [k for k, v in reading.items() if v is not None and not _is_number(v)]
+        if wrong:
+            bad.append((i, "SCHEMA_MISMATCH", f"ENERGY values not numbers: {', '.join(wrong)}"))
+            continue
+        device = TASMOTA_TOPIC.match(topics[i])
+        assert device is not None
+        record: dict[str, Any] = {
+            ROW: i,
+            ELEM: 0,
+            "device_id": device.group(1),
+            "ts_local": when,
+            "decoder": "tasmota",
+            "claim_device": device.group(1),
+        }
+        record.update({k: float(v) for k, v in reading.items() if k in known and v is not None})
+        records.append(record)
+    if bad:
+        frame = pl.DataFrame(
+            {
+                ROW: [b[0] for b in bad],
+                ELEM: [0] * len(bad),
+                "reason_code": [b[1] for b in bad],
+                "detail": [b[2] for b in bad],
+            },
+            schema={ROW: pl.Int64, ELEM: pl.Int32, "reason_code": pl.String, "detail": pl.String},
+        )
+        for code, part in frame.group_by("reason_code"):
+            chunk.reject(reject_frame(part, str(code[0]), pl.col("detail"), "decode"))
+    if not records:
+        return schema.empty_rows()
+    return pl.concat(
+        [schema.empty_rows(), pl.from_dicts(records, infer_schema_length=None)],
+        how="diagonal_relaxed",
+    )
+
+
+Decoder = Callable[[Chunk, DecodeSchema, list[int], list[bytes], list[str]], pl.DataFrame]

@@ -1,0 +1,198 @@
+"""Deduplicate on (device_id, seq), then the checks that need a device's series.
+
+Runs on all of one table's accepted rows in a batch (one tenant, one dataset), next to what
+the table already holds for the same devices (``committed``: a pinned snapshot, so a replay
+sees exactly what the first attempt saw):
+
+- duplicates: the first arrival of a (device_id, seq) wins, within the batch and against
+  the committed rows; the rest are counted, never written;
+- IMPLAUSIBLE_DELTA: a counter that rose more than the device's rating allows in the time
+  since the previous accepted reading (energy: rated kW x hours x 1.5; run hours: elapsed
+  hours x 1.05) is quarantined, and the check repeats against the reading before it;
+- flags: COUNTER_RESET (a counter fell by 10 % or more), LATE (event time behind the newest
+  committed reading of the device), STUCK (the same non-zero value ``STUCK_RUN`` times in a
+  row on a field that always varies).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from contracts import Contract
+
+__all__ = [
+    "COUNTER_ALLOWANCE",
+    "RESET_DROP",
+    "STUCK_FIELDS",
+    "STUCK_RUN",
+    "SeriesResult",
+    "committed_columns",
+    "dedupe_and_check",
+]
+
+RESET_DROP = 0.10
+STUCK_RUN = 15
+# Counter -> how its rise is bounded: ("rated", margin) uses the device's rated kW x hours;
+# ("clock", margin) uses elapsed hours (run-hour meters cannot run faster than the clock).
+COUNTER_ALLOWANCE: dict[str, tuple[str, float]] = {
+    "energy_import_kwh": ("rated", 1.5),
+    "energy_export_kwh": ("rated", 1.5),
+    "energy_generated_kwh": ("rated", 1.5),
+    "run_hours_h": ("clock", 1.05),
+}
+# Fields that vary in every healthy reading (a repeat is a stuck sensor), per dataset.
+STUCK_FIELDS: dict[str, tuple[str, ...]] = {
+    "meter_readings": ("voltage_l1_v", "voltage_l2_v", "voltage_l3_v"),
+    "dg_readings": ("coolant_temp_degc",),
+    "solar_readings": ("inverter_temp_degc",),
+}
+_RESOLUTION = 0.01  # counters are sent with at most 3 decimals; allow rounding
+
+
+@dataclass(slots=True)
+class SeriesResult:
+    rows: pl.DataFrame  # accepted, with flags; provenance columns still attached
+    rejects: pl.DataFrame  # IMPLAUSIBLE_DELTA rows with reason_code/detail/pipeline_step
+    duplicates: pl.DataFrame  # branch_id, duplicates (count)
+    late: pl.DataFrame  # branch_id, late (count)
+
+
+def committed_columns(contract: Contract) -> list[str]:
+    """What the series checks need from the committed table."""
+    counters = [f.name for f in contract.fields if f.counter and f.name in COUNTER_ALLOWANCE]
+    stuck = list(STUCK_FIELDS.get(contract.dataset, ()))
+    return ["branch_id", "device_id", "seq", "ts", *counters, *stuck]
+
+
+def dedupe_and_check(
+    contract: Contract,
+    batch: pl.DataFrame,
+    committed: pl.DataFrame,
+) -> SeriesResult:
+    # Arrival order: the first copy received wins.
+    batch = batch.sort(["received_at", "segment", "offset_bytes", "_elem"])
+    first = batch.select(pl.struct("device_id", "seq").is_first_distinct()).to_series()
+    dup_rows = batch.filter(~first)
+    batch = batch.filter(first)
+    if committed.height:
+        seen = committed.select("device_id", "seq").unique()
+        again = batch.join(seen, on=["device_id", "seq"], how="semi")
+        dup_rows = pl.concat([dup_rows.select("branch_id"), again.select("branch_id")])
+        batch = batch.join(seen, on=["device_id", "seq"], how="anti")
+    duplicates = dup_rows.group_by("branch_id").agg(pl.len().cast(pl.Int64).alias("duplicates"))
+
+    cols = committed_columns(contract)
+    history = committed.select(cols).with_columns(pl.lit(True).alias("_committed"))
+    batch = batch.with_columns(pl.lit(False).alias("_committed"), pl.int_range(pl.len(), dtype=pl.Int64).alias("_i"))
+    counters = [c for c in cols if c in COUNTER_ALLOWANCE]
+    rejects: list[pl.DataFrame] = []
+    live = batch
+    for _ in range(8):  # each pass removes a spike and re-checks its neighbour
+        merged = pl.concat(
+            [history, live.select([*cols, "_committed", "_i"])], how="diagonal_relaxed"
+        ).sort(["device_id", "ts", "seq"])
+        merged = merged.join(
+            live.select("_i", "reg_rated_power_kw"), on="_i", how="left"
+        )
+        bad = _implausible(merged, counters)
+        if bad.height == 0:
+            break
+        rejects.append(bad)
+        live = live.join(bad.select("_i"), on="_i", how="anti")
+    reject_frame = (
+        pl.concat(rejects).join(batch, on="_i", how="inner") if rejects else batch.clear()
+    )
+    rows = _flag(contract, history, live, counters)
+    newest = history.group_by("device_id").agg(pl.col("ts").max().alias("_newest"))
+    rows = rows.join(newest, on="device_id", how="left")
+    late_mask = pl.col("_newest").is_not_null() & (pl.col("ts") < pl.col("_newest"))
+    rows = rows.with_columns(
+        pl.when(late_mask)
+        .then(pl.col("quality_flags").list.concat(pl.lit(["LATE"])))
+        .otherwise(pl.col("quality_flags"))
+        .alias("quality_flags")
+    )
+    late = rows.filter(late_mask).group_by("branch_id").agg(pl.len().cast(pl.Int64).alias("late"))
+    rows = rows.drop("_newest", "_i", "_committed")
+    return SeriesResult(
+        rows=rows,
+        rejects=reject_frame.drop("_committed", strict=False),
+        duplicates=duplicates,
+        late=late,
+    )
+
+
+def _implausible(merged: pl.DataFrame, counters: list[str]) -> pl.DataFrame:
+    """Batch rows whose counter rose more than allowed since the device's previous reading."""
+    dt_h = (pl.col("ts") - pl.col("ts").shift(1).over("device_id")).dt.total_microseconds() / 3.6e9
+    reasons = []
+    for name in counters:
+        kind, margin = COUNTER_ALLOWANCE[name]
+        rise = pl.col(name) - pl.col(name).shift(1).over("device_id")
+        if kind == "rated":
+            allowed = pl.col("_rated") * dt_h * margin + _RESOLUTION
+        else:
+            allowed = dt_h * margin + _RESOLUTION
+        reasons.append(
+            pl.when(rise > allowed).then(
+                pl.format(
+                    "{} rose by {} in {} h; at most {} is possible",
+                    pl.lit(name),
+                    rise.round(3),
+                    dt_h.round(4),
+                    allowed.round(3),
+                )
+            )
+        )
+    if not reasons:
+        return pl.DataFrame(schema={"_i": pl.Int64, "detail": pl.String})
+    rated = pl.col("reg_rated_power_kw").forward_fill().backward_fill().over("device_id")
+    scored = merged.with_columns(rated.alias("_rated")).with_columns(
+        pl.concat_str(reasons, separator="; ", ignore_nulls=True).alias("detail")
+    )
+    return scored.filter(~pl.col("_committed") & (pl.col("detail") != "")).select(
+        pl.col("_i").cast(pl.Int64), "detail"
+    )
+
+
+def _flag(
+    contract: Contract, history: pl.DataFrame, live: pl.DataFrame, counters: list[str]
+) -> pl.DataFrame:
+    cols = committed_columns(contract)
+    merged = pl.concat(
+        [history, live.select([*cols, "_committed", "_i"])], how="diagonal_relaxed"
+    ).sort(["device_id", "ts", "seq"])
+    flags: list[pl.Expr] = []
+    for name in counters:
+        prev = pl.col(name).shift(1).over("device_id")
+        flags.append(
+            pl.when((prev > 0) & (pl.col(name) < prev * (1 - RESET_DROP))).then(
+                pl.lit("COUNTER_RESET")
+            )
+        )
+    for name in STUCK_FIELDS.get(contract.dataset, ()):
+        run_id = (pl.col(name) != pl.col(name).shift(1)).fill_null(True).cum_sum().over("device_id")
+        merged = merged.with_columns(run_id.alias(f"_run_{name}"))
+        run_len = pl.len().over("device_id", f"_run_{name}")
+        flags.append(
+            pl.when((run_len >= STUCK_RUN) & (pl.col(name) != 0)).then(pl.lit("STUCK"))
+        )
+    if not flags:
+        return live
+    merged = merged.with_columns(
+        pl.concat_list([f.cast(pl.String) for f in flags]).list.drop_nulls().list.unique(
+            maintain_order=True
+        ).alias("_new_flags")
+    )
+    new = merged.filter(~pl.col("_committed")).select(pl.col("_i").cast(pl.Int64), "_new_flags")
+    return (
+        live.join(new, on="_i", how="left")
+        .with_columns(
+            pl.col("quality_flags")
+            .list.concat(pl.col("_new_flags").fill_null(pl.lit([], pl.List(pl.String))))
+            .alias("quality_flags")
+        )
+        .drop("_new_flags")
+    )
