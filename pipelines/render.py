@@ -22,7 +22,11 @@ __all__ = [
     "batch_line",
     "batch_report",
     "compact_table",
+    "duckdb_hint",
+    "lake_tables_table",
+    "quarantine_vs_manifest",
     "reference_table",
+    "totals_vs_truth",
     "simulation_summary",
 ]
 
@@ -251,3 +255,56 @@ def compact_table(reports: list[tuple[str, Any]]) -> Table:
             str(report.files_added),
         )
     return table
+
+
+def lake_tables_table(counts: list[tuple[str, int, int]]) -> Table:
+    table = Table("table", "rows", "files", title="lake tables")
+    for rel, rows, files in counts:
+        table.add_row(rel, f"{rows:,}", str(files))
+    return table
+
+
+def quarantine_vs_manifest(got: dict[str, int], expected: dict[str, int]) -> Table:
+    table = Table("reason", "quarantined", "simulator injected", "", title="quarantine by reason")
+    for reason in sorted(set(got) | set(expected)):
+        g, e = got.get(reason, 0), expected.get(reason, 0)
+        table.add_row(reason, str(g), str(e), "[green]ok[/]" if g == e else "[red]differs[/]")
+    return table
+
+
+def _pair(got: float, truth: float) -> str:
+    if truth == 0 and got == 0:
+        return "0 / 0"
+    off = abs(got - truth) / truth * 100 if truth else float("inf")
+    return f"{got:,.2f} / {truth:,.2f} ({off:.2f} %)"
+
+
+def totals_vs_truth(totals: dict[str, Any], branches: dict[str, Any]) -> Table:
+    table = Table(title="per branch, from the lake's counters / simulator truth (error)")
+    table.add_column("branch", no_wrap=True)
+    for name in ("grid kWh", "DG hours", "DG litres", "solar kWh"):
+        table.add_column(name, justify="right")
+    for branch_id, truth in branches.items():
+        if "grid_import_kwh" not in truth:
+            continue
+        got = totals.get(branch_id)
+        table.add_row(
+            branch_id,
+            _pair(got.grid_import_kwh if got else 0.0, truth["grid_import_kwh"]),
+            _pair(got.dg_run_hours if got else 0.0, truth["dg_run_hours"]),
+            _pair(got.dg_fuel_l if got else 0.0, truth["dg_fuel_l"]),
+            _pair(got.solar_kwh if got else 0.0, truth["solar_kwh"]),
+        )
+    return table
+
+
+def duckdb_hint(lake: str, store: Any) -> Text:
+    example = Path(lake).resolve() if "://" not in lake else lake
+    return Text(
+        "Open the tables in DuckDB (the pinned duckdb==1.5.5 with its delta extension package):\n"
+        "  .venv/bin/python -c \"from duckdb_extensions import import_extension; "
+        "import_extension('delta'); import duckdb; "
+        f"print(duckdb.sql(\\\"SELECT branch_id, count(*) FROM delta_scan('{example}/tenants/<client>/meter_readings') "
+        "GROUP BY ALL\\\"))\"\n"
+        f"Tables: {example}/tenants/<client>/<meter_readings|dg_readings|solar_readings|quarantine>"
+    )

@@ -105,8 +105,14 @@ def dedupe_and_check(
         pl.concat(rejects).join(batch, on="_i", how="inner") if rejects else batch.clear()
     )
     rows = _flag(contract, history, live, counters)
-    newest = history.group_by("device_id").agg(pl.col("ts").max().alias("_newest"))
-    rows = rows.join(newest, on="device_id", how="left")
+    # LATE: behind the newest reading of the device seen before it, committed or earlier in
+    # this batch's arrival order (rows are still in arrival order here).
+    newest = history.group_by("device_id").agg(pl.col("ts").max().alias("_committed_newest"))
+    rows = rows.sort("_i").join(newest, on="device_id", how="left", maintain_order="left").with_columns(
+        pl.max_horizontal(
+            pl.col("_committed_newest"), pl.col("ts").cum_max().shift(1).over("device_id")
+        ).alias("_newest")
+    )
     late_mask = pl.col("_newest").is_not_null() & (pl.col("ts") < pl.col("_newest"))
     rows = rows.with_columns(
         pl.when(late_mask)
@@ -115,7 +121,7 @@ def dedupe_and_check(
         .alias("quality_flags")
     )
     late = rows.filter(late_mask).group_by("branch_id").agg(pl.len().cast(pl.Int64).alias("late"))
-    rows = rows.drop("_newest", "_i", "_committed")
+    rows = rows.drop("_newest", "_committed_newest", "_i", "_committed")
     return SeriesResult(
         rows=rows,
         rejects=reject_frame.drop("_committed", strict=False),
