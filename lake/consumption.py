@@ -42,10 +42,19 @@ def counter_steps(
         diff = cur - prev
         ceiling = (ceilings or {}).get(name)
         reset = (prev > 0) & (cur < prev * (1 - RESET_DROP))
-        step = pl.when(prev.is_null() | cur.is_null()).then(0.0).when(diff >= 0).then(diff)
-        if ceiling is not None:
-            step = step.when(reset & (prev >= 0.9 * ceiling)).then(ceiling - prev + cur)
-        step = step.when(reset).then(cur).otherwise(0.0)
+        rollover = reset & (prev >= 0.9 * ceiling) if ceiling is not None else pl.lit(False)
+        wrapped = (ceiling - prev + cur) if ceiling is not None else cur
+        step = (
+            pl.when(prev.is_null() | cur.is_null())
+            .then(0.0)
+            .when(diff >= 0)
+            .then(diff)
+            .when(rollover)
+            .then(wrapped)
+            .when(reset)
+            .then(cur)
+            .otherwise(0.0)
+        )
         exprs.append(step.alias(f"{name}_step"))
     return lazy.with_columns(exprs)
 

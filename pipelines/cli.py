@@ -262,9 +262,7 @@ def process(
     ctx: typer.Context,
     follow: Annotated[
         bool,
-        typer.Option(
-            "--follow", help="Keep processing new segments until Ctrl-C or SIGTERM."
-        ),
+        typer.Option("--follow", help="Keep processing new segments until Ctrl-C or SIGTERM."),
     ] = False,
     runner: Annotated[
         str, typer.Option(help="Beam runner (FnApiRunner runs locally; others need a cluster).")
@@ -282,10 +280,13 @@ def process(
     """
     import logging
 
-    from pipelines.process import ProcessError, follow as follow_batches, process_once
+    from pipelines.process import ProcessError, process_once
+    from pipelines.process import follow as follow_batches
 
     settings = _settings(data_dir=data_dir, lake_uri=lake_uri, landing_dir=landing_dir)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     beam_args = list(ctx.args)
     try:
         if follow:
@@ -325,7 +326,9 @@ def reference_load(
         _error(f"no such folder: {directory}")
         raise typer.Exit(2)
     try:
-        loads = load_reference(Store.from_uri(settings.lake), directory, load_registry(_contracts_dir(settings)))
+        loads = load_reference(
+            Store.from_uri(settings.lake), directory, load_registry(_contracts_dir(settings))
+        )
     except LakeError as exc:
         _error(f"{exc}")
         raise typer.Exit(2) from exc

@@ -113,5 +113,5 @@ def run_demo(
     console.print(render.record_table(contract, shaped, f"one {dataset} record of tenant {tenant}"))
 
     console.print(Rule("5. query it yourself"))
-    console.print(render.duckdb_hint(settings.lake, store))
+    console.print(render.duckdb_hint(settings.lake, tenant))
     console.print(f"demo finished in {time.perf_counter() - started:.1f} s")

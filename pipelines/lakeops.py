@@ -30,7 +30,9 @@ def lake_tables(store: Store) -> list[tuple[str, str]]:
     return out
 
 
-def read_frame(store: Store, tenant: str, dataset: str, columns: list[str] | None = None) -> pl.DataFrame:
+def read_frame(
+    store: Store, tenant: str, dataset: str, columns: list[str] | None = None
+) -> pl.DataFrame:
     rel = table_rel(tenant, dataset)
     if not table_exists(store, rel):
         return pl.DataFrame()
@@ -75,14 +77,35 @@ def branch_totals(store: Store) -> dict[str, BranchTotals]:
             sums.setdefault(str(branch), {})[key] = float(value)
 
     for tenant in tenants(store):
-        meter = read_frame(store, tenant, "meter_readings", ["branch_id", "device_id", "seq", "ts", "energy_import_kwh"])
+        meter = read_frame(
+            store,
+            tenant,
+            "meter_readings",
+            ["branch_id", "device_id", "seq", "ts", "energy_import_kwh"],
+        )
         if meter.height:
-            add(counter_steps(meter, ["energy_import_kwh"]).collect(), "grid_import_kwh", "energy_import_kwh_step")
-        solar = read_frame(store, tenant, "solar_readings", ["branch_id", "device_id", "seq", "ts", "energy_generated_kwh"])
+            add(
+                counter_steps(meter, ["energy_import_kwh"]).collect(),
+                "grid_import_kwh",
+                "energy_import_kwh_step",
+            )
+        solar = read_frame(
+            store,
+            tenant,
+            "solar_readings",
+            ["branch_id", "device_id", "seq", "ts", "energy_generated_kwh"],
+        )
         if solar.height:
-            add(counter_steps(solar, ["energy_generated_kwh"]).collect(), "solar_kwh", "energy_generated_kwh_step")
+            add(
+                counter_steps(solar, ["energy_generated_kwh"]).collect(),
+                "solar_kwh",
+                "energy_generated_kwh_step",
+            )
         dg = read_frame(
-            store, tenant, "dg_readings", ["branch_id", "device_id", "seq", "ts", "run_hours_h", "fuel_level_pct"]
+            store,
+            tenant,
+            "dg_readings",
+            ["branch_id", "device_id", "seq", "ts", "run_hours_h", "fuel_level_pct"],
         )
         if dg.height:
             add(counter_steps(dg, ["run_hours_h"]).collect(), "dg_run_hours", "run_hours_h_step")

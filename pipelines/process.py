@@ -39,7 +39,7 @@ import apache_beam as beam
 import polars as pl
 import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 
 from contracts import ContractRegistry, EnergylakeError, load_registry
 from gateway.landing import closed_segments, iter_segment_chunks
@@ -243,8 +243,10 @@ def _run_beam(
     runner_obj, options = _beam_options(runner, beam_args)
     plan_rel = state.batch_rel(ctx.batch_no, "plan.json")
     lake_uri = ctx.lake_uri
-    pipeline = beam.Pipeline(runner=runner_obj, options=options) if runner_obj else beam.Pipeline(
-        options=options
+    pipeline = (
+        beam.Pipeline(runner=runner_obj, options=options)
+        if runner_obj
+        else beam.Pipeline(options=options)
     )
     with pipeline as p:
         chunks = (
@@ -256,10 +258,7 @@ def _run_beam(
         damaged = chunks | "Damage" >> beam.Filter(lambda e: isinstance(e, tuple))
         rows = tables | "DecodeNormaliseEnforce" >> DecodeToRows(ctx)
         deduped = rows.rows | "Deduplicate" >> Deduplicate(ctx)
-        quarantine = (
-            (rows[QUARANTINE], deduped[QUARANTINE])
-            | "AllQuarantine" >> beam.Flatten()
-        )
+        quarantine = (rows[QUARANTINE], deduped[QUARANTINE]) | "AllQuarantine" >> beam.Flatten()
         to_write = (
             deduped.rows,
             quarantine | "QuarantineTable" >> beam.Map(quarantine_keyed),
@@ -277,7 +276,7 @@ def _run_beam(
         ) | "PlanItems" >> beam.Flatten()
         _ = (
             plan_items
-            | "CollectPlan" >> beam.combiners.ToList()
+            | "CollectPlan" >> beam.combiners.ToList()  # type: ignore[attr-defined]
             | "WritePlan" >> beam.Map(_write_plan, lake_uri, plan_rel)
         )
 
@@ -293,9 +292,11 @@ def _write_plan(items: list[tuple[str, Any]], lake_uri: str, plan_rel: str) -> i
             datasets[rel] = dataset
         else:
             stats.append(list(item))
-    plan = {
-        "tables": {rel: {"dataset": datasets[rel], "files": sorted(fs, key=lambda f: f["path"])}
-                   for rel, fs in sorted(files.items())},
+    plan: dict[str, Any] = {
+        "tables": {
+            rel: {"dataset": datasets[rel], "files": sorted(fs, key=lambda f: f["path"])}
+            for rel, fs in sorted(files.items())
+        },
         "stats": sorted(stats),
     }
     Store.from_uri(lake_uri).put_bytes(plan_rel, _dumps(plan))

@@ -14,20 +14,20 @@ from rich.text import Text
 from contracts import Action, Contract, ContractRegistry, PurposePlan
 
 __all__ = [
-    "compare_table",
-    "contracts_table",
-    "fields_table",
-    "plan_table",
-    "record_table",
     "batch_line",
     "batch_report",
     "compact_table",
+    "compare_table",
+    "contracts_table",
     "duckdb_hint",
+    "fields_table",
     "lake_tables_table",
+    "plan_table",
     "quarantine_vs_manifest",
+    "record_table",
     "reference_table",
-    "totals_vs_truth",
     "simulation_summary",
+    "totals_vs_truth",
 ]
 
 _ACTION_STYLE = {
@@ -298,13 +298,16 @@ def totals_vs_truth(totals: dict[str, Any], branches: dict[str, Any]) -> Table:
     return table
 
 
-def duckdb_hint(lake: str, store: Any) -> Text:
-    example = Path(lake).resolve() if "://" not in lake else lake
+def duckdb_hint(lake: str, tenant: str) -> Text:
+    """How to open the tables in DuckDB: a command to paste, for one of the tenants."""
+    root = str(Path(lake).resolve()) if "://" not in lake else lake
+    table = f"{root}/tenants/{tenant}/meter_readings"
+    query = "SELECT branch_id, count(*) AS readings, max(ts) AS newest FROM delta_scan('%s') "
+    query = (query + "GROUP BY ALL ORDER BY 1") % table
+    command = f'from lake.duck import connect; connect().sql(\\"{query}\\").show()'
     return Text(
-        "Open the tables in DuckDB (the pinned duckdb==1.5.5 with its delta extension package):\n"
-        "  .venv/bin/python -c \"from duckdb_extensions import import_extension; "
-        "import_extension('delta'); import duckdb; "
-        f"print(duckdb.sql(\\\"SELECT branch_id, count(*) FROM delta_scan('{example}/tenants/<client>/meter_readings') "
-        "GROUP BY ALL\\\"))\"\n"
-        f"Tables: {example}/tenants/<client>/<meter_readings|dg_readings|solar_readings|quarantine>"
+        "Open the tables in DuckDB (duckdb==1.5.5; lake.duck loads its delta extension offline):\n"
+        f'  .venv/bin/python -c "{command}"\n'
+        f"Every table: {root}/tenants/<client>/<meter_readings|dg_readings|solar_readings|"
+        "quarantine>"
     )

@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -93,31 +93,33 @@ def _tagged_stat(*args: Any) -> Any:
 # --- read ----------------------------------------------------------------------------------
 
 
-class _ReadFn(beam.DoFn):  # type: ignore[misc]
-    def __init__(self, reader: Callable[[str], Iterable[pa.Table]]) -> None:
+class _ReadFn(beam.DoFn):
+    def __init__(self, reader: Callable[[list[str]], Iterable[Any]]) -> None:
         self._reader = reader
 
-    def process(self, segment: str) -> Iterator[pa.Table]:
-        yield from self._reader(segment)
+    def process(self, segments: list[str]) -> Iterator[Any]:
+        yield from self._reader(segments)
 
 
-class ReadSegments(beam.PTransform):  # type: ignore[misc]
+class ReadSegments(beam.PTransform):
     """Closed landing segments (paths) to envelope chunks, through an injected reader."""
 
-    def __init__(self, reader: Callable[[str], Iterable[pa.Table]]) -> None:
+    def __init__(self, reader: Callable[[list[str]], Iterable[Any]]) -> None:
         super().__init__()
         self._reader = reader
 
     def expand(self, segments: Any) -> Any:
-        return segments | "Reshuffle" >> beam.Reshuffle() | "ReadChunks" >> beam.ParDo(
-            _ReadFn(self._reader)
+        return (
+            segments
+            | "Reshuffle" >> beam.Reshuffle()
+            | "ReadChunks" >> beam.ParDo(_ReadFn(self._reader))
         )
 
 
 # --- decode, normalise, enforce ------------------------------------------------------------
 
 
-class _DecodeFn(beam.DoFn):  # type: ignore[misc]
+class _DecodeFn(beam.DoFn):
     def __init__(self, ctx: BatchContext, step: str) -> None:
         self._ctx = ctx
         self._step = step
@@ -141,7 +143,9 @@ class _DecodeFn(beam.DoFn):  # type: ignore[misc]
             for dataset, rows in accepted.items():
                 for (tenant,), part in rows.group_by("client_id"):
                     yield ((str(tenant), dataset), part)
-            quarantined = quarantine_table(chunk, self._registry, ctx.devices, batch_id=ctx.batch_id)
+            quarantined = quarantine_table(
+                chunk, self._registry, ctx.devices, batch_id=ctx.batch_id
+            )
             yield from _quarantine_outputs(quarantined)
 
 
@@ -153,7 +157,7 @@ def _quarantine_outputs(quarantined: pl.DataFrame) -> Iterator[Any]:
         yield beam.pvalue.TaggedOutput(QUARANTINE, (key, part.drop("_tenant")))
 
 
-class DecodeToRows(beam.PTransform):  # type: ignore[misc]
+class DecodeToRows(beam.PTransform):
     """Decode -> Normalise -> Enforce. Main output: ((tenant, dataset), rows); tagged
     ``quarantine``: (tenant, quarantine rows)."""
 
@@ -184,14 +188,10 @@ def read_committed(
     if version is None or batch.height == 0:
         return pl.DataFrame(schema=schema_cols)
     dataset = lake_dataset(store, rel, version)
-    since = batch["ts"].min()
-    assert since is not None
-    start = since - LOOKBACK  # type: ignore[operator]
-    months = sorted(
-        {start.strftime("%Y-%m")}
-        | set(batch["event_month"].unique().to_list())
-        | {m for m in _months_between(start, batch["ts"].max())}  # type: ignore[arg-type]
-    )
+    since: datetime = batch["ts"].min()  # type: ignore[assignment]
+    until: datetime = batch["ts"].max()  # type: ignore[assignment]
+    start = since - LOOKBACK
+    months = sorted(set(_months_between(start, until)) | set(batch["event_month"].unique()))
     expr = (
         pc.field("branch_id").isin(batch["branch_id"].unique().to_list())
         & pc.field("event_month").isin(months)
@@ -204,7 +204,7 @@ def read_committed(
     return frame
 
 
-def _months_between(start: Any, end: Any) -> Iterator[str]:
+def _months_between(start: datetime, end: datetime) -> Iterator[str]:
     year, month = start.year, start.month
     while (year, month) <= (end.year, end.month):
         yield f"{year:04d}-{month:02d}"
@@ -213,7 +213,7 @@ def _months_between(start: Any, end: Any) -> Iterator[str]:
             year, month = year + 1, 1
 
 
-class _SeriesFn(beam.DoFn):  # type: ignore[misc]
+class _SeriesFn(beam.DoFn):
     def __init__(self, ctx: BatchContext) -> None:
         self._ctx = ctx
 
@@ -241,14 +241,16 @@ class _SeriesFn(beam.DoFn):  # type: ignore[misc]
                 pl.lit("enforce").alias("pipeline_step"),
                 pl.lit(dataset).alias("dataset"),
             )
-            quarantined = quarantine_rows(rejects, self._registry, ctx.devices, batch_id=ctx.batch_id)
+            quarantined = quarantine_rows(
+                rejects, self._registry, ctx.devices, batch_id=ctx.batch_id
+            )
             yield from _quarantine_outputs(quarantined)
         if result.rows.height:
             names = [f.name for f in contract.fields]
             yield ((tenant, dataset), result.rows.select(names))
 
 
-class Deduplicate(beam.PTransform):  # type: ignore[misc]
+class Deduplicate(beam.PTransform):
     """Group a table's rows, drop duplicates (counted), run the series checks."""
 
     def __init__(self, ctx: BatchContext) -> None:
@@ -259,9 +261,8 @@ class Deduplicate(beam.PTransform):  # type: ignore[misc]
         return (
             rows
             | "GroupByTable" >> beam.GroupByKey()
-            | "DedupeAndSeries" >> beam.ParDo(_SeriesFn(self._ctx)).with_outputs(
-                QUARANTINE, STATS, main="rows"
-            )
+            | "DedupeAndSeries"
+            >> beam.ParDo(_SeriesFn(self._ctx)).with_outputs(QUARANTINE, STATS, main="rows")
         )
 
 
@@ -275,7 +276,7 @@ def file_name(batch_no: int, rel: str, partition: dict[str, str], part: int) -> 
     return f"part-b{batch_no:010d}-{digest}-{part:03d}.zstd.parquet"
 
 
-class _WriteFn(beam.DoFn):  # type: ignore[misc]
+class _WriteFn(beam.DoFn):
     def __init__(self, ctx: BatchContext) -> None:
         self._ctx = ctx
 
@@ -297,7 +298,9 @@ class _WriteFn(beam.DoFn):  # type: ignore[misc]
         sort_cols = [c for c in ("device_id", "ts", "seq", "quarantine_id") if c in frame.columns]
         jobs = []
         for values, part in frame.group_by(partitions, maintain_order=False):
-            partition = {k: ("" if v is None else str(v)) for k, v in zip(partitions, values, strict=True)}
+            partition = {
+                k: ("" if v is None else str(v)) for k, v in zip(partitions, values, strict=True)
+            }
             part = part.sort(sort_cols)
             for index, start in enumerate(range(0, part.height, MAX_ROWS_PER_FILE)):
                 piece = part.slice(start, MAX_ROWS_PER_FILE)
@@ -309,14 +312,16 @@ class _WriteFn(beam.DoFn):  # type: ignore[misc]
         for job in jobs:
             data_file: DataFile = job.result()
             yield (rel, dataset, data_file.to_json())
-            yield _tagged_stat("written", tenant, dataset, _branch_of(data_file), "", data_file.num_records)
+            yield _tagged_stat(
+                "written", tenant, dataset, _branch_of(data_file), "", data_file.num_records
+            )
 
 
 def _branch_of(data_file: DataFile) -> str | None:
     return data_file.partition_values.get("branch_id")
 
 
-class WriteLake(beam.PTransform):  # type: ignore[misc]
+class WriteLake(beam.PTransform):
     """Write each table's rows as Parquet files (in parallel); outputs add-file records."""
 
     def __init__(self, ctx: BatchContext) -> None:

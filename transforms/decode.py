@@ -259,8 +259,8 @@ def _decode_canonical(
             },
             schema={ROW: pl.Int64, ELEM: pl.Int32, "reason_code": pl.String, "detail": pl.String},
         )
-        for code, part in frame.group_by("reason_code"):
-            chunk.reject(reject_frame(part, str(code[0]), pl.col("detail"), "decode"))
+        for (reason,), part in frame.group_by("reason_code"):
+            chunk.reject(reject_frame(part, str(reason), pl.col("detail"), "decode"))
     if not lines:
         return schema.empty_rows()
     table, failed = _parse_lines(lines, schema.arrow_schema())
@@ -274,8 +274,8 @@ def _decode_canonical(
             },
             schema={ROW: pl.Int64, ELEM: pl.Int32, "reason_code": pl.String, "detail": pl.String},
         )
-        for code, part in frame.group_by("reason_code"):
-            chunk.reject(reject_frame(part, str(code[0]), pl.col("detail"), "decode"))
+        for (reason,), part in frame.group_by("reason_code"):
+            chunk.reject(reject_frame(part, str(reason), pl.col("detail"), "decode"))
     failed_lines = {f[0] for f in failed}
     keep = [k for k in range(len(lines)) if k not in failed_lines]
     rows_col = pa.array([line_rows[k] for k in keep], pa.int64())
@@ -403,9 +403,10 @@ def _flatten(
             pl.concat_str(parts, separator=",", ignore_nulls=True).alias("_unknown")
         )
         frame = frame.with_columns(
-            pl.when(pl.col("_unknown") == "").then(None).otherwise(pl.col("_unknown")).alias(
-                "_unknown"
-            )
+            pl.when(pl.col("_unknown") == "")
+            .then(None)
+            .otherwise(pl.col("_unknown"))
+            .alias("_unknown")
         )
     claims = _topic_claims(topics, frame[ROW].to_list())
     return frame.with_columns(pl.lit("canonical").alias("decoder"), *claims)
@@ -478,8 +479,8 @@ def _tasmota_reading(energy: dict[str, Any]) -> dict[str, Any]:
             )
         factor = energy.get("Factor")
         power, apparent = out.get("power_kw"), out.get("apparent_power_kva")
-        if isinstance(factor, list) and _is_number(power) and _is_number(apparent) and apparent:
-            out["power_factor"] = round(abs(power) / apparent, 3)
+        if isinstance(factor, list) and isinstance(power, float) and isinstance(apparent, float):
+            out["power_factor"] = round(abs(power) / apparent, 3) if apparent else None
         else:
             out["power_factor"] = factor
         out["frequency_hz"] = energy.get("Frequency")
@@ -556,8 +557,8 @@ def _decode_tasmota(
             },
             schema={ROW: pl.Int64, ELEM: pl.Int32, "reason_code": pl.String, "detail": pl.String},
         )
-        for code, part in frame.group_by("reason_code"):
-            chunk.reject(reject_frame(part, str(code[0]), pl.col("detail"), "decode"))
+        for (reason,), part in frame.group_by("reason_code"):
+            chunk.reject(reject_frame(part, str(reason), pl.col("detail"), "decode"))
     if not records:
         return schema.empty_rows()
     return pl.concat(

@@ -18,13 +18,14 @@ plus the provenance columns later stages need (``PROVENANCE``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 import polars as pl
 
 from contracts import Contract, ContractRegistry
 from transforms.decode import _UNIT_FIELDS, DecodeSchema
-from transforms.frames import ELEM, READINGS_DATASETS, ROW, Chunk, reject_frame
+from transforms.frames import ELEM, ROW, Chunk, as_frame, reject_frame
 
 __all__ = ["FUTURE_LIMIT", "PAST_LIMIT", "PROVENANCE", "RATING_MARGIN", "enforce_chunk"]
 
@@ -55,7 +56,9 @@ def enforce_chunk(
             .otherwise(pl.format("device {} is {}", pl.col("auth_device"), pl.col("reg_status")))
         )
         chunk.reject(reject_frame(unknown, "UNKNOWN_DEVICE", detail, "enforce"))
-        rows = rows.filter(pl.col("reg_client_id").is_not_null() & (pl.col("reg_status") == "active"))
+        rows = rows.filter(
+            pl.col("reg_client_id").is_not_null() & (pl.col("reg_status") == "active")
+        )
     # 2. Identity and claims.
     checks = {
         "payload device_id": pl.col("device_id").is_not_null()
@@ -69,7 +72,9 @@ def enforce_chunk(
     }
     rows = rows.with_columns(
         pl.concat_str(
-            [pl.when(c).then(pl.lit(k)) for k, c in checks.items()], separator=", ", ignore_nulls=True
+            [pl.when(c).then(pl.lit(k)) for k, c in checks.items()],
+            separator=", ",
+            ignore_nulls=True,
         ).alias("_mismatch")
     )
     bad = rows.filter(pl.col("_mismatch") != "")
@@ -93,9 +98,9 @@ def enforce_chunk(
 
 
 def _provenance(chunk: Chunk) -> pl.DataFrame:
-    env = pl.from_arrow(
-        chunk.envelopes.select(["segment", "offset_bytes", "payload"])
-    ).with_row_index(ROW)
+    env = as_frame(chunk.envelopes.select(["segment", "offset_bytes", "payload"])).with_row_index(
+        ROW
+    )
     assert isinstance(env, pl.DataFrame)
     return env.with_columns(pl.col(ROW).cast(pl.Int64))
 
@@ -111,9 +116,11 @@ def _enforce_dataset(
     checks: list[tuple[str, pl.Expr]] = []  # (reason, detail expr: null when the row passes)
 
     # 3. Schema: unknown keys, fields of another dataset, wrong decoder, non-integers.
-    schema_parts = [pl.when(pl.col("_unknown").is_not_null()).then(
-        pl.format("unknown field(s) {}", pl.col("_unknown"))
-    )]
+    schema_parts = [
+        pl.when(pl.col("_unknown").is_not_null()).then(
+            pl.format("unknown field(s) {}", pl.col("_unknown"))
+        )
+    ]
     for name in foreign:
         schema_parts.append(
             pl.when(pl.col(name).is_not_null()).then(pl.lit(f"{name} is not a field of {dataset}"))
@@ -129,7 +136,9 @@ def _enforce_dataset(
         if f.physical_type in ("int64", "int32"):
             c = pl.col(f.name)
             schema_parts.append(
-                pl.when(c.is_not_null() & (c != c.floor())).then(pl.lit(f"{f.name} is not an integer"))
+                pl.when(c.is_not_null() & (c != c.floor())).then(
+                    pl.lit(f"{f.name} is not an integer")
+                )
             )
     seq = pl.col("seq")
     schema_parts.append(
@@ -143,7 +152,9 @@ def _enforce_dataset(
     required = ["device_id", "seq", "ts"] + [f.name for f in value_fields if f.required]
     missing = [
         pl.when(
-            (pl.col("ts").is_null() & pl.col("ts_local").is_null()) if n == "ts" else pl.col(n).is_null()
+            (pl.col("ts").is_null() & pl.col("ts_local").is_null())
+            if n == "ts"
+            else pl.col(n).is_null()
         ).then(pl.lit(n))
         for n in required
     ]
@@ -232,7 +243,7 @@ def _enforce_dataset(
     return _shape(contract, rows.filter(pl.col("_reason").is_null()))
 
 
-def _joined(parts: list[pl.Expr], separator: str) -> pl.Expr:
+def _joined(parts: Sequence[pl.Expr], separator: str) -> pl.Expr:
     """Names of the failing parts joined, or null when none fails."""
     text = pl.concat_str(parts, separator=separator, ignore_nulls=True)
     return pl.when(text == "").then(None).otherwise(text)
@@ -245,8 +256,10 @@ def _prefixed(prefix: str, expr: pl.Expr) -> pl.Expr:
 def _shape(contract: Contract, rows: pl.DataFrame) -> pl.DataFrame:
     """Contract columns in contract types, plus the provenance and flag columns."""
     ts = pl.from_epoch(pl.col("ts_us"), time_unit="us").dt.replace_time_zone("UTC")
-    flags = pl.when(pl.col("_unit_converted")).then(pl.lit(["UNIT_CONVERTED"])).otherwise(
-        pl.lit([], dtype=pl.List(pl.String))
+    flags = (
+        pl.when(pl.col("_unit_converted"))
+        .then(pl.lit(["UNIT_CONVERTED"]))
+        .otherwise(pl.lit([], dtype=pl.List(pl.String)))
     )
     base = rows.with_columns(
         pl.col("reg_client_id").alias("client_id"),

@@ -25,7 +25,15 @@ __all__ = [
     "reject_frame",
 ]
 
-ENVELOPE_COLUMNS = ("received_at", "source", "topic", "identity", "payload", "segment", "offset_bytes")
+ENVELOPE_COLUMNS = (
+    "received_at",
+    "source",
+    "topic",
+    "identity",
+    "payload",
+    "segment",
+    "offset_bytes",
+)
 READINGS_DATASETS = {"meter": "meter_readings", "dg": "dg_readings", "solar": "solar_readings"}
 # Internal columns every reading carries until it is written.
 ROW = "_row"
@@ -44,6 +52,13 @@ REJECT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
 _EXCERPT_BYTES = 256
 
 
+def as_frame(table: pa.Table) -> pl.DataFrame:
+    """An Arrow table as a polars frame (zero-copy where the types allow)."""
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
 def reject_frame(
     rows: pl.DataFrame,
     reason_code: str,
@@ -60,8 +75,9 @@ def reject_frame(
         detail_expr.cast(pl.String).alias("detail"),
         pl.lit(step).alias("pipeline_step"),
         (pl.col("dataset") if "dataset" in cols else pl.lit(None, pl.String)).alias("dataset"),
-        (pl.col("device_id").cast(pl.String) if "device_id" in cols else pl.lit(None, pl.String))
-        .alias("device_id"),
+        (
+            pl.col("device_id").cast(pl.String) if "device_id" in cols else pl.lit(None, pl.String)
+        ).alias("device_id"),
         _safe_seq(cols).alias("seq"),
     )
 
@@ -89,7 +105,10 @@ class Chunk:
     def reject(self, rejects: pl.DataFrame) -> None:
         if rejects.height:
             self.rejects = pl.concat(
-                [self.rejects, rejects.select([pl.col(c).cast(t) for c, t in REJECT_SCHEMA.items()])],
+                [
+                    self.rejects,
+                    rejects.select([pl.col(c).cast(t) for c, t in REJECT_SCHEMA.items()]),
+                ],
                 how="vertical",
             )
 
@@ -105,7 +124,7 @@ def quarantine_table(
     rejects = chunk.rejects
     if rejects.height == 0:
         return empty_quarantine(registry)
-    env = pl.from_arrow(chunk.envelopes).with_row_index(ROW)
+    env = as_frame(chunk.envelopes).with_row_index(ROW)
     assert isinstance(env, pl.DataFrame)
     env = env.with_columns(pl.col(ROW).cast(pl.Int64))
     frame = rejects.join(env, on=ROW, how="left").drop(ROW)

@@ -14,7 +14,7 @@ import polars as pl
 
 from contracts import ContractRegistry
 from transforms.decode import _UNIT_FIELDS
-from transforms.frames import READINGS_DATASETS, Chunk, reject_frame
+from transforms.frames import READINGS_DATASETS, Chunk, as_frame, reject_frame
 
 __all__ = ["UNIT_FACTORS", "normalise_chunk"]
 
@@ -65,7 +65,7 @@ def normalise_chunk(
     rows = chunk.rows
     if rows.height == 0:
         return
-    env = pl.from_arrow(
+    env = as_frame(
         chunk.envelopes.select(["received_at", "identity", "source", "topic"])
     ).with_row_index("_row")
     assert isinstance(env, pl.DataFrame)
@@ -98,7 +98,9 @@ def normalise_chunk(
         )
         bad_unit.append(
             pl.when(declared.is_not_null() & factor.is_null()).then(
-                pl.format("{}: unit {} is not convertible to {}", pl.lit(name), declared, pl.lit(target))
+                pl.format(
+                    "{}: unit {} is not convertible to {}", pl.lit(name), declared, pl.lit(target)
+                )
             )
         )
         converted.append(declared.is_not_null() & (declared != target) & factor.is_not_null())

@@ -85,7 +85,9 @@ def dedupe_and_check(
 
     cols = committed_columns(contract)
     history = committed.select(cols).with_columns(pl.lit(True).alias("_committed"))
-    batch = batch.with_columns(pl.lit(False).alias("_committed"), pl.int_range(pl.len(), dtype=pl.Int64).alias("_i"))
+    batch = batch.with_columns(
+        pl.lit(False).alias("_committed"), pl.int_range(pl.len(), dtype=pl.Int64).alias("_i")
+    )
     counters = [c for c in cols if c in COUNTER_ALLOWANCE]
     rejects: list[pl.DataFrame] = []
     live = batch
@@ -93,9 +95,7 @@ def dedupe_and_check(
         merged = pl.concat(
             [history, live.select([*cols, "_committed", "_i"])], how="diagonal_relaxed"
         ).sort(["device_id", "ts", "seq"])
-        merged = merged.join(
-            live.select("_i", "reg_rated_power_kw"), on="_i", how="left"
-        )
+        merged = merged.join(live.select("_i", "reg_rated_power_kw"), on="_i", how="left")
         bad = _implausible(merged, counters)
         if bad.height == 0:
             break
@@ -108,10 +108,14 @@ def dedupe_and_check(
     # LATE: behind the newest reading of the device seen before it, committed or earlier in
     # this batch's arrival order (rows are still in arrival order here).
     newest = history.group_by("device_id").agg(pl.col("ts").max().alias("_committed_newest"))
-    rows = rows.sort("_i").join(newest, on="device_id", how="left", maintain_order="left").with_columns(
-        pl.max_horizontal(
-            pl.col("_committed_newest"), pl.col("ts").cum_max().shift(1).over("device_id")
-        ).alias("_newest")
+    rows = (
+        rows.sort("_i")
+        .join(newest, on="device_id", how="left", maintain_order="left")
+        .with_columns(
+            pl.max_horizontal(
+                pl.col("_committed_newest"), pl.col("ts").cum_max().shift(1).over("device_id")
+            ).alias("_newest")
+        )
     )
     late_mask = pl.col("_newest").is_not_null() & (pl.col("ts") < pl.col("_newest"))
     rows = rows.with_columns(
@@ -182,15 +186,14 @@ def _flag(
         run_id = (pl.col(name) != pl.col(name).shift(1)).fill_null(True).cum_sum().over("device_id")
         merged = merged.with_columns(run_id.alias(f"_run_{name}"))
         run_len = pl.len().over("device_id", f"_run_{name}")
-        flags.append(
-            pl.when((run_len >= STUCK_RUN) & (pl.col(name) != 0)).then(pl.lit("STUCK"))
-        )
+        flags.append(pl.when((run_len >= STUCK_RUN) & (pl.col(name) != 0)).then(pl.lit("STUCK")))
     if not flags:
         return live
     merged = merged.with_columns(
-        pl.concat_list([f.cast(pl.String) for f in flags]).list.drop_nulls().list.unique(
-            maintain_order=True
-        ).alias("_new_flags")
+        pl.concat_list([f.cast(pl.String) for f in flags])
+        .list.drop_nulls()
+        .list.unique(maintain_order=True)
+        .alias("_new_flags")
     )
     new = merged.filter(~pl.col("_committed")).select(pl.col("_i").cast(pl.Int64), "_new_flags")
     return (

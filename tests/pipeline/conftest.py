@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,9 @@ class Processed:
     report: BatchReport
 
 
-def land(tmp: Path, config: SimConfig = CONFIG, lake_uri: str | None = None) -> tuple[Settings, dict[str, Any], list[Path]]:
+def land(
+    tmp: Path, config: SimConfig = CONFIG, lake_uri: str | None = None
+) -> tuple[Settings, dict[str, Any], list[Path]]:
     settings = load_settings(data_dir=tmp, lake_uri=lake_uri)
     result = simulate_to_landing(config, settings.sim_dir, settings.landing)
     load_reference(Store.from_uri(settings.lake), result.reference_dir, _registry())
@@ -46,7 +47,7 @@ def _registry() -> Any:
 
 
 @pytest.fixture(scope="package")
-def processed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Processed]:
+def processed(tmp_path_factory: pytest.TempPathFactory) -> Processed:
     tmp = tmp_path_factory.mktemp("processed")
     settings, manifest, segments = land(tmp)
     copies = {p.name: p.read_bytes() for p in segments}
@@ -57,7 +58,7 @@ def processed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Processed]:
     keep.mkdir()
     for name, data in copies.items():
         (keep / name).write_bytes(data)
-    yield Processed(
+    return Processed(
         settings=settings,
         store=Store.from_uri(settings.lake),
         manifest=manifest,

@@ -111,13 +111,22 @@ def _totals(p: Processed) -> dict[str, dict[str, float]]:
         parts: list[tuple[str, pl.DataFrame]] = []
         if meter.height:
             steps = counter_steps(meter, ["energy_import_kwh"]).collect()
-            parts.append(("grid_import_kwh", steps.group_by("branch_id").agg(pl.sum("energy_import_kwh_step"))))
+            parts.append(
+                (
+                    "grid_import_kwh",
+                    steps.group_by("branch_id").agg(pl.sum("energy_import_kwh_step")),
+                )
+            )
         if solar.height:
             steps = counter_steps(solar, ["energy_generated_kwh"]).collect()
-            parts.append(("solar_kwh", steps.group_by("branch_id").agg(pl.sum("energy_generated_kwh_step"))))
+            parts.append(
+                ("solar_kwh", steps.group_by("branch_id").agg(pl.sum("energy_generated_kwh_step")))
+            )
         if dg.height:
             steps = counter_steps(dg, ["run_hours_h"]).collect()
-            parts.append(("dg_run_hours", steps.group_by("branch_id").agg(pl.sum("run_hours_h_step"))))
+            parts.append(
+                ("dg_run_hours", steps.group_by("branch_id").agg(pl.sum("run_hours_h_step")))
+            )
             fuel = fuel_used(dg, devices.select("device_id", "tank_capacity_l")).collect()
             parts.append(("dg_fuel_l", fuel.group_by("branch_id").agg(pl.sum("fuel_used_l"))))
         for key, frame in parts:
