@@ -1,0 +1,190 @@
+"""Shared fixtures: a real S3 API (moto's server on loopback) and lake stores on it and on disk.
+
+``s3_server`` starts ``moto_server`` as a subprocess on a free 127.0.0.1 port once per
+session; a test that needs it fails (never skips) when it cannot start. ``s3_store`` gives
+each test a fresh bucket and the standard AWS environment pointing at the server.
+``store`` runs a test on both (``local`` and ``s3``). ``duckdb_for`` opens a DuckDB
+connection with the delta (and, for S3, httpfs) extension loaded from the installed
+``duckdb-extension-*`` packages -- nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from lake.storage import Store
+
+MOTO_SERVER = Path(sys.executable).with_name("moto_server")
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_REGION": "us-east-1",
+}
+S3_ENV_CLEARED = (
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",
+    "AWS_S3_ALLOW_UNSAFE_RENAME",
+)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _answers(endpoint: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(endpoint + "/", timeout=1) as response:  # noqa: S310
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.1)
+    return False
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The endpoint URL of a moto S3 server running for this session (http://127.0.0.1:N)."""
+    if not MOTO_SERVER.exists():
+        pytest.fail(f"{MOTO_SERVER} not found: install the dev extra (moto[server])")
+    log_path = tmp_path_factory.mktemp("moto") / "moto_server.log"
+    proc: subprocess.Popen[bytes] | None = None
+    endpoint = ""
+    for _attempt in range(3):
+        port = _free_port()
+        endpoint = f"http://127.0.0.1:{port}"
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        if _answers(endpoint, proc, timeout=30):
+            break
+        _stop(proc)
+        proc = None
+    if proc is None:
+        tail = log_path.read_text(errors="replace")[-2000:]
+        pytest.fail(f"moto_server did not start on 127.0.0.1; its log:\n{tail}")
+    try:
+        yield endpoint
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture
+def s3_store(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Store:
+    """A store in a fresh bucket on the moto server, with the AWS environment pointing there."""
+    import boto3  # type: ignore[import-untyped]
+
+    for name in S3_ENV_CLEARED:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    for name, value in S3_ENV.items():
+        monkeypatch.setenv(name, value)
+    bucket = f"lake-{uuid.uuid4().hex[:16]}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_server,
+        region_name=S3_ENV["AWS_REGION"],
+        aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
+    )
+    client.create_bucket(Bucket=bucket)
+    return Store.from_uri(f"s3://{bucket}/lake")
+
+
+@pytest.fixture
+def local_store(tmp_path: Path) -> Store:
+    """A store in a directory of the test's temporary folder (created on first write)."""
+    return Store.from_uri(tmp_path / "lake")
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest) -> Store:
+    """The same test on local disk and on S3 (moto)."""
+    fixture = "local_store" if request.param == "local" else "s3_store"
+    result: Store = request.getfixturevalue(fixture)
+    return result
+
+
+def _sql_text(value: str) -> str:
+    return value.replace("'", "''")
+
+
+def _extension_path(name: str) -> str:
+    import duckdb
+
+    root = importlib.resources.files(f"duckdb_extension_{name}")
+    path = root / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+    if not path.is_file():
+        pytest.fail(f"DuckDB extension {name} for DuckDB {duckdb.__version__} not installed")
+    return str(path)
+
+
+@pytest.fixture
+def duckdb_for() -> Iterator[Callable[[Store], Any]]:
+    """Open DuckDB connections that can ``delta_scan`` a store (closed after the test)."""
+    import duckdb
+
+    opened: list[Any] = []
+
+    def connect(store: Store) -> Any:
+        con = duckdb.connect(
+            config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"}
+        )
+        opened.append(con)
+        if store.is_s3:
+            con.execute(f"LOAD '{_extension_path('httpfs')}'")
+        con.execute(f"LOAD '{_extension_path('delta')}'")
+        settings = store.s3_settings
+        if settings is not None:
+            endpoint = urlsplit(settings.endpoint or "")
+            options = {
+                "KEY_ID": settings.access_key_id or "",
+                "SECRET": settings.secret_access_key or "",
+                "REGION": settings.region,
+                "ENDPOINT": endpoint.netloc,
+                "URL_STYLE": "path",
+            }
+            text = ", ".join(f"{k} '{_sql_text(v)}'" for k, v in options.items())
+            use_ssl = "true" if endpoint.scheme == "https" else "false"
+            con.execute(f"CREATE SECRET lake_s3 (TYPE s3, {text}, USE_SSL {use_ssl})")
+        return con
+
+    yield connect
+    for con in opened:
+        with contextlib.suppress(Exception):
+            con.close()
