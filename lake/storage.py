@@ -292,7 +292,7 @@ class Store:
             os.replace(tmp, path)
         _fsync_dir(path.parent)
 
-    def write_atomic(self, rel: str, write: Callable[[BinaryIO], None]) -> int:
+    def write_atomic(self, rel: str, write: Callable[[BinaryIO], object]) -> int:
         """Let ``write`` fill a binary file that appears at ``rel`` atomically; its size.
 
         Locally the file is written in place as a temp file (no copy in memory), fsync'd and
@@ -337,11 +337,14 @@ class Store:
         """The content of ``rel``, or None if it does not exist."""
         if self._root is None:
             client = self.boto3_client()
+            key = self._key(_check_rel(rel))
             try:
-                response = client.get_object(Bucket=self._bucket, Key=self._key(_check_rel(rel)))
+                response = client.get_object(Bucket=self._bucket, Key=key)
+                body: bytes = response["Body"].read()
             except client.exceptions.NoSuchKey:
                 return None
-            body: bytes = response["Body"].read()
+            except Exception as exc:
+                raise StorageError(f"get {self.url(rel)}: {exc}") from exc
             return body
         try:
             return self._path(_check_rel(rel)).read_bytes()

@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from deltalake import CommitProperties
+from deltalake.exceptions import CommitFailedError
 
 from contracts import Contract, load_registry
 from contracts.errors import EnergylakeError
@@ -274,19 +276,21 @@ def test_concurrent_commits_land_once_each(store: Store) -> None:
     barrier = threading.Barrier(5)
 
     def writer(w: int) -> None:
+        mine = Store.from_uri(store.uri)  # its own Store: an independent writer
         try:
             barrier.wait()
             for v in range(1, 3):
                 batch = batches[f"w{w}-{v}"]
-                ok = commit_files(store, REL, METER, batch, app_id=f"w{w}", version=v, metadata={})
+                ok = commit_files(mine, REL, METER, batch, app_id=f"w{w}", version=v, metadata={})
                 outcomes.append((f"w{w}", ok))
         except BaseException as exc:
             errors.append(exc)
 
     def duplicate_writer() -> None:
+        mine = Store.from_uri(store.uri)
         try:
             barrier.wait()
-            ok = commit_files(store, REL, METER, duplicate, app_id="dup", version=1, metadata={})
+            ok = commit_files(mine, REL, METER, duplicate, app_id="dup", version=1, metadata={})
             outcomes.append(("dup", ok))
         except BaseException as exc:
             errors.append(exc)
@@ -304,6 +308,32 @@ def test_concurrent_commits_land_once_each(store: Store) -> None:
     assert table.version() == 6 + 1  # version 0 is the creation
     assert read_table(store, REL).num_rows == 6 * 10 + 10
     assert {w: table.transaction_version(f"w{w}") for w in range(3)} == {0: 2, 1: 2, 2: 2}
+
+
+def test_a_stale_writer_cannot_overwrite_a_commit(store: Store) -> None:
+    """Log entries are created with put-if-absent (S3: If-None-Match), never overwritten."""
+    ensure_table(store, REL, METER)
+    first, second = open_table(store, REL), open_table(store, REL)
+    no_retry = CommitProperties(max_commit_retries=0)
+    files = write_batch(store, "s1", PARTS[:1], 5)
+    first.create_write_transaction(
+        [f.to_add_action() for f in files],
+        mode="append",
+        schema=first.schema(),
+        partition_by=["branch_id", "event_month"],
+        commit_properties=no_retry,
+    )
+    other = write_batch(store, "s2", PARTS[1:2], 5)
+    with pytest.raises(CommitFailedError):
+        second.create_write_transaction(  # still at version 0: its version 1 exists
+            [f.to_add_action() for f in other],
+            mode="append",
+            schema=second.schema(),
+            partition_by=["branch_id", "event_month"],
+            commit_properties=no_retry,
+        )
+    assert open_table(store, REL).version() == 1
+    assert read_table(store, REL).num_rows == 5
 
 
 def test_write_data_file_checks_its_input(local_store: Store) -> None:
