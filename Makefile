@@ -11,7 +11,7 @@ DATA ?= data
 # Demo size: 2 clients x 5 branches x 1 day (the brief's demo).
 DEMO_ARGS ?= --clients 2 --branches 5 --days 1 --seed 42
 
-.PHONY: help install lint typecheck unit test demo clean lock
+.PHONY: help install lint typecheck unit test demo clean lock bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,10 @@ test: $(STAMP) ## everything CI runs: install, lint, type checks, the whole suit
 
 demo: $(STAMP) ## the main job end to end on embedded defaults (./data)
 	$(BIN)/energylake demo --data-dir $(DATA) $(DEMO_ARGS)
+
+bench: $(STAMP) ## energylake process vs plain polars, then the partition time grain (docs/BENCHMARKS.md)
+	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.partition_grain
 
 lock: ## refresh constraints.txt from a clean resolve
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
