@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import asdict
 from typing import Any
 
 import polars as pl
 import pytest
 
 from gateway.landing import read_segment
-from lake.consumption import counter_steps, fuel_used
 from lake.delta import open_table
 from lake.layout import UNASSIGNED_TENANT, table_rel
+from pipelines.lakeops import branch_totals
 from pipelines.process import ingest_stats, process_once
 from tests.pipeline.conftest import Processed
 
@@ -102,37 +103,7 @@ def test_lake_rows_per_dataset_match_the_manifest(processed: Processed) -> None:
 
 
 def _totals(p: Processed) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    devices = pl.read_parquet(p.sim_dir / "reference" / "devices.parquet")
-    for tenant in _tenants(p):
-        meter = _read(p, tenant, "meter_readings")
-        dg = _read(p, tenant, "dg_readings")
-        solar = _read(p, tenant, "solar_readings")
-        parts: list[tuple[str, pl.DataFrame]] = []
-        if meter.height:
-            steps = counter_steps(meter, ["energy_import_kwh"]).collect()
-            parts.append(
-                (
-                    "grid_import_kwh",
-                    steps.group_by("branch_id").agg(pl.sum("energy_import_kwh_step")),
-                )
-            )
-        if solar.height:
-            steps = counter_steps(solar, ["energy_generated_kwh"]).collect()
-            parts.append(
-                ("solar_kwh", steps.group_by("branch_id").agg(pl.sum("energy_generated_kwh_step")))
-            )
-        if dg.height:
-            steps = counter_steps(dg, ["run_hours_h"]).collect()
-            parts.append(
-                ("dg_run_hours", steps.group_by("branch_id").agg(pl.sum("run_hours_h_step")))
-            )
-            fuel = fuel_used(dg, devices.select("device_id", "tank_capacity_l")).collect()
-            parts.append(("dg_fuel_l", fuel.group_by("branch_id").agg(pl.sum("fuel_used_l"))))
-        for key, frame in parts:
-            for branch, value in frame.iter_rows():
-                out.setdefault(branch, {})[key] = float(value)
-    return out
+    return {b: asdict(v) for b, v in branch_totals(p.store).items()}
 
 
 @pytest.mark.parametrize("key", ["grid_import_kwh", "solar_kwh", "dg_fuel_l", "dg_run_hours"])
