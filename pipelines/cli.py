@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from contracts import (
@@ -21,7 +20,8 @@ from contracts import (
     plan_for,
 )
 from pipelines import render
-from pipelines.settings import Settings, load_settings
+from pipelines.cliutil import STATE, console, error, settings_from
+from pipelines.settings import Settings
 
 __all__ = ["app", "main"]
 
@@ -48,14 +48,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(reference_app, name="reference")
 app.add_typer(lake_app, name="lake")
 
-console = Console()
-
-_STATE: dict[str, Path | None] = {"config": None}
-
-
-def _error(message: str) -> None:
-    """Errors go to stderr as one plain line: readable in logs, never wrapped."""
-    typer.echo(f"error: {message}", err=True)
+_error = error
 
 
 def _version(value: bool) -> None:
@@ -80,15 +73,10 @@ def _root(
     ] = False,
 ) -> None:
     """Run `energylake COMMAND --help` for any command."""
-    _STATE["config"] = config
+    STATE["config"] = config
 
 
-def _settings(**flags: object) -> Settings:
-    try:
-        return load_settings(_STATE["config"], **flags)
-    except (FileNotFoundError, ValueError) as exc:
-        _error(f"{exc}")
-        raise typer.Exit(2) from exc
+_settings = settings_from
 
 
 # --- config -------------------------------------------------------------------------------
@@ -383,6 +371,9 @@ def demo(
     except (ContractNotFoundError, UnknownPurposeError, ValueError) as exc:
         _error(f"{exc}")
         raise typer.Exit(2) from exc
+
+
+# Command modules register themselves here (one line each).
 
 
 def main() -> None:
