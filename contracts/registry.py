@@ -15,6 +15,9 @@ from contracts.lint import CONTRACT_SUFFIX, lint_data
 from contracts.model import Contract, Field, Protection, QualityRule, Retention
 from contracts.vocabulary import Vocabulary, load_vocabulary
 
+# libyaml when present (10x faster on our contracts), else the pure-Python safe loader.
+_YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 __all__ = ["CONTRACTS_DIR", "ContractRegistry", "load_contract", "load_registry"]
 
 CONTRACTS_DIR = Path(__file__).parent
@@ -127,7 +130,7 @@ def load_contract(path: Path, vocab: Vocabulary | None = None) -> Contract:
     """Lint and load one contract; raises ContractInvalidError listing every issue."""
     text = path.read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader (C or Python)
     except yaml.YAMLError as exc:
         raise ContractInvalidError(str(path), []) from exc
     issues = lint_data(str(path), data, vocab or load_vocabulary())

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Final, Literal
+from typing import IO, Final, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -62,6 +62,7 @@ __all__ = [
     "TailDamage",
     "closed_segments",
     "iter_segment_chunks",
+    "read_records_at",
     "read_segment",
     "recover",
 ]
@@ -384,6 +385,34 @@ def read_segment(path: Path) -> SegmentRecords:
             return _empty(path.name, damage)
         scan = _scan(buf, FILE_HEADER_BYTES, None)
     return _records(path.name, scan, scan.damage)
+
+
+def read_records_at(path: Path, offsets: Sequence[int]) -> list[Envelope]:
+    """The records whose frames start at ``offsets`` (as ``offset_bytes`` reports them), in
+    that order. Each frame is checked like a sequential read; LandingError if one is not a
+    whole, valid record. For the rare look-up of a record's raw bytes after its batch was
+    read (the pipeline quarantines a row late and needs its payload again)."""
+    if not offsets:
+        return []
+    out: list[Envelope] = []
+    with _mapped(path) as buf:
+        for offset in offsets:
+            if offset < FILE_HEADER_BYTES or offset >= len(buf):
+                raise LandingError(f"{path.name}: no record at offset {offset}")
+            scan = _scan(buf, offset, 1)
+            if not scan.offset or scan.offset[0] != offset:
+                detail = scan.damage.detail if scan.damage else "no frame"
+                raise LandingError(f"{path.name}: no valid record at offset {offset}: {detail}")
+            out.append(
+                Envelope(
+                    received_at_us=scan.received_at_us[0],
+                    source=cast(Source, scan.source[0]),
+                    topic=scan.topic[0],
+                    identity=scan.identity[0],
+                    payload=bytes(scan.payload[0]),
+                )
+            )
+    return out
 
 
 def iter_segment_chunks(path: Path, max_records: int) -> Iterator[SegmentRecords]:

@@ -67,10 +67,12 @@ def fuel_used(
     by: str = "device_id",
 ) -> pl.LazyFrame:
     """Per-row litres burnt since the previous reading: falls of the level only."""
+    # Join first, then sort: a join does not keep row order (polars), and the level's fall
+    # is taken between consecutive rows.
     lazy = (
         frame.lazy()
+        .join(tanks.lazy().select(by, "tank_capacity_l").unique(by), on=by, how="left")
         .sort([by, "ts", "seq"])
-        .join(tanks.lazy().select(by, "tank_capacity_l"), on=by, how="left")
     )
     fall = pl.col(level).shift(1).over(by) - pl.col(level)
     litres = pl.when(fall > 0).then(fall * pl.col("tank_capacity_l") / 100.0).otherwise(0.0)

@@ -241,6 +241,11 @@ def simulate(
         console.print(f"landing segments: {settings.landing / 'closed'}")
     else:
         result = run_simulation(config, out or settings.sim_dir)
+    from pipelines.provision import CREDENTIALS_NAME, write_credentials
+
+    # The fleet's clear device secrets (0600), as onboarding would export them for
+    # `energylake devices provision --credentials`.
+    write_credentials(result.out / CREDENTIALS_NAME, result.fleet.tokens)
     console.print(render.simulation_summary(result.manifest, result.out))
 
 
@@ -320,6 +325,9 @@ def reference_load(
     except LakeError as exc:
         _error(f"{exc}")
         raise typer.Exit(2) from exc
+    from pipelines.cli_lineage import emit_reference_lineage
+
+    emit_reference_lineage(settings, directory, loads)
     console.print(render.reference_table(loads))
 
 
@@ -351,10 +359,20 @@ def demo(
     purposes: Annotated[
         str, typer.Option(help="Three purposes to compare, comma-separated.")
     ] = "field_service,predictive_maintenance,benchmarking",
+    via: Annotated[
+        str,
+        typer.Option(
+            help="network: Mosquitto + gateway + processor, published over MQTT and HTTP; "
+            "landing: write landing segments directly (no services)."
+        ),
+    ] = "network",
     data_dir: Annotated[Path | None, typer.Option(help="Override data_dir.")] = None,
 ) -> None:
-    """The main job end to end on embedded defaults: simulate, then show what each purpose sees."""
+    """The main job end to end on embedded defaults: a private Mosquitto, the gateway and the
+    processor; the simulator publishes a day over MQTT and HTTP; then what landed, its
+    lineage, and what each purpose sees."""
     from pipelines.demo import run_demo
+    from pipelines.stack import StackError
 
     settings = _settings(data_dir=data_dir)
     try:
@@ -367,13 +385,32 @@ def demo(
             seed=seed,
             dataset=dataset,
             purposes=[p.strip() for p in purposes.split(",") if p.strip()],
+            via=via,
         )
-    except (ContractNotFoundError, UnknownPurposeError, ValueError) as exc:
+    except (ContractNotFoundError, UnknownPurposeError, ValueError, StackError) as exc:
         _error(f"{exc}")
         raise typer.Exit(2) from exc
 
 
 # Command modules register themselves here (one line each).
+from pipelines import cli_lineage  # noqa: E402
+
+cli_lineage.register(app)
+from pipelines import cli_quality  # noqa: E402
+
+cli_quality.register(app)
+from pipelines import cli_devices  # noqa: E402
+
+cli_devices.register(app)
+from pipelines import cli_publish  # noqa: E402
+
+cli_publish.register(app)
+from pipelines import cli_gateway  # noqa: E402
+
+cli_gateway.register(app)
+from pipelines import cli_status  # noqa: E402
+
+cli_status.register(app)
 
 
 def main() -> None:

@@ -1,29 +1,41 @@
-"""``make demo``: simulate a fleet into landing segments, process them into the lake, then
-show what landed next to the simulator's truth, and what three purposes see of one dataset.
+"""``make demo``: the real path on one machine. A private Mosquitto (production config,
+provisioned from the registry), ``energylake run`` (gateway + ``process --follow``); the
+simulator publishes a day over MQTT and HTTP as real clients; then the demo shows what
+landed next to what was acknowledged and to the simulator's truth, the lineage of one
+table version, and what three purposes see of one dataset. ``--via landing`` skips the
+network and writes landing segments directly (no services needed).
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from datetime import date
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from rich.console import Console
 from rich.rule import Rule
 
-from contracts import apply_plan, load_registry, plan_for
+from contracts import ContractRegistry, apply_plan, load_registry, plan_for
+from lake.delta import open_table
 from lake.keys import KeyStore
 from lake.reference import load_reference
 from lake.storage import Store
+from lineage.config import LineageConfig
+from lineage.store import LineageStore
 from pipelines import render
 from pipelines.lakeops import branch_totals, table_counts
-from pipelines.process import process_once
+from pipelines.process import ingest_stats, process_once
 from pipelines.settings import Settings
+from pipelines.stack import LocalStack
 from simulator.config import FaultRates, SimConfig
 from simulator.landing import simulate_to_landing
+from simulator.publish import Publisher, PublishTargets
+from simulator.reference import build_fleet
+from simulator.run import simulate
 
 __all__ = ["DemoError", "run_demo"]
 
@@ -40,7 +52,9 @@ def _reset(settings: Settings) -> None:
     """The demo starts clean, but only ever removes what an earlier demo made."""
     root = settings.data_dir
     marker = root / _MARKER
+    root_owned = ("gateway", "mosquitto-data", "logs", "audit", "lineage", "quality", "metrics")
     owned = [settings.sim_dir, settings.landing, Path(settings.lake)]
+    owned += [root / name for name in root_owned]
     if settings.lake_uri and "://" in settings.lake_uri:
         raise DemoError("the demo runs on local disk; unset lake_uri (or ENERGYLAKE_LAKE_URI)")
     present = [p for p in owned if p.exists() and any(p.iterdir())]
@@ -53,7 +67,8 @@ def _reset(settings: Settings) -> None:
         if path.exists():
             shutil.rmtree(path)
     root.mkdir(parents=True, exist_ok=True)
-    marker.write_text("made by energylake demo; the next demo may delete sim/, landing/, lake/\n")
+    names = ", ".join(p.name + "/" for p in owned)
+    marker.write_text(f"made by energylake demo; the next demo may delete {names}\n")
 
 
 def run_demo(
@@ -66,44 +81,52 @@ def run_demo(
     seed: int,
     dataset: str,
     purposes: list[str],
+    via: str = "network",
 ) -> None:
     started = time.perf_counter()
     registry = load_registry(settings.contracts_dir)
     contract = registry.get(dataset)
     plans = [plan_for(contract, p, registry.vocabulary) for p in purposes]  # fail fast
+    if via not in ("network", "landing"):
+        raise DemoError(f"--via must be network or landing, not {via!r}")
     _reset(settings)
-    console.print(Rule(f"1. simulate {clients} clients x {branches} branches x {days} day(s)"))
-    config = SimConfig(
-        clients=clients,
-        branches=branches,
-        days=days,
-        seed=seed,
-        start=date(2026, 11, 16),
-        faults=DEMO_FAULTS,
-    )
-    result = simulate_to_landing(config, settings.sim_dir, settings.landing, registry=registry)
-    segments = sorted((settings.landing / "closed").glob("*.seg"))
-    console.print(render.simulation_summary(result.manifest, result.out))
-    console.print(f"{len(segments)} landing segments in {settings.landing / 'closed'}")
-
-    console.print(Rule("2. energylake reference load + energylake process"))
     store = Store.from_uri(settings.lake)
-    loads = load_reference(store, result.reference_dir, registry)
-    console.print(render.reference_table(loads))
-    report = process_once(settings)
-    assert report is not None
-    console.print(render.batch_report(report))
-
-    console.print(Rule("3. what the lake holds, next to the simulator's truth"))
-    console.print(render.lake_tables_table(table_counts(store)))
-    console.print(
-        render.quarantine_vs_manifest(report.quarantined, result.manifest["expected"]["quarantine"])
+    # The simulated period ends at the start of today (UTC): the gateway stamps reception
+    # with the real clock, and the contract refuses event times more than 7 days old.
+    start = datetime.now(UTC).date() - timedelta(days=days)
+    config = SimConfig(
+        clients=clients, branches=branches, days=days, seed=seed, start=start, faults=DEMO_FAULTS
     )
-    console.print(render.totals_vs_truth(branch_totals(store), result.manifest["branches"]))
+    title = f"{clients} clients x {branches} branches x {days} day(s) from {start}"
+    if via == "landing":
+        console.print(Rule(f"1. simulate {title} into landing segments"))
+        result = simulate_to_landing(config, settings.sim_dir, settings.landing, registry=registry)
+        console.print(render.simulation_summary(result.manifest, result.out))
+        console.print(Rule("2. energylake reference load + energylake process"))
+        console.print(render.reference_table(load_reference(store, result.reference_dir, registry)))
+        while process_once(settings) is not None:
+            pass
+        manifest = result.manifest
+        acked: dict[str, Any] | None = None
+    else:
+        manifest, acked = _network(settings, console, store, registry, config, title)
 
-    console.print(Rule(f"4. purpose limitation: {dataset} as each purpose sees it"))
+    console.print(Rule("3. what the lake holds, next to what was acknowledged and the truth"))
+    console.print(render.lake_tables_table(table_counts(store)))
+    totals = _ingest_totals(settings)
+    console.print(
+        render.quarantine_vs_manifest(totals["quarantined"], manifest["expected"]["quarantine"])
+    )
+    if acked is not None:
+        console.print(render.acked_reconciliation(acked, totals))
+    console.print(render.totals_vs_truth(branch_totals(store), manifest["branches"]))
+
+    console.print(Rule("4. lineage: where one table version came from"))
+    _show_lineage(settings, console, store)
+
+    console.print(Rule(f"5. purpose limitation: {dataset} as each purpose sees it"))
     console.print(render.compare_table(contract, plans))
-    table = pq.read_table(result.reference_dir / f"{dataset}.parquet")
+    table = pq.read_table(settings.sim_dir / "reference" / f"{dataset}.parquet")
     tenant = str(table.column("client_id")[0]) if "client_id" in table.column_names else "default"
     rows = (
         table.filter(pc.equal(table.column("client_id"), tenant)) if tenant != "default" else table
@@ -112,6 +135,82 @@ def run_demo(
     shaped = {plan.purpose: apply_plan(plan, rows, key, contract) for plan in plans}
     console.print(render.record_table(contract, shaped, f"one {dataset} record of tenant {tenant}"))
 
-    console.print(Rule("5. query it yourself"))
+    console.print(Rule("6. query it yourself"))
     console.print(render.duckdb_hint(settings.lake, tenant))
     console.print(f"demo finished in {time.perf_counter() - started:.1f} s")
+
+
+def _network(
+    settings: Settings,
+    console: Console,
+    store: Store,
+    registry: ContractRegistry,
+    config: SimConfig,
+    title: str,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Simulate, provision, start the stack, publish over MQTT and HTTP, drain, stop."""
+    with LocalStack(settings) as stack:
+        targets = PublishTargets(
+            mqtt=("127.0.0.1", stack.mqtt_port), http=stack.http_url, http_share=0.3
+        )
+        fleet = build_fleet(config)
+        home = {d.device_id: (d.client_id, d.branch_id) for d in fleet.devices}
+        publisher = Publisher(targets, fleet.tokens, home)
+        console.print(Rule(f"1. simulate {title}; provision; start Mosquitto and energylake run"))
+        result = simulate(config, settings.sim_dir, registry=registry, sink=publisher)
+        console.print(render.simulation_summary(result.manifest, result.out))
+        console.print(render.reference_table(load_reference(store, result.reference_dir, registry)))
+        report = stack.provision(dict(fleet.tokens))
+        console.print(
+            f"provisioned {report.mqtt_accounts} MQTT accounts, {report.devices} identities "
+            f"into {report.out_dir}"
+        )
+        stack.start_broker()
+        stack.start_run()
+        console.print(
+            f"mosquitto on 127.0.0.1:{stack.mqtt_port}, gateway HTTP on {stack.http_url}, "
+            f"logs in {stack.logs}"
+        )
+        console.print(Rule("2. the simulator publishes over MQTT and HTTP (real clients)"))
+        published = publisher.publish()
+        published.write(settings.sim_dir)
+        console.print(render.publish_summary(published.summary()))
+        if not stack.wait_caught_up(timeout=180):
+            raise DemoError("the processor did not catch up within 180 s; see the logs")
+        code = stack.stop()
+        if code != 0:
+            raise DemoError(f"energylake run exited with {code} on SIGTERM; see {stack.logs}")
+        console.print("energylake run drained and exited 0; mosquitto stopped")
+    while process_once(settings) is not None:  # anything a drain closed after the last batch
+        pass
+    return result.manifest, published.summary()
+
+
+def _ingest_totals(settings: Settings) -> dict[str, Any]:
+    written = quarantined = duplicates = 0
+    reasons: dict[str, int] = {}
+    for kind, _tenant, dataset, _branch, key, n in ingest_stats(settings):
+        if kind == "written" and dataset != "quarantine":
+            written += n
+        elif kind == "quarantined":
+            quarantined += n
+            reasons[key] = reasons.get(key, 0) + n
+        elif kind == "duplicates":
+            duplicates += n
+    return {
+        "written": written,
+        "quarantine": quarantined,
+        "quarantined": reasons,
+        "duplicates": duplicates,
+    }
+
+
+def _show_lineage(settings: Settings, console: Console, store: Store) -> None:
+    rels = [t[0] for t in table_counts(store) if t[0].endswith("/meter_readings")]
+    if not rels:
+        console.print("no meter_readings table to trace")
+        return
+    rel = rels[0]
+    version = open_table(store, rel).version()
+    lineage = LineageStore(LineageConfig.from_settings(settings).directory)
+    console.print(render.lineage_trace(lineage.trace(rel, version), rel, version))

@@ -56,7 +56,24 @@ def compact_all(settings: Settings, *, min_files: int = 2) -> list[tuple[str, Co
         ]
         if over:
             reports.append((rel, compact(store, rel, min_files=min_files, partitions=over)))
+    _emit_compaction(settings, store, registry, reports)
     return reports
+
+
+def _emit_compaction(
+    settings: Settings, store: Store, registry: Any, reports: list[tuple[str, CompactReport]]
+) -> None:
+    """The compaction's lineage run (logged and skipped if it cannot be emitted)."""
+    from lineage import LineageEmitter
+    from lineage.runs import CompactedTable, emit_compaction, uri_of
+
+    tables = [
+        CompactedTable(
+            rel, registry.get(rel.rsplit("/", 1)[-1]), r.versions, r.files_added, r.files_removed
+        )
+        for rel, r in reports
+    ]
+    emit_compaction(LineageEmitter.from_settings(settings), uri_of(store.url()), tables)
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,8 +42,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 
 from contracts import ContractRegistry, EnergylakeError, load_registry
-from gateway.landing import closed_segments, iter_segment_chunks
+from gateway.landing import closed_segments, iter_segment_chunks, read_records_at
 from lake.delta import (
+    CompactReport,
     DataFile,
     commit_files,
     compact,
@@ -57,6 +58,10 @@ from lake.layout import UNASSIGNED_TENANT, raw_archive_rel, state_rel, table_rel
 from lake.layout import tenants as lake_tenants
 from lake.reference import load_device_registry
 from lake.storage import Store
+from lineage import LineageEmitter, RunHandle, RunRef, jobs
+from lineage.batch import batch_outputs, segment_inputs, snapshot_inputs
+from lineage.runs import CompactedTable, emit_compaction, uri_of
+from pipelines.audit import audit_batch
 from pipelines.settings import Settings
 from transforms.beam import (
     QUARANTINE,
@@ -116,7 +121,22 @@ class BatchReport:
         }
 
 
-# --- the segment reader the Beam stage is given --------------------------------------------
+# --- the segment readers the Beam stages are given -----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EnvelopeReader:
+    """Envelopes again, by (segment, offset): accepted rows do not carry source, topic,
+    identity and raw bytes through the shuffle; the few a later stage quarantines are read
+    back from the closed segment, which stays in place until the batch has committed."""
+
+    closed: str
+
+    def __call__(self, segment: str, offsets: Sequence[int]) -> list[tuple[str, str, str, bytes]]:
+        return [
+            (e.source, e.topic, e.identity, e.payload)
+            for e in read_records_at(Path(self.closed) / segment, offsets)
+        ]
 
 
 def read_segment_tables(
@@ -259,11 +279,12 @@ def _run_beam(
         rows = tables | "DecodeNormaliseEnforce" >> DecodeToRows(ctx)
         deduped = rows.rows | "Deduplicate" >> Deduplicate(ctx)
         quarantine = (rows[QUARANTINE], deduped[QUARANTINE]) | "AllQuarantine" >> beam.Flatten()
-        to_write = (
-            deduped.rows,
-            quarantine | "QuarantineTable" >> beam.Map(quarantine_keyed),
-        ) | "AllTables" >> beam.Flatten()
-        written = to_write | "WriteLake" >> WriteLake(ctx)
+        written = (
+            quarantine
+            | "QuarantineTable" >> beam.Map(quarantine_keyed)
+            | "WriteQuarantine" >> WriteLake(ctx)
+        )
+        files = (deduped.files, written.files) | "AllFiles" >> beam.Flatten()
         stats = (
             deduped[STATS],
             written[STATS],
@@ -271,7 +292,7 @@ def _run_beam(
             quarantine | "QuarantineCounts" >> beam.FlatMap(quarantine_stats),
         ) | "AllStats" >> beam.Flatten()
         plan_items = (
-            written.files | "AsFiles" >> beam.Map(lambda f: ("file", f)),
+            files | "AsFiles" >> beam.Map(lambda f: ("file", f)),
             stats | "AsStats" >> beam.Map(lambda s: ("stat", s)),
         ) | "PlanItems" >> beam.Flatten()
         _ = (
@@ -357,15 +378,20 @@ def process_once(
     runner: str = DEFAULT_RUNNER,
     beam_args: Sequence[str] = (),
     max_segments: int | None = None,
+    lineage_parent: RunRef | None = None,
 ) -> BatchReport | None:
-    """Run one batch (or finish the one a crash left). None when there was nothing to do."""
+    """Run one batch (or finish the one a crash left). None when there was nothing to do.
+
+    Lineage: START once the manifest exists, COMPLETE after the commits, FAIL on an error
+    (the run id is the batch's, so a retried batch continues the same run).
+    """
     started = time.perf_counter()
     store = Store.from_uri(settings.lake)
     registry = load_registry(settings.contracts_dir) if settings.contracts_dir else load_registry()
     contracts_dir = str(settings.contracts_dir or _contracts_dir())
     landing = settings.landing
     state = _State(store, settings.pipeline_id)
-    with _lock(landing, settings.pipeline_id):
+    with _lock(landing, settings.pipeline_id), _BatchLineage(settings, lineage_parent) as lineage:
         n = state.last_done() + 1
         manifest = state.get(n, "manifest.json")
         resumed = manifest is not None
@@ -388,6 +414,7 @@ def process_once(
                 },
             )
         segments: list[str] = manifest["segments"]
+        lineage.start(n, manifest)
         plan = state.get(n, "plan.json")
         if plan is None:
             missing = [s for s in segments if not (landing / "closed" / s).exists()]
@@ -403,6 +430,7 @@ def process_once(
                 devices=devices,
                 payload_limit=settings.payload_limit_bytes,
                 snapshot=manifest["snapshot"],
+                envelopes=EnvelopeReader(str(landing / "closed")),
             )
             _run_beam(ctx, [landing / "closed" / s for s in segments], runner, beam_args, state)
             plan = state.get(n, "plan.json")
@@ -423,9 +451,11 @@ def process_once(
                 metadata={"energylake.batch": f"{settings.pipeline_id}:{n}"},
             ):
                 report.committed.append(rel)
+        audit_batch(store, plan, settings.pipeline_id, n, settings.data_dir / "audit" / "pipeline")
         _archive(store, landing, segments)
         report.seconds = time.perf_counter() - started
         state.finish(n, report.as_dict())
+        lineage.complete(store, registry, plan)
         return report
 
 
@@ -473,29 +503,48 @@ def follow(
     stop = _Stop()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     done = 0
+    session = _lineage_session(settings)  # the parent run of the session's batches
+    parent = session.ref if session is not None else None
     try:
         while not stop.event.is_set():
-            report = process_once(settings, runner=runner, beam_args=beam_args)
+            report = process_once(
+                settings, runner=runner, beam_args=beam_args, lineage_parent=parent
+            )
             if report is not None:
                 done += 1
                 if on_batch is not None:
                     on_batch(report)
-                compact_if_needed(settings, report.rows)
+                compact_if_needed(settings, report.rows, lineage_parent=parent)
                 if max_batches is not None and done >= max_batches:
                     break
                 continue
             stop.event.wait(settings.follow_interval_s)
+    except BaseException as exc:
+        if session is not None:
+            session.fail(exc)
+        raise
+    else:
+        if session is not None:
+            session.details["batches"] = done
+            session.complete()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return done
 
 
-def compact_if_needed(settings: Settings, tables: dict[str, int] | Sequence[str]) -> list[str]:
-    """Compact the partitions of ``tables`` that hold more files than the bound."""
+def compact_if_needed(
+    settings: Settings,
+    tables: dict[str, int] | Sequence[str],
+    *,
+    lineage_parent: RunRef | None = None,
+) -> list[str]:
+    """Compact the partitions of ``tables`` that hold more files than the bound (one lineage
+    run for the tables it compacted)."""
     store = Store.from_uri(settings.lake)
     registry = load_registry(settings.contracts_dir) if settings.contracts_dir else load_registry()
     done = []
+    compacted: list[tuple[str, CompactReport]] = []
     for rel in tables:
         dataset = rel.rsplit("/", 1)[-1]
         contract = registry.get(dataset)
@@ -506,9 +555,95 @@ def compact_if_needed(settings: Settings, tables: dict[str, int] | Sequence[str]
             if n > settings.compact_max_files
         ]
         if over:
-            compact(store, rel, min_files=2, partitions=over)
+            compacted.append((rel, compact(store, rel, min_files=2, partitions=over)))
             done.append(rel)
+    if compacted:
+        emit_compaction(
+            LineageEmitter.from_settings(settings),
+            uri_of(store.url()),
+            [
+                CompactedTable(
+                    r,
+                    registry.get(r.rsplit("/", 1)[-1]),
+                    c.versions,
+                    c.files_added,
+                    c.files_removed,
+                )
+                for r, c in compacted
+            ],
+            parent=lineage_parent,
+        )
     return done
+
+
+# --- lineage hooks (docs/LINEAGE.md): they log and carry on, never fail a batch -------------
+
+
+class _BatchLineage:
+    """One batch's run events. Entered with the lock; FAIL on an exception, then re-raised."""
+
+    def __init__(self, settings: Settings, parent: RunRef | None) -> None:
+        self.settings = settings
+        self.parent = parent
+        self.run: RunHandle | None = None
+        self.manifest: dict[str, Any] = {}
+        self.done = False
+
+    def __enter__(self) -> _BatchLineage:
+        return self
+
+    def start(self, n: int, manifest: dict[str, Any]) -> None:
+        self.manifest = manifest
+        try:
+            emitter = LineageEmitter.from_settings(self.settings)
+            self.run = emitter.batch(self.settings.pipeline_id, n, parent=self.parent)
+            self.run.start(segment_inputs(manifest, uri_of(self.settings.landing)))
+        except Exception:
+            log.exception("LINEAGE_HOOK_FAILED batch %s: START not emitted", n)
+
+    def complete(self, store: Store, registry: ContractRegistry, plan: dict[str, Any]) -> None:
+        self.done = True
+        if self.run is None:
+            return
+        try:
+            tag = f"{self.settings.pipeline_id}:{self.run.run_info.get('batch_no')}"
+            versions = {rel: _batch_version(store, rel, tag) for rel in plan["tables"]}
+            filesystem, base = store.filesystem()
+            lake = uri_of(store.url())
+            self.run.complete(
+                batch_outputs(
+                    plan, versions, lake, registry, filesystem=filesystem, base_path=base
+                ),
+                inputs=snapshot_inputs(self.manifest, plan, lake, registry),
+            )
+        except Exception:
+            log.exception("LINEAGE_HOOK_FAILED run %s: COMPLETE not emitted", self.run.run_id)
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if exc is not None and self.run is not None and not self.done:
+            try:
+                self.run.fail(exc)
+            except Exception:
+                log.exception("LINEAGE_HOOK_FAILED run %s: FAIL not emitted", self.run.run_id)
+
+
+def _batch_version(store: Store, rel: str, tag: str, depth: int = 200) -> int | None:
+    """The table version whose commit carries ``energylake.batch == tag`` (None: not found)."""
+    for entry in open_delta(store, rel).history(depth):
+        if entry.get("energylake.batch") == tag:
+            return int(entry["version"])
+    return None
+
+
+def _lineage_session(settings: Settings) -> RunHandle | None:
+    try:
+        session = LineageEmitter.from_settings(settings).run(jobs.session(settings.pipeline_id))
+        session.run_info["pipeline_id"] = settings.pipeline_id
+        session.start()
+    except Exception:
+        log.exception("LINEAGE_HOOK_FAILED: session START not emitted")
+        return None
+    return session
 
 
 _ = os

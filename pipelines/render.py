@@ -14,6 +14,7 @@ from rich.text import Text
 from contracts import Action, Contract, ContractRegistry, PurposePlan
 
 __all__ = [
+    "acked_reconciliation",
     "batch_line",
     "batch_report",
     "compact_table",
@@ -22,7 +23,9 @@ __all__ = [
     "duckdb_hint",
     "fields_table",
     "lake_tables_table",
+    "lineage_trace",
     "plan_table",
+    "publish_summary",
     "quarantine_vs_manifest",
     "record_table",
     "reference_table",
@@ -311,3 +314,57 @@ def duckdb_hint(lake: str, tenant: str) -> Text:
         f"Every table: {root}/tenants/<client>/<meter_readings|dg_readings|solar_readings|"
         "quarantine>"
     )
+
+
+def publish_summary(summary: dict[str, Any]) -> Table:
+    """What the publisher sent and what became of it, per transport."""
+    table = Table(
+        "transport: outcome",
+        "messages",
+        title=f"published {summary['messages']:,} messages in {summary['elapsed_s']} s "
+        f"({summary['rate_per_s']} msg/s)",
+    )
+    for key, n in summary["outcomes"].items():
+        table.add_row(key, f"{n:,}")
+    return table
+
+
+def acked_reconciliation(acked: dict[str, Any], totals: dict[str, Any]) -> Table:
+    """Every acknowledged message ends in exactly one place: lake, quarantine or duplicate."""
+    table = Table("", "messages", title="every acknowledged message, accounted for")
+    table.add_row("acknowledged (MQTT PUBACK, HTTP 202)", f"{acked['acked']:,}")
+    table.add_row("in the lake", f"{totals['written']:,}")
+    table.add_row("quarantined (with a reason)", f"{totals['quarantine']:,}")
+    table.add_row("counted duplicates", f"{totals['duplicates']:,}")
+    placed = totals["written"] + totals["quarantine"] + totals["duplicates"]
+    ok = placed == acked["acked"]
+    table.add_row(
+        "lake + quarantine + duplicates",
+        f"{placed:,} " + ("[green]= acknowledged[/]" if ok else "[red]differs[/]"),
+    )
+    refused = {k: v for k, v in acked["outcomes"].items() if not k.endswith(":acked")}
+    for key, n in sorted(refused.items()):
+        table.add_row(f"not acknowledged: {key}", f"{n:,}")
+    return table
+
+
+def lineage_trace(trace: Any, rel: str, version: int | None, show: int = 5) -> Group:
+    """A table version's upstream: the runs that wrote it and the segments they read."""
+    at = "" if version is None else f"@{version}"
+    head = Text(
+        f"{rel}{at}: {len(trace.producers)} producing run(s), {len(trace.segments)} landing "
+        f"segment(s) upstream, {len(trace.downstream)} derived",
+        style="bold",
+    )
+    runs = Table(
+        "job", "run id", "version", "rows", "at", title="runs that wrote it (newest first)"
+    )
+    for p in sorted(trace.producers, key=lambda p: str(p["at"]), reverse=True)[:show]:
+        runs.add_row(p["job"], p["run_id"], str(p["version"]), str(p["rows"]), str(p["at"]))
+    more = len(trace.segments) - show
+    segments = Text(
+        "segments: "
+        + ", ".join(trace.segments[:show])
+        + (f" ... and {more} more" if more > 0 else "")
+    )
+    return Group(head, runs, segments)

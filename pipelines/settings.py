@@ -65,6 +65,112 @@ class Settings(BaseSettings):
         ge=2,
         description="process --follow compacts a partition once it holds more files than this.",
     )
+    # --- lineage (docs/LINEAGE.md); OPENLINEAGE_DISABLED=true turns emission off ---
+    lineage_transport: str = Field(
+        default="file",
+        pattern=r"^(file|http|console)$",
+        description="OpenLineage transport: file (JSON lines, queryable), http, console.",
+    )
+    lineage_url: str | None = Field(
+        default=None, description="http transport: Marquez-compatible base URL."
+    )
+    lineage_api_key: str | None = Field(
+        default=None, description="http transport: API key (sent as a Bearer token)."
+    )
+    lineage_dir: Path | None = Field(
+        default=None, description="file transport: event folder (default: DATA_DIR/lineage)."
+    )
+    lineage_namespace: str = Field(
+        default="energylake", min_length=1, description="OpenLineage namespace of our jobs."
+    )
+
+    # --- gateway (docs/GATEWAY.md) ---
+    gateway_writer_id: str = Field(
+        default="gateway",
+        pattern=r"^[a-z0-9-]{1,32}$",
+        description="Landing writer id of the gateway (one live process per id).",
+    )
+    gateway_identity_book: Path | None = Field(
+        default=None,
+        description="Identity book from `devices provision` "
+        "(default: DATA_DIR/gateway/identities.json).",
+    )
+    gateway_roll_seconds: float = Field(
+        default=2.0, gt=0, description="Close the open landing segment after this many seconds."
+    )
+    gateway_roll_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=4096, description="Close the open segment at this size."
+    )
+    gateway_fsync: bool = Field(
+        default=True, description="fsync before acking (off only for throwaway data)."
+    )
+    gateway_flush_interval_ms: float = Field(
+        default=2.0, ge=0, description="Group commit: a small batch waits this long for company."
+    )
+    gateway_flush_max_records: int = Field(
+        default=5000, ge=1, description="Group commit: flush at once when this many queue."
+    )
+    gateway_min_free_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=0,
+        description="Backpressure: refuse to ack when the landing disk has less free.",
+    )
+    gateway_max_lag_bytes: int = Field(
+        default=2 * 1024**3,
+        ge=0,
+        description="Backpressure: refuse to ack when closed segments waiting for the "
+        "processor exceed this many bytes.",
+    )
+    gateway_max_lag_age_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="Backpressure: refuse to ack when the oldest closed segment is older.",
+    )
+    gateway_retry_after_s: int = Field(
+        default=5, ge=1, description="Retry-After of a 503 under backpressure."
+    )
+    gateway_monitor_interval_s: float = Field(
+        default=1.0, gt=0, description="Seconds between looks at disk, lag and identity book."
+    )
+    gateway_drain_timeout_s: float = Field(
+        default=10.0, gt=0, description="SIGTERM: longest wait for in-flight work."
+    )
+    gateway_mqtt_host: str = Field(default="127.0.0.1", description="MQTT broker host.")
+    gateway_mqtt_port: int = Field(default=1883, ge=1, le=65535, description="MQTT broker port.")
+    gateway_mqtt_client_id: str = Field(
+        default="energylake-gateway",
+        min_length=1,
+        description="Stable MQTT client id (the persistent session's name).",
+    )
+    gateway_mqtt_credentials: Path | None = Field(
+        default=None,
+        description="The gateway's MQTT account, JSON {username, password} from "
+        "`devices provision` (default: DATA_DIR/gateway/gateway-mqtt.json).",
+    )
+    gateway_mqtt_topics: list[str] = Field(
+        default=["emaas/v1/+/+/{device}/telemetry", "tele/{device}/SENSOR"],
+        description="Subscriptions, one per decoder; {device} marks the publisher's segment.",
+    )
+    gateway_http_host: str = Field(default="127.0.0.1", description="HTTP listen address.")
+    gateway_http_port: int = Field(default=8080, ge=0, le=65535, description="HTTP port.")
+    gateway_http_max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest request body (as sent)."
+    )
+    gateway_http_max_decompressed_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest body after gzip inflation."
+    )
+    gateway_http_max_depth: int = Field(
+        default=16, ge=3, le=512, description="Deepest JSON nesting accepted."
+    )
+    gateway_http_max_readings: int = Field(
+        default=5000, ge=1, description="Most readings in one request."
+    )
+    gateway_http_rate_per_s: float = Field(
+        default=20.0, gt=0, description="Per-device request rate (token bucket refill)."
+    )
+    gateway_http_burst: int = Field(
+        default=100, ge=1, description="Per-device burst (token bucket size)."
+    )
 
     @property
     def lake(self) -> str:

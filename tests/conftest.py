@@ -21,12 +21,15 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pytest
 
 from lake.storage import Store
+
+if TYPE_CHECKING:
+    from tests.brokers import Mosquitto
 
 MOTO_SERVER = Path(sys.executable).with_name("moto_server")
 S3_ENV = {
@@ -188,3 +191,19 @@ def duckdb_for() -> Iterator[Callable[[Store], Any]]:
     for con in opened:
         with contextlib.suppress(Exception):
             con.close()
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A real Mosquitto on 127.0.0.1 running infra/mosquitto/mosquitto.conf, rendered by the
+    real provisioning for a small simulated fleet (see tests/brokers.py). Provisioned files
+    are in ``DATA_DIR/gateway`` with ``DATA_DIR = mosquitto.data_dir``. Fails if mosquitto
+    is not installed; the process is always ended by its PID.
+    """
+    from tests.brokers import start_mosquitto
+
+    broker = start_mosquitto(tmp_path / "data" / "gateway")
+    try:
+        yield broker
+    finally:
+        broker.close()

@@ -1,7 +1,7 @@
 """The pipeline's Beam PTransforms. Elements are chunks (Arrow tables / polars frames), never
 one record each; every stage is a named PTransform so a runner's UI shows the flow:
 
-    ReadSegments -> Decode -> Normalise -> Enforce -> Deduplicate -> WriteLake
+    ReadSegments -> Decode -> Normalise -> Enforce -> Deduplicate (dedupe, series, write)
                        \\___________\\__________\\_________\\-> Quarantine -> WriteLake
 
 Stages that need state from outside (the device registry, the pinned table snapshot, the
@@ -11,7 +11,7 @@ store) get it as plain constructor arguments, so any runner can ship them to wor
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -67,6 +67,9 @@ class BatchContext:
     devices: pl.DataFrame
     payload_limit: int = 65536
     snapshot: dict[str, int | None] = field(default_factory=dict)  # table rel -> version
+    # (segment, offsets) -> (source, topic, identity, payload) of each: rows quarantined
+    # after Enforce get their envelope back.
+    envelopes: Callable[[str, Sequence[int]], list[tuple[str, str, str, bytes]]] | None = None
 
     @property
     def batch_id(self) -> str:
@@ -79,7 +82,9 @@ class BatchContext:
         return Store.from_uri(self.lake_uri)
 
 
-Stat = tuple[str, str, str, str, str, int]  # kind, tenant, dataset, branch, key, count
+# kind, tenant, dataset, branch, key, count. Kinds: written, quarantined (key: reason),
+# duplicates, late, damaged (key: segment), day (key: the UTC date of the rows written).
+Stat = tuple[str, str, str, str, str, int]
 
 
 def _stat(kind: str, tenant: str, dataset: str, branch: str | None, key: str, n: int) -> Stat:
@@ -220,6 +225,10 @@ class _SeriesFn(beam.DoFn):
     def setup(self) -> None:
         self._registry = self._ctx.registry()
         self._store = self._ctx.store()
+        self._pool = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="lake-writer")
+
+    def teardown(self) -> None:
+        self._pool.shutdown(wait=True)
 
     def process(self, element: tuple[tuple[str, str], Iterable[pl.DataFrame]]) -> Iterator[Any]:
         (tenant, dataset), frames = element
@@ -236,7 +245,7 @@ class _SeriesFn(beam.DoFn):
         for row in result.late.iter_rows():
             yield _tagged_stat("late", tenant, dataset, row[0], "", row[1])
         if result.rejects.height:
-            rejects = result.rejects.with_columns(
+            rejects = _with_envelopes(result.rejects, ctx).with_columns(
                 pl.lit("IMPLAUSIBLE_DELTA").alias("reason_code"),
                 pl.lit("enforce").alias("pipeline_step"),
                 pl.lit(dataset).alias("dataset"),
@@ -246,12 +255,45 @@ class _SeriesFn(beam.DoFn):
             )
             yield from _quarantine_outputs(quarantined)
         if result.rows.height:
+            # Written here, not after another GroupByKey: the rows are already grouped by
+            # table, and a second shuffle would pickle every frame again.
             names = [f.name for f in contract.fields]
-            yield ((tenant, dataset), result.rows.select(names))
+            yield from _write_table(
+                self._store,
+                self._pool,
+                contract,
+                ctx.batch_no,
+                tenant,
+                dataset,
+                result.rows.select(names),
+            )
+
+
+def _with_envelopes(rows: pl.DataFrame, ctx: BatchContext) -> pl.DataFrame:
+    """Accepted rows travel without their envelope; read it back for a late reject."""
+    if ctx.envelopes is None:
+        raise ValueError("rows need their envelopes and the batch has no envelope reader")
+    parts = []
+    for (segment,), part in rows.with_row_index("_at").group_by("segment"):
+        offsets = part["offset_bytes"].to_list()
+        unique = sorted(set(offsets))
+        found = dict(zip(unique, ctx.envelopes(str(segment), unique), strict=True))
+        envs = [found[o] for o in offsets]
+        parts.append(
+            part.with_columns(
+                pl.Series("source", [e[0] for e in envs], dtype=pl.String),
+                pl.Series("topic", [e[1] for e in envs], dtype=pl.String),
+                pl.Series("identity", [e[2] for e in envs], dtype=pl.String),
+                pl.Series("payload", [e[3] for e in envs], dtype=pl.Binary),
+            )
+        )
+    return pl.concat(parts).sort("_at").drop("_at")
 
 
 class Deduplicate(beam.PTransform):
-    """Group a table's rows, drop duplicates (counted), run the series checks."""
+    """Group a table's rows, drop duplicates (counted), run the series checks, and write
+    the table's files. Main output: add-file records ``(rel, dataset, json)``; tagged
+    ``quarantine`` and ``stats``."""
 
     def __init__(self, ctx: BatchContext) -> None:
         super().__init__()
@@ -261,8 +303,8 @@ class Deduplicate(beam.PTransform):
         return (
             rows
             | "GroupByTable" >> beam.GroupByKey()
-            | "DedupeAndSeries"
-            >> beam.ParDo(_SeriesFn(self._ctx)).with_outputs(QUARANTINE, STATS, main="rows")
+            | "DedupeSeriesWrite"
+            >> beam.ParDo(_SeriesFn(self._ctx)).with_outputs(QUARANTINE, STATS, main="files")
         )
 
 
@@ -274,6 +316,45 @@ def file_name(batch_no: int, rel: str, partition: dict[str, str], part: int) -> 
     key = rel + "|" + "|".join(f"{k}={v}" for k, v in sorted(partition.items())) + f"|{part}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return f"part-b{batch_no:010d}-{digest}-{part:03d}.zstd.parquet"
+
+
+def _write_table(
+    store: Store,
+    pool: ThreadPoolExecutor,
+    contract: Any,
+    batch_no: int,
+    tenant: str,
+    dataset: str,
+    frame: pl.DataFrame,
+) -> Iterator[Any]:
+    """Write one table's rows of this batch: a file per partition (split past
+    MAX_ROWS_PER_FILE), in parallel on ``pool``; yields add-file records and stats."""
+    rel = table_rel(tenant, dataset)
+    schema = contract.arrow_schema()
+    partitions = contract.partition_columns
+    sort_cols = [c for c in ("device_id", "ts", "seq", "quarantine_id") if c in frame.columns]
+    jobs = []
+    for values, part in frame.group_by(partitions, maintain_order=False):
+        partition = {
+            k: ("" if v is None else str(v)) for k, v in zip(partitions, values, strict=True)
+        }
+        part = part.sort(sort_cols)
+        if dataset != QUARANTINE and "ts" in part.columns:
+            # Rows per (branch, UTC day): lineage answers "which runs wrote branch B on day D".
+            days = part.group_by(pl.col("ts").dt.date().alias("day")).len()
+            for day, n in days.iter_rows():
+                yield _tagged_stat("day", tenant, dataset, partition.get("branch_id"), str(day), n)
+        for index, start in enumerate(range(0, part.height, MAX_ROWS_PER_FILE)):
+            piece = part.slice(start, MAX_ROWS_PER_FILE)
+            table = piece.to_arrow().select(schema.names).cast(schema)
+            name = file_name(batch_no, rel, partition, index)
+            jobs.append(pool.submit(write_data_file, store, rel, table, partition, name))
+    for job in jobs:
+        data_file: DataFile = job.result()
+        yield (rel, dataset, data_file.to_json())
+        yield _tagged_stat(
+            "written", tenant, dataset, _branch_of(data_file), "", data_file.num_records
+        )
 
 
 class _WriteFn(beam.DoFn):
@@ -290,31 +371,11 @@ class _WriteFn(beam.DoFn):
 
     def process(self, element: tuple[tuple[str, str], Iterable[pl.DataFrame]]) -> Iterator[Any]:
         (tenant, dataset), frames = element
-        contract = self._registry.get(dataset)
-        rel = table_rel(tenant, dataset)
         frame = pl.concat(list(frames), how="vertical_relaxed")
-        schema = contract.arrow_schema()
-        partitions = contract.partition_columns
-        sort_cols = [c for c in ("device_id", "ts", "seq", "quarantine_id") if c in frame.columns]
-        jobs = []
-        for values, part in frame.group_by(partitions, maintain_order=False):
-            partition = {
-                k: ("" if v is None else str(v)) for k, v in zip(partitions, values, strict=True)
-            }
-            part = part.sort(sort_cols)
-            for index, start in enumerate(range(0, part.height, MAX_ROWS_PER_FILE)):
-                piece = part.slice(start, MAX_ROWS_PER_FILE)
-                table = piece.to_arrow().select(schema.names).cast(schema)
-                name = file_name(self._ctx.batch_no, rel, partition, index)
-                jobs.append(
-                    self._pool.submit(write_data_file, self._store, rel, table, partition, name)
-                )
-        for job in jobs:
-            data_file: DataFile = job.result()
-            yield (rel, dataset, data_file.to_json())
-            yield _tagged_stat(
-                "written", tenant, dataset, _branch_of(data_file), "", data_file.num_records
-            )
+        contract = self._registry.get(dataset)
+        yield from _write_table(
+            self._store, self._pool, contract, self._ctx.batch_no, tenant, dataset, frame
+        )
 
 
 def _branch_of(data_file: DataFile) -> str | None:
@@ -322,7 +383,8 @@ def _branch_of(data_file: DataFile) -> str | None:
 
 
 class WriteLake(beam.PTransform):
-    """Write each table's rows as Parquet files (in parallel); outputs add-file records."""
+    """Write each keyed table's rows as Parquet files (in parallel); outputs add-file
+    records. The quarantine goes this way; readings are written by Deduplicate."""
 
     def __init__(self, ctx: BatchContext) -> None:
         super().__init__()

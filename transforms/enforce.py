@@ -18,7 +18,7 @@ plus the provenance columns later stages need (``PROVENANCE``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 import polars as pl
@@ -32,9 +32,12 @@ __all__ = ["FUTURE_LIMIT", "PAST_LIMIT", "PROVENANCE", "RATING_MARGIN", "enforce
 FUTURE_LIMIT = timedelta(minutes=10)
 PAST_LIMIT = timedelta(days=7)
 RATING_MARGIN = 1.5
-# Carried with every accepted row until it is written (then dropped): enough to quarantine
-# it later (series checks) with its raw bytes, and to order duplicates by arrival.
-PROVENANCE = ("source", "topic", "identity", "segment", "offset_bytes", ELEM, "payload")
+# Carried with every accepted row until it is written (then dropped): where its envelope is,
+# to order duplicates by arrival and to quarantine it later (the series checks read the
+# envelope back from the segment by offset). The envelope itself (source, topic, identity,
+# payload) is not carried: it would cross the shuffle for every row, and only the rare late
+# reject needs it.
+PROVENANCE = ("segment", "offset_bytes", ELEM)
 
 
 def enforce_chunk(
@@ -98,76 +101,94 @@ def enforce_chunk(
 
 
 def _provenance(chunk: Chunk) -> pl.DataFrame:
-    env = as_frame(chunk.envelopes.select(["segment", "offset_bytes", "payload"])).with_row_index(
-        ROW
-    )
+    env = as_frame(chunk.envelopes.select(["segment", "offset_bytes"])).with_row_index(ROW)
     assert isinstance(env, pl.DataFrame)
     return env.with_columns(pl.col(ROW).cast(pl.Int64))
 
 
-def _enforce_dataset(
-    chunk: Chunk, contract: Contract, schema: DecodeSchema, rows: pl.DataFrame
-) -> pl.DataFrame:
-    """All checks in one vectorised pass; the first failing check names the reason."""
+@dataclass(frozen=True, slots=True)
+class _Check:
+    """One reason code: its parts (fails, what to say), and how the detail reads.
+
+    ``fails`` are cheap boolean expressions evaluated on every row; the detail text is
+    built only for the rows that failed (string formatting is the costly part).
+    """
+
+    code: str
+    parts: list[tuple[pl.Expr, pl.Expr]]
+    template: str = "{}"  # the failing parts, joined, go in the first {}
+    extra: tuple[pl.Expr, ...] = ()
+    separator: str = ", "
+
+    def fails(self) -> pl.Expr:
+        return pl.any_horizontal([cond.fill_null(False) for cond, _ in self.parts])
+
+    def detail(self) -> pl.Expr:
+        joined = pl.concat_str(
+            [pl.when(cond.fill_null(False)).then(text) for cond, text in self.parts],
+            separator=self.separator,
+            ignore_nulls=True,
+        )
+        return pl.format(self.template, joined, *self.extra)
+
+
+def _checks(contract: Contract, schema: DecodeSchema) -> list[_Check]:
+    """The checks after identity, in the order that names a row's reason."""
     dataset = contract.dataset
     allowed = schema.by_dataset[dataset]
     foreign = [n for n in schema.fields if n not in allowed]
     value_fields = [f for f in contract.fields if f.name in allowed]
-    checks: list[tuple[str, pl.Expr]] = []  # (reason, detail expr: null when the row passes)
+    checks: list[_Check] = []
 
     # 3. Schema: unknown keys, fields of another dataset, wrong decoder, non-integers.
     schema_parts = [
-        pl.when(pl.col("_unknown").is_not_null()).then(
-            pl.format("unknown field(s) {}", pl.col("_unknown"))
-        )
+        (pl.col("_unknown").is_not_null(), pl.format("unknown field(s) {}", pl.col("_unknown")))
     ]
     for name in foreign:
         schema_parts.append(
-            pl.when(pl.col(name).is_not_null()).then(pl.lit(f"{name} is not a field of {dataset}"))
+            (pl.col(name).is_not_null(), pl.lit(f"{name} is not a field of {dataset}"))
         )
     schema_parts.append(
-        pl.when(pl.col("decoder") != pl.col("reg_payload_format")).then(
+        (
+            pl.col("decoder") != pl.col("reg_payload_format"),
             pl.format(
                 "device sends {} but arrived as {}", pl.col("reg_payload_format"), pl.col("decoder")
-            )
+            ),
         )
     )
     for f in value_fields:
         if f.physical_type in ("int64", "int32"):
             c = pl.col(f.name)
             schema_parts.append(
-                pl.when(c.is_not_null() & (c != c.floor())).then(
-                    pl.lit(f"{f.name} is not an integer")
-                )
+                (c.is_not_null() & (c != c.floor()), pl.lit(f"{f.name} is not an integer"))
             )
     seq = pl.col("seq")
     schema_parts.append(
-        pl.when(seq.is_not_null() & ((seq != seq.floor()) | (seq < 0) | (seq > 2**53 - 1))).then(
-            pl.lit("seq is not a non-negative integer")
+        (
+            seq.is_not_null() & ((seq != seq.floor()) | (seq < 0) | (seq > 2**53 - 1)),
+            pl.lit("seq is not a non-negative integer"),
         )
     )
-    checks.append(("SCHEMA_MISMATCH", _joined(schema_parts, "; ")))
+    checks.append(_Check("SCHEMA_MISMATCH", schema_parts, separator="; "))
 
     # 4. Missing required fields.
     required = ["device_id", "seq", "ts"] + [f.name for f in value_fields if f.required]
     missing = [
-        pl.when(
+        (
             (pl.col("ts").is_null() & pl.col("ts_local").is_null())
             if n == "ts"
-            else pl.col(n).is_null()
-        ).then(pl.lit(n))
+            else pl.col(n).is_null(),
+            pl.lit(n),
+        )
         for n in required
     ]
-    checks.append(
-        ("MISSING_FIELD", _prefixed("required field(s) missing or null: ", _joined(missing, ", ")))
-    )
+    checks.append(_Check("MISSING_FIELD", missing, "required field(s) missing or null: {}"))
 
     # 5. Non-finite numbers.
     numeric = [f.name for f in value_fields if f.physical_type in ("double", "int64", "int32")]
-    non_finite = [
-        pl.when(pl.col(n).is_infinite() | pl.col(n).is_nan()).then(pl.lit(n)) for n in numeric
-    ]
-    checks.append(("NON_FINITE", _prefixed("not finite: ", _joined(non_finite, ", "))))
+    non_finite = [(pl.col(n).is_infinite() | pl.col(n).is_nan(), pl.lit(n)) for n in numeric]
+    if non_finite:
+        checks.append(_Check("NON_FINITE", non_finite, "not finite: {}"))
 
     # 6. Event time window against reception time.
     received_us = pl.col("received_at").dt.epoch("us")
@@ -179,15 +200,11 @@ def _enforce_dataset(
         | (pl.col("ts_us") < received_us - past)
     )
     checks.append(
-        (
+        _Check(
             "TIMESTAMP_OUT_OF_RANGE",
-            pl.when(ts_bad).then(
-                pl.format(
-                    "ts {} vs received_at {}: allowed is 7 days before to 10 minutes after",
-                    pl.coalesce(pl.col("ts").cast(pl.String), pl.col("ts_local")),
-                    pl.col("received_at").cast(pl.String),
-                )
-            ),
+            [(ts_bad, pl.coalesce(pl.col("ts").cast(pl.String), pl.col("ts_local")))],
+            "ts {} vs received_at {}: allowed is 7 days before to 10 minutes after",
+            (pl.col("received_at").cast(pl.String),),
         )
     )
 
@@ -199,19 +216,14 @@ def _enforce_dataset(
         cond = pl.col(f.name).abs() > pl.col(f"reg_{f.rated_by}") * RATING_MARGIN
         if f.name in _UNIT_FIELDS:
             cond = cond & pl.col(f"unit__{f.name}").is_null()
-        suspect.append(pl.when(cond).then(pl.lit(f.name)))
+        suspect.append((cond, pl.lit(f.name)))
     if suspect:
         checks.append(
-            (
+            _Check(
                 "UNIT_SUSPECT",
-                pl.when(_joined(suspect, ", ").is_not_null()).then(
-                    pl.format(
-                        "{} above {} x the device rating ({} kW), no unit declared (W sent as kW?)",
-                        _joined(suspect, ", "),
-                        pl.lit(RATING_MARGIN),
-                        pl.col("reg_rated_power_kw"),
-                    )
-                ),
+                suspect,
+                "{} above {} x the device rating ({} kW), no unit declared (W sent as kW?)",
+                (pl.lit(RATING_MARGIN), pl.col("reg_rated_power_kw")),
             )
         )
 
@@ -219,38 +231,36 @@ def _enforce_dataset(
     out_of_range = []
     for f in value_fields:
         c = pl.col(f.name)
-        cond = pl.lit(False)
+        conds = []
         if f.minimum is not None:
-            cond = cond | (c < f.minimum)
+            conds.append(c < f.minimum)
         if f.maximum is not None:
-            cond = cond | (c > f.maximum)
+            conds.append(c > f.maximum)
         if f.allowed_values:
-            cond = cond | ~c.is_in([str(v) for v in f.allowed_values])
-        out_of_range.append(pl.when(c.is_not_null() & cond).then(pl.lit(f.name)))
-    checks.append(
-        ("OUT_OF_RANGE", _prefixed("outside the contract's range: ", _joined(out_of_range, ", ")))
-    )
+            conds.append(~c.is_in([str(v) for v in f.allowed_values]))
+        if conds:
+            out_of_range.append((c.is_not_null() & pl.any_horizontal(conds), pl.lit(f.name)))
+    if out_of_range:
+        checks.append(_Check("OUT_OF_RANGE", out_of_range, "outside the contract's range: {}"))
+    return checks
 
+
+def _enforce_dataset(
+    chunk: Chunk, contract: Contract, schema: DecodeSchema, rows: pl.DataFrame
+) -> pl.DataFrame:
+    """All checks in one vectorised pass; the first failing check names the reason."""
+    checks = _checks(contract, schema)
     reason = pl.lit(None, pl.String)
-    detail = pl.lit(None, pl.String)
-    for code, why in reversed(checks):
-        reason = pl.when(why.is_not_null()).then(pl.lit(code)).otherwise(reason)
-        detail = pl.when(why.is_not_null()).then(why).otherwise(detail)
-    rows = rows.with_columns(reason.alias("_reason"), detail.alias("_detail"))
+    for check in reversed(checks):
+        reason = pl.when(check.fails()).then(pl.lit(check.code)).otherwise(reason)
+    rows = rows.with_columns(reason.alias("_reason"))
     bad = rows.filter(pl.col("_reason").is_not_null())
-    for (code,), part in bad.group_by("_reason"):
-        chunk.reject(reject_frame(part, str(code), pl.col("_detail"), "enforce"))
-    return _shape(contract, rows.filter(pl.col("_reason").is_null()))
-
-
-def _joined(parts: Sequence[pl.Expr], separator: str) -> pl.Expr:
-    """Names of the failing parts joined, or null when none fails."""
-    text = pl.concat_str(parts, separator=separator, ignore_nulls=True)
-    return pl.when(text == "").then(None).otherwise(text)
-
-
-def _prefixed(prefix: str, expr: pl.Expr) -> pl.Expr:
-    return pl.when(expr.is_not_null()).then(pl.lit(prefix) + expr)
+    if bad.height:
+        by_code = {c.code: c for c in checks}
+        for (code,), part in bad.group_by("_reason"):
+            chunk.reject(reject_frame(part, str(code), by_code[str(code)].detail(), "enforce"))
+        rows = rows.filter(pl.col("_reason").is_null())
+    return _shape(contract, rows)
 
 
 def _shape(contract: Contract, rows: pl.DataFrame) -> pl.DataFrame:

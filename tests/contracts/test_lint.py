@@ -414,4 +414,4 @@ def test_cli_lint_passes_on_the_shipped_contracts() -> None:
         [ENERGYLAKE, "contracts", "lint"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
-    assert "9 contract(s) OK" in result.stdout
+    assert "10 contract(s) OK" in result.stdout

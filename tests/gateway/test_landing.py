@@ -32,6 +32,7 @@ from gateway.landing import (
     LandingWriter,
     closed_segments,
     iter_segment_chunks,
+    read_records_at,
     read_segment,
     recover,
 )
@@ -545,3 +546,20 @@ def test_simulator_landing_route_matches_ndjson(tmp_path: Path) -> None:
     assert sink.finish().records == 0
     assert closed_segments(landing) == []
     shutil.rmtree(landing)
+
+
+def test_read_records_at_returns_exactly_the_records_at_those_offsets(tmp_path: Path) -> None:
+    envs = [
+        Envelope(1_700_000_000_000_000 + i, "mqtt", f"t/{i}", f"dev-{i}", b"x" * i)
+        for i in range(1, 40)
+    ]
+    with LandingWriter(tmp_path, "w1") as writer:
+        refs = writer.append_many(envs)
+    (path,) = closed_segments(tmp_path)
+    picks = [refs[7].offset, refs[0].offset, refs[38].offset, refs[7].offset]
+    got = read_records_at(path, picks)
+    assert got == [envs[7], envs[0], envs[38], envs[7]]
+    with pytest.raises(LandingError, match="no valid record"):
+        read_records_at(path, [refs[3].offset + 1])
+    with pytest.raises(LandingError, match="no record"):
+        read_records_at(path, [path.stat().st_size + 10])

@@ -1,0 +1,225 @@
+"""Group commit: many producers, one landing writer, one fsync per batch.
+
+Producers (the MQTT callback thread, HTTP handlers) ``submit`` envelopes with a callback.
+One committer thread takes everything queued, appends it, calls ``LandingWriter.sync()``
+once, and only then runs the callbacks with ``None`` (durable) or the error. This is the
+gateway's ack promise: an MQTT PUBACK or an HTTP 202 is sent from a callback, after fsync.
+
+While a batch is being fsynced the next one queues, so batches grow with load and the
+fsync cost is shared. ``flush_interval_s`` lets a small batch wait a little for company
+(bounded by ``flush_max_records``). An idle writer's segment is rolled by a timer so the
+processor sees it. After an I/O error (ENOSPC, EIO) the writer is broken: the batch fails,
+the committer closes it, and it opens a fresh writer (which recovers the segment) on the
+next submission after ``reopen_interval_s``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from gateway.landing import Envelope, LandingError, LandingWriter
+
+__all__ = ["CommitCallback", "CommitterClosedError", "GroupCommitter"]
+
+log = logging.getLogger(__name__)
+
+CommitCallback = Callable[[BaseException | None], None]
+
+
+class CommitterClosedError(LandingError):
+    """The committer is stopping: nothing more is accepted."""
+
+
+@dataclass(slots=True)
+class _Submission:
+    envelopes: Sequence[Envelope]
+    callback: CommitCallback
+
+
+class GroupCommitter:
+    """One writer, one thread; ``submit`` from any thread; callbacks run after fsync."""
+
+    def __init__(
+        self,
+        open_writer: Callable[[], LandingWriter],
+        *,
+        flush_interval_s: float = 0.002,
+        flush_max_records: int = 5000,
+        roll_tick_s: float = 0.25,
+        reopen_interval_s: float = 1.0,
+        on_fsync: Callable[[float, int], None] | None = None,
+    ) -> None:
+        self._open_writer = open_writer
+        self._flush_interval_s = flush_interval_s
+        self._flush_max_records = flush_max_records
+        self._roll_tick_s = roll_tick_s
+        self._reopen_interval_s = reopen_interval_s
+        self._on_fsync = on_fsync
+        self._cond = threading.Condition()
+        self._queue: deque[_Submission] = deque()
+        self._queued_records = 0
+        self._inflight_records = 0
+        self._stopping = False
+        self._writer: LandingWriter | None = None
+        self._failure: str | None = None
+        self._last_open_attempt = 0.0
+        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
+
+    # -- public
+
+    def start(self) -> None:
+        """Open the writer (raises LandingError if it cannot) and start the thread."""
+        self._writer = self._open_writer()
+        self._thread.start()
+
+    @property
+    def failure(self) -> str | None:
+        """Why the landing log cannot take records right now (writer broken), or None."""
+        return self._failure
+
+    @property
+    def inflight(self) -> int:
+        """Records submitted and not yet durable (queued or in the batch being synced)."""
+        return self._queued_records + self._inflight_records
+
+    @property
+    def segment(self) -> str | None:
+        writer = self._writer
+        return writer.segment if writer is not None else None
+
+    def submit(self, envelopes: Sequence[Envelope], callback: CommitCallback) -> None:
+        """Queue envelopes; ``callback(None)`` once they are on disk, ``callback(exc)`` if not."""
+        with self._cond:
+            if self._stopping:
+                raise CommitterClosedError("the gateway is shutting down")
+            self._queue.append(_Submission(envelopes, callback))
+            self._queued_records += len(envelopes)
+            self._cond.notify()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Refuse new submissions, commit what is queued, close (roll) the open segment."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.close()
+            except LandingError as exc:
+                log.error("closing the landing writer failed: %s", exc)
+
+    # -- the thread
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    if not self._cond.wait(self._roll_tick_s):
+                        break
+                if not self._queue:
+                    if self._stopping:
+                        return
+                    batch: list[_Submission] = []
+                else:
+                    if self._flush_interval_s > 0 and not self._stopping:
+                        self._cond.wait_for(
+                            lambda: (
+                                self._queued_records >= self._flush_max_records or self._stopping
+                            ),
+                            timeout=self._flush_interval_s,
+                        )
+                    batch = list(self._queue)
+                    self._queue.clear()
+                    self._inflight_records = self._queued_records
+                    self._queued_records = 0
+            if batch:
+                self._commit(batch)
+            else:
+                self._idle()
+            with self._cond:
+                self._inflight_records = 0
+
+    def _idle(self) -> None:
+        writer = self._writer
+        if writer is None:
+            return
+        try:
+            writer.maybe_roll()
+        except LandingError as exc:
+            self._broken(exc)
+
+    def _ensure_writer(self) -> LandingWriter | None:
+        if self._writer is not None:
+            return self._writer
+        now = time.monotonic()
+        if now - self._last_open_attempt < self._reopen_interval_s:
+            return None
+        self._last_open_attempt = now
+        try:
+            self._writer = self._open_writer()
+        except (LandingError, OSError) as exc:
+            self._failure = f"landing writer cannot open: {exc}"
+            return None
+        self._failure = None
+        log.warning("landing writer reopened; recovered %s", self._writer.recovered)
+        return self._writer
+
+    def _broken(self, exc: BaseException) -> None:
+        self._failure = f"landing writer failed: {exc}"
+        log.error("%s", self._failure)
+        writer, self._writer = self._writer, None
+        self._last_open_attempt = time.monotonic()
+        if writer is not None:
+            with contextlib.suppress(LandingError, OSError):
+                writer.close()  # a broken writer only releases its lock; recovery reopens
+
+    def _commit(self, batch: list[_Submission]) -> None:
+        writer = self._ensure_writer()
+        if writer is None:
+            _finish(batch, LandingError(self._failure or "landing writer unavailable"))
+            return
+        done: list[_Submission] = []
+        failed: list[tuple[_Submission, BaseException]] = []
+        records = 0
+        try:
+            for sub in batch:
+                try:
+                    writer.append_many(sub.envelopes)
+                except LandingError as bad:
+                    writer.sync()  # raises if the writer itself is broken
+                    failed.append((sub, bad))  # only this submission could not be encoded
+                    continue
+                done.append(sub)
+                records += len(sub.envelopes)
+            started = time.perf_counter()
+            writer.sync()
+            elapsed = time.perf_counter() - started
+        except (LandingError, OSError) as exc:
+            self._broken(exc)
+            _finish(batch, exc)
+            return
+        if self._on_fsync is not None:
+            self._on_fsync(elapsed, records)
+        _finish(done, None)
+        for sub, error in failed:
+            _call(sub.callback, error)
+
+
+def _call(callback: CommitCallback, error: BaseException | None) -> None:
+    try:
+        callback(error)
+    except Exception:  # a producer's bug must not stop the committer
+        log.exception("commit callback failed")
+
+
+def _finish(batch: Sequence[_Submission], error: BaseException | None) -> None:
+    for sub in batch:
+        _call(sub.callback, error)

@@ -1,0 +1,132 @@
+"""The gateway's configuration: a plain dataclass (the CLI builds it from the settings).
+
+The gateway package never reads the environment or imports ``pipelines``; everything it
+needs arrives here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "CANONICAL_PATTERN",
+    "DEFAULT_TOPIC_PATTERNS",
+    "GatewayConfig",
+    "TopicPattern",
+    "canonical_topic",
+]
+
+CANONICAL_PATTERN = "emaas/v1/+/+/{device}/telemetry"
+DEFAULT_TOPIC_PATTERNS: tuple[str, ...] = (CANONICAL_PATTERN, "tele/{device}/SENSOR")
+_SEGMENT = re.compile(r"[^/#+]+")
+
+
+def canonical_topic(client_id: str, branch_id: str, device_id: str) -> str:
+    """The canonical telemetry topic of a device (what HTTP readings are landed under)."""
+    return f"emaas/v1/{client_id}/{branch_id}/{device_id}/telemetry"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicPattern:
+    """An MQTT subscription whose ``{device}`` segment names the publishing device.
+
+    ``tele/{device}/SENSOR`` subscribes to ``tele/+/SENSOR``; a message on
+    ``tele/m-1/SENSOR`` is landed with identity ``m-1``. Mosquitto's ACL lets a device
+    publish only where that segment is its own user name, so the segment is authenticated.
+    """
+
+    pattern: str
+    subscription: str
+    device_index: int
+
+    @classmethod
+    def parse(cls, pattern: str) -> TopicPattern:
+        parts = pattern.split("/")
+        if parts.count("{device}") != 1 or "#" in pattern:
+            raise ValueError(
+                f"topic pattern {pattern!r} needs exactly one '{{device}}' segment and no '#'"
+            )
+        for part in parts:
+            if part not in ("+", "{device}") and not _SEGMENT.fullmatch(part):
+                raise ValueError(f"topic pattern {pattern!r} has an empty or bad segment")
+        index = parts.index("{device}")
+        return cls(pattern, "/".join("+" if p == "{device}" else p for p in parts), index)
+
+    def identity(self, topic: str) -> str | None:
+        """The device segment of ``topic`` if it matches this pattern, else None."""
+        parts = topic.split("/")
+        wanted = self.subscription.split("/")
+        if len(parts) != len(wanted):
+            return None
+        for got, want in zip(parts, wanted, strict=True):
+            if want != "+" and got != want:
+                return None
+        device = parts[self.device_index]
+        return device or None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """Everything the gateway process needs. Sizes in bytes, times in seconds."""
+
+    landing_dir: Path
+    identity_book: Path
+    audit_dir: Path
+    writer_id: str = "gateway"
+    # landing log and group commit
+    fsync: bool = True
+    roll_bytes: int = 16 * 1024 * 1024
+    roll_seconds: float = 2.0
+    flush_interval_s: float = 0.002
+    flush_max_records: int = 5000
+    # backpressure
+    min_free_bytes: int = 256 * 1024 * 1024
+    max_lag_bytes: int = 2 * 1024 * 1024 * 1024
+    max_lag_age_s: float = 900.0
+    monitor_interval_s: float = 1.0
+    retry_after_s: int = 5
+    # MQTT
+    mqtt_enabled: bool = True
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    mqtt_client_id: str = "energylake-gateway"
+    mqtt_username: str | None = "energylake-gateway"
+    mqtt_password: str | None = None
+    mqtt_topics: tuple[str, ...] = DEFAULT_TOPIC_PATTERNS
+    mqtt_keepalive_s: int = 30
+    mqtt_reconnect_min_s: float = 0.5
+    mqtt_reconnect_max_s: float = 30.0
+    # HTTP
+    http_enabled: bool = True
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    http_max_body_bytes: int = 1024 * 1024
+    http_max_decompressed_bytes: int = 1024 * 1024
+    http_max_depth: int = 16
+    http_max_readings: int = 5000
+    http_rate_per_s: float = 20.0
+    http_burst: int = 100
+    drain_timeout_s: float = 10.0
+    patterns: tuple[TopicPattern, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "patterns", tuple(TopicPattern.parse(p) for p in self.mqtt_topics))
+        checks = {
+            "roll_bytes": self.roll_bytes > 16,
+            "roll_seconds": self.roll_seconds > 0,
+            "flush_interval_s": self.flush_interval_s >= 0,
+            "flush_max_records": self.flush_max_records >= 1,
+            "http_max_body_bytes": self.http_max_body_bytes >= 1,
+            "http_max_decompressed_bytes": self.http_max_decompressed_bytes >= 1,
+            "http_max_depth": self.http_max_depth >= 2,
+            "http_max_readings": self.http_max_readings >= 1,
+            "http_rate_per_s": self.http_rate_per_s > 0,
+            "http_burst": self.http_burst >= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"gateway config: out of range: {', '.join(bad)}")
+        if not (self.mqtt_enabled or self.http_enabled):
+            raise ValueError("gateway config: enable MQTT, HTTP or both")

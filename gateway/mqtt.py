@@ -1,0 +1,209 @@
+"""The MQTT door: a persistent QoS 1 session that acks each message only after its fsync.
+
+paho-mqtt 2.x with a stable client id, ``clean_session=False`` and ``manual_ack=True``:
+each message is landed through the group commit, and its PUBACK is sent from the commit
+callback. A message that is not on disk is never acked, so the broker keeps it in the
+session and sends it again after a reconnect (the pipeline deduplicates on device_id and
+seq). With manual acks the broker stops delivering at its ``max_inflight_messages``, which
+bounds what the gateway holds in memory.
+
+Backpressure: while ``paused()`` is true (landing disk full, writer failed, processor lag)
+the consumer disconnects and stays away; the broker queues for the persistent session.
+It reconnects, with exponential backoff, once the condition clears. Paho's own network
+thread (``loop_start``) does the I/O, so acks from the committer thread are queued safely.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.commit import CommitterClosedError, GroupCommitter
+from gateway.config import GatewayConfig
+from gateway.landing import Envelope
+from gateway.metrics import GatewayMetrics
+
+__all__ = ["MqttConsumer"]
+
+log = logging.getLogger(__name__)
+
+
+class MqttConsumer:
+    """Subscribes to the configured patterns and lands every message before acking it."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        committer: GroupCommitter,
+        metrics: GatewayMetrics,
+        *,
+        paused: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self._config = config
+        self._committer = committer
+        self._metrics = metrics
+        self._paused = paused
+        self._lock = threading.Lock()
+        self._pending = 0  # submitted, callback not yet run
+        self._intake = False  # accept messages into the landing log
+        self._running = False  # paho's network thread is (meant to be) running
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self.connects = 0
+        self._client = self._new_client()
+        self._supervisor = threading.Thread(target=self._supervise, name="mqtt-supervisor")
+        self._supervisor.daemon = True
+
+    # -- public
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        self._supervisor.start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking messages, let in-flight ones reach disk and be acked, disconnect."""
+        with self._lock:
+            self._intake = False
+        deadline = time.monotonic() + timeout
+        while self._pending and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self._stop.set()
+        self._supervisor.join(timeout)
+        self._disconnect()
+
+    # -- paho
+
+    def _new_client(self) -> mqtt.Client:
+        cfg = self._config
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=cfg.mqtt_client_id,
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+            manual_ack=True,
+        )
+        if cfg.mqtt_username is not None:
+            client.username_pw_set(cfg.mqtt_username, cfg.mqtt_password)
+        client.reconnect_delay_set(
+            max(1, round(cfg.mqtt_reconnect_min_s)), max(1, round(cfg.mqtt_reconnect_max_s))
+        )
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason: Any,
+        properties: Any,
+    ) -> None:
+        if reason.is_failure:
+            log.error("MQTT broker refused the connection: %s", reason)
+            return
+        self.connects += 1
+        topics = [(p.subscription, 1) for p in self._config.patterns]
+        client.subscribe(topics)
+        self._connected.set()
+        self._metrics.mqtt_connected.set(1)
+        log.info(
+            "MQTT connected to %s:%d (session present: %s), subscribed to %s",
+            self._config.mqtt_host,
+            self._config.mqtt_port,
+            flags.session_present,
+            ", ".join(t for t, _ in topics),
+        )
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason: Any,
+        properties: Any,
+    ) -> None:
+        self._connected.clear()
+        self._metrics.mqtt_connected.set(0)
+        log.warning("MQTT disconnected: %s", reason)
+
+    def _identity(self, topic: str) -> str:
+        for pattern in self._config.patterns:
+            device = pattern.identity(topic)
+            if device is not None:
+                return device
+        return ""
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if not self._intake:
+            return  # not acked: the broker sends it again in the next session
+        topic = msg.topic
+        envelope = Envelope(
+            time.time_ns() // 1000, "mqtt", topic, self._identity(topic), bytes(msg.payload)
+        )
+        mid, qos = msg.mid, msg.qos
+
+        def done(error: BaseException | None) -> None:
+            with self._lock:
+                self._pending -= 1
+            if error is None:
+                client.ack(mid, qos)
+                self._metrics.accepted.labels("mqtt").inc()
+            else:
+                self._metrics.rejected.labels("mqtt", "landing_failed").inc()
+
+        with self._lock:
+            self._pending += 1
+        try:
+            self._committer.submit([envelope], done)
+        except CommitterClosedError:
+            with self._lock:
+                self._pending -= 1
+
+    # -- lifecycle
+
+    def _connect(self) -> None:
+        cfg = self._config
+        self._client.connect_async(cfg.mqtt_host, cfg.mqtt_port, keepalive=cfg.mqtt_keepalive_s)
+        self._client.loop_start()
+        with self._lock:
+            self._intake = True
+        self._running = True
+
+    def _disconnect(self) -> None:
+        if not self._running:
+            return
+        with self._lock:
+            self._intake = False
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._running = False
+        self._connected.clear()
+        self._metrics.mqtt_connected.set(0)
+
+    def _supervise(self) -> None:
+        while not self._stop.is_set():
+            paused = self._paused()
+            if paused and self._running:
+                log.warning("landing log under pressure: MQTT consumer pauses (disconnects)")
+                # let what is already submitted be acked before leaving
+                deadline = time.monotonic() + 2.0
+                while self._pending and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                self._disconnect()
+            elif not paused and not self._running:
+                self._connect()
+            self._stop.wait(0.2)

@@ -1,0 +1,158 @@
+"""``energylake devices``: provision the broker and gateway from the registry, revoke, list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from pipelines.cliutil import console, error, settings_from
+from pipelines.settings import Settings
+
+__all__ = ["register"]
+
+devices_app = typer.Typer(
+    help="Devices at the edge: broker accounts, ACL and identity book from the registry.",
+    no_args_is_help=True,
+)
+
+_OutOption = Annotated[
+    Path | None,
+    typer.Option("--out", help="Folder of the provisioned files (default DATA_DIR/gateway)."),
+]
+_DataDirOption = Annotated[Path | None, typer.Option(help="Override data_dir.")]
+
+
+def _out(settings: Settings, out: Path | None) -> Path:
+    return out or settings.data_dir / "gateway"
+
+
+@devices_app.command("provision")
+def devices_provision(
+    out: _OutOption = None,
+    credentials: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSON of clear device secrets from onboarding ({'version': 1, 'devices': "
+            "{id: token}}); each is checked against the registry's token digest.",
+        ),
+    ] = None,
+    gateway_user: Annotated[
+        str, typer.Option(help="The gateway's MQTT account.")
+    ] = "energylake-gateway",
+    broker_port: Annotated[int, typer.Option(help="Port of the broker's plain listener.")] = 1883,
+    broker_bind: Annotated[
+        str, typer.Option(help="Address of the broker's plain listener (keep it private).")
+    ] = "127.0.0.1",
+    broker_user: Annotated[
+        str | None,
+        typer.Option(help="Account the broker runs as (default: the one running this)."),
+    ] = None,
+    data_dir: _DataDirOption = None,
+    lake_uri: Annotated[str | None, typer.Option(help="Override lake_uri (path or s3://).")] = None,
+) -> None:
+    """Write the Mosquitto password file, ACL and config, the gateway's account and the
+    identity book from the device registry in the lake (idempotent; prints no secret).
+    """
+    from lake.errors import LakeError
+    from lake.reference import load_device_registry
+    from lake.storage import Store
+    from pipelines.provision import BrokerOptions, ProvisionError, provision, read_credentials
+
+    settings = settings_from(data_dir=data_dir, lake_uri=lake_uri)
+    folder = _out(settings, out)
+    try:
+        registry = load_device_registry(Store.from_uri(settings.lake))
+        if registry.num_rows == 0:
+            error(
+                f"no devices in the registry at {settings.lake}: "
+                "run `energylake reference load DIR` first"
+            )
+            raise typer.Exit(2)
+        secrets = read_credentials(credentials) if credentials is not None else None
+        report = provision(
+            registry,
+            folder,
+            credentials=secrets,
+            gateway_user=gateway_user,
+            broker=BrokerOptions(port=broker_port, bind=broker_bind, user=broker_user),
+        )
+    except (ProvisionError, LakeError) as exc:
+        error(f"{exc}")
+        raise typer.Exit(2) from exc
+    console.print(
+        f"provisioned {report.devices} device(s) into {report.out_dir}: "
+        f"{report.mqtt_accounts} MQTT account(s), {len(report.revoked)} revoked, "
+        f"gateway account {report.gateway_user!r}"
+    )
+    if report.without_mqtt:
+        console.print(
+            f"{len(report.without_mqtt)} active device(s) have no MQTT account "
+            "(no secret supplied): pass --credentials"
+        )
+    changed = ", ".join(report.changed) or "nothing (already up to date)"
+    console.print(f"rewrote: {changed}")
+    console.print(f"broker: mosquitto -c {report.files['mosquitto.conf']}")
+
+
+@devices_app.command("revoke")
+def devices_revoke(
+    device_id: Annotated[str, typer.Argument(help="The device to revoke.")],
+    out: _OutOption = None,
+    pid_file: Annotated[
+        Path | None,
+        typer.Option(help="Broker pid file: send it SIGHUP so it rereads its accounts."),
+    ] = None,
+    data_dir: _DataDirOption = None,
+) -> None:
+    """Revoke a device: revoked in the identity book, its MQTT account removed."""
+    from pipelines.provision import ProvisionError, revoke
+
+    settings = settings_from(data_dir=data_dir)
+    try:
+        report = revoke(_out(settings, out), device_id, pid_file=pid_file)
+    except ProvisionError as exc:
+        error(f"{exc}")
+        raise typer.Exit(2) from exc
+    state = "was already revoked" if report.already_revoked else "revoked"
+    console.print(
+        f"device {device_id} {state}; MQTT account removed: {report.removed_mqtt_account}"
+    )
+    if report.signalled_pid is not None:
+        console.print(f"broker (pid {report.signalled_pid}) told to reload")
+    else:
+        console.print("reload the broker (SIGHUP, or `systemctl reload mosquitto`) to apply")
+
+
+@devices_app.command("list")
+def devices_list(out: _OutOption = None, data_dir: _DataDirOption = None) -> None:
+    """The provisioned devices: HTTP token, MQTT account, revoked."""
+    from pipelines.provision import ProvisionError, device_status
+
+    settings = settings_from(data_dir=data_dir)
+    try:
+        rows = device_status(_out(settings, out))
+    except ProvisionError as exc:
+        error(f"{exc}")
+        raise typer.Exit(2) from exc
+    table = Table(title=f"devices ({len(rows)})")
+    for column in ("device", "client", "branch", "kind", "http token", "mqtt", "revoked"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row.device_id,
+            row.client_id,
+            row.branch_id,
+            row.kind,
+            "yes" if row.http_token else "no",
+            "yes" if row.mqtt_account else "no",
+            "REVOKED" if row.revoked else "",
+        )
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``energylake devices`` to the root command."""
+    app.add_typer(devices_app, name="devices")

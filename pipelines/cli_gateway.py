@@ -1,0 +1,227 @@
+"""``energylake gateway`` (MQTT + HTTP into the landing log) and ``energylake run``
+(the gateway and ``process --follow`` as two supervised child processes)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from gateway.config import GatewayConfig
+from pipelines.cliutil import STATE, console, error, settings_from
+from pipelines.settings import Settings
+
+__all__ = ["build_gateway_config", "register"]
+
+log = logging.getLogger("energylake.run")
+
+
+def build_gateway_config(
+    settings: Settings, *, mqtt: bool = True, http: bool = True
+) -> GatewayConfig:
+    """The gateway's config from the settings; reads the MQTT credentials file."""
+    gateway_dir = settings.data_dir / "gateway"
+    username: str | None = None
+    password: str | None = None
+    if mqtt:
+        from pipelines.provision import ProvisionError, read_gateway_credentials
+
+        creds = settings.gateway_mqtt_credentials or gateway_dir / "gateway-mqtt.json"
+        try:
+            username, password = read_gateway_credentials(creds)
+        except ProvisionError as exc:
+            raise ValueError(str(exc)) from exc
+    return GatewayConfig(
+        landing_dir=settings.landing,
+        identity_book=settings.gateway_identity_book or gateway_dir / "identities.json",
+        audit_dir=settings.data_dir / "audit" / "gateway",
+        writer_id=settings.gateway_writer_id,
+        fsync=settings.gateway_fsync,
+        roll_bytes=settings.gateway_roll_bytes,
+        roll_seconds=settings.gateway_roll_seconds,
+        flush_interval_s=settings.gateway_flush_interval_ms / 1000.0,
+        flush_max_records=settings.gateway_flush_max_records,
+        min_free_bytes=settings.gateway_min_free_bytes,
+        max_lag_bytes=settings.gateway_max_lag_bytes,
+        max_lag_age_s=settings.gateway_max_lag_age_s,
+        retry_after_s=settings.gateway_retry_after_s,
+        monitor_interval_s=settings.gateway_monitor_interval_s,
+        mqtt_enabled=mqtt,
+        mqtt_host=settings.gateway_mqtt_host,
+        mqtt_port=settings.gateway_mqtt_port,
+        mqtt_client_id=settings.gateway_mqtt_client_id,
+        mqtt_username=username,
+        mqtt_password=password,
+        mqtt_topics=tuple(settings.gateway_mqtt_topics),
+        http_enabled=http,
+        http_host=settings.gateway_http_host,
+        http_port=settings.gateway_http_port,
+        http_max_body_bytes=settings.gateway_http_max_body_bytes,
+        http_max_decompressed_bytes=settings.gateway_http_max_decompressed_bytes,
+        http_max_depth=settings.gateway_http_max_depth,
+        http_max_readings=settings.gateway_http_max_readings,
+        http_rate_per_s=settings.gateway_http_rate_per_s,
+        http_burst=settings.gateway_http_burst,
+        drain_timeout_s=settings.gateway_drain_timeout_s,
+    )
+
+
+def _gateway(
+    mqtt: Annotated[bool, typer.Option("--mqtt/--no-mqtt", help="Run the MQTT consumer.")] = True,
+    http: Annotated[bool, typer.Option("--http/--no-http", help="Run the HTTP server.")] = True,
+    http_port: Annotated[int | None, typer.Option(help="Override gateway_http_port.")] = None,
+    mqtt_port: Annotated[int | None, typer.Option(help="Override gateway_mqtt_port.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Override data_dir.")] = None,
+    landing_dir: Annotated[Path | None, typer.Option(help="Override landing_dir.")] = None,
+) -> None:
+    """Run the ingest gateway: MQTT consumer and HTTP server writing the landing log.
+
+    Acknowledges (MQTT PUBACK, HTTP 202) only after the landing log's fsync. SIGTERM
+    drains: stop accepting, fsync, close the open segment, exit 0.
+    """
+    from gateway.identity import IdentityError
+    from gateway.landing import LandingError
+    from gateway.service import Gateway
+
+    settings = settings_from(
+        data_dir=data_dir,
+        landing_dir=landing_dir,
+        gateway_http_port=http_port,
+        gateway_mqtt_port=mqtt_port,
+    )
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        Gateway(build_gateway_config(settings, mqtt=mqtt, http=http)).run()
+    except (ValueError, LandingError, IdentityError, OSError) as exc:
+        error(f"{exc}")
+        raise typer.Exit(2) from exc
+
+
+def _child_command(command: list[str]) -> list[str]:
+    cmd = [sys.executable, "-c", "from pipelines.cli import main; main()"]
+    config = STATE.get("config")
+    if config is not None:
+        cmd += ["--config", str(config)]
+    return cmd + command
+
+
+def _run(
+    mqtt: Annotated[bool, typer.Option("--mqtt/--no-mqtt", help="Gateway: MQTT consumer.")] = True,
+    http: Annotated[bool, typer.Option("--http/--no-http", help="Gateway: HTTP server.")] = True,
+    data_dir: Annotated[Path | None, typer.Option(help="Override data_dir.")] = None,
+    max_restarts: Annotated[
+        int, typer.Option(help="Give up after this many quick crashes of one child in a row.")
+    ] = 5,
+) -> None:
+    """One-machine deployment: the gateway and `process --follow` as supervised children.
+
+    A child that dies is restarted with backoff. SIGTERM / SIGINT are forwarded to both;
+    exits 0 once both have drained and exited 0.
+    """
+    settings = settings_from(data_dir=data_dir)
+    common = ["--data-dir", str(settings.data_dir)]
+    specs = {
+        "gateway": _child_command(
+            [
+                "gateway",
+                "--mqtt" if mqtt else "--no-mqtt",
+                "--http" if http else "--no-http",
+                *common,
+            ]
+        ),
+        "process": _child_command(["process", "--follow", *common]),
+    }
+    code = _supervise(specs, max_restarts=max_restarts)
+    raise typer.Exit(code)
+
+
+def _supervise(specs: dict[str, list[str]], *, max_restarts: int) -> int:
+    stopping = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    started: dict[str, float] = {}
+    quick_failures = dict.fromkeys(specs, 0)
+    next_start = dict.fromkeys(specs, 0.0)
+    codes: dict[str, int] = {}
+    try:
+        for name, cmd in specs.items():
+            procs[name] = subprocess.Popen(cmd, start_new_session=True)  # noqa: S603
+            started[name] = time.monotonic()
+            console.print(f"run: started {name} (pid {procs[name].pid})")
+        forwarded = False
+        while True:
+            if stopping and not forwarded:
+                for name, proc in procs.items():
+                    if proc.poll() is None:
+                        proc.send_signal(signal.SIGTERM)
+                        console.print(f"run: SIGTERM -> {name} (pid {proc.pid})")
+                forwarded = True
+            for name, proc in list(procs.items()):
+                rc = proc.poll()
+                if rc is None:
+                    continue
+                if forwarded:
+                    codes[name] = rc
+                    del procs[name]
+                    continue
+                quick = time.monotonic() - started[name] < 10.0
+                quick_failures[name] = quick_failures[name] + 1 if quick else 0
+                error(f"run: {name} exited with {rc}; restarting")
+                if quick_failures[name] > max_restarts:
+                    error(f"run: {name} keeps failing; stopping everything")
+                    stopping = True
+                    codes[name] = rc or 1
+                    del procs[name]
+                    continue
+                delay = min(30.0, 0.5 * 2 ** quick_failures[name])
+                next_start[name] = time.monotonic() + delay
+                del procs[name]
+            for name, cmd in specs.items():
+                if (
+                    not stopping
+                    and name not in procs
+                    and name not in codes
+                    and time.monotonic() >= next_start[name]
+                ):
+                    procs[name] = subprocess.Popen(cmd, start_new_session=True)  # noqa: S603
+                    started[name] = time.monotonic()
+            if forwarded and not procs:
+                break
+            if stopping and not forwarded:
+                continue
+            time.sleep(0.1)
+    finally:
+        for proc in procs.values():  # only if we are leaving by an exception
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    failed = {n: c for n, c in codes.items() if c != 0}
+    for name, rc in sorted(codes.items()):
+        console.print(f"run: {name} exited with {rc}")
+    return 1 if failed else 0
+
+
+def register(app: typer.Typer) -> None:
+    app.command("gateway")(_gateway)
+    app.command("run")(_run)
+
+
+if __name__ == "__main__":  # `python -m pipelines.cli_gateway gateway ...` (tests, debugging)
+    _app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    register(_app)
+    _app()

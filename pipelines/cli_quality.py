@@ -1,0 +1,125 @@
+"""``energylake quality``: the quality gate's results (``quality_results`` tables).
+
+``quality report`` shows the recent batches per tenant and dataset: how many rules ran,
+which failed (blocking or warning), and whether the batch was held, released or discarded;
+then the failed rules with their observed values and reasons.
+
+``quality release BATCH`` is wired by the batch protocol (pipelines/process.py): it must
+publish the held rows, then call ``transforms.quality_results.record_decision``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import polars as pl
+import typer
+from rich.table import Table
+
+from lake.errors import LakeError
+from lake.layout import check_dataset, check_tenant
+from lake.storage import Store
+from pipelines.cliutil import console, error, settings_from
+
+__all__ = ["register", "report_tables"]
+
+
+def report_tables(rows: pl.DataFrame, batches: int) -> tuple[Table, Table]:
+    """The summary (per batch, tenant, dataset) and the failed rules of the newest batches."""
+    results = rows.filter(pl.col("record_kind") == "result")
+    recent = results.select("batch_no").unique().sort("batch_no", descending=True).head(batches)
+    results = results.join(recent, on="batch_no", how="semi")
+    decisions = rows.filter(pl.col("record_kind") == "decision").select(
+        "batch_id", "client_id", "dataset", "decision", "decided_by"
+    )
+    keys = ["batch_id", "client_id", "dataset"]
+    summary = (
+        results.group_by([*keys, "batch_no", "contract"])
+        .agg(
+            pl.len().alias("rules"),
+            (~pl.col("success") & (pl.col("severity") == "error")).sum().alias("blocking"),
+            (~pl.col("success") & (pl.col("severity") == "warning")).sum().alias("warnings"),
+            pl.col("held").any().alias("held"),
+        )
+        .join(decisions, on=keys, how="left")
+        .sort(["batch_no", "client_id", "dataset"], descending=[True, False, False])
+    )
+    table = Table(
+        "batch", "tenant", "dataset", "contract", "rules", "blocking", "warnings", "state",
+        title="quality gate: recent batches",
+    )  # fmt: skip
+    for row in summary.iter_rows(named=True):
+        if row["decision"]:
+            state = f"{row['decision']}d by {row['decided_by']}"
+        else:
+            state = "HELD" if row["held"] else "passed"
+        table.add_row(
+            row["batch_id"],
+            row["client_id"],
+            row["dataset"],
+            row["contract"],
+            str(row["rules"]),
+            str(row["blocking"]),
+            str(row["warnings"]),
+            state,
+        )
+    failed = Table(
+        "batch", "tenant", "dataset", "rule", "severity", "observed", "reason",
+        title="failed rules",
+    )  # fmt: skip
+    for row in (
+        results.filter(~pl.col("success"))
+        .sort(
+            ["batch_no", "client_id", "dataset", "severity", "rule"],
+            descending=[True, False, False, False, False],
+        )
+        .iter_rows(named=True)
+    ):
+        failed.add_row(
+            row["batch_id"],
+            row["client_id"],
+            row["dataset"],
+            row["rule"],
+            row["severity"],
+            row["observed"] or "",
+            row["reason"] or "",
+        )
+    return table, failed
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``quality`` commands to the root app."""
+    quality_app = typer.Typer(
+        help="The quality gate: results per batch, dataset and tenant.", no_args_is_help=True
+    )
+    app.add_typer(quality_app, name="quality")
+
+    @quality_app.command("report")
+    def report(
+        tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+        dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
+        batches: Annotated[int, typer.Option(min=1, help="How many recent batches.")] = 5,
+        data_dir: Annotated[Path | None, typer.Option(help="Override data_dir.")] = None,
+        lake_uri: Annotated[str | None, typer.Option(help="Override lake_uri.")] = None,
+    ) -> None:
+        """Recent gate results per dataset and tenant, and the rules that failed."""
+        from transforms.quality_results import read_results
+
+        settings = settings_from(data_dir=data_dir, lake_uri=lake_uri)
+        try:
+            if tenant is not None:
+                check_tenant(tenant)
+            if dataset is not None:
+                check_dataset(dataset)
+            rows = read_results(Store.from_uri(settings.lake), tenant=tenant, dataset=dataset)
+        except LakeError as exc:
+            error(str(exc))
+            raise typer.Exit(2) from exc
+        if rows.height == 0:
+            console.print("no quality results yet (the gate records them per batch)")
+            return
+        summary, failed = report_tables(rows, batches)
+        console.print(summary)
+        if failed.row_count:
+            console.print(failed)

@@ -1,0 +1,77 @@
+"""``energylake status``: backlog, last batch and per-device sequence gaps."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from pipelines.cliutil import console, settings_from
+
+__all__ = ["register"]
+
+
+def status(
+    hours: Annotated[float, typer.Option(help="Window of readings checked for gaps.")] = 24.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    metrics: Annotated[
+        Path | None, typer.Option(help="Also write the figures as a Prometheus textfile here.")
+    ] = None,
+    top: Annotated[int, typer.Option(help="Devices with gaps to list.")] = 20,
+    data_dir: Annotated[Path | None, typer.Option(help="Override data_dir.")] = None,
+) -> None:
+    """What is waiting in the landing log, the last batch, and devices whose seq has gaps.
+
+    Exits 0 when every device's sequence is whole in the window, 1 when messages are
+    missing (for a cron check); the figures are the same either way.
+    """
+    from pipelines.status import collect_status, write_metrics
+
+    settings = settings_from(data_dir=data_dir)
+    st = collect_status(settings, window=timedelta(hours=hours))
+    if metrics is not None:
+        write_metrics(st, metrics)
+    if as_json:
+        typer.echo(json.dumps(st.as_dict(), indent=1, default=str))
+    else:
+        b = st.backlog
+        age = f"{b.oldest_closed_age_s:.0f} s" if b.oldest_closed_age_s is not None else "-"
+        console.print(
+            f"landing: {b.closed_segments} closed segment(s) waiting, {b.closed_bytes:,} bytes,"
+            f" oldest {age}; {b.open_segments} open"
+        )
+        last = st.last_batch
+        if last:
+            rows = sum((last.get("rows") or {}).values())
+            console.print(
+                f"last batch: {last['batch_no']} ({rows:,} rows,"
+                f" {last.get('duplicates', 0):,} duplicates, {last.get('seconds', 0)} s)"
+            )
+        else:
+            console.print("last batch: none yet")
+        console.print(
+            f"sequence over the last {st.window_hours:g} h: {st.devices} device(s),"
+            f" {st.devices_with_gaps} with gaps, {st.missing_total:,} missing,"
+            f" {st.restarts_total} restart(s)"
+        )
+        if st.gaps:
+            table = Table("tenant", "device", "branch", "readings", "seq range", "missing")
+            for row in st.gaps[:top]:
+                table.add_row(
+                    row["tenant"],
+                    row["device_id"],
+                    row["branch_id"],
+                    f"{row['readings']:,}",
+                    f"{row['first_seq']}..{row['last_seq']}",
+                    f"{row['missing']:,}",
+                )
+            console.print(table)
+    raise typer.Exit(1 if st.missing_total else 0)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("status")(status)

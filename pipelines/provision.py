@@ -1,0 +1,516 @@
+"""Device provisioning: from the device registry to the files the broker and gateway read.
+
+``provision`` takes the registry's rows (``lake.reference.load_device_registry``) and
+writes, into one folder (default ``DATA_DIR/gateway/``):
+
+- ``mosquitto.passwd`` (0600): Mosquitto 2.0 ``$7$`` entries (PBKDF2-SHA512, 101 rounds,
+  12-byte salt; what ``mosquitto_passwd`` writes) for the gateway account and every
+  active, not revoked device that has an MQTT secret. A device's MQTT password is its
+  HTTP bearer token: one 256-bit secret per device, verified against the registry's
+  ``http_token_sha256`` before it is written.
+- ``mosquitto.acl``: ``infra/mosquitto/acl.template`` rendered (devices write only their
+  own topics, the gateway reads them all).
+- ``identities.json``: the gateway's identity book (``gateway.identity``).
+- ``gateway-mqtt.json`` (0600): ``{"username": ..., "password": ...}``, the gateway's own
+  MQTT account, generated once and kept.
+- ``mosquitto.conf``: ``infra/mosquitto/mosquitto.conf`` rendered with these paths.
+
+Secrets enter through a credentials file, ``{"version": 1, "devices": {device_id:
+token}}`` (mode 0600), exported by the fleet's onboarding; the simulator writes one for
+its fleet. The registry only holds token digests, so a device without a supplied secret
+keeps the password entry it already has, or gets no MQTT login (HTTP still works).
+
+Idempotent: every file is rewritten only when its content would change, atomically
+(temp file, fsync, rename). Password salts are random, so an entry whose existing hash
+still verifies the same secret is kept byte for byte; the same registry and secrets
+give the same files. Revocation is sticky: a device revoked in the book stays revoked
+when provisioning runs again (retired devices are revoked too).
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import signal
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from contracts.errors import EnergylakeError
+from gateway.identity import DeviceIdentity, IdentityBook, IdentityError, write_identity_book
+
+__all__ = [
+    "ACL_FILE",
+    "BOOK_FILE",
+    "BROKER_CONF_FILE",
+    "CREDENTIALS_NAME",
+    "CREDENTIALS_VERSION",
+    "GATEWAY_CREDENTIALS_FILE",
+    "GATEWAY_USER",
+    "INFRA_MOSQUITTO",
+    "PASSWORD_FILE",
+    "BrokerOptions",
+    "DeviceStatus",
+    "ProvisionError",
+    "ProvisionReport",
+    "RevokeReport",
+    "device_status",
+    "mosquitto_hash",
+    "provision",
+    "read_credentials",
+    "read_gateway_credentials",
+    "read_password_file",
+    "render_template",
+    "revoke",
+    "verify_mosquitto_hash",
+    "write_credentials",
+]
+
+INFRA_MOSQUITTO = Path(__file__).resolve().parents[1] / "infra" / "mosquitto"
+PASSWORD_FILE = "mosquitto.passwd"  # noqa: S105 - a file name, not a secret
+ACL_FILE = "mosquitto.acl"
+BOOK_FILE = "identities.json"
+GATEWAY_CREDENTIALS_FILE = "gateway-mqtt.json"
+BROKER_CONF_FILE = "mosquitto.conf"
+GATEWAY_USER = "energylake-gateway"
+CREDENTIALS_VERSION = 1
+CREDENTIALS_NAME = "device-credentials.json"  # what the simulator writes for its fleet
+
+_ITERATIONS = 101  # mosquitto_passwd's default; secrets are 256-bit random, not words
+_SALT_BYTES = 12
+# A username Mosquitto substitutes for %u in ACL patterns: no topic wildcards or levels.
+_ACCOUNT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_PLACEHOLDER = re.compile(r"@@[A-Z_]+@@")
+
+
+class ProvisionError(EnergylakeError):
+    """Provisioning refused: bad registry row, mismatched secret, unreadable state."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerOptions:
+    """Where the rendered broker config listens and keeps its state."""
+
+    port: int = 1883
+    bind: str = "127.0.0.1"
+    user: str | None = None  # default: the account running provision (owns the 0600 files)
+    persistence_dir: Path | None = None  # default: OUT/mosquitto-data/
+    pid_file: Path | None = None  # default: OUT/mosquitto.pid
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionReport:
+    """What ``provision`` wrote. Holds no secret."""
+
+    out_dir: Path
+    devices: int
+    mqtt_accounts: int  # device accounts in the password file
+    revoked: tuple[str, ...]
+    without_mqtt: tuple[str, ...]  # active devices with no MQTT secret supplied or kept
+    changed: tuple[str, ...]  # file names rewritten by this run
+    gateway_user: str
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeReport:
+    device_id: str
+    already_revoked: bool
+    removed_mqtt_account: bool
+    signalled_pid: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    """One row of ``energylake devices list``."""
+
+    device_id: str
+    client_id: str
+    branch_id: str
+    kind: str
+    http_token: bool
+    mqtt_account: bool
+    revoked: bool
+
+
+# --- the Mosquitto password format ------------------------------------------------------
+def mosquitto_hash(password: str, *, salt: bytes | None = None) -> str:
+    """A Mosquitto 2.0 password entry value: ``$7$<rounds>$<b64 salt>$<b64 PBKDF2-SHA512>``."""
+    salt = salt if salt is not None else secrets.token_bytes(_SALT_BYTES)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, _ITERATIONS)
+    return f"$7${_ITERATIONS}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def verify_mosquitto_hash(password: str, encoded: str) -> bool:
+    """Whether ``encoded`` (a ``$7$`` entry value) is the hash of ``password``."""
+    parts = encoded.split("$")
+    if len(parts) != 5 or parts[0] or parts[1] != "7":
+        return False
+    try:
+        rounds = int(parts[2])
+        salt = base64.b64decode(parts[3], validate=True)
+        want = base64.b64decode(parts[4], validate=True)
+    except ValueError:
+        return False
+    if not 1 <= rounds <= 1_000_000:
+        return False
+    have = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, rounds)
+    return hmac.compare_digest(have, want)
+
+
+def read_password_file(path: Path) -> dict[str, str]:
+    """username -> hash of an existing password file (empty when there is none)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProvisionError(f"cannot read password file {path}: {exc}") from exc
+    entries: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        user, sep, value = line.partition(":")
+        if not sep or not user:
+            raise ProvisionError(f"{path}:{number}: not a 'username:hash' line")
+        entries[user] = value
+    return entries
+
+
+# --- secrets files ------------------------------------------------------------------------
+def _write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> bool:
+    """Write ``data`` to ``path`` (temp file, fsync, rename) unless it already holds it."""
+    try:
+        if path.read_bytes() == data:
+            if (path.stat().st_mode & 0o777) != mode:
+                path.chmod(mode)
+            return False
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+def write_credentials(path: Path, tokens: Mapping[str, str]) -> Path:
+    """Write a device credentials file (mode 0600): what onboarding hands to provisioning."""
+    body = {"version": CREDENTIALS_VERSION, "devices": dict(sorted(tokens.items()))}
+    _write_atomic(path, (json.dumps(body, indent=1) + "\n").encode(), mode=0o600)
+    return path
+
+
+def read_credentials(path: Path) -> dict[str, str]:
+    """device_id -> clear secret from a credentials file; errors never echo a secret."""
+    try:
+        raw = json.loads(path.read_bytes())
+    except FileNotFoundError as exc:
+        raise ProvisionError(f"no credentials file at {path}") from exc
+    except (OSError, ValueError) as exc:
+        raise ProvisionError(f"cannot read credentials file {path}: not JSON") from exc
+    if not isinstance(raw, dict) or raw.get("version") != CREDENTIALS_VERSION:
+        raise ProvisionError(f"{path}: not a credentials file of version {CREDENTIALS_VERSION}")
+    devices = raw.get("devices")
+    if not isinstance(devices, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in devices.items()
+    ):
+        raise ProvisionError(f"{path}: 'devices' must map device ids to non-empty strings")
+    return dict(devices)
+
+
+def read_gateway_credentials(path: Path) -> tuple[str, str]:
+    """(username, password) of the gateway's MQTT account from ``gateway-mqtt.json``."""
+    try:
+        raw = json.loads(path.read_bytes())
+        user, password = raw["username"], raw["password"]
+    except FileNotFoundError as exc:
+        raise ProvisionError(
+            f"no gateway credentials at {path}: run `energylake devices provision`"
+        ) from exc
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ProvisionError(f"cannot read gateway credentials {path}") from exc
+    if not (isinstance(user, str) and isinstance(password, str) and user and password):
+        raise ProvisionError(f"{path}: username and password must be non-empty strings")
+    return user, password
+
+
+# --- templates ----------------------------------------------------------------------------
+def render_template(text: str, values: Mapping[str, object]) -> str:
+    """Replace every ``@@NAME@@``; a placeholder without a value is an error."""
+    out = text
+    for name, value in values.items():
+        out = out.replace(f"@@{name}@@", str(value))
+    left = sorted(set(_PLACEHOLDER.findall(out)))
+    if left:
+        raise ProvisionError(f"template placeholders without a value: {', '.join(left)}")
+    return out
+
+
+def _broker_values(out_dir: Path, options: BrokerOptions) -> dict[str, object]:
+    persistence = (options.persistence_dir or out_dir / "mosquitto-data").resolve()
+    for value, what in ((options.bind, "bind address"), (options.user or "", "user")):
+        if value and not re.fullmatch(r"[A-Za-z0-9._:-]+", value):
+            raise ProvisionError(f"broker {what} {value!r} is not a plain name")
+    if not 1 <= options.port <= 65535:
+        raise ProvisionError(f"broker port {options.port} is not within 1..65535")
+    return {
+        "USER": options.user or getpass.getuser(),
+        "PID_FILE": (options.pid_file or out_dir / "mosquitto.pid").resolve(),
+        "PERSISTENCE_DIR": f"{persistence}/",
+        "PASSWORD_FILE": (out_dir / PASSWORD_FILE).resolve(),
+        "ACL_FILE": (out_dir / ACL_FILE).resolve(),
+        "BIND": options.bind,
+        "PORT": options.port,
+    }
+
+
+# --- provisioning -------------------------------------------------------------------------
+def _registry_rows(devices: Any) -> list[dict[str, Any]]:
+    rows = devices.to_pylist() if hasattr(devices, "to_pylist") else list(devices)
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for row in rows:
+        device_id = str(row.get("device_id") or "")
+        if not _ACCOUNT.fullmatch(device_id):
+            raise ProvisionError(
+                f"device id {device_id!r} cannot be an MQTT account (letters, digits, . _ : -)"
+            )
+        if device_id in seen:
+            raise ProvisionError(f"device {device_id!r} appears twice in the registry")
+        seen.add(device_id)
+        out.append(dict(row))
+    return out
+
+
+def _gateway_account(path: Path, user: str) -> tuple[str, str, bool]:
+    if path.exists():
+        have_user, password = read_gateway_credentials(path)
+        if have_user == user:
+            return user, password, False
+    password = secrets.token_urlsafe(32)
+    body = json.dumps({"username": user, "password": password}, indent=1) + "\n"
+    return user, password, _write_atomic(path, body.encode(), mode=0o600)
+
+
+def _existing_book(path: Path) -> IdentityBook | None:
+    if not path.exists():
+        return None
+    try:
+        return IdentityBook.load(path)
+    except IdentityError as exc:
+        raise ProvisionError(f"{exc}; move it away to provision from scratch") from exc
+
+
+def _password_lines(wanted: Mapping[str, str | None], existing: Mapping[str, str]) -> bytes:
+    """Entries for ``wanted`` (user -> secret, or None = keep the existing entry)."""
+    lines = []
+    for user in sorted(wanted):
+        secret = wanted[user]
+        have = existing.get(user)
+        if secret is None:
+            if have is None:
+                continue
+            value = have
+        elif have is not None and verify_mosquitto_hash(secret, have):
+            value = have  # same secret: keep the salt, so the file does not churn
+        else:
+            value = mosquitto_hash(secret)
+        lines.append(f"{user}:{value}\n")
+    return "".join(lines).encode()
+
+
+def provision(
+    devices: Any,
+    out_dir: Path,
+    *,
+    credentials: Mapping[str, str] | None = None,
+    gateway_user: str = GATEWAY_USER,
+    broker: BrokerOptions | None = None,
+    template_dir: Path = INFRA_MOSQUITTO,
+) -> ProvisionReport:
+    """Write the broker's and gateway's files for the registry's ``devices`` (rows or Arrow).
+
+    Every check runs before anything is written: an unknown device in ``credentials``,
+    a secret whose SHA-256 is not the registry's, or a malformed row raises
+    ``ProvisionError`` and leaves the folder as it was.
+    """
+    rows = _registry_rows(devices)
+    credentials = dict(credentials or {})
+    if not _ACCOUNT.fullmatch(gateway_user):
+        raise ProvisionError(f"gateway user {gateway_user!r} is not a plain account name")
+    by_id = {row["device_id"]: row for row in rows}
+    if gateway_user in by_id:
+        raise ProvisionError(f"device id {gateway_user!r} collides with the gateway account")
+    unknown = sorted(set(credentials) - set(by_id))
+    if unknown:
+        raise ProvisionError(
+            f"{len(unknown)} credential(s) for devices not in the registry: "
+            f"{', '.join(unknown[:5])}"
+        )
+    for device_id, secret in credentials.items():
+        digest = by_id[device_id].get("http_token_sha256")
+        if not digest:
+            raise ProvisionError(
+                f"device {device_id!r} has no token digest in the registry: "
+                "cannot verify its secret"
+            )
+        if not hmac.compare_digest(hashlib.sha256(secret.encode()).hexdigest(), str(digest)):
+            raise ProvisionError(
+                f"the secret given for device {device_id!r} does not match the registry's "
+                "http_token_sha256; re-export it from onboarding"
+            )
+    out_dir = Path(out_dir)
+    book_path = out_dir / BOOK_FILE
+    old_book = _existing_book(book_path)
+    sticky = {d.device_id for d in old_book.devices() if d.revoked} if old_book else set()
+    identities = [
+        DeviceIdentity(
+            device_id=row["device_id"],
+            client_id=str(row["client_id"]),
+            branch_id=str(row["branch_id"]),
+            kind=str(row["kind"]),
+            http_token_sha256=row.get("http_token_sha256") or None,
+            revoked=row["device_id"] in sticky or row.get("status", "active") != "active",
+        )
+        for row in rows
+    ]
+    values = _broker_values(out_dir, broker or BrokerOptions())
+    acl = render_template(
+        (template_dir / "acl.template").read_text(), {"GATEWAY_USER": gateway_user}
+    )
+    conf = render_template((template_dir / "mosquitto.conf").read_text(), values)
+    existing = read_password_file(out_dir / PASSWORD_FILE)
+
+    changed: list[str] = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    Path(str(values["PERSISTENCE_DIR"])).mkdir(mode=0o700, parents=True, exist_ok=True)
+    user, password, wrote = _gateway_account(out_dir / GATEWAY_CREDENTIALS_FILE, gateway_user)
+    if wrote:
+        changed.append(GATEWAY_CREDENTIALS_FILE)
+    wanted: dict[str, str | None] = {user: password}
+    for ident in identities:
+        if not ident.revoked:
+            wanted[ident.device_id] = credentials.get(ident.device_id)
+    body = _password_lines(wanted, existing)
+    if _write_atomic(out_dir / PASSWORD_FILE, body, mode=0o600):
+        changed.append(PASSWORD_FILE)
+    if _write_atomic(out_dir / ACL_FILE, acl.encode()):
+        changed.append(ACL_FILE)
+    if old_book is None or sorted(old_book.devices(), key=_key) != sorted(identities, key=_key):
+        write_identity_book(book_path, identities)
+        changed.append(BOOK_FILE)
+    if _write_atomic(out_dir / BROKER_CONF_FILE, conf.encode()):
+        changed.append(BROKER_CONF_FILE)
+    accounts = set(read_password_file(out_dir / PASSWORD_FILE)) - {user}
+    return ProvisionReport(
+        out_dir=out_dir,
+        devices=len(identities),
+        mqtt_accounts=len(accounts),
+        revoked=tuple(sorted(d.device_id for d in identities if d.revoked)),
+        without_mqtt=tuple(
+            sorted(d.device_id for d in identities if not d.revoked and d.device_id not in accounts)
+        ),
+        changed=tuple(changed),
+        gateway_user=user,
+        files={
+            name: out_dir / name
+            for name in (
+                PASSWORD_FILE,
+                ACL_FILE,
+                BOOK_FILE,
+                GATEWAY_CREDENTIALS_FILE,
+                BROKER_CONF_FILE,
+            )
+        },
+    )
+
+
+def _key(device: DeviceIdentity) -> str:
+    return device.device_id
+
+
+# --- revoke and list ----------------------------------------------------------------------
+def revoke(out_dir: Path, device_id: str, *, pid_file: Path | None = None) -> RevokeReport:
+    """Revoke a device: marked in the book, its MQTT account removed, the broker reloaded.
+
+    The broker rereads its password file and ACL on SIGHUP; with ``pid_file`` the signal
+    is sent here. The gateway reloads the book when the file changes.
+    """
+    book_path = Path(out_dir) / BOOK_FILE
+    book = _existing_book(book_path)
+    if book is None:
+        raise ProvisionError(f"no identity book in {out_dir}: run `energylake devices provision`")
+    device = book.device(device_id)
+    if device is None:
+        raise ProvisionError(f"device {device_id!r} is not in the identity book {book_path}")
+    already = device.revoked
+    if not already:
+        write_identity_book(
+            book_path,
+            [
+                DeviceIdentity(**{**d.as_dict(), "revoked": True})
+                if d.device_id == device_id
+                else d
+                for d in book.devices()
+            ],
+        )
+    password_path = Path(out_dir) / PASSWORD_FILE
+    entries = read_password_file(password_path)
+    removed = entries.pop(device_id, None) is not None
+    if removed:
+        body = "".join(f"{u}:{h}\n" for u, h in sorted(entries.items())).encode()
+        _write_atomic(password_path, body, mode=0o600)
+    pid = _signal_reload(pid_file) if pid_file is not None else None
+    return RevokeReport(device_id, already, removed, pid)
+
+
+def _signal_reload(pid_file: Path) -> int:
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError) as exc:
+        raise ProvisionError(f"cannot read a pid from {pid_file}: {exc}") from exc
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError as exc:
+        raise ProvisionError(
+            f"no process {pid} (from {pid_file}): the device is revoked in the files; "
+            "start the broker or reload it by hand"
+        ) from exc
+    return pid
+
+
+def device_status(out_dir: Path) -> list[DeviceStatus]:
+    """Every device in the book with whether it has an HTTP token and an MQTT account."""
+    book = _existing_book(Path(out_dir) / BOOK_FILE)
+    if book is None:
+        raise ProvisionError(f"no identity book in {out_dir}: run `energylake devices provision`")
+    accounts = set(read_password_file(Path(out_dir) / PASSWORD_FILE))
+    return [
+        DeviceStatus(
+            device_id=d.device_id,
+            client_id=d.client_id,
+            branch_id=d.branch_id,
+            kind=d.kind,
+            http_token=d.http_token_sha256 is not None,
+            mqtt_account=d.device_id in accounts,
+            revoked=d.revoked,
+        )
+        for d in sorted(book.devices(), key=_key)
+    ]

@@ -1,0 +1,255 @@
+"""``energylake status``: what the platform holds and owes, from the lake and the landing log.
+
+- **Backlog**: closed landing segments not yet processed (count, bytes, age of the oldest),
+  and open segments a gateway is still writing.
+- **Last batch**: its number, when it finished, what it wrote.
+- **Sequence gaps**: every device numbers its messages (``seq``). The broker can lose a
+  message it acknowledged (DOMAIN.md, "Broker facts"), so the lake is checked, not
+  trusted: per device, readings are ordered by event time and each step of ``seq`` that
+  skips numbers counts the numbers skipped as *missing*. A fall of ``seq`` (a device
+  restart) counts as a *restart*, not a gap; a jump larger than ``MAX_GAP`` is counted as a
+  restart too (a reflashed device), so one bad counter cannot report millions missing.
+  Late messages that arrive in a later batch close their gap: the figure is always computed
+  from what the lake holds now.
+
+The same figures go to a Prometheus textfile (``write_metrics``) that ``process --follow``
+refreshes, for node_exporter's textfile collector.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+from gateway.landing import closed_segments
+from lake.delta import read_table, table_exists
+from lake.layout import state_rel, table_rel, tenants
+from lake.storage import Store
+from pipelines.settings import Settings
+
+__all__ = [
+    "MAX_GAP",
+    "Backlog",
+    "Status",
+    "backlog",
+    "collect_status",
+    "seq_gaps",
+    "write_metrics",
+]
+
+READINGS = ("meter_readings", "dg_readings", "solar_readings")
+MAX_GAP = 100_000  # a larger forward jump of seq is a restart of the numbering, not a gap
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    closed_segments: int
+    closed_bytes: int
+    oldest_closed_age_s: float | None
+    open_segments: int
+
+
+def backlog(landing: Path, now: float | None = None) -> Backlog:
+    """What the processor has not taken yet (closed/) and what is still open (open/)."""
+    now = time.time() if now is None else now
+    closed = closed_segments(landing)
+    sizes, ages = [], []
+    for path in closed:
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # taken by the processor meanwhile
+            continue
+        sizes.append(stat.st_size)
+        ages.append(now - stat.st_mtime)
+    open_dir = landing / "open"
+    opened = len(list(open_dir.glob("*.seg"))) if open_dir.is_dir() else 0
+    return Backlog(len(sizes), sum(sizes), max(ages) if ages else None, opened)
+
+
+_GAP_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "tenant": pl.String,
+    "dataset": pl.String,
+    "branch_id": pl.String,
+    "device_id": pl.String,
+    "readings": pl.UInt32,
+    "first_seq": pl.Int64,
+    "last_seq": pl.Int64,
+    "missing": pl.Int64,
+    "restarts": pl.UInt32,
+}
+
+
+def seq_gaps(store: Store, since: datetime, *, until: datetime | None = None) -> pl.DataFrame:
+    """Per device with readings in [since, until): readings, seq range, missing, restarts."""
+    frames = []
+    for tenant in tenants(store):
+        for dataset in READINGS:
+            rel = table_rel(tenant, dataset)
+            if not table_exists(store, rel):
+                continue
+            expr = pc.field("ts") >= pa.scalar(since, pa.timestamp("us", "UTC"))
+            if until is not None:
+                expr = expr & (pc.field("ts") < pa.scalar(until, pa.timestamp("us", "UTC")))
+            # Partition pruning on the month keeps this a scan of recent files only.
+            expr = expr & pc.field("event_month").isin(_months(since, until or datetime.now(UTC)))
+            table = read_table(
+                store, rel, columns=["branch_id", "device_id", "ts", "seq"], filter=expr
+            )
+            if table.num_rows == 0:
+                continue
+            frame = pl.from_arrow(table)
+            assert isinstance(frame, pl.DataFrame)
+            frames.append(
+                frame.with_columns(pl.lit(tenant).alias("tenant"), pl.lit(dataset).alias("dataset"))
+            )
+    if not frames:
+        return pl.DataFrame(schema=pl.Schema(_GAP_SCHEMA))
+    step = pl.col("seq").diff().over("tenant", "dataset", "device_id")
+    rows = (
+        pl.concat(frames)
+        .sort("tenant", "dataset", "device_id", "ts", "seq")
+        .with_columns(step.alias("_step"))
+    )
+    is_gap = (pl.col("_step") > 1) & (pl.col("_step") <= MAX_GAP)
+    out = rows.group_by("tenant", "dataset", "device_id").agg(
+        pl.col("branch_id").last(),
+        pl.len().alias("readings"),
+        pl.col("seq").first().alias("first_seq"),
+        pl.col("seq").last().alias("last_seq"),
+        pl.when(is_gap).then(pl.col("_step") - 1).otherwise(0).sum().alias("missing"),
+        ((pl.col("_step") <= 0) | (pl.col("_step") > MAX_GAP)).sum().alias("restarts"),
+    )
+    return (
+        out.select(list(_GAP_SCHEMA))
+        .cast(pl.Schema(_GAP_SCHEMA))
+        .sort("tenant", "dataset", "device_id")
+    )
+
+
+def _months(start: datetime, end: datetime) -> list[str]:
+    out, year, month = [], start.year, start.month
+    while (year, month) <= (end.year, end.month):
+        out.append(f"{year:04d}-{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return out
+
+
+@dataclass
+class Status:
+    at: str
+    pipeline_id: str
+    backlog: Backlog
+    last_batch: dict[str, Any] | None
+    window_hours: float
+    devices: int
+    devices_with_gaps: int
+    missing_total: int
+    restarts_total: int
+    gaps: list[dict[str, Any]] = field(default_factory=list)  # devices with gaps, worst first
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["backlog"] = asdict(self.backlog)
+        return out
+
+
+def _last_batch(store: Store, pipeline_id: str) -> dict[str, Any] | None:
+    raw = store.get_bytes(state_rel(pipeline_id, "last_done.json"))
+    if not raw:
+        return None
+    pointer = json.loads(raw)
+    n = int(pointer["batch_no"])
+    done = store.get_bytes(state_rel(pipeline_id, "batches", f"{n:010d}", "done.json"))
+    report = json.loads(done) if done else {}
+    return {"batch_no": n, **{k: v for k, v in report.items() if k != "segments"}}
+
+
+def collect_status(settings: Settings, *, window: timedelta = timedelta(hours=24)) -> Status:
+    store = Store.from_uri(settings.lake)
+    now = datetime.now(UTC)
+    gaps = seq_gaps(store, now - window)
+    worst = gaps.filter(pl.col("missing") > 0).sort("missing", descending=True)
+    return Status(
+        at=now.isoformat(timespec="seconds"),
+        pipeline_id=settings.pipeline_id,
+        backlog=backlog(settings.landing),
+        last_batch=_last_batch(store, settings.pipeline_id),
+        window_hours=window.total_seconds() / 3600,
+        devices=gaps.height,
+        devices_with_gaps=worst.height,
+        missing_total=int(gaps["missing"].sum()),
+        restarts_total=int(gaps["restarts"].sum()),
+        gaps=worst.to_dicts(),
+    )
+
+
+def write_metrics(status: Status, path: Path) -> None:
+    """The status as a Prometheus textfile (written atomically, for the textfile collector)."""
+    registry = CollectorRegistry()
+    labels = ["pipeline"]
+    pid = status.pipeline_id
+
+    def gauge(name: str, doc: str, value: float, extra: dict[str, str] | None = None) -> None:
+        names = labels + sorted(extra or {})
+        g = Gauge(name, doc, names, registry=registry)
+        g.labels(pid, *[v for _, v in sorted((extra or {}).items())]).set(value)
+
+    b = status.backlog
+    gauge(
+        "energylake_landing_closed_segments",
+        "Closed segments not yet processed.",
+        b.closed_segments,
+    )
+    gauge(
+        "energylake_landing_closed_bytes",
+        "Bytes in closed segments not yet processed.",
+        b.closed_bytes,
+    )
+    gauge(
+        "energylake_landing_oldest_closed_age_seconds",
+        "Age of the oldest unprocessed closed segment (0 when none).",
+        b.oldest_closed_age_s or 0.0,
+    )
+    last = status.last_batch or {}
+    gauge(
+        "energylake_last_batch_number",
+        "Number of the last finished batch.",
+        last.get("batch_no", 0),
+    )
+    gauge(
+        "energylake_seq_missing",
+        f"Sequence numbers missing in the lake over the last {status.window_hours:g} h.",
+        status.missing_total,
+    )
+    gauge(
+        "energylake_seq_devices_with_gaps",
+        "Devices with at least one sequence gap in the window.",
+        status.devices_with_gaps,
+    )
+    per_device = Gauge(
+        "energylake_seq_missing_by_device",
+        "Sequence numbers missing per device (devices with gaps only).",
+        ["pipeline", "tenant", "device_id"],
+        registry=registry,
+    )
+    for row in status.gaps:
+        per_device.labels(pid, row["tenant"], row["device_id"]).set(row["missing"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".prom", dir=path.parent)
+    os.close(fd)
+    try:
+        write_to_textfile(tmp, registry)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,268 @@
+"""A real Mosquitto for tests: the production config, a provisioned fleet, a free port.
+
+``start_mosquitto(folder)`` simulates a small fleet's registry (the simulator's device
+rows under the devices contract), runs the real ``pipelines.provision.provision`` into
+``folder`` (password file, ACL, identity book, gateway account, and
+``infra/mosquitto/mosquitto.conf`` rendered for 127.0.0.1, a free port and a persistence
+folder of its own), then starts ``/usr/sbin/mosquitto -c folder/mosquitto.conf``.
+
+The ``mosquitto`` fixture in ``tests/conftest.py`` wraps it. A test gets the host and
+port, the gateway's account, every device's account (username = device id, password =
+its token), the identity book, and ``stop()`` (SIGTERM, the broker saves its database),
+``kill()`` (SIGKILL), ``start()``, ``restart()`` and ``reload()`` (SIGHUP). The process is
+always ended by its PID when the test finishes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from pipelines.provision import (
+    BOOK_FILE,
+    BROKER_CONF_FILE,
+    GATEWAY_CREDENTIALS_FILE,
+    BrokerOptions,
+    ProvisionReport,
+    provision,
+    read_gateway_credentials,
+    revoke,
+)
+from simulator.config import SimConfig
+from simulator.reference import Fleet, build_fleet
+from simulator.stream import topic_for
+
+__all__ = ["MOSQUITTO", "DeviceAccount", "Mosquitto", "fleet_registry", "start_mosquitto"]
+
+MOSQUITTO = Path(os.environ.get("ENERGYLAKE_TEST_MOSQUITTO", "/usr/sbin/mosquitto"))
+HOST = "127.0.0.1"
+# 1 client x 2 branches: a meter and solar in each, a DG set in one (5 devices).
+DEFAULT_FLEET = SimConfig(clients=1, branches=2, days=1, seed=7)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAccount:
+    """One device's MQTT login (its HTTP bearer token is the same secret)."""
+
+    device_id: str
+    client_id: str
+    branch_id: str
+    kind: str
+    password: str
+
+    @property
+    def username(self) -> str:
+        return self.device_id
+
+    @property
+    def token(self) -> str:
+        return self.password
+
+    @property
+    def topic(self) -> str:
+        """Its canonical telemetry topic."""
+        return topic_for(self.client_id, self.branch_id, self.device_id)
+
+    @property
+    def tasmota_topic(self) -> str:
+        return f"tele/{self.device_id}/SENSOR"
+
+
+@functools.cache
+def fleet_registry(config: SimConfig = DEFAULT_FLEET) -> tuple[Fleet, pa.Table]:
+    """The simulated fleet and its device registry rows under the devices contract."""
+    from contracts import load_registry
+
+    fleet = build_fleet(config)
+    schema = load_registry().get("devices").arrow_schema()
+    return fleet, pa.Table.from_pylist(fleet.rows()["devices"], schema=schema)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Mosquitto:
+    """A Mosquitto process on 127.0.0.1 running the rendered production config."""
+
+    folder: Path  # the provision output folder (DATA_DIR/gateway)
+    port: int
+    sim_config: SimConfig
+    fleet: Fleet
+    devices: dict[str, DeviceAccount]
+    report: ProvisionReport
+    host: str = HOST
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.folder.parent / "mosquitto.log"
+
+    # -- what tests read ---------------------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        """The data_dir whose ``gateway/`` folder holds the provisioned files."""
+        return self.folder.parent
+
+    @property
+    def conf_path(self) -> Path:
+        return self.folder / BROKER_CONF_FILE
+
+    @property
+    def identity_book(self) -> Path:
+        return self.folder / BOOK_FILE
+
+    @property
+    def gateway_credentials_path(self) -> Path:
+        return self.folder / GATEWAY_CREDENTIALS_FILE
+
+    @property
+    def gateway_username(self) -> str:
+        return read_gateway_credentials(self.gateway_credentials_path)[0]
+
+    @property
+    def gateway_password(self) -> str:
+        return read_gateway_credentials(self.gateway_credentials_path)[1]
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    # -- process control ---------------------------------------------------------------
+    def start(self, *, timeout: float = 10.0) -> None:
+        """Start the broker (if not running) and wait until its port accepts connections."""
+        if self.running:
+            return
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [str(MOSQUITTO), "-c", str(self.conf_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"mosquitto exited with {self.proc.returncode}; log:\n{self.log()[-2000:]}"
+                )
+            if _accepts(self.port):
+                return
+            time.sleep(0.01)
+        self.kill()
+        raise RuntimeError(f"mosquitto did not accept connections on {self.port} in {timeout}s")
+
+    def stop(self, *, timeout: float = 10.0) -> None:
+        """Graceful stop (SIGTERM): the broker saves its persistence database first."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: what was queued since the last autosave is lost (DOMAIN.md)."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        """Graceful stop, then start on the same port with the same persistence folder."""
+        self.stop()
+        self.start()
+
+    def reload(self) -> None:
+        """SIGHUP: reread the password file and ACL (what ``devices revoke`` triggers)."""
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError("mosquitto is not running")
+        self.proc.send_signal(signal.SIGHUP)
+
+    def revoke(self, device_id: str) -> None:
+        """``energylake devices revoke``'s work, then a reload of this broker."""
+        revoke(self.folder, device_id)
+        self.reload()
+        time.sleep(0.2)  # the broker handles SIGHUP in its next loop iteration
+
+    def close(self) -> None:
+        """End the process this object started (by its PID, through Popen)."""
+        with contextlib.suppress(Exception):
+            self.stop(timeout=5)
+        self.kill()
+
+
+def start_mosquitto(
+    folder: Path, *, sim_config: SimConfig = DEFAULT_FLEET, attempts: int = 3
+) -> Mosquitto:
+    """Provision ``sim_config``'s fleet into ``folder`` and start a broker on a free port.
+
+    Fails the test (never skips) when the mosquitto binary is missing.
+    """
+    if not MOSQUITTO.exists() or shutil.which(str(MOSQUITTO)) is None:
+        pytest.fail(
+            f"{MOSQUITTO} not found: `make test` installs it "
+            "(apt-get install -y mosquitto mosquitto-clients)"
+        )
+    fleet, registry = fleet_registry(sim_config)
+    last: Exception | None = None
+    for _attempt in range(attempts):
+        port = _free_port()
+        report = provision(
+            registry,
+            folder,
+            credentials=fleet.tokens,
+            broker=BrokerOptions(
+                port=port,
+                bind=HOST,
+                persistence_dir=folder.parent / "mosquitto-data",
+                pid_file=folder.parent / "mosquitto.pid",
+            ),
+        )
+        devices = {
+            d.device_id: DeviceAccount(
+                d.device_id, d.client_id, d.branch_id, d.kind, fleet.tokens[d.device_id]
+            )
+            for d in fleet.devices
+        }
+        broker = Mosquitto(folder, port, sim_config, fleet, devices, report)
+        try:
+            broker.start()
+        except RuntimeError as exc:  # e.g. the port was taken between probe and bind
+            broker.close()
+            last = exc
+            continue
+        return broker
+    pytest.fail(f"mosquitto did not start: {last}")

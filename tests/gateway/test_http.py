@@ -1,0 +1,293 @@
+"""The gateway's HTTP door over real sockets: statuses, problem JSON, landing, audit, metrics."""
+
+from __future__ import annotations
+
+import gzip
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest
+
+from gateway.identity import DeviceIdentity, IdentityBook, write_identity_book
+from tests.gateway.conftest import GatewayProc, landed, make_book, running_gateway, wait_for
+
+pytestmark = pytest.mark.integration
+
+DEVICES = [(f"m-{i}", "c-1", "b-1" if i < 5 else "b-2") for i in range(8)]
+
+
+@dataclass
+class Env:
+    gw: GatewayProc
+    tokens: dict[str, str]
+    book: Path
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    data = tmp_path_factory.mktemp("gw-http")
+    book = data / "gateway" / "identities.json"
+    tokens = make_book(book, DEVICES)
+    settings = {
+        "ENERGYLAKE_GATEWAY_HTTP_MAX_READINGS": "50",
+        "ENERGYLAKE_GATEWAY_HTTP_MAX_BODY_BYTES": "65536",
+        "ENERGYLAKE_GATEWAY_HTTP_MAX_DECOMPRESSED_BYTES": "131072",
+        "ENERGYLAKE_GATEWAY_HTTP_RATE_PER_S": "2",
+        "ENERGYLAKE_GATEWAY_HTTP_BURST": "30",
+        "ENERGYLAKE_GATEWAY_ROLL_SECONDS": "0.5",
+    }
+    with running_gateway(data, settings, ["--no-mqtt"]) as gw:
+        yield Env(gw, tokens, book)
+
+
+def reading(device: str, seq: int, **extra: object) -> dict[str, object]:
+    return {
+        "device_id": device,
+        "seq": seq,
+        "ts": 1_795_000_000_000_000 + seq,
+        "readings": {"power_kw": 1.5, "voltage_l1_v": 231.0},
+        **extra,
+    }
+
+
+def assert_problem(reply: object, status: int, reason: str) -> dict[str, object]:
+    assert reply.status == status, reply.body  # type: ignore[attr-defined]
+    assert reply.headers["content-type"].startswith("application/problem+json")  # type: ignore[attr-defined]
+    doc: dict[str, object] = reply.json()  # type: ignore[attr-defined]
+    assert doc["status"] == status
+    assert doc["reason"] == reason
+    assert doc["type"] == f"urn:energylake:gateway:problem:{reason}"
+    assert doc["title"]
+    assert doc["detail"]
+    return doc
+
+
+def test_202_only_after_the_readings_are_readable_from_the_landing_log(env: Env) -> None:
+    token = env.tokens["m-0"]
+    one = env.gw.post(orjson.dumps(reading("m-0", 1)), token)
+    assert one.status == 202
+    assert one.json() == {"accepted": 1, "device_id": "m-0"}
+    # read back at once: the 202 came after fsync, so the record is in a segment now
+    got = [e for e in landed(env.gw.landing) if e.identity == "m-0"]
+    assert [orjson.loads(e.payload)["seq"] for e in got] == [1]
+    assert got[0].source == "http"
+    assert got[0].topic == "emaas/v1/c-1/b-1/m-0/telemetry"
+
+    array = env.gw.post(orjson.dumps([reading("m-0", s) for s in (2, 3, 4)]), token)
+    assert array.status == 202
+    assert array.json()["accepted"] == 3
+    nd = b"\n".join(orjson.dumps(reading("m-0", s)) for s in (5, 6)) + b"\n"
+    ndjson = env.gw.post(nd, token, headers={"Content-Type": "application/x-ndjson"})
+    assert ndjson.status == 202
+    assert ndjson.json()["accepted"] == 2
+    body = gzip.compress(orjson.dumps([reading("m-0", 7, client_id="c-1", branch_id="b-1")]))
+    zipped = env.gw.post(body, token, headers={"Content-Encoding": "gzip"})
+    assert zipped.status == 202
+    assert zipped.json()["accepted"] == 1
+    payloads = [orjson.loads(e.payload) for e in landed(env.gw.landing) if e.identity == "m-0"]
+    assert sorted(p["seq"] for p in payloads) == [1, 2, 3, 4, 5, 6, 7]
+    # the checked claims are not landed (the topic carries them)
+    assert all("client_id" not in p and "branch_id" not in p for p in payloads)
+    # segments roll by time so the processor sees them
+    assert wait_for(lambda: any((env.gw.landing / "closed").glob("*.seg")), 5)
+
+
+BAD_400 = [
+    (b'{"device_id": "m-1", "seq": 1', "malformed_json"),
+    (b'{"device_id": "m-\xff\xfe1", "seq": 1}', "bad_utf8"),
+    (b'{"device_id": "m-1", "seq": 1, "readings": {"power_kw": NaN}}', "non_finite"),
+    (b'{"device_id": "m-1", "seq": 1, "readings": {"power_kw": -Infinity}}', "non_finite"),
+    (b'{"device_id": "m-1", "seq": 1, "seq": 2}', "duplicate_key"),
+    (b'{"a":' * 30 + b"1" + b"}" * 30, "too_deep"),
+    (b"[" * 5000 + b"]" * 5000, "too_deep"),
+    (b"[1, 2]", "not_a_reading"),
+    (b'"text"', "not_a_reading"),
+    (b"[]", "no_readings"),
+    (b"", "malformed_json"),
+    (orjson.dumps([reading("m-1", s) for s in range(51)]), "too_many_readings"),
+]
+
+
+@pytest.mark.parametrize(("body", "reason"), BAD_400, ids=[r for _, r in BAD_400])
+def test_400_malformed_bodies_get_a_stable_reason(env: Env, body: bytes, reason: str) -> None:
+    assert_problem(env.gw.post(body, env.tokens["m-1"]), 400, reason)
+
+
+def test_400_bad_gzip_and_ndjson_line(env: Env) -> None:
+    token = env.tokens["m-1"]
+    bad_gzip = env.gw.post(b"\x1f\x8bnot gzip", token, headers={"Content-Encoding": "gzip"})
+    assert_problem(bad_gzip, 400, "bad_gzip")
+    nd = orjson.dumps(reading("m-1", 1)) + b"\n{broken\n"
+    bad_line = env.gw.post(nd, token, headers={"Content-Type": "application/x-ndjson"})
+    assert_problem(bad_line, 400, "malformed_json")
+
+
+def test_401_missing_bad_and_revoked_tokens_are_audited(env: Env) -> None:
+    body = orjson.dumps(reading("m-2", 1))
+    assert_problem(env.gw.post(body, None), 401, "missing_token")
+    assert_problem(
+        env.gw.post(body, None, headers={"Authorization": "Basic eDp5"}), 401, "missing_token"
+    )
+    assert_problem(env.gw.post(body, "not-a-token"), 401, "bad_token")
+    # revoke m-7 in the book: the gateway reloads it without a restart
+    token = env.tokens["m-7"]
+    assert env.gw.post(orjson.dumps(reading("m-7", 1)), token).status == 202
+    book = IdentityBook.load(env.book)
+    devices = [
+        DeviceIdentity(d.device_id, d.client_id, d.branch_id, d.kind, d.http_token_sha256, True)
+        if d.device_id == "m-7"
+        else d
+        for d in book.devices()
+    ]
+    write_identity_book(env.book, devices)
+    assert wait_for(
+        lambda: env.gw.post(orjson.dumps(reading("m-7", 2)), token).status == 401, 5, 0.2
+    )
+    assert_problem(env.gw.post(orjson.dumps(reading("m-7", 3)), token), 401, "bad_token")
+    events = _audit(env.gw)
+    assert any(e["event"] == "http_unauthorized" and e["remote"] for e in events)
+
+
+def _audit(gw: GatewayProc) -> list[dict[str, object]]:
+    folder = gw.data_dir / "audit" / "gateway"
+    return [
+        orjson.loads(line) for f in folder.glob("*.jsonl") for line in f.read_bytes().splitlines()
+    ]
+
+
+def test_403_other_device_or_branch_is_refused_and_audited(env: Env) -> None:
+    token = env.tokens["m-3"]  # c-1 / b-1
+    other_device = env.gw.post(orjson.dumps([reading("m-3", 1), reading("m-6", 1)]), token)
+    assert_problem(other_device, 403, "identity_mismatch")
+    other_branch = env.gw.post(orjson.dumps(reading("m-3", 2, branch_id="b-2")), token)
+    assert_problem(other_branch, 403, "identity_mismatch")
+    other_client = env.gw.post(orjson.dumps(reading("m-3", 3, client_id="c-9")), token)
+    assert_problem(other_client, 403, "identity_mismatch")
+    # nothing of a refused request is landed, not even its good reading
+    assert not [e for e in landed(env.gw.landing) if e.identity == "m-3"]
+    forbidden = [e for e in _audit(env.gw) if e["event"] == "http_forbidden"]
+    assert len(forbidden) >= 3
+    first = forbidden[0]
+    assert first["component"] == "gateway"
+    assert (first["device_id"], first["client_id"], first["branch_id"]) == ("m-3", "c-1", "b-1")
+    assert "m-6" in str(first["detail"])
+    assert set(first) == {
+        "ts",
+        "component",
+        "event",
+        "device_id",
+        "client_id",
+        "branch_id",
+        "remote",
+        "detail",
+    }
+
+
+def test_413_by_declared_length_and_while_streaming(env: Env) -> None:
+    token = env.tokens["m-4"]
+    big = b"[" + b",".join([orjson.dumps(reading("m-4", 1))] * 1000) + b"]"
+    assert len(big) > 65536
+    assert_problem(env.gw.post(big, token), 413, "body_too_large")
+    assert_problem(env.gw.post(big, token, chunked=True), 413, "body_too_large")
+    bomb = gzip.compress(b" " * 2_000_000)  # small on the wire, 2 MB inflated
+    assert len(bomb) < 65536
+    assert_problem(
+        env.gw.post(bomb, token, headers={"Content-Encoding": "gzip"}), 413, "body_too_large"
+    )
+
+
+def test_415_content_type_charset_and_encoding(env: Env) -> None:
+    token, body = env.tokens["m-4"], orjson.dumps(reading("m-4", 9))
+    assert_problem(
+        env.gw.post(body, token, headers={"Content-Type": "text/plain"}),
+        415,
+        "unsupported_media_type",
+    )
+    assert_problem(
+        env.gw.post(body, token, headers={"Content-Type": "application/json; charset=latin-1"}),
+        415,
+        "unsupported_charset",
+    )
+    assert_problem(
+        env.gw.post(body, token, headers={"Content-Encoding": "br"}), 415, "unsupported_encoding"
+    )
+    ok = env.gw.post(body, token, headers={"Content-Type": "application/json; charset=utf-8"})
+    assert ok.status == 202
+
+
+def test_429_over_the_device_rate_with_retry_after(env: Env) -> None:
+    token = env.tokens["m-5"]
+    statuses = []
+    for seq in range(40):  # burst 30, refill 2/s
+        reply = env.gw.post(orjson.dumps(reading("m-5", seq)), token)
+        statuses.append(reply.status)
+        if reply.status == 429:
+            assert_problem(reply, 429, "rate_limited")
+            assert int(reply.headers["retry-after"]) >= 1
+    assert statuses.count(202) >= 30
+    assert statuses.count(429) >= 5
+    # another device is not affected
+    assert env.gw.post(orjson.dumps(reading("m-6", 1)), env.tokens["m-6"]).status == 202
+
+
+def test_metrics_and_openapi_describe_the_service(env: Env) -> None:
+    env.gw.post(orjson.dumps(reading("m-1", 100)), env.tokens["m-1"])
+    env.gw.post(b"{", env.tokens["m-1"])
+    text = env.gw.get("/metrics").body.decode()
+    assert 'energylake_gateway_accepted_records_total{source="http"}' in text
+    assert (
+        'energylake_gateway_rejected_requests_total{reason="malformed_json",source="http"}' in text
+    )
+    for name in (
+        "energylake_gateway_fsync_seconds_bucket",
+        "energylake_gateway_landing_lag_bytes",
+        "energylake_gateway_landing_lag_segments",
+        "energylake_gateway_landing_oldest_closed_age_seconds",
+        "energylake_gateway_inflight_records",
+        "energylake_gateway_mqtt_connected",
+    ):
+        assert name in text
+    accepted = float(text.split('accepted_records_total{source="http"} ')[1].split()[0])
+    assert accepted >= 8
+    doc = env.gw.get("/openapi.json").json()
+    assert doc["openapi"].startswith("3.1")
+    post = doc["paths"]["/v1/telemetry"]["post"]
+    assert set(post["responses"]) == {"202", "400", "401", "403", "413", "415", "429", "503"}
+    assert {"application/json", "application/x-ndjson"} <= set(post["requestBody"]["content"])
+    assert {"/healthz", "/readyz", "/metrics", "/openapi.json"} <= set(doc["paths"])
+    ready = env.gw.get("/readyz")
+    assert ready.status == 200
+    assert ready.json()["checks"]["identity_book"]["devices"] == 8
+
+
+def test_503_when_the_landing_disk_is_below_its_free_bound(tmp_path: Path) -> None:
+    tokens = make_book(tmp_path / "gateway" / "identities.json", [("m-1", "c-1", "b-1")])
+    huge = str(1 << 60)  # more free bytes than any disk has
+    with running_gateway(
+        tmp_path, {"ENERGYLAKE_GATEWAY_MIN_FREE_BYTES": huge}, ["--no-mqtt"]
+    ) as gw:
+        reply = gw.post(orjson.dumps(reading("m-1", 1)), tokens["m-1"])
+        assert_problem(reply, 503, "landing_disk_full")
+        assert int(reply.headers["retry-after"]) >= 1
+        assert gw.get("/readyz").status == 503
+        assert gw.get("/healthz").status == 200
+        assert not landed(gw.landing)
+        assert gw.terminate() == 0
+
+
+def test_sigterm_drains_closes_the_segment_and_exits_0(tmp_path: Path) -> None:
+    tokens = make_book(tmp_path / "gateway" / "identities.json", [("m-1", "c-1", "b-1")])
+    with running_gateway(tmp_path, {"ENERGYLAKE_GATEWAY_ROLL_SECONDS": "60"}, ["--no-mqtt"]) as gw:
+        for seq in range(5):
+            assert gw.post(orjson.dumps(reading("m-1", seq)), tokens["m-1"]).status == 202
+        assert list((gw.landing / "open").glob("*.seg"))
+        started = time.monotonic()
+        assert gw.terminate() == 0
+        assert time.monotonic() - started < 10
+    assert not list((gw.landing / "open").glob("*.seg"))
+    closed = landed(gw.landing)
+    assert sorted(orjson.loads(e.payload)["seq"] for e in closed) == [0, 1, 2, 3, 4]
+    assert "gateway stopped" in gw.log()

@@ -1,0 +1,249 @@
+"""`energylake devices provision / revoke / list` from a real registry in a real Delta lake."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from contracts import load_registry
+from gateway.identity import IdentityBook
+from lake.reference import load_reference
+from lake.storage import Store
+from pipelines import cli_devices
+from pipelines.provision import (
+    ACL_FILE,
+    BOOK_FILE,
+    BROKER_CONF_FILE,
+    GATEWAY_CREDENTIALS_FILE,
+    PASSWORD_FILE,
+    ProvisionError,
+    mosquitto_hash,
+    provision,
+    read_password_file,
+    verify_mosquitto_hash,
+    write_credentials,
+)
+from simulator.config import SimConfig
+from simulator.reference import Fleet, build_fleet
+from simulator.run import write_reference
+from tests.brokers import MOSQUITTO, Mosquitto, fleet_registry
+from tests.infra.test_mosquitto import _close, _connect, _two_devices
+
+pytestmark = pytest.mark.timeout(120)
+
+CONFIG = SimConfig(clients=2, branches=2, seed=11)
+FILES = (PASSWORD_FILE, ACL_FILE, BOOK_FILE, GATEWAY_CREDENTIALS_FILE, BROKER_CONF_FILE)
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        """Test root."""
+
+    cli_devices.register(app)
+    return app
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(_app(), list(args))
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def lake_fleet(tmp_path: Path) -> tuple[Path, Fleet]:
+    """DATA_DIR with the simulated fleet's reference data loaded into its Delta lake."""
+    data_dir = tmp_path / "data"
+    fleet = build_fleet(CONFIG)
+    registry = load_registry()
+    write_reference(fleet, registry, tmp_path / "reference")
+    load_reference(Store.from_uri(data_dir / "lake"), tmp_path / "reference", registry)
+    return data_dir, fleet
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {name: (folder / name).read_bytes() for name in FILES if (folder / name).exists()}
+
+
+def test_provision_from_the_lake_writes_every_file_and_no_secret_on_screen(
+    lake_fleet: tuple[Path, Fleet], tmp_path: Path
+) -> None:
+    data_dir, fleet = lake_fleet
+    creds = write_credentials(tmp_path / "creds.json", fleet.tokens)
+    assert stat.S_IMODE(creds.stat().st_mode) == 0o600
+    code, output = _run(
+        "devices", "provision", "--data-dir", str(data_dir), "--credentials", str(creds)
+    )
+    assert code == 0, output
+    folder = data_dir / "gateway"
+    for token in fleet.tokens.values():
+        assert token not in output
+    gateway_password = json.loads((folder / GATEWAY_CREDENTIALS_FILE).read_text())["password"]
+    assert gateway_password not in output
+    assert stat.S_IMODE((folder / PASSWORD_FILE).stat().st_mode) == 0o600
+    assert stat.S_IMODE((folder / GATEWAY_CREDENTIALS_FILE).stat().st_mode) == 0o600
+    entries = read_password_file(folder / PASSWORD_FILE)
+    assert set(entries) == {*fleet.tokens, "energylake-gateway"}
+    for device_id, token in fleet.tokens.items():
+        assert verify_mosquitto_hash(token, entries[device_id])
+        assert not verify_mosquitto_hash(token + "x", entries[device_id])
+    book = IdentityBook.load(folder / BOOK_FILE)
+    assert len(book) == len(fleet.devices)
+    for device in fleet.devices:
+        ident = book.device(device.device_id)
+        assert ident is not None
+        assert (ident.client_id, ident.branch_id, ident.kind) == (
+            device.client_id,
+            device.branch_id,
+            device.kind,
+        )
+        assert book.authenticate(fleet.tokens[device.device_id]) == ident
+    acl = (folder / ACL_FILE).read_text()
+    assert "pattern write emaas/v1/+/+/%u/telemetry" in acl
+    assert "user energylake-gateway\ntopic read emaas/v1/#" in acl
+
+
+def test_provision_is_idempotent(lake_fleet: tuple[Path, Fleet], tmp_path: Path) -> None:
+    data_dir, fleet = lake_fleet
+    creds = str(write_credentials(tmp_path / "creds.json", fleet.tokens))
+    args = ("devices", "provision", "--data-dir", str(data_dir), "--credentials", creds)
+    assert _run(*args)[0] == 0
+    folder = data_dir / "gateway"
+    first = _snapshot(folder)
+    assert set(first) == set(FILES)
+    code, output = _run(*args)
+    assert code == 0
+    assert "nothing (already up to date)" in output
+    assert _snapshot(folder) == first
+    # Without the secrets, existing MQTT accounts are kept as they are.
+    code, _ = _run("devices", "provision", "--data-dir", str(data_dir))
+    assert code == 0
+    assert _snapshot(folder) == first
+
+
+def test_a_secret_not_matching_the_registry_is_refused_and_nothing_is_written(
+    lake_fleet: tuple[Path, Fleet], tmp_path: Path
+) -> None:
+    data_dir, fleet = lake_fleet
+    victim = sorted(fleet.tokens)[0]
+    bad = dict(fleet.tokens, **{victim: hashlib.sha256(b"guess").hexdigest()})
+    creds = write_credentials(tmp_path / "bad.json", bad)
+    code, output = _run(
+        "devices", "provision", "--data-dir", str(data_dir), "--credentials", str(creds)
+    )
+    assert code == 2
+    assert victim in output
+    assert "does not match" in output
+    assert bad[victim] not in output
+    assert not (data_dir / "gateway").exists()
+
+
+def test_a_secret_for_an_unknown_device_is_refused(
+    lake_fleet: tuple[Path, Fleet], tmp_path: Path
+) -> None:
+    data_dir, fleet = lake_fleet
+    creds = write_credentials(tmp_path / "c.json", dict(fleet.tokens, **{"em-00000000": "x"}))
+    code, output = _run(
+        "devices", "provision", "--data-dir", str(data_dir), "--credentials", str(creds)
+    )
+    assert code == 2
+    assert "not in the registry" in output
+
+
+def test_an_empty_registry_is_a_clear_error(tmp_path: Path) -> None:
+    code, output = _run("devices", "provision", "--data-dir", str(tmp_path))
+    assert code == 2
+    assert "energylake reference load" in output
+
+
+def test_device_ids_that_would_widen_the_acl_are_refused(tmp_path: Path) -> None:
+    _, registry = fleet_registry()
+    rows = registry.to_pylist()
+    rows[0]["device_id"] = "em-1/+"
+    with pytest.raises(ProvisionError, match="cannot be an MQTT account"):
+        provision(rows, tmp_path / "gw")
+    assert not (tmp_path / "gw").exists()
+
+
+def test_revocation_and_retirement_survive_provisioning_again(tmp_path: Path) -> None:
+    fleet, registry = fleet_registry()
+    rows = registry.to_pylist()
+    retired = rows[1]["device_id"]
+    rows[1]["status"] = "retired"
+    folder = tmp_path / "gw"
+    provision(rows, folder, credentials=fleet.tokens)
+    revoked = rows[0]["device_id"]
+    code, output = _run("devices", "revoke", revoked, "--out", str(folder))
+    assert code == 0, output
+    report = provision(rows, folder, credentials=fleet.tokens)
+    assert set(report.revoked) == {revoked, retired}
+    entries = read_password_file(folder / PASSWORD_FILE)
+    assert revoked not in entries
+    assert retired not in entries
+    book = IdentityBook.load(folder / BOOK_FILE)
+    assert book.authenticate(fleet.tokens[revoked]) is None
+    assert book.authenticate(fleet.tokens[rows[2]["device_id"]]) is not None
+    code, output = _run("devices", "list", "--out", str(folder))
+    assert code == 0
+    assert output.count("REVOKED") == 2
+
+
+def test_revoking_an_unknown_device_is_a_clear_error(tmp_path: Path) -> None:
+    fleet, registry = fleet_registry()
+    provision(registry, tmp_path / "gw", credentials=fleet.tokens)
+    code, output = _run("devices", "revoke", "em-nope", "--out", str(tmp_path / "gw"))
+    assert code == 2
+    assert "not in the identity book" in output
+
+
+def test_our_hash_format_is_mosquitto_passwds(tmp_path: Path) -> None:
+    """mosquitto_passwd's entries verify with our code (ours are accepted by the broker:
+    see test_mosquitto)."""
+    tool = MOSQUITTO.with_name("mosquitto_passwd")
+    found = shutil.which("mosquitto_passwd") or (str(tool) if tool.exists() else None)
+    if found is None:
+        pytest.fail("mosquitto_passwd not found: `make test` installs mosquitto")
+    path = tmp_path / "pw"
+    path.touch()
+    subprocess.run([found, "-b", str(path), "dev", "s3cret"], check=True, capture_output=True)
+    theirs = read_password_file(path)["dev"]
+    assert verify_mosquitto_hash("s3cret", theirs)
+    assert not verify_mosquitto_hash("s3creT", theirs)
+    ours = mosquitto_hash("s3cret")
+    assert ours.split("$")[1:3] == theirs.split("$")[1:3]  # $7$, same rounds
+    assert len(ours) == len(theirs)
+
+
+def test_revoke_cli_reloads_a_running_broker_and_drops_the_device(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    first, second = _two_devices(mosquitto)
+    live = _connect(mosquitto, first.username, first.password)
+    assert live.connected.is_set()
+    pid_file = tmp_path / "mosquitto.pid"
+    pid_file.write_text(f"{mosquitto.pid}\n")
+    code, output = _run(
+        "devices", "revoke", first.device_id, "--out", str(mosquitto.folder),
+        "--pid-file", str(pid_file),
+    )  # fmt: skip
+    assert code == 0, output
+    assert f"pid {mosquitto.pid}" in output
+    assert live.disconnected.wait(5), "the broker kept the revoked device's connection"
+    time.sleep(0.1)
+    again = _connect(mosquitto, first.username, first.password)
+    other = _connect(mosquitto, second.username, second.password)
+    try:
+        assert again.refused
+        assert other.connected.is_set()
+    finally:
+        _close(live, again, other)
