@@ -246,7 +246,7 @@ class _SeriesFn(beam.DoFn):
             yield _tagged_stat("late", tenant, dataset, row[0], "", row[1])
         if result.rejects.height:
             rejects = _with_envelopes(result.rejects, ctx).with_columns(
-                pl.lit("IMPLAUSIBLE_DELTA").alias("reason_code"),
+                pl.col("reason_code").fill_null("IMPLAUSIBLE_DELTA"),
                 pl.lit("enforce").alias("pipeline_step"),
                 pl.lit(dataset).alias("dataset"),
             )

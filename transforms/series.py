@@ -6,6 +6,8 @@ sees exactly what the first attempt saw):
 
 - duplicates: the first arrival of a (device_id, seq) wins, within the batch and against
   the committed rows; the rest are counted, never written;
+- TIMESTAMP_OUT_OF_RANGE: an event time that contradicts the device's sequence (its seq
+  lies outside the seq of both its time neighbours): a clock shifted by hours;
 - IMPLAUSIBLE_DELTA: a counter that rose more than the device's rating allows in the time
   since the previous accepted reading (energy: rated kW x hours x 1.5; run hours: elapsed
   hours x 1.05) is quarantined, and the check repeats against the reading before it;
@@ -25,6 +27,7 @@ from contracts import Contract
 __all__ = [
     "COUNTER_ALLOWANCE",
     "RESET_DROP",
+    "SEQ_RESTART_FALL",
     "STUCK_FIELDS",
     "STUCK_RUN",
     "SeriesResult",
@@ -33,6 +36,9 @@ __all__ = [
 ]
 
 RESET_DROP = 0.10
+# A seq that falls by more than this share of its predecessor is a device restart, not a
+# reading with a wrong clock (the ends of a series have only one neighbour to judge by).
+SEQ_RESTART_FALL = 0.10
 STUCK_RUN = 15
 # Counter -> how its rise is bounded: ("rated", margin) uses the device's rated kW x hours;
 # ("clock", margin) uses elapsed hours (run-hour meters cannot run faster than the clock).
@@ -54,7 +60,7 @@ _RESOLUTION = 0.01  # counters are sent with at most 3 decimals; allow rounding
 @dataclass(slots=True)
 class SeriesResult:
     rows: pl.DataFrame  # accepted, with flags; provenance columns still attached
-    rejects: pl.DataFrame  # IMPLAUSIBLE_DELTA rows with reason_code/detail/pipeline_step
+    rejects: pl.DataFrame  # rows with reason_code (IMPLAUSIBLE_DELTA, TIMESTAMP_...), detail
     duplicates: pl.DataFrame  # branch_id, duplicates (count)
     late: pl.DataFrame  # branch_id, late (count)
 
@@ -91,6 +97,10 @@ def dedupe_and_check(
     counters = [c for c in cols if c in COUNTER_ALLOWANCE]
     rejects: list[pl.DataFrame] = []
     live = batch
+    clock = _clock_jumps(history, live, cols)
+    if clock.height:
+        rejects.append(clock)
+        live = live.join(clock.select("_i"), on="_i", how="anti")
     for _ in range(8):  # each pass removes a spike and re-checks its neighbour
         merged = pl.concat(
             [history, live.select([*cols, "_committed", "_i"])], how="diagonal_relaxed"
@@ -102,7 +112,9 @@ def dedupe_and_check(
         rejects.append(bad)
         live = live.join(bad.select("_i"), on="_i", how="anti")
     reject_frame = (
-        pl.concat(rejects).join(batch, on="_i", how="inner") if rejects else batch.clear()
+        pl.concat(rejects, how="diagonal_relaxed").join(batch, on="_i", how="inner")
+        if rejects
+        else batch.clear()
     )
     rows = _flag(contract, history, live, counters)
     # LATE: behind the newest reading of the device seen before it, committed or earlier in
@@ -134,6 +146,67 @@ def dedupe_and_check(
     )
 
 
+def _clock_jumps(history: pl.DataFrame, live: pl.DataFrame, cols: list[str]) -> pl.DataFrame:
+    """Batch rows whose event time contradicts the device's own sequence numbers.
+
+    A device numbers its messages; in event-time order its ``seq`` rises. A reading with a
+    wrong clock (a timestamp shifted by hours: inside the reception window when a day is
+    replayed, impossible for its seq) would sort among readings hours away, and a counter
+    would seem to reset. Two passes, in event-time order per device:
+
+    1. a reading whose seq lies outside the seq of both its neighbours while they are in
+       order (or, first in the series, ahead of the next one by less than
+       ``SEQ_RESTART_FALL``) is out of line;
+    2. without those, a reading whose seq is behind the highest seq before it by less than
+       ``SEQ_RESTART_FALL`` of it was numbered before a reading it claims to follow.
+
+    A device restart (seq starts again low, then rises) is not flagged: its fall is large.
+    """
+    merged = pl.concat(
+        [history, live.select([*cols, "_committed", "_i"])], how="diagonal_relaxed"
+    ).sort(["device_id", "ts", "seq"])
+    seq = pl.col("seq")
+    prev = seq.shift(1).over("device_id")
+    nxt = seq.shift(-1).over("device_id")
+    between = prev.is_not_null() & nxt.is_not_null() & (prev < nxt) & ((seq < prev) | (seq > nxt))
+    first = prev.is_null() & (seq > nxt) & (nxt >= seq * (1 - SEQ_RESTART_FALL))
+    merged = merged.with_columns(
+        (between | first).fill_null(False).alias("_line"),
+        prev.alias("_prev"),
+        nxt.alias("_next"),
+    )
+    rest = merged.filter(~pl.col("_line"))
+    prior = seq.cum_max().shift(1).over("device_id")
+    rest = rest.with_columns(prior.alias("_prior")).with_columns(
+        ((seq < pl.col("_prior")) & (seq >= pl.col("_prior") * (1 - SEQ_RESTART_FALL)))
+        .fill_null(False)
+        .alias("_behind")
+    )
+    line = merged.filter(pl.col("_line") & ~pl.col("_committed")).select(
+        pl.col("_i").cast(pl.Int64),
+        pl.format(
+            "ts {} puts seq {} after seq {} and before seq {}: the device clock is wrong",
+            pl.col("ts").cast(pl.String),
+            seq,
+            pl.col("_prev").cast(pl.String).fill_null("(none)"),
+            pl.col("_next").cast(pl.String).fill_null("(none)"),
+        ).alias("detail"),
+    )
+    behind = rest.filter(pl.col("_behind") & ~pl.col("_committed")).select(
+        pl.col("_i").cast(pl.Int64),
+        pl.format(
+            "ts {} puts seq {} after seq {}, which the device numbered later: "
+            "the device clock is wrong",
+            pl.col("ts").cast(pl.String),
+            seq,
+            pl.col("_prior"),
+        ).alias("detail"),
+    )
+    return pl.concat([line, behind]).with_columns(
+        pl.lit("TIMESTAMP_OUT_OF_RANGE").alias("reason_code")
+    )
+
+
 def _implausible(merged: pl.DataFrame, counters: list[str]) -> pl.DataFrame:
     """Batch rows whose counter rose more than allowed since the device's previous reading."""
     dt_h = (pl.col("ts") - pl.col("ts").shift(1).over("device_id")).dt.total_microseconds() / 3.6e9
@@ -157,13 +230,13 @@ def _implausible(merged: pl.DataFrame, counters: list[str]) -> pl.DataFrame:
             )
         )
     if not reasons:
-        return pl.DataFrame(schema={"_i": pl.Int64, "detail": pl.String})
+        return pl.DataFrame(schema={"_i": pl.Int64, "detail": pl.String, "reason_code": pl.String})
     rated = pl.col("reg_rated_power_kw").forward_fill().backward_fill().over("device_id")
     scored = merged.with_columns(rated.alias("_rated")).with_columns(
         pl.concat_str(reasons, separator="; ", ignore_nulls=True).alias("detail")
     )
     return scored.filter(~pl.col("_committed") & (pl.col("detail") != "")).select(
-        pl.col("_i").cast(pl.Int64), "detail"
+        pl.col("_i").cast(pl.Int64), "detail", pl.lit("IMPLAUSIBLE_DELTA").alias("reason_code")
     )
 
 
