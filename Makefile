@@ -24,6 +24,23 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP) ## create .venv and install energylake with its dev tools
 
+# Mosquitto (the integration tests and the demo start a private broker): installed with
+# apt-get when missing, a no-op when present.
+MOSQUITTO ?= /usr/sbin/mosquitto
+.PHONY: mosquitto
+mosquitto: ## install Mosquitto and its clients with apt-get when missing
+	@if [ -x "$(MOSQUITTO)" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "error: $(MOSQUITTO) is missing and apt-get is not available:" \
+	    "install Mosquitto 2.x (mosquitto, mosquitto-clients) by hand" >&2; exit 1; fi; \
+	sudo=""; if [ "$$(id -u)" != 0 ]; then \
+	  if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else \
+	    echo "error: $(MOSQUITTO) is missing; installing it needs root (or sudo)" >&2; exit 1; fi; fi; \
+	echo "installing Mosquitto with apt-get"; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto mosquitto-clients; \
+	test -x "$(MOSQUITTO)" || { echo "error: apt-get ran but $(MOSQUITTO) is still missing" >&2; exit 1; }
+
 lint: $(STAMP) ## ruff (lint and format check)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -34,19 +51,23 @@ typecheck: $(STAMP) ## mypy --strict on the project's packages
 unit: $(STAMP) ## pytest only
 	$(BIN)/pytest
 
-test: $(STAMP) ## everything CI runs: install, lint, type checks, the whole suite
+test: $(STAMP) mosquitto ## everything CI runs: install, lint, type checks, the whole suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/energylake contracts lint
 	$(BIN)/pytest
 
-demo: $(STAMP) ## the main job end to end on embedded defaults (./data)
+demo: $(STAMP) mosquitto ## the main job end to end on embedded defaults (./data)
 	$(BIN)/energylake demo --data-dir $(DATA) $(DEMO_ARGS)
 
-bench: $(STAMP) ## energylake process vs plain polars, then the partition time grain (docs/BENCHMARKS.md)
+bench: $(STAMP) mosquitto ## the benchmarks, each against a baseline measured in the same run (docs/BENCHMARKS.md)
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.partition_grain
+	$(BIN)/python -m bench.gateway
+	$(BIN)/python -m bench.freshness
+	$(BIN)/python -m bench.lineage
+	$(BIN)/python -m bench.quality_gate
 
 lock: ## refresh constraints.txt from a clean resolve
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv

@@ -123,3 +123,81 @@ def register(app: typer.Typer) -> None:
         console.print(summary)
         if failed.row_count:
             console.print(failed)
+
+    def _decide(
+        decision: str,
+        batch: str,
+        by: str,
+        reason: str,
+        table: list[str] | None,
+        apply: bool,
+        data_dir: Path | None,
+    ) -> None:
+        from pipelines.release import ReleaseError, release_batch
+
+        settings = settings_from(data_dir=data_dir)
+        try:
+            report = release_batch(
+                settings,
+                batch,
+                decided_by=by,
+                reason=reason,
+                decision=decision,
+                tables=table,
+                apply=apply,
+            )
+        except (ReleaseError, LakeError) as exc:
+            error(str(exc))
+            raise typer.Exit(2) from exc
+        verb = {"release": "publish", "discard": "keep out"}[decision]
+        out = Table(
+            "table",
+            "rows held",
+            "already in table",
+            f"rows to {verb}",
+            "version",
+            "note",
+            title=f"{decision} {report.batch_id}" + ("" if apply else " (dry run: add --apply)"),
+        )
+        for t in report.tables:
+            note = t.skipped or ("decision recorded" if t.decided else ("" if apply else "-"))
+            out.add_row(
+                t.rel,
+                f"{t.rows_held:,}",
+                f"{t.already_in_table:,}",
+                f"{t.rows_published:,}" if decision == "release" else f"{t.rows_held:,}",
+                "" if t.version is None else str(t.version),
+                note,
+            )
+        console.print(out)
+
+    @quality_app.command("release")
+    def release(
+        batch: Annotated[str, typer.Argument(help="The held batch: N or PIPELINE:N.")],
+        by: Annotated[str, typer.Option("--by", help="Who decides (recorded).")],
+        reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")],
+        table: Annotated[
+            list[str] | None, typer.Option(help="Only this held table (repeatable).")
+        ] = None,
+        apply: Annotated[bool, typer.Option("--apply", help="Publish (default: dry run).")] = False,
+        data_dir: Annotated[Path | None, typer.Option(help="Override data_dir.")] = None,
+    ) -> None:
+        """Publish a held batch after a fix or a decision: once, without rows the table holds
+        by now; the decision goes to quality_results and lineage."""
+        _decide("release", batch, by, reason, table, apply, data_dir)
+
+    @quality_app.command("discard")
+    def discard(
+        batch: Annotated[str, typer.Argument(help="The held batch: N or PIPELINE:N.")],
+        by: Annotated[str, typer.Option("--by", help="Who decides (recorded).")],
+        reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")],
+        table: Annotated[
+            list[str] | None, typer.Option(help="Only this held table (repeatable).")
+        ] = None,
+        apply: Annotated[
+            bool, typer.Option("--apply", help="Record it (default: dry run).")
+        ] = False,
+        data_dir: Annotated[Path | None, typer.Option(help="Override data_dir.")] = None,
+    ) -> None:
+        """Record that a held batch stays out of the lake (its rows are never published)."""
+        _decide("discard", batch, by, reason, table, apply, data_dir)

@@ -30,6 +30,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import FrameType
@@ -60,10 +61,12 @@ from lake.reference import load_device_registry
 from lake.storage import Store
 from lineage import LineageEmitter, RunHandle, RunRef, jobs
 from lineage.batch import batch_outputs, segment_inputs, snapshot_inputs
+from lineage.facets import Assertion
 from lineage.runs import CompactedTable, emit_compaction, uri_of
 from pipelines.audit import audit_batch
 from pipelines.settings import Settings
 from transforms.beam import (
+    GATE,
     QUARANTINE,
     STATS,
     BatchContext,
@@ -100,6 +103,9 @@ class BatchReport:
     late: int = 0
     damaged_bytes: int = 0
     committed: list[str] = field(default_factory=list)  # tables that got a new version
+    held: dict[str, list[str]] = field(default_factory=dict)  # table -> blocking rules failed
+    warnings: dict[str, list[str]] = field(default_factory=dict)  # table -> warning rules
+    gate_seconds: float = 0.0
     seconds: float = 0.0
 
     @property
@@ -117,6 +123,9 @@ class BatchReport:
             "late": self.late,
             "damaged_bytes": self.damaged_bytes,
             "committed": self.committed,
+            "held": self.held,
+            "warnings": self.warnings,
+            "gate_seconds": round(self.gate_seconds, 3),
             "seconds": round(self.seconds, 3),
         }
 
@@ -294,6 +303,7 @@ def _run_beam(
         plan_items = (
             files | "AsFiles" >> beam.Map(lambda f: ("file", f)),
             stats | "AsStats" >> beam.Map(lambda s: ("stat", s)),
+            deduped[GATE] | "AsGate" >> beam.Map(lambda g: ("gate", g)),
         ) | "PlanItems" >> beam.Flatten()
         _ = (
             plan_items
@@ -306,11 +316,15 @@ def _write_plan(items: list[tuple[str, Any]], lake_uri: str, plan_rel: str) -> i
     files: dict[str, list[dict[str, Any]]] = defaultdict(list)
     datasets: dict[str, str] = {}
     stats: list[list[Any]] = []
+    gates: dict[str, dict[str, Any]] = {}
     for kind, item in items:
         if kind == "file":
             rel, dataset, data_file = item
             files[rel].append(json.loads(data_file))
             datasets[rel] = dataset
+        elif kind == "gate":
+            rel, verdict = item
+            gates[rel] = verdict
         else:
             stats.append(list(item))
     plan: dict[str, Any] = {
@@ -319,6 +333,7 @@ def _write_plan(items: list[tuple[str, Any]], lake_uri: str, plan_rel: str) -> i
             for rel, fs in sorted(files.items())
         },
         "stats": sorted(stats),
+        "gate": dict(sorted(gates.items())),
     }
     Store.from_uri(lake_uri).put_bytes(plan_rel, _dumps(plan))
     return len(items)
@@ -431,16 +446,30 @@ def process_once(
                 payload_limit=settings.payload_limit_bytes,
                 snapshot=manifest["snapshot"],
                 envelopes=EnvelopeReader(str(landing / "closed")),
+                gate=settings.quality_gate,
+                branches=load_branches(store) if settings.quality_gate else None,
             )
             _run_beam(ctx, [landing / "closed" / s for s in segments], runner, beam_args, state)
             plan = state.get(n, "plan.json")
             if plan is None:
                 raise ProcessError(f"batch {n}: the pipeline finished without writing its plan")
         report = _report(n, segments, resumed, plan)
+        gates: dict[str, dict[str, Any]] = plan.get("gate", {})
         for rel, entry in plan["tables"].items():
             contract = registry.get(entry["dataset"])
             ensure_table(store, rel, contract)
             files = [DataFile.from_json(json.dumps(f)) for f in entry["files"]]
+            gate = gates.get(rel)
+            if gate is not None:
+                report.gate_seconds += float(gate["seconds"])
+                if gate["warnings"]:
+                    report.warnings[rel] = list(gate["warnings"])
+                if not gate["passed"]:
+                    # Held: the batch is recorded (an empty commit with its app transaction,
+                    # so a replay does not publish it), its files wait for a release.
+                    report.held[rel] = list(gate["blocking_failures"])
+                    files = []
+                lineage.quality(rel, gate)
             if commit_files(
                 store,
                 rel,
@@ -455,7 +484,9 @@ def process_once(
         _archive(store, landing, segments)
         report.seconds = time.perf_counter() - started
         state.finish(n, report.as_dict())
-        lineage.complete(store, registry, plan)
+        if gates:
+            _data_docs(settings)
+        lineage.complete(store, registry, published_plan(plan))
         return report
 
 
@@ -601,6 +632,28 @@ class _BatchLineage:
         except Exception:
             log.exception("LINEAGE_HOOK_FAILED batch %s: START not emitted", n)
 
+    def quality(self, rel: str, gate: dict[str, Any]) -> None:
+        """The gate's verdict on ``rel``: its assertions, and the batch's outcome so far."""
+        if self.run is None:
+            return
+        try:
+            fields = {f.name for f in dataclass_fields(Assertion)}
+            assertions = [
+                Assertion(**{k: v for k, v in a.items() if k in fields}) for a in gate["assertions"]
+            ]
+            now = self.run.quality
+            if not gate["passed"] or now == "held":
+                outcome = "held"
+            elif gate["warnings"] or now == "warned":
+                outcome = "warned"
+            else:
+                outcome = "passed"
+            self.run.attach_quality(
+                rel, assertions, outcome=outcome, details={rel: gate["summary"]}
+            )
+        except Exception:
+            log.exception("LINEAGE_HOOK_FAILED: quality of %s not attached", rel)
+
     def complete(self, store: Store, registry: ContractRegistry, plan: dict[str, Any]) -> None:
         self.done = True
         if self.run is None:
@@ -625,6 +678,40 @@ class _BatchLineage:
                 self.run.fail(exc)
             except Exception:
                 log.exception("LINEAGE_HOOK_FAILED run %s: FAIL not emitted", self.run.run_id)
+
+
+def published_plan(plan: dict[str, Any]) -> dict[str, Any]:
+    """The plan as published: a held table's files and rows are not in this batch's output."""
+    held = {rel for rel, g in plan.get("gate", {}).items() if not g["passed"]}
+    if not held:
+        return plan
+    tables = {
+        rel: ({**entry, "files": []} if rel in held else entry)
+        for rel, entry in plan["tables"].items()
+    }
+    stats = [s for s in plan["stats"] if not (s[0] == "day" and f"tenants/{s[1]}/{s[2]}" in held)]
+    return {**plan, "tables": tables, "stats": stats}
+
+
+def load_branches(store: Store) -> pl.DataFrame | None:
+    """Every tenant's branches (opening hours and timezone), for the quality gate."""
+    frames = []
+    for tenant in lake_tenants(store):
+        if table_exists(store, rel := table_rel(tenant, "branches")):
+            frame = pl.from_arrow(read_table(store, rel))
+            assert isinstance(frame, pl.DataFrame)
+            frames.append(frame)
+    return pl.concat(frames, how="diagonal_relaxed") if frames else None
+
+
+def _data_docs(settings: Settings) -> None:
+    """GE's Data Docs for the validations this process ran (best effort: a report)."""
+    try:
+        from transforms.quality import build_data_docs
+
+        build_data_docs(settings.data_dir / "quality")
+    except Exception:
+        log.exception("DATA_DOCS_FAILED: the quality results table still holds every result")
 
 
 def _batch_version(store: Store, rel: str, tag: str, depth: int = 200) -> int | None:

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     follow_interval_s: float = Field(
         default=5.0, gt=0, description="process --follow: seconds between looks for segments."
     )
+    quality_gate: bool = Field(
+        default=True,
+        description="Run the quality gate on every batch; a failed blocking rule holds a "
+        "table's rows out of the lake until `energylake quality release`.",
+    )
     compact_max_files: int = Field(
         default=32,
         ge=2,

@@ -35,6 +35,7 @@ from transforms.normalise import normalise_chunk
 from transforms.series import committed_columns, dedupe_and_check
 
 __all__ = [
+    "GATE",
     "QUARANTINE",
     "STATS",
     "BatchContext",
@@ -51,6 +52,7 @@ __all__ = [
 
 QUARANTINE = "quarantine"
 STATS = "stats"
+GATE = "gate"
 LOOKBACK = timedelta(days=2)  # how far back the series checks look for a predecessor
 MAX_ROWS_PER_FILE = 2_000_000
 WRITE_THREADS = 4
@@ -70,6 +72,10 @@ class BatchContext:
     # (segment, offsets) -> (source, topic, identity, payload) of each: rows quarantined
     # after Enforce get their envelope back.
     envelopes: Callable[[str, Sequence[int]], list[tuple[str, str, str, bytes]]] | None = None
+    # The quality gate (transforms/quality.py): run on each table's rows before they are
+    # written; a failed blocking rule holds the table out of this batch's commit.
+    gate: bool = True
+    branches: pl.DataFrame | None = None  # opening hours, for the gate's zero-share rule
 
     @property
     def batch_id(self) -> str:
@@ -254,19 +260,47 @@ class _SeriesFn(beam.DoFn):
                 rejects, self._registry, ctx.devices, batch_id=ctx.batch_id
             )
             yield from _quarantine_outputs(quarantined)
-        if result.rows.height:
+        names = [f.name for f in contract.fields]
+        rows = result.rows.select(names)
+        if ctx.gate and rows.height:
+            yield beam.pvalue.TaggedOutput(GATE, self._gate(contract, tenant, dataset, rows))
+        if rows.height:
             # Written here, not after another GroupByKey: the rows are already grouped by
-            # table, and a second shuffle would pickle every frame again.
-            names = [f.name for f in contract.fields]
+            # table, and a second shuffle would pickle every frame again. A table the gate
+            # holds is written too (its files wait, uncommitted, for a release).
             yield from _write_table(
-                self._store,
-                self._pool,
-                contract,
-                ctx.batch_no,
-                tenant,
-                dataset,
-                result.rows.select(names),
+                self._store, self._pool, contract, ctx.batch_no, tenant, dataset, rows
             )
+
+    def _gate(
+        self, contract: Any, tenant: str, dataset: str, rows: pl.DataFrame
+    ) -> tuple[str, dict[str, Any]]:
+        """Run the gate, record its results (quality_results: idempotent per batch), and
+        say what the commit step needs: passed or held, and the assertions for lineage."""
+        from transforms.quality import GateBatch, run_gate
+        from transforms.quality_results import write_results
+
+        ctx = self._ctx
+        gate = run_gate(
+            contract,
+            rows,
+            ctx.devices,
+            GateBatch(ctx.pipeline_id, ctx.batch_no),
+            tenant=tenant,
+            branches=ctx.branches,
+        )
+        write_results(self._store, [gate], registry=self._registry)
+        return table_rel(tenant, dataset), {
+            "passed": gate.passed,
+            "rows": rows.height,
+            "summary": gate.summary(),
+            "blocking_failures": [r.rule for r in gate.blocking_failures],
+            "warnings": [r.rule for r in gate.warnings],
+            "reasons": {r.rule: r.reason for r in gate.blocking_failures + gate.warnings},
+            "assertions": gate.assertions(),
+            "contract": gate.contract_ref,
+            "seconds": round(gate.duration_s, 4),
+        }
 
 
 def _with_envelopes(rows: pl.DataFrame, ctx: BatchContext) -> pl.DataFrame:
@@ -293,7 +327,7 @@ def _with_envelopes(rows: pl.DataFrame, ctx: BatchContext) -> pl.DataFrame:
 class Deduplicate(beam.PTransform):
     """Group a table's rows, drop duplicates (counted), run the series checks, and write
     the table's files. Main output: add-file records ``(rel, dataset, json)``; tagged
-    ``quarantine`` and ``stats``."""
+    ``quarantine``, ``stats`` and ``gate`` (the quality gate's verdict per table)."""
 
     def __init__(self, ctx: BatchContext) -> None:
         super().__init__()
@@ -303,8 +337,8 @@ class Deduplicate(beam.PTransform):
         return (
             rows
             | "GroupByTable" >> beam.GroupByKey()
-            | "DedupeSeriesWrite"
-            >> beam.ParDo(_SeriesFn(self._ctx)).with_outputs(QUARANTINE, STATS, main="files")
+            | "DedupeSeriesGateWrite"
+            >> beam.ParDo(_SeriesFn(self._ctx)).with_outputs(QUARANTINE, STATS, GATE, main="files")
         )
 
 

@@ -44,6 +44,14 @@ def _quarantine(p: Processed) -> pl.DataFrame:
     return pl.concat([f for f in frames if f.height], how="vertical_relaxed")
 
 
+def test_a_day_with_message_faults_passes_every_blocking_rule_of_the_gate(
+    processed: Processed,
+) -> None:
+    # Bad messages are quarantined row by row; what is left is a healthy day: nothing held.
+    assert processed.report.gate_seconds > 0
+    assert processed.report.held == {}
+
+
 def test_segments_hold_what_the_simulator_sent(processed: Processed) -> None:
     per_branch: Counter[str] = Counter()
     for path in processed.segments:

@@ -93,10 +93,17 @@ class _FaultySink:
         self.inner(self.fault(messages), seed)
 
 
-def _process_day(
-    tmp: Path, config: SimConfig, fault: Callable[[list[Message]], list[Message]] | None
+def process_day(
+    tmp: Path,
+    config: SimConfig,
+    fault: Callable[[list[Message]], list[Message]] | None,
+    *,
+    gate: bool = False,
 ) -> Day:
-    settings = load_settings(data_dir=tmp)
+    # By default the gate is run by the tests themselves on the published rows, so the
+    # pipeline's own gate (which would hold the faulty tables) is off;
+    # tests/quality/test_gate_in_batch.py runs it inside the batch.
+    settings = load_settings(data_dir=tmp, quality_gate=gate)
     sink = LandingSink(settings.landing)
     chosen = _FaultySink(sink, fault) if fault else sink
     result = simulate(config, settings.sim_dir, registry=load_registry(), sink=chosen)
@@ -122,7 +129,7 @@ def _process_day(
 
 @pytest.fixture(scope="package")
 def clean_day(tmp_path_factory: pytest.TempPathFactory) -> Day:
-    return _process_day(tmp_path_factory.mktemp("clean"), CONFIG, None)
+    return process_day(tmp_path_factory.mktemp("clean"), CONFIG, None)
 
 
 @dataclass
@@ -138,6 +145,16 @@ def faulty_day(tmp_path_factory: pytest.TempPathFactory, clean_day: Day) -> Faul
     by_tenant = clean_day.branches.sort("branch_id").group_by("client_id", maintain_order=True)
     firsts = [str(part["branch_id"][0]) for _, part in by_tenant]
     zero_branch, silent_branch = firsts[0], firsts[1]
+    day = process_day(
+        tmp_path_factory.mktemp("faulty"), CONFIG, firmware_fault(zero_branch, silent_branch)
+    )
+    return Faulty(day=day, zero_branch=zero_branch, silent_branch=silent_branch)
+
+
+def firmware_fault(
+    zero_branch: str, silent_branch: str
+) -> Callable[[list[Message]], list[Message]]:
+    """One branch's meters report zero power while open; another branch falls silent."""
     t0 = start_epoch(CONFIG.start)
 
     def fault(messages: list[Message]) -> list[Message]:
@@ -152,5 +169,4 @@ def faulty_day(tmp_path_factory: pytest.TempPathFactory, clean_day: Day) -> Faul
             out.append(msg)
         return out
 
-    day = _process_day(tmp_path_factory.mktemp("faulty"), CONFIG, fault)
-    return Faulty(day=day, zero_branch=zero_branch, silent_branch=silent_branch)
+    return fault

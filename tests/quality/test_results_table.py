@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import polars as pl
+import pytest
 from typer.testing import CliRunner
 
 from contracts import load_registry
@@ -87,8 +88,12 @@ def test_results_land_once_and_a_release_is_recorded(faulty_day: Faulty) -> None
     assert decisions.select("decision", "decided_by").rows() == [("release", "ops-anita")]
 
 
-def test_quality_report_command(faulty_day: Faulty) -> None:
+def test_quality_report_command(faulty_day: Faulty, monkeypatch: pytest.MonkeyPatch) -> None:
     from pipelines.cli import app
+    from pipelines.cliutil import console
+
+    # The shared console was sized when first imported; give the tables room to print.
+    monkeypatch.setattr(console, "width", 300)
 
     day = faulty_day.day
     write_results(day.store, _results(faulty_day, 8))

@@ -1,0 +1,152 @@
+"""The gate inside the batch: a firmware fault holds the table out of the lake, the rest
+publishes, results and lineage record it, and a release publishes the rows exactly once."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from lake.delta import open_table
+from lake.layout import table_rel
+from lake.storage import Store
+from pipelines.cli import app
+from pipelines.lakeops import read_frame
+from pipelines.process import process_once
+from tests.pipeline.conftest import CONFIG
+from tests.quality.conftest import Day, firmware_fault, process_day
+from transforms.quality_results import held_batches, read_results
+
+
+@dataclass
+class Gated:
+    day: Day
+    zero_branch: str
+    tenant: str
+    rel: str
+
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory: pytest.TempPathFactory, clean_day: Day) -> Gated:
+    by_tenant = clean_day.branches.sort("branch_id").group_by("client_id", maintain_order=True)
+    firsts = [(str(t[0]), str(part["branch_id"][0])) for t, part in by_tenant]
+    (tenant, zero_branch), (_, silent_branch) = firsts[0], firsts[1]
+    day = process_day(
+        tmp_path_factory.mktemp("gated"),
+        CONFIG,
+        firmware_fault(zero_branch, silent_branch),
+        gate=True,
+    )
+    return Gated(day, zero_branch, tenant, table_rel(tenant, "meter_readings"))
+
+
+def _done(day: Day) -> dict[str, object]:
+    path = Path(day.settings.lake) / "_state/main/batches/0000000001/done.json"
+    return dict(json.loads(path.read_text()))
+
+
+def test_a_blocking_failure_holds_only_its_table(gated: Gated) -> None:
+    done = _done(gated.day)
+    assert done["held"] == {gated.rel: ["zero_power_while_open"]}
+    # The held table got its batch recorded with no rows; every other table published.
+    assert read_frame(gated.day.store, gated.tenant, "meter_readings").height == 0
+    table = open_table(gated.day.store, gated.rel)
+    assert table.transaction_version("main") == 1
+    for tenant in {str(t) for t in gated.day.branches["client_id"]}:
+        for dataset in ("dg_readings", "solar_readings"):
+            assert read_frame(gated.day.store, tenant, dataset).height > 0
+    others = [t for t in {str(t) for t in gated.day.branches["client_id"]} if t != gated.tenant]
+    assert all(read_frame(gated.day.store, t, "meter_readings").height > 0 for t in others)
+    # The silent branch fails completeness: a warning, recorded, not held.
+    warned = done["warnings"]
+    assert isinstance(warned, dict)
+    assert any("completeness_per_device" in rules for rules in warned.values())
+
+
+def test_results_lineage_and_data_docs_record_the_hold(gated: Gated) -> None:
+    store = gated.day.store
+    held = held_batches(store)
+    assert held.select("batch_id", "client_id", "dataset").rows() == [
+        ("main:1", gated.tenant, "meter_readings")
+    ]
+    results = read_results(store, tenant=gated.tenant, dataset="meter_readings")
+    failed = results.filter(~pl.col("success") & (pl.col("severity") == "error"))
+    assert failed["rule"].to_list() == ["zero_power_while_open"]
+    assert results["held"].all()
+    events = [
+        json.loads(line)
+        for f in sorted((gated.day.settings.data_dir / "lineage" / "events").glob("*.jsonl"))
+        for line in f.read_text().splitlines()
+    ]
+    complete = [
+        e for e in events if e["eventType"] == "COMPLETE" and e["job"]["name"] == "process.main"
+    ]
+    assert complete[-1]["run"]["facets"]["energylake_run"]["quality"] == "held"
+    inputs = {i["name"]: i for i in complete[-1]["inputs"] if "inputFacets" in i}
+    outputs = {o["name"]: o for o in complete[-1]["outputs"]}
+    held_out = next(o for name, o in outputs.items() if name.endswith(gated.rel))
+    assert held_out["outputFacets"]["outputStatistics"]["rowCount"] == 0
+    assertions = [
+        a
+        for i in inputs.values()
+        for a in i["inputFacets"].get("dataQualityAssertions", {}).get("assertions", [])
+    ]
+    assert {"assertion": "zero_power_while_open", "success": False} in [
+        {"assertion": a["assertion"], "success": a["success"]} for a in assertions
+    ]
+    assert (gated.day.settings.data_dir / "quality" / "index.html").is_file()
+
+
+def test_release_publishes_the_held_rows_once(gated: Gated) -> None:
+    day, store = gated.day, gated.day.store
+    plan = json.loads(
+        (Path(day.settings.lake) / "_state/main/batches/0000000001/plan.json").read_text()
+    )
+    held_rows = sum(f["num_records"] for f in plan["tables"][gated.rel]["files"])
+    assert held_rows > 0
+    data_dir = str(day.settings.data_dir)
+    args = ["quality", "release", "1", "--by", "ops@example", "--reason", "CT fault fixed"]
+    dry = CliRunner().invoke(app, [*args, "--data-dir", data_dir])
+    assert dry.exit_code == 0, dry.output
+    assert "dry run" in dry.output
+    assert read_frame(store, gated.tenant, "meter_readings").height == 0
+    done = CliRunner().invoke(app, [*args, "--apply", "--data-dir", data_dir])
+    assert done.exit_code == 0, done.output
+    rows = read_frame(store, gated.tenant, "meter_readings")
+    assert rows.height == held_rows
+    assert rows.select("device_id", "seq").is_unique().all()
+    version = open_table(store, gated.rel).version()
+    # A second release (and a replayed batch) publishes nothing more.
+    again = CliRunner().invoke(app, [*args, "--apply", "--data-dir", data_dir])
+    assert again.exit_code == 0, again.output
+    assert "already" in again.output
+    assert process_once(day.settings) is None
+    assert open_table(store, gated.rel).version() == version
+    assert read_frame(store, gated.tenant, "meter_readings").height == held_rows
+    assert held_batches(store).height == 0
+    decision = read_results(store, tenant=gated.tenant, dataset="meter_readings").filter(
+        pl.col("record_kind") == "decision"
+    )
+    assert decision.height == 1
+    events = [
+        json.loads(line)
+        for f in sorted((day.settings.data_dir / "lineage" / "events").glob("*.jsonl"))
+        for line in f.read_text().splitlines()
+    ]
+    released = [e for e in events if e["job"]["name"] == "quality.release"]
+    assert [e["eventType"] for e in released] == ["START", "COMPLETE"]
+    assert released[-1]["outputs"][0]["name"].endswith(gated.rel)
+
+
+def test_release_refuses_what_is_not_held(gated: Gated) -> None:
+    data_dir = str(gated.day.settings.data_dir)
+    base = ["quality", "release", "--by", "x", "--reason", "y", "--data-dir", data_dir]
+    for batch, needle in (("99", "not finished"), ("other:1", "belongs to"), ("x", "expected")):
+        result = CliRunner().invoke(app, [*base[:2], batch, *base[2:]])
+        assert result.exit_code == 2
+        assert needle in result.output
+    _ = Store
