@@ -36,6 +36,7 @@ from simulator.landing import simulate_to_landing
 from simulator.publish import Publisher, PublishTargets
 from simulator.reference import build_fleet
 from simulator.run import simulate
+from transforms.quality_results import read_results
 
 __all__ = ["DemoError", "run_demo"]
 
@@ -123,8 +124,13 @@ def run_demo(
 
     console.print(Rule("4. lineage: where one table version came from"))
     _show_lineage(settings, console, store)
+    console.print(Rule("5. the quality gate's results for the day"))
+    console.print(render.gate_summary(read_results(store)))
+    docs = settings.data_dir / "quality" / "index.html"
+    if docs.is_file():
+        console.print(f"Great Expectations Data Docs: {docs}")
 
-    console.print(Rule(f"5. purpose limitation: {dataset} as each purpose sees it"))
+    console.print(Rule(f"6. purpose limitation: {dataset} as each purpose sees it"))
     console.print(render.compare_table(contract, plans))
     table = pq.read_table(settings.sim_dir / "reference" / f"{dataset}.parquet")
     tenant = str(table.column("client_id")[0]) if "client_id" in table.column_names else "default"
@@ -135,7 +141,7 @@ def run_demo(
     shaped = {plan.purpose: apply_plan(plan, rows, key, contract) for plan in plans}
     console.print(render.record_table(contract, shaped, f"one {dataset} record of tenant {tenant}"))
 
-    console.print(Rule("6. query it yourself"))
+    console.print(Rule("7. query it yourself"))
     console.print(render.duckdb_hint(settings.lake, tenant))
     console.print(f"demo finished in {time.perf_counter() - started:.1f} s")
 

@@ -22,6 +22,7 @@ __all__ = [
     "contracts_table",
     "duckdb_hint",
     "fields_table",
+    "gate_summary",
     "lake_tables_table",
     "lineage_trace",
     "plan_table",
@@ -368,3 +369,46 @@ def lineage_trace(trace: Any, rel: str, version: int | None, show: int = 5) -> G
         + (f" ... and {more} more" if more > 0 else "")
     )
     return Group(head, runs, segments)
+
+
+def gate_summary(results: Any) -> Table:
+    """The quality gate over the day, per tenant and dataset (``quality_results`` rows)."""
+    import polars as pl
+
+    rows = results.filter(pl.col("record_kind") == "result")
+    failed = ~pl.col("success")
+    summary = (
+        rows.group_by("client_id", "dataset")
+        .agg(
+            pl.col("batch_id").n_unique().alias("batches"),
+            pl.len().alias("checks"),
+            pl.col("rule")
+            .filter(failed & (pl.col("severity") == "error"))
+            .unique()
+            .sort()
+            .alias("blocking"),
+            pl.col("rule")
+            .filter(failed & (pl.col("severity") != "error"))
+            .unique()
+            .sort()
+            .alias("warned"),
+            pl.col("batch_id").filter(pl.col("held")).n_unique().alias("held"),
+        )
+        .sort("client_id", "dataset")
+    )
+    table = Table(
+        "tenant", "dataset", "batches", "checks", "blocking failed", "warnings", "held",
+        title="quality gate over the day (quality_results)",
+    )  # fmt: skip
+    for row in summary.iter_rows():
+        tenant, dataset, batches, checks, blocking, warned, held = row
+        table.add_row(
+            tenant,
+            dataset,
+            str(batches),
+            str(checks),
+            ", ".join(blocking) or "-",
+            ", ".join(warned) or "-",
+            f"[red]{held}[/]" if held else "0",
+        )
+    return table
