@@ -64,9 +64,9 @@ demo: $(STAMP) mosquitto ## the main job end to end on embedded defaults (./data
 bench: $(STAMP) mosquitto ## the benchmarks, each against a baseline measured in the same run (docs/BENCHMARKS.md)
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.partition_grain
-	$(BIN)/python -m bench.gateway
+	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.freshness
-	$(BIN)/python -m bench.lineage
+	$(BIN)/python -m bench.lineage_queries
 	$(BIN)/python -m bench.quality_gate
 
 lock: ## refresh constraints.txt from a clean resolve

@@ -22,7 +22,10 @@ code (``E0xx``) operators and tests can search for. Codes:
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
 from collections.abc import Iterable, Iterator
 from functools import cache
 from importlib import resources
@@ -57,9 +60,45 @@ _ZERO_SHARE_CONDITIONS = {"branch_open_on_supply", "night", "always"}
 
 
 @cache
+def _odcs_schema_text() -> str:
+    return resources.files("open_data_contract_standard").joinpath("schema.json").read_text()
+
+
+@cache
 def _odcs_validator() -> jsonschema.Draft201909Validator:
-    text = resources.files("open_data_contract_standard").joinpath("schema.json").read_text()
-    return jsonschema.Draft201909Validator(json.loads(text))
+    return jsonschema.Draft201909Validator(json.loads(_odcs_schema_text()))
+
+
+def _schema_cache() -> Path | None:
+    """Where documents that passed the ODCS schema are remembered (by content hash)."""
+    configured = os.environ.get("ENERGYLAKE_CONTRACT_CACHE")
+    if configured == "off":
+        return None
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "energylake" / "odcs-valid"
+
+
+def _odcs_errors(data: Any) -> list[jsonschema.ValidationError]:
+    """The ODCS JSON Schema errors of ``data``. Validating the schema costs ~50 ms per
+    contract and every process loads all of them: a document (canonical JSON, with the
+    schema's own text) that passed once is remembered by its SHA-256, so it is only
+    validated again when it or the schema changes. Failures are never cached."""
+    folder = _schema_cache()
+    key = hashlib.sha256(
+        _odcs_schema_text().encode()
+        + b"\0"
+        + json.dumps(data, sort_keys=True, default=str).encode()
+    ).hexdigest()
+    if folder is not None and (folder / key).exists():
+        return []
+    errors = sorted(_odcs_validator().iter_errors(data), key=lambda e: e.path)
+    if not errors and folder is not None:
+        with contextlib.suppress(OSError):  # a read-only home only costs the speed-up
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / key).touch()
+    return errors
 
 
 def _json_path(parts: Iterable[Any]) -> str:
@@ -92,7 +131,7 @@ class _Linter:
         if not isinstance(self.data, dict):
             self.add("(root)", "E001", "not a YAML mapping; an ODCS v3 contract is expected")
             return self.issues
-        for error in sorted(_odcs_validator().iter_errors(self.data), key=lambda e: e.path):
+        for error in _odcs_errors(self.data):
             self.add(_json_path(error.absolute_path), "E001", f"ODCS schema: {error.message}")
         if self.issues:
             return self.issues  # the rules below assume an ODCS-shaped document

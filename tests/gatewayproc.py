@@ -1,5 +1,5 @@
 """Helpers for tests that run the real gateway: a gateway process on a free port, and an
-HTTP client (used by tests/gateway, tests/e2e, tests/simulator and bench/gateway.py).
+HTTP client (used by tests/gateway, tests/e2e, tests/simulator and bench/ingest.py).
 
 ``start_gateway`` runs ``python -m pipelines.cli_gateway gateway`` (the real command) as a
 subprocess configured through ENERGYLAKE_* variables, waits for ``/healthz``, and the test

@@ -415,3 +415,19 @@ def test_cli_lint_passes_on_the_shipped_contracts() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "10 contract(s) OK" in result.stdout
+
+
+def test_the_schema_cache_remembers_only_passes_and_sees_any_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ENERGYLAKE_CONTRACT_CACHE", str(tmp_path / "cache"))
+    data = yaml.safe_load((CONTRACTS_DIR / "meter_readings.odcs.yaml").read_text())
+    assert lint_data("meter_readings.odcs.yaml", data) == []
+    remembered = list((tmp_path / "cache").iterdir())
+    assert len(remembered) == 1
+    broken = copy.deepcopy(data)
+    broken["apiVersion"] = "v9"  # not an ODCS version: a schema error
+    issues = lint_data("meter_readings.odcs.yaml", broken)
+    assert any(i.code == "E001" and "apiVersion" in i.path for i in issues)
+    assert lint_data("meter_readings.odcs.yaml", broken) == issues  # failures never cached
+    assert len(list((tmp_path / "cache").iterdir())) == 1

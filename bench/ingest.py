@@ -18,7 +18,7 @@ gateway's peak RSS.
 The two sides take turns ``--repeat`` times (the machine is shared and noisy); every run is
 printed, and the best of each side.
 
-    .venv/bin/python -m bench.gateway [--messages 100000 --batch 100 --seconds 5 --repeat 2]
+    .venv/bin/python -m bench.ingest [--messages 100000 --batch 100 --seconds 5 --repeat 2]
 """
 
 from __future__ import annotations
@@ -334,7 +334,7 @@ def _run_load(
         }
     )
     out = subprocess.run(
-        [sys.executable, "-m", "bench.gateway", "--load-worker"],
+        [sys.executable, "-m", "bench.ingest", "--load-worker"],
         input=spec,
         capture_output=True,
         text=True,
@@ -399,13 +399,13 @@ def main() -> None:
     http_rss = max(h["peak_rss"] for h in https)
     now = datetime.now(UTC)
     print(
-        f"bench.gateway  {now:%Y-%m-%d %H:%M} UTC  {os.cpu_count()} CPUs, "
+        f"bench.ingest  {now:%Y-%m-%d %H:%M} UTC  {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}, paho-mqtt {version('paho-mqtt')}, "
         f"aiohttp {version('aiohttp')}"
     )
     print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(
-        f"command: .venv/bin/python -m bench.gateway --messages {args.messages} "
+        f"command: .venv/bin/python -m bench.ingest --messages {args.messages} "
         f"--batch {args.batch} --seconds {args.seconds:g} --concurrency {args.concurrency} "
         f"--repeat {args.repeat}"
     )
