@@ -1,7 +1,7 @@
 """Lineage queries on a year of events: generate them in the file transport's layout, index
 them (``LineageStore.refresh``), then time ``runs``, ``trace`` and ``where``.
 
-    .venv/bin/python -m bench.lineage_queries [--days 365] [--per-day 1440] [--branches 8] [--out DIR]
+    .venv/bin/python -m bench.lineage_queries [--days 365] [--per-day 1440] [--branches 8]
 
 Default: one batch a minute for a year (525,600 batch runs, START + COMPLETE each), every
 batch writing two tables of one tenant, ``--branches`` partitions each, one segment each.
