@@ -32,6 +32,7 @@ from gateway.metrics import GatewayMetrics
 __all__ = ["MqttConsumer"]
 
 log = logging.getLogger(__name__)
+_IDENTITY_CACHE = 100_000  # topics remembered (a fleet's worth); cleared when full
 
 
 class MqttConsumer:
@@ -50,6 +51,7 @@ class MqttConsumer:
         self._metrics = metrics
         self._paused = paused
         self._lock = threading.Lock()
+        self._identities: dict[str, str] = {}
         self._pending = 0  # submitted, callback not yet run
         self._intake = False  # accept messages into the landing log
         self._running = False  # paho's network thread is (meant to be) running
@@ -141,11 +143,20 @@ class MqttConsumer:
         log.warning("MQTT disconnected: %s", reason)
 
     def _identity(self, topic: str) -> str:
+        # A device publishes on one or two topics: remember the answer (bounded).
+        known = self._identities.get(topic)
+        if known is not None:
+            return known
+        found = ""
         for pattern in self._config.patterns:
             device = pattern.identity(topic)
             if device is not None:
-                return device
-        return ""
+                found = device
+                break
+        if len(self._identities) >= _IDENTITY_CACHE:
+            self._identities.clear()
+        self._identities[topic] = found
+        return found
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if not self._intake:

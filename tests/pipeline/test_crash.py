@@ -135,9 +135,19 @@ def _freeze(value: Any) -> Any:
 
 
 def _rows(settings: Settings, rel: str) -> tuple[tuple[str, ...], Counter[tuple[Any, ...]]]:
-    """The table's column names and its rows as a multiset (columns in name order)."""
+    """The table's column names and its rows as a multiset (columns in name order).
+
+    The gate's results carry when the gate ran (``ts``) and, for freshness, the age it
+    saw (``observed``, ``reason``, ``unexpected_*``): those are left out; everything else
+    (the result ids included, one per batch, table and rule) must match exactly.
+    """
     table = read_table(Store.from_uri(settings.lake), rel)
-    names = tuple(sorted(table.column_names))
+    clock = {"ts", "observed", "reason", "unexpected_count", "unexpected_pct", "decided_at"}
+    names = tuple(
+        sorted(
+            n for n in table.column_names if not (rel.endswith("/quality_results") and n in clock)
+        )
+    )
     table = table.select(list(names))
     rows: Counter[tuple[Any, ...]] = Counter(
         tuple(_freeze(row[name]) for name in names) for row in table.to_pylist()
@@ -165,6 +175,9 @@ def _assert_no_duplicates(settings: Settings) -> None:
             assert dupes.height == 0, f"{rel}: (device_id, seq) twice:\n{dupes.head(10)}"
         elif dataset == "quarantine":
             quarantine_ids += _frame(settings, rel)["quarantine_id"].to_list()
+        elif dataset == "quality_results":
+            ids = _frame(settings, rel)["result_id"]
+            assert ids.is_unique().all(), f"{rel}: a gate result recorded twice"
     repeated = [q for q, n in Counter(quarantine_ids).items() if n > 1]
     assert not repeated, f"quarantine_id twice: {repeated[:5]}"
 
