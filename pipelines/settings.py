@@ -65,6 +65,11 @@ class Settings(BaseSettings):
         description="Run the quality gate on every batch; a failed blocking rule holds a "
         "table's rows out of the lake until `energylake quality release`.",
     )
+    quality_docs_interval_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="Rebuild the gate's Data Docs (DATA_DIR/quality) at most this often.",
+    )
     compact_max_files: int = Field(
         default=32,
         ge=2,

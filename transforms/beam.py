@@ -232,9 +232,11 @@ class _SeriesFn(beam.DoFn):
         self._registry = self._ctx.registry()
         self._store = self._ctx.store()
         self._pool = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="lake-writer")
+        self._gate_pool = ThreadPoolExecutor(1, thread_name_prefix="quality-gate")
 
     def teardown(self) -> None:
         self._pool.shutdown(wait=True)
+        self._gate_pool.shutdown(wait=True)
 
     def process(self, element: tuple[tuple[str, str], Iterable[pl.DataFrame]]) -> Iterator[Any]:
         (tenant, dataset), frames = element
@@ -262,8 +264,13 @@ class _SeriesFn(beam.DoFn):
             yield from _quarantine_outputs(quarantined)
         names = [f.name for f in contract.fields]
         rows = result.rows.select(names)
-        if ctx.gate and rows.height:
-            yield beam.pvalue.TaggedOutput(GATE, self._gate(contract, tenant, dataset, rows))
+        # The gate runs on its own thread while the files are written (GE is Python, the
+        # Parquet writers mostly release the GIL): its verdict is only needed at commit.
+        gate = (
+            self._gate_pool.submit(self._gate, contract, tenant, dataset, rows)
+            if ctx.gate and rows.height
+            else None
+        )
         if rows.height:
             # Written here, not after another GroupByKey: the rows are already grouped by
             # table, and a second shuffle would pickle every frame again. A table the gate
@@ -271,6 +278,8 @@ class _SeriesFn(beam.DoFn):
             yield from _write_table(
                 self._store, self._pool, contract, ctx.batch_no, tenant, dataset, rows
             )
+        if gate is not None:
+            yield beam.pvalue.TaggedOutput(GATE, gate.result())
 
     def _gate(
         self, contract: Any, tenant: str, dataset: str, rows: pl.DataFrame
