@@ -52,7 +52,11 @@ class MqttConsumer:
         self._paused = paused
         self._lock = threading.Lock()
         self._identities: dict[str, str] = {}
-        self._pending = 0  # submitted, callback not yet run
+        # Submitted and completed envelopes: each counter has one writing thread (paho's,
+        # the committer's), so no lock is taken per message; pending is their difference.
+        self._submitted = 0
+        self._completed = 0
+        self._accepted = metrics.accepted.labels("mqtt")
         self._intake = False  # accept messages into the landing log
         self._running = False  # paho's network thread is (meant to be) running
         self._stop = threading.Event()
@@ -63,6 +67,10 @@ class MqttConsumer:
         self._supervisor.daemon = True
 
     # -- public
+
+    def _pending(self) -> int:
+        """Envelopes submitted whose callback has not run yet."""
+        return self._submitted - self._completed
 
     @property
     def connected(self) -> bool:
@@ -79,7 +87,7 @@ class MqttConsumer:
         with self._lock:
             self._intake = False
         deadline = time.monotonic() + timeout
-        while self._pending and time.monotonic() < deadline:
+        while self._pending() and time.monotonic() < deadline:
             time.sleep(0.01)
         self._stop.set()
         self._supervisor.join(timeout)
@@ -167,22 +175,22 @@ class MqttConsumer:
         )
         mid, qos = msg.mid, msg.qos
 
+        accepted = self._accepted
+
         def done(error: BaseException | None) -> None:
-            with self._lock:
-                self._pending -= 1
+            # Runs on the committer's thread, once the envelope is on disk (or not).
             if error is None:
                 client.ack(mid, qos)
-                self._metrics.accepted.labels("mqtt").inc()
+                accepted.inc()
             else:
                 self._metrics.rejected.labels("mqtt", "landing_failed").inc()
+            self._completed += 1  # written by this thread only
 
-        with self._lock:
-            self._pending += 1
+        self._submitted += 1  # written by paho's thread only
         try:
             self._committer.submit([envelope], done)
         except CommitterClosedError:
-            with self._lock:
-                self._pending -= 1
+            self._submitted -= 1
 
     # -- lifecycle
 
@@ -212,7 +220,7 @@ class MqttConsumer:
                 log.warning("landing log under pressure: MQTT consumer pauses (disconnects)")
                 # let what is already submitted be acked before leaving
                 deadline = time.monotonic() + 2.0
-                while self._pending and time.monotonic() < deadline:
+                while self._pending() and time.monotonic() < deadline:
                     time.sleep(0.01)
                 self._disconnect()
             elif not paused and not self._running:
