@@ -109,6 +109,11 @@ class GatewayConfig:
     http_rate_per_s: float = 20.0
     http_burst: int = 100
     drain_timeout_s: float = 10.0
+    # The interpreter's thread switch interval for the gateway process. Longer slices let
+    # paho's thread take a run of messages and the committer a bigger batch: measured on
+    # 2 cores, 20 ms drained a QoS 1 backlog at 0.87-0.96 of a plain paho subscriber, the
+    # default 5 ms at 0.70-0.80. The cost: an ack may wait up to one slice more.
+    switch_interval_s: float = 0.02
     patterns: tuple[TopicPattern, ...] = field(init=False)
 
     def __post_init__(self) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Callable
 
 from aiohttp import web
@@ -147,6 +148,7 @@ class Gateway:
 
     def run(self) -> None:
         """Serve until SIGTERM / SIGINT, then drain. Returns normally after a clean drain."""
+        sys.setswitchinterval(self.config.switch_interval_s)
 
         async def main() -> None:
             loop = asyncio.get_running_loop()

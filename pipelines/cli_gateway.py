@@ -70,6 +70,7 @@ def build_gateway_config(
         http_rate_per_s=settings.gateway_http_rate_per_s,
         http_burst=settings.gateway_http_burst,
         drain_timeout_s=settings.gateway_drain_timeout_s,
+        switch_interval_s=settings.gateway_switch_interval_ms / 1000.0,
     )
 
 

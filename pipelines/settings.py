@@ -142,6 +142,12 @@ class Settings(BaseSettings):
     gateway_monitor_interval_s: float = Field(
         default=1.0, gt=0, description="Seconds between looks at disk, lag and identity book."
     )
+    gateway_switch_interval_ms: float = Field(
+        default=20.0,
+        gt=0,
+        le=1000,
+        description="Python thread switch interval in the gateway process (see GATEWAY.md).",
+    )
     gateway_drain_timeout_s: float = Field(
         default=10.0, gt=0, description="SIGTERM: longest wait for in-flight work."
     )
