@@ -28,7 +28,7 @@ from lineage.config import LineageConfig
 from lineage.store import LineageStore
 from pipelines import render
 from pipelines.lakeops import branch_totals, table_counts
-from pipelines.process import ingest_stats, process_once
+from pipelines.process import ingest_stats, process_once, wait_for_data_docs
 from pipelines.settings import Settings
 from pipelines.stack import LocalStack
 from simulator.config import FaultRates, SimConfig
@@ -126,6 +126,7 @@ def run_demo(
     _show_lineage(settings, console, store)
     console.print(Rule("5. the quality gate's results for the day"))
     console.print(render.gate_summary(read_results(store)))
+    wait_for_data_docs(60)
     docs = settings.data_dir / "quality" / "index.html"
     if docs.is_file():
         console.print(f"Great Expectations Data Docs: {docs}")

@@ -704,22 +704,42 @@ def load_branches(store: Store) -> pl.DataFrame | None:
     return pl.concat(frames, how="diagonal_relaxed") if frames else None
 
 
+_DOCS: dict[str, threading.Thread] = {}
+
+
 def _data_docs(settings: Settings) -> None:
     """GE's Data Docs for the validations this process ran (best effort: a report).
 
-    Rendering costs 0.2-0.4 s, a tenth of a 100k-row batch: the site is rebuilt at most
-    every ``quality_docs_interval_s``; ``quality_results`` holds every result regardless.
+    Rendering costs 0.2-0.4 s, a tenth of a 100k-row batch: it runs on a thread of its own
+    (the next batch's reading and decoding go on meanwhile; the interpreter waits for it
+    at exit), at most every ``quality_docs_interval_s``, one build at a time.
+    ``quality_results`` holds every result regardless.
     """
     index = settings.data_dir / "quality" / "index.html"
+    running = _DOCS.get("build")
+    if running is not None and running.is_alive():
+        return
     with contextlib.suppress(OSError):
         if time.time() - index.stat().st_mtime < settings.quality_docs_interval_s:
             return
-    try:
-        from transforms.quality import build_data_docs
 
-        build_data_docs(settings.data_dir / "quality")
-    except Exception:
-        log.exception("DATA_DOCS_FAILED: the quality results table still holds every result")
+    def build() -> None:
+        try:
+            from transforms.quality import build_data_docs
+
+            build_data_docs(settings.data_dir / "quality")
+        except Exception:
+            log.exception("DATA_DOCS_FAILED: the quality results table still holds every result")
+
+    _DOCS["build"] = thread = threading.Thread(target=build, name="data-docs")
+    thread.start()
+
+
+def wait_for_data_docs(timeout: float | None = None) -> None:
+    """Block until a Data Docs build in progress (if any) has finished."""
+    running = _DOCS.get("build")
+    if running is not None:
+        running.join(timeout)
 
 
 def _batch_version(store: Store, rel: str, tag: str, depth: int = 200) -> int | None:

@@ -32,6 +32,7 @@ import polars as pl
 
 from contracts import Contract
 from transforms.quality_rules import (
+    RANGE_RULE,
     REQUIRED_RULE,
     QualityRuleError,
     RuleSpec,
@@ -39,6 +40,8 @@ from transforms.quality_rules import (
     batch_window,
     device_metrics,
     missing_required,
+    out_of_range,
+    range_fields,
     rule_specs,
 )
 
@@ -391,6 +394,31 @@ def _to_results(
     return out
 
 
+def _name_ranges(
+    results: list[RuleResult], contract: Contract, frame: pl.DataFrame
+) -> list[RuleResult]:
+    """The ranges rule's reason names each field out of range, its count and worst values."""
+    out = []
+    for r in results:
+        if r.rule == RANGE_RULE and not r.success:
+            parts = []
+            for f in range_fields(contract, set(frame.columns)):
+                c = pl.col(f.name)
+                low = c < f.minimum if f.minimum is not None else pl.lit(False)
+                high = c > f.maximum if f.maximum is not None else pl.lit(False)
+                bad = frame.select(c.filter((low | high).fill_null(False)))
+                if bad.height:
+                    values = bad.to_series()
+                    low_v, high_v = _fmt(values.min()), _fmt(values.max())
+                    parts.append(
+                        f"{f.name}: {bad.height} outside [{f.minimum}, {f.maximum}] "
+                        f"(min {low_v}, max {high_v})"
+                    )
+            r = replace(r, reason="; ".join(parts) or r.reason)
+        out.append(r)
+    return out
+
+
 def _name_nulls(results: list[RuleResult], frame: pl.DataFrame) -> list[RuleResult]:
     """The required-fields rule's reason names the columns that hold nulls."""
     out = []
@@ -445,12 +473,14 @@ def run_gate(
     with engine.lock:
         if row_specs:
             suite = engine.suite(contract, "row", row_specs)
-            rows = frame.with_columns(missing_required(contract, frame)).select(needed)
+            rows = frame.with_columns(
+                missing_required(contract, frame), out_of_range(contract, frame)
+            ).select(needed)
             validation, vid = engine.run(suite, rows, [], boolean_only=True)
             if not validation.success:  # rare: run again for counts and values
                 validation, vid = engine.run(suite, rows, [])
             found = _to_results(suite, validation, None, frame.height)
-            results.extend(_name_nulls(found, frame))
+            results.extend(_name_ranges(_name_nulls(found, frame), contract, frame))
             ids.append(vid)
         if batch_specs:
             suite = engine.suite(contract, "batch", batch_specs)

@@ -16,7 +16,7 @@ from lake.layout import table_rel
 from lake.storage import Store
 from pipelines.cli import app
 from pipelines.lakeops import read_frame
-from pipelines.process import process_once
+from pipelines.process import process_once, wait_for_data_docs
 from tests.pipeline.conftest import CONFIG
 from tests.quality.conftest import Day, firmware_fault, process_day
 from transforms.quality_results import held_batches, read_results
@@ -98,6 +98,7 @@ def test_results_lineage_and_data_docs_record_the_hold(gated: Gated) -> None:
     assert {"assertion": "zero_power_while_open", "success": False} in [
         {"assertion": a["assertion"], "success": a["success"]} for a in assertions
     ]
+    wait_for_data_docs(60)  # rendered on a thread of its own
     assert (gated.day.settings.data_dir / "quality" / "index.html").is_file()
 
 
