@@ -36,7 +36,8 @@ from lake.delta import read_table, table_exists
 from lake.layout import table_rel, tenants
 from lake.reference import load_reference
 from lake.storage import Store
-from pipelines.process import load_devices, process_once, wait_for_data_docs
+from pipelines.batch_hooks import wait_for_data_docs
+from pipelines.process import load_devices, process_once
 from pipelines.settings import load_settings
 from simulator.config import SimConfig
 from simulator.landing import simulate_to_landing

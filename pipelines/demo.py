@@ -27,8 +27,9 @@ from lake.storage import Store
 from lineage.config import LineageConfig
 from lineage.store import LineageStore
 from pipelines import render
+from pipelines.batch_hooks import wait_for_data_docs
 from pipelines.lakeops import branch_totals, table_counts
-from pipelines.process import ingest_stats, process_once, wait_for_data_docs
+from pipelines.process import ingest_stats, process_once
 from pipelines.settings import Settings
 from pipelines.stack import LocalStack
 from simulator.config import FaultRates, SimConfig

@@ -23,14 +23,12 @@ import contextlib
 import fcntl
 import json
 import logging
-import os
 import signal
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from dataclasses import fields as dataclass_fields
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import FrameType
@@ -43,7 +41,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 
 from contracts import ContractRegistry, EnergylakeError, load_registry
-from gateway.landing import closed_segments, iter_segment_chunks, read_records_at
+from gateway.landing import closed_segments
 from lake.delta import (
     CompactReport,
     DataFile,
@@ -59,11 +57,17 @@ from lake.layout import UNASSIGNED_TENANT, raw_archive_rel, state_rel, table_rel
 from lake.layout import tenants as lake_tenants
 from lake.reference import load_device_registry
 from lake.storage import Store
-from lineage import LineageEmitter, RunHandle, RunRef, jobs
-from lineage.batch import batch_outputs, segment_inputs, snapshot_inputs
-from lineage.facets import Assertion
+from lineage import LineageEmitter, RunRef
 from lineage.runs import CompactedTable, emit_compaction, uri_of
 from pipelines.audit import audit_batch
+from pipelines.batch_hooks import (
+    BatchLineage,
+    data_docs,
+    lineage_session,
+    load_branches,
+    published_plan,
+)
+from pipelines.segments import EnvelopeReader, group_segments, read_segment_tables
 from pipelines.settings import Settings
 from transforms.beam import (
     GATE,
@@ -83,8 +87,6 @@ from transforms.registry import device_frame
 __all__ = ["BatchReport", "ProcessError", "follow", "ingest_stats", "process_once"]
 
 log = logging.getLogger("energylake.process")
-CHUNK_RECORDS = 20_000
-GROUP_BYTES = 32 << 20
 DEFAULT_RUNNER = "FnApiRunner"
 
 
@@ -128,60 +130,6 @@ class BatchReport:
             "gate_seconds": round(self.gate_seconds, 3),
             "seconds": round(self.seconds, 3),
         }
-
-
-# --- the segment readers the Beam stages are given -----------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class EnvelopeReader:
-    """Envelopes again, by (segment, offset): accepted rows do not carry source, topic,
-    identity and raw bytes through the shuffle; the few a later stage quarantines are read
-    back from the closed segment, which stays in place until the batch has committed."""
-
-    closed: str
-
-    def __call__(self, segment: str, offsets: Sequence[int]) -> list[tuple[str, str, str, bytes]]:
-        return [
-            (e.source, e.topic, e.identity, e.payload)
-            for e in read_records_at(Path(self.closed) / segment, offsets)
-        ]
-
-
-def read_segment_tables(
-    paths: list[str],
-) -> Iterator[pa.Table | tuple[str, str, str, str, str, int]]:
-    """Envelope chunks of about CHUNK_RECORDS from a group of closed segments (small segments
-    are read together: per-chunk costs stay amortised); damage comes out as a stat."""
-    pending: list[pa.Table] = []
-    rows = 0
-    for path in paths:
-        for part in iter_segment_chunks(Path(path), CHUNK_RECORDS):
-            if len(part):
-                pending.append(part.to_arrow())
-                rows += len(part)
-            if part.damage is not None:
-                log.error("segment %s: damaged tail: %s", part.segment, part.damage)
-                yield ("damaged", "", "", "", part.segment, int(part.damage.length))
-            if rows >= CHUNK_RECORDS:
-                yield pa.concat_tables(pending)
-                pending, rows = [], 0
-    if pending:
-        yield pa.concat_tables(pending)
-
-
-def group_segments(paths: list[Path], target_bytes: int = GROUP_BYTES) -> list[list[str]]:
-    """Consecutive segments in groups of about ``target_bytes`` (one Beam element each)."""
-    groups: list[list[str]] = []
-    size = 0
-    for path in paths:
-        length = path.stat().st_size
-        if not groups or size + length > target_bytes:
-            groups.append([])
-            size = 0
-        groups[-1].append(str(path))
-        size += length
-    return groups
 
 
 # --- state ---------------------------------------------------------------------------------
@@ -406,7 +354,7 @@ def process_once(
     contracts_dir = str(settings.contracts_dir or _contracts_dir())
     landing = settings.landing
     state = _State(store, settings.pipeline_id)
-    with _lock(landing, settings.pipeline_id), _BatchLineage(settings, lineage_parent) as lineage:
+    with _lock(landing, settings.pipeline_id), BatchLineage(settings, lineage_parent) as lineage:
         n = state.last_done() + 1
         manifest = state.get(n, "manifest.json")
         resumed = manifest is not None
@@ -485,7 +433,7 @@ def process_once(
         report.seconds = time.perf_counter() - started
         state.finish(n, report.as_dict())
         if gates:
-            _data_docs(settings)
+            data_docs(settings)
         lineage.complete(store, registry, published_plan(plan))
         return report
 
@@ -534,7 +482,7 @@ def follow(
     stop = _Stop()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     done = 0
-    session = _lineage_session(settings)  # the parent run of the session's batches
+    session = lineage_session(settings)  # the parent run of the session's batches
     parent = session.ref if session is not None else None
     try:
         while not stop.event.is_set():
@@ -605,160 +553,3 @@ def compact_if_needed(
             parent=lineage_parent,
         )
     return done
-
-
-# --- lineage hooks (docs/LINEAGE.md): they log and carry on, never fail a batch -------------
-
-
-class _BatchLineage:
-    """One batch's run events. Entered with the lock; FAIL on an exception, then re-raised."""
-
-    def __init__(self, settings: Settings, parent: RunRef | None) -> None:
-        self.settings = settings
-        self.parent = parent
-        self.run: RunHandle | None = None
-        self.manifest: dict[str, Any] = {}
-        self.done = False
-
-    def __enter__(self) -> _BatchLineage:
-        return self
-
-    def start(self, n: int, manifest: dict[str, Any]) -> None:
-        self.manifest = manifest
-        try:
-            emitter = LineageEmitter.from_settings(self.settings)
-            self.run = emitter.batch(self.settings.pipeline_id, n, parent=self.parent)
-            self.run.start(segment_inputs(manifest, uri_of(self.settings.landing)))
-        except Exception:
-            log.exception("LINEAGE_HOOK_FAILED batch %s: START not emitted", n)
-
-    def quality(self, rel: str, gate: dict[str, Any]) -> None:
-        """The gate's verdict on ``rel``: its assertions, and the batch's outcome so far."""
-        if self.run is None:
-            return
-        try:
-            fields = {f.name for f in dataclass_fields(Assertion)}
-            assertions = [
-                Assertion(**{k: v for k, v in a.items() if k in fields}) for a in gate["assertions"]
-            ]
-            now = self.run.quality
-            if not gate["passed"] or now == "held":
-                outcome = "held"
-            elif gate["warnings"] or now == "warned":
-                outcome = "warned"
-            else:
-                outcome = "passed"
-            self.run.attach_quality(
-                rel, assertions, outcome=outcome, details={rel: gate["summary"]}
-            )
-        except Exception:
-            log.exception("LINEAGE_HOOK_FAILED: quality of %s not attached", rel)
-
-    def complete(self, store: Store, registry: ContractRegistry, plan: dict[str, Any]) -> None:
-        self.done = True
-        if self.run is None:
-            return
-        try:
-            tag = f"{self.settings.pipeline_id}:{self.run.run_info.get('batch_no')}"
-            versions = {rel: _batch_version(store, rel, tag) for rel in plan["tables"]}
-            filesystem, base = store.filesystem()
-            lake = uri_of(store.url())
-            self.run.complete(
-                batch_outputs(
-                    plan, versions, lake, registry, filesystem=filesystem, base_path=base
-                ),
-                inputs=snapshot_inputs(self.manifest, plan, lake, registry),
-            )
-        except Exception:
-            log.exception("LINEAGE_HOOK_FAILED run %s: COMPLETE not emitted", self.run.run_id)
-
-    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
-        if exc is not None and self.run is not None and not self.done:
-            try:
-                self.run.fail(exc)
-            except Exception:
-                log.exception("LINEAGE_HOOK_FAILED run %s: FAIL not emitted", self.run.run_id)
-
-
-def published_plan(plan: dict[str, Any]) -> dict[str, Any]:
-    """The plan as published: a held table's files and rows are not in this batch's output."""
-    held = {rel for rel, g in plan.get("gate", {}).items() if not g["passed"]}
-    if not held:
-        return plan
-    tables = {
-        rel: ({**entry, "files": []} if rel in held else entry)
-        for rel, entry in plan["tables"].items()
-    }
-    stats = [s for s in plan["stats"] if not (s[0] == "day" and f"tenants/{s[1]}/{s[2]}" in held)]
-    return {**plan, "tables": tables, "stats": stats}
-
-
-def load_branches(store: Store) -> pl.DataFrame | None:
-    """Every tenant's branches (opening hours and timezone), for the quality gate."""
-    frames = []
-    for tenant in lake_tenants(store):
-        if table_exists(store, rel := table_rel(tenant, "branches")):
-            frame = pl.from_arrow(read_table(store, rel))
-            assert isinstance(frame, pl.DataFrame)
-            frames.append(frame)
-    return pl.concat(frames, how="diagonal_relaxed") if frames else None
-
-
-_DOCS: dict[str, threading.Thread] = {}
-
-
-def _data_docs(settings: Settings) -> None:
-    """GE's Data Docs for the validations this process ran (best effort: a report).
-
-    Rendering costs 0.2-0.4 s, a tenth of a 100k-row batch: it runs on a thread of its own
-    (the next batch's reading and decoding go on meanwhile; the interpreter waits for it
-    at exit), at most every ``quality_docs_interval_s``, one build at a time.
-    ``quality_results`` holds every result regardless.
-    """
-    index = settings.data_dir / "quality" / "index.html"
-    running = _DOCS.get("build")
-    if running is not None and running.is_alive():
-        return
-    with contextlib.suppress(OSError):
-        if time.time() - index.stat().st_mtime < settings.quality_docs_interval_s:
-            return
-
-    def build() -> None:
-        try:
-            from transforms.quality import build_data_docs
-
-            build_data_docs(settings.data_dir / "quality")
-        except Exception:
-            log.exception("DATA_DOCS_FAILED: the quality results table still holds every result")
-
-    _DOCS["build"] = thread = threading.Thread(target=build, name="data-docs")
-    thread.start()
-
-
-def wait_for_data_docs(timeout: float | None = None) -> None:
-    """Block until a Data Docs build in progress (if any) has finished."""
-    running = _DOCS.get("build")
-    if running is not None:
-        running.join(timeout)
-
-
-def _batch_version(store: Store, rel: str, tag: str, depth: int = 200) -> int | None:
-    """The table version whose commit carries ``energylake.batch == tag`` (None: not found)."""
-    for entry in open_delta(store, rel).history(depth):
-        if entry.get("energylake.batch") == tag:
-            return int(entry["version"])
-    return None
-
-
-def _lineage_session(settings: Settings) -> RunHandle | None:
-    try:
-        session = LineageEmitter.from_settings(settings).run(jobs.session(settings.pipeline_id))
-        session.run_info["pipeline_id"] = settings.pipeline_id
-        session.start()
-    except Exception:
-        log.exception("LINEAGE_HOOK_FAILED: session START not emitted")
-        return None
-    return session
-
-
-_ = os

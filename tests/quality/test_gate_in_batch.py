@@ -14,9 +14,10 @@ from typer.testing import CliRunner
 from lake.delta import open_table
 from lake.layout import table_rel
 from lake.storage import Store
+from pipelines.batch_hooks import wait_for_data_docs
 from pipelines.cli import app
 from pipelines.lakeops import read_frame
-from pipelines.process import process_once, wait_for_data_docs
+from pipelines.process import process_once
 from tests.pipeline.conftest import CONFIG
 from tests.quality.conftest import Day, firmware_fault, process_day
 from transforms.quality_results import held_batches, read_results
