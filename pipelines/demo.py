@@ -8,6 +8,7 @@ network and writes landing segments directly (no services needed).
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from datetime import UTC, datetime, timedelta
@@ -34,7 +35,7 @@ from pipelines.settings import Settings
 from pipelines.stack import LocalStack
 from simulator.config import FaultRates, SimConfig
 from simulator.landing import simulate_to_landing
-from simulator.publish import Publisher, PublishTargets
+from simulator.publish import DELIVERIES_NAME, Publisher, PublishTargets
 from simulator.reference import build_fleet
 from simulator.run import simulate
 from transforms.quality_results import read_results
@@ -117,7 +118,11 @@ def run_demo(
     console.print(render.lake_tables_table(table_counts(store)))
     totals = _ingest_totals(settings)
     console.print(
-        render.quarantine_vs_manifest(totals["quarantined"], manifest["expected"]["quarantine"])
+        render.quarantine_vs_manifest(
+            totals["quarantined"],
+            manifest["expected"]["quarantine"],
+            edge_refusals(settings.sim_dir / DELIVERIES_NAME) if acked is not None else None,
+        )
     )
     if acked is not None:
         console.print(render.acked_reconciliation(acked, totals))
@@ -192,6 +197,37 @@ def _network(
     while process_once(settings) is not None:  # anything a drain closed after the last batch
         pass
     return result.manifest, published.summary()
+
+
+# What the edge answers, as the pipeline's reason code for the same defect.
+_EDGE_REASONS = {
+    "identity_mismatch": "BRANCH_MISMATCH",
+    "bad_token": "UNKNOWN_DEVICE",
+    "missing_token": "UNKNOWN_DEVICE",
+    "non_finite": "NON_FINITE",
+    "body_too_large": "PAYLOAD_TOO_LARGE",
+}
+
+
+def edge_refusals(deliveries: Path) -> dict[str, int]:
+    """Messages the gateway or the broker refused, by the reason code the pipeline would
+    have given them (never acknowledged, so never in the lake or the quarantine)."""
+    counts: dict[str, int] = {}
+    for line in deliveries.read_text().splitlines():
+        d = json.loads(line)
+        if d["status"] == "acked":
+            continue
+        if d["status"] == "not_sent":  # above the broker's packet limit
+            code = "PAYLOAD_TOO_LARGE"
+        elif d["transport"] == "mqtt":  # the broker refused the login: not in the registry
+            code = "UNKNOWN_DEVICE"
+        else:
+            status, _, reason = d["detail"].partition(" ")
+            code = _EDGE_REASONS.get(reason) or (
+                "PAYLOAD_TOO_LARGE" if status == "413" else "MALFORMED_PAYLOAD"
+            )
+        counts[code] = counts.get(code, 0) + 1
+    return counts
 
 
 def _ingest_totals(settings: Settings) -> dict[str, Any]:

@@ -268,11 +268,19 @@ def lake_tables_table(counts: list[tuple[str, int, int]]) -> Table:
     return table
 
 
-def quarantine_vs_manifest(got: dict[str, int], expected: dict[str, int]) -> Table:
-    table = Table("reason", "quarantined", "simulator injected", "", title="quarantine by reason")
-    for reason in sorted(set(got) | set(expected)):
-        g, e = got.get(reason, 0), expected.get(reason, 0)
-        table.add_row(reason, str(g), str(e), "[green]ok[/]" if g == e else "[red]differs[/]")
+def quarantine_vs_manifest(
+    got: dict[str, int], expected: dict[str, int], edge: dict[str, int] | None = None
+) -> Table:
+    """Quarantine counts by reason next to what the simulator injected; over the network,
+    also what the edge refused (never acknowledged, so never quarantined)."""
+    columns = ["reason", "quarantined"] + (["refused at the edge"] if edge is not None else [])
+    table = Table(*columns, "simulator injected", "", title="quarantine by reason")
+    edge_counts = edge or {}
+    for reason in sorted(set(got) | set(expected) | set(edge_counts)):
+        g, e, r = got.get(reason, 0), expected.get(reason, 0), edge_counts.get(reason, 0)
+        ok = g + r == e
+        cells = [reason, str(g)] + ([str(r)] if edge is not None else [])
+        table.add_row(*cells, str(e), "[green]ok[/]" if ok else "[red]differs[/]")
     return table
 
 

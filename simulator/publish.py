@@ -313,8 +313,17 @@ class _HttpSender:
                 item.delivery.detail = f"{type(exc).__name__}: {exc}"[:300]
             return
         status = "acked" if 200 <= response.status < 300 else "refused"
+        detail = str(response.status)
+        if status == "refused":
+            # RFC 9457 problem documents carry a stable reason code: keep it.
+            try:
+                reason = json.loads(response.data).get("reason")
+            except (ValueError, AttributeError):
+                reason = None
+            if isinstance(reason, str):
+                detail = f"{response.status} {reason}"
         for item in items:
-            item.delivery.status, item.delivery.detail = status, str(response.status)
+            item.delivery.status, item.delivery.detail = status, detail
 
     def settle(self, deadline: float) -> None:
         self.flush()

@@ -145,6 +145,10 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "what each purpose sees" in result.stdout
+    # Over the real path every injected fault is accounted for: quarantined, or refused
+    # at the edge; and everything acknowledged is in the lake, the quarantine or counted.
+    assert "differs" not in result.stdout, result.stdout
+    assert "= acknowledged" in result.stdout
     assert (tmp_path / "sim" / "manifest.json").exists()
     keys = list((tmp_path / "keys").glob("*.key"))
     assert len(keys) == 1

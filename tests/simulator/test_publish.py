@@ -198,15 +198,17 @@ def test_mqtt_and_http_publishing_through_the_real_gateway_lands_everything_acke
             for i in items
             if i.delivery.transport == "http" and not i.delivery.acked
         )
-        assert set(refused) <= {"400", "401", "403", "413"}
+        # The detail is the status and the gateway's problem reason code.
+        assert {d.split(" ")[0] for d in refused} <= {"400", "401", "403", "413"}
+        assert all(len(d.split(" ")) == 2 for d in refused), refused
         for i in items:
             if i.delivery.transport != "http" or i.delivery.device_id not in home:
                 continue
             if i.claims != home[i.delivery.device_id]:
-                assert i.delivery.detail == "403"  # another branch's claim, alone
+                assert i.delivery.detail == "403 identity_mismatch"  # another branch's claim, alone
             elif not i.raw:
                 assert i.delivery.acked, i.delivery  # good readings never share its fate
-        assert refused["403"] > 0
+        assert refused["403 identity_mismatch"] > 0
         assert report.summary()["acked"] == sum(by_transport.values())
 
 
