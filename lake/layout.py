@@ -25,6 +25,7 @@ __all__ = [
     "check_dataset",
     "check_tenant",
     "clients_rel",
+    "months_between",
     "raw_archive_rel",
     "state_rel",
     "table_rel",
@@ -77,6 +78,15 @@ def table_rel(tenant: str, dataset: str) -> str:
 def clients_rel() -> str:
     """The clients table: ``platform/clients``."""
     return "platform/clients"
+
+
+def months_between(start: date, end: date) -> list[str]:
+    """The ``event_month`` partition values (YYYY-MM) from ``start``'s month to ``end``'s."""
+    out, year, month = [], start.year, start.month
+    while (year, month) <= (end.year, end.month):
+        out.append(f"{year:04d}-{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return out
 
 
 def raw_archive_rel(segment_name: str, day: date) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated
@@ -20,7 +19,21 @@ from contracts import (
     plan_for,
 )
 from pipelines import render
-from pipelines.cliutil import STATE, console, error, settings_from
+from pipelines.cliutil import (
+    STATE,
+    Cadence,
+    Clients,
+    Days,
+    FaultOverrides,
+    Faults,
+    PerClient,
+    Seed,
+    Start,
+    console,
+    error,
+    settings_from,
+    sim_config,
+)
 from pipelines.settings import Settings
 
 __all__ = ["app", "main"]
@@ -174,34 +187,16 @@ def contracts_show(
 
 
 # --- simulate -----------------------------------------------------------------------------
-def _parse_faults(values: list[str] | None) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for item in values or []:
-        name, sep, rate = item.partition("=")
-        try:
-            if not sep:
-                raise ValueError
-            out[name.strip()] = float(rate)
-        except ValueError:
-            raise typer.BadParameter(f"expected NAME=RATE, got {item!r}") from None
-    return out
-
-
 @app.command()
 def simulate(
-    clients: Annotated[int, typer.Option(help="Number of clients (tenants).")] = 2,
-    branches: Annotated[int, typer.Option(help="Branches per client.")] = 5,
-    days: Annotated[int, typer.Option(help="Days to simulate.")] = 1,
-    start: Annotated[
-        str, typer.Option(help="First local day (YYYY-MM-DD, Asia/Kolkata).")
-    ] = "2026-11-16",
-    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same bytes.")] = 42,
-    cadence: Annotated[int, typer.Option(help="Seconds between readings of a device.")] = 60,
-    faults: Annotated[str, typer.Option(help="Fault profile: default or none.")] = "default",
-    fault: Annotated[
-        list[str] | None,
-        typer.Option("--fault", help="Override one fault rate, NAME=RATE (repeatable)."),
-    ] = None,
+    clients: Clients = 2,
+    branches: PerClient = 5,
+    days: Days = 1,
+    start: Start = "2026-11-16",
+    seed: Seed = 42,
+    cadence: Cadence = 60,
+    faults: Faults = "default",
+    fault: FaultOverrides = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default DATA_DIR/sim).")] = None,
     landing: Annotated[
         bool,
@@ -213,27 +208,19 @@ def simulate(
     data_dir: Annotated[Path | None, typer.Option(help="Override data_dir.")] = None,
 ) -> None:
     """Simulate a fleet (meters, DG sets, rooftop solar) with faults and a truth manifest."""
-    from simulator.config import FaultRates, SimConfig
     from simulator.run import simulate as run_simulation
 
     settings = _settings(data_dir=data_dir)
-    try:
-        rates = {"default": FaultRates(), "none": FaultRates.none()}[faults]
-    except KeyError:
-        raise typer.BadParameter("faults must be 'default' or 'none'") from None
-    try:
-        config = SimConfig(
-            clients=clients,
-            branches=branches,
-            days=days,
-            start=date.fromisoformat(start),
-            seed=seed,
-            cadence_s=cadence,
-            faults=rates.with_overrides(_parse_faults(fault)),
-        )
-    except ValueError as exc:
-        _error(f"{exc}")
-        raise typer.Exit(2) from exc
+    config = sim_config(
+        clients=clients,
+        branches=branches,
+        days=days,
+        start=start,
+        seed=seed,
+        cadence=cadence,
+        faults=faults,
+        fault=fault,
+    )
     if landing:
         from simulator.landing import simulate_to_landing
 

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import date
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from pipelines.cliutil import console, error, settings_from
+from pipelines.cliutil import (
+    Cadence,
+    Clients,
+    Days,
+    FaultOverrides,
+    Faults,
+    PerClient,
+    Seed,
+    Start,
+    console,
+    error,
+    settings_from,
+    sim_config,
+)
 
 __all__ = ["parse_broker", "register"]
 
@@ -39,19 +51,14 @@ def simulate_publish(
     ack_timeout: Annotated[
         float, typer.Option(help="Seconds to wait for the last acknowledgements.")
     ] = 60.0,
-    clients: Annotated[int, typer.Option(help="Number of clients (tenants).")] = 2,
-    branches: Annotated[int, typer.Option(help="Branches per client.")] = 5,
-    days: Annotated[int, typer.Option(help="Days to simulate.")] = 1,
-    start: Annotated[
-        str, typer.Option(help="First local day (YYYY-MM-DD, Asia/Kolkata).")
-    ] = "2026-11-16",
-    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same fleet.")] = 42,
-    cadence: Annotated[int, typer.Option(help="Seconds between readings of a device.")] = 60,
-    faults: Annotated[str, typer.Option(help="Fault profile: default or none.")] = "default",
-    fault: Annotated[
-        list[str] | None,
-        typer.Option("--fault", help="Override one fault rate, NAME=RATE (repeatable)."),
-    ] = None,
+    clients: Clients = 2,
+    branches: PerClient = 5,
+    days: Days = 1,
+    start: Start = "2026-11-16",
+    seed: Seed = 42,
+    cadence: Cadence = 60,
+    faults: Faults = "default",
+    fault: FaultOverrides = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default DATA_DIR/sim).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Override data_dir.")] = None,
 ) -> None:
@@ -59,26 +66,21 @@ def simulate_publish(
     MQTT as each device (QoS 1) and/or HTTP with each device's token. Writes publish.json
     and deliveries.ndjson (what was acknowledged) next to the manifest.
     """
-    from pipelines.cli import _parse_faults
     from pipelines.provision import CREDENTIALS_NAME, write_credentials
-    from simulator.config import FaultRates, SimConfig
     from simulator.publish import PublishTargets, simulate_and_publish
 
     settings = settings_from(data_dir=data_dir)
+    config = sim_config(
+        clients=clients,
+        branches=branches,
+        days=days,
+        start=start,
+        seed=seed,
+        cadence=cadence,
+        faults=faults,
+        fault=fault,
+    )
     try:
-        rates = {"default": FaultRates(), "none": FaultRates.none()}[faults]
-    except KeyError:
-        raise typer.BadParameter("faults must be 'default' or 'none'") from None
-    try:
-        config = SimConfig(
-            clients=clients,
-            branches=branches,
-            days=days,
-            start=date.fromisoformat(start),
-            seed=seed,
-            cadence_s=cadence,
-            faults=rates.with_overrides(_parse_faults(fault)),
-        )
         targets = PublishTargets(
             mqtt=parse_broker(mqtt) if mqtt else None,
             http=http,

@@ -88,6 +88,14 @@ def report_tables(rows: pl.DataFrame, batches: int) -> tuple[Table, Table]:
     return table, failed
 
 
+# The options `quality release` and `quality discard` share.
+_Batch = Annotated[str, typer.Argument(help="The held batch: N or PIPELINE:N.")]
+_By = Annotated[str, typer.Option("--by", help="Who decides (recorded).")]
+_Why = Annotated[str, typer.Option("--reason", help="Why (recorded).")]
+_HeldTables = Annotated[list[str] | None, typer.Option(help="Only this held table (repeatable).")]
+_DataDir = Annotated[Path | None, typer.Option(help="Override data_dir.")]
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``quality`` commands to the root app."""
     quality_app = typer.Typer(
@@ -173,14 +181,12 @@ def register(app: typer.Typer) -> None:
 
     @quality_app.command("release")
     def release(
-        batch: Annotated[str, typer.Argument(help="The held batch: N or PIPELINE:N.")],
-        by: Annotated[str, typer.Option("--by", help="Who decides (recorded).")],
-        reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")],
-        table: Annotated[
-            list[str] | None, typer.Option(help="Only this held table (repeatable).")
-        ] = None,
+        batch: _Batch,
+        by: _By,
+        reason: _Why,
+        table: _HeldTables = None,
         apply: Annotated[bool, typer.Option("--apply", help="Publish (default: dry run).")] = False,
-        data_dir: Annotated[Path | None, typer.Option(help="Override data_dir.")] = None,
+        data_dir: _DataDir = None,
     ) -> None:
         """Publish a held batch after a fix or a decision: once, without rows the table holds
         by now; the decision goes to quality_results and lineage."""
@@ -188,16 +194,14 @@ def register(app: typer.Typer) -> None:
 
     @quality_app.command("discard")
     def discard(
-        batch: Annotated[str, typer.Argument(help="The held batch: N or PIPELINE:N.")],
-        by: Annotated[str, typer.Option("--by", help="Who decides (recorded).")],
-        reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")],
-        table: Annotated[
-            list[str] | None, typer.Option(help="Only this held table (repeatable).")
-        ] = None,
+        batch: _Batch,
+        by: _By,
+        reason: _Why,
+        table: _HeldTables = None,
         apply: Annotated[
             bool, typer.Option("--apply", help="Record it (default: dry run).")
         ] = False,
-        data_dir: Annotated[Path | None, typer.Option(help="Override data_dir.")] = None,
+        data_dir: _DataDir = None,
     ) -> None:
         """Record that a held batch stays out of the lake (its rows are never published)."""
         _decide("discard", batch, by, reason, table, apply, data_dir)

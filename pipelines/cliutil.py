@@ -6,14 +6,33 @@ root ``pipelines/cli.py`` calls them. Keep the work in the packages, not here.
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from pipelines.settings import Settings, load_settings
 
-__all__ = ["STATE", "console", "error", "settings_from"]
+if TYPE_CHECKING:
+    from simulator.config import SimConfig
+
+__all__ = [
+    "STATE",
+    "Cadence",
+    "Clients",
+    "Days",
+    "FaultOverrides",
+    "Faults",
+    "PerClient",
+    "Seed",
+    "Start",
+    "console",
+    "error",
+    "settings_from",
+    "sim_config",
+]
 
 console = Console()
 
@@ -31,5 +50,67 @@ def settings_from(**flags: object) -> Settings:
     try:
         return load_settings(STATE["config"], **flags)
     except (FileNotFoundError, ValueError) as exc:
+        error(f"{exc}")
+        raise typer.Exit(2) from exc
+
+
+# --- the simulator's options, shared by `simulate` and `simulate-publish` ------------------
+Clients = Annotated[int, typer.Option("--clients", help="Number of clients (tenants).")]
+PerClient = Annotated[int, typer.Option("--branches", help="Branches per client.")]
+Days = Annotated[int, typer.Option("--days", help="Days to simulate.")]
+Start = Annotated[str, typer.Option("--start", help="First local day (YYYY-MM-DD, Asia/Kolkata).")]
+Seed = Annotated[
+    int, typer.Option("--seed", help="Seed: the same seed gives the same fleet and bytes.")
+]
+Cadence = Annotated[int, typer.Option("--cadence", help="Seconds between readings of a device.")]
+Faults = Annotated[str, typer.Option("--faults", help="Fault profile: default or none.")]
+FaultOverrides = Annotated[
+    list[str] | None,
+    typer.Option("--fault", help="Override one fault rate, NAME=RATE (repeatable)."),
+]
+
+
+def _parse_faults(values: list[str] | None) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in values or []:
+        name, sep, rate = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[name.strip()] = float(rate)
+        except ValueError:
+            raise typer.BadParameter(f"expected NAME=RATE, got {item!r}") from None
+    return out
+
+
+def sim_config(
+    *,
+    clients: int,
+    branches: int,
+    days: int,
+    start: str,
+    seed: int,
+    cadence: int,
+    faults: str,
+    fault: list[str] | None,
+) -> SimConfig:
+    """The simulation the options describe; a bad value exits 2 with one line."""
+    from simulator.config import FaultRates, SimConfig
+
+    try:
+        rates = {"default": FaultRates(), "none": FaultRates.none()}[faults]
+    except KeyError:
+        raise typer.BadParameter("faults must be 'default' or 'none'") from None
+    try:
+        return SimConfig(
+            clients=clients,
+            branches=branches,
+            days=days,
+            start=date.fromisoformat(start),
+            seed=seed,
+            cadence_s=cadence,
+            faults=rates.with_overrides(_parse_faults(fault)),
+        )
+    except ValueError as exc:
         error(f"{exc}")
         raise typer.Exit(2) from exc

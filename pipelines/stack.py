@@ -27,7 +27,7 @@ from pipelines.provision import BrokerOptions, ProvisionReport, provision
 from pipelines.settings import Settings
 from pipelines.status import backlog
 
-__all__ = ["MOSQUITTO", "LocalStack", "StackError", "free_port"]
+__all__ = ["MOSQUITTO", "LocalStack", "StackError", "accepts", "free_port"]
 
 MOSQUITTO = Path(os.environ.get("ENERGYLAKE_MOSQUITTO", "/usr/sbin/mosquitto"))
 HOST = "127.0.0.1"
@@ -38,12 +38,14 @@ class StackError(RuntimeError):
 
 
 def free_port() -> int:
+    """A TCP port free on loopback now (the caller binds it soon after)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
 
 
-def _accepts(port: int) -> bool:
+def accepts(port: int) -> bool:
+    """Whether something listens on the loopback port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((HOST, port)) == 0
@@ -114,7 +116,7 @@ class LocalStack:
                 raise StackError(
                     f"mosquitto exited with {self._broker.returncode}; see {self.logs}"
                 )
-            if _accepts(self.mqtt_port):
+            if accepts(self.mqtt_port):
                 return
             time.sleep(0.05)
         raise StackError(f"mosquitto did not listen on {self.mqtt_port} within {timeout} s")

@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
 from gateway.landing import closed_segments
 from lake.delta import read_table, table_exists
-from lake.layout import state_rel, table_rel, tenants
+from lake.layout import months_between, state_rel, table_rel, tenants
 from lake.storage import Store
 from pipelines.settings import Settings
 
@@ -102,7 +102,9 @@ def seq_gaps(store: Store, since: datetime, *, until: datetime | None = None) ->
             if until is not None:
                 expr = expr & (pc.field("ts") < pa.scalar(until, pa.timestamp("us", "UTC")))
             # Partition pruning on the month keeps this a scan of recent files only.
-            expr = expr & pc.field("event_month").isin(_months(since, until or datetime.now(UTC)))
+            expr = expr & pc.field("event_month").isin(
+                months_between(since, until or datetime.now(UTC))
+            )
             table = read_table(
                 store, rel, columns=["branch_id", "device_id", "ts", "seq"], filter=expr
             )
@@ -135,14 +137,6 @@ def seq_gaps(store: Store, since: datetime, *, until: datetime | None = None) ->
         .cast(pl.Schema(_GAP_SCHEMA))
         .sort("tenant", "dataset", "device_id")
     )
-
-
-def _months(start: datetime, end: datetime) -> list[str]:
-    out, year, month = [], start.year, start.month
-    while (year, month) <= (end.year, end.month):
-        out.append(f"{year:04d}-{month:02d}")
-        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
-    return out
 
 
 @dataclass

@@ -20,7 +20,6 @@ import functools
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from pipelines.provision import (
     read_gateway_credentials,
     revoke,
 )
+from pipelines.stack import accepts, free_port
 from simulator.config import SimConfig
 from simulator.reference import Fleet, build_fleet
 from simulator.stream import topic_for
@@ -87,20 +87,6 @@ def fleet_registry(config: SimConfig = DEFAULT_FLEET) -> tuple[Fleet, pa.Table]:
     fleet = build_fleet(config)
     schema = load_registry().get("devices").arrow_schema()
     return fleet, pa.Table.from_pylist(fleet.rows()["devices"], schema=schema)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 @dataclass
@@ -175,7 +161,7 @@ class Mosquitto:
                 raise RuntimeError(
                     f"mosquitto exited with {self.proc.returncode}; log:\n{self.log()[-2000:]}"
                 )
-            if _accepts(self.port):
+            if accepts(self.port):
                 return
             time.sleep(0.01)
         self.kill()
@@ -239,7 +225,7 @@ def start_mosquitto(
     fleet, registry = fleet_registry(sim_config)
     last: Exception | None = None
     for _attempt in range(attempts):
-        port = _free_port()
+        port = free_port()
         report = provision(
             registry,
             folder,

@@ -11,8 +11,6 @@ connection with the delta (and, for S3, httpfs) extension loaded from the instal
 from __future__ import annotations
 
 import contextlib
-import importlib.resources
-import socket
 import subprocess
 import sys
 import time
@@ -22,11 +20,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import pytest
 
 from lake.storage import Store
+from pipelines.stack import free_port
 
 if TYPE_CHECKING:
     from tests.brokers import Mosquitto
@@ -44,12 +42,6 @@ S3_ENV_CLEARED = (
     "AWS_PROFILE",
     "AWS_S3_ALLOW_UNSAFE_RENAME",
 )
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _answers(endpoint: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
@@ -85,7 +77,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc: subprocess.Popen[bytes] | None = None
     endpoint = ""
     for _attempt in range(3):
-        port = _free_port()
+        port = free_port()
         endpoint = f"http://127.0.0.1:{port}"
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
@@ -143,48 +135,17 @@ def store(request: pytest.FixtureRequest) -> Store:
     return result
 
 
-def _sql_text(value: str) -> str:
-    return value.replace("'", "''")
-
-
-def _extension_path(name: str) -> str:
-    import duckdb
-
-    root = importlib.resources.files(f"duckdb_extension_{name}")
-    path = root / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
-    if not path.is_file():
-        pytest.fail(f"DuckDB extension {name} for DuckDB {duckdb.__version__} not installed")
-    return str(path)
-
-
 @pytest.fixture
 def duckdb_for() -> Iterator[Callable[[Store], Any]]:
-    """Open DuckDB connections that can ``delta_scan`` a store (closed after the test)."""
-    import duckdb
+    """DuckDB connections that can ``delta_scan`` a store, opened the way the platform opens
+    them (``lake.duck.connect``: the packaged extensions, offline), closed after the test."""
+    from lake.duck import connect as duck_connect
 
     opened: list[Any] = []
 
     def connect(store: Store) -> Any:
-        con = duckdb.connect(
-            config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"}
-        )
+        con = duck_connect(store)
         opened.append(con)
-        if store.is_s3:
-            con.execute(f"LOAD '{_extension_path('httpfs')}'")
-        con.execute(f"LOAD '{_extension_path('delta')}'")
-        settings = store.s3_settings
-        if settings is not None:
-            endpoint = urlsplit(settings.endpoint or "")
-            options = {
-                "KEY_ID": settings.access_key_id or "",
-                "SECRET": settings.secret_access_key or "",
-                "REGION": settings.region,
-                "ENDPOINT": endpoint.netloc,
-                "URL_STYLE": "path",
-            }
-            text = ", ".join(f"{k} '{_sql_text(v)}'" for k, v in options.items())
-            use_ssl = "true" if endpoint.scheme == "https" else "false"
-            con.execute(f"CREATE SECRET lake_s3 (TYPE s3, {text}, USE_SSL {use_ssl})")
         return con
 
     yield connect

@@ -149,6 +149,12 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     # at the edge; and everything acknowledged is in the lake, the quarantine or counted.
     assert "differs" not in result.stdout, result.stdout
     assert "= acknowledged" in result.stdout
+    # The lineage of one table version, back to its landing segments, and the gate's day.
+    assert "producing run(s)" in result.stdout
+    assert "segments: " in result.stdout
+    assert "gateway-" in result.stdout  # a segment the gateway wrote
+    assert "quality gate over the day" in result.stdout
+    assert (tmp_path / "quality" / "index.html").is_file()
     assert (tmp_path / "sim" / "manifest.json").exists()
     keys = list((tmp_path / "keys").glob("*.key"))
     assert len(keys) == 1

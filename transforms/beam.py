@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from contracts import ContractRegistry, load_registry
 from lake.delta import DataFile, write_data_file
 from lake.delta import dataset as lake_dataset
-from lake.layout import UNASSIGNED_TENANT, table_rel
+from lake.layout import UNASSIGNED_TENANT, months_between, table_rel
 from lake.storage import Store
 from transforms.decode import DecodeSchema, decode_chunk
 from transforms.enforce import enforce_chunk
@@ -202,7 +202,7 @@ def read_committed(
     since: datetime = batch["ts"].min()  # type: ignore[assignment]
     until: datetime = batch["ts"].max()  # type: ignore[assignment]
     start = since - LOOKBACK
-    months = sorted(set(_months_between(start, until)) | set(batch["event_month"].unique()))
+    months = sorted(set(months_between(start, until)) | set(batch["event_month"].unique()))
     expr = (
         pc.field("branch_id").isin(batch["branch_id"].unique().to_list())
         & pc.field("event_month").isin(months)
@@ -215,16 +215,9 @@ def read_committed(
     return frame
 
 
-def _months_between(start: datetime, end: datetime) -> Iterator[str]:
-    year, month = start.year, start.month
-    while (year, month) <= (end.year, end.month):
-        yield f"{year:04d}-{month:02d}"
-        month += 1
-        if month == 13:
-            year, month = year + 1, 1
+class _LakeFn(beam.DoFn):
+    """A DoFn that writes lake files: the contracts, the store and the writer threads."""
 
-
-class _SeriesFn(beam.DoFn):
     def __init__(self, ctx: BatchContext) -> None:
         self._ctx = ctx
 
@@ -232,10 +225,18 @@ class _SeriesFn(beam.DoFn):
         self._registry = self._ctx.registry()
         self._store = self._ctx.store()
         self._pool = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="lake-writer")
-        self._gate_pool = ThreadPoolExecutor(1, thread_name_prefix="quality-gate")
 
     def teardown(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+class _SeriesFn(_LakeFn):
+    def setup(self) -> None:
+        super().setup()
+        self._gate_pool = ThreadPoolExecutor(1, thread_name_prefix="quality-gate")
+
+    def teardown(self) -> None:
+        super().teardown()
         self._gate_pool.shutdown(wait=True)
 
     def process(self, element: tuple[tuple[str, str], Iterable[pl.DataFrame]]) -> Iterator[Any]:
@@ -400,18 +401,7 @@ def _write_table(
         )
 
 
-class _WriteFn(beam.DoFn):
-    def __init__(self, ctx: BatchContext) -> None:
-        self._ctx = ctx
-
-    def setup(self) -> None:
-        self._registry = self._ctx.registry()
-        self._store = self._ctx.store()
-        self._pool = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="lake-writer")
-
-    def teardown(self) -> None:
-        self._pool.shutdown(wait=True)
-
+class _WriteFn(_LakeFn):
     def process(self, element: tuple[tuple[str, str], Iterable[pl.DataFrame]]) -> Iterator[Any]:
         (tenant, dataset), frames = element
         frame = pl.concat(list(frames), how="vertical_relaxed")
