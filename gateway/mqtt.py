@@ -7,6 +7,12 @@ session and sends it again after a reconnect (the pipeline deduplicates on devic
 seq). With manual acks the broker stops delivering at its ``max_inflight_messages``, which
 bounds what the gateway holds in memory.
 
+Acks are sent from paho's own network thread: the committer hands each batch's message
+ids back through an ``Inbox`` callback, and the next ``on_message`` sends them (so no
+other thread wakes paho's for every ack). When no message comes to carry them (the
+broker waits for acks, or the stream is idle), a small acker thread sends what is left
+after ``_ACK_GRACE_S``.
+
 Backpressure: while ``paused()`` is true (landing disk full, writer failed, processor lag)
 the consumer disconnects and stays away; the broker queues for the persistent session.
 It reconnects, with exponential backoff, once the condition clears. Paho's own network
@@ -18,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +40,8 @@ __all__ = ["MqttConsumer"]
 
 log = logging.getLogger(__name__)
 _IDENTITY_CACHE = 100_000  # topics remembered (a fleet's worth); cleared when full
+_ACK_GRACE_S = 0.002  # how long acks wait for paho's thread before the acker sends them
+_MID_BITS = 16  # a token is mid | qos << 16
 
 
 class MqttConsumer:
@@ -57,6 +66,11 @@ class MqttConsumer:
         self._submitted = 0
         self._completed = 0
         self._accepted = metrics.accepted.labels("mqtt")
+        self._landing_failed = metrics.rejected.labels("mqtt", "landing_failed")
+        self._inbox = committer.inbox(self._landed)
+        self._acks: deque[int] = deque()  # tokens on disk, not yet acked
+        self._ack_wake = threading.Event()
+        self._acker = threading.Thread(target=self._ack_loop, name="mqtt-acker", daemon=True)
         self._intake = False  # accept messages into the landing log
         self._running = False  # paho's network thread is (meant to be) running
         self._stop = threading.Event()
@@ -78,6 +92,7 @@ class MqttConsumer:
 
     def start(self) -> None:
         self._supervisor.start()
+        self._acker.start()
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
@@ -91,6 +106,9 @@ class MqttConsumer:
             time.sleep(0.01)
         self._stop.set()
         self._supervisor.join(timeout)
+        self._ack_wake.set()
+        if self._acker.is_alive():
+            self._acker.join(timeout)
         self._disconnect()
 
     # -- paho
@@ -167,30 +185,54 @@ class MqttConsumer:
         return found
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if self._acks:
+            self._send_acks()  # durable since the last message: ack from this thread
         if not self._intake:
             return  # not acked: the broker sends it again in the next session
         topic = msg.topic
         envelope = Envelope(
             time.time_ns() // 1000, "mqtt", topic, self._identity(topic), bytes(msg.payload)
         )
-        mid, qos = msg.mid, msg.qos
-
-        accepted = self._accepted
-
-        def done(error: BaseException | None) -> None:
-            # Runs on the committer's thread, once the envelope is on disk (or not).
-            if error is None:
-                client.ack(mid, qos)
-                accepted.inc()
-            else:
-                self._metrics.rejected.labels("mqtt", "landing_failed").inc()
-            self._completed += 1  # written by this thread only
-
         self._submitted += 1  # written by paho's thread only
         try:
-            self._committer.submit([envelope], done)
+            self._inbox.put(envelope, msg.mid | (msg.qos << _MID_BITS))
         except CommitterClosedError:
             self._submitted -= 1
+
+    def _landed(self, tokens: list[int], error: BaseException | None) -> None:
+        """The committer's report for a batch (its thread): on disk, or failed (no ack)."""
+        if error is None:
+            self._acks.extend(tokens)
+            self._accepted.inc(len(tokens))
+            self._ack_wake.set()
+        else:
+            self._landing_failed.inc(len(tokens))
+        self._completed += len(tokens)  # written by this thread only
+
+    def _send_acks(self) -> None:
+        acks = self._acks
+        ack = self._client.ack
+        mask = (1 << _MID_BITS) - 1
+        while True:
+            try:
+                token = acks.popleft()
+            except IndexError:
+                return
+            qos = token >> _MID_BITS
+            if qos:
+                ack(token & mask, qos)
+
+    def _ack_loop(self) -> None:
+        """Send the acks paho's thread has not taken within the grace period."""
+        while True:
+            self._ack_wake.wait()
+            self._ack_wake.clear()
+            stopping = self._stop.is_set()
+            if not stopping:
+                time.sleep(_ACK_GRACE_S)
+            self._send_acks()
+            if stopping:
+                return
 
     # -- lifecycle
 
@@ -207,6 +249,7 @@ class MqttConsumer:
             return
         with self._lock:
             self._intake = False
+        self._send_acks()  # what is on disk is acked before the DISCONNECT goes out
         self._client.disconnect()
         self._client.loop_stop()
         self._running = False
