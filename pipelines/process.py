@@ -70,6 +70,7 @@ from pipelines.batch_hooks import (
 from pipelines.segments import EnvelopeReader, group_segments, read_segment_tables
 from pipelines.settings import Settings
 from transforms.beam import (
+    DAMAGED,
     GATE,
     QUARANTINE,
     STATS,
@@ -77,6 +78,7 @@ from transforms.beam import (
     DecodeToRows,
     Deduplicate,
     ReadSegments,
+    TableRows,
     WriteLake,
     quarantine_keyed,
     quarantine_stats,
@@ -231,14 +233,13 @@ def _run_beam(
             | "Segments" >> beam.Create(group_segments(segments))
             | "ReadSegments" >> ReadSegments(read_segment_tables)
         )
-        tables = chunks | "Tables" >> beam.Filter(lambda e: isinstance(e, pa.Table))
-        damaged = chunks | "Damage" >> beam.Filter(lambda e: isinstance(e, tuple))
-        rows = tables | "DecodeNormaliseEnforce" >> DecodeToRows(ctx)
+        damaged = chunks[DAMAGED]
+        rows = chunks.tables | "DecodeNormaliseEnforce" >> DecodeToRows(ctx)
         deduped = rows.rows | "Deduplicate" >> Deduplicate(ctx)
         quarantine = (rows[QUARANTINE], deduped[QUARANTINE]) | "AllQuarantine" >> beam.Flatten()
         written = (
             quarantine
-            | "QuarantineTable" >> beam.Map(quarantine_keyed)
+            | "QuarantineTable" >> beam.Map(quarantine_keyed).with_output_types(TableRows)
             | "WriteQuarantine" >> WriteLake(ctx)
         )
         files = (deduped.files, written.files) | "AllFiles" >> beam.Flatten()

@@ -28,6 +28,7 @@ from lake.delta import DataFile, write_data_file
 from lake.delta import dataset as lake_dataset
 from lake.layout import UNASSIGNED_TENANT, months_between, table_rel
 from lake.storage import Store
+from transforms import coders
 from transforms.decode import DecodeSchema, decode_chunk
 from transforms.enforce import enforce_chunk
 from transforms.frames import Chunk, quarantine_rows, quarantine_table
@@ -35,6 +36,7 @@ from transforms.normalise import normalise_chunk
 from transforms.series import committed_columns, dedupe_and_check
 
 __all__ = [
+    "DAMAGED",
     "GATE",
     "QUARANTINE",
     "STATS",
@@ -43,6 +45,7 @@ __all__ = [
     "Deduplicate",
     "ReadSegments",
     "Stat",
+    "TableRows",
     "WriteLake",
     "file_name",
     "quarantine_keyed",
@@ -53,6 +56,7 @@ __all__ = [
 QUARANTINE = "quarantine"
 STATS = "stats"
 GATE = "gate"
+DAMAGED = "damaged"
 LOOKBACK = timedelta(days=2)  # how far back the series checks look for a predecessor
 MAX_ROWS_PER_FILE = 2_000_000
 WRITE_THREADS = 4
@@ -88,6 +92,10 @@ class BatchContext:
         return Store.from_uri(self.lake_uri)
 
 
+coders.register()
+# A table's rows of one chunk, keyed by (tenant, dataset): typed, so Beam uses FrameCoder.
+TableRows = beam.typehints.Tuple[beam.typehints.Tuple[str, str], pl.DataFrame]
+
 # kind, tenant, dataset, branch, key, count. Kinds: written, quarantined (key: reason),
 # duplicates, late, damaged (key: segment), day (key: the UTC date of the rows written).
 Stat = tuple[str, str, str, str, str, int]
@@ -109,11 +117,16 @@ class _ReadFn(beam.DoFn):
         self._reader = reader
 
     def process(self, segments: list[str]) -> Iterator[Any]:
-        yield from self._reader(segments)
+        for element in self._reader(segments):
+            if isinstance(element, pa.Table):
+                yield element
+            else:  # a damage stat
+                yield beam.pvalue.TaggedOutput(DAMAGED, element)
 
 
 class ReadSegments(beam.PTransform):
-    """Closed landing segments (paths) to envelope chunks, through an injected reader."""
+    """Closed landing segments (paths) to envelope chunks (main output, Arrow tables),
+    through an injected reader; tagged ``damaged``: the damage stats of torn tails."""
 
     def __init__(self, reader: Callable[[list[str]], Iterable[Any]]) -> None:
         super().__init__()
@@ -123,7 +136,10 @@ class ReadSegments(beam.PTransform):
         return (
             segments
             | "Reshuffle" >> beam.Reshuffle()
-            | "ReadChunks" >> beam.ParDo(_ReadFn(self._reader))
+            | "ReadChunks"
+            >> beam.ParDo(_ReadFn(self._reader))
+            .with_output_types(pa.Table)
+            .with_outputs(DAMAGED, main="tables")
         )
 
 
@@ -177,11 +193,16 @@ class DecodeToRows(beam.PTransform):
         self._ctx = ctx
 
     def expand(self, chunks: Any) -> Any:
-        decoded = chunks | "Decode" >> beam.ParDo(_DecodeFn(self._ctx, "decode"))
-        normalised = decoded | "Normalise" >> beam.ParDo(_DecodeFn(self._ctx, "normalise"))
-        return normalised | "Enforce" >> beam.ParDo(_DecodeFn(self._ctx, "enforce")).with_outputs(
-            QUARANTINE, main="rows"
+        # Output types are declared so Beam uses transforms/coders.py (cheap size estimates).
+        decoded = chunks | "Decode" >> beam.ParDo(_DecodeFn(self._ctx, "decode")).with_output_types(
+            Chunk
         )
+        normalised = decoded | "Normalise" >> beam.ParDo(
+            _DecodeFn(self._ctx, "normalise")
+        ).with_output_types(Chunk)
+        return normalised | "Enforce" >> beam.ParDo(
+            _DecodeFn(self._ctx, "enforce")
+        ).with_output_types(TableRows).with_outputs(QUARANTINE, main="rows")
 
 
 # --- deduplicate and series checks ---------------------------------------------------------
