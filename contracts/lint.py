@@ -18,6 +18,7 @@ code (``E0xx``) operators and tests can search for. Codes:
 - E050 no quality rules; E051 rule without name or with bad severity
 - E052 unknown energylake rule or bad parameters; E053 rule names an unknown column
 - E060 no primary key; E061 duplicate property name; E062 unknown rated-by column
+- E036 sentinel not ``<u16|s16|u32|s32>[/divisor]`` or on a property that is not a number
 """
 
 from __future__ import annotations
@@ -36,14 +37,14 @@ import jsonschema
 import yaml
 
 from contracts.errors import LintIssue
-from contracts.model import PHYSICAL_TYPES
+from contracts.model import PHYSICAL_TYPES, SENTINEL_SPEC
 from contracts.vocabulary import Vocabulary, load_vocabulary
 
 __all__ = ["CONTRACT_SUFFIX", "lint_data", "lint_file", "lint_paths"]
 
 CONTRACT_SUFFIX = ".odcs.yaml"
 
-_PROPERTY_CUSTOM_KEYS = {"unit", "purposes", "protection", "counter", "ratedBy"}
+_PROPERTY_CUSTOM_KEYS = {"unit", "purposes", "protection", "counter", "ratedBy", "sentinel"}
 _CONTRACT_CUSTOM_KEYS = {"retention", "deviceKind", "personalData"}
 _SEVERITIES = {"error", "warning"}
 _NUMERIC = {"integer", "number"}
@@ -403,6 +404,18 @@ class _Linter:
                 "E031",
                 "a physical range without a unit: say what the numbers measure "
                 "(unit '1' for dimensionless)",
+            )
+        sentinel = custom.get("sentinel")
+        if sentinel is not None and (
+            not isinstance(sentinel, str)
+            or SENTINEL_SPEC.fullmatch(sentinel) is None
+            or logical not in _NUMERIC
+        ):
+            self.add(
+                f"{path}.customProperties.sentinel",
+                "E036",
+                f"sentinel {sentinel!r}: a numeric property's register type "
+                "<u16|s16|u32|s32>, optionally /divisor (its scale to the unit), e.g. u16/10",
             )
         low, high = options.get("minimum"), options.get("maximum")
         if isinstance(low, int | float) and isinstance(high, int | float) and low > high:

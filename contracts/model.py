@@ -7,6 +7,7 @@ its Arrow schema (the physical types are Arrow's names).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from pathlib import Path
@@ -88,6 +89,9 @@ class Field:
     partition_position: int | None = None
     counter: bool = False
     rated_by: str | None = None
+    # Values a device sends for "not available / fault" (GenComm register sentinels, in the
+    # field's unit): stored as NULL with the SENTINEL flag, never as the number.
+    sentinels: tuple[float, ...] = ()
 
     @property
     def arrow_type(self) -> pa.DataType:
@@ -184,3 +188,24 @@ class Contract:
             [f.arrow_field() for f in self.fields],
             metadata={"energylake.contract": self.ref},
         )
+
+
+SENTINEL_SPEC = re.compile(r"(u16|s16|u32|s32)(?:/([1-9][0-9]*))?")
+_SENTINEL_RAW = {
+    # GenComm: the top eight codes of each register type are "not available", "over/under
+    # range", "transducer fault", "bad data", "high/low digital", "reserved".
+    "u16": range(0xFFF8, 0x10000),
+    "s16": range(0x7FF8, 0x8000),
+    "u32": range(0xFFFFFFF8, 0x100000000),
+    "s32": range(0x7FFFFFF8, 0x80000000),
+}
+
+
+def sentinel_values(spec: str) -> tuple[float, ...]:
+    """The values a register of type ``spec`` (``u16``, ``s16``, ``u32``, ``s32``, optionally
+    ``/divisor`` for its scale to the field's unit) sends for "not available"."""
+    match = SENTINEL_SPEC.fullmatch(spec)
+    if match is None:
+        raise ValueError(f"sentinel {spec!r} is not <u16|s16|u32|s32>[/divisor]")
+    divisor = int(match.group(2) or 1)
+    return tuple(raw / divisor for raw in _SENTINEL_RAW[match.group(1)])

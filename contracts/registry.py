@@ -12,7 +12,14 @@ from open_data_contract_standard.model import OpenDataContractStandard
 
 from contracts.errors import ContractInvalidError, ContractNotFoundError
 from contracts.lint import CONTRACT_SUFFIX, lint_data
-from contracts.model import Contract, Field, Protection, QualityRule, Retention
+from contracts.model import (
+    Contract,
+    Field,
+    Protection,
+    QualityRule,
+    Retention,
+    sentinel_values,
+)
 from contracts.vocabulary import Vocabulary, load_vocabulary
 
 # libyaml when present (10x faster on our contracts), else the pure-Python safe loader.
@@ -101,6 +108,7 @@ def _build(path: Path, data: dict[str, Any]) -> Contract:
                 partition_position=prop.partitionKeyPosition if prop.partitioned else None,
                 counter=bool(custom.get("counter", False)),
                 rated_by=custom.get("ratedBy"),
+                sentinels=sentinel_values(str(custom["sentinel"])) if "sentinel" in custom else (),
             )
         )
         rules.extend(_rule(r, prop.name) for r in prop.quality or [])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
 import io
 import os
 import re
@@ -456,6 +457,24 @@ class Store:
         finally:
             tmp.unlink(missing_ok=True)
         _fsync_dir(path.parent)
+
+    def move_file(self, rel: str, local_path: Path) -> None:
+        """Move a local file to ``rel``: a rename when the lake is on the same local file
+        system (atomic, no copy), else a copy (``put_file``) and then the unlink."""
+        if self._root is not None:
+            path = self._path(_check_rel(rel))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(local_path, path)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+            else:
+                _fsync_dir(path.parent)
+                _fsync_dir(local_path.parent)
+                return
+        self.put_file(rel, local_path)
+        local_path.unlink()
 
     def get_file(self, rel: str, local_path: Path) -> None:
         """Copy ``rel`` to a local file (atomically replaced); StorageError if missing."""

@@ -312,8 +312,7 @@ def _archive(store: Store, landing: Path, segments: list[str]) -> None:
         day = _segment_day(name)
         rel = raw_archive_rel(name, day)
         if local.exists():
-            store.put_file(rel, local)
-            local.unlink()
+            store.move_file(rel, local)
         elif not store.exists(rel):
             raise ProcessError(f"segment {name} is neither in {closed} nor archived at {rel}")
 

@@ -168,7 +168,8 @@ class _DecodeFn(beam.DoFn):
             chunk = element
             accepted = enforce_chunk(chunk, self._registry, self._schema)
             for dataset, rows in accepted.items():
-                for (tenant,), part in rows.group_by("client_id"):
+                by_tenant = rows.partition_by("client_id", maintain_order=False, as_dict=True)
+                for (tenant,), part in by_tenant.items():
                     yield ((str(tenant), dataset), part)
             quarantined = quarantine_table(
                 chunk, self._registry, ctx.devices, batch_id=ctx.batch_id
@@ -399,7 +400,7 @@ def _write_table(
     partitions = contract.partition_columns
     sort_cols = [c for c in ("device_id", "ts", "seq", "quarantine_id") if c in frame.columns]
     jobs = []
-    for values, part in frame.group_by(partitions, maintain_order=False):
+    for values, part in frame.partition_by(partitions, maintain_order=False, as_dict=True).items():
         partition = {
             k: ("" if v is None else str(v)) for k, v in zip(partitions, values, strict=True)
         }

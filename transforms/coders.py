@@ -23,7 +23,7 @@ from apache_beam.coders.typecoders import registry as coder_registry
 
 from transforms.frames import Chunk
 
-__all__ = ["ArrowTableCoder", "ChunkCoder", "FrameCoder", "register"]
+__all__ = ["ArrowTableCoder", "ChunkCoder", "FrameCoder", "coder_for", "register"]
 
 
 class ArrowTableCoder(beam.coders.Coder):
@@ -90,6 +90,11 @@ class ChunkCoder(beam.coders.Coder):
 
     def to_type_hint(self) -> Any:
         return Chunk
+
+
+def coder_for(type_hint: Any) -> beam.coders.Coder:
+    """The coder Beam uses for elements declared as ``type_hint``."""
+    return coder_registry.get_coder(type_hint)
 
 
 def register() -> None:

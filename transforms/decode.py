@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 import orjson
@@ -296,16 +299,39 @@ def _parse_lines(
     failed: list[tuple[int, str, str]] = []
     tables: list[pa.Table] = []
     good_index: list[int] = []
-    for block in range(0, len(lines), PARSE_BLOCK):
-        _parse_block(
-            lines, block, min(block + PARSE_BLOCK, len(lines)), schema, tables, good_index, failed
-        )
+    starts = range(0, len(lines), PARSE_BLOCK)
+
+    def parse(start: int) -> _Parsed:
+        out = _Parsed([], [], [])
+        end = min(start + PARSE_BLOCK, len(lines))
+        _parse_block(lines, start, end, schema, out.tables, out.good_index, out.failed)
+        return out
+
+    # Arrow's parse releases the GIL: blocks go to a small pool (the machine's cores) and
+    # come back in order.
+    parsed = _parse_pool().map(parse, starts) if len(starts) > 1 else map(parse, starts)
+    for block in parsed:
+        tables += block.tables
+        good_index += block.good_index
+        failed += block.failed
     if not tables:
         return schema.empty_table(), failed
     unified = pa.unify_schemas([t.schema for t in tables], promote_options="permissive")
     table = pa.concat_tables([_conform(t, unified) for t in tables])
     assert table.num_rows == len(good_index)
     return table, failed
+
+
+@dataclass(slots=True)
+class _Parsed:
+    tables: list[pa.Table]
+    good_index: list[int]
+    failed: list[tuple[int, str, str]]
+
+
+@cache
+def _parse_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="json-parse")
 
 
 def _parse_block(

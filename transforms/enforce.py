@@ -173,12 +173,17 @@ def _checks(contract: Contract, schema: DecodeSchema) -> list[_Check]:
 
     # 4. Missing required fields.
     required = ["device_id", "seq", "ts"] + [f.name for f in value_fields if f.required]
+    sentinel = {f.name for f in value_fields if f.sentinels}
     missing = [
         (
             (pl.col("ts").is_null() & pl.col("ts_local").is_null())
             if n == "ts"
             else pl.col(n).is_null(),
-            pl.lit(n),
+            pl.when(pl.col("_sentinel").str.contains(f",{n},", literal=True))
+            .then(pl.lit(f"{n} (the device sent its 'not available' code)"))
+            .otherwise(pl.lit(n))
+            if n in sentinel
+            else pl.lit(n),
         )
         for n in required
     ]
@@ -266,10 +271,10 @@ def _enforce_dataset(
 def _shape(contract: Contract, rows: pl.DataFrame) -> pl.DataFrame:
     """Contract columns in contract types, plus the provenance and flag columns."""
     ts = pl.from_epoch(pl.col("ts_us"), time_unit="us").dt.replace_time_zone("UTC")
-    flags = (
-        pl.when(pl.col("_unit_converted"))
-        .then(pl.lit(["UNIT_CONVERTED"]))
-        .otherwise(pl.lit([], dtype=pl.List(pl.String)))
+    none = pl.lit([], dtype=pl.List(pl.String))
+    flags = pl.concat_list(
+        pl.when(pl.col("_unit_converted")).then(pl.lit(["UNIT_CONVERTED"])).otherwise(none),
+        pl.when(pl.col("_sentinel") != "").then(pl.lit(["SENTINEL"])).otherwise(none),
     )
     base = rows.with_columns(
         pl.col("reg_client_id").alias("client_id"),

@@ -1,7 +1,9 @@
 """Normalise: attach the authenticated device, convert declared units, time to UTC microseconds.
 
 Vectorised over a chunk's decoded rows. A declared unit is converted to the contract's and
-the row flagged UNIT_CONVERTED; a declared unit with no conversion is UNIT_SUSPECT. Event
+the row flagged UNIT_CONVERTED; a declared unit with no conversion is UNIT_SUSPECT. A
+device's "not available" code (the contract's ``sentinel`` register type) becomes NULL and
+the row is flagged SENTINEL (a required field nulled that way is then MISSING_FIELD). Event
 time becomes ``ts_us`` (int64 microseconds, UTC); an epoch that cannot be seconds (beyond
 year 5000: milliseconds sent as seconds) becomes null and is judged by ``enforce``.
 Tasmota's local ``Time`` is read in the branch's timezone and also gives the sequence number
@@ -113,6 +115,7 @@ def normalise_chunk(
         chunk.reject(reject_frame(suspect, "UNIT_SUSPECT", pl.col("_bad_unit"), "normalise"))
         rows = rows.filter(pl.col("_bad_unit") == "")
     rows = rows.with_columns(unit_exprs)
+    rows = _null_sentinels(rows, registry)
 
     # Time: epoch seconds (canonical) or local wall time (Tasmota) to UTC microseconds.
     ts = pl.col("ts")
@@ -122,6 +125,33 @@ def normalise_chunk(
     if rows["ts_local"].is_not_null().any():
         rows = _tasmota_time(rows)
     chunk.rows = rows
+
+
+def _null_sentinels(rows: pl.DataFrame, registry: ContractRegistry) -> pl.DataFrame:
+    """A device's "not available" code (GenComm register sentinels, declared per field in
+    the contract) becomes NULL; ``_sentinel`` lists the fields nulled (",a,b,") for the flag
+    and for the detail of a required field that is now missing."""
+    hits: dict[str, pl.Expr] = {}
+    for dataset in READINGS_DATASETS.values():
+        for f in registry.get(dataset).fields:
+            if not f.sentinels or f.name not in rows.columns:
+                continue
+            low, high = min(f.sentinels), max(f.sentinels)
+            slack = max(1e-9, 1e-7 * max(abs(low), abs(high)))  # a device rounds 1/3600 h
+            col = pl.col(f.name)
+            hit = (pl.col("dataset") == dataset) & col.is_between(low - slack, high + slack)
+            hits[f.name] = hit if f.name not in hits else hits[f.name] | hit
+    if not hits:
+        return rows.with_columns(pl.lit("").alias("_sentinel"))
+    marks = [pl.when(hit).then(pl.lit(f"{name},")) for name, hit in hits.items()]
+    listed = pl.concat_str(marks, ignore_nulls=True)
+    return rows.with_columns(
+        pl.when(listed != "").then(pl.lit(",") + listed).otherwise(pl.lit("")).alias("_sentinel"),
+        *[
+            pl.when(hit).then(None).otherwise(pl.col(name)).alias(name)
+            for name, hit in hits.items()
+        ],
+    )
 
 
 def _tasmota_time(rows: pl.DataFrame) -> pl.DataFrame:

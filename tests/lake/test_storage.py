@@ -101,6 +101,21 @@ def test_put_file_and_get_file(store: Store, tmp_path: Path) -> None:
     assert not (tmp_path / "missing.bin").exists()
 
 
+def test_move_file_renames_locally_and_uploads_to_s3(store: Store, tmp_path: Path) -> None:
+    source = tmp_path / "landing" / "segment.bin"
+    source.parent.mkdir()
+    source.write_bytes(b"frames" * 1000)
+    inode = source.stat().st_ino
+    store.move_file("raw/2026/11/25/segment.bin", source)
+    assert not source.exists()
+    target = tmp_path / "back.bin"
+    store.get_file("raw/2026/11/25/segment.bin", target)
+    assert target.read_bytes() == b"frames" * 1000
+    if not store.is_s3:  # same file system: renamed, not copied
+        local = Path(store.url()) / "raw/2026/11/25/segment.bin"
+        assert local.stat().st_ino == inode
+
+
 def test_write_atomic_streams_into_place(store: Store) -> None:
     size = store.write_atomic("w/stream.bin", lambda handle: handle.write(b"abc" * 10))
     assert size == 30
