@@ -70,6 +70,9 @@ def test_enospc_gives_503_and_stalls_mqtt_then_resumes(
             "ENERGYLAKE_GATEWAY_MQTT_PORT": str(mosquitto.port),
             "ENERGYLAKE_GATEWAY_MIN_FREE_BYTES": "0",  # no early warning: the write fails
             "ENERGYLAKE_GATEWAY_MAX_LAG_BYTES": str(1 << 40),
+            # the per-device rate limit (429) is not what this test is about
+            "ENERGYLAKE_GATEWAY_HTTP_RATE_PER_S": "1000000",
+            "ENERGYLAKE_GATEWAY_HTTP_BURST": "1000000",
         },
     )
     device = mqtt.Client(
