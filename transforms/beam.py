@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,6 +22,9 @@ import apache_beam as beam
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 from contracts import ContractRegistry, load_registry
 from lake.delta import DataFile, write_data_file
@@ -60,6 +63,7 @@ DAMAGED = "damaged"
 LOOKBACK = timedelta(days=2)  # how far back the series checks look for a predecessor
 MAX_ROWS_PER_FILE = 2_000_000
 WRITE_THREADS = 4
+GLOBAL_WINDOW = GlobalWindow()
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +260,18 @@ class _SeriesFn(_LakeFn):
     def setup(self) -> None:
         super().setup()
         self._gate_pool = ThreadPoolExecutor(1, thread_name_prefix="quality-gate")
+        self._gates: list[Future[tuple[str, dict[str, Any]]]] = []
+
+    def start_bundle(self) -> None:
+        self._gates = []
+
+    def finish_bundle(self) -> Iterator[Any]:
+        # The verdicts are only needed at commit: the gate thread runs behind the tables
+        # that follow, and its verdicts leave at the end of the bundle.
+        for gate in self._gates:
+            verdict = WindowedValue(gate.result(), MIN_TIMESTAMP, (GLOBAL_WINDOW,))
+            yield beam.pvalue.TaggedOutput(GATE, verdict)
+        self._gates = []
 
     def teardown(self) -> None:
         super().teardown()
@@ -265,7 +281,7 @@ class _SeriesFn(_LakeFn):
         (tenant, dataset), frames = element
         ctx = self._ctx
         contract = self._registry.get(dataset)
-        batch = pl.concat(list(frames), how="vertical_relaxed")
+        batch = pl.concat(list(frames), how="vertical_relaxed", rechunk=True)
         rel = table_rel(tenant, dataset)
         committed = read_committed(
             self._store, rel, ctx.snapshot.get(rel), committed_columns(contract), batch
@@ -302,7 +318,7 @@ class _SeriesFn(_LakeFn):
                 self._store, self._pool, contract, ctx.batch_no, tenant, dataset, rows
             )
         if gate is not None:
-            yield beam.pvalue.TaggedOutput(GATE, gate.result())
+            self._gates.append(gate)
 
     def _gate(
         self, contract: Any, tenant: str, dataset: str, rows: pl.DataFrame

@@ -135,8 +135,8 @@ def out_of_range(contract: Contract, frame: pl.DataFrame) -> pl.Expr:
             outside = outside | (c > f.maximum)
         checks.append(outside.fill_null(False))
     if not checks:
-        return pl.lit(0, pl.Int32).alias(RANGE_COLUMN)
-    return pl.sum_horizontal(checks).cast(pl.Int32).alias(RANGE_COLUMN)
+        return pl.lit(0, pl.Int64).alias(RANGE_COLUMN)
+    return pl.sum_horizontal(checks).cast(pl.Int64).alias(RANGE_COLUMN)
 
 
 def _row_specs(contract: Contract, columns: set[str]) -> list[RuleSpec]:
@@ -299,7 +299,7 @@ def missing_required(contract: Contract, frame: pl.DataFrame) -> pl.Expr:
     """MISSING_COLUMN: the number of null required fields in each row."""
     names = required_columns(contract, set(frame.columns))
     return (
-        pl.sum_horizontal([pl.col(n).is_null() for n in names]).cast(pl.Int32).alias(MISSING_COLUMN)
+        pl.sum_horizontal([pl.col(n).is_null() for n in names]).cast(pl.Int64).alias(MISSING_COLUMN)
     )
 
 
