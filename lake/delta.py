@@ -57,9 +57,11 @@ __all__ = [
     "ensure_table",
     "file_stats",
     "files_per_partition",
+    "latest_version",
     "open_table",
     "read_table",
     "stats_columns",
+    "table_at",
     "table_exists",
     "write_data_file",
 ]
@@ -107,12 +109,76 @@ def table_exists(store: Store, rel: str) -> bool:
     return bool(DeltaTable.is_deltatable(store.url(rel), store.storage_options()))
 
 
-def dataset(store: Store, rel: str, version: int | None = None) -> pads.Dataset:
-    """The table as a pyarrow dataset (partition values and statistics on its fragments)."""
-    table = open_table(store, rel, version)
+def dataset(
+    store: Store,
+    rel: str,
+    version: int | None = None,
+    *,
+    files: list[tuple[str, str, Any]] | None = None,
+    table: DeltaTable | None = None,
+) -> pads.Dataset:
+    """The table as a pyarrow dataset (partition values and statistics on its fragments).
+
+    ``files`` (delta-rs tuple filters such as ``("branch_id", "in", [...])`` or
+    ``("ts", ">=", t)``) keeps only the files that may match: partition columns select
+    exactly, other columns by the file's min/max statistics in the log. Without it every
+    file of the table becomes a fragment, which costs time in proportion to the whole
+    table. Filter the rows too: this selects files. ``table``: an already opened table.
+    """
+    if table is None:
+        table = open_table(store, rel, version)
     fs, base = store.filesystem()
     sub = pafs.SubTreeFileSystem(f"{base}/{rel}", fs)
-    return table.to_pyarrow_dataset(filesystem=sub)
+    return table.to_pyarrow_dataset(filesystem=sub, file_pruning_predicate=files)
+
+
+_READERS: OrderedDict[str, tuple[threading.Lock, DeltaTable]] = OrderedDict()
+_READERS_LOCK = threading.Lock()
+
+
+def _reader(store: Store, rel: str) -> DeltaTable | None:
+    """This process's reading handle on the table, caught up to its latest version (None:
+    no table). Opening a table reads its log from the last checkpoint: per table and batch
+    that grew with the log; catching up an open handle reads only the new commits."""
+    url = store.url(rel)
+    with _READERS_LOCK:
+        entry = _READERS.get(url)
+        if entry is not None:
+            _READERS.move_to_end(url)
+    if entry is None:
+        if not table_exists(store, rel):
+            return None
+        entry = (threading.Lock(), open_table(store, rel))
+        with _READERS_LOCK:
+            _READERS[url] = entry
+            while len(_READERS) > _HANDLES_MAX:
+                _READERS.popitem(last=False)
+        return entry[1]
+    lock, table = entry
+    with lock:
+        try:
+            table.update_incremental()
+        except (DeltaError, OSError):  # replaced or removed under us: start over
+            with _READERS_LOCK:
+                _READERS.pop(url, None)
+            return _reader(store, rel) if table_exists(store, rel) else None
+        return table
+
+
+def latest_version(store: Store, rel: str) -> int | None:
+    """The table's latest version, None if there is no table (a cached, caught-up handle)."""
+    table = _reader(store, rel)
+    return None if table is None else int(table.version())
+
+
+def table_at(store: Store, rel: str, version: int) -> DeltaTable:
+    """The table at ``version``: the cached handle when it is there (the usual case: the
+    version a batch pinned is the latest), else opened at that version."""
+    with _READERS_LOCK:
+        entry = _READERS.get(store.url(rel))
+    if entry is not None and entry[1].version() == version:
+        return entry[1]
+    return open_table(store, rel, version)
 
 
 def read_table(
@@ -206,7 +272,10 @@ def ensure_table(store: Store, rel: str, contract: Contract) -> DeltaTable:
     url = store.url(rel)
     options = store.storage_options()
     try:
-        table = DeltaTable(url, storage_options=options)
+        found = _reader(store, rel)
+        if found is None:
+            raise TableNotFoundError(url)
+        table = found
     except TableNotFoundError:
         try:
             return DeltaTable.create(

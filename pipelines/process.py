@@ -49,10 +49,10 @@ from lake.delta import (
     compact,
     ensure_table,
     files_per_partition,
+    latest_version,
     read_table,
     table_exists,
 )
-from lake.delta import open_table as open_delta
 from lake.layout import UNASSIGNED_TENANT, raw_archive_rel, state_rel, table_rel
 from lake.layout import tenants as lake_tenants
 from lake.reference import load_device_registry
@@ -204,7 +204,7 @@ def _snapshot(store: Store, tables: list[tuple[str, str]]) -> dict[str, int | No
     snap: dict[str, int | None] = {}
     for tenant, dataset in tables:
         rel = table_rel(tenant, dataset)
-        snap[rel] = open_delta(store, rel).version() if table_exists(store, rel) else None
+        snap[rel] = latest_version(store, rel)
     return snap
 
 

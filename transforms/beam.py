@@ -27,7 +27,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from contracts import ContractRegistry, load_registry
-from lake.delta import DataFile, write_data_file
+from lake.delta import DataFile, table_at, write_data_file
 from lake.delta import dataset as lake_dataset
 from lake.layout import UNASSIGNED_TENANT, months_between, table_rel
 from lake.storage import Store
@@ -36,7 +36,7 @@ from transforms.decode import DecodeSchema, decode_chunk
 from transforms.enforce import enforce_chunk
 from transforms.frames import Chunk, quarantine_rows, quarantine_table
 from transforms.normalise import normalise_chunk
-from transforms.series import committed_columns, dedupe_and_check
+from transforms.series import STUCK_RUN, committed_columns, dedupe_and_check
 
 __all__ = [
     "DAMAGED",
@@ -61,6 +61,7 @@ STATS = "stats"
 GATE = "gate"
 DAMAGED = "damaged"
 LOOKBACK = timedelta(days=2)  # how far back the series checks look for a predecessor
+RECENT = timedelta(hours=1)  # the first, usual, look back (see read_committed)
 MAX_ROWS_PER_FILE = 2_000_000
 WRITE_THREADS = 4
 GLOBAL_WINDOW = GlobalWindow()
@@ -219,26 +220,74 @@ def read_committed(
     version: int | None,
     columns: list[str],
     batch: pl.DataFrame,
+    min_history: int = STUCK_RUN,
 ) -> pl.DataFrame:
-    """The committed rows the batch's devices may collide with or follow (pinned version)."""
+    """The committed rows the batch's devices may collide with or follow (pinned version).
+
+    What the checks need of a device is local: the committed copies of its batch readings
+    (same event time, so not before its first batch reading) and the few readings before
+    that (the longest look back is a STUCK run). So the read is per device and in two
+    steps: the hour before each device's first reading; then, only for a device with fewer
+    than ``min_history`` committed readings there, up to LOOKBACK before it. Reading
+    LOOKBACK for every device made each batch of ``process --follow`` read two days of
+    its branches' rows, so batch time grew with the lake (measured: 1.4 s to 7.8 s over 30
+    small batches).
+    """
     schema_cols = {c: batch.schema[c] for c in columns if c in batch.schema}
     if version is None or batch.height == 0:
         return pl.DataFrame(schema=schema_cols)
-    dataset = lake_dataset(store, rel, version)
-    since: datetime = batch["ts"].min()  # type: ignore[assignment]
+    table = table_at(store, rel, version)
+    firsts = batch.group_by("device_id").agg(pl.col("ts").min().alias("_first"))
     until: datetime = batch["ts"].max()  # type: ignore[assignment]
-    start = since - LOOKBACK
-    months = sorted(set(months_between(start, until)) | set(batch["event_month"].unique()))
-    expr = (
-        pc.field("branch_id").isin(batch["branch_id"].unique().to_list())
-        & pc.field("event_month").isin(months)
-        & pc.field("device_id").isin(batch["device_id"].unique().to_list())
-        & (pc.field("ts") >= pa.scalar(start, pa.timestamp("us", "UTC")))
+    branches = batch["branch_id"].unique().to_list()
+
+    def scan(devices: pl.DataFrame, back: timedelta) -> pl.DataFrame:
+        # devices grouped by the hour their window starts: a few terms, not one per device
+        starts = (
+            devices.with_columns((pl.col("_first") - back).dt.truncate("1h").alias("_start"))
+            .group_by("_start")
+            .agg(pl.col("device_id"))
+        )
+        earliest: datetime = starts["_start"].min()  # type: ignore[assignment]
+        months = sorted(set(months_between(earliest, until)) | set(batch["event_month"].unique()))
+        window: pc.Expression | None = None
+        for start, ids in starts.iter_rows():
+            term = pc.field("device_id").isin(list(ids)) & (
+                pc.field("ts") >= pa.scalar(start, pa.timestamp("us", "UTC"))
+            )
+            window = term if window is None else window | term
+        assert window is not None
+        # only the files of the batch's branches and months that reach into the window
+        # become fragments (partitions exactly, ts by the log's file statistics)
+        dataset = lake_dataset(
+            store,
+            rel,
+            files=[
+                ("branch_id", "in", branches),
+                ("event_month", "in", months),
+                ("ts", ">=", earliest),
+            ],
+            table=table,
+        )
+        frame = pl.from_arrow(dataset.to_table(columns=columns, filter=window))
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+
+    recent = scan(firsts, RECENT)
+    before = (
+        recent.join(firsts, on="device_id")
+        .filter(pl.col("ts") < pl.col("_first"))
+        .group_by("device_id")
+        .len()
     )
-    table = dataset.to_table(columns=columns, filter=expr)
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
-    return frame
+    short = firsts.join(before, on="device_id", how="left").filter(
+        pl.col("len").fill_null(0) < min_history
+    )
+    if short.height == 0:
+        return recent
+    longer = scan(short.select("device_id", "_first"), LOOKBACK)
+    kept = recent.join(short.select("device_id"), on="device_id", how="anti")
+    return pl.concat([kept, longer], how="vertical_relaxed")
 
 
 class _LakeFn(beam.DoFn):
