@@ -685,6 +685,7 @@ class CompactReport:
     partitions: list[dict[str, str | None]] = field(default_factory=list)
     versions: list[int] = field(default_factory=list)
     seconds: float = 0.0
+    deferred: int = 0  # partitions due but not started: the deadline had passed
 
 
 def compact(
@@ -694,13 +695,16 @@ def compact(
     min_files: int = 2,
     partitions: Sequence[Mapping[str, str | None]] | None = None,
     target_size: int | None = None,
+    deadline: float | None = None,
 ) -> CompactReport:
     """Rewrite the small files of each partition holding ``min_files`` or more into fewer.
 
     One ``optimize.compact`` (one commit) per partition: a reader sees the table before or
     after, never in between. Files are removed logically; ``vacuum`` deletes their bytes
-    later (not done here). ``partitions`` limits the work to those partitions.
-    ``target_size`` defaults to the table's ``delta.targetFileSize`` (else 100 MB).
+    later (not done here). ``partitions`` limits the work to those partitions, and they are
+    compacted in that order. ``target_size`` defaults to the table's
+    ``delta.targetFileSize`` (else 100 MB). ``deadline`` (``time.monotonic()``): no
+    partition is started after it (one started is finished); the rest wait for a next call.
     """
     started = time.monotonic()
     table = open_table(store, rel)
@@ -712,11 +716,21 @@ def compact(
     touched: list[dict[str, str | None]] = []
     versions: list[int] = []
     properties = WriterProperties(compression="ZSTD", max_row_group_size=ROW_GROUP_ROWS)
-    for key, count in sorted(
-        _files_per_partition(table).items(), key=lambda kv: tuple(v or "" for v in kv[0])
-    ):
+    counts = _files_per_partition(table)
+    started_parts = deferred = 0
+    order = (
+        [_partition_key(p.get(c) for c in parts) for p in partitions]
+        if partitions is not None
+        else sorted(counts, key=lambda k: tuple(v or "" for v in k))
+    )
+    for key in order:
+        count = counts.get(key, 0)
         if count < min_files or (wanted is not None and key not in wanted):
             continue
+        if deadline is not None and started_parts and time.monotonic() >= deadline:
+            deferred += 1  # at least one partition per call: progress on any budget
+            continue
+        started_parts += 1
         named = dict(zip(parts, key, strict=True))
         # a null partition value is matched by "" (Delta reads an empty value as null)
         filters = [(c, "=", "" if v is None else v) for c, v in named.items()]
@@ -737,4 +751,5 @@ def compact(
         partitions=touched,
         versions=versions,
         seconds=time.monotonic() - started,
+        deferred=deferred,
     )

@@ -86,7 +86,15 @@ from transforms.beam import (
 from transforms.frames import READINGS_DATASETS
 from transforms.registry import device_frame
 
-__all__ = ["BatchReport", "ProcessError", "follow", "ingest_stats", "process_once"]
+__all__ = [
+    "BatchReport",
+    "CompactionPass",
+    "ProcessError",
+    "compact_if_needed",
+    "follow",
+    "ingest_stats",
+    "process_once",
+]
 
 log = logging.getLogger("energylake.process")
 DEFAULT_RUNNER = "FnApiRunner"
@@ -484,6 +492,7 @@ def follow(
     done = 0
     session = lineage_session(settings)  # the parent run of the session's batches
     parent = session.ref if session is not None else None
+    pending: list[str] = []  # tables the last compaction pass did not finish
     try:
         while not stop.event.is_set():
             report = process_once(
@@ -493,10 +502,13 @@ def follow(
                 done += 1
                 if on_batch is not None:
                     on_batch(report)
-                compact_if_needed(settings, report.rows, lineage_parent=parent)
+                tables = sorted({*pending, *report.rows})
+                pending = compact_if_needed(settings, tables, lineage_parent=parent).remaining
                 if max_batches is not None and done >= max_batches:
                     break
                 continue
+            if pending:  # idle: carry on with what the budget left, one pass per interval
+                pending = compact_if_needed(settings, pending, lineage_parent=parent).remaining
             stop.event.wait(settings.follow_interval_s)
     except BaseException as exc:
         if session is not None:
@@ -517,25 +529,41 @@ def compact_if_needed(
     tables: dict[str, int] | Sequence[str],
     *,
     lineage_parent: RunRef | None = None,
-) -> list[str]:
-    """Compact the partitions of ``tables`` that hold more files than the bound (one lineage
-    run for the tables it compacted)."""
+    budget_s: float | None = None,
+) -> CompactionPass:
+    """Compact the partitions of ``tables`` that hold more files than the bound, those with
+    the most files first, for at most ``budget_s`` (default ``compact_budget_s``; a
+    partition started is finished, the rest wait for the next call); one lineage run for
+    the tables it compacted.
+
+    Without a budget every table's partitions crossed the bound in the same batch (each
+    batch adds a file to each), and that batch took 9 s longer (30 batches, 42 partitions).
+    """
     store = Store.from_uri(settings.lake)
     registry = load_registry(settings.contracts_dir) if settings.contracts_dir else load_registry()
-    done = []
-    compacted: list[tuple[str, CompactReport]] = []
+    budget = settings.compact_budget_s if budget_s is None else budget_s
+    deadline = time.monotonic() + budget
+    over: list[tuple[int, str, dict[str, str | None]]] = []
     for rel in tables:
-        dataset = rel.rsplit("/", 1)[-1]
-        contract = registry.get(dataset)
-        counts = files_per_partition(store, rel)
-        over = [
-            dict(zip(contract.partition_columns, key, strict=True))
-            for key, n in counts.items()
-            if n > settings.compact_max_files
-        ]
-        if over:
-            compacted.append((rel, compact(store, rel, min_files=2, partitions=over)))
+        contract = registry.get(rel.rsplit("/", 1)[-1])
+        for key, n in files_per_partition(store, rel).items():
+            if n > settings.compact_max_files:
+                over.append((n, rel, dict(zip(contract.partition_columns, key, strict=True))))
+    over.sort(key=lambda item: (-item[0], item[1], sorted(item[2].items(), key=str)))
+    done: list[str] = []
+    compacted: list[tuple[str, CompactReport]] = []
+    remaining: list[str] = []
+    for rel in dict.fromkeys(r for _, r, _ in over):  # tables in order of their worst
+        parts = [values for _, r, values in over if r == rel]
+        if compacted and time.monotonic() >= deadline:
+            remaining.append(rel)  # the first is always compacted: progress on any budget
+            continue
+        report = compact(store, rel, min_files=2, partitions=parts, deadline=deadline)
+        if report.partitions:
+            compacted.append((rel, report))
             done.append(rel)
+        if report.deferred:
+            remaining.append(rel)
     if compacted:
         emit_compaction(
             LineageEmitter.from_settings(settings),
@@ -552,4 +580,13 @@ def compact_if_needed(
             ],
             parent=lineage_parent,
         )
-    return done
+    return CompactionPass(compacted=done, remaining=remaining)
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionPass:
+    """What one budgeted compaction pass did: tables compacted, and tables that still hold
+    partitions past the bound (the budget ran out first)."""
+
+    compacted: list[str]
+    remaining: list[str]

@@ -75,6 +75,14 @@ class Settings(BaseSettings):
         ge=2,
         description="process --follow compacts a partition once it holds more files than this.",
     )
+    compact_budget_s: float = Field(
+        default=1.0,
+        ge=0,
+        description=(
+            "process --follow starts no new partition compaction after this many seconds "
+            "between two batches (the most fragmented go first; the rest wait a batch)."
+        ),
+    )
     # --- lineage (docs/LINEAGE.md); OPENLINEAGE_DISABLED=true turns emission off ---
     lineage_transport: str = Field(
         default="file",

@@ -11,10 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from lake.delta import files_per_partition, open_table
+from lake.delta import files_per_partition, open_table, table_exists
 from lake.layout import table_rel, tenants
 from lake.storage import Store
-from pipelines.process import ingest_stats
+from pipelines.process import compact_if_needed, ingest_stats, process_once
 from simulator.config import SimConfig
 from tests.pipeline.conftest import FAULTS, land
 
@@ -37,6 +37,9 @@ def test_follow_processes_new_segments_compacts_and_stops_on_sigterm(tmp_path: P
         **os.environ,
         "ENERGYLAKE_FOLLOW_INTERVAL_S": "0.5",
         "ENERGYLAKE_COMPACT_MAX_FILES": "2",
+        # every partition past the bound is compacted right after its batch (the budget,
+        # tested below, would leave some for later batches)
+        "ENERGYLAKE_COMPACT_BUDGET_S": "600",
     }
     proc = subprocess.Popen(
         [CLI, "process", "--follow", "--data-dir", str(tmp_path), "--max-segments", "8"],
@@ -111,3 +114,39 @@ def test_reference_load_is_idempotent_and_compact_keeps_rows(tmp_path: Path) -> 
     )
     assert missing.returncode == 2
     assert "no such folder" in missing.stderr
+
+
+def test_compaction_on_a_budget_goes_worst_first_and_finishes_over_later_passes(
+    tmp_path: Path,
+) -> None:
+    config = SimConfig(clients=1, branches=3, days=1, seed=9, faults=FAULTS)
+    settings, _, segments = land(tmp_path, config)
+    while process_once(settings, max_segments=max(1, len(segments) // 6)) is not None:
+        pass
+    settings = settings.model_copy(update={"compact_max_files": 2})
+    store = Store.from_uri(settings.lake)
+    tenant = next(t for t in tenants(store) if not t.startswith("_"))
+    tables = [table_rel(tenant, d) for d in ("meter_readings", "dg_readings", "solar_readings")]
+    tables = [t for t in tables if table_exists(store, t)]
+    rows_before = {t: _rows(store, t) for t in tables}
+    over = sum(1 for t in tables for n in files_per_partition(store, t).values() if n > 2)
+    assert over >= 3, "the test needs several partitions past the bound"
+    worst = max(max(files_per_partition(store, t).values()) for t in tables)
+    passes = 0
+    pending = tables
+    while pending:
+        before = {t: files_per_partition(store, t) for t in tables}
+        result = compact_if_needed(settings, pending, budget_s=0)  # one partition a pass
+        passes += 1
+        after = {t: files_per_partition(store, t) for t in tables}
+        changed = [(t, k) for t in tables for k, n in before[t].items() if after[t].get(k) != n]
+        assert len(changed) == 1, changed  # exactly one partition per pass
+        t, k = changed[0]
+        if passes == 1:
+            assert before[t][k] == worst  # the most fragmented first
+        pending = result.remaining
+        assert passes <= over
+    assert passes == over
+    for t in tables:
+        assert max(files_per_partition(store, t).values()) <= 2
+        assert _rows(store, t) == rows_before[t]
