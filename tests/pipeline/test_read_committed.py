@@ -119,3 +119,31 @@ def test_a_busy_device_reads_its_last_hour_and_a_sparse_one_reads_two_days(
 def test_nothing_committed_reads_nothing(local_store: Store) -> None:
     got = read_committed(local_store, REL, None, committed_columns(METER), _batch(("em-fast", END)))
     assert got.height == 0
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Asia/Kolkata", "America/Los_Angeles"])
+def test_file_pruning_by_time_never_drops_a_matching_row(
+    committed: Store, tz: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The files kept by ``("ts", ">=", t)`` (log statistics) hold every row at or after t,
+    whatever the process's local time zone, for cut-offs inside and at the edges of files."""
+    import time as _time
+
+    from lake.delta import dataset, read_table
+
+    monkeypatch.setenv("TZ", tz)
+    _time.tzset()
+    try:
+        everything = pl.from_arrow(read_table(committed, REL, columns=["device_id", "ts"]))
+        assert isinstance(everything, pl.DataFrame)
+        for minutes in (0, 1, 89, 90, 91, 200, 359):
+            cut = END - timedelta(minutes=minutes)
+            pruned = dataset(committed, REL, files=[("ts", ">=", cut)])
+            kept = pl.from_arrow(pruned.to_table(columns=["device_id", "ts"]))
+            assert isinstance(kept, pl.DataFrame)
+            want = everything.filter(pl.col("ts") >= cut).height
+            assert kept.filter(pl.col("ts") >= cut).height == want, (tz, minutes)
+            assert kept.height < everything.height  # it did prune
+    finally:
+        monkeypatch.delenv("TZ")
+        _time.tzset()
