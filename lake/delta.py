@@ -20,6 +20,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import os
 import random
 import re
 import threading
@@ -27,6 +28,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -132,8 +134,24 @@ def dataset(
     return table.to_pyarrow_dataset(filesystem=sub, file_pruning_predicate=files)
 
 
-_READERS: OrderedDict[str, tuple[threading.Lock, DeltaTable]] = OrderedDict()
+_READERS: OrderedDict[str, tuple[threading.Lock, DeltaTable, tuple[int, int] | None]] = (
+    OrderedDict()
+)
 _READERS_LOCK = threading.Lock()
+
+
+def _log_identity(store: Store, rel: str) -> tuple[int, int] | None:
+    """Which table lives at ``rel`` (local lakes): the first log entry's device and inode.
+    A table deleted and created again at the same path has another; None when there is no
+    such entry (no table, or the log was cleaned up: the handle is then opened once more).
+    On S3 a cached handle is trusted (None)."""
+    if store.is_s3:
+        return None
+    try:
+        st = os.stat(Path(store.url(rel)) / "_delta_log" / f"{0:020d}.json")
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _reader(store: Store, rel: str) -> DeltaTable | None:
@@ -141,20 +159,24 @@ def _reader(store: Store, rel: str) -> DeltaTable | None:
     no table). Opening a table reads its log from the last checkpoint: per table and batch
     that grew with the log; catching up an open handle reads only the new commits."""
     url = store.url(rel)
+    ident = _log_identity(store, rel)
     with _READERS_LOCK:
         entry = _READERS.get(url)
+        if entry is not None and not store.is_s3 and entry[2] != ident:
+            del _READERS[url]  # gone, or another table at the same path: never mix logs
+            entry = None
         if entry is not None:
             _READERS.move_to_end(url)
     if entry is None:
         if not table_exists(store, rel):
             return None
-        entry = (threading.Lock(), open_table(store, rel))
+        entry = (threading.Lock(), open_table(store, rel), ident)
         with _READERS_LOCK:
             _READERS[url] = entry
             while len(_READERS) > _HANDLES_MAX:
                 _READERS.popitem(last=False)
         return entry[1]
-    lock, table = entry
+    lock, table, _ = entry
     with lock:
         try:
             table.update_incremental()
@@ -544,11 +566,15 @@ class _Handle:
         self.url = url
         self.lock = threading.Lock()
         self.table: DeltaTable | None = None
+        self.ident: tuple[int, int] | None = None
 
     def fresh(self, store: Store, rel: str) -> DeltaTable:
-        """The table at its latest version (call with ``lock`` held)."""
-        if self.table is None:
+        """The table at its latest version (call with ``lock`` held); opened afresh when
+        another table now lives at the path (see ``_log_identity``)."""
+        ident = _log_identity(store, rel)
+        if self.table is None or (not store.is_s3 and ident != self.ident):
             self.table = open_table(store, rel)
+            self.ident = ident
         else:
             self.table.update_incremental()
         return self.table

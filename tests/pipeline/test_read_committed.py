@@ -147,3 +147,33 @@ def test_file_pruning_by_time_never_drops_a_matching_row(
     finally:
         monkeypatch.delenv("TZ")
         _time.tzset()
+
+
+def test_a_table_made_again_at_the_same_path_is_not_read_through_the_old_handle(
+    local_store: Store,
+) -> None:
+    """The cached reading handle follows the table at a path; a table deleted and created
+    again there (another lake in the same process, a test, a restore) is opened afresh."""
+    import shutil
+
+    ensure_table(local_store, REL, METER)
+    values = {"branch_id": BRANCH, "event_month": "2026-05"}
+    for k in range(3):
+        data = _rows("em-a", timedelta(minutes=1), 10)
+        files = [write_data_file(local_store, REL, data, values, data_file_name(f"a{k}", values))]
+        commit_files(local_store, REL, METER, files, app_id="t", version=k + 1, metadata={})
+    assert latest_version(local_store, REL) == 3
+    shutil.rmtree(local_store.url(REL))
+    assert latest_version(local_store, REL) is None
+    ensure_table(local_store, REL, METER)
+    assert latest_version(local_store, REL) == 0
+    shutil.rmtree(local_store.url(REL))  # again, without asking in between
+    ensure_table(local_store, REL, METER)
+    data = _rows("em-b", timedelta(minutes=1), 5)
+    files = [write_data_file(local_store, REL, data, values, data_file_name("b", values))]
+    commit_files(local_store, REL, METER, files, app_id="t", version=1, metadata={})
+    assert latest_version(local_store, REL) == 1
+    rows = read_committed(
+        local_store, REL, 1, committed_columns(METER), _batch(("em-b", END + timedelta(1)))
+    )
+    assert set(rows["device_id"].to_list()) <= {"em-b"}
