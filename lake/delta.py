@@ -20,7 +20,6 @@ import datetime as dt
 import hashlib
 import json
 import math
-import os
 import random
 import re
 import threading
@@ -134,24 +133,23 @@ def dataset(
     return table.to_pyarrow_dataset(filesystem=sub, file_pruning_predicate=files)
 
 
-_READERS: OrderedDict[str, tuple[threading.Lock, DeltaTable, tuple[int, int] | None]] = (
-    OrderedDict()
-)
+_READERS: OrderedDict[str, tuple[threading.Lock, DeltaTable, bytes | None]] = OrderedDict()
 _READERS_LOCK = threading.Lock()
 
 
-def _log_identity(store: Store, rel: str) -> tuple[int, int] | None:
-    """Which table lives at ``rel`` (local lakes): the first log entry's device and inode.
-    A table deleted and created again at the same path has another; None when there is no
-    such entry (no table, or the log was cleaned up: the handle is then opened once more).
-    On S3 a cached handle is trusted (None)."""
+def _log_identity(store: Store, rel: str) -> bytes | None:
+    """Which table lives at ``rel`` (local lakes): a digest of its first log entry, which
+    holds the table's id (a uuid) and creation time. A table deleted and created again at
+    the same path has another (an inode number would not do: the file system reuses them
+    at once). None when there is no such entry (no table, or the log was cleaned up: the
+    handle is then opened once more). On S3 a cached handle is trusted (None)."""
     if store.is_s3:
         return None
     try:
-        st = os.stat(Path(store.url(rel)) / "_delta_log" / f"{0:020d}.json")
+        first = (Path(store.url(rel)) / "_delta_log" / f"{0:020d}.json").read_bytes()
     except OSError:
         return None
-    return (st.st_dev, st.st_ino)
+    return hashlib.blake2b(first, digest_size=16).digest()
 
 
 def _reader(store: Store, rel: str) -> DeltaTable | None:
@@ -566,7 +564,7 @@ class _Handle:
         self.url = url
         self.lock = threading.Lock()
         self.table: DeltaTable | None = None
-        self.ident: tuple[int, int] | None = None
+        self.ident: bytes | None = None
 
     def fresh(self, store: Store, rel: str) -> DeltaTable:
         """The table at its latest version (call with ``lock`` held); opened afresh when
