@@ -1,6 +1,9 @@
 """A really full landing disk (ENOSPC from the kernel, not the free-space bound): HTTP gets
-503, MQTT is not acked, nothing acknowledged is missing, and the gateway resumes on its own
-once there is room again.
+503, nothing acknowledged (202 or PUBACK) is missing afterwards, and the gateway resumes on
+its own once there is room again. (That MQTT acks stop and the broker keeps the messages
+while the gateway refuses is shown deterministically by the lag-bound test in
+tests/gateway/test_mqtt.py: a nearly full disk frees a little room at each writer reopen,
+so here a few writes may still succeed and be acked.)
 
 The landing log lives on a 1 MiB tmpfs this test mounts (root with CAP_SYS_ADMIN, as on
 the CI machine); the free-space bound is off, so the first sign of a full disk is a write
@@ -57,7 +60,7 @@ def _readings(device: str, first: int, n: int) -> bytes:
     )
 
 
-def test_enospc_gives_503_and_stalls_mqtt_then_resumes(
+def test_enospc_gives_503_acks_only_what_is_on_disk_then_resumes(
     mosquitto: Mosquitto, small_disk: Path
 ) -> None:
     meters = [d for d in mosquitto.devices.values() if d.kind == "meter"]
