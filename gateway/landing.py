@@ -21,25 +21,53 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import mmap
 import os
 import re
 import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Final, Literal, cast
+from typing import IO, Final, Literal
 
-import numpy as np
-import numpy.typing as npt
-import pyarrow as pa
-
-from contracts import EnergylakeError
+from gateway.segment_format import (
+    ARROW_SCHEMA,
+    BODY_FIXED,
+    BODY_FIXED_BYTES,
+    FILE_HEADER_BYTES,
+    FILE_MAGIC,
+    FORMAT_VERSION,
+    FRAME_HEAD,
+    FRAME_HEADER_BYTES,
+    MASK32,
+    MAX_BODY_BYTES,
+    MAX_TEXT,
+    MIB,
+    SOURCE_CODE,
+    SOURCES,
+    DamageReason,
+    Envelope,
+    LandingError,
+    RecordRef,
+    Source,
+    TailDamage,
+    check_file_header,
+    file_header,
+)
+from gateway.segment_reader import (
+    SegmentRecords,
+    SegmentTable,
+    closed_segments,
+    iter_segment_chunks,
+    iter_segment_tables,
+    read_records_at,
+    read_segment,
+    scan_frames,
+)
 
 __all__ = [
     "ARROW_SCHEMA",
@@ -58,83 +86,21 @@ __all__ = [
     "RecordRef",
     "RecoveredSegment",
     "SegmentRecords",
+    "SegmentTable",
     "Source",
     "TailDamage",
     "closed_segments",
     "iter_segment_chunks",
+    "iter_segment_tables",
     "read_records_at",
     "read_segment",
     "recover",
 ]
 
-Source = Literal["mqtt", "http", "file"]
-DamageReason = Literal["truncated", "checksum", "bad header"]
-
-SOURCES: Final[tuple[Source, ...]] = ("mqtt", "http", "file")
-_SOURCE_CODE: Final[dict[str, int]] = {name: code for code, name in enumerate(SOURCES)}
-
-MIB: Final = 1 << 20
-FORMAT_VERSION: Final = 1
-FILE_MAGIC: Final = b"\x89ELSEG\r\n"
-_FILE_HEAD = struct.Struct("<8sHHI")  # magic, version, flags, crc32 of the first 12 bytes
-_FRAME_HEAD = struct.Struct("<III")  # body length, body length ^ 0xFFFFFFFF, crc32(body)
-_BODY_FIXED = struct.Struct("<qBBHH")  # received_at_us, source, flags, topic len, identity len
-FILE_HEADER_BYTES: Final = _FILE_HEAD.size  # 16
-FRAME_HEADER_BYTES: Final = _FRAME_HEAD.size  # 12
-BODY_FIXED_BYTES: Final = _BODY_FIXED.size  # 14
-MAX_BODY_BYTES: Final = 1 << 30
-_MASK32: Final = 0xFFFFFFFF
-_MAX_TEXT: Final = 0xFFFF
-
 _WRITER_ID = re.compile(r"[a-z0-9-]{1,32}")
 _SEGMENT_NAME = re.compile(r"(\d{8}T\d{6}\.\d{6}Z)-([a-z0-9-]{1,32})-(\d{6,})\.seg")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_STAMP_US: Final = 253402300799999999  # 9999-12-31T23:59:59.999999Z
-
-ARROW_SCHEMA: Final = pa.schema(
-    [
-        pa.field("received_at", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("topic", pa.string(), nullable=False),
-        pa.field("identity", pa.string(), nullable=False),
-        pa.field("payload", pa.large_binary(), nullable=False),
-        pa.field("segment", pa.string(), nullable=False),
-        pa.field("offset_bytes", pa.int64(), nullable=False),
-    ]
-)
-
-
-class LandingError(EnergylakeError):
-    """A landing-log file or operation that cannot proceed (not a segment, bad input, I/O)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """One received message: when, through which door, on which topic, from whom, raw bytes."""
-
-    received_at_us: int
-    source: Source
-    topic: str
-    identity: str
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class RecordRef:
-    """Where an appended record lives: segment file name and byte offset of its frame."""
-
-    segment: str
-    offset: int
-
-
-@dataclass(frozen=True, slots=True)
-class TailDamage:
-    """The unreadable end of a segment: from ``offset`` (end of the last good record) on."""
-
-    offset: int
-    length: int
-    reason: DamageReason
-    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,59 +114,6 @@ class RecoveredSegment:
     dropped_bytes: int
     damage: TailDamage | None
     detail: str = ""
-
-
-Int64Array = npt.NDArray[np.int64]
-
-
-@dataclass(slots=True)
-class SegmentRecords:
-    """The records of a segment (or a slice of one), column by column."""
-
-    segment: str
-    received_at_us: Int64Array
-    source: list[str]
-    topic: list[str]
-    identity: list[str]
-    payload: list[bytes]
-    offset: Int64Array
-    damage: TailDamage | None = None
-
-    def __len__(self) -> int:
-        return len(self.payload)
-
-    def envelopes(self) -> list[Envelope]:
-        """The records as ``Envelope`` objects (convenient, not fast)."""
-        return [
-            Envelope(int(ts), src, topic, ident, payload)  # type: ignore[arg-type]
-            for ts, src, topic, ident, payload in zip(
-                self.received_at_us.tolist(),
-                self.source,
-                self.topic,
-                self.identity,
-                self.payload,
-                strict=True,
-            )
-        ]
-
-    def to_arrow(self) -> pa.Table:
-        """An Arrow table under ``ARROW_SCHEMA`` (one row per record)."""
-        n = len(self)
-        return pa.Table.from_arrays(
-            [
-                pa.array(self.received_at_us, type=pa.timestamp("us", tz="UTC")),
-                pa.array(self.source, type=pa.string()),
-                pa.array(self.topic, type=pa.string()),
-                pa.array(self.identity, type=pa.string()),
-                pa.array(self.payload, type=pa.large_binary()),
-                pa.array([self.segment] * n, type=pa.string()),
-                pa.array(self.offset, type=pa.int64()),
-            ],
-            schema=ARROW_SCHEMA,
-        )
-
-
-# --------------------------------------------------------------------------- names
 
 
 def _stamp(us: int) -> str:
@@ -221,227 +134,6 @@ def _parse_name(name: str) -> tuple[str, int] | None:
     return (match.group(2), int(match.group(3))) if match else None
 
 
-def closed_segments(root: Path) -> list[Path]:
-    """The closed segments under ``root``, sorted by name (that is, by opening time)."""
-    folder = Path(root) / "closed"
-    if not folder.is_dir():
-        return []
-    return sorted((p for p in folder.glob("*.seg") if p.is_file()), key=lambda p: p.name)
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def _file_header() -> bytes:
-    head = FILE_MAGIC + struct.pack("<HH", FORMAT_VERSION, 0)
-    return head + struct.pack("<I", zlib.crc32(head))
-
-
-def _check_file_header(buf: bytes | mmap.mmap, name: str) -> TailDamage | None:
-    """Damage at offset 0 if the header is torn or corrupt; LandingError if not a segment."""
-    n = len(buf)
-    if n < FILE_HEADER_BYTES:
-        head = bytes(buf[:n])
-        if FILE_MAGIC.startswith(head[: len(FILE_MAGIC)]):
-            return TailDamage(0, n, "truncated", f"file header incomplete ({n} of 16 bytes)")
-        raise LandingError(f"{name}: not a landing segment (bad magic)")
-    magic, version, _flags, crc = _FILE_HEAD.unpack_from(buf, 0)
-    if magic != FILE_MAGIC:
-        raise LandingError(f"{name}: not a landing segment (bad magic)")
-    if zlib.crc32(bytes(buf[:12])) != crc:
-        return TailDamage(0, n, "bad header", "file header checksum mismatch")
-    if version != FORMAT_VERSION:
-        raise LandingError(
-            f"{name}: landing segment format version {version} is not supported "
-            f"(this reader knows {FORMAT_VERSION})"
-        )
-    return None
-
-
-@dataclass(slots=True)
-class _Scan:
-    received_at_us: list[int]
-    source: list[str]
-    topic: list[str]
-    identity: list[str]
-    payload: list[bytes]
-    offset: list[int]
-    end: int
-    damage: TailDamage | None
-
-
-def _scan(buf: bytes | mmap.mmap, pos: int, limit: int | None, collect: bool = True) -> _Scan:
-    """Parse frames from ``pos`` until the end, the first bad frame, or ``limit`` records."""
-    n = len(buf)
-    ts_out: list[int] = []
-    src_out: list[str] = []
-    topic_out: list[str] = []
-    ident_out: list[str] = []
-    payload_out: list[bytes] = []
-    offset_out: list[int] = []
-    topics: dict[bytes, str] = {}
-    identities: dict[bytes, str] = {}
-    frame_head = _FRAME_HEAD.unpack_from
-    body_fixed = _BODY_FIXED.unpack_from
-    crc32 = zlib.crc32
-    sources = SOURCES
-    n_sources = len(SOURCES)
-    count = 0
-    damage: TailDamage | None = None
-    with memoryview(buf) as view:
-        while pos < n:
-            if limit is not None and count >= limit:
-                break
-            if n - pos < FRAME_HEADER_BYTES:
-                damage = TailDamage(pos, n - pos, "truncated", "frame header incomplete")
-                break
-            blen, nlen, crc = frame_head(buf, pos)
-            if blen ^ nlen != _MASK32 or blen < BODY_FIXED_BYTES or blen > MAX_BODY_BYTES:
-                damage = TailDamage(pos, n - pos, "bad header", "frame length fields disagree")
-                break
-            body = pos + FRAME_HEADER_BYTES
-            stop = body + blen
-            if stop > n:
-                damage = TailDamage(
-                    pos, n - pos, "truncated", f"frame body needs {blen} bytes, {n - body} left"
-                )
-                break
-            if crc32(view[body:stop]) != crc:
-                damage = TailDamage(pos, n - pos, "checksum", "frame body checksum mismatch")
-                break
-            ts, code, flags, tlen, ilen = body_fixed(buf, body)
-            t0 = body + BODY_FIXED_BYTES
-            t1 = t0 + tlen
-            i1 = t1 + ilen
-            if i1 > stop or code >= n_sources or flags:
-                damage = TailDamage(pos, n - pos, "bad header", "record fields inconsistent")
-                break
-            if collect:
-                raw = buf[t0:t1]
-                topic = topics.get(raw)
-                if topic is None:
-                    try:
-                        topic = topics[raw] = raw.decode()
-                    except UnicodeDecodeError:
-                        damage = TailDamage(pos, n - pos, "bad header", "topic is not UTF-8")
-                        break
-                raw = buf[t1:i1]
-                ident = identities.get(raw)
-                if ident is None:
-                    try:
-                        ident = identities[raw] = raw.decode()
-                    except UnicodeDecodeError:
-                        damage = TailDamage(pos, n - pos, "bad header", "identity is not UTF-8")
-                        break
-                ts_out.append(ts)
-                src_out.append(sources[code])
-                topic_out.append(topic)
-                ident_out.append(ident)
-                payload_out.append(buf[i1:stop])
-            offset_out.append(pos)
-            count += 1
-            pos = stop
-    return _Scan(ts_out, src_out, topic_out, ident_out, payload_out, offset_out, pos, damage)
-
-
-def _records(name: str, scan: _Scan, damage: TailDamage | None) -> SegmentRecords:
-    return SegmentRecords(
-        segment=name,
-        received_at_us=np.array(scan.received_at_us, dtype=np.int64),
-        source=scan.source,
-        topic=scan.topic,
-        identity=scan.identity,
-        payload=scan.payload,
-        offset=np.array(scan.offset, dtype=np.int64),
-        damage=damage,
-    )
-
-
-def _empty(name: str, damage: TailDamage | None) -> SegmentRecords:
-    return _records(name, _Scan([], [], [], [], [], [], 0, None), damage)
-
-
-@contextlib.contextmanager
-def _mapped(path: Path) -> Iterator[bytes | mmap.mmap]:
-    """The file's bytes: memory-mapped, or read at once when too small to map usefully."""
-    with path.open("rb") as handle:
-        if os.fstat(handle.fileno()).st_size < FILE_HEADER_BYTES:
-            yield handle.read()
-            return
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            yield buf
-
-
-def read_segment(path: Path) -> SegmentRecords:
-    """Every complete record of a segment (memory-mapped), and its damaged tail if any.
-
-    Raises ``LandingError`` if the file is not a landing segment (bad magic) or has a
-    format version this reader does not know; damage is reported, never raised.
-    """
-    path = Path(path)
-    with _mapped(path) as buf:
-        damage = _check_file_header(buf, path.name)
-        if damage is not None:
-            return _empty(path.name, damage)
-        scan = _scan(buf, FILE_HEADER_BYTES, None)
-    return _records(path.name, scan, scan.damage)
-
-
-def read_records_at(path: Path, offsets: Sequence[int]) -> list[Envelope]:
-    """The records whose frames start at ``offsets`` (as ``offset_bytes`` reports them), in
-    that order. Each frame is checked like a sequential read; LandingError if one is not a
-    whole, valid record. For the rare look-up of a record's raw bytes after its batch was
-    read (the pipeline quarantines a row late and needs its payload again)."""
-    if not offsets:
-        return []
-    out: list[Envelope] = []
-    with _mapped(path) as buf:
-        for offset in offsets:
-            if offset < FILE_HEADER_BYTES or offset >= len(buf):
-                raise LandingError(f"{path.name}: no record at offset {offset}")
-            scan = _scan(buf, offset, 1)
-            if not scan.offset or scan.offset[0] != offset:
-                detail = scan.damage.detail if scan.damage else "no frame"
-                raise LandingError(f"{path.name}: no valid record at offset {offset}: {detail}")
-            out.append(
-                Envelope(
-                    received_at_us=scan.received_at_us[0],
-                    source=cast(Source, scan.source[0]),
-                    topic=scan.topic[0],
-                    identity=scan.identity[0],
-                    payload=bytes(scan.payload[0]),
-                )
-            )
-    return out
-
-
-def iter_segment_chunks(path: Path, max_records: int) -> Iterator[SegmentRecords]:
-    """A segment as consecutive slices of up to ``max_records`` records (memory-mapped).
-
-    Yields at least one slice; only the last may carry the damage.
-    """
-    if max_records < 1:
-        raise ValueError("max_records must be at least 1")
-    path = Path(path)
-    with _mapped(path) as buf:
-        damage = _check_file_header(buf, path.name)
-        if damage is not None:
-            yield _empty(path.name, damage)
-            return
-        size = len(buf)
-        pos = FILE_HEADER_BYTES
-        first = True
-        while True:
-            scan = _scan(buf, pos, max_records)
-            pos = scan.end
-            done = scan.damage is not None or pos >= size
-            if scan.offset or (done and (first or scan.damage is not None)):
-                yield _records(path.name, scan, scan.damage)
-            first = False
-            if done:
-                return
-
-
 # --------------------------------------------------------------------------- writing
 
 
@@ -458,7 +150,7 @@ def _encode(env: Envelope) -> tuple[bytes, bytes, int]:
     given: object = env
     if not isinstance(given, Envelope):
         raise LandingError(f"expected an Envelope, got {type(given).__name__}")
-    code = _SOURCE_CODE.get(env.source)
+    code = SOURCE_CODE.get(env.source)
     if code is None:
         raise LandingError(f"source {env.source!r} is not one of {', '.join(SOURCES)}")
     given = env.payload
@@ -468,9 +160,9 @@ def _encode(env: Envelope) -> tuple[bytes, bytes, int]:
     try:
         topic = env.topic.encode()
         ident = env.identity.encode()
-        if len(topic) > _MAX_TEXT or len(ident) > _MAX_TEXT:
+        if len(topic) > MAX_TEXT or len(ident) > MAX_TEXT:
             raise LandingError("topic and identity are limited to 65535 UTF-8 bytes each")
-        fixed = _BODY_FIXED.pack(env.received_at_us, code, 0, len(topic), len(ident))
+        fixed = BODY_FIXED.pack(env.received_at_us, code, 0, len(topic), len(ident))
     except (AttributeError, UnicodeEncodeError, struct.error) as exc:
         raise LandingError(f"envelope cannot be encoded: {exc}") from exc
     blen = len(fixed) + len(topic) + len(ident) + len(payload)
@@ -478,7 +170,7 @@ def _encode(env: Envelope) -> tuple[bytes, bytes, int]:
         raise LandingError(f"record of {blen} bytes exceeds the {MAX_BODY_BYTES}-byte limit")
     head = fixed + topic + ident
     crc = zlib.crc32(payload, zlib.crc32(head))
-    return _FRAME_HEAD.pack(blen, blen ^ _MASK32, crc) + head, payload, FRAME_HEADER_BYTES + blen
+    return FRAME_HEAD.pack(blen, blen ^ MASK32, crc) + head, payload, FRAME_HEADER_BYTES + blen
 
 
 class LandingWriter:
@@ -720,7 +412,7 @@ class LandingWriter:
                 break
             self._file, self._name = handle, name
             self._generation += 1
-            handle.write(_file_header())
+            handle.write(file_header())
             self._size = FILE_HEADER_BYTES
             if self._fsync:
                 handle.flush()
@@ -782,13 +474,13 @@ def _recover_file(path: Path, closed_dir: Path) -> RecoveredSegment:
         buf = handle.read()
     size = len(buf)
     try:
-        damage = _check_file_header(buf, name)
+        damage = check_file_header(buf, name)
     except LandingError as exc:
         return RecoveredSegment(name, "skipped", 0, 0, size, None, str(exc))
     records, end = 0, 0
     if damage is None:
-        scan = _scan(buf, FILE_HEADER_BYTES, None, collect=False)
-        damage, records, end = scan.damage, len(scan.offset), scan.end
+        frames = scan_frames(buf, FILE_HEADER_BYTES)
+        damage, records, end = frames.damage, len(frames), frames.end
     del buf
     if records == 0:
         path.unlink()

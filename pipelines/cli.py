@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.table import Table
@@ -29,6 +32,7 @@ from pipelines.cliutil import (
     PerClient,
     Seed,
     Start,
+    configure_logging,
     console,
     error,
     settings_from,
@@ -258,16 +262,32 @@ def process(
 
     Arguments after the options are passed to Beam as pipeline options.
     """
-    import logging
+    from pipelines.batch_hooks import wait_for_data_docs
 
+    settings = _settings(data_dir=data_dir, lake_uri=lake_uri, landing_dir=landing_dir)
+    configure_logging(settings.log_level)
+    beam_args = list(ctx.args)
+    # Everything this command writes is durable before it returns (fsync, Delta commit),
+    # and a Data Docs build still running is waited for: the interpreter's own teardown of
+    # Beam's ~2,400 modules may be skipped.
+    _FAST_EXIT.append(True)
+    try:
+        _process(settings, runner, beam_args, follow=follow, max_segments=max_segments)
+    finally:
+        wait_for_data_docs()
+
+
+def _process(
+    settings: Settings,
+    runner: str,
+    beam_args: list[str],
+    *,
+    follow: bool,
+    max_segments: int | None,
+) -> None:
     from pipelines.process import ProcessError, process_once
     from pipelines.process import follow as follow_batches
 
-    settings = _settings(data_dir=data_dir, lake_uri=lake_uri, landing_dir=landing_dir)
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    beam_args = list(ctx.args)
     try:
         if follow:
             follow_batches(
@@ -400,6 +420,36 @@ from pipelines import cli_status  # noqa: E402
 cli_status.register(app)
 
 
+_FAST_EXIT: list[bool] = []
+
+
 def main() -> None:
     """Console entry point."""
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        if not _FAST_EXIT:
+            raise
+        code = exc.code
+    else:
+        if not _FAST_EXIT:
+            return
+        code = 0
+    _exit_now(code)
+
+
+def _exit_now(code: object) -> NoReturn:
+    """Exit without the interpreter's teardown (measured: 0.3-0.4 s after a batch, freeing
+    the ~2,400 modules Beam imports and everything they hold, which the operating system
+    reclaims at once anyway). Only after a command that has made all it wrote durable;
+    logs and the console are flushed first, and worker threads are idle by then."""
+    import logging
+
+    logging.shutdown()
+    if isinstance(code, str):
+        sys.stderr.write(code + "\n")
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from gateway.config import GatewayConfig
-from pipelines.cliutil import STATE, console, error, settings_from
+from pipelines.cliutil import STATE, configure_logging, console, error, settings_from
 from pipelines.settings import Settings
 
 __all__ = ["build_gateway_config", "register"]
@@ -97,9 +97,7 @@ def _gateway(
         gateway_http_port=http_port,
         gateway_mqtt_port=mqtt_port,
     )
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level)
     try:
         Gateway(build_gateway_config(settings, mqtt=mqtt, http=http)).run()
     except (ValueError, LandingError, IdentityError, OSError) as exc:

@@ -6,6 +6,7 @@ root ``pipelines/cli.py`` calls them. Keep the work in the packages, not here.
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -28,6 +29,7 @@ __all__ = [
     "PerClient",
     "Seed",
     "Start",
+    "configure_logging",
     "console",
     "error",
     "settings_from",
@@ -38,6 +40,22 @@ console = Console()
 
 # Set by the root callback: the --config file, if given.
 STATE: dict[str, Path | None] = {"config": None}
+
+
+# Libraries that speak at INFO about their own workings (Beam: every string type hint it
+# cannot resolve; Great Expectations: ~200 lines per import); heard at DEBUG only.
+_CHATTY = ("apache_beam", "great_expectations")
+
+
+def configure_logging(level: str) -> None:
+    """The process's logging at ``level`` (the ``log_level`` setting), whatever a library
+    imported earlier set up; the chatty libraries above speak at WARNING unless DEBUG."""
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    quiet = logging.getLogger().getEffectiveLevel() > logging.DEBUG
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.NOTSET)
 
 
 def error(message: str) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from gateway.landing import iter_segment_chunks, read_records_at
+from gateway.landing import iter_segment_tables, read_records_at
 
 __all__ = [
     "CHUNK_RECORDS",
@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("energylake.process")
-CHUNK_RECORDS = 20_000
+CHUNK_RECORDS = 64_000
 GROUP_BYTES = 32 << 20
 
 
@@ -48,9 +48,9 @@ def read_segment_tables(
     pending: list[pa.Table] = []
     rows = 0
     for path in paths:
-        for part in iter_segment_chunks(Path(path), CHUNK_RECORDS):
+        for part in iter_segment_tables(Path(path), CHUNK_RECORDS):
             if len(part):
-                pending.append(part.to_arrow())
+                pending.append(part.table)
                 rows += len(part)
             if part.damage is not None:
                 log.error("segment %s: damaged tail: %s", part.segment, part.damage)

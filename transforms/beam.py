@@ -64,6 +64,7 @@ LOOKBACK = timedelta(days=2)  # how far back the series checks look for a predec
 RECENT = timedelta(hours=1)  # the first, usual, look back (see read_committed)
 MAX_ROWS_PER_FILE = 2_000_000
 WRITE_THREADS = 4
+SERIES_THREADS = 2  # tables deduplicated and checked at once (the machine has 2 cores)
 GLOBAL_WINDOW = GlobalWindow()
 
 
@@ -290,6 +291,27 @@ def read_committed(
     return pl.concat([kept, longer], how="vertical_relaxed")
 
 
+def _in_global_window(value: Any) -> WindowedValue:
+    """An output of ``finish_bundle`` (which has no input element to take a window from)."""
+    return WindowedValue(value, MIN_TIMESTAMP, (GLOBAL_WINDOW,))
+
+
+def _windowed(out: Any) -> Any:
+    """``out`` (a main or tagged output) for ``finish_bundle``."""
+    if isinstance(out, beam.pvalue.TaggedOutput):
+        return beam.pvalue.TaggedOutput(out.tag, _in_global_window(out.value))
+    return _in_global_window(out)
+
+
+@dataclass(frozen=True, slots=True)
+class _TableWork:
+    """What one table's deduplication and checks produced, for ``finish_bundle``."""
+
+    outputs: list[Any]
+    writes: _Writes | None
+    gate: Future[tuple[str, dict[str, Any]]] | None
+
+
 class _LakeFn(beam.DoFn):
     """A DoFn that writes lake files: the contracts, the store and the writer threads."""
 
@@ -306,40 +328,60 @@ class _LakeFn(beam.DoFn):
 
 
 class _SeriesFn(_LakeFn):
+    """Deduplicate, check the series and write, per table. Tables are worked on by
+    SERIES_THREADS threads (polars and the Parquet writers release the GIL, so two tables
+    use two cores); their outputs leave in order at the end of the bundle."""
+
     def setup(self) -> None:
         super().setup()
         self._gate_pool = ThreadPoolExecutor(1, thread_name_prefix="quality-gate")
-        self._gates: list[Future[tuple[str, dict[str, Any]]]] = []
+        self._series_pool = ThreadPoolExecutor(SERIES_THREADS, thread_name_prefix="series")
+        self._tables: list[Future[_TableWork]] = []
 
     def start_bundle(self) -> None:
-        self._gates = []
+        self._tables = []
 
     def finish_bundle(self) -> Iterator[Any]:
+        tables, self._tables = self._tables, []
+        works = [table.result() for table in tables]
+        for work in works:
+            for out in work.outputs:
+                yield _windowed(out)
+        # A table's files are written while the next table is deduplicated and checked.
+        for work in works:
+            if work.writes is not None:
+                for out in _collect_writes(work.writes):
+                    yield _windowed(out)
         # The verdicts are only needed at commit: the gate thread runs behind the tables
-        # that follow, and its verdicts leave at the end of the bundle.
-        for gate in self._gates:
-            verdict = WindowedValue(gate.result(), MIN_TIMESTAMP, (GLOBAL_WINDOW,))
-            yield beam.pvalue.TaggedOutput(GATE, verdict)
-        self._gates = []
+        # that follow.
+        for work in works:
+            if work.gate is not None:
+                yield beam.pvalue.TaggedOutput(GATE, _in_global_window(work.gate.result()))
 
     def teardown(self) -> None:
         super().teardown()
+        self._series_pool.shutdown(wait=True)
         self._gate_pool.shutdown(wait=True)
 
-    def process(self, element: tuple[tuple[str, str], Iterable[pl.DataFrame]]) -> Iterator[Any]:
+    def process(self, element: tuple[tuple[str, str], Iterable[pl.DataFrame]]) -> None:
         (tenant, dataset), frames = element
+        # The grouped values are read here, on Beam's thread; the work goes to the pool.
+        self._tables.append(self._series_pool.submit(self._table, tenant, dataset, list(frames)))
+
+    def _table(self, tenant: str, dataset: str, frames: list[pl.DataFrame]) -> _TableWork:
         ctx = self._ctx
         contract = self._registry.get(dataset)
-        batch = pl.concat(list(frames), how="vertical_relaxed", rechunk=True)
+        batch = pl.concat(frames, how="vertical_relaxed", rechunk=True)
         rel = table_rel(tenant, dataset)
         committed = read_committed(
             self._store, rel, ctx.snapshot.get(rel), committed_columns(contract), batch
         )
         result = dedupe_and_check(contract, batch, committed)
+        outputs: list[Any] = []
         for row in result.duplicates.iter_rows():
-            yield _tagged_stat("duplicates", tenant, dataset, row[0], "", row[1])
+            outputs.append(_tagged_stat("duplicates", tenant, dataset, row[0], "", row[1]))
         for row in result.late.iter_rows():
-            yield _tagged_stat("late", tenant, dataset, row[0], "", row[1])
+            outputs.append(_tagged_stat("late", tenant, dataset, row[0], "", row[1]))
         if result.rejects.height:
             rejects = _with_envelopes(result.rejects, ctx).with_columns(
                 pl.col("reason_code").fill_null("IMPLAUSIBLE_DELTA"),
@@ -349,7 +391,7 @@ class _SeriesFn(_LakeFn):
             quarantined = quarantine_rows(
                 rejects, self._registry, ctx.devices, batch_id=ctx.batch_id
             )
-            yield from _quarantine_outputs(quarantined)
+            outputs.extend(_quarantine_outputs(quarantined))
         names = [f.name for f in contract.fields]
         rows = result.rows.select(names)
         # The gate runs on its own thread while the files are written (GE is Python, the
@@ -359,15 +401,15 @@ class _SeriesFn(_LakeFn):
             if ctx.gate and rows.height
             else None
         )
-        if rows.height:
-            # Written here, not after another GroupByKey: the rows are already grouped by
-            # table, and a second shuffle would pickle every frame again. A table the gate
-            # holds is written too (its files wait, uncommitted, for a release).
-            yield from _write_table(
-                self._store, self._pool, contract, ctx.batch_no, tenant, dataset, rows
-            )
-        if gate is not None:
-            self._gates.append(gate)
+        # Written here, not after another GroupByKey: the rows are already grouped by
+        # table, and a second shuffle would pickle every frame again. A table the gate
+        # holds is written too (its files wait, uncommitted, for a release).
+        writes = (
+            _submit_writes(self._store, self._pool, contract, ctx.batch_no, tenant, dataset, rows)
+            if rows.height
+            else None
+        )
+        return _TableWork(outputs, writes, gate)
 
     def _gate(
         self, contract: Any, tenant: str, dataset: str, rows: pl.DataFrame
@@ -460,32 +502,85 @@ def _write_table(
 ) -> Iterator[Any]:
     """Write one table's rows of this batch: a file per partition (split past
     MAX_ROWS_PER_FILE), in parallel on ``pool``; yields add-file records and stats."""
+    yield from _collect_writes(
+        _submit_writes(store, pool, contract, batch_no, tenant, dataset, frame)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Writes:
+    """One table's partition writes, submitted to the writer pool."""
+
+    tenant: str
+    dataset: str
+    rel: str
+    jobs: list[Future[tuple[list[tuple[str | None, str, int]], list[DataFile]]]]
+
+
+def _submit_writes(
+    store: Store,
+    pool: ThreadPoolExecutor,
+    contract: Any,
+    batch_no: int,
+    tenant: str,
+    dataset: str,
+    frame: pl.DataFrame,
+) -> _Writes:
+    """Each partition's sort, conversion and encoding go to ``pool`` (polars and Arrow
+    release the GIL there): the Beam thread only splits the frame."""
     rel = table_rel(tenant, dataset)
-    schema = contract.arrow_schema()
     partitions = contract.partition_columns
-    sort_cols = [c for c in ("device_id", "ts", "seq", "quarantine_id") if c in frame.columns]
     jobs = []
     for values, part in frame.partition_by(partitions, maintain_order=False, as_dict=True).items():
         partition = {
             k: ("" if v is None else str(v)) for k, v in zip(partitions, values, strict=True)
         }
-        part = part.sort(sort_cols)
-        if dataset != QUARANTINE and "ts" in part.columns:
-            # Rows per (branch, UTC day): lineage answers "which runs wrote branch B on day D".
-            days = part.group_by(pl.col("ts").dt.date().alias("day")).len()
-            for day, n in days.iter_rows():
-                yield _tagged_stat("day", tenant, dataset, partition.get("branch_id"), str(day), n)
-        for index, start in enumerate(range(0, part.height, MAX_ROWS_PER_FILE)):
-            piece = part.slice(start, MAX_ROWS_PER_FILE)
-            table = piece.to_arrow().select(schema.names).cast(schema)
-            name = file_name(batch_no, rel, partition, index)
-            jobs.append(pool.submit(write_data_file, store, rel, table, partition, name))
-    for job in jobs:
-        data_file: DataFile = job.result()
-        yield (rel, dataset, data_file.to_json())
-        yield _tagged_stat(
-            "written", tenant, dataset, _branch_of(data_file), "", data_file.num_records
+        jobs.append(
+            pool.submit(_write_partition, store, rel, contract, batch_no, dataset, partition, part)
         )
+    return _Writes(tenant, dataset, rel, jobs)
+
+
+def _collect_writes(writes: _Writes) -> Iterator[Any]:
+    """The add-file records (main output) and stats of submitted writes, in order."""
+    tenant, dataset = writes.tenant, writes.dataset
+    for job in writes.jobs:
+        days, files = job.result()
+        for branch, day, n in days:
+            yield _tagged_stat("day", tenant, dataset, branch, day, n)
+        for data_file in files:
+            yield (writes.rel, dataset, data_file.to_json())
+            yield _tagged_stat(
+                "written", tenant, dataset, _branch_of(data_file), "", data_file.num_records
+            )
+
+
+def _write_partition(
+    store: Store,
+    rel: str,
+    contract: Any,
+    batch_no: int,
+    dataset: str,
+    partition: dict[str, str],
+    part: pl.DataFrame,
+) -> tuple[list[tuple[str | None, str, int]], list[DataFile]]:
+    """One partition's files (sorted, split past MAX_ROWS_PER_FILE) and its rows per day."""
+    schema = contract.arrow_schema()
+    sort_cols = [c for c in ("device_id", "ts", "seq", "quarantine_id") if c in part.columns]
+    part = part.sort(sort_cols)
+    days: list[tuple[str | None, str, int]] = []
+    if dataset != QUARANTINE and "ts" in part.columns:
+        # Rows per (branch, UTC day): lineage answers "which runs wrote branch B on day D".
+        per_day = part.group_by(pl.col("ts").dt.date().alias("day")).len()
+        branch = partition.get("branch_id")
+        days = [(branch, str(day), n) for day, n in per_day.iter_rows()]
+    files = []
+    for index, start in enumerate(range(0, part.height, MAX_ROWS_PER_FILE)):
+        piece = part.slice(start, MAX_ROWS_PER_FILE)
+        table = piece.to_arrow().select(schema.names).cast(schema)
+        name = file_name(batch_no, rel, partition, index)
+        files.append(write_data_file(store, rel, table, partition, name))
+    return days, files
 
 
 class _WriteFn(_LakeFn):

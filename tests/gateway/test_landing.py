@@ -32,6 +32,7 @@ from gateway.landing import (
     LandingWriter,
     closed_segments,
     iter_segment_chunks,
+    iter_segment_tables,
     read_records_at,
     read_segment,
     recover,
@@ -507,6 +508,64 @@ def test_property_write_then_read_is_identity(envs: list[Envelope], roll_bytes: 
             writer.append_many(envs)
         assert _all_records(root) == envs
         assert not list((root / "open").glob("*.seg"))
+        # The pipeline's columnar read gives the same records, in slices of any size.
+        tables = [
+            part.table
+            for path in closed_segments(root)
+            for part in iter_segment_tables(path, max(1, roll_bytes % 7))
+        ]
+        table = pa.concat_tables([ARROW_SCHEMA.empty_table(), *tables])
+        # (As integers: the property's instants go beyond what datetime can hold.)
+        received = table.column("received_at").cast(pa.int64()).to_pylist()
+        columns = [table.column(c).to_pylist() for c in ("source", "topic", "identity", "payload")]
+        assert [Envelope(ts, *rest) for ts, *rest in zip(received, *columns, strict=True)] == envs
+
+
+def _frame(body: bytes) -> bytes:
+    """A frame whose lengths and checksum are right, whatever its body says."""
+    n = len(body)
+    return struct.pack("<III", n, n ^ 0xFFFFFFFF, zlib.crc32(body)) + body
+
+
+@pytest.mark.parametrize(
+    ("fixed", "rest", "detail"),
+    [
+        ((0, 0, 0, 4, 1), b"\xff\xfe/tx{}", "topic is not UTF-8"),
+        ((0, 1, 0, 1, 2), b"t\xc3(", "identity is not UTF-8"),
+        ((0, 0, 0, 50, 1), b"t", "record fields inconsistent"),  # topic longer than the body
+        ((0, 7, 0, 1, 1), b"ti{}", "record fields inconsistent"),  # no such source
+        ((0, 0, 1, 1, 1), b"ti{}", "record fields inconsistent"),  # flags set
+    ],
+)
+def test_a_whole_frame_that_is_wrong_inside_ends_the_readable_part(
+    tmp_path: Path, fixed: tuple[int, ...], rest: bytes, detail: str
+) -> None:
+    """The checksum holds, but the fields do not: the records before it are kept, it and
+    everything after it are damage, in every way of reading (whole, in slices, by offset,
+    recovery)."""
+    good = [_env(i) for i in range(3)]
+    path = _write(tmp_path, good)
+    clean = path.read_bytes()
+    bad_at = len(clean)
+    path.write_bytes(clean + _frame(struct.pack("<qBBHH", *fixed) + rest) + clean[16:])
+    records = read_segment(path)
+    assert records.envelopes() == good
+    assert records.damage is not None
+    assert (records.damage.offset, records.damage.detail) == (bad_at, detail)
+    assert records.damage.length == path.stat().st_size - bad_at
+    for size in (1, 2, 100):
+        parts = list(iter_segment_tables(path, size))
+        assert sum(len(p) for p in parts) == 3
+        assert [p.damage for p in parts][-1] == records.damage
+        assert all(p.damage is None for p in parts[:-1])
+    with pytest.raises(LandingError, match=detail):
+        read_records_at(path, [bad_at])
+    # Recovery of an open segment keeps exactly the good records.
+    open_dir = tmp_path / "r" / "open"
+    open_dir.mkdir(parents=True)
+    shutil.copy(path, open_dir / path.name)
+    (done,) = recover(tmp_path / "r")
+    assert (done.action, done.records, done.kept_bytes) == ("closed", 3, bad_at)
 
 
 # --------------------------------------------------------------------------- simulator
