@@ -66,6 +66,7 @@ MAX_ROWS_PER_FILE = 2_000_000
 WRITE_THREADS = 4
 SERIES_THREADS = 2  # tables deduplicated and checked at once (the machine has 2 cores)
 GLOBAL_WINDOW = GlobalWindow()
+_SHUFFLE_DROPS = ("source", "topic", "identity")
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +175,9 @@ class _DecodeFn(beam.DoFn):
             chunk = element
             accepted = enforce_chunk(chunk, self._registry, self._schema)
             for dataset, rows in accepted.items():
+                # The envelope's text goes no further: a later reject reads it back from
+                # the segment (``_with_envelopes``); segment and offset stay as the key.
+                rows = rows.drop(_SHUFFLE_DROPS, strict=False)
                 by_tenant = rows.partition_by("client_id", maintain_order=False, as_dict=True)
                 for (tenant,), part in by_tenant.items():
                     yield ((str(tenant), dataset), part)

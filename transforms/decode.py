@@ -23,12 +23,14 @@ import json
 import os
 import re
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 import polars as pl
 import pyarrow as pa
@@ -151,39 +153,29 @@ _SYSTEM_COLUMNS = frozenset(
 def decode_chunk(chunk: Chunk, schema: DecodeSchema, *, payload_limit: int) -> None:
     """Fill ``chunk.rows`` with decoded readings and add rejects for what cannot be decoded."""
     env = chunk.envelopes
-    n = env.num_rows
-    topics = env.column("topic").to_pylist()
+    topics = Topics.of(env.column("topic"))
     sizes = pc.binary_length(env.column("payload")).to_numpy(zero_copy_only=False)
-    payloads: list[bytes] = env.column("payload").to_pylist()
-    too_large = [i for i in range(n) if sizes[i] > payload_limit]
-    if too_large:
+    too_large = sizes > payload_limit
+    if too_large.any():
         chunk.reject(
             reject_frame(
-                _rows(too_large),
+                _rows(np.flatnonzero(too_large).tolist()),
                 "PAYLOAD_TOO_LARGE",
                 f"payload larger than the {payload_limit}-byte limit",
                 "decode",
             )
         )
-    big = set(too_large)
-    canonical: list[int] = []
-    tasmota: list[int] = []
-    unknown_topic: list[int] = []
-    for i, topic in enumerate(topics):
-        if i in big:
-            continue
-        if CANONICAL_TOPIC.match(topic):
-            canonical.append(i)
-        elif TASMOTA_TOPIC.match(topic):
-            tasmota.append(i)
-        else:
-            unknown_topic.append(i)
+    kind = np.where(too_large, _TOO_LARGE, topics.kind)
+    unknown_topic = np.flatnonzero(kind == _UNKNOWN).tolist()
     if unknown_topic:
         chunk.reject(
             reject_frame(
                 _rows(unknown_topic), "MALFORMED_PAYLOAD", "no decoder for this topic", "decode"
             )
         )
+    canonical = np.flatnonzero(kind == _CANONICAL).tolist()
+    tasmota = np.flatnonzero(kind == _TASMOTA).tolist()
+    payloads: list[bytes] = env.column("payload").to_pylist() if canonical or tasmota else []
     frames = [schema.empty_rows()]
     if canonical:
         frames.append(_decode_canonical(chunk, schema, canonical, payloads, topics))
@@ -191,6 +183,60 @@ def decode_chunk(chunk: Chunk, schema: DecodeSchema, *, payload_limit: int) -> N
         frames.append(_decode_tasmota(chunk, schema, tasmota, payloads, topics))
     rows = pl.concat(frames, how="diagonal_relaxed")
     chunk.rows = rows.select(schema.empty_rows().columns)
+
+
+_UNKNOWN, _CANONICAL, _TASMOTA, _TOO_LARGE = 0, 1, 2, 3
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """A chunk's topics, worked out once per distinct topic (a fleet sends on a few
+    hundred topics, a chunk holds tens of thousands of messages): for each row, which
+    decoder applies, and what client, branch and device the topic claims."""
+
+    kind: npt.NDArray[np.int8]  # per row: _UNKNOWN, _CANONICAL or _TASMOTA
+    code: npt.NDArray[np.int32]  # per row: index into the distinct topics
+    client: pa.StringArray  # per distinct topic
+    branch: pa.StringArray
+    device: pa.StringArray
+
+    @classmethod
+    def of(cls, topics: pa.ChunkedArray | pa.Array) -> Topics:
+        if isinstance(topics, pa.ChunkedArray):
+            topics = topics.combine_chunks()
+        encoded = pc.dictionary_encode(topics)
+        kinds: list[int] = []
+        claims: list[tuple[str | None, str | None, str | None]] = []
+        for topic in encoded.dictionary.to_pylist():
+            m = CANONICAL_TOPIC.match(topic)
+            if m:
+                kinds.append(_CANONICAL)
+                claims.append((m.group(1), m.group(2), m.group(3)))
+                continue
+            t = TASMOTA_TOPIC.match(topic)
+            kinds.append(_TASMOTA if t else _UNKNOWN)
+            claims.append((None, None, t.group(1) if t else None))
+        code = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32)
+        return cls(
+            kind=np.array(kinds, dtype=np.int8)[code] if kinds else np.zeros(0, np.int8),
+            code=code,
+            client=pa.array([c[0] for c in claims], pa.string()),
+            branch=pa.array([c[1] for c in claims], pa.string()),
+            device=pa.array([c[2] for c in claims], pa.string()),
+        )
+
+    def device_claim(self, row: int) -> str | None:
+        value = self.device[int(self.code[row])].as_py()
+        return None if value is None else str(value)
+
+    def claims(self, rows: npt.NDArray[np.int64]) -> list[pl.Series]:
+        """The claim columns for these chunk rows."""
+        at = pa.array(self.code[rows])
+        return [
+            pl.Series("claim_client", self.client.take(at), dtype=pl.String),
+            pl.Series("claim_branch", self.branch.take(at), dtype=pl.String),
+            pl.Series("claim_device", self.device.take(at), dtype=pl.String),
+        ]
 
 
 def _rows(idx: Sequence[int], elems: Sequence[int] | None = None) -> pl.DataFrame:
@@ -218,7 +264,7 @@ def _decode_canonical(
     schema: DecodeSchema,
     idx: list[int],
     payloads: list[bytes],
-    topics: list[str],
+    topics: Topics,
 ) -> pl.DataFrame:
     lines: list[bytes] = []
     line_rows: list[int] = []
@@ -228,6 +274,8 @@ def _decode_canonical(
     bad_details: list[str] = []
     loads = orjson.loads
     dumps = orjson.dumps
+    parser = _BlockParser(lines, schema.arrow_schema())
+    next_block = PARSE_BLOCK
     for i in idx:
         payload = payloads[i]
         try:
@@ -253,33 +301,26 @@ def _decode_canonical(
             bad_rows.append(i)
             bad_codes.append("MALFORMED_PAYLOAD")
             bad_details.append("payload is not a JSON object or a non-empty array of objects")
+            continue
+        if len(lines) >= next_block:
+            # A full block is parsed on the pool (Arrow releases the GIL) while this loop
+            # goes on screening the next.
+            parser.submit_upto(next_block)
+            next_block += PARSE_BLOCK
     if bad_rows:
-        frame = pl.DataFrame(
-            {
-                ROW: bad_rows,
-                ELEM: [0] * len(bad_rows),
-                "reason_code": bad_codes,
-                "detail": bad_details,
-            },
-            schema={ROW: pl.Int64, ELEM: pl.Int32, "reason_code": pl.String, "detail": pl.String},
-        )
-        for (reason,), part in frame.group_by("reason_code"):
-            chunk.reject(reject_frame(part, str(reason), pl.col("detail"), "decode"))
+        _reject_lines(chunk, bad_rows, [0] * len(bad_rows), bad_codes, bad_details)
     if not lines:
         return schema.empty_rows()
-    table, failed = _parse_lines(lines, schema.arrow_schema())
+    parser.submit_upto(len(lines))
+    table, failed = parser.result()
     if failed:
-        frame = pl.DataFrame(
-            {
-                ROW: [line_rows[k] for k, _, _ in failed],
-                ELEM: [line_elems[k] for k, _, _ in failed],
-                "reason_code": [code for _, code, _ in failed],
-                "detail": [detail for _, _, detail in failed],
-            },
-            schema={ROW: pl.Int64, ELEM: pl.Int32, "reason_code": pl.String, "detail": pl.String},
+        _reject_lines(
+            chunk,
+            [line_rows[k] for k, _, _ in failed],
+            [line_elems[k] for k, _, _ in failed],
+            [code for _, code, _ in failed],
+            [detail for _, _, detail in failed],
         )
-        for (reason,), part in frame.group_by("reason_code"):
-            chunk.reject(reject_frame(part, str(reason), pl.col("detail"), "decode"))
     failed_lines = {f[0] for f in failed}
     keep = [k for k in range(len(lines)) if k not in failed_lines]
     rows_col = pa.array([line_rows[k] for k in keep], pa.int64())
@@ -287,39 +328,58 @@ def _decode_canonical(
     return _flatten(table, schema, rows_col, elems_col, topics)
 
 
-def _parse_lines(
-    lines: list[bytes], schema: pa.Schema
-) -> tuple[pa.Table, list[tuple[int, str, str]]]:
-    """Parse NDJSON strictly; returns the table of good lines and (line, code, detail) of bad.
+def _reject_lines(
+    chunk: Chunk, rows: list[int], elems: list[int], codes: list[str], details: list[str]
+) -> None:
+    frame = pl.DataFrame(
+        {ROW: rows, ELEM: elems, "reason_code": codes, "detail": details},
+        schema={ROW: pl.Int64, ELEM: pl.Int32, "reason_code": pl.String, "detail": pl.String},
+    )
+    for (reason,), part in frame.group_by("reason_code"):
+        chunk.reject(reject_frame(part, str(reason), pl.col("detail"), "decode"))
+
+
+class _BlockParser:
+    """Strict NDJSON parsing of ``lines`` in blocks of PARSE_BLOCK, on the parse pool, as
+    the lines come; ``result()``: the table of good lines and (line, code, detail) of bad.
 
     Arrow stops at the first bad line and names it; the rest of the block is parsed again.
-    Blocks of PARSE_BLOCK lines bound that re-parse: a chunk with a few bad lines costs
-    about one extra block each, not the rest of the chunk each.
+    Blocks bound that re-parse: a chunk with a few bad lines costs about one extra block
+    each, not the rest of the chunk each.
     """
-    failed: list[tuple[int, str, str]] = []
-    tables: list[pa.Table] = []
-    good_index: list[int] = []
-    starts = range(0, len(lines), PARSE_BLOCK)
 
-    def parse(start: int) -> _Parsed:
+    def __init__(self, lines: list[bytes], schema: pa.Schema) -> None:
+        self._lines = lines
+        self._schema = schema
+        self._submitted = 0
+        self._parts: list[Future[_Parsed]] = []
+
+    def _parse(self, start: int, end: int) -> _Parsed:
         out = _Parsed([], [], [])
-        end = min(start + PARSE_BLOCK, len(lines))
-        _parse_block(lines, start, end, schema, out.tables, out.good_index, out.failed)
+        _parse_block(self._lines, start, end, self._schema, out.tables, out.good_index, out.failed)
         return out
 
-    # Arrow's parse releases the GIL: blocks go to a small pool (the machine's cores) and
-    # come back in order.
-    parsed = _parse_pool().map(parse, starts) if len(starts) > 1 else map(parse, starts)
-    for block in parsed:
-        tables += block.tables
-        good_index += block.good_index
-        failed += block.failed
-    if not tables:
-        return schema.empty_table(), failed
-    unified = pa.unify_schemas([t.schema for t in tables], promote_options="permissive")
-    table = pa.concat_tables([_conform(t, unified) for t in tables])
-    assert table.num_rows == len(good_index)
-    return table, failed
+    def submit_upto(self, end: int) -> None:
+        """Parse lines [submitted, end) (those lines are final: only appends follow)."""
+        if end > self._submitted:
+            self._parts.append(_parse_pool().submit(self._parse, self._submitted, end))
+            self._submitted = end
+
+    def result(self) -> tuple[pa.Table, list[tuple[int, str, str]]]:
+        failed: list[tuple[int, str, str]] = []
+        tables: list[pa.Table] = []
+        good = 0
+        for part in self._parts:
+            block = part.result()
+            tables += block.tables
+            good += len(block.good_index)
+            failed += block.failed
+        if not tables:
+            return self._schema.empty_table(), failed
+        unified = pa.unify_schemas([t.schema for t in tables], promote_options="permissive")
+        table = pa.concat_tables([_conform(t, unified) for t in tables])
+        assert table.num_rows == good
+        return table, failed
 
 
 @dataclass(slots=True)
@@ -406,7 +466,7 @@ def _flatten(
     schema: DecodeSchema,
     rows_col: pa.Array,
     elems_col: pa.Array,
-    topics: list[str],
+    topics: Topics,
 ) -> pl.DataFrame:
     known_top = set(_ENVELOPE_KEYS)
     readings = table.column("readings").combine_chunks()
@@ -456,34 +516,8 @@ def _flatten(
             .otherwise(pl.col("_unknown"))
             .alias("_unknown")
         )
-    claims = _topic_claims(topics, frame[ROW].to_list())
+    claims = topics.claims(frame[ROW].to_numpy())
     return frame.with_columns(pl.lit("canonical").alias("decoder"), *claims)
-
-
-def _topic_claims(topics: list[str], rows: list[int]) -> list[pl.Series]:
-    client: list[str | None] = []
-    branch: list[str | None] = []
-    device: list[str | None] = []
-    cache: dict[str, tuple[str | None, str | None, str | None]] = {}
-    for r in rows:
-        topic = topics[r]
-        got = cache.get(topic)
-        if got is None:
-            m = CANONICAL_TOPIC.match(topic)
-            if m:
-                got = (m.group(1), m.group(2), m.group(3))
-            else:
-                t = TASMOTA_TOPIC.match(topic)
-                got = (None, None, t.group(1) if t else None)
-            cache[topic] = got
-        client.append(got[0])
-        branch.append(got[1])
-        device.append(got[2])
-    return [
-        pl.Series("claim_client", client, dtype=pl.String),
-        pl.Series("claim_branch", branch, dtype=pl.String),
-        pl.Series("claim_device", device, dtype=pl.String),
-    ]
 
 
 # --- Tasmota -------------------------------------------------------------------------------
@@ -555,7 +589,7 @@ def _decode_tasmota(
     schema: DecodeSchema,
     idx: list[int],
     payloads: list[bytes],
-    topics: list[str],
+    topics: Topics,
 ) -> pl.DataFrame:
     """Tasmota is a low-rate format (300 s by default): decoded payload by payload."""
     records: list[dict[str, Any]] = []
@@ -583,15 +617,15 @@ def _decode_tasmota(
         if wrong:
             bad.append((i, "SCHEMA_MISMATCH", f"ENERGY values not numbers: {', '.join(wrong)}"))
             continue
-        device = TASMOTA_TOPIC.match(topics[i])
+        device = topics.device_claim(i)
         assert device is not None
         record: dict[str, Any] = {
             ROW: i,
             ELEM: 0,
-            "device_id": device.group(1),
+            "device_id": device,
             "ts_local": when,
             "decoder": "tasmota",
-            "claim_device": device.group(1),
+            "claim_device": device,
         }
         record.update({k: float(v) for k, v in reading.items() if k in known and v is not None})
         records.append(record)
