@@ -18,7 +18,6 @@ the slow path that explains them.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -422,11 +421,41 @@ def _parse_block(
                         failed.append((k, *_explain_arrow(str(one))))
                 return
             bad = start + int(found.group(1))
-            failed.append((bad, *_explain_arrow(message)))
             if bad > start:
                 tables.append(_read(lines[start:bad], schema))
                 good_index.extend(range(start, bad))
+            if _unknown_key_retyped(message, schema):
+                # Only the type Arrow inferred for a key the contract does not know, from
+                # an earlier line of the block: on its own the line may be fine (the key
+                # is quarantined as unknown either way), whatever the block boundaries.
+                try:
+                    tables.append(_read([lines[bad]], schema))
+                    good_index.append(bad)
+                except pa.ArrowInvalid as one:
+                    failed.append((bad, *_explain_arrow(str(one))))
+            else:
+                failed.append((bad, *_explain_arrow(message)))
             start = bad + 1
+
+
+_RETYPED = re.compile(r"Column\((/[^)]*)\) changed from \w+ to \w+")
+
+
+def _unknown_key_retyped(message: str, schema: pa.Schema) -> bool:
+    """Whether Arrow's error is a type change of a key outside ``schema``."""
+    found = _RETYPED.search(message)
+    if found is None:
+        return False
+    node: pa.DataType | pa.Schema = schema
+    for part in found.group(1).strip("/").split("/"):
+        names = node.names if isinstance(node, pa.Schema) else [f.name for f in node]
+        if part not in names:
+            return True
+        field = node.field(part)
+        if not pa.types.is_struct(field.type):
+            return False
+        node = field.type
+    return False
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -442,12 +471,55 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def _read(lines: list[bytes], schema: pa.Schema) -> pa.Table:
-    data = b"\n".join(lines)
-    return pj.read_json(
-        io.BytesIO(data),
-        read_options=pj.ReadOptions(use_threads=False, block_size=max(1 << 16, len(data) + 1)),
+    return _read_buffer(pa.py_buffer(b"\n".join(lines)), schema)
+
+
+def _read_buffer(data: pa.Buffer, schema: pa.Schema) -> pa.Table:
+    table = pj.read_json(
+        pa.BufferReader(data),
+        read_options=pj.ReadOptions(use_threads=False, block_size=max(1 << 16, data.size + 1)),
         parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
     )
+    return _presence(table, schema)
+
+
+def _presence(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Keys the schema does not know become boolean "present" columns. Only their presence
+    matters (they are quarantined as unknown fields), and Arrow infers their type per
+    block: a key that is a number in one block and a string in the next would otherwise
+    make the blocks' tables impossible to put together."""
+    names: list[str] = []
+    columns: list[pa.ChunkedArray | pa.Array] = []
+    changed = False
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        names.append(name)
+        if name not in schema.names:
+            columns.append(_present(column))
+            changed = True
+            continue
+        expected = schema.field(name).type
+        if pa.types.is_struct(column.type) and column.type != expected:
+            known = {f.name for f in expected}
+            columns.append(_struct_presence(column.combine_chunks(), known))
+            changed = True
+            continue
+        columns.append(column)
+    return pa.table(columns, names=names) if changed else table
+
+
+def _present(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    return pc.if_else(pc.is_valid(values), True, pa.scalar(None, pa.bool_()))
+
+
+def _struct_presence(values: pa.StructArray, known: set[str]) -> pa.StructArray:
+    children = []
+    names = []
+    for k in range(values.type.num_fields):
+        name = values.type.field(k).name
+        child = values.field(k)
+        names.append(name)
+        children.append(child if name in known else _present(child))
+    return pa.StructArray.from_arrays(children, names=names, mask=pc.invert(values.is_valid()))
 
 
 def _explain_arrow(message: str) -> tuple[str, str]:
@@ -503,6 +575,8 @@ def _flatten(
     frame = pl.from_arrow(pa.table(data))
     assert isinstance(frame, pl.DataFrame)
     if unknown_masks:
+        # Named in order (Arrow's order follows the lines it happened to read together).
+        unknown_masks.sort(key=lambda item: item[0])
         parts = [
             pl.when(pl.Series(mask.to_numpy(zero_copy_only=False))).then(pl.lit(key))
             for key, mask in unknown_masks
