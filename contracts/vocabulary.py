@@ -55,7 +55,9 @@ def _parse(raw: dict[str, Any]) -> Vocabulary:
 @cache
 def _load_cached(path: Path) -> Vocabulary:
     with path.open(encoding="utf-8") as handle:
-        return _parse(yaml.safe_load(handle))
+        # libyaml when present, as for the contracts (contracts/registry.py).
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        return _parse(yaml.load(handle, Loader=loader))  # noqa: S506 - a safe loader
 
 
 def load_vocabulary(path: Path | None = None) -> Vocabulary:

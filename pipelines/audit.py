@@ -19,7 +19,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
+import pyarrow.dataset as pds
 
 from gateway.audit import AuditLog
 from lake.layout import state_rel
@@ -53,29 +54,39 @@ def audit_batch(
     written = 0
     try:
         for rel, entry in sorted(plan["tables"].items()):
-            if entry["dataset"] != "quarantine":
+            if entry["dataset"] != "quarantine" or not entry["files"]:
                 continue
-            for file in entry["files"]:
-                branch = (file.get("partition_values") or {}).get("branch_id") or None
-                table = pq.read_table(
-                    f"{base}/{rel}/{file['path']}",
-                    filesystem=fs,
-                    columns=_COLUMNS,
-                    filters=[("reason_code", "in", list(AUDITED_REASONS))],
+            # One scan of the table's new files (not a read per file: a batch writes one
+            # per branch); each row's file names its branch (the partition value).
+            branches = {
+                f"{base}/{rel}/{file['path']}": (file.get("partition_values") or {}).get(
+                    "branch_id"
                 )
-                for row in table.to_pylist():
-                    log.record(
-                        row["reason_code"].lower(),
-                        device_id=row["identity"] or row["device_id"],
-                        client_id=row["client_id"],
-                        branch_id=branch,
-                        remote=row["source"],
-                        detail=(
-                            f"{row['detail']}; topic {row['topic']}; quarantine_id "
-                            f"{row['quarantine_id']}; batch {row['batch_id']}"
-                        ),
-                    )
-                    written += 1
+                or None
+                for file in entry["files"]
+            }
+            table = (
+                pds.dataset(list(branches), filesystem=fs, format="parquet")
+                .scanner(
+                    columns=[*_COLUMNS, "__filename"],
+                    filter=pc.field("reason_code").isin(list(AUDITED_REASONS)),
+                )
+                .to_table()
+                .sort_by([("__filename", "ascending"), ("quarantine_id", "ascending")])
+            )
+            for row in table.to_pylist():
+                log.record(
+                    row["reason_code"].lower(),
+                    device_id=row["identity"] or row["device_id"],
+                    client_id=row["client_id"],
+                    branch_id=branches[row["__filename"]],
+                    remote=row["source"],
+                    detail=(
+                        f"{row['detail']}; topic {row['topic']}; quarantine_id "
+                        f"{row['quarantine_id']}; batch {row['batch_id']}"
+                    ),
+                )
+                written += 1
     finally:
         log.close()
     store.put_bytes(marker, (json.dumps({"records": written}) + "\n").encode())

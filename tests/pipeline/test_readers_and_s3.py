@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from lake.delta import dataset as lake_dataset
 from lake.layout import table_rel
 from lake.storage import Store
+from pipelines.audit import AUDITED_REASONS
 from pipelines.lakeops import lake_tables
 from pipelines.process import process_once
 from simulator.config import SimConfig
@@ -81,6 +83,17 @@ def test_whole_pipeline_on_s3(
     assert dict(rows) == expected["lake_rows"]
     assert report.quarantined == expected["quarantine"]
     assert report.duplicates == expected["duplicates"]
+    # The security quarantines were audited, read back from S3 (one record each, with the
+    # branch of the file it was quarantined in).
+    security = sum(n for r, n in report.quarantined.items() if r in AUDITED_REASONS)
+    assert security > 0
+    records = [
+        json.loads(line)
+        for f in sorted((settings.data_dir / "audit" / "pipeline").glob("*.jsonl"))
+        for line in f.read_text().splitlines()
+    ]
+    assert len(records) == security
+    assert all(r["branch_id"] for r in records if r["event"] == "branch_mismatch")
     # The segments moved to the raw archive on S3, none are left on disk.
     archived = s3_store.list("raw")
     assert sorted(Path(a).name for a in archived) == sorted(p.name for p in segments)
