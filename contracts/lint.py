@@ -31,14 +31,16 @@ from collections.abc import Iterable, Iterator
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import yaml
 
 from contracts.errors import LintIssue
 from contracts.model import PHYSICAL_TYPES, SENTINEL_SPEC
 from contracts.vocabulary import Vocabulary, load_vocabulary
+
+if TYPE_CHECKING:
+    import jsonschema
 
 __all__ = ["CONTRACT_SUFFIX", "lint_data", "lint_file", "lint_paths"]
 
@@ -67,6 +69,8 @@ def _odcs_schema_text() -> str:
 
 @cache
 def _odcs_validator() -> jsonschema.Draft201909Validator:
+    import jsonschema  # only when a document is not in the cache of valid ones (below)
+
     return jsonschema.Draft201909Validator(json.loads(_odcs_schema_text()))
 
 

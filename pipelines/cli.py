@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -70,6 +69,8 @@ _error = error
 
 def _version(value: bool) -> None:
     if value:
+        from importlib.metadata import version as package_version
+
         console.print(f"energylake {package_version('energylake')}")
         raise typer.Exit()
 
