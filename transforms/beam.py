@@ -11,10 +11,12 @@ store) get it as plain constructor arguments, so any runner can ship them to wor
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +156,11 @@ class ReadSegments(beam.PTransform):
 
 
 class _DecodeFn(beam.DoFn):
+    """Decode, normalise or enforce a chunk. The work runs on a small pool, up to
+    IN_FLIGHT chunks at a time per step: Arrow and polars release the GIL, so one chunk's
+    columnar work overlaps another's Python (and the reading of the next). Outputs leave
+    in input order."""
+
     def __init__(self, ctx: BatchContext, step: str) -> None:
         self._ctx = ctx
         self._step = step
@@ -161,30 +168,51 @@ class _DecodeFn(beam.DoFn):
     def setup(self) -> None:
         self._registry = self._ctx.registry()
         self._schema = DecodeSchema.from_registry(self._registry)
+        self._pending: deque[Future[list[Any]]] = deque()
+
+    def start_bundle(self) -> None:
+        self._pending = deque()
 
     def process(self, element: Any) -> Iterator[Any]:
+        self._pending.append(_stage_pool().submit(self._work, element))
+        while len(self._pending) > IN_FLIGHT:
+            yield from self._pending.popleft().result()
+
+    def finish_bundle(self) -> Iterator[Any]:
+        while self._pending:
+            for out in self._pending.popleft().result():
+                yield _windowed(out)
+
+    def _work(self, element: Any) -> list[Any]:
         ctx = self._ctx
         if self._step == "decode":
             chunk = Chunk(envelopes=element)
             decode_chunk(chunk, self._schema, payload_limit=ctx.payload_limit)
-            yield chunk
-        elif self._step == "normalise":
+            return [chunk]
+        if self._step == "normalise":
             normalise_chunk(element, self._registry, ctx.devices)
-            yield element
-        else:
-            chunk = element
-            accepted = enforce_chunk(chunk, self._registry, self._schema)
-            for dataset, rows in accepted.items():
-                # The envelope's text goes no further: a later reject reads it back from
-                # the segment (``_with_envelopes``); segment and offset stay as the key.
-                rows = rows.drop(_SHUFFLE_DROPS, strict=False)
-                by_tenant = rows.partition_by("client_id", maintain_order=False, as_dict=True)
-                for (tenant,), part in by_tenant.items():
-                    yield ((str(tenant), dataset), part)
-            quarantined = quarantine_table(
-                chunk, self._registry, ctx.devices, batch_id=ctx.batch_id
-            )
-            yield from _quarantine_outputs(quarantined)
+            return [element]
+        chunk = element
+        out: list[Any] = []
+        accepted = enforce_chunk(chunk, self._registry, self._schema)
+        for dataset, rows in accepted.items():
+            # The envelope's text goes no further: a later reject reads it back from the
+            # segment (``_with_envelopes``); segment and offset stay as the key.
+            rows = rows.drop(_SHUFFLE_DROPS, strict=False)
+            by_tenant = rows.partition_by("client_id", maintain_order=False, as_dict=True)
+            for (tenant,), part in by_tenant.items():
+                out.append(((str(tenant), dataset), part))
+        quarantined = quarantine_table(chunk, self._registry, ctx.devices, batch_id=ctx.batch_id)
+        out.extend(_quarantine_outputs(quarantined))
+        return out
+
+
+IN_FLIGHT = 2  # chunks worked on at once per step (the machine has 2 cores)
+
+
+@cache
+def _stage_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="chunk")
 
 
 def _quarantine_outputs(quarantined: pl.DataFrame) -> Iterator[Any]:
