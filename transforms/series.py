@@ -97,26 +97,30 @@ def dedupe_and_check(
     counters = [c for c in cols if c in COUNTER_ALLOWANCE]
     rejects: list[pl.DataFrame] = []
     live = batch
-    clock = _clock_jumps(history, live, cols)
+    # The committed history and the batch, in event-time order per device: sorted once;
+    # the checks below take rows out with filters, which keep the order.
+    merged = pl.concat(
+        [history, live.select([*cols, "_committed", "_i", "reg_rated_power_kw"])],
+        how="diagonal_relaxed",
+    ).sort(["device_id", "ts", "seq"])
+    clock = _clock_jumps(merged)
     if clock.height:
         rejects.append(clock)
         live = live.join(clock.select("_i"), on="_i", how="anti")
+        merged = _without(merged, clock)
     for _ in range(8):  # each pass removes a spike and re-checks its neighbour
-        merged = pl.concat(
-            [history, live.select([*cols, "_committed", "_i"])], how="diagonal_relaxed"
-        ).sort(["device_id", "ts", "seq"])
-        merged = merged.join(live.select("_i", "reg_rated_power_kw"), on="_i", how="left")
         bad = _implausible(merged, counters)
         if bad.height == 0:
             break
         rejects.append(bad)
         live = live.join(bad.select("_i"), on="_i", how="anti")
+        merged = _without(merged, bad)
     reject_frame = (
         pl.concat(rejects, how="diagonal_relaxed").join(batch, on="_i", how="inner")
         if rejects
         else batch.clear()
     )
-    rows = _flag(contract, history, live, counters)
+    rows = _flag(contract, merged, live, counters)
     # LATE: behind the newest reading of the device seen before it, committed or earlier in
     # this batch's arrival order (rows are still in arrival order here).
     newest = history.group_by("device_id").agg(pl.col("ts").max().alias("_committed_newest"))
@@ -146,7 +150,25 @@ def dedupe_and_check(
     )
 
 
-def _clock_jumps(history: pl.DataFrame, live: pl.DataFrame, cols: list[str]) -> pl.DataFrame:
+def _without(merged: pl.DataFrame, rejected: pl.DataFrame) -> pl.DataFrame:
+    """``merged`` less the batch rows in ``rejected`` (history rows have no ``_i``)."""
+    out = pl.col("_i").is_in(rejected["_i"].implode()).fill_null(False)
+    return merged.filter(~out)
+
+
+# In a frame sorted by device: whether a row's neighbour is the same device's reading. A
+# shift guarded by these is ``shift().over("device_id")`` without grouping the devices.
+_SAME_AS_PREVIOUS = pl.col("device_id") == pl.col("device_id").shift(1)
+_SAME_AS_NEXT = pl.col("device_id") == pl.col("device_id").shift(-1)
+
+
+def _previous(column: str | pl.Expr) -> pl.Expr:
+    """The device's previous reading's value (rows sorted by device, then time)."""
+    expr = pl.col(column) if isinstance(column, str) else column
+    return pl.when(_SAME_AS_PREVIOUS).then(expr.shift(1))
+
+
+def _clock_jumps(merged: pl.DataFrame) -> pl.DataFrame:
     """Batch rows whose event time contradicts the device's own sequence numbers.
 
     A device numbers its messages; in event-time order its ``seq`` rises. A reading with a
@@ -162,12 +184,9 @@ def _clock_jumps(history: pl.DataFrame, live: pl.DataFrame, cols: list[str]) -> 
 
     A device restart (seq starts again low, then rises) is not flagged: its fall is large.
     """
-    merged = pl.concat(
-        [history, live.select([*cols, "_committed", "_i"])], how="diagonal_relaxed"
-    ).sort(["device_id", "ts", "seq"])
     seq = pl.col("seq")
-    prev = seq.shift(1).over("device_id")
-    nxt = seq.shift(-1).over("device_id")
+    prev = _previous("seq")
+    nxt = pl.when(_SAME_AS_NEXT).then(seq.shift(-1))
     between = prev.is_not_null() & nxt.is_not_null() & (prev < nxt) & ((seq < prev) | (seq > nxt))
     first = prev.is_null() & (seq > nxt) & (nxt >= seq * (1 - SEQ_RESTART_FALL))
     merged = merged.with_columns(
@@ -182,25 +201,35 @@ def _clock_jumps(history: pl.DataFrame, live: pl.DataFrame, cols: list[str]) -> 
         .fill_null(False)
         .alias("_behind")
     )
-    line = merged.filter(pl.col("_line") & ~pl.col("_committed")).select(
-        pl.col("_i").cast(pl.Int64),
-        pl.format(
-            "ts {} puts seq {} after seq {} and before seq {}: the device clock is wrong",
-            pl.col("ts").cast(pl.String),
-            seq,
-            pl.col("_prev").cast(pl.String).fill_null("(none)"),
-            pl.col("_next").cast(pl.String).fill_null("(none)"),
-        ).alias("detail"),
+    # (Re-chunked before formatting: polars 2.1's format panics on columns whose chunks
+    # do not line up, as a filter of a concatenated frame leaves them; tests hit it.)
+    line = (
+        merged.filter(pl.col("_line") & ~pl.col("_committed"))
+        .rechunk()
+        .select(
+            pl.col("_i").cast(pl.Int64),
+            pl.format(
+                "ts {} puts seq {} after seq {} and before seq {}: the device clock is wrong",
+                pl.col("ts").cast(pl.String),
+                seq,
+                pl.col("_prev").cast(pl.String).fill_null("(none)"),
+                pl.col("_next").cast(pl.String).fill_null("(none)"),
+            ).alias("detail"),
+        )
     )
-    behind = rest.filter(pl.col("_behind") & ~pl.col("_committed")).select(
-        pl.col("_i").cast(pl.Int64),
-        pl.format(
-            "ts {} puts seq {} after seq {}, which the device numbered later: "
-            "the device clock is wrong",
-            pl.col("ts").cast(pl.String),
-            seq,
-            pl.col("_prior"),
-        ).alias("detail"),
+    behind = (
+        rest.filter(pl.col("_behind") & ~pl.col("_committed"))
+        .rechunk()
+        .select(
+            pl.col("_i").cast(pl.Int64),
+            pl.format(
+                "ts {} puts seq {} after seq {}, which the device numbered later: "
+                "the device clock is wrong",
+                pl.col("ts").cast(pl.String),
+                seq,
+                pl.col("_prior"),
+            ).alias("detail"),
+        )
     )
     return pl.concat([line, behind]).with_columns(
         pl.lit("TIMESTAMP_OUT_OF_RANGE").alias("reason_code")
@@ -208,72 +237,89 @@ def _clock_jumps(history: pl.DataFrame, live: pl.DataFrame, cols: list[str]) -> 
 
 
 def _implausible(merged: pl.DataFrame, counters: list[str]) -> pl.DataFrame:
-    """Batch rows whose counter rose more than allowed since the device's previous reading."""
-    dt_h = (pl.col("ts") - pl.col("ts").shift(1).over("device_id")).dt.total_microseconds() / 3.6e9
-    reasons = []
+    """Batch rows whose counter rose more than allowed since the device's previous reading.
+
+    The rises are computed for every row; the details are written for the few that fail."""
+    if not counters:
+        return pl.DataFrame(schema={"_i": pl.Int64, "detail": pl.String, "reason_code": pl.String})
+    dt_h = (pl.col("ts") - _previous("ts")).dt.total_microseconds() / 3.6e9
+    rated = pl.col("reg_rated_power_kw").forward_fill().backward_fill().over("device_id")
+    scored = merged.with_columns(
+        dt_h.alias("_dt_h"),
+        rated.alias("_rated"),
+        *[(pl.col(name) - _previous(name)).alias(f"_rise_{name}") for name in counters],
+    )
+    allowed: dict[str, pl.Expr] = {}
     for name in counters:
         kind, margin = COUNTER_ALLOWANCE[name]
-        rise = pl.col(name) - pl.col(name).shift(1).over("device_id")
-        if kind == "rated":
-            allowed = pl.col("_rated") * dt_h * margin + _RESOLUTION
-        else:
-            allowed = dt_h * margin + _RESOLUTION
-        reasons.append(
-            pl.when(rise > allowed).then(
-                pl.format(
-                    "{} rose by {} in {} h; at most {} is possible",
-                    pl.lit(name),
-                    rise.round(3),
-                    dt_h.round(4),
-                    allowed.round(3),
-                )
+        hours = pl.col("_dt_h")
+        allowed[name] = (
+            pl.col("_rated") * hours * margin + _RESOLUTION
+            if kind == "rated"
+            else hours * margin + _RESOLUTION
+        )
+    too_much = pl.any_horizontal([pl.col(f"_rise_{n}") > allowed[n] for n in counters])
+    failed = scored.filter(~pl.col("_committed") & too_much.fill_null(False)).rechunk()
+    reasons = [
+        pl.when(pl.col(f"_rise_{name}") > allowed[name]).then(
+            pl.format(
+                "{} rose by {} in {} h; at most {} is possible",
+                pl.lit(name),
+                pl.col(f"_rise_{name}").round(3),
+                pl.col("_dt_h").round(4),
+                allowed[name].round(3),
             )
         )
-    if not reasons:
-        return pl.DataFrame(schema={"_i": pl.Int64, "detail": pl.String, "reason_code": pl.String})
-    rated = pl.col("reg_rated_power_kw").forward_fill().backward_fill().over("device_id")
-    scored = merged.with_columns(rated.alias("_rated")).with_columns(
-        pl.concat_str(reasons, separator="; ", ignore_nulls=True).alias("detail")
-    )
-    return scored.filter(~pl.col("_committed") & (pl.col("detail") != "")).select(
-        pl.col("_i").cast(pl.Int64), "detail", pl.lit("IMPLAUSIBLE_DELTA").alias("reason_code")
+        for name in counters
+    ]
+    return failed.select(
+        pl.col("_i").cast(pl.Int64),
+        pl.concat_str(reasons, separator="; ", ignore_nulls=True).alias("detail"),
+        pl.lit("IMPLAUSIBLE_DELTA").alias("reason_code"),
     )
 
 
 def _flag(
-    contract: Contract, history: pl.DataFrame, live: pl.DataFrame, counters: list[str]
+    contract: Contract, merged: pl.DataFrame, live: pl.DataFrame, counters: list[str]
 ) -> pl.DataFrame:
-    cols = committed_columns(contract)
-    merged = pl.concat(
-        [history, live.select([*cols, "_committed", "_i"])], how="diagonal_relaxed"
-    ).sort(["device_id", "ts", "seq"])
+    """``live`` with COUNTER_RESET and STUCK added to the flags of the rows they apply to
+    (``merged``: history and live, sorted by device and time)."""
     flags: list[pl.Expr] = []
     for name in counters:
-        prev = pl.col(name).shift(1).over("device_id")
+        prev = _previous(name)
         flags.append(
             pl.when((prev > 0) & (pl.col(name) < prev * (1 - RESET_DROP))).then(
                 pl.lit("COUNTER_RESET")
             )
         )
     for name in STUCK_FIELDS.get(contract.dataset, ()):
-        run_id = (pl.col(name) != pl.col(name).shift(1)).fill_null(True).cum_sum().over("device_id")
-        merged = merged.with_columns(run_id.alias(f"_run_{name}"))
-        run_len = pl.len().over("device_id", f"_run_{name}")
+        # A run is a stretch of one device's readings with the same value; a new device
+        # starts a new run (the frame is sorted by device).
+        starts = ~_SAME_AS_PREVIOUS.fill_null(False) | (
+            pl.col(name) != pl.col(name).shift(1)
+        ).fill_null(True)
+        merged = merged.with_columns(starts.cum_sum().alias(f"_run_{name}"))
+        run_len = pl.len().over(f"_run_{name}")
         flags.append(pl.when((run_len >= STUCK_RUN) & (pl.col(name) != 0)).then(pl.lit("STUCK")))
     if not flags:
         return live
-    merged = merged.with_columns(
-        pl.concat_list([f.cast(pl.String) for f in flags])
+    flagged = merged.with_columns(
+        pl.any_horizontal([f.is_not_null() for f in flags]).alias("_any_flag"),
+        *[f.alias(f"_flag_{k}") for k, f in enumerate(flags)],
+    ).filter(~pl.col("_committed") & pl.col("_any_flag"))
+    new = flagged.select(
+        pl.col("_i").cast(pl.Int64),
+        pl.concat_list([pl.col(f"_flag_{k}").cast(pl.String) for k in range(len(flags))])
         .list.drop_nulls()
         .list.unique(maintain_order=True)
-        .alias("_new_flags")
+        .alias("_new_flags"),
     )
-    new = merged.filter(~pl.col("_committed")).select(pl.col("_i").cast(pl.Int64), "_new_flags")
     return (
         live.join(new, on="_i", how="left")
         .with_columns(
-            pl.col("quality_flags")
-            .list.concat(pl.col("_new_flags").fill_null(pl.lit([], pl.List(pl.String))))
+            pl.when(pl.col("_new_flags").is_not_null())
+            .then(pl.col("quality_flags").list.concat(pl.col("_new_flags")))
+            .otherwise(pl.col("quality_flags"))
             .alias("quality_flags")
         )
         .drop("_new_flags")

@@ -10,14 +10,15 @@ import pytest
 from transforms.series import _clock_jumps
 
 T0 = datetime(2026, 11, 24, tzinfo=UTC)
-COLS = ["branch_id", "device_id", "seq", "ts"]
 
 
-def _frame(points: list[tuple[int, float]], committed: bool, start: int = 0) -> pl.DataFrame:
+def _frame(
+    points: list[tuple[int, float]], committed: bool, start: int = 0, device: str = "d1"
+) -> pl.DataFrame:
     return pl.DataFrame(
         {
             "branch_id": "b1",
-            "device_id": "d1",
+            "device_id": device,
             "seq": [s for s, _ in points],
             "ts": [T0 + timedelta(minutes=m) for _, m in points],
             "_committed": committed,
@@ -30,8 +31,18 @@ def _frame(points: list[tuple[int, float]], committed: bool, start: int = 0) -> 
 def _caught(
     points: list[tuple[int, float]], history: tuple[tuple[int, float], ...] = ()
 ) -> set[int]:
-    hist = _frame(list(history), True, start=10_000).drop("_i")
-    got = _clock_jumps(hist, _frame(points, False), COLS)
+    hist = _frame(list(history), True, start=10_000).with_columns(
+        pl.lit(None, pl.Int64).alias("_i")
+    )
+    # Devices on either side, with series of their own: the checks look at one device's
+    # neighbours only (the frame is sorted by device, then time).
+    before = _frame([(5 + k, float(k)) for k in range(30)], False, start=20_000, device="d0")
+    after = _frame([(9_000 - k, float(k)) for k in range(30)], False, start=30_000, device="d2")
+    merged = pl.concat(
+        [hist, _frame(points, False), before, after], how="diagonal_relaxed"
+    ).sort(["device_id", "ts", "seq"])
+    got = _clock_jumps(merged)
+    got = got.filter(pl.col("_i") < 20_000)
     assert set(got["reason_code"]) <= {"TIMESTAMP_OUT_OF_RANGE"}
     assert got["detail"].is_not_null().all()
     return {points[i][0] for i in got["_i"].to_list()}
