@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("energylake.process")
-CHUNK_RECORDS = 64_000
+CHUNK_RECORDS = 32_000
 GROUP_BYTES = 32 << 20
 
 
