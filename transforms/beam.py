@@ -67,6 +67,7 @@ RECENT = timedelta(hours=1)  # the first, usual, look back (see read_committed)
 MAX_ROWS_PER_FILE = 2_000_000
 WRITE_THREADS = 4
 SERIES_THREADS = 2  # tables deduplicated and checked at once (the machine has 2 cores)
+GATE_THREADS = 1  # tables validated one at a time (GE is Python: two threads measured slower)
 GLOBAL_WINDOW = GlobalWindow()
 _SHUFFLE_DROPS = ("source", "topic", "identity")
 
@@ -366,12 +367,14 @@ class _SeriesFn(_LakeFn):
 
     def setup(self) -> None:
         super().setup()
-        self._gate_pool = ThreadPoolExecutor(1, thread_name_prefix="quality-gate")
+        self._gate_pool = ThreadPoolExecutor(GATE_THREADS, thread_name_prefix="quality-gate")
+        self._recorded: list[Future[list[str]]] = []
         self._series_pool = ThreadPoolExecutor(SERIES_THREADS, thread_name_prefix="series")
         self._tables: list[Future[_TableWork]] = []
 
     def start_bundle(self) -> None:
         self._tables = []
+        self._recorded = []
 
     def finish_bundle(self) -> Iterator[Any]:
         tables, self._tables = self._tables, []
@@ -384,11 +387,14 @@ class _SeriesFn(_LakeFn):
             if work.writes is not None:
                 for out in _collect_writes(work.writes):
                     yield _windowed(out)
-        # The verdicts are only needed at commit: the gate thread runs behind the tables
-        # that follow.
-        for work in works:
-            if work.gate is not None:
-                yield beam.pvalue.TaggedOutput(GATE, _in_global_window(work.gate.result()))
+        # The verdicts are only needed at commit: the gate threads run behind the tables
+        # that follow. A verdict leaves once every gate's results are recorded.
+        verdicts = [work.gate.result() for work in works if work.gate is not None]
+        recorded, self._recorded = self._recorded, []
+        for record in recorded:
+            record.result()
+        for verdict in verdicts:
+            yield beam.pvalue.TaggedOutput(GATE, _in_global_window(verdict))
 
     def teardown(self) -> None:
         super().teardown()
@@ -460,7 +466,10 @@ class _SeriesFn(_LakeFn):
             tenant=tenant,
             branches=ctx.branches,
         )
-        write_results(self._store, [gate], registry=self._registry)
+        # Recorded on a writer thread (a Delta commit): the gate thread goes on to the next
+        # table; finish_bundle waits for the record before the verdict leaves.
+        recorded = self._pool.submit(write_results, self._store, [gate], registry=self._registry)
+        self._recorded.append(recorded)
         return table_rel(tenant, dataset), {
             "passed": gate.passed,
             "rows": rows.height,
