@@ -38,9 +38,9 @@ def _caught(
     # neighbours only (the frame is sorted by device, then time).
     before = _frame([(5 + k, float(k)) for k in range(30)], False, start=20_000, device="d0")
     after = _frame([(9_000 - k, float(k)) for k in range(30)], False, start=30_000, device="d2")
-    merged = pl.concat(
-        [hist, _frame(points, False), before, after], how="diagonal_relaxed"
-    ).sort(["device_id", "ts", "seq"])
+    merged = pl.concat([hist, _frame(points, False), before, after], how="diagonal_relaxed").sort(
+        ["device_id", "ts", "seq"]
+    )
     got = _clock_jumps(merged)
     got = got.filter(pl.col("_i") < 20_000)
     assert set(got["reason_code"]) <= {"TIMESTAMP_OUT_OF_RANGE"}
