@@ -26,7 +26,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -461,20 +461,28 @@ class Store:
     def move_file(self, rel: str, local_path: Path) -> None:
         """Move a local file to ``rel``: a rename when the lake is on the same local file
         system (atomic, no copy), else a copy (``put_file``) and then the unlink."""
-        if self._root is not None:
-            path = self._path(_check_rel(rel))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.replace(local_path, path)
-            except OSError as exc:
-                if exc.errno != errno.EXDEV:
-                    raise
-            else:
-                _fsync_dir(path.parent)
-                _fsync_dir(local_path.parent)
-                return
-        self.put_file(rel, local_path)
-        local_path.unlink()
+        self.move_files([(rel, local_path)])
+
+    def move_files(self, moves: Sequence[tuple[str, Path]]) -> None:
+        """``move_file`` for many files: on a local lake every rename first, then each
+        directory involved is synced once (not twice per file)."""
+        synced: set[Path] = set()
+        for rel, local_path in moves:
+            if self._root is not None:
+                path = self._path(_check_rel(rel))
+                path.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.replace(local_path, path)
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV:
+                        raise
+                else:
+                    synced.update((path.parent, local_path.parent))
+                    continue
+            self.put_file(rel, local_path)
+            local_path.unlink()
+        for folder in sorted(synced):
+            _fsync_dir(folder)
 
     def get_file(self, rel: str, local_path: Path) -> None:
         """Copy ``rel`` to a local file (atomically replaced); StorageError if missing."""

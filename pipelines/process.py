@@ -337,14 +337,16 @@ def _report(n: int, segments: list[str], resumed: bool, plan: dict[str, Any]) ->
 
 def _archive(store: Store, landing: Path, segments: list[str]) -> None:
     closed = landing / "closed"
+    moves: list[tuple[str, Path]] = []
     for name in segments:
         local = closed / name
         day = _segment_day(name)
         rel = raw_archive_rel(name, day)
         if local.exists():
-            store.move_file(rel, local)
+            moves.append((rel, local))
         elif not store.exists(rel):
             raise ProcessError(f"segment {name} is neither in {closed} nor archived at {rel}")
+    store.move_files(moves)
 
 
 def _segment_day(name: str) -> date:

@@ -610,11 +610,14 @@ def _write_partition(
     sort_cols = [c for c in ("device_id", "ts", "seq", "quarantine_id") if c in part.columns]
     part = part.sort(sort_cols)
     days: list[tuple[str | None, str, int]] = []
-    if dataset != QUARANTINE and "ts" in part.columns:
-        # Rows per (branch, UTC day): lineage answers "which runs wrote branch B on day D".
-        per_day = part.group_by(pl.col("ts").dt.date().alias("day")).len()
+    # Rows per (branch, UTC day): lineage answers "which runs wrote branch B on day D". The
+    # day of a reading is its event time's; of a quarantined record, when it was received
+    # (lineage.partitions.TIME_COLUMNS: the same choice when a table has no such counts).
+    day_of = next((c for c in ("ts", "received_at") if c in part.columns), None)
+    if day_of is not None:
+        per_day = part.group_by(pl.col(day_of).dt.date().alias("day")).len()
         branch = partition.get("branch_id")
-        days = [(branch, str(day), n) for day, n in per_day.iter_rows()]
+        days = [(branch, str(day), n) for day, n in per_day.iter_rows() if day is not None]
     files = []
     for index, start in enumerate(range(0, part.height, MAX_ROWS_PER_FILE)):
         piece = part.slice(start, MAX_ROWS_PER_FILE)

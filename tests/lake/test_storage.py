@@ -274,3 +274,19 @@ def test_tenants_lists_tenant_directories(store: Store) -> None:
     store.put_bytes(f"{table_rel(UNASSIGNED_TENANT, 'quarantine')}/x", b"{}")
     store.put_bytes(f"{clients_rel()}/x", b"{}")
     assert tenants(store) == ["kaveri", "narmada"]
+
+
+def test_move_files_moves_each_file_into_its_own_folder(store: Store, tmp_path: Path) -> None:
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    moves = []
+    for k, day in enumerate(("24", "25", "25")):
+        source = folder / f"segment-{k}.bin"
+        source.write_bytes(b"%d" % k * 100)
+        moves.append((f"raw/2026/11/{day}/segment-{k}.bin", source))
+    store.move_files(moves)
+    assert not list(folder.iterdir())
+    for k, (rel, _) in enumerate(moves):
+        target = tmp_path / f"back-{k}.bin"
+        store.get_file(rel, target)
+        assert target.read_bytes() == b"%d" % k * 100

@@ -178,6 +178,22 @@ def test_where_matches_the_rows_in_the_lake(day: Day) -> None:
     _ = UTC
 
 
+def test_where_matches_the_quarantined_records_by_the_day_they_were_received(day: Day) -> None:
+    """A quarantined record's day is when it was received (it may have no event time)."""
+    tenant = day.meter.split("/")[1]
+    rel = table_rel(tenant, "quarantine")
+    frame = pl.from_arrow(open_table(day.store, rel).to_pyarrow_table())
+    assert isinstance(frame, pl.DataFrame)
+    counts = frame.group_by(
+        pl.col("branch_id").fill_null(""),
+        pl.col("received_at").dt.convert_time_zone("UTC").dt.date(),
+    ).len()
+    assert counts.height >= 2
+    for branch, when, n in counts.iter_rows():
+        found = day.lineage.where(branch, when.isoformat())
+        assert sum(r["rows"] for r in found if r["dataset"] == rel) == n, (branch, when)
+
+
 def test_cli_lineage_commands(day: Day, monkeypatch: pytest.MonkeyPatch) -> None:
     from pipelines.cliutil import console
 
