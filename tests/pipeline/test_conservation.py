@@ -102,7 +102,17 @@ def test_day_stats_count_the_rows_each_branch_day_holds(processed: Processed) ->
                 days = frame.group_by("branch_id", pl.col("ts").dt.date().alias("d")).len()
                 for branch, day, n in days.iter_rows():
                     lake[(tenant, dataset, branch, str(day))] += n
+    # A quarantined record's day is when it was received (it may have no event time).
+    for tenant in [*_tenants(processed), UNASSIGNED_TENANT]:
+        frame = _read(processed, tenant, "quarantine")
+        if frame.height:
+            days = frame.group_by(
+                pl.col("branch_id").fill_null(""), pl.col("received_at").dt.date().alias("d")
+            ).len()
+            for branch, day, n in days.iter_rows():
+                lake[(tenant, "quarantine", branch, str(day))] += n
     assert len(lake) > 10
+    assert {k for k in lake if k[1] == "quarantine"}
     assert stats == lake
 
 
