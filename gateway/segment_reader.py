@@ -184,10 +184,12 @@ def _walk(
     crc32 = zlib.crc32
     head = FRAME_HEADER_BYTES
     damage: TailDamage | None = None
+    add_start = starts.append
+    add_length = lengths.append
+    last = -1 if limit is None else limit  # the frame count to stop at
+    count = 0
     with memoryview(buf) as view:
-        while pos < n:
-            if limit is not None and len(starts) >= limit:
-                break
+        while pos < n and count != last:
             if n - pos < head:
                 damage = TailDamage(pos, n - pos, "truncated", "frame header incomplete")
                 break
@@ -205,8 +207,9 @@ def _walk(
             if crc32(view[body:stop]) != crc:
                 damage = TailDamage(pos, n - pos, "checksum", "frame body checksum mismatch")
                 break
-            starts.append(pos)
-            lengths.append(blen)
+            add_start(pos)
+            add_length(blen)
+            count += 1
             pos = stop
     return starts, lengths, pos, damage
 
