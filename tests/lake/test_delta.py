@@ -394,6 +394,8 @@ def test_file_stats_are_conservative() -> None:
             pa.field("day", pa.date32()),
             pa.field("x", pa.float64()),
             pa.field("bad", pa.float64()),
+            pa.field("inf", pa.float64()),
+            pa.field("both", pa.float64()),
             pa.field("n", pa.int64()),
             pa.field("text", pa.string()),
             pa.field("flags", pa.list_(pa.string())),
@@ -409,6 +411,8 @@ def test_file_stats_are_conservative() -> None:
             "day": [date(2026, 5, 1), None],
             "x": [1.5, -2.0],
             "bad": [1.0, float("nan")],
+            "inf": [1.0, float("inf")],
+            "both": [float("-inf"), float("inf")],
             "n": [3, 9],
             "text": ["a" * 40, "b" * 40],
             "flags": [["x"], None],
@@ -423,8 +427,9 @@ def test_file_stats_are_conservative() -> None:
     assert stats["minValues"]["day"] == stats["maxValues"]["day"] == "2026-05-01"
     assert stats["nullCount"]["day"] == 1
     assert (stats["minValues"]["x"], stats["maxValues"]["x"]) == (-2.0, 1.5)
-    assert "bad" not in stats["minValues"]
-    assert "bad" not in stats["maxValues"]
+    for unbounded in ("bad", "inf", "both"):
+        assert unbounded not in stats["minValues"]
+        assert unbounded not in stats["maxValues"]
     assert (stats["minValues"]["n"], stats["maxValues"]["n"]) == (3, 9)
     assert stats["minValues"]["text"] == "a" * 32
     assert "text" not in stats["maxValues"]
