@@ -532,25 +532,11 @@ def file_name(batch_no: int, rel: str, partition: dict[str, str], part: int) -> 
     return f"part-b{batch_no:010d}-{digest}-{part:03d}.zstd.parquet"
 
 
-def _write_table(
-    store: Store,
-    pool: ThreadPoolExecutor,
-    contract: Any,
-    batch_no: int,
-    tenant: str,
-    dataset: str,
-    frame: pl.DataFrame,
-) -> Iterator[Any]:
-    """Write one table's rows of this batch: a file per partition (split past
-    MAX_ROWS_PER_FILE), in parallel on ``pool``; yields add-file records and stats."""
-    yield from _collect_writes(
-        _submit_writes(store, pool, contract, batch_no, tenant, dataset, frame)
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class _Writes:
-    """One table's partition writes, submitted to the writer pool."""
+    """One table's partition writes, submitted to the writer pool (``_submit_writes``):
+    a file per partition, split past MAX_ROWS_PER_FILE; ``_collect_writes`` yields their
+    add-file records and stats."""
 
     tenant: str
     dataset: str
@@ -632,8 +618,10 @@ class _WriteFn(_LakeFn):
         (tenant, dataset), frames = element
         frame = pl.concat(list(frames), how="vertical_relaxed")
         contract = self._registry.get(dataset)
-        yield from _write_table(
-            self._store, self._pool, contract, self._ctx.batch_no, tenant, dataset, frame
+        yield from _collect_writes(
+            _submit_writes(
+                self._store, self._pool, contract, self._ctx.batch_no, tenant, dataset, frame
+            )
         )
 
 

@@ -201,38 +201,43 @@ def _clock_jumps(merged: pl.DataFrame) -> pl.DataFrame:
         .fill_null(False)
         .alias("_behind")
     )
-    # (Re-chunked before formatting: polars 2.1's format panics on columns whose chunks
-    # do not line up, as a filter of a concatenated frame leaves them; tests hit it.)
-    line = (
-        merged.filter(pl.col("_line") & ~pl.col("_committed"))
-        .rechunk()
-        .select(
-            pl.col("_i").cast(pl.Int64),
-            pl.format(
-                "ts {} puts seq {} after seq {} and before seq {}: the device clock is wrong",
-                pl.col("ts").cast(pl.String),
-                seq,
-                pl.col("_prev").cast(pl.String).fill_null("(none)"),
-                pl.col("_next").cast(pl.String).fill_null("(none)"),
-            ).alias("detail"),
-        )
+    line = _failed_rows(
+        merged,
+        pl.col("_line"),
+        pl.format(
+            "ts {} puts seq {} after seq {} and before seq {}: the device clock is wrong",
+            pl.col("ts").cast(pl.String),
+            seq,
+            pl.col("_prev").cast(pl.String).fill_null("(none)"),
+            pl.col("_next").cast(pl.String).fill_null("(none)"),
+        ),
     )
-    behind = (
-        rest.filter(pl.col("_behind") & ~pl.col("_committed"))
-        .rechunk()
-        .select(
-            pl.col("_i").cast(pl.Int64),
-            pl.format(
-                "ts {} puts seq {} after seq {}, which the device numbered later: "
-                "the device clock is wrong",
-                pl.col("ts").cast(pl.String),
-                seq,
-                pl.col("_prior"),
-            ).alias("detail"),
-        )
+    behind = _failed_rows(
+        rest,
+        pl.col("_behind"),
+        pl.format(
+            "ts {} puts seq {} after seq {}, which the device numbered later: "
+            "the device clock is wrong",
+            pl.col("ts").cast(pl.String),
+            seq,
+            pl.col("_prior"),
+        ),
     )
     return pl.concat([line, behind]).with_columns(
         pl.lit("TIMESTAMP_OUT_OF_RANGE").alias("reason_code")
+    )
+
+
+def _failed_rows(frame: pl.DataFrame, failed: pl.Expr, detail: pl.Expr) -> pl.DataFrame:
+    """``_i`` and ``detail`` of the batch rows (not the committed history) where ``failed``.
+
+    Re-chunked before the detail is formatted: polars 2.1's ``format`` panics on columns
+    whose chunks do not line up, as a filter of a concatenated frame leaves them
+    (tests/pipeline/test_series_clock.py hit it)."""
+    return (
+        frame.filter(failed & ~pl.col("_committed"))
+        .rechunk()
+        .select(pl.col("_i").cast(pl.Int64), detail.alias("detail"))
     )
 
 
@@ -259,7 +264,6 @@ def _implausible(merged: pl.DataFrame, counters: list[str]) -> pl.DataFrame:
             else hours * margin + _RESOLUTION
         )
     too_much = pl.any_horizontal([pl.col(f"_rise_{n}") > allowed[n] for n in counters])
-    failed = scored.filter(~pl.col("_committed") & too_much.fill_null(False)).rechunk()
     reasons = [
         pl.when(pl.col(f"_rise_{name}") > allowed[name]).then(
             pl.format(
@@ -272,11 +276,11 @@ def _implausible(merged: pl.DataFrame, counters: list[str]) -> pl.DataFrame:
         )
         for name in counters
     ]
-    return failed.select(
-        pl.col("_i").cast(pl.Int64),
-        pl.concat_str(reasons, separator="; ", ignore_nulls=True).alias("detail"),
-        pl.lit("IMPLAUSIBLE_DELTA").alias("reason_code"),
-    )
+    return _failed_rows(
+        scored,
+        too_much.fill_null(False),
+        pl.concat_str(reasons, separator="; ", ignore_nulls=True),
+    ).with_columns(pl.lit("IMPLAUSIBLE_DELTA").alias("reason_code"))
 
 
 def _flag(

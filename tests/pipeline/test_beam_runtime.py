@@ -19,4 +19,4 @@ def test_the_in_process_runner_samples_state_every_10_ms_and_ends_bundles_prompt
     time.sleep(1.5)
     began = time.perf_counter()
     sampler.stop()
-    assert time.perf_counter() - began < 0.05
+    assert time.perf_counter() - began < 0.1  # Beam's default: up to 0.2 s
