@@ -1,6 +1,7 @@
 """Validate emitted events against the official OpenLineage JSON Schemas, offline.
 
-Every file of ``../shared/spec/openlineage/`` and our own facet schemas go into one
+Every file of the vendored schemas (``tests/fixtures/openlineage/``, see its README for the
+version and licence) and our own facet schemas go into one
 ``referencing.Registry`` keyed by ``$id``; each event is validated against OpenLineage.json
 and each facet against the schema its ``_schemaURL`` names (wrapped under its key).
 """
@@ -17,7 +18,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
 ROOT = Path(__file__).resolve().parents[2]
-SPEC = ROOT.parent / "shared" / "spec" / "openlineage"
+SPEC = ROOT / "tests" / "fixtures" / "openlineage"
 OURS = ROOT / "lineage" / "schemas"
 
 

@@ -22,7 +22,7 @@ from transforms.quality import (
 )
 from transforms.quality_rules import RANGE_COLUMN, RANGE_RULE, QualityRuleError, rule_specs
 
-SPEC = Path(__file__).resolve().parents[3] / "shared" / "spec" / "openlineage" / "facets"
+SPEC = Path(__file__).resolve().parents[1] / "fixtures" / "openlineage" / "facets"
 
 
 def _gate(day: Day, tenant: str, dataset: str, batch_no: int = 1, **kw: object) -> GateResult:
