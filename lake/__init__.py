@@ -1,6 +1,6 @@
-"""energylake: see DESIGN.md for what this package does.
+"""Delta tables on local disk or S3. Imports only ``contracts``; never Beam.
 
-``lake``: Delta tables on local disk or S3 -- the store (:mod:`lake.storage`), where things
+The store (:mod:`lake.storage`), where things
 are (:mod:`lake.layout`), tables, data files, commits and compaction (:mod:`lake.delta`),
 reference data (:mod:`lake.reference`). docs/LAKE.md describes the layout and the protocol.
 """

@@ -1,1 +1,3 @@
-"""energylake: see DESIGN.md for what this package does."""
+"""Beam PTransforms and the plain functions they wrap: decode, normalise, enforce the contract,
+deduplicate and series checks, the quality gate, the lake writer. See docs/PIPELINE.md.
+"""
