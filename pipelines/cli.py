@@ -34,6 +34,7 @@ from pipelines.cliutil import (
     configure_logging,
     console,
     error,
+    private_files,
     settings_from,
     sim_config,
 )
@@ -426,6 +427,7 @@ _FAST_EXIT: list[bool] = []
 
 def main() -> None:
     """Console entry point."""
+    private_files()
     try:
         app()
     except SystemExit as exc:

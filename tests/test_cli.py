@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
 from pipelines.settings import load_settings
+from tests.gatewayproc import make_book, running_gateway, wait_for
 
 ENERGYLAKE = str(Path(sys.executable).with_name("energylake"))
 COMMANDS = [
@@ -38,6 +42,19 @@ def run(
         env=env,
         timeout=120,
     )
+
+
+def open_to_others(root: Path) -> list[str]:
+    """Every file or folder under ``root`` (itself included) that group or others may read,
+    write or enter, with its mode; symlinks are not followed."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        for name in [".", *dirs, *files]:
+            path = Path(folder) / name
+            mode = stat.S_IMODE(path.lstat().st_mode)
+            if not stat.S_ISLNK(path.lstat().st_mode) and mode & 0o077:
+                found.append(f"{path.relative_to(root)} {mode:04o}")
+    return found
 
 
 def test_version() -> None:
@@ -140,9 +157,13 @@ def test_unknown_setting_in_the_file_is_an_error(tmp_path: Path) -> None:
 
 
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    result = run(
-        "demo", "--clients", "1", "--branches", "2", "--data-dir", str(tmp_path), cwd=tmp_path
-    )
+    old = os.umask(0o022)  # what a login shell usually has: the demo sets its own
+    try:
+        result = run(
+            "demo", "--clients", "1", "--branches", "2", "--data-dir", str(tmp_path), cwd=tmp_path
+        )
+    finally:
+        os.umask(old)
     assert result.returncode == 0, result.stderr
     assert "what each purpose sees" in result.stdout
     # Over the real path every injected fault is accounted for: quarantined, or refused
@@ -159,3 +180,43 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     keys = list((tmp_path / "keys").glob("*.key"))
     assert len(keys) == 1
     assert keys[0].stat().st_mode & 0o777 == 0o600
+    # Nothing the demo made (landing segments, raw archive, quarantine, audit with client
+    # addresses, contacts, the broker's files and database, logs) is open to group or others.
+    assert open_to_others(tmp_path) == []
+
+
+def test_simulate_landing_creates_nothing_others_can_read(tmp_path: Path) -> None:
+    # The test's own umask lets files be 0644: the command sets its own, once, at start.
+    old = os.umask(0o022)
+    try:
+        result = run(
+            "simulate", "--landing", "--clients", "1", "--branches", "1",
+            "--data-dir", str(tmp_path / "data"),
+        )  # fmt: skip
+    finally:
+        os.umask(old)
+    assert result.returncode == 0, result.stderr
+    assert list((tmp_path / "data" / "landing" / "closed").glob("*.seg"))
+    assert open_to_others(tmp_path / "data") == []
+
+
+def test_the_gateway_module_entry_point_creates_nothing_others_can_read(tmp_path: Path) -> None:
+    # `python -m pipelines.cli_gateway` (what `energylake run` supervises, and the tests run):
+    # landing segments and the audit log (client addresses) are the owner's only.
+    data = tmp_path / "data"
+    tokens = make_book(data / "gateway" / "identities.json", [("m-1", "c-1", "b-1")])
+    body = orjson.dumps(
+        {"device_id": "m-1", "seq": 1, "ts": 1_795_000_000_000_000, "readings": {"power_kw": 1.0}}
+    )
+    old = os.umask(0o022)
+    try:
+        with running_gateway(data, {"ENERGYLAKE_GATEWAY_ROLL_SECONDS": "0.2"}, ["--no-mqtt"]) as gw:
+            assert gw.post(body, tokens["m-1"]).status == 202
+            assert gw.post(body, "not-a-token").status == 401
+            assert gw.terminate() == 0
+    finally:
+        os.umask(old)
+    assert wait_for(lambda: list((data / "audit").rglob("*.jsonl")), 5)
+    assert list((data / "landing" / "closed").glob("*.seg"))
+    assert open_to_others(data / "landing") == []
+    assert open_to_others(data / "audit") == []
