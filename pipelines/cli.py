@@ -321,7 +321,6 @@ def reference_load(
     """Load reference data into its Delta tables under its contracts (idempotent)."""
     from lake.errors import LakeError
     from lake.reference import load_reference
-    from lake.storage import Store
 
     settings = _settings(data_dir=data_dir, lake_uri=lake_uri)
     if not directory.is_dir():
@@ -329,7 +328,7 @@ def reference_load(
         raise typer.Exit(2)
     try:
         loads = load_reference(
-            Store.from_uri(settings.lake), directory, load_registry(_contracts_dir(settings))
+            settings.lake_store(), directory, load_registry(_contracts_dir(settings))
         )
     except LakeError as exc:
         _error(f"{exc}")

@@ -220,3 +220,19 @@ def test_the_gateway_module_entry_point_creates_nothing_others_can_read(tmp_path
     assert list((data / "landing" / "closed").glob("*.seg"))
     assert open_to_others(data / "landing") == []
     assert open_to_others(data / "audit") == []
+
+
+def test_s3_encryption_settings(tmp_path: Path) -> None:
+    assert load_settings().s3_encryption().put_args() == {"ServerSideEncryption": "AES256"}
+    kms = load_settings(s3_sse="aws:kms", s3_sse_kms_key_id="alias/lake").s3_encryption()
+    assert kms.put_args() == {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/lake"}
+    assert load_settings(s3_sse="none").s3_encryption().put_args() == {}
+    config = tmp_path / "bad.toml"
+    config.write_text('s3_sse = "AES256"\ns3_sse_kms_key_id = "alias/lake"\n')
+    result = run("--config", str(config), "config", "show")
+    assert result.returncode == 2
+    assert "s3_sse_kms_key_id is set but s3_sse is AES256" in result.stderr
+    config.write_text('s3_sse = "aes"\n')
+    result = run("--config", str(config), "config", "show")
+    assert result.returncode == 2
+    assert "s3_sse" in result.stderr

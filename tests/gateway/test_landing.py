@@ -214,7 +214,8 @@ def test_segments_of_the_old_name_form_are_still_recovered(tmp_path: Path) -> No
     with LandingWriter(tmp_path / "log", "gateway", fsync=False) as writer:
         assert [r.segment for r in writer.recovered] == [old]
         name = writer.append(_env(5)).segment
-        assert name is not None and _name_parts(name)[2] == "000008"
+        assert name is not None
+        assert _name_parts(name)[2] == "000008"
     assert (tmp_path / "log" / "closed" / old).is_file()
 
 
