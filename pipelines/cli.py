@@ -231,15 +231,16 @@ def simulate(
         from simulator.landing import simulate_to_landing
 
         result = simulate_to_landing(config, out or settings.sim_dir, settings.landing)
-        console.print(f"landing segments: {settings.landing / 'closed'}")
+        telemetry = render.landing_written(result.out, settings.landing)
     else:
         result = run_simulation(config, out or settings.sim_dir)
+        telemetry = str(result.telemetry_dir)
     from pipelines.provision import CREDENTIALS_NAME, write_credentials
 
     # The fleet's clear device secrets (0600), as onboarding would export them for
     # `energylake devices provision --credentials`.
     write_credentials(result.out / CREDENTIALS_NAME, result.fleet.tokens)
-    console.print(render.simulation_summary(result.manifest, result.out))
+    console.print(render.simulation_summary(result.manifest, result.out, telemetry=telemetry))
 
 
 # --- process ------------------------------------------------------------------------------

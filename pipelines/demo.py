@@ -104,7 +104,8 @@ def run_demo(
     if via == "landing":
         console.print(Rule(f"1. simulate {title} into landing segments"))
         result = simulate_to_landing(config, settings.sim_dir, settings.landing, registry=registry)
-        console.print(render.simulation_summary(result.manifest, result.out))
+        telemetry = render.landing_written(result.out, settings.landing)
+        console.print(render.simulation_summary(result.manifest, result.out, telemetry=telemetry))
         console.print(Rule("2. energylake reference load + energylake process"))
         console.print(render.reference_table(load_reference(store, result.reference_dir, registry)))
         while process_once(settings) is not None:
@@ -171,7 +172,7 @@ def _network(
         publisher = Publisher(targets, fleet.tokens, home)
         console.print(Rule(f"1. simulate {title}; provision; start Mosquitto and energylake run"))
         result = simulate(config, settings.sim_dir, registry=registry, sink=publisher)
-        console.print(render.simulation_summary(result.manifest, result.out))
+        console.print(render.simulation_summary(result.manifest, result.out, telemetry=None))
         console.print(render.reference_table(load_reference(store, result.reference_dir, registry)))
         report = stack.provision(dict(fleet.tokens))
         console.print(

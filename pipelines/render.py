@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ __all__ = [
     "fields_table",
     "gate_summary",
     "lake_tables_table",
+    "landing_written",
     "lineage_trace",
     "plan_table",
     "publish_summary",
@@ -172,7 +174,10 @@ def record_table(contract: Contract, shaped: dict[str, pa.Table], title: str) ->
     return out
 
 
-def simulation_summary(manifest: dict[str, Any], out: Path) -> Group:
+def simulation_summary(manifest: dict[str, Any], out: Path, *, telemetry: str | None) -> Group:
+    """The injected faults, the true totals, and where the output is. ``telemetry``: where
+    the messages went (a folder, landing segments), or None when they were handed on (the
+    publisher sends them later): only folders that exist are named."""
     faults = Table("fault", "count", "ends in", "reason code / flag", title="injected faults")
     for name, spec in manifest["faults"].items():
         faults.add_row(
@@ -203,11 +208,20 @@ def simulation_summary(manifest: dict[str, Any], out: Path) -> Group:
         f"{sum(expected['lake_rows'].values())} to the lake, "
         f"{sum(expected['quarantine'].values())} to quarantine, "
         f"{expected['duplicates']} duplicates",
-        f"telemetry: {out / 'telemetry'}",
+        *([f"telemetry: {telemetry}"] if telemetry else []),
         f"reference: {out / 'reference'}",
         f"manifest:  {out / 'manifest.json'}   fault ledger: {out / 'faults.ndjson'}",
     ]
     return Group(faults, totals, *[Text(line) for line in lines])
+
+
+def landing_written(out: Path, landing: Path) -> str:
+    """Where ``simulate_to_landing`` put the telemetry (its summary, ``out/landing.json``)."""
+    summary = json.loads((out / "landing.json").read_text())
+    return (
+        f"{landing / 'closed'} ({len(summary['segments'])} landing segments, "
+        f"{summary['records']:,} records)"
+    )
 
 
 def batch_line(report: Any) -> str:

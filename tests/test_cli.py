@@ -236,3 +236,22 @@ def test_s3_encryption_settings(tmp_path: Path) -> None:
     result = run("--config", str(config), "config", "show")
     assert result.returncode == 2
     assert "s3_sse" in result.stderr
+
+
+def test_simulate_landing_prints_only_what_exists_and_ledgers_its_faults(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = {**os.environ, "COLUMNS": "1000"}  # one line per path, whatever their length
+    result = subprocess.run(
+        [ENERGYLAKE, "simulate", "--landing", "--clients", "1", "--branches", "2",
+         "--data-dir", str(data)],
+        capture_output=True, text=True, check=False, env=env, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    printed = [w.rstrip(",;)") for w in result.stdout.split() if w.startswith(str(tmp_path))]
+    assert len(printed) >= 4, result.stdout  # segments, reference, manifest, ledger
+    assert [p for p in printed if not Path(p).exists()] == [], result.stdout
+    assert not (data / "sim" / "telemetry").exists()  # no NDJSON on this route
+    assert str(data / "landing" / "closed") in printed
+    ledger = (data / "sim" / "faults.ndjson").read_text().splitlines()
+    assert ledger
+    assert {"segment", "offset"} <= set(json.loads(ledger[0]))

@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
@@ -682,6 +683,43 @@ def test_simulator_landing_route_matches_ndjson(tmp_path: Path) -> None:
     assert sink.finish().records == 0
     assert closed_segments(landing) == []
     shutil.rmtree(landing)
+
+
+def test_simulator_landing_route_writes_the_fault_ledger(tmp_path: Path) -> None:
+    # The ledger names each injected fault's record by its landing address, as the NDJSON
+    # route names it by file and line: the same faults, found where the ledger says.
+    config = SimConfig(clients=1, branches=2, days=1, seed=9)
+    ndjson = simulate(config, tmp_path / "a")
+    result = simulate_to_landing(config, tmp_path / "b", tmp_path / "landing")
+    by_file = [
+        orjson.loads(line) for line in (ndjson.out / "faults.ndjson").read_bytes().splitlines()
+    ]
+    ledger = [
+        orjson.loads(line) for line in (result.out / "faults.ndjson").read_bytes().splitlines()
+    ]
+    assert len(ledger) > 20
+    assert Counter(e["fault"] for e in ledger) == Counter(e["fault"] for e in by_file)
+    state = Counter(f["fault"] for f in result.manifest["state_faults"])
+    per_message = {n: f["count"] - state[n] for n, f in result.manifest["faults"].items()}
+    assert Counter(e["fault"] for e in ledger) == +Counter(per_message)
+    key = ("fault", "device_id", "seq", "topic", "route", "reason_code")
+    assert Counter(tuple(e[k] for k in key) for e in ledger) == Counter(
+        tuple(e[k] for k in key) for e in by_file
+    )
+    closed = tmp_path / "landing" / "closed"
+    by_segment: dict[str, list[dict[str, Any]]] = {}
+    for entry in ledger:
+        by_segment.setdefault(entry["segment"], []).append(entry)
+    for segment, entries in by_segment.items():
+        records = read_records_at(closed / segment, [e["offset"] for e in entries])
+        for entry, record in zip(entries, records, strict=True):
+            assert (record.topic, record.identity) == (entry["topic"], entry["device_id"])
+            if entry["fault"] not in ("malformed_json", "bad_utf8", "oversized", "non_finite"):
+                assert orjson.loads(record.payload)["seq"] == entry["seq"], entry
+    # In landing order, as a reader walks the log.
+    assert [(e["segment"], e["offset"]) for e in ledger] == sorted(
+        (e["segment"], e["offset"]) for e in ledger
+    )
 
 
 def test_read_records_at_returns_exactly_the_records_at_those_offsets(tmp_path: Path) -> None:
