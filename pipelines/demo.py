@@ -150,7 +150,7 @@ def run_demo(
     console.print(render.record_table(contract, shaped, f"one {dataset} record of tenant {tenant}"))
 
     console.print(Rule("7. query it yourself"))
-    console.print(render.duckdb_hint(settings.lake, tenant))
+    render.show_duckdb_hint(console, settings.lake, tenant)
     console.print(f"demo finished in {time.perf_counter() - started:.1f} s")
 
 

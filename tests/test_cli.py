@@ -160,11 +160,19 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     old = os.umask(0o022)  # what a login shell usually has: the demo sets its own
     try:
         result = run(
-            "demo", "--clients", "1", "--branches", "2", "--data-dir", str(tmp_path), cwd=tmp_path
-        )
+            "demo", "--clients", "1", "--branches", "2", "--data-dir", str(tmp_path),
+            cwd=tmp_path, env={**os.environ, "COLUMNS": "80"},
+        )  # fmt: skip
     finally:
         os.umask(old)
     assert result.returncode == 0, result.stderr
+    # The DuckDB command it prints is one line (at 80 columns) that runs as pasted.
+    (command,) = [line for line in result.stdout.splitlines() if "delta_scan" in line]
+    pasted = subprocess.run(
+        ["bash", "-c", command], capture_output=True, text=True, check=False, timeout=60, cwd="/"
+    )
+    assert pasted.returncode == 0, (command, pasted.stderr)
+    assert "readings" in pasted.stdout
     assert "what each purpose sees" in result.stdout
     # Over the real path every injected fault is accounted for: quarantined, or refused
     # at the edge; and everything acknowledged is in the lake, the quarantine or counted.
@@ -255,3 +263,31 @@ def test_simulate_landing_prints_only_what_exists_and_ledgers_its_faults(tmp_pat
     ledger = (data / "sim" / "faults.ndjson").read_text().splitlines()
     assert ledger
     assert {"segment", "offset"} <= set(json.loads(ledger[0]))
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_the_duckdb_command_is_one_line_that_runs(tmp_path: Path, width: int) -> None:
+    import io
+
+    import pyarrow as pa
+    from deltalake import write_deltalake
+    from rich.console import Console
+
+    from pipelines import render
+
+    # A lake whose path needs quoting twice over: for the shell and for SQL.
+    lake = tmp_path / "it's a $HOME lake"
+    rows = pa.table({"branch_id": ["b-1", "b-1", "b-2"], "ts": [1, 2, 3]})
+    write_deltalake(str(lake / "tenants" / "acme" / "meter_readings"), rows)
+    out = io.StringIO()
+    render.show_duckdb_hint(Console(file=out, width=width), str(lake), "acme")
+    lines = [line for line in out.getvalue().splitlines() if "delta_scan" in line]
+    assert len(lines) == 1, out.getvalue()
+    (command,) = lines
+    assert len(command) > width  # it would have been wrapped
+    result = subprocess.run(
+        ["bash", "-c", command], capture_output=True, text=True, check=False, timeout=60, cwd="/"
+    )
+    assert result.returncode == 0, (command, result.stderr)
+    assert "b-1" in result.stdout
+    assert "b-2" in result.stdout
