@@ -59,7 +59,7 @@ reference_app = typer.Typer(
     help="Reference data: clients, branches, devices, contacts, work orders.",
     no_args_is_help=True,
 )
-lake_app = typer.Typer(help="The lake's Delta tables: list, compact.", no_args_is_help=True)
+lake_app = typer.Typer(help="The lake's Delta tables: compact them.", no_args_is_help=True)
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(config_app, name="config")
 app.add_typer(reference_app, name="reference")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -291,3 +293,58 @@ def test_the_duckdb_command_is_one_line_that_runs(tmp_path: Path, width: int) ->
     assert result.returncode == 0, (command, result.stderr)
     assert "b-1" in result.stdout
     assert "b-2" in result.stdout
+
+
+def _groups() -> list[tuple[list[str], Any]]:
+    """Every command group of the app (the root included) with its path, walking typer's
+    click tree."""
+    import typer
+
+    from pipelines.cli import app
+
+    found: list[tuple[list[str], Any]] = []
+
+    def walk(command: Any, path: list[str]) -> None:
+        if hasattr(command, "commands"):
+            found.append((path, command))
+            for name, sub in command.commands.items():
+                walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+def _leaf_names() -> set[str]:
+    return {
+        name
+        for _path, group in _groups()
+        for name, sub in group.commands.items()
+        if not hasattr(sub, "commands")
+    }
+
+
+def test_every_command_a_help_lists_exists() -> None:
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    runner = CliRunner()
+    leaves = _leaf_names()
+    assert len(_groups()) >= 8
+    for path, group in _groups():
+        shown = runner.invoke(app, [*path, "--help"])
+        assert shown.exit_code == 0, (path, shown.output)
+        # The commands panel: one row per command, then each one's own --help.
+        panel = shown.output.split("Commands ", 1)[1].split("╰", 1)[0]
+        listed = re.findall(r"^│ (\S+) ", panel, flags=re.MULTILINE)
+        assert sorted(listed) == sorted(group.commands), path
+        for name in listed:
+            sub = runner.invoke(app, [*path, name, "--help"])
+            assert sub.exit_code == 0, ([*path, name], sub.output)
+            assert "Usage:" in sub.output
+        # The group's own description: when it enumerates commands ("X: a, b, c."),
+        # every one of them is a command of this group.
+        _head, colon, rest = (group.help or "").partition(": ")
+        items = [i.strip().split(" ")[0].strip(".") for i in rest.split(",")] if colon else []
+        if any(i in leaves for i in items):
+            assert [i for i in items if i not in group.commands] == [], (path, group.help)
