@@ -93,7 +93,7 @@ def run_demo(
     if via not in ("network", "landing"):
         raise DemoError(f"--via must be network or landing, not {via!r}")
     _reset(settings)
-    store = Store.from_uri(settings.lake)
+    store = settings.lake_store()
     # The simulated period ends at the start of today (UTC): the gateway stamps reception
     # with the real clock, and the contract refuses event times more than 7 days old.
     start = datetime.now(UTC).date() - timedelta(days=days)

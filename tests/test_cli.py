@@ -348,3 +348,28 @@ def test_every_command_a_help_lists_exists() -> None:
         items = [i.strip().split(" ")[0].strip(".") for i in rest.split(",")] if colon else []
         if any(i in leaves for i in items):
             assert [i for i in items if i not in group.commands] == [], (path, group.help)
+
+
+def test_the_broker_reads_its_private_files_at_start_and_on_reload(tmp_path: Path) -> None:
+    # What a command's umask makes of provisioning (files 0600, folders 0700): the broker
+    # (started as root with `user` = the provisioning account) still reads its config,
+    # password file and ACL, at start and again on SIGHUP after a revocation.
+    from tests.brokers import start_mosquitto
+    from tests.e2e.conftest import connack
+
+    old = os.umask(0o077)
+    try:
+        broker = start_mosquitto(tmp_path / "data" / "gateway")
+        try:
+            first, second = list(broker.devices.values())[:2]
+            assert connack(broker, first.username, first.password) == "Success"
+            broker.revoke(first.device_id)
+            assert connack(broker, first.username, first.password) != "Success"
+            assert connack(broker, second.username, second.password) == "Success"
+            assert broker.proc is not None
+            assert broker.proc.poll() is None
+        finally:
+            broker.close()
+    finally:
+        os.umask(old)
+    assert open_to_others(tmp_path / "data") == []
