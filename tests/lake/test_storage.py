@@ -263,6 +263,43 @@ def test_a_duckdb_write_through_the_lake_door_uses_the_kms_key(s3_store: Store) 
     assert _sse(store, "e/duck.parquet") == ("aws:kms", "alias/lake")
 
 
+def test_a_table_read_with_one_encryption_is_written_with_anothers(
+    s3_store: Store, tmp_path: Path
+) -> None:
+    # One process, two stores on one lake: a reader with the defaults, then a writer set to
+    # a KMS key. The process caches table handles; the writer's objects must still carry its
+    # key (a handle opened for the reader would carry the reader's options).
+    import pyarrow.parquet as pq
+
+    from contracts import load_registry
+    from lake.delta import latest_version
+    from lake.reference import load_reference
+    from simulator.config import SimConfig
+    from simulator.reference import build_fleet
+    from simulator.run import write_reference
+
+    registry = load_registry()
+    folder = tmp_path / "reference"
+    write_reference(build_fleet(SimConfig(clients=1, branches=1)), registry, folder)
+    loads = load_reference(s3_store, folder, registry)
+    for load in loads.values():  # the reader: this process now holds its table handles
+        for table in load.tables:
+            assert latest_version(s3_store, table.rel) is not None
+    before = set(s3_store.list())
+    clients = pq.read_table(folder / "clients.parquet")
+    names = [f"{n} (renamed)" for n in clients.column("legal_name").to_pylist()]
+    column = clients.schema.get_field_index("legal_name")
+    renamed = clients.set_column(column, clients.schema.field(column), [names])
+    pq.write_table(renamed, folder / "clients.parquet")
+    kms = Store.from_uri(s3_store.uri, encryption=S3Encryption("aws:kms", "alias/lake"))
+    load_reference(kms, folder, registry)
+    written = sorted(set(kms.list()) - before)
+    assert written
+    assert {rel: _sse(kms, rel) for rel in written} == dict.fromkeys(
+        written, ("aws:kms", "alias/lake")
+    )
+
+
 def test_bad_encryption_settings_are_refused() -> None:
     with pytest.raises(StorageError, match="not one of"):
         S3Encryption("aws:fancy")
