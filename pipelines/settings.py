@@ -219,6 +219,7 @@ class Settings(BaseSettings):
         return self
 
     def s3_encryption(self) -> S3Encryption:
+        """``s3_sse`` and ``s3_sse_kms_key_id`` as the lake's stores take them."""
         from lake.storage import S3Encryption
 
         algorithm = None if self.s3_sse == "none" else self.s3_sse
