@@ -2,9 +2,13 @@
 
 Layout under a root (docs/LANDING.md describes the bytes)::
 
-    open/<stamp>-<writer_id>-<counter>.seg     being written by one live writer
-    open/<writer_id>.lock                      held (flock) by that live writer
-    closed/<stamp>-<writer_id>-<counter>.seg   complete; renamed here atomically
+    open/<stamp>-<writer_id>-<counter>-<instance>.seg     being written by one live writer
+    open/<writer_id>.lock                                 held (flock) by that live writer
+    closed/<stamp>-<writer_id>-<counter>-<instance>.seg   complete; renamed here atomically
+
+A name is unique forever: ``instance`` is 64 random bits drawn when a writer starts, so a
+restart after the processor archived everything, or a second gateway with the same writer
+id writing elsewhere into the same lake, never repeats a name the raw archive holds.
 
 A segment is a file header followed by frames; each frame carries its length twice
 (plain and complemented) and a CRC-32 of its body, so a reader keeps every complete
@@ -23,6 +27,7 @@ import contextlib
 import fcntl
 import os
 import re
+import secrets
 import struct
 import threading
 import time
@@ -98,7 +103,12 @@ __all__ = [
 ]
 
 _WRITER_ID = re.compile(r"[a-z0-9-]{1,32}")
-_SEGMENT_NAME = re.compile(r"(\d{8}T\d{6}\.\d{6}Z)-([a-z0-9-]{1,32})-(\d{6,})\.seg")
+# <stamp>-<writer_id>-<counter>-<instance>.seg; segments named before the instance part
+# existed (<stamp>-<writer_id>-<counter>.seg) are still recognised, for recovery.
+_SEGMENT_NAME = re.compile(
+    r"(\d{8}T\d{6}\.\d{6}Z)-([a-z0-9-]{1,32})-(\d{6,})(?:-[0-9a-f]{16})?\.seg"
+)
+_INSTANCE_BYTES: Final = 8
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_STAMP_US: Final = 253402300799999999  # 9999-12-31T23:59:59.999999Z
 
@@ -182,7 +192,9 @@ class LandingWriter:
     ``clock`` (epoch seconds, default ``time.time``); with ``clock=None`` it is measured
     in reception time: the record's ``received_at_us`` minus the segment's first one
     (for replays and the simulator). Segment names carry the opening time (clock) or the
-    first record's reception time (``clock=None``).
+    first record's reception time (``clock=None``), the writer id, a counter (continuing
+    the highest found under ``root`` for this id) and this writer's random instance id:
+    names sort by time, then writer, then counter, and are never reused.
 
     With ``fsync=False``, ``sync()`` only flushes to the operating system (survives a
     process crash, not a power loss). An I/O error breaks the writer: every later call
@@ -227,6 +239,7 @@ class LandingWriter:
         if lock_fd is None:
             raise LandingError(f"another live writer holds writer id {writer_id!r} in {root}")
         self._lock_fd = lock_fd
+        self._instance = secrets.token_hex(_INSTANCE_BYTES)
         try:
             self.recovered = [
                 _recover_file(path, self._closed_dir)
@@ -401,7 +414,7 @@ class LandingWriter:
             stamp = _stamp(round(self._opened_at * 1_000_000))
         try:
             while True:
-                name = f"{stamp}-{self._writer_id}-{self._counter:06d}.seg"
+                name = f"{stamp}-{self._writer_id}-{self._counter:06d}-{self._instance}.seg"
                 self._counter += 1
                 if (self._closed_dir / name).exists():
                     continue

@@ -37,7 +37,7 @@ from lake.layout import (
     tenants,
 )
 from lake.reference import ReferenceLoad, TableLoad, load_device_registry, load_reference
-from lake.storage import S3Settings, Store
+from lake.storage import S3Encryption, S3Settings, Store
 
 __all__ = [
     "UNASSIGNED_TENANT",
@@ -48,6 +48,7 @@ __all__ = [
     "LayoutError",
     "ReferenceDataError",
     "ReferenceLoad",
+    "S3Encryption",
     "S3Settings",
     "SchemaMismatchError",
     "StorageError",

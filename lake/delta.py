@@ -152,11 +152,18 @@ def _log_identity(store: Store, rel: str) -> bytes | None:
     return hashlib.blake2b(first, digest_size=16).digest()
 
 
+def _handle_key(store: Store, rel: str) -> str:
+    """A cached handle's key: the table, and the S3 encryption its writes ask for (a handle
+    opened for one store must not write another's objects with its options)."""
+    s3 = store.s3_settings
+    return store.url(rel) if s3 is None else f"{store.url(rel)}|{s3.encryption}"
+
+
 def _reader(store: Store, rel: str) -> DeltaTable | None:
     """This process's reading handle on the table, caught up to its latest version (None:
     no table). Opening a table reads its log from the last checkpoint: per table and batch
     that grew with the log; catching up an open handle reads only the new commits."""
-    url = store.url(rel)
+    url = _handle_key(store, rel)
     ident = _log_identity(store, rel)
     with _READERS_LOCK:
         entry = _READERS.get(url)
@@ -195,7 +202,7 @@ def table_at(store: Store, rel: str, version: int) -> DeltaTable:
     """The table at ``version``: the cached handle when it is there (the usual case: the
     version a batch pinned is the latest), else opened at that version."""
     with _READERS_LOCK:
-        entry = _READERS.get(store.url(rel))
+        entry = _READERS.get(_handle_key(store, rel))
     if entry is not None and entry[1].version() == version:
         return entry[1]
     return open_table(store, rel, version)

@@ -55,6 +55,10 @@ def connect(store: Store | None = None) -> Any:
         if endpoint.netloc:
             options["ENDPOINT"] = endpoint.netloc
             options["URL_STYLE"] = "path"
+        if settings.encryption.kms_key_id:
+            # What DuckDB can ask for: a write through this door is SSE-KMS with the lake's
+            # key. (It has no SSE-S3 request; the platform writes nothing through DuckDB.)
+            options["KMS_KEY_ID"] = settings.encryption.kms_key_id
         text = ", ".join(f"{k} '{_text(v)}'" for k, v in options.items())
         use_ssl = "false" if endpoint.scheme == "http" else "true"
         con.execute(f"CREATE SECRET lake_s3 (TYPE s3, {text}, USE_SSL {use_ssl})")

@@ -12,6 +12,11 @@ S3 settings come the standard AWS way (``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_
 ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION`` /
 ``AWS_DEFAULT_REGION``); the same settings feed boto3, delta-rs (``storage_options``) and
 pyarrow (``filesystem``). See docs/LAKE.md.
+
+At rest: every object the platform writes to S3 asks for server-side encryption
+(:class:`S3Encryption`; SSE-S3 ``AES256`` unless configured otherwise): boto3 puts and
+uploads, and delta-rs (data files, commits, checkpoints, compaction) through
+``storage_options``. The pyarrow filesystem is only read through.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
@@ -36,22 +41,69 @@ import pyarrow.fs as pafs
 
 from lake.errors import LayoutError, StorageError
 
-__all__ = ["DEFAULT_REGION", "S3Settings", "Store"]
+__all__ = ["DEFAULT_REGION", "SSE_ALGORITHMS", "S3Encryption", "S3Settings", "Store"]
 
 DEFAULT_REGION = "us-east-1"
+SSE_ALGORITHMS = ("AES256", "aws:kms", "aws:kms:dsse")
+"""S3 server-side encryption: SSE-S3, SSE-KMS, dual-layer SSE-KMS."""
 _TMP_MARK = ".tmp-"
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 @dataclass(frozen=True, slots=True)
+class S3Encryption:
+    """The server-side encryption asked for on every object written to S3.
+
+    ``algorithm``: one of :data:`SSE_ALGORITHMS`, or None to ask for nothing (the bucket's
+    default encryption applies). ``kms_key_id`` (a key id, ARN or alias) only with the KMS
+    algorithms; without it S3 uses the account's AWS-managed key.
+    """
+
+    algorithm: str | None = "AES256"
+    kms_key_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.algorithm is not None and self.algorithm not in SSE_ALGORITHMS:
+            raise StorageError(
+                f"S3 server-side encryption {self.algorithm!r} is not one of "
+                f"{', '.join(SSE_ALGORITHMS)} (or none)"
+            )
+        if self.kms_key_id and not (self.algorithm or "").startswith("aws:kms"):
+            raise StorageError(
+                f"a KMS key id is set but the S3 encryption is {self.algorithm or 'none'}; "
+                "set it to aws:kms (or aws:kms:dsse), or unset the key id"
+            )
+
+    def put_args(self) -> dict[str, str]:
+        """Arguments of a boto3 ``put_object`` (and ``ExtraArgs`` of ``upload_file``)."""
+        args: dict[str, str] = {}
+        if self.algorithm:
+            args["ServerSideEncryption"] = self.algorithm
+        if self.kms_key_id:
+            args["SSEKMSKeyId"] = self.kms_key_id
+        return args
+
+    def object_store_options(self) -> dict[str, str]:
+        """The same for delta-rs (object_store's S3 options)."""
+        opts: dict[str, str] = {}
+        if self.algorithm:
+            opts["aws_server_side_encryption"] = self.algorithm
+        if self.kms_key_id:
+            opts["aws_sse_kms_key_id"] = self.kms_key_id
+        return opts
+
+
+@dataclass(frozen=True, slots=True)
 class S3Settings:
-    """Endpoint, region and credentials for S3 (credentials None: the default AWS chain)."""
+    """Endpoint, region and credentials for S3 (credentials None: the default AWS chain),
+    and the server-side encryption of what is written there."""
 
     region: str = DEFAULT_REGION
     endpoint: str | None = None
     access_key_id: str | None = None
     secret_access_key: str | None = None
     session_token: str | None = None
+    encryption: S3Encryption = field(default_factory=S3Encryption)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> S3Settings:
@@ -131,10 +183,17 @@ class Store:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_uri(cls, uri: str | Path, *, s3: S3Settings | None = None) -> Store:
+    def from_uri(
+        cls,
+        uri: str | Path,
+        *,
+        s3: S3Settings | None = None,
+        encryption: S3Encryption | None = None,
+    ) -> Store:
         """A store for a local path (``/data/lake``, ``file:///data/lake``) or ``s3://b/prefix``.
 
-        For S3, ``s3`` defaults to :meth:`S3Settings.from_env` (read now, once).
+        For S3, ``s3`` defaults to :meth:`S3Settings.from_env` (read now, once);
+        ``encryption``, when given, replaces its server-side encryption (default SSE-S3).
         """
         text = str(uri)
         if text.startswith("s3://"):
@@ -146,13 +205,10 @@ class Store:
             if prefix:
                 _check_rel(prefix)
             norm = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
-            return cls(
-                norm,
-                local_root=None,
-                bucket=bucket,
-                prefix=prefix,
-                s3=s3 or S3Settings.from_env(),
-            )
+            s3 = s3 or S3Settings.from_env()
+            if encryption is not None:
+                s3 = replace(s3, encryption=encryption)
+            return cls(norm, local_root=None, bucket=bucket, prefix=prefix, s3=s3)
         if "://" in text and not text.startswith("file://"):
             raise StorageError(f"unsupported store URI {text!r} (a local path or s3://bucket/...)")
         if text.startswith("file://"):
@@ -207,12 +263,14 @@ class Store:
         """Options for delta-rs (``DeltaTable``, ``write_deltalake``, polars ``scan_delta``).
 
         On S3 commits use conditional puts (``If-None-Match: *``): no lock service is needed
-        and concurrent writers are safe (docs/LAKE.md, "S3").
+        and concurrent writers are safe (docs/LAKE.md, "S3"). Every object delta-rs writes
+        asks for the store's server-side encryption.
         """
         if self._s3 is None:
             return {}
         s3 = self._s3
         opts = {"AWS_REGION": s3.region, "aws_conditional_put": "etag"}
+        opts.update(s3.encryption.object_store_options())
         if s3.endpoint:
             opts["AWS_ENDPOINT_URL"] = s3.endpoint
             if s3.allow_http:
@@ -283,8 +341,9 @@ class Store:
         """Write ``data`` at ``rel`` atomically, replacing what was there."""
         if self._root is None:
             body = data if isinstance(data, bytes | bytearray) else bytes(data)
+            sse = self._sse()
             self._s3_call(
-                "put", rel, lambda c, k: c.put_object(Bucket=self._bucket, Key=k, Body=body)
+                "put", rel, lambda c, k: c.put_object(Bucket=self._bucket, Key=k, Body=body, **sse)
             )
             return
         path = self._path(_check_rel(rel))
@@ -439,8 +498,11 @@ class Store:
     def put_file(self, rel: str, local_path: Path) -> None:
         """Copy a local file to ``rel`` atomically."""
         if self._root is None:
+            sse = self._sse()
             self._s3_call(
-                "upload", rel, lambda c, k: c.upload_file(str(local_path), self._bucket, k)
+                "upload",
+                rel,
+                lambda c, k: c.upload_file(str(local_path), self._bucket, k, ExtraArgs=sse),
             )
             return
         path = self._path(_check_rel(rel))
@@ -504,6 +566,10 @@ class Store:
 
     # ------------------------------------------------------------------ S3 helpers
 
+    def _sse(self) -> dict[str, str]:
+        assert self._s3 is not None
+        return self._s3.encryption.put_args()
+
     def _s3_call(self, what: str, rel: str, call: Any) -> Any:
         client = self.boto3_client()
         key = self._key(_check_rel(rel))
@@ -515,9 +581,10 @@ class Store:
     def _s3_put_if_absent(self, rel: str, data: bytes) -> bool:
         client = self.boto3_client()
         key = self._key(_check_rel(rel))
+        sse = self._sse()
         for attempt in range(6):
             try:
-                client.put_object(Bucket=self._bucket, Key=key, Body=data, IfNoneMatch="*")
+                client.put_object(Bucket=self._bucket, Key=key, Body=data, IfNoneMatch="*", **sse)
             except Exception as exc:
                 status = _status(exc)
                 if status == 412:

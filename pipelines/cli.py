@@ -34,6 +34,7 @@ from pipelines.cliutil import (
     configure_logging,
     console,
     error,
+    private_files,
     settings_from,
     sim_config,
 )
@@ -58,7 +59,7 @@ reference_app = typer.Typer(
     help="Reference data: clients, branches, devices, contacts, work orders.",
     no_args_is_help=True,
 )
-lake_app = typer.Typer(help="The lake's Delta tables: list, compact.", no_args_is_help=True)
+lake_app = typer.Typer(help="The lake's Delta tables: compact them.", no_args_is_help=True)
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(config_app, name="config")
 app.add_typer(reference_app, name="reference")
@@ -230,15 +231,16 @@ def simulate(
         from simulator.landing import simulate_to_landing
 
         result = simulate_to_landing(config, out or settings.sim_dir, settings.landing)
-        console.print(f"landing segments: {settings.landing / 'closed'}")
+        telemetry = render.landing_written(result.out, settings.landing)
     else:
         result = run_simulation(config, out or settings.sim_dir)
+        telemetry = str(result.telemetry_dir)
     from pipelines.provision import CREDENTIALS_NAME, write_credentials
 
     # The fleet's clear device secrets (0600), as onboarding would export them for
     # `energylake devices provision --credentials`.
     write_credentials(result.out / CREDENTIALS_NAME, result.fleet.tokens)
-    console.print(render.simulation_summary(result.manifest, result.out))
+    console.print(render.simulation_summary(result.manifest, result.out, telemetry=telemetry))
 
 
 # --- process ------------------------------------------------------------------------------
@@ -320,7 +322,6 @@ def reference_load(
     """Load reference data into its Delta tables under its contracts (idempotent)."""
     from lake.errors import LakeError
     from lake.reference import load_reference
-    from lake.storage import Store
 
     settings = _settings(data_dir=data_dir, lake_uri=lake_uri)
     if not directory.is_dir():
@@ -328,7 +329,7 @@ def reference_load(
         raise typer.Exit(2)
     try:
         loads = load_reference(
-            Store.from_uri(settings.lake), directory, load_registry(_contracts_dir(settings))
+            settings.lake_store(), directory, load_registry(_contracts_dir(settings))
         )
     except LakeError as exc:
         _error(f"{exc}")
@@ -426,6 +427,7 @@ _FAST_EXIT: list[bool] = []
 
 def main() -> None:
     """Console entry point."""
+    private_files()
     try:
         app()
     except SystemExit as exc:

@@ -221,6 +221,9 @@ def register(app: typer.Typer) -> None:
 
 
 if __name__ == "__main__":  # `python -m pipelines.cli_gateway gateway ...` (tests, debugging)
+    from pipelines.cliutil import private_files
+
+    private_files()
     _app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     register(_app)
     _app()

@@ -7,6 +7,7 @@ root ``pipelines/cli.py`` calls them. Keep the work in the packages, not here.
 from __future__ import annotations
 
 import logging
+import os
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from simulator.config import SimConfig
 
 __all__ = [
+    "PRIVATE_UMASK",
     "STATE",
     "Cadence",
     "Clients",
@@ -32,11 +34,24 @@ __all__ = [
     "configure_logging",
     "console",
     "error",
+    "private_files",
     "settings_from",
     "sim_config",
 ]
 
 console = Console()
+
+# Files 0600, folders 0700: data/ holds raw payloads, quarantine excerpts, audit logs with
+# client addresses, contacts in clear and secrets. Set once when a command starts (every
+# entry point calls private_files()); children inherit it, Mosquitto included.
+PRIVATE_UMASK = 0o077
+
+
+def private_files() -> None:
+    """From now on this process (and every child it starts) creates files 0600 and
+    folders 0700. Explicit modes (``os.open(..., 0o600)``, ``chmod``) still apply."""
+    os.umask(PRIVATE_UMASK)
+
 
 # Set by the root callback: the --config file, if given.
 STATE: dict[str, Path | None] = {"config": None}

@@ -93,7 +93,7 @@ def run_demo(
     if via not in ("network", "landing"):
         raise DemoError(f"--via must be network or landing, not {via!r}")
     _reset(settings)
-    store = Store.from_uri(settings.lake)
+    store = settings.lake_store()
     # The simulated period ends at the start of today (UTC): the gateway stamps reception
     # with the real clock, and the contract refuses event times more than 7 days old.
     start = datetime.now(UTC).date() - timedelta(days=days)
@@ -104,7 +104,8 @@ def run_demo(
     if via == "landing":
         console.print(Rule(f"1. simulate {title} into landing segments"))
         result = simulate_to_landing(config, settings.sim_dir, settings.landing, registry=registry)
-        console.print(render.simulation_summary(result.manifest, result.out))
+        telemetry = render.landing_written(result.out, settings.landing)
+        console.print(render.simulation_summary(result.manifest, result.out, telemetry=telemetry))
         console.print(Rule("2. energylake reference load + energylake process"))
         console.print(render.reference_table(load_reference(store, result.reference_dir, registry)))
         while process_once(settings) is not None:
@@ -149,7 +150,7 @@ def run_demo(
     console.print(render.record_table(contract, shaped, f"one {dataset} record of tenant {tenant}"))
 
     console.print(Rule("7. query it yourself"))
-    console.print(render.duckdb_hint(settings.lake, tenant))
+    render.show_duckdb_hint(console, settings.lake, tenant)
     console.print(f"demo finished in {time.perf_counter() - started:.1f} s")
 
 
@@ -171,7 +172,7 @@ def _network(
         publisher = Publisher(targets, fleet.tokens, home)
         console.print(Rule(f"1. simulate {title}; provision; start Mosquitto and energylake run"))
         result = simulate(config, settings.sim_dir, registry=registry, sink=publisher)
-        console.print(render.simulation_summary(result.manifest, result.out))
+        console.print(render.simulation_summary(result.manifest, result.out, telemetry=None))
         console.print(render.reference_table(load_reference(store, result.reference_dir, registry)))
         report = stack.provision(dict(fleet.tokens))
         console.print(

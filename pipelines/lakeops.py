@@ -43,7 +43,7 @@ def read_frame(
 
 def compact_all(settings: Settings, *, min_files: int = 2) -> list[tuple[str, CompactReport]]:
     """Compact every partition with at least ``min_files`` files, table by table."""
-    store = Store.from_uri(settings.lake)
+    store = settings.lake_store()
     registry = load_registry(settings.contracts_dir) if settings.contracts_dir else load_registry()
     reports = []
     for tenant, dataset in lake_tables(store):

@@ -59,7 +59,7 @@ from lake.delta import (
 from lake.layout import UNASSIGNED_TENANT, raw_archive_rel, state_rel, table_rel
 from lake.layout import tenants as lake_tenants
 from lake.reference import load_device_registry
-from lake.storage import Store
+from lake.storage import S3Encryption, Store
 from lineage import LineageEmitter, RunRef
 from lineage.runs import CompactedTable, emit_compaction, uri_of
 from pipelines.audit import audit_batch
@@ -289,11 +289,13 @@ def _run_beam(
         _ = (
             plan_items
             | "CollectPlan" >> beam.combiners.ToList()  # type: ignore[attr-defined]
-            | "WritePlan" >> beam.Map(_write_plan, lake_uri, plan_rel)
+            | "WritePlan" >> beam.Map(_write_plan, lake_uri, ctx.encryption, plan_rel)
         )
 
 
-def _write_plan(items: list[tuple[str, Any]], lake_uri: str, plan_rel: str) -> int:
+def _write_plan(
+    items: list[tuple[str, Any]], lake_uri: str, encryption: S3Encryption | None, plan_rel: str
+) -> int:
     files: dict[str, list[dict[str, Any]]] = defaultdict(list)
     datasets: dict[str, str] = {}
     stats: list[list[Any]] = []
@@ -316,7 +318,7 @@ def _write_plan(items: list[tuple[str, Any]], lake_uri: str, plan_rel: str) -> i
         "stats": sorted(stats),
         "gate": dict(sorted(gates.items())),
     }
-    Store.from_uri(lake_uri).put_bytes(plan_rel, _dumps(plan))
+    Store.from_uri(lake_uri, encryption=encryption).put_bytes(plan_rel, _dumps(plan))
     return len(items)
 
 
@@ -359,12 +361,12 @@ def _segment_day(name: str) -> date:
 
 
 @functools.lru_cache(maxsize=8)
-def _lake_store(uri: str) -> Store:
+def _lake_store(uri: str, encryption: S3Encryption) -> Store:
     """One Store object per lake for the process: the Delta commit handles are kept per
     Store object (lake.delta), so a new Store per batch opened every table afresh for its
     commit (a log replay each) and left the previous batch's handles, with their
     snapshots, in memory until the LRU bound (the processor's RSS grew batch by batch)."""
-    return Store.from_uri(uri)
+    return Store.from_uri(uri, encryption=encryption)
 
 
 def load_devices(store: Store) -> pl.DataFrame:
@@ -392,7 +394,7 @@ def process_once(
     (the run id is the batch's, so a retried batch continues the same run).
     """
     started = time.perf_counter()
-    store = _lake_store(settings.lake)
+    store = _lake_store(settings.lake, settings.s3_encryption())
     registry = load_registry(settings.contracts_dir) if settings.contracts_dir else load_registry()
     contracts_dir = str(settings.contracts_dir or _contracts_dir())
     landing = settings.landing
@@ -439,6 +441,7 @@ def process_once(
                 envelopes=EnvelopeReader(str(landing / "closed")),
                 gate=settings.quality_gate,
                 branches=load_branches(store) if settings.quality_gate else None,
+                encryption=settings.s3_encryption(),
             )
             _run_beam(ctx, [landing / "closed" / s for s in segments], runner, beam_args, state)
             plan = state.get(n, "plan.json")
@@ -495,7 +498,7 @@ def ingest_stats(settings: Settings) -> list[tuple[str, str, str, str, str, int]
 
     Kinds: written, quarantined (key = reason), duplicates, late, damaged (key = segment).
     """
-    state = _State(Store.from_uri(settings.lake), settings.pipeline_id)
+    state = _State(settings.lake_store(), settings.pipeline_id)
     out: list[tuple[str, str, str, str, str, int]] = []
     for n in range(1, state.last_done() + 1):
         plan = state.get(n, "plan.json")
@@ -583,7 +586,7 @@ def compact_if_needed(
     Without a budget every table's partitions crossed the bound in the same batch (each
     batch adds a file to each), and that batch took 9 s longer (30 batches, 42 partitions).
     """
-    store = _lake_store(settings.lake)
+    store = _lake_store(settings.lake, settings.s3_encryption())
     registry = load_registry(settings.contracts_dir) if settings.contracts_dir else load_registry()
     budget = settings.compact_budget_s if budget_s is None else budget_s
     deadline = time.monotonic() + budget

@@ -186,7 +186,7 @@ def read_password_file(path: Path) -> dict[str, str]:
 
 
 # --- secrets files ------------------------------------------------------------------------
-def _write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> bool:
+def _write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> bool:
     """Write ``data`` to ``path`` (temp file, fsync, rename) unless it already holds it."""
     try:
         if path.read_bytes() == data:

@@ -119,7 +119,7 @@ def release_batch(
         raise ReleaseError(f"decision must be release or discard, not {decision!r}")
     if not reason.strip() or not decided_by.strip():
         raise ReleaseError("a decision needs who (--by) and why (--reason)")
-    store = Store.from_uri(settings.lake)
+    store = settings.lake_store()
     registry = load_registry(settings.contracts_dir) if settings.contracts_dir else load_registry()
     n = _batch_no(batch, settings.pipeline_id)
     batch_id = f"{settings.pipeline_id}:{n}"

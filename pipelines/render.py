@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import re
+import shlex
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from rich.console import Group
+from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
@@ -20,16 +24,19 @@ __all__ = [
     "compact_table",
     "compare_table",
     "contracts_table",
-    "duckdb_hint",
+    "duckdb_command",
     "fields_table",
     "gate_summary",
     "lake_tables_table",
+    "landing_written",
     "lineage_trace",
     "plan_table",
+    "print_command",
     "publish_summary",
     "quarantine_vs_manifest",
     "record_table",
     "reference_table",
+    "show_duckdb_hint",
     "simulation_summary",
     "totals_vs_truth",
 ]
@@ -172,7 +179,10 @@ def record_table(contract: Contract, shaped: dict[str, pa.Table], title: str) ->
     return out
 
 
-def simulation_summary(manifest: dict[str, Any], out: Path) -> Group:
+def simulation_summary(manifest: dict[str, Any], out: Path, *, telemetry: str | None) -> Group:
+    """The injected faults, the true totals, and where the output is. ``telemetry``: where
+    the messages went (a folder, landing segments), or None when they were handed on (the
+    publisher sends them later): only folders that exist are named."""
     faults = Table("fault", "count", "ends in", "reason code / flag", title="injected faults")
     for name, spec in manifest["faults"].items():
         faults.add_row(
@@ -203,11 +213,20 @@ def simulation_summary(manifest: dict[str, Any], out: Path) -> Group:
         f"{sum(expected['lake_rows'].values())} to the lake, "
         f"{sum(expected['quarantine'].values())} to quarantine, "
         f"{expected['duplicates']} duplicates",
-        f"telemetry: {out / 'telemetry'}",
+        *([f"telemetry: {telemetry}"] if telemetry else []),
         f"reference: {out / 'reference'}",
         f"manifest:  {out / 'manifest.json'}   fault ledger: {out / 'faults.ndjson'}",
     ]
     return Group(faults, totals, *[Text(line) for line in lines])
+
+
+def landing_written(out: Path, landing: Path) -> str:
+    """Where ``simulate_to_landing`` put the telemetry (its summary, ``out/landing.json``)."""
+    summary = json.loads((out / "landing.json").read_text())
+    return (
+        f"{landing / 'closed'} ({len(summary['segments'])} landing segments, "
+        f"{summary['records']:,} records)"
+    )
 
 
 def batch_line(report: Any) -> str:
@@ -310,18 +329,60 @@ def totals_vs_truth(totals: dict[str, Any], branches: dict[str, Any]) -> Table:
     return table
 
 
-def duckdb_hint(lake: str, tenant: str) -> Text:
-    """How to open the tables in DuckDB: a command to paste, for one of the tenants."""
-    root = str(Path(lake).resolve()) if "://" not in lake else lake
+def duckdb_command(lake: str, tenant: str, python: str = sys.executable) -> str:
+    """A shell command, one line, that shows a tenant's meter readings per branch with
+    DuckDB (through ``lake.duck``, which loads the pinned extensions offline). The path is
+    quoted for SQL, then for Python, then for the shell; ``python`` is this interpreter."""
+    s3 = "://" in lake
+    root = lake if s3 else str(Path(lake).resolve())
     table = f"{root}/tenants/{tenant}/meter_readings"
-    query = "SELECT branch_id, count(*) AS readings, max(ts) AS newest FROM delta_scan('%s') "
-    query = (query + "GROUP BY ALL ORDER BY 1") % table
-    command = f'from lake.duck import connect; connect().sql(\\"{query}\\").show()'
-    return Text(
-        "Open the tables in DuckDB (duckdb==1.5.5; lake.duck loads its delta extension offline):\n"
-        f'  .venv/bin/python -c "{command}"\n'
+    literal = "'" + table.replace("'", "''") + "'"
+    # Text to paste, not run here; its one value is a quoted SQL literal.
+    query = (
+        "SELECT branch_id, count(*) AS readings, max(ts) AS newest "  # noqa: S608
+        f"FROM delta_scan({literal}) GROUP BY ALL ORDER BY 1"
+    )
+    opened = f"connect(Store.from_uri({lake!r}))" if s3 else "connect()"
+    imports = "from lake.duck import connect" + ("; from lake.storage import Store" if s3 else "")
+    code = f"{imports}; {opened}.sql({_py_str(query)}).show()"
+    return f"{shlex.quote(python)} -c {_shell_quote(code)}"
+
+
+def _py_str(text: str) -> str:
+    """A Python string literal of ``text`` (JSON's double-quoted form is one)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _shell_quote(text: str) -> str:
+    """``text`` as one shell word: in double quotes when that is safe to read and paste
+    (``$``, backquote, backslash and ``"`` escaped), else ``shlex.quote``'s single quotes
+    (a ``!`` would be history expansion in an interactive shell's double quotes)."""
+    if "!" in text or "\n" in text:
+        return shlex.quote(text)
+    return '"' + re.sub(r'([\\"$`])', r"\\\1", text) + '"'
+
+
+def print_command(console: Console, command: str) -> None:
+    """Print a command meant for pasting as one line, whatever the console's width: never
+    wrapped or cropped by rich (the terminal may fold it on screen; a copy is one line),
+    no markup or highlighting read into it."""
+    console.print(command, soft_wrap=True, markup=False, highlight=False, emoji=False)
+
+
+def show_duckdb_hint(console: Console, lake: str, tenant: str) -> None:
+    """How to open the tables in DuckDB: a command to paste, for one of the tenants."""
+    root = lake if "://" in lake else str(Path(lake).resolve())
+    console.print(
+        "Open the tables in DuckDB (duckdb==1.5.5; lake.duck loads its delta extension "
+        "offline), paste:"
+    )
+    print_command(console, duckdb_command(lake, tenant))
+    console.print(
         f"Every table: {root}/tenants/<client>/<meter_readings|dg_readings|solar_readings|"
-        "quarantine>"
+        "quarantine>",
+        soft_wrap=True,
+        markup=False,
+        highlight=False,
     )
 
 

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+if TYPE_CHECKING:
+    from lake.storage import S3Encryption, Store
 
 __all__ = ["CONFIG_ENV", "Settings", "config_path", "load_settings"]
 
@@ -195,6 +198,38 @@ class Settings(BaseSettings):
     gateway_http_burst: int = Field(
         default=100, ge=1, description="Per-device burst (token bucket size)."
     )
+
+    # --- at rest on S3 (docs/LAKE.md, "Encryption at rest") ---
+    s3_sse: str = Field(
+        default="AES256",
+        pattern=r"^(AES256|aws:kms|aws:kms:dsse|none)$",
+        description="Server-side encryption asked for on every object written to an S3 "
+        "lake: AES256 (SSE-S3), aws:kms, aws:kms:dsse, or none (the bucket's default).",
+    )
+    s3_sse_kms_key_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description="KMS key id, ARN or alias for aws:kms (default: the AWS-managed key).",
+    )
+
+    @model_validator(mode="after")
+    def _kms_key_needs_kms(self) -> Settings:
+        if self.s3_sse_kms_key_id and not self.s3_sse.startswith("aws:kms"):
+            raise ValueError(f"s3_sse_kms_key_id is set but s3_sse is {self.s3_sse}")
+        return self
+
+    def s3_encryption(self) -> S3Encryption:
+        """``s3_sse`` and ``s3_sse_kms_key_id`` as the lake's stores take them."""
+        from lake.storage import S3Encryption
+
+        algorithm = None if self.s3_sse == "none" else self.s3_sse
+        return S3Encryption(algorithm, self.s3_sse_kms_key_id)
+
+    def lake_store(self) -> Store:
+        """The lake, with this configuration's S3 encryption: every writer opens it here."""
+        from lake.storage import Store
+
+        return Store.from_uri(self.lake, encryption=self.s3_encryption())
 
     @property
     def lake(self) -> str:

@@ -23,6 +23,7 @@ from typing import IO
 
 from lake.reference import load_device_registry
 from lake.storage import Store
+from pipelines.cliutil import PRIVATE_UMASK
 from pipelines.provision import BrokerOptions, ProvisionReport, provision
 from pipelines.settings import Settings
 from pipelines.status import backlog
@@ -108,7 +109,10 @@ class LocalStack:
         conf = self.gateway_dir / "mosquitto.conf"
         log = self._log("mosquitto")
         self._broker = subprocess.Popen(  # noqa: S603 - our own binary and config
-            [str(MOSQUITTO), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
+            [str(MOSQUITTO), "-c", str(conf)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            umask=PRIVATE_UMASK,  # its database and pid file too, whoever started the stack
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -142,6 +146,7 @@ class LocalStack:
             env=self.child_env(),
             stdout=log,
             stderr=subprocess.STDOUT,
+            umask=PRIVATE_UMASK,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -11,7 +11,7 @@ __all__ = ["FAULTS", "FaultRates", "FaultSpec", "SimConfig"]
 
 @dataclass(frozen=True, slots=True)
 class FaultSpec:
-    """One injectable fault: where its records must end (DOMAIN.md, bad-input table)."""
+    """One injectable fault: where its records must end (docs/SIMULATOR.md, "Faults")."""
 
     name: str
     route: str  # lake | quarantine | duplicate

@@ -6,6 +6,8 @@ and on ``finish()`` writes every message to landing segments in reception order
 (received_at, then seq) with source ``mqtt``, the message's topic, and the device id as
 identity (the MQTT username the device authenticates with). Segments roll on simulated
 reception time (default every 900 s) and at ``roll_bytes``; all of them end closed.
+``ledger`` then lists every injected fault with the landing address of its record
+(segment and offset), in landing order.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from contracts import ContractRegistry
 from gateway.landing import MIB, Envelope, LandingError, LandingWriter
 from simulator.config import SimConfig
-from simulator.run import SimResult, simulate
+from simulator.run import LEDGER_NAME, SimResult, ledger_entry, simulate
 from simulator.stream import Message
 
 __all__ = ["LANDING_SUMMARY_NAME", "LandingSink", "LandingSummary", "simulate_to_landing"]
@@ -98,7 +101,9 @@ class LandingSink:
         self._length: list[npt.NDArray[np.int64]] = []
         self._topics: dict[str, int] = {}
         self._devices: dict[str, int] = {}
+        self._faults: dict[int, dict[str, Any]] = {}  # message index -> ledger entry
         self.summary: LandingSummary | None = None
+        self.ledger: list[dict[str, Any]] = []
 
     def __call__(self, messages: list[Message], seed: int) -> None:
         """Take one branch's messages (``seed`` is unused: payloads use ``msg.seq``)."""
@@ -118,6 +123,9 @@ class LandingSink:
         )
         self._length.append(np.array([len(p) for p in payloads], dtype=np.int64))
         self._spool.write(b"".join(payloads))
+        for i, msg in enumerate(messages):
+            if msg.fault:
+                self._faults[self._spooled + i] = ledger_entry(msg)
         self._spooled += len(messages)
 
     def __enter__(self) -> LandingSink:
@@ -177,7 +185,12 @@ class LandingSink:
                 del lengths
                 topic_ix = np.concatenate(self._topic)[order]
                 device_ix = np.concatenate(self._device)[order]
-                del order
+                # Where each faulty message lands in writing order, to find its record.
+                position = np.empty_like(order)
+                position[order] = np.arange(len(order))
+                faulty = sorted((int(position[i]), entry) for i, entry in self._faults.items())
+                wanted = np.array([pos for pos, _ in faulty], dtype=np.int64)
+                del order, position
                 topic_names = list(self._topics)
                 device_names = list(self._devices)
                 spool.flush()
@@ -195,9 +208,16 @@ class LandingSink:
                                 strict=True,
                             )
                         ]
-                        for ref in writer.append_many(batch):
+                        refs = writer.append_many(batch)
+                        for ref in refs:
                             if not segments or segments[-1] != ref.segment:
                                 segments.append(ref.segment)
+                        lo, hi = np.searchsorted(wanted, [i, i + len(batch)])
+                        for pos, entry in faulty[lo:hi]:
+                            ref = refs[pos - i]
+                            self.ledger.append(
+                                {**entry, "segment": ref.segment, "offset": ref.offset}
+                            )
                 written, first, last = len(us), int(us[0]), int(us[-1])
         size = sum((self.root / "closed" / name).stat().st_size for name in segments)
         return LandingSummary(
@@ -220,8 +240,9 @@ def simulate_to_landing(
 ) -> SimResult:
     """Simulate into ``out`` (reference data, manifest) with telemetry as a landing log.
 
-    ``kw`` goes to ``LandingSink``. The sink's summary is written to ``out/landing.json``.
-    No telemetry NDJSON and no fault-ledger lines are written on this route.
+    ``kw`` goes to ``LandingSink``. The sink's summary is written to ``out/landing.json``,
+    the fault ledger (each fault's record by segment and offset) to ``out/faults.ndjson``.
+    No telemetry NDJSON is written on this route.
     """
     sink = LandingSink(landing_root, **kw)
     try:
@@ -231,4 +252,5 @@ def simulate_to_landing(
         raise
     summary = sink.finish()
     (out / LANDING_SUMMARY_NAME).write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
+    (out / LEDGER_NAME).write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in sink.ledger))
     return result

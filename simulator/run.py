@@ -9,6 +9,10 @@ Layout under the output folder::
                                        is one payload as the device sent it, in delivery order
     faults.ndjson                      the ledger: every injected fault, with file and line
     manifest.json                      config, fault counts, expected routes, true totals
+
+With a ``sink`` (landing log, publisher) there is no telemetry folder; the ledger still
+lists every injected fault by device and seq, and a sink that knows where a message went
+adds that (``simulate_to_landing``: segment and offset).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from simulator.physics import simulate_branch, start_epoch
 from simulator.reference import Fleet, build_fleet, rng_for
 from simulator.stream import Message, StateFault, branch_messages
 
-__all__ = ["MANIFEST_NAME", "SimResult", "simulate"]
+__all__ = ["LEDGER_NAME", "MANIFEST_NAME", "SimResult", "ledger_entry", "simulate"]
 
 MANIFEST_NAME = "manifest.json"
 LEDGER_NAME = "faults.ndjson"
@@ -139,6 +143,9 @@ def simulate(
             total_lines += len(messages)
             if sink is not None:
                 sink(messages, config.seed)
+                for msg in messages:
+                    if msg.fault:
+                        ledger.write(orjson.dumps(ledger_entry(msg)) + b"\n")
             else:
                 _write_ndjson(out / "telemetry", messages, ledger, config.seed)
     finally:
@@ -165,17 +172,20 @@ def _write_ndjson(folder: Path, messages: list[Message], ledger: Any, seed: int)
             for line_no, msg in enumerate(group, start=1):
                 handle.write(msg.payload(msg.seq) + b"\n")
                 if msg.fault:
-                    ledger.write(orjson.dumps(_ledger_entry(msg, rel, line_no)) + b"\n")
+                    where = {"file": rel, "line": line_no}
+                    ledger.write(orjson.dumps(ledger_entry(msg, where)) + b"\n")
 
 
-def _ledger_entry(msg: Message, file: str, line: int) -> dict[str, Any]:
+def ledger_entry(msg: Message, where: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A fault ledger line: the fault, the message (device, seq, topic), where it went
+    (``where``: file and line, or segment and offset; none for a publisher), and where it
+    must end."""
     return {
         "fault": msg.fault,
         "device_id": msg.device_id,
         "seq": msg.seq,
         "topic": msg.topic,
-        "file": file,
-        "line": line,
+        **(where or {}),
         "route": msg.route,
         "reason_code": msg.reason_code,
     }

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
 from pipelines.settings import load_settings
+from tests.gatewayproc import make_book, running_gateway, wait_for
 
 ENERGYLAKE = str(Path(sys.executable).with_name("energylake"))
 COMMANDS = [
@@ -38,6 +44,19 @@ def run(
         env=env,
         timeout=120,
     )
+
+
+def open_to_others(root: Path) -> list[str]:
+    """Every file or folder under ``root`` (itself included) that group or others may read,
+    write or enter, with its mode; symlinks are not followed."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        for name in [".", *dirs, *files]:
+            path = Path(folder) / name
+            mode = stat.S_IMODE(path.lstat().st_mode)
+            if not stat.S_ISLNK(path.lstat().st_mode) and mode & 0o077:
+                found.append(f"{path.relative_to(root)} {mode:04o}")
+    return found
 
 
 def test_version() -> None:
@@ -140,10 +159,22 @@ def test_unknown_setting_in_the_file_is_an_error(tmp_path: Path) -> None:
 
 
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    result = run(
-        "demo", "--clients", "1", "--branches", "2", "--data-dir", str(tmp_path), cwd=tmp_path
-    )
+    old = os.umask(0o022)  # what a login shell usually has: the demo sets its own
+    try:
+        result = run(
+            "demo", "--clients", "1", "--branches", "2", "--data-dir", str(tmp_path),
+            cwd=tmp_path, env={**os.environ, "COLUMNS": "80"},
+        )  # fmt: skip
+    finally:
+        os.umask(old)
     assert result.returncode == 0, result.stderr
+    # The DuckDB command it prints is one line (at 80 columns) that runs as pasted.
+    (command,) = [line for line in result.stdout.splitlines() if "delta_scan" in line]
+    pasted = subprocess.run(
+        ["bash", "-c", command], capture_output=True, text=True, check=False, timeout=60, cwd="/"
+    )
+    assert pasted.returncode == 0, (command, pasted.stderr)
+    assert "readings" in pasted.stdout
     assert "what each purpose sees" in result.stdout
     # Over the real path every injected fault is accounted for: quarantined, or refused
     # at the edge; and everything acknowledged is in the lake, the quarantine or counted.
@@ -159,3 +190,186 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     keys = list((tmp_path / "keys").glob("*.key"))
     assert len(keys) == 1
     assert keys[0].stat().st_mode & 0o777 == 0o600
+    # Nothing the demo made (landing segments, raw archive, quarantine, audit with client
+    # addresses, contacts, the broker's files and database, logs) is open to group or others.
+    assert open_to_others(tmp_path) == []
+
+
+def test_simulate_landing_creates_nothing_others_can_read(tmp_path: Path) -> None:
+    # The test's own umask lets files be 0644: the command sets its own, once, at start.
+    old = os.umask(0o022)
+    try:
+        result = run(
+            "simulate", "--landing", "--clients", "1", "--branches", "1",
+            "--data-dir", str(tmp_path / "data"),
+        )  # fmt: skip
+    finally:
+        os.umask(old)
+    assert result.returncode == 0, result.stderr
+    assert list((tmp_path / "data" / "landing" / "closed").glob("*.seg"))
+    assert open_to_others(tmp_path / "data") == []
+
+
+def test_the_gateway_module_entry_point_creates_nothing_others_can_read(tmp_path: Path) -> None:
+    # `python -m pipelines.cli_gateway` (what `energylake run` supervises, and the tests run):
+    # landing segments and the audit log (client addresses) are the owner's only.
+    data = tmp_path / "data"
+    tokens = make_book(data / "gateway" / "identities.json", [("m-1", "c-1", "b-1")])
+    body = orjson.dumps(
+        {"device_id": "m-1", "seq": 1, "ts": 1_795_000_000_000_000, "readings": {"power_kw": 1.0}}
+    )
+    old = os.umask(0o022)
+    try:
+        with running_gateway(data, {"ENERGYLAKE_GATEWAY_ROLL_SECONDS": "0.2"}, ["--no-mqtt"]) as gw:
+            assert gw.post(body, tokens["m-1"]).status == 202
+            assert gw.post(body, "not-a-token").status == 401
+            assert gw.terminate() == 0
+    finally:
+        os.umask(old)
+    assert wait_for(lambda: list((data / "audit").rglob("*.jsonl")), 5)
+    assert list((data / "landing" / "closed").glob("*.seg"))
+    assert open_to_others(data / "landing") == []
+    assert open_to_others(data / "audit") == []
+
+
+def test_s3_encryption_settings(tmp_path: Path) -> None:
+    assert load_settings().s3_encryption().put_args() == {"ServerSideEncryption": "AES256"}
+    kms = load_settings(s3_sse="aws:kms", s3_sse_kms_key_id="alias/lake").s3_encryption()
+    assert kms.put_args() == {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/lake"}
+    assert load_settings(s3_sse="none").s3_encryption().put_args() == {}
+    config = tmp_path / "bad.toml"
+    config.write_text('s3_sse = "AES256"\ns3_sse_kms_key_id = "alias/lake"\n')
+    result = run("--config", str(config), "config", "show")
+    assert result.returncode == 2
+    assert "s3_sse_kms_key_id is set but s3_sse is AES256" in result.stderr
+    config.write_text('s3_sse = "aes"\n')
+    result = run("--config", str(config), "config", "show")
+    assert result.returncode == 2
+    assert "s3_sse" in result.stderr
+
+
+def test_simulate_landing_prints_only_what_exists_and_ledgers_its_faults(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = {**os.environ, "COLUMNS": "1000"}  # one line per path, whatever their length
+    result = subprocess.run(
+        [ENERGYLAKE, "simulate", "--landing", "--clients", "1", "--branches", "2",
+         "--data-dir", str(data)],
+        capture_output=True, text=True, check=False, env=env, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    printed = [w.rstrip(",;)") for w in result.stdout.split() if w.startswith(str(tmp_path))]
+    assert len(printed) >= 4, result.stdout  # segments, reference, manifest, ledger
+    assert [p for p in printed if not Path(p).exists()] == [], result.stdout
+    assert not (data / "sim" / "telemetry").exists()  # no NDJSON on this route
+    assert str(data / "landing" / "closed") in printed
+    ledger = (data / "sim" / "faults.ndjson").read_text().splitlines()
+    assert ledger
+    assert {"segment", "offset"} <= set(json.loads(ledger[0]))
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_the_duckdb_command_is_one_line_that_runs(tmp_path: Path, width: int) -> None:
+    import io
+
+    import pyarrow as pa
+    from deltalake import write_deltalake
+    from rich.console import Console
+
+    from pipelines import render
+
+    # A lake whose path needs quoting twice over: for the shell and for SQL.
+    lake = tmp_path / "it's a $HOME lake"
+    rows = pa.table({"branch_id": ["b-1", "b-1", "b-2"], "ts": [1, 2, 3]})
+    write_deltalake(str(lake / "tenants" / "acme" / "meter_readings"), rows)
+    out = io.StringIO()
+    render.show_duckdb_hint(Console(file=out, width=width), str(lake), "acme")
+    lines = [line for line in out.getvalue().splitlines() if "delta_scan" in line]
+    assert len(lines) == 1, out.getvalue()
+    (command,) = lines
+    assert len(command) > width  # it would have been wrapped
+    result = subprocess.run(
+        ["bash", "-c", command], capture_output=True, text=True, check=False, timeout=60, cwd="/"
+    )
+    assert result.returncode == 0, (command, result.stderr)
+    assert "b-1" in result.stdout
+    assert "b-2" in result.stdout
+
+
+def _groups() -> list[tuple[list[str], Any]]:
+    """Every command group of the app (the root included) with its path, walking typer's
+    click tree."""
+    import typer
+
+    from pipelines.cli import app
+
+    found: list[tuple[list[str], Any]] = []
+
+    def walk(command: Any, path: list[str]) -> None:
+        if hasattr(command, "commands"):
+            found.append((path, command))
+            for name, sub in command.commands.items():
+                walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+def _leaf_names() -> set[str]:
+    return {
+        name
+        for _path, group in _groups()
+        for name, sub in group.commands.items()
+        if not hasattr(sub, "commands")
+    }
+
+
+def test_every_command_a_help_lists_exists() -> None:
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    runner = CliRunner()
+    leaves = _leaf_names()
+    assert len(_groups()) >= 8
+    for path, group in _groups():
+        shown = runner.invoke(app, [*path, "--help"])
+        assert shown.exit_code == 0, (path, shown.output)
+        # The commands panel: one row per command, then each one's own --help.
+        panel = shown.output.split("Commands ", 1)[1].split("╰", 1)[0]
+        listed = re.findall(r"^│ (\S+) ", panel, flags=re.MULTILINE)
+        assert sorted(listed) == sorted(group.commands), path
+        for name in listed:
+            sub = runner.invoke(app, [*path, name, "--help"])
+            assert sub.exit_code == 0, ([*path, name], sub.output)
+            assert "Usage:" in sub.output
+        # The group's own description: when it enumerates commands ("X: a, b, c."),
+        # every one of them is a command of this group.
+        _head, colon, rest = (group.help or "").partition(": ")
+        items = [i.strip().split(" ")[0].strip(".") for i in rest.split(",")] if colon else []
+        if any(i in leaves for i in items):
+            assert [i for i in items if i not in group.commands] == [], (path, group.help)
+
+
+def test_the_broker_reads_its_private_files_at_start_and_on_reload(tmp_path: Path) -> None:
+    # What a command's umask makes of provisioning (files 0600, folders 0700): the broker
+    # (started as root with `user` = the provisioning account) still reads its config,
+    # password file and ACL, at start and again on SIGHUP after a revocation.
+    from tests.brokers import start_mosquitto
+    from tests.e2e.conftest import connack
+
+    old = os.umask(0o077)
+    try:
+        broker = start_mosquitto(tmp_path / "data" / "gateway")
+        try:
+            first, second = list(broker.devices.values())[:2]
+            assert connack(broker, first.username, first.password) == "Success"
+            broker.revoke(first.device_id)
+            assert connack(broker, first.username, first.password) != "Success"
+            assert connack(broker, second.username, second.password) == "Success"
+            assert broker.proc is not None
+            assert broker.proc.poll() is None
+        finally:
+            broker.close()
+    finally:
+        os.umask(old)
+    assert open_to_others(tmp_path / "data") == []

@@ -32,7 +32,7 @@ from contracts import ContractRegistry, load_registry
 from lake.delta import DataFile, table_at, write_data_file
 from lake.delta import dataset as lake_dataset
 from lake.layout import UNASSIGNED_TENANT, months_between, table_rel
-from lake.storage import Store
+from lake.storage import S3Encryption, Store
 from transforms import coders
 from transforms.decode import DecodeSchema, decode_chunk
 from transforms.enforce import enforce_chunk
@@ -90,6 +90,7 @@ class BatchContext:
     # written; a failed blocking rule holds the table out of this batch's commit.
     gate: bool = True
     branches: pl.DataFrame | None = None  # opening hours, for the gate's zero-share rule
+    encryption: S3Encryption | None = None  # S3 server-side encryption (None: the default)
 
     @property
     def batch_id(self) -> str:
@@ -99,7 +100,7 @@ class BatchContext:
         return load_registry(Path(self.contracts_dir))
 
     def store(self) -> Store:
-        return Store.from_uri(self.lake_uri)
+        return Store.from_uri(self.lake_uri, encryption=self.encryption)
 
 
 coders.register()

@@ -4,6 +4,7 @@ atomic close, concurrent writers, and the simulator's landing route."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import struct
@@ -16,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
@@ -55,6 +57,17 @@ def _env(i: int, payload: bytes | None = None, **kw: Any) -> Envelope:
     }
     fields.update(kw)
     return Envelope(**fields)  # type: ignore[arg-type]
+
+
+_NAME = re.compile(r"(\d{8}T\d{6}\.\d{6}Z)-([a-z0-9-]{1,32})-(\d{6,})-([0-9a-f]{16})\.seg")
+
+
+def _name_parts(name: str) -> tuple[str, str, str, str]:
+    """(stamp, writer id, counter, writer instance) of a segment name; fails if not one."""
+    match = _NAME.fullmatch(name)
+    assert match, name
+    stamp, writer, counter, instance = match.groups()
+    return stamp, writer, counter, instance
 
 
 def _write(root: Path, envs: list[Envelope], **kw: object) -> Path:
@@ -135,11 +148,76 @@ def test_segment_names_and_layout(tmp_path: Path) -> None:
     names = [p.name for p in closed_segments(tmp_path)]
     assert len(names) == 2
     assert names == sorted(names)
-    assert all(n.endswith(("-gw-a-000001.seg", "-gw-a-000002.seg")) for n in names)
+    parts = [_name_parts(n) for n in names]
+    assert [(w, c) for _s, w, c, _i in parts] == [("gw-a", "000001"), ("gw-a", "000002")]
+    assert len({i for _s, _w, _c, i in parts}) == 1  # one writer instance
     assert not list((tmp_path / "open").glob("*.seg"))
-    # a new writer with the same id continues the counter
+    # a new writer with the same id continues the counter (another instance id)
     with LandingWriter(tmp_path, "gw-a", roll_seconds=None, fsync=False) as writer:
-        assert writer.append(_env(2)).segment.endswith("-gw-a-000003.seg")
+        name = writer.append(_env(2)).segment
+        assert name is not None
+        assert _name_parts(name)[2] == "000003"
+        assert _name_parts(name)[3] != parts[0][3]
+
+
+def _names_after_restart(tmp_path: Path, root: Path, writer_id: str) -> list[str]:
+    """Write two segments with a fixed clock, then archive them (open/ and closed/ empty)."""
+    archive = tmp_path / "archive"
+    archive.mkdir(exist_ok=True)
+    names = []
+    with LandingWriter(root, writer_id, fsync=False, clock=lambda: 1_763_251_200.0) as w:
+        names.append(w.append(_env(0)).segment)
+        w.roll()
+        names.append(w.append(_env(1)).segment)
+    for path in closed_segments(root):
+        shutil.move(path, archive / path.name)
+    return [n for n in names if n is not None]
+
+
+def test_segment_names_are_never_reused_after_the_log_was_emptied(tmp_path: Path) -> None:
+    # The processor archives every closed segment; a restarted writer then finds open/
+    # and closed/ empty. The same clock (a replay, a clock stepped back, or the simulator's
+    # reception times) must still not give a name the raw archive already holds.
+    root = tmp_path / "landing"
+    first = _names_after_restart(tmp_path, root, "gateway")
+    second = _names_after_restart(tmp_path, root, "gateway")
+    assert len(set(first + second)) == 4, (first, second)
+    # Names still sort by opening time first: the stamp leads.
+    assert all(n.startswith("20251116T000000.000000Z-gateway-") for n in first + second)
+
+
+def test_two_writers_with_one_id_on_two_hosts_never_share_a_name(tmp_path: Path) -> None:
+    # Two gateways with the default writer id, each with its own landing root (two hosts),
+    # archive into one lake: their names must differ even at the same clock.
+    a = _names_after_restart(tmp_path, tmp_path / "host-a", "gateway")
+    b = _names_after_restart(tmp_path, tmp_path / "host-b", "gateway")
+    assert not set(a) & set(b), (a, b)
+
+
+def test_segments_sort_by_stamp_then_counter_within_a_writer(tmp_path: Path) -> None:
+    now = [1_763_251_200.0]
+    with LandingWriter(tmp_path, "gw", fsync=False, clock=lambda: now[0]) as w:
+        names = []
+        for i in range(12):  # same stamp for all: the counter breaks the tie
+            names.append(w.append(_env(i)).segment)
+            w.roll()
+        now[0] += 1
+        names.append(w.append(_env(99)).segment)
+    assert [p.name for p in closed_segments(tmp_path)] == names
+
+
+def test_segments_of_the_old_name_form_are_still_recovered(tmp_path: Path) -> None:
+    # A gateway upgraded with segments left in open/ under the old <stamp>-<id>-<n>.seg form.
+    data = _write(tmp_path / "src", [_env(i) for i in range(3)]).read_bytes()
+    old = "20261116T000000.000000Z-gateway-000007.seg"
+    (tmp_path / "log" / "open").mkdir(parents=True)
+    (tmp_path / "log" / "open" / old).write_bytes(data)
+    with LandingWriter(tmp_path / "log", "gateway", fsync=False) as writer:
+        assert [r.segment for r in writer.recovered] == [old]
+        name = writer.append(_env(5)).segment
+        assert name is not None
+        assert _name_parts(name)[2] == "000008"
+    assert (tmp_path / "log" / "closed" / old).is_file()
 
 
 @pytest.mark.parametrize("writer_id", ["", "UPPER", "a_b", "x" * 33, "dot.dot", "a/b"])
@@ -605,6 +683,43 @@ def test_simulator_landing_route_matches_ndjson(tmp_path: Path) -> None:
     assert sink.finish().records == 0
     assert closed_segments(landing) == []
     shutil.rmtree(landing)
+
+
+def test_simulator_landing_route_writes_the_fault_ledger(tmp_path: Path) -> None:
+    # The ledger names each injected fault's record by its landing address, as the NDJSON
+    # route names it by file and line: the same faults, found where the ledger says.
+    config = SimConfig(clients=1, branches=2, days=1, seed=9)
+    ndjson = simulate(config, tmp_path / "a")
+    result = simulate_to_landing(config, tmp_path / "b", tmp_path / "landing")
+    by_file = [
+        orjson.loads(line) for line in (ndjson.out / "faults.ndjson").read_bytes().splitlines()
+    ]
+    ledger = [
+        orjson.loads(line) for line in (result.out / "faults.ndjson").read_bytes().splitlines()
+    ]
+    assert len(ledger) > 20
+    assert Counter(e["fault"] for e in ledger) == Counter(e["fault"] for e in by_file)
+    state = Counter(f["fault"] for f in result.manifest["state_faults"])
+    per_message = {n: f["count"] - state[n] for n, f in result.manifest["faults"].items()}
+    assert Counter(e["fault"] for e in ledger) == +Counter(per_message)
+    key = ("fault", "device_id", "seq", "topic", "route", "reason_code")
+    assert Counter(tuple(e[k] for k in key) for e in ledger) == Counter(
+        tuple(e[k] for k in key) for e in by_file
+    )
+    closed = tmp_path / "landing" / "closed"
+    by_segment: dict[str, list[dict[str, Any]]] = {}
+    for entry in ledger:
+        by_segment.setdefault(entry["segment"], []).append(entry)
+    for segment, entries in by_segment.items():
+        records = read_records_at(closed / segment, [e["offset"] for e in entries])
+        for entry, record in zip(entries, records, strict=True):
+            assert (record.topic, record.identity) == (entry["topic"], entry["device_id"])
+            if entry["fault"] not in ("malformed_json", "bad_utf8", "oversized", "non_finite"):
+                assert orjson.loads(record.payload)["seq"] == entry["seq"], entry
+    # In landing order, as a reader walks the log.
+    assert [(e["segment"], e["offset"]) for e in ledger] == sorted(
+        (e["segment"], e["offset"]) for e in ledger
+    )
 
 
 def test_read_records_at_returns_exactly_the_records_at_those_offsets(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from lake.layout import (
     table_rel,
     tenants,
 )
-from lake.storage import S3Settings, Store
+from lake.storage import S3Encryption, S3Settings, Store
 
 # ---------------------------------------------------------------------------- byte operations
 
@@ -208,6 +208,104 @@ def test_storage_options_follow_the_aws_environment(
     assert S3Settings.from_env({}).endpoint is None
     with pytest.raises(StorageError):
         S3Settings.from_env({"AWS_ACCESS_KEY_ID": "only-the-key"})
+
+
+def _sse(store: Store, rel: str) -> tuple[str | None, str | None]:
+    head = store.boto3_client().head_object(Bucket=store.bucket, Key=f"lake/{rel}")
+    return head.get("ServerSideEncryption"), head.get("SSEKMSKeyId")
+
+
+def _write_every_way(store: Store, tmp_path: Path) -> list[str]:
+    """Each byte writer of the store once; the relative paths written."""
+    store.put_bytes("e/put", b"1")
+    store.write_atomic("e/atomic", lambda handle: handle.write(b"2"))
+    assert store.put_if_absent("e/create", b"3")
+    small, large = tmp_path / "small.seg", tmp_path / "large.seg"
+    small.write_bytes(b"4" * 1000)
+    large.write_bytes(b"5" * (9 << 20))  # above boto3's 8 MiB: a multipart upload
+    store.put_file("e/upload", small)
+    store.move_files([("e/moved-small", small), ("e/moved-large", large)])
+    return ["e/put", "e/atomic", "e/create", "e/upload", "e/moved-small", "e/moved-large"]
+
+
+@pytest.mark.parametrize(
+    ("encryption", "expected"),
+    [
+        (None, ("AES256", None)),  # the default: SSE-S3
+        (S3Encryption("aws:kms", "alias/lake"), ("aws:kms", "alias/lake")),
+        (S3Encryption("aws:kms"), ("aws:kms", None)),  # the account's AWS-managed key
+        (S3Encryption(None), (None, None)),  # asked for nothing: the bucket's default
+    ],
+)
+def test_every_s3_write_asks_for_server_side_encryption(
+    s3_store: Store,
+    tmp_path: Path,
+    encryption: S3Encryption | None,
+    expected: tuple[str | None, str | None],
+) -> None:
+    store = Store.from_uri(s3_store.uri, encryption=encryption)
+    written = _write_every_way(store, tmp_path)
+    assert {rel: _sse(store, rel) for rel in written} == dict.fromkeys(written, expected)
+    options = store.storage_options()  # delta-rs: the same request
+    assert options.get("aws_server_side_encryption") == expected[0]
+    assert options.get("aws_sse_kms_key_id") == expected[1]
+
+
+def test_a_duckdb_write_through_the_lake_door_uses_the_kms_key(s3_store: Store) -> None:
+    from lake.duck import connect
+
+    store = Store.from_uri(s3_store.uri, encryption=S3Encryption("aws:kms", "alias/lake"))
+    con = connect(store)
+    try:
+        con.execute(f"COPY (SELECT 1 AS a) TO '{store.url('e/duck.parquet')}'")
+    finally:
+        con.close()
+    assert _sse(store, "e/duck.parquet") == ("aws:kms", "alias/lake")
+
+
+def test_a_table_read_with_one_encryption_is_written_with_anothers(
+    s3_store: Store, tmp_path: Path
+) -> None:
+    # One process, two stores on one lake: a reader with the defaults, then a writer set to
+    # a KMS key. The process caches table handles; the writer's objects must still carry its
+    # key (a handle opened for the reader would carry the reader's options).
+    import pyarrow.parquet as pq
+
+    from contracts import load_registry
+    from lake.delta import latest_version
+    from lake.reference import load_reference
+    from simulator.config import SimConfig
+    from simulator.reference import build_fleet
+    from simulator.run import write_reference
+
+    registry = load_registry()
+    folder = tmp_path / "reference"
+    write_reference(build_fleet(SimConfig(clients=1, branches=1)), registry, folder)
+    loads = load_reference(s3_store, folder, registry)
+    for load in loads.values():  # the reader: this process now holds its table handles
+        for table in load.tables:
+            assert latest_version(s3_store, table.rel) is not None
+    before = set(s3_store.list())
+    clients = pq.read_table(folder / "clients.parquet")
+    names = [f"{n} (renamed)" for n in clients.column("legal_name").to_pylist()]
+    column = clients.schema.get_field_index("legal_name")
+    renamed = clients.set_column(column, clients.schema.field(column), [names])
+    pq.write_table(renamed, folder / "clients.parquet")
+    kms = Store.from_uri(s3_store.uri, encryption=S3Encryption("aws:kms", "alias/lake"))
+    load_reference(kms, folder, registry)
+    written = sorted(set(kms.list()) - before)
+    assert written
+    assert {rel: _sse(kms, rel) for rel in written} == dict.fromkeys(
+        written, ("aws:kms", "alias/lake")
+    )
+
+
+def test_bad_encryption_settings_are_refused() -> None:
+    with pytest.raises(StorageError, match="not one of"):
+        S3Encryption("aws:fancy")
+    with pytest.raises(StorageError, match="KMS key id"):
+        S3Encryption("AES256", "alias/lake")
+    assert Store.from_uri("/tmp/x", encryption=S3Encryption("aws:kms")).storage_options() == {}
 
 
 def test_s3_put_if_absent_is_a_conditional_put(s3_store: Store) -> None:

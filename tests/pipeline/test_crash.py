@@ -72,12 +72,17 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return work
 
 
-def land(data_dir: Path) -> tuple[Settings, list[str]]:
-    """The fleet landed as closed segments, its reference data loaded into the lake."""
+def land(data_dir: Path, same_as: Settings | None = None) -> tuple[Settings, list[str]]:
+    """The fleet landed as closed segments, its reference data loaded into the lake. With
+    ``same_as``, that landing log's segments byte for byte: segment names are unique to the
+    writer that made them, so a second simulation of the same day names its own."""
     settings = load_settings(data_dir=data_dir)
     result = simulate_to_landing(
         CONFIG, settings.sim_dir, settings.landing, roll_seconds=ROLL_SECONDS
     )
+    if same_as is not None:
+        shutil.rmtree(settings.landing / "closed")
+        shutil.copytree(same_as.landing / "closed", settings.landing / "closed")
     load_reference(Store.from_uri(settings.lake), result.reference_dir, load_registry())
     return settings, _closed(settings)
 
@@ -499,7 +504,7 @@ def test_sigkill_at_random_points_leaves_the_lake_identical_to_a_clean_run(
 ) -> None:
     begun = time.monotonic()
     settings_a, names_a = land(tmp_path / "a")
-    settings_b, names = land(tmp_path / "b")
+    settings_b, names = land(tmp_path / "b", same_as=settings_a)
     assert names_a == names
     assert len(names) > 4 * MAX_SEGMENTS, "too few segments for several batches"
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -15,11 +17,14 @@ from lake.delta import dataset as lake_dataset
 from lake.layout import table_rel
 from lake.storage import Store
 from pipelines.audit import AUDITED_REASONS
-from pipelines.lakeops import lake_tables
+from pipelines.lakeops import compact_all, lake_tables
 from pipelines.process import process_once
+from pipelines.settings import load_settings
 from simulator.config import SimConfig
+from simulator.landing import simulate_to_landing
 from tests.pipeline.conftest import FAULTS, Processed, land
 
+ENERGYLAKE = str(Path(sys.executable).with_name("energylake"))
 _SUM = {
     "meter_readings": "energy_import_kwh",
     "dg_readings": "run_hours_h",
@@ -101,3 +106,47 @@ def test_whole_pipeline_on_s3(
     # Readers over S3 agree; a second run finds nothing.
     _assert_readers_agree(s3_store, duckdb_for(s3_store))
     assert process_once(settings) is None
+    # At rest: every object written (reference tables, data files, Delta logs, state,
+    # the raw archive, audit markers) asked for server-side encryption, SSE-S3 by default.
+    assert _encryption_of_every_object(s3_store) == {("AES256", None)}
+
+
+def _encryption_of_every_object(store: Store) -> set[tuple[str | None, str | None]]:
+    """The (ServerSideEncryption, SSEKMSKeyId) pairs S3 reports over every object."""
+    client, bucket = store.boto3_client(), store.bucket
+    keys = [
+        obj["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        for obj in page.get("Contents", [])
+    ]
+    assert len(keys) > 50, keys
+    found: dict[tuple[str | None, str | None], list[str]] = {}
+    for key in keys:
+        head = client.head_object(Bucket=bucket, Key=key)
+        kind = (head.get("ServerSideEncryption"), head.get("SSEKMSKeyId"))
+        found.setdefault(kind, []).append(key)
+    print({kind: names[:5] for kind, names in found.items()})  # shown when an assert fails
+    return set(found)
+
+
+def test_kms_encryption_reaches_every_writer(
+    s3_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Configured once (here through the environment, as an operator would), the KMS key
+    # must reach every writer: the reference load (a command), the batch's Beam workers,
+    # the commits, the raw archive and compaction. A writer that made its own Store with
+    # the defaults would show up as AES256; one that asked for nothing as (None, None).
+    monkeypatch.setenv("ENERGYLAKE_S3_SSE", "aws:kms")
+    monkeypatch.setenv("ENERGYLAKE_S3_SSE_KMS_KEY_ID", "alias/energylake-test")
+    settings = load_settings(data_dir=tmp_path, lake_uri=s3_store.uri)
+    config = SimConfig(clients=1, branches=1, days=1, seed=5, faults=FAULTS)
+    result = simulate_to_landing(config, settings.sim_dir, settings.landing)
+    loaded = subprocess.run(
+        [ENERGYLAKE, "reference", "load", str(result.reference_dir),
+         "--data-dir", str(tmp_path), "--lake-uri", s3_store.uri],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr
+    assert process_once(settings) is not None
+    assert compact_all(settings, min_files=1)
+    assert _encryption_of_every_object(s3_store) == {("aws:kms", "alias/energylake-test")}
