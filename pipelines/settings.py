@@ -195,6 +195,43 @@ class Settings(BaseSettings):
     gateway_http_burst: int = Field(
         default=100, ge=1, description="Per-device burst (token bucket size)."
     )
+    # --- gateway: HTTP edge limits and HTTPS (docs/GATEWAY.md "Edge limits", "HTTPS") ---
+    gateway_http_idle_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="Close a connection whose next request's headers are not complete "
+        "this long after it opened or after the previous answer (idle and header timeout).",
+    )
+    gateway_http_body_timeout_s: float = Field(
+        default=30.0, gt=0, description="Longest wait for a request's whole body (408)."
+    )
+    gateway_http_max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Open HTTP connections at most; one more is answered 503 and closed.",
+    )
+    gateway_http_auth_failures_per_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Failed authentications per client address (IPv6: per /64) per second, "
+        "checked before authentication (429).",
+    )
+    gateway_http_auth_failure_burst: int = Field(
+        default=30, ge=1, description="Failed authentications an address may burst."
+    )
+    gateway_audit_repeat_window_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Gateway audit: repeats of an event (same event, device, address) "
+        "within this window are written as one record with a count (0: every one).",
+    )
+    gateway_http_tls_cert: Path | None = Field(
+        default=None,
+        description="HTTPS: PEM certificate chain (with gateway_http_tls_key; both or none).",
+    )
+    gateway_http_tls_key: Path | None = Field(
+        default=None, description="HTTPS: PEM private key of gateway_http_tls_cert."
+    )
 
     @property
     def lake(self) -> str:
