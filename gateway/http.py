@@ -336,8 +336,10 @@ class _Handlers:
             request.writer.output_size = 0  # as aiohttp's own expect handler does
         reader = BodyReader(self.rules, gzip=encoding == "gzip")
         try:
-            async with asyncio.timeout(self.body_timeout_s):
-                async for chunk in request.content.iter_chunked(_READ_CHUNK):
+            content = request.content
+            # no timer when the whole body is already here (the common, small request)
+            async with asyncio.timeout(None if content.is_eof() else self.body_timeout_s):
+                async for chunk in content.iter_chunked(_READ_CHUNK):
                     reader.feed(chunk)
             body = reader.finish()
             readings = parse_readings(body, self.rules, ndjson=_JSON_TYPES[media])

@@ -175,26 +175,6 @@ class Settings(BaseSettings):
         default=["emaas/v1/+/+/{device}/telemetry", "tele/{device}/SENSOR"],
         description="Subscriptions, one per decoder; {device} marks the publisher's segment.",
     )
-    gateway_http_host: str = Field(default="127.0.0.1", description="HTTP listen address.")
-    gateway_http_port: int = Field(default=8080, ge=0, le=65535, description="HTTP port.")
-    gateway_http_max_body_bytes: int = Field(
-        default=1024 * 1024, ge=1024, description="Largest request body (as sent)."
-    )
-    gateway_http_max_decompressed_bytes: int = Field(
-        default=1024 * 1024, ge=1024, description="Largest body after gzip inflation."
-    )
-    gateway_http_max_depth: int = Field(
-        default=16, ge=3, le=512, description="Deepest JSON nesting accepted."
-    )
-    gateway_http_max_readings: int = Field(
-        default=5000, ge=1, description="Most readings in one request."
-    )
-    gateway_http_rate_per_s: float = Field(
-        default=20.0, gt=0, description="Per-device request rate (token bucket refill)."
-    )
-    gateway_http_burst: int = Field(
-        default=100, ge=1, description="Per-device burst (token bucket size)."
-    )
     # --- gateway: HTTP edge limits and HTTPS (docs/GATEWAY.md "Edge limits", "HTTPS") ---
     gateway_http_idle_timeout_s: float = Field(
         default=15.0,
@@ -231,6 +211,26 @@ class Settings(BaseSettings):
     )
     gateway_http_tls_key: Path | None = Field(
         default=None, description="HTTPS: PEM private key of gateway_http_tls_cert."
+    )
+    gateway_http_host: str = Field(default="127.0.0.1", description="HTTP listen address.")
+    gateway_http_port: int = Field(default=8080, ge=0, le=65535, description="HTTP port.")
+    gateway_http_max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest request body (as sent)."
+    )
+    gateway_http_max_decompressed_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest body after gzip inflation."
+    )
+    gateway_http_max_depth: int = Field(
+        default=16, ge=3, le=512, description="Deepest JSON nesting accepted."
+    )
+    gateway_http_max_readings: int = Field(
+        default=5000, ge=1, description="Most readings in one request."
+    )
+    gateway_http_rate_per_s: float = Field(
+        default=20.0, gt=0, description="Per-device request rate (token bucket refill)."
+    )
+    gateway_http_burst: int = Field(
+        default=100, ge=1, description="Per-device burst (token bucket size)."
     )
 
     @property

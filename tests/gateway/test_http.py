@@ -278,7 +278,21 @@ def test_metrics_and_openapi_describe_the_service(env: Env) -> None:
     doc = env.gw.get("/openapi.json").json()
     assert doc["openapi"].startswith("3.1")
     post = doc["paths"]["/v1/telemetry"]["post"]
-    assert set(post["responses"]) == {"202", "400", "401", "403", "413", "415", "429", "503"}
+    assert set(post["responses"]) == {
+        "202",
+        "400",
+        "401",
+        "403",
+        "408",
+        "413",
+        "415",
+        "417",
+        "429",
+        "431",
+        "503",
+    }
+    reasons = set(doc["components"]["schemas"]["Problem"]["properties"]["reason"]["enum"])
+    assert {"trailing_data", "address_rate_limited", "too_many_connections"} <= reasons
     assert {"application/json", "application/x-ndjson"} <= set(post["requestBody"]["content"])
     assert {"/healthz", "/readyz", "/metrics", "/openapi.json"} <= set(doc["paths"])
     ready = env.gw.get("/readyz")
