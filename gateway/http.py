@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ipaddress
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -34,6 +33,7 @@ from gateway.commit import GroupCommitter
 from gateway.config import GatewayConfig, canonical_topic
 from gateway.identity import DeviceIdentity
 from gateway.landing import Envelope, LandingError
+from gateway.limits import MAX_ADDRESSES, RateLimiter, address_key
 from gateway.metrics import GatewayMetrics
 from gateway.openapi import openapi_document
 from gateway.pressure import LandingMonitor
@@ -62,7 +62,6 @@ _JSON_TYPES = {"application/json": False, "application/x-ndjson": True}
 _CLAIMS = ("client_id", "branch_id")
 _READ_CHUNK = 64 * 1024
 _CLAIM_CHARS = 64  # a claim echoed or audited longer than this is cut, with its SHA-256
-_MAX_ADDRESSES = 65_536  # client addresses with a failed-authentication budget in memory
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -107,73 +106,6 @@ def _shown(value: Any) -> str:
     return f"{text[:_CLAIM_CHARS]!r}... ({len(text)} chars, sha256 {digest})"
 
 
-def _address_key(remote: str | None) -> str:
-    """The unit a failed-authentication budget is kept for: the IPv4 address, or the
-    IPv6 /64 (one host may hold a whole /64)."""
-    if remote is None:
-        return "unknown"
-    if ":" not in remote:
-        return remote
-    try:
-        return str(ipaddress.IPv6Network(f"{remote}/64", strict=False))
-    except ValueError:
-        return remote
-
-
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    stamp: float
-
-
-@dataclass(slots=True)
-class _RateLimiter:
-    """A token bucket per key (events per second, with a burst), at most ``max_keys``."""
-
-    rate_per_s: float
-    burst: int
-    max_keys: int | None = None
-    buckets: dict[str, _Bucket] = field(default_factory=dict)
-
-    def _refill(self, bucket: _Bucket, now: float) -> None:
-        bucket.tokens = min(
-            float(self.burst), bucket.tokens + (now - bucket.stamp) * self.rate_per_s
-        )
-        bucket.stamp = now
-
-    def take(self, key: str, now: float) -> float:
-        """0 if allowed (a token taken), else seconds until the next token."""
-        bucket = self.buckets.get(key)
-        if bucket is None:
-            bucket = self.buckets[key] = _Bucket(float(self.burst), now)
-            if self.max_keys is not None and len(self.buckets) > self.max_keys:
-                self._prune(now)
-        self._refill(bucket, now)
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
-            return 0.0
-        return (1.0 - bucket.tokens) / self.rate_per_s
-
-    def wait(self, key: str, now: float) -> float:
-        """Seconds until ``key`` has a token (0: it has one now); takes nothing."""
-        bucket = self.buckets.get(key)
-        if bucket is None:
-            return 0.0
-        self._refill(bucket, now)
-        return 0.0 if bucket.tokens >= 1.0 else (1.0 - bucket.tokens) / self.rate_per_s
-
-    def _prune(self, now: float) -> None:
-        """Forget full buckets (they hold nothing); then, if need be, the oldest keys."""
-        full = float(self.burst)
-        for key, bucket in list(self.buckets.items()):
-            if bucket.tokens + (now - bucket.stamp) * self.rate_per_s >= full:
-                del self.buckets[key]
-        limit = self.max_keys or 0
-        if len(self.buckets) > limit * 3 // 4:
-            for key in list(self.buckets)[: len(self.buckets) - limit * 3 // 4]:
-                del self.buckets[key]
-
-
 @dataclass(slots=True)
 class HttpDeps:
     """What the HTTP handlers use, owned by the gateway service."""
@@ -198,9 +130,9 @@ class _Handlers:
             max_depth=cfg.http_max_depth,
             max_readings=cfg.http_max_readings,
         )
-        self.limiter = _RateLimiter(cfg.http_rate_per_s, cfg.http_burst)
-        self.failures = _RateLimiter(
-            cfg.http_auth_failures_per_s, cfg.http_auth_failure_burst, _MAX_ADDRESSES
+        self.limiter = RateLimiter(cfg.http_rate_per_s, cfg.http_burst)
+        self.failures = RateLimiter(
+            cfg.http_auth_failures_per_s, cfg.http_auth_failure_burst, MAX_ADDRESSES
         )
         self.body_timeout_s = cfg.http_body_timeout_s
         self.openapi = orjson.dumps(openapi_document(cfg))
@@ -292,7 +224,7 @@ class _Handlers:
         if refused is not None:
             return refused
         now = time.monotonic()
-        address = _address_key(request.remote)
+        address = address_key(request.remote)
         wait = self.failures.wait(address, now)
         if wait > 0:
             return self._address_limited(request, address, wait)

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 
 from gateway.audit import AuditLog
-from gateway.http import _MAX_ADDRESSES, _RateLimiter
+from gateway.limits import MAX_ADDRESSES, RateLimiter
 
 
 def _records(folder: Path) -> list[dict[str, object]]:
@@ -69,11 +69,11 @@ def test_without_a_window_every_event_is_a_record_as_before(tmp_path: Path) -> N
 
 
 def test_failed_authentication_buckets_stay_bounded() -> None:
-    limiter = _RateLimiter(1.0, 5, _MAX_ADDRESSES)
+    limiter = RateLimiter(1.0, 5, MAX_ADDRESSES)
     now = 1000.0
-    for i in range(3 * _MAX_ADDRESSES):
+    for i in range(3 * MAX_ADDRESSES):
         limiter.take(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", now)
-    assert len(limiter.buckets) <= _MAX_ADDRESSES
+    assert len(limiter.buckets) <= MAX_ADDRESSES
     # a drained address is still held back right after, whatever the churn
     for _ in range(6):
         limiter.take("192.0.2.1", now)
