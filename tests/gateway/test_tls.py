@@ -16,12 +16,21 @@ from typing import Any
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
+import typer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion
+from typer.testing import CliRunner
 
+from contracts import load_registry
+from lake.reference import load_reference
+from lake.storage import Store
+from pipelines import cli_devices
+from simulator.config import SimConfig
+from simulator.reference import build_fleet
+from simulator.run import write_reference
 from tests.brokers import DeviceAccount, Mosquitto, start_mosquitto
 from tests.gateway.conftest import HOST, landed, request, start_gateway, wait_for
 
@@ -211,3 +220,28 @@ def test_provision_renders_the_tls_listener_commented_out_without_certificates(
         assert broker.tls_port is None
     finally:
         broker.close()
+
+
+def test_devices_provision_renders_the_tls_listener_from_its_flags(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    registry = load_registry()
+    fleet = build_fleet(SimConfig(clients=1, branches=1, seed=3))
+    write_reference(fleet, registry, tmp_path / "ref")
+    load_reference(Store.from_uri(data_dir / "lake"), tmp_path / "ref", registry)
+    _, cert, key = make_pki(tmp_path / "pki")
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    cli_devices.register(app)
+    base = ["devices", "provision", "--data-dir", str(data_dir)]
+    half = CliRunner().invoke(app, [*base, "--tls-cert", str(cert)])
+    assert half.exit_code == 2
+    assert "give both --tls-cert and --tls-key" in " ".join(half.output.split())
+    done = CliRunner().invoke(
+        app, [*base, "--tls-cert", str(cert), "--tls-key", str(key), "--tls-port", "18883"]
+    )
+    assert done.exit_code == 0, done.output
+    conf = (data_dir / "gateway" / "mosquitto.conf").read_text()
+    assert "\nlistener 18883 0.0.0.0\n" in conf
+    assert f"\nkeyfile {key.resolve()}\n" in conf
+    assert "\ntls_version tlsv1.2\n" in conf
+    assert "\nlistener 1883 127.0.0.1\n" in conf  # the plain one stays on loopback
