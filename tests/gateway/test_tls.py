@@ -8,8 +8,10 @@ from __future__ import annotations
 import datetime as dt
 import http.client
 import ipaddress
+import socket
 import ssl
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +148,7 @@ def test_https_and_mqtt_tls_carry_readings_and_plain_text_is_refused(tmp_path: P
                 "ENERGYLAKE_GATEWAY_ROLL_SECONDS": "0.5",
                 "ENERGYLAKE_GATEWAY_HTTP_TLS_CERT": str(cert),
                 "ENERGYLAKE_GATEWAY_HTTP_TLS_KEY": str(key),
+                "ENERGYLAKE_GATEWAY_HTTP_IDLE_TIMEOUT_S": "1",
             },
             ssl_context=trust,
         )
@@ -197,6 +200,11 @@ def test_https_and_mqtt_tls_carry_readings_and_plain_text_is_refused(tmp_path: P
             connected, client = _mqtt_connects(broker, third, broker.tls_port, None)
             _close(client)
             assert not connected
+            # a connection that never starts its handshake is closed after the idle timeout
+            with socket.create_connection((HOST, gw.port), timeout=5) as silent:
+                started = time.monotonic()
+                assert silent.recv(100) == b""
+                assert time.monotonic() - started < 4
             assert gw.get("/healthz").status == 200  # the refusals cost the gateway nothing
             assert not [e for e in landed(gw.landing) if e.identity == third.device_id]
             assert gw.terminate() == 0
