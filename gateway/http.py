@@ -284,7 +284,10 @@ class _Handlers:
             response.force_close()
             return response
         except web.RequestPayloadError as exc:
-            return self._reject(400, "bad_body_framing", f"the body's framing is broken: {exc}")
+            why = str(exc).split("\n", 1)[0][:200]
+            response = self._reject(400, "bad_body_framing", f"the body's framing is broken: {why}")
+            response.force_close()  # what follows on this connection cannot be trusted
+            return response
         forbidden = self._forbidden(device, readings, request.remote)
         if forbidden is not None:
             return forbidden

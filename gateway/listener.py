@@ -19,6 +19,9 @@ for every failure (a probe logged 967,157 of them in 80 s). Here instead:
   problem documents like every other error.
 
 Sockets are handed to asyncio with ``loop.connect_accepted_socket`` (TLS included).
+The handler subclass reads two aiohttp internals (``_current_request``, ``_messages``) to
+hand a request a body-framing error at once (see ``data_received``); the aiohttp range
+in pyproject.toml is kept to the tested 3.14 series for that reason.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import http_exceptions, web
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 from gateway.http import problem_body
 
@@ -151,6 +154,22 @@ class _ProblemRequestHandler(RequestHandler):
             super().connection_lost(exc)
         finally:
             self.release()
+
+    def data_received(self, data: bytes) -> None:
+        # When a body's framing breaks in a later packet (a bad chunk size), aiohttp's C
+        # parser drops that request's payload without an error and queues a 400 as if for
+        # a next request: the handler reading the body would wait for its body timeout.
+        # Hand the handler the parser's error at once instead (it answers 400 and closes).
+        reading = self._current_request
+        if reading is None:
+            super().data_received(data)
+            return
+        queued = len(self._messages)
+        super().data_received(data)
+        if len(self._messages) > queued:
+            message = self._messages[-1][0]
+            if isinstance(message, _ErrInfo):
+                reading.content.set_exception(web.RequestPayloadError(message.message))
 
     def handle_error(
         self,

@@ -473,3 +473,23 @@ def test_100_continue_comes_only_after_authentication(env: Env) -> None:
     with socket.create_connection((HOST, env.gw.port), timeout=5) as sock:
         sock.sendall(_head("m-6", env.tokens["m-6"], len(body), expect="magic"))
         assert _first_line(sock) == b"HTTP/1.1 417 Expectation Failed"
+
+
+def test_broken_chunked_framing_mid_body_is_a_400_problem(env: Env) -> None:
+    head = (
+        "POST /v1/telemetry HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {env.tokens['m-2']}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    with socket.create_connection((HOST, env.gw.port), timeout=5) as sock:
+        sock.sendall(head + b'5\r\n[{"a"\r\n')  # the handler is reading the body now
+        time.sleep(0.3)
+        sock.sendall(b"zz\r\n:1}]\r\n0\r\n\r\n")  # not a chunk size
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            part = sock.recv(4096)
+            if not part:
+                break
+            answer += part
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert b"application/problem+json" in answer
+    assert b'"reason":"bad_body_framing"' in answer
