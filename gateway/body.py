@@ -47,13 +47,19 @@ class BodyRules:
 
 
 class BodyReader:
-    """Accumulates a body chunk by chunk, inflating gzip, refusing past the limits."""
+    """Accumulates a body chunk by chunk, inflating gzip, refusing past the limits.
+
+    A gzip body may hold several members (RFC 1952; what ``cat a.gz b.gz`` gives): each
+    is inflated in turn, the decompressed limit counting them all. Bytes after a member
+    that do not form a valid member are refused, never ignored.
+    """
 
     def __init__(self, rules: BodyRules, *, gzip: bool) -> None:
         self._rules = rules
         self._raw = 0
         self._parts: list[bytes] = []
         self._size = 0
+        self._members = 0
         self._inflate = zlib.decompressobj(wbits=31) if gzip else None
 
     def feed(self, chunk: bytes) -> None:
@@ -62,22 +68,27 @@ class BodyReader:
             raise BodyError(
                 413, "body_too_large", f"body exceeds {self._rules.max_body_bytes} bytes"
             )
-        if self._inflate is None:
+        inflate = self._inflate
+        if inflate is None:
             self._keep(chunk)
             return
         data = chunk
         while data:
-            if self._inflate.eof:
-                raise BodyError(400, "bad_gzip", "data after the end of the gzip stream")
+            if inflate.eof:  # the previous member ended: these bytes must be the next one
+                self._members += 1
+                inflate = self._inflate = zlib.decompressobj(wbits=31)
             room = self._rules.max_decompressed_bytes - self._size
             try:
-                out = self._inflate.decompress(data, room + 1)
+                out = inflate.decompress(data, room + 1)
             except zlib.error as exc:
-                raise BodyError(400, "bad_gzip", f"gzip body cannot be inflated: {exc}") from exc
+                where = f"after gzip member {self._members}" if self._members else "gzip body"
+                raise BodyError(
+                    400, "bad_gzip", f"{where}: not a valid gzip member ({exc})"
+                ) from exc
             self._keep(out)
-            data = self._inflate.unconsumed_tail
-            if not out and data:  # no progress possible (cannot happen with room + 1 > 0)
-                break
+            # max_length leaves input in unconsumed_tail; input past a member's end is in
+            # unused_data (the next member, or bytes that must be refused)
+            data = inflate.unused_data if inflate.eof else inflate.unconsumed_tail
 
     def _keep(self, data: bytes) -> None:
         self._size += len(data)
@@ -92,7 +103,7 @@ class BodyReader:
 
     def finish(self) -> bytes:
         if self._inflate is not None and not self._inflate.eof:
-            raise BodyError(400, "bad_gzip", "gzip stream is truncated")
+            raise BodyError(400, "bad_gzip", f"gzip member {self._members + 1} is truncated")
         return b"".join(self._parts)
 
 
@@ -106,6 +117,8 @@ def _explain(body: bytes, exc: orjson.JSONDecodeError) -> BodyError:
     for start in range(max(0, pos - 1), pos + 1):
         if body[start : start + 9].startswith(_NON_FINITE):
             return BodyError(400, "non_finite", "NaN and Infinity are not JSON numbers")
+    if "after document" in message:
+        return BodyError(400, "trailing_data", f"bytes after the JSON document: {message}")
     if "infinity" in message:
         return BodyError(400, "non_finite", f"number out of range: {message}")
     return BodyError(400, "malformed_json", f"body is not valid JSON: {message}")

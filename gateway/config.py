@@ -108,6 +108,16 @@ class GatewayConfig:
     http_max_readings: int = 5000
     http_rate_per_s: float = 20.0
     http_burst: int = 100
+    # HTTP edge hardening: connection lifetime and count, failed authentications per
+    # client address (checked before authentication), audit repeats, HTTPS
+    http_idle_timeout_s: float = 15.0
+    http_body_timeout_s: float = 30.0
+    http_max_connections: int = 1000
+    http_auth_failures_per_s: float = 1.0
+    http_auth_failure_burst: int = 30
+    audit_repeat_window_s: float = 60.0
+    http_tls_cert: Path | None = None
+    http_tls_key: Path | None = None
     drain_timeout_s: float = 10.0
     # The interpreter's thread switch interval for the gateway process. Longer slices let
     # paho's thread take a run of messages and the committer a bigger batch: measured on
@@ -129,9 +139,25 @@ class GatewayConfig:
             "http_max_readings": self.http_max_readings >= 1,
             "http_rate_per_s": self.http_rate_per_s > 0,
             "http_burst": self.http_burst >= 1,
+            "http_idle_timeout_s": self.http_idle_timeout_s > 0,
+            "http_body_timeout_s": self.http_body_timeout_s > 0,
+            "http_max_connections": self.http_max_connections >= 1,
+            "http_auth_failures_per_s": self.http_auth_failures_per_s > 0,
+            "http_auth_failure_burst": self.http_auth_failure_burst >= 1,
+            "audit_repeat_window_s": self.audit_repeat_window_s >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"gateway config: out of range: {', '.join(bad)}")
+        if (self.http_tls_cert is None) != (self.http_tls_key is None):
+            given, missing = (
+                ("gateway_http_tls_cert", "gateway_http_tls_key")
+                if self.http_tls_cert is not None
+                else ("gateway_http_tls_key", "gateway_http_tls_cert")
+            )
+            raise ValueError(
+                f"gateway config: HTTPS needs a certificate and its key: {given} is set, "
+                f"{missing} is not (set both, or neither for plain HTTP)"
+            )
         if not (self.mqtt_enabled or self.http_enabled):
             raise ValueError("gateway config: enable MQTT, HTTP or both")

@@ -1,24 +1,29 @@
 """The HTTP door: ``POST /v1/telemetry`` plus health, readiness, metrics and OpenAPI (aiohttp).
 
-Order of checks, cheapest first, so hostile input costs little: draining (503), bearer
-token (401), per-device rate (429), content type and encoding (415), landing backpressure
-(503), declared length (413), then the body is read with limits enforced while it streams
-(413), parsed strictly (400), and every reading's claimed device, client and branch
-compared with the token's (403, audited). Readings are landed one envelope each, under the
-device's canonical topic, and the 202 is sent only after the group commit's fsync.
+Order of checks, cheapest first, so hostile input costs little: draining (503), the
+client address's budget of failed authentications (429, before the token is looked at),
+bearer token (401), per-device rate (429), content type and encoding (415), landing
+backpressure (503), declared length (413); only then ``100 Continue`` if the client asked
+for it, and the body is read within ``http_body_timeout_s`` (408) with limits enforced
+while it streams (413), parsed strictly (400), and every reading's claimed device, client
+and branch compared with the token's (403, audited). Claims are echoed and audited
+truncated, with the SHA-256 of the full value. Readings are landed one envelope each,
+under the device's canonical topic, and the 202 is sent only after the group commit's
+fsync.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.audit import AuditLog
@@ -28,11 +33,12 @@ from gateway.commit import GroupCommitter
 from gateway.config import GatewayConfig, canonical_topic
 from gateway.identity import DeviceIdentity
 from gateway.landing import Envelope, LandingError
+from gateway.limits import MAX_ADDRESSES, RateLimiter, address_key
 from gateway.metrics import GatewayMetrics
 from gateway.openapi import openapi_document
 from gateway.pressure import LandingMonitor
 
-__all__ = ["PROBLEM_BASE", "HttpDeps", "build_app", "problem"]
+__all__ = ["PROBLEM_BASE", "HttpDeps", "build_app", "problem", "problem_body"]
 
 log = logging.getLogger(__name__)
 
@@ -41,63 +47,63 @@ _TITLES = {
     400: "Malformed request",
     401: "Unauthorized",
     403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    408: "Request timeout",
     413: "Content too large",
     415: "Unsupported media type",
+    417: "Expectation failed",
     429: "Too many requests",
+    431: "Request header fields too large",
+    500: "Internal server error",
     503: "Service unavailable",
 }
 _JSON_TYPES = {"application/json": False, "application/x-ndjson": True}
 _CLAIMS = ("client_id", "branch_id")
 _READ_CHUNK = 64 * 1024
+_CLAIM_CHARS = 64  # a claim echoed or audited longer than this is cut, with its SHA-256
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def problem_body(status: int, reason: str, detail: str) -> bytes:
+    """The JSON of an RFC 9457 problem document; ``reason`` is the stable code."""
+    return orjson.dumps(
+        {
+            "type": PROBLEM_BASE + reason,
+            "title": _TITLES.get(status, "Error"),
+            "status": status,
+            "detail": detail,
+            "reason": reason,
+        }
+    )
 
 
 def problem(
-    status: int, reason: str, detail: str, *, retry_after: int | None = None
+    status: int,
+    reason: str,
+    detail: str,
+    *,
+    retry_after: int | None = None,
+    headers: dict[str, str] | None = None,
 ) -> web.Response:
-    """An RFC 9457 problem document; ``reason`` is the stable code clients can match."""
-    body = {
-        "type": PROBLEM_BASE + reason,
-        "title": _TITLES.get(status, "Error"),
-        "status": status,
-        "detail": detail,
-        "reason": reason,
-    }
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    """An RFC 9457 problem response; ``reason`` is the stable code clients can match."""
+    if retry_after is not None:
+        headers = {**(headers or {}), "Retry-After": str(retry_after)}
     return web.Response(
         status=status,
-        body=orjson.dumps(body),
+        body=problem_body(status, reason, detail),
         content_type="application/problem+json",
         headers=headers,
     )
 
 
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    stamp: float
-
-
-@dataclass(slots=True)
-class _RateLimiter:
-    """A token bucket per device (requests per second, with a burst)."""
-
-    rate_per_s: float
-    burst: int
-    buckets: dict[str, _Bucket] = field(default_factory=dict)
-
-    def take(self, key: str, now: float) -> float:
-        """0 if allowed (a token taken), else seconds until the next token."""
-        bucket = self.buckets.get(key)
-        if bucket is None:
-            bucket = self.buckets[key] = _Bucket(float(self.burst), now)
-        bucket.tokens = min(
-            float(self.burst), bucket.tokens + (now - bucket.stamp) * self.rate_per_s
-        )
-        bucket.stamp = now
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
-            return 0.0
-        return (1.0 - bucket.tokens) / self.rate_per_s
+def _shown(value: Any) -> str:
+    """A claim as echoed and audited: whole if short, else cut, with the full value's hash."""
+    text = value if isinstance(value, str) else orjson.dumps(value).decode()
+    if len(text) <= _CLAIM_CHARS:
+        return repr(text)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return f"{text[:_CLAIM_CHARS]!r}... ({len(text)} chars, sha256 {digest})"
 
 
 @dataclass(slots=True)
@@ -124,7 +130,11 @@ class _Handlers:
             max_depth=cfg.http_max_depth,
             max_readings=cfg.http_max_readings,
         )
-        self.limiter = _RateLimiter(cfg.http_rate_per_s, cfg.http_burst)
+        self.limiter = RateLimiter(cfg.http_rate_per_s, cfg.http_burst)
+        self.failures = RateLimiter(
+            cfg.http_auth_failures_per_s, cfg.http_auth_failure_burst, MAX_ADDRESSES
+        )
+        self.body_timeout_s = cfg.http_body_timeout_s
         self.openapi = orjson.dumps(openapi_document(cfg))
 
     def _reject(
@@ -148,21 +158,38 @@ class _Handlers:
             )
         return None
 
-    def _authenticate(self, request: web.Request) -> DeviceIdentity | web.Response:
+    def _authenticate(
+        self, request: web.Request, address: str, now: float
+    ) -> DeviceIdentity | web.Response:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         remote = request.remote
         book = self.d.books.book
         if scheme.lower() != "bearer" or not token.strip():
+            self.failures.take(address, now)
             self.d.audit.record("http_unauthorized", remote=remote, detail="no bearer token")
             return self._reject(401, "missing_token", "send Authorization: Bearer <token>")
         device = book.authenticate(token.strip()) if book is not None else None
         if device is None:
+            self.failures.take(address, now)
             self.d.audit.record(
                 "http_unauthorized", remote=remote, detail="unknown or revoked token"
             )
             return self._reject(401, "bad_token", "the token is unknown or revoked")
         return device
+
+    def _address_limited(self, request: web.Request, address: str, wait: float) -> web.Response:
+        self.d.audit.record(
+            "http_address_limited",
+            remote=request.remote,
+            detail=f"{address} failed authentication too often; refused before authentication",
+        )
+        return self._reject(
+            429,
+            "address_rate_limited",
+            "too many failed authentications from this address; retry later",
+            retry_after=max(1, int(wait + 0.999)),
+        )
 
     def _forbidden(
         self, device: DeviceIdentity, readings: Sequence[dict[str, Any]], remote: str | None
@@ -171,11 +198,11 @@ class _Handlers:
             claimed = reading.get("device_id")
             wrong: list[str] = []
             if claimed is not None and claimed != device.device_id:
-                wrong.append(f"device_id {claimed!r}")
+                wrong.append(f"device_id {_shown(claimed)}")
             for key in _CLAIMS:
                 value = reading.get(key)
                 if value is not None and value != getattr(device, key):
-                    wrong.append(f"{key} {value!r}")
+                    wrong.append(f"{key} {_shown(value)}")
             if wrong:
                 detail = (
                     f"reading {index} claims {', '.join(wrong)}; the token belongs to device "
@@ -196,11 +223,16 @@ class _Handlers:
         refused = self._unavailable() if self.d.draining() else None
         if refused is not None:
             return refused
-        auth = self._authenticate(request)
+        now = time.monotonic()
+        address = address_key(request.remote)
+        wait = self.failures.wait(address, now)
+        if wait > 0:
+            return self._address_limited(request, address, wait)
+        auth = self._authenticate(request, address, now)
         if isinstance(auth, web.Response):
             return auth
         device = auth
-        wait = self.limiter.take(device.device_id, time.monotonic())
+        wait = self.limiter.take(device.device_id, now)
         if wait > 0:
             return self._reject(
                 429,
@@ -230,14 +262,32 @@ class _Handlers:
             return self._reject(
                 413, "body_too_large", f"body exceeds {self.rules.max_body_bytes} bytes"
             )
+        if request.headers.get("Expect") is not None and request.version >= HttpVersion11:
+            # _expect let only 100-continue through; sent now that every check passed
+            await request.writer.write(_CONTINUE)
+            request.writer.output_size = 0  # as aiohttp's own expect handler does
         reader = BodyReader(self.rules, gzip=encoding == "gzip")
         try:
-            async for chunk in request.content.iter_chunked(_READ_CHUNK):
-                reader.feed(chunk)
+            content = request.content
+            # no timer when the whole body is already here (the common, small request)
+            async with asyncio.timeout(None if content.is_eof() else self.body_timeout_s):
+                async for chunk in content.iter_chunked(_READ_CHUNK):
+                    reader.feed(chunk)
             body = reader.finish()
             readings = parse_readings(body, self.rules, ndjson=_JSON_TYPES[media])
         except BodyError as exc:
             return self._reject(exc.status, exc.reason, exc.detail)
+        except TimeoutError:
+            response = self._reject(
+                408, "body_timeout", f"the body did not arrive within {self.body_timeout_s:g} s"
+            )
+            response.force_close()
+            return response
+        except web.RequestPayloadError as exc:
+            why = str(exc).split("\n", 1)[0][:200]
+            response = self._reject(400, "bad_body_framing", f"the body's framing is broken: {why}")
+            response.force_close()  # what follows on this connection cannot be trusted
+            return response
         forbidden = self._forbidden(device, readings, request.remote)
         if forbidden is not None:
             return forbidden
@@ -331,6 +381,14 @@ def _payload(reading: dict[str, Any]) -> bytes:
     return orjson.dumps(reading)
 
 
+async def _expect(request: web.Request) -> web.StreamResponse | None:
+    """``Expect``: ``100-continue`` is answered by the handler once the request passed
+    every check that needs no body (authentication first); anything else is 417."""
+    if request.headers.get("Expect", "").lower() == "100-continue":
+        return None
+    return problem(417, "expectation_failed", "only Expect: 100-continue is understood")
+
+
 @web.middleware
 async def _never_crash(
     request: web.Request, handler: Callable[[web.Request], Any]
@@ -339,7 +397,13 @@ async def _never_crash(
         response: web.StreamResponse = await handler(request)
     except web.HTTPException as exc:
         reason = exc.reason.lower().replace(" ", "_")
-        return problem(exc.status, reason, exc.text or exc.reason)
+        allow = exc.headers.get("Allow")
+        return problem(
+            exc.status,
+            reason,
+            exc.text or exc.reason,
+            headers={"Allow": allow} if allow is not None else None,
+        )
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return problem(500, "internal_error", "unexpected error; it was logged")
@@ -352,9 +416,12 @@ def build_app(deps: HttpDeps) -> web.Application:
     app = web.Application(
         middlewares=[_never_crash], client_max_size=deps.config.http_max_body_bytes
     )
-    app.router.add_post("/v1/telemetry", handlers.telemetry)
-    app.router.add_get("/healthz", handlers.healthz)
-    app.router.add_get("/readyz", handlers.readyz)
-    app.router.add_get("/metrics", handlers.metrics)
-    app.router.add_get("/openapi.json", handlers.openapi_json)
+    app.router.add_post("/v1/telemetry", handlers.telemetry, expect_handler=_expect)
+    for path, get in (
+        ("/healthz", handlers.healthz),
+        ("/readyz", handlers.readyz),
+        ("/metrics", handlers.metrics),
+        ("/openapi.json", handlers.openapi_json),
+    ):
+        app.router.add_get(path, get, expect_handler=_expect)
     return app

@@ -21,13 +21,31 @@ REASONS: dict[int, tuple[str, ...]] = {
         "not_a_reading",
         "no_readings",
         "bad_gzip",
+        "trailing_data",
+        "bad_body_framing",
+        # refused by the HTTP parser, before any handler
+        "bad_request",
+        "bad_request_line",
+        "bad_content_length",
+        "ambiguous_length",
+        "bad_transfer_encoding",
+        "bad_chunked_body",
     ),
     401: ("missing_token", "bad_token"),
     403: ("identity_mismatch",),
+    408: ("body_timeout",),
     413: ("body_too_large",),
     415: ("unsupported_media_type", "unsupported_charset", "unsupported_encoding"),
-    429: ("rate_limited",),
-    503: ("shutting_down", "landing_failed", "landing_disk_full", "processor_lag"),
+    417: ("expectation_failed",),
+    429: ("rate_limited", "address_rate_limited"),
+    431: ("header_too_large", "too_many_headers"),
+    503: (
+        "shutting_down",
+        "landing_failed",
+        "landing_disk_full",
+        "processor_lag",
+        "too_many_connections",
+    ),
 }
 
 
@@ -49,6 +67,7 @@ def _problem_response(status: int, text: str, retry: bool = False) -> dict[str, 
 
 
 def openapi_document(config: GatewayConfig) -> dict[str, Any]:
+    scheme = "https" if config.http_tls_cert is not None else "http"
     reading = {
         "type": "object",
         "description": "One reading, the energylake envelope (see docs/GATEWAY.md).",
@@ -77,7 +96,7 @@ def openapi_document(config: GatewayConfig) -> dict[str, Any]:
                 "device_id and seq, so retrying a request is safe)."
             ),
         },
-        "servers": [{"url": f"http://{config.http_host}:{config.http_port}"}],
+        "servers": [{"url": f"{scheme}://{config.http_host}:{config.http_port}"}],
         "components": {
             "securitySchemes": {
                 "deviceToken": {
@@ -168,16 +187,30 @@ def openapi_document(config: GatewayConfig) -> dict[str, Any]:
                                 }
                             },
                         },
-                        "400": _problem_response(400, "Malformed body."),
+                        "400": _problem_response(400, "Malformed request or body."),
                         "401": _problem_response(401, "No, unknown or revoked token."),
                         "403": _problem_response(
                             403, "A reading claims another device, client or branch (audited)."
                         ),
+                        "408": _problem_response(
+                            408,
+                            f"The body did not arrive within {config.http_body_timeout_s:g} s.",
+                        ),
                         "413": _problem_response(413, "Body or inflated body too large."),
                         "415": _problem_response(415, "Wrong Content-Type or Content-Encoding."),
-                        "429": _problem_response(429, "Over the device's rate.", retry=True),
+                        "417": _problem_response(417, "An Expect other than 100-continue."),
+                        "429": _problem_response(
+                            429,
+                            "Over the device's rate, or too many failed authentications "
+                            "from the client's address (checked before authentication).",
+                            retry=True,
+                        ),
+                        "431": _problem_response(431, "Header fields too long or too many."),
                         "503": _problem_response(
-                            503, "The landing log cannot take more now.", retry=True
+                            503,
+                            "The landing log cannot take more now, or the gateway serves as "
+                            "many connections as it may.",
+                            retry=True,
                         ),
                     },
                 }

@@ -9,6 +9,7 @@ consuming while ``reason`` is set, and both resume on their own once it clears.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import threading
@@ -19,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 __all__ = ["LagStats", "LandingMonitor", "Pressure", "landing_lag"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,5 +138,15 @@ class LandingMonitor:
             self._thread.join(5)
 
     def _run(self) -> None:
+        failing = False
         while not self._stop.wait(self._interval_s):
-            self.check()
+            try:
+                self.check()
+            except OSError as exc:  # e.g. no descriptor left (EMFILE): look again next tick
+                if not failing:
+                    log.error("landing monitor cannot look (keeps trying): %s", exc)
+                failing = True
+                continue
+            if failing:
+                log.info("landing monitor looks again")
+            failing = False

@@ -4,6 +4,11 @@
 requests, the MQTT consumer stops taking messages and lets in-flight ones be fsynced and
 acked, the HTTP listener closes once running requests are answered, the group commit
 writes what is queued and the open segment is closed into ``closed/`` for the processor.
+
+Start-up takes the HTTP port (and loads the HTTPS certificate) before anything else runs,
+so a port in use or a bad certificate stops the process at once with ``GatewayStartError``
+naming the cause and its exit code: ``EXIT_CONFIG`` (2) for a setting or file to fix,
+``EXIT_LISTEN`` (3) when the address cannot be bound (in use, not permitted).
 """
 
 from __future__ import annotations
@@ -11,25 +16,70 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
+import socket
+import ssl
 import sys
 from collections.abc import Callable
 
 from aiohttp import web
 
+from contracts.errors import EnergylakeError
 from gateway.audit import AuditLog
 from gateway.books import BookWatcher
 from gateway.commit import GroupCommitter
 from gateway.config import GatewayConfig
 from gateway.http import HttpDeps, build_app
 from gateway.landing import LandingWriter
+from gateway.listener import (
+    HttpListener,
+    ListenError,
+    LogThrottle,
+    open_listen_socket,
+    server_tls_context,
+    throttled_exception_handler,
+)
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import MqttConsumer
 from gateway.pressure import LandingMonitor, Pressure
 
-__all__ = ["Gateway"]
+__all__ = ["EXIT_CONFIG", "EXIT_LISTEN", "Gateway", "GatewayStartError"]
 
 log = logging.getLogger(__name__)
+
+EXIT_CONFIG = 2  # a setting or file is wrong: fix it; restarting will not help
+EXIT_LISTEN = 3  # the HTTP address cannot be bound (in use, not permitted)
+_FD_RESERVE = 256  # descriptors kept for segments, the broker, audit and the interpreter
+
+
+class GatewayStartError(EnergylakeError):
+    """The gateway cannot start; ``exit_code`` is EXIT_CONFIG or EXIT_LISTEN."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _fit_descriptor_limit(max_connections: int) -> None:
+    """Raise the soft descriptor limit towards the hard one when the connection cap needs
+    it; warn when it cannot (accepts then pause on EMFILE instead of serving the cap)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max_connections + _FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < want:
+        target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft < want:
+            log.warning(
+                "descriptor limit %d is below gateway_http_max_connections (%d) + %d: "
+                "raise `ulimit -n` (or LimitNOFILE) or lower the cap; meanwhile accepts "
+                "pause whenever descriptors run out",
+                soft,
+                max_connections,
+                _FD_RESERVE,
+            )
 
 
 class Gateway:
@@ -38,7 +88,7 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.metrics = GatewayMetrics()
-        self.audit = AuditLog(config.audit_dir)
+        self.audit = AuditLog(config.audit_dir, repeat_window_s=config.audit_repeat_window_s)
         self.books = BookWatcher(config.identity_book)
         self.committer = GroupCommitter(
             self._open_writer,
@@ -60,6 +110,9 @@ class Gateway:
         if config.mqtt_enabled:
             self.mqtt = MqttConsumer(config, self.committer, self.metrics, paused=self._mqtt_paused)
         self._stop: asyncio.Event | None = None
+        self._mqtt_started = False
+        self.throttle = LogThrottle()
+        self.listener: HttpListener | None = None
 
     def _open_writer(self) -> LandingWriter:
         cfg = self.config
@@ -74,6 +127,23 @@ class Gateway:
     def _on_pressure(self, pressure: Pressure) -> None:
         self.metrics.observe_pressure(pressure)
         self.books.refresh()  # same timer: a revoked token stops working within a tick
+        self.audit.flush_due()  # and the counts of repeated audit events whose window ended
+
+    def _bind_http(self) -> tuple[socket.socket, ssl.SSLContext | None]:
+        """The HTTP socket and TLS context, before anything else starts."""
+        cfg = self.config
+        try:
+            context = None
+            if cfg.http_tls_cert is not None and cfg.http_tls_key is not None:
+                context = server_tls_context(cfg.http_tls_cert, cfg.http_tls_key)
+            sock = open_listen_socket(cfg.http_host, cfg.http_port)
+        except ListenError as exc:
+            raise GatewayStartError(str(exc), EXIT_CONFIG if exc.config else EXIT_LISTEN) from exc
+        _fit_descriptor_limit(cfg.http_max_connections)
+        return sock, context
+
+    def _reject_connection(self, reason: str) -> None:
+        self.metrics.rejected.labels("http", reason).inc()
 
     def _mqtt_ready(self) -> bool | None:
         return self.mqtt.connected if self.mqtt is not None else None
@@ -91,14 +161,20 @@ class Gateway:
             self._stop.set()
 
     async def serve(self, on_ready: Callable[[], None] | None = None) -> None:
-        """Start everything, serve until ``request_stop()``, then drain and close."""
+        """Start everything, serve until ``request_stop()``, then drain and close.
+
+        Raises ``GatewayStartError`` before starting anything when the HTTP port cannot
+        be bound or the HTTPS certificate cannot be loaded.
+        """
         cfg = self.config
         self._stop = asyncio.Event()
-        self.committer.start()
-        self.monitor.start()
+        bound = self._bind_http() if cfg.http_enabled else None
         runner: web.AppRunner | None = None
         try:
-            if cfg.http_enabled:
+            self.committer.start()
+            self.monitor.start()
+            if bound is not None:
+                sock, context = bound
                 deps = HttpDeps(
                     config=cfg,
                     committer=self.committer,
@@ -110,20 +186,39 @@ class Gateway:
                     mqtt_ready=self._mqtt_ready,
                 )
                 runner = web.AppRunner(
-                    build_app(deps),
-                    access_log=None,
-                    handle_signals=False,
-                    shutdown_timeout=cfg.drain_timeout_s,
-                    auto_decompress=False,  # gzip is inflated by BodyReader, with a limit
+                    build_app(deps), handle_signals=False, shutdown_timeout=cfg.drain_timeout_s
                 )
                 await runner.setup()
-                site = web.TCPSite(runner, cfg.http_host, cfg.http_port, backlog=512)
-                await site.start()
+                assert runner.server is not None  # set by setup()
+                self.listener = HttpListener(
+                    runner.server,
+                    sock,
+                    max_connections=cfg.http_max_connections,
+                    handshake_timeout_s=cfg.http_idle_timeout_s,
+                    retry_after_s=cfg.retry_after_s,
+                    ssl_context=context,
+                    on_refused=self._reject_connection,
+                    throttle=self.throttle,
+                    handler_kwargs={
+                        "access_log": None,
+                        "auto_decompress": False,  # gzip is inflated by BodyReader, bounded
+                        # closes a connection whose next request's headers are not complete
+                        # this long after it opened or after the previous answer (data does
+                        # not extend it): the idle and the header read timeout
+                        "keepalive_timeout": cfg.http_idle_timeout_s,
+                        # a body refused early (413, 408) is drained this long at most, so
+                        # the client can read the answer before the connection closes
+                        "lingering_time": min(10.0, cfg.http_body_timeout_s),
+                    },
+                )
+                self.listener.start()
             if self.mqtt is not None:
                 self.mqtt.start()
+                self._mqtt_started = True
+            scheme = "https" if bound is not None and bound[1] is not None else "http"
             log.info(
                 "gateway ready: http=%s mqtt=%s landing=%s",
-                f"{cfg.http_host}:{cfg.http_port}" if cfg.http_enabled else "off",
+                f"{scheme}://{cfg.http_host}:{cfg.http_port}" if cfg.http_enabled else "off",
                 f"{cfg.mqtt_host}:{cfg.mqtt_port}" if self.mqtt else "off",
                 cfg.landing_dir,
             )
@@ -131,16 +226,20 @@ class Gateway:
                 on_ready()
             await self._stop.wait()
         finally:
+            if self.listener is None and bound is not None:
+                bound[0].close()  # start-up failed before the listener took the socket
             await self._drain(runner)
 
     async def _drain(self, runner: web.AppRunner | None) -> None:
         log.info("gateway draining")
         self._draining = True
         loop = asyncio.get_running_loop()
-        if self.mqtt is not None:
+        if self.mqtt is not None and self._mqtt_started:
             await loop.run_in_executor(None, self.mqtt.stop, self.config.drain_timeout_s)
+        if self.listener is not None:
+            self.listener.close()  # no new connections
         if runner is not None:
-            await runner.cleanup()  # closes the listener, waits for running requests
+            await runner.cleanup()  # closes idle connections, waits for running requests
         await loop.run_in_executor(None, self.committer.stop, self.config.drain_timeout_s)
         self.monitor.stop()
         self.audit.close()
@@ -152,6 +251,7 @@ class Gateway:
 
         async def main() -> None:
             loop = asyncio.get_running_loop()
+            loop.set_exception_handler(throttled_exception_handler(self.throttle))
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError):
                     loop.add_signal_handler(sig, self.request_stop)

@@ -50,6 +50,17 @@ def devices_provision(
         str | None,
         typer.Option(help="Account the broker runs as (default: the one running this)."),
     ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="Broker TLS listener: PEM certificate chain (with --tls-key)."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="Broker TLS listener: PEM key of --tls-cert.")
+    ] = None,
+    tls_port: Annotated[int, typer.Option(help="Port of the broker's TLS listener.")] = 8883,
+    tls_bind: Annotated[
+        str, typer.Option(help="Address of the broker's TLS listener.")
+    ] = "0.0.0.0",  # noqa: S104 - the listener devices on public networks reach
     data_dir: _DataDirOption = None,
     lake_uri: Annotated[str | None, typer.Option(help="Override lake_uri (path or s3://).")] = None,
 ) -> None:
@@ -77,7 +88,15 @@ def devices_provision(
             folder,
             credentials=secrets,
             gateway_user=gateway_user,
-            broker=BrokerOptions(port=broker_port, bind=broker_bind, user=broker_user),
+            broker=BrokerOptions(
+                port=broker_port,
+                bind=broker_bind,
+                user=broker_user,
+                tls_cert=tls_cert,
+                tls_key=tls_key,
+                tls_port=tls_port,
+                tls_bind=tls_bind,
+            ),
         )
     except (ProvisionError, LakeError) as exc:
         error(f"{exc}")
@@ -95,6 +114,8 @@ def devices_provision(
     changed = ", ".join(report.changed) or "nothing (already up to date)"
     console.print(f"rewrote: {changed}")
     console.print(f"broker: mosquitto -c {report.files['mosquitto.conf']}")
+    if tls_cert is not None:
+        console.print(f"broker TLS listener: {tls_bind}:{tls_port} (plain: {broker_bind})")
 
 
 @devices_app.command("revoke")

@@ -69,6 +69,15 @@ def build_gateway_config(
         http_max_readings=settings.gateway_http_max_readings,
         http_rate_per_s=settings.gateway_http_rate_per_s,
         http_burst=settings.gateway_http_burst,
+        # HTTP edge hardening and HTTPS
+        http_idle_timeout_s=settings.gateway_http_idle_timeout_s,
+        http_body_timeout_s=settings.gateway_http_body_timeout_s,
+        http_max_connections=settings.gateway_http_max_connections,
+        http_auth_failures_per_s=settings.gateway_http_auth_failures_per_s,
+        http_auth_failure_burst=settings.gateway_http_auth_failure_burst,
+        audit_repeat_window_s=settings.gateway_audit_repeat_window_s,
+        http_tls_cert=settings.gateway_http_tls_cert,
+        http_tls_key=settings.gateway_http_tls_key,
         drain_timeout_s=settings.gateway_drain_timeout_s,
         switch_interval_s=settings.gateway_switch_interval_ms / 1000.0,
     )
@@ -85,11 +94,13 @@ def _gateway(
     """Run the ingest gateway: MQTT consumer and HTTP server writing the landing log.
 
     Acknowledges (MQTT PUBACK, HTTP 202) only after the landing log's fsync. SIGTERM
-    drains: stop accepting, fsync, close the open segment, exit 0.
+    drains: stop accepting, fsync, close the open segment, exit 0. Exit 2: a setting or
+    file is wrong (the message names it); exit 3: the HTTP address cannot be bound (port
+    in use, not permitted).
     """
     from gateway.identity import IdentityError
     from gateway.landing import LandingError
-    from gateway.service import Gateway
+    from gateway.service import EXIT_CONFIG, Gateway, GatewayStartError
 
     settings = settings_from(
         data_dir=data_dir,
@@ -100,9 +111,12 @@ def _gateway(
     configure_logging(settings.log_level)
     try:
         Gateway(build_gateway_config(settings, mqtt=mqtt, http=http)).run()
+    except GatewayStartError as exc:
+        error(f"{exc}")
+        raise typer.Exit(exc.exit_code) from exc
     except (ValueError, LandingError, IdentityError, OSError) as exc:
         error(f"{exc}")
-        raise typer.Exit(2) from exc
+        raise typer.Exit(EXIT_CONFIG) from exc
 
 
 def _child_command(command: list[str]) -> list[str]:
@@ -123,8 +137,10 @@ def _run(
 ) -> None:
     """One-machine deployment: the gateway and `process --follow` as supervised children.
 
-    A child that dies is restarted with backoff. SIGTERM / SIGINT are forwarded to both;
-    exits 0 once both have drained and exited 0.
+    A child that dies is restarted with backoff; after more than --max-restarts failures
+    in a row within 10 s of starting, or when the gateway reports a configuration error
+    (exit 2), everything is stopped, with the reason, and run exits 1. SIGTERM / SIGINT
+    are forwarded to both; exits 0 once both have drained and exited 0.
     """
     settings = settings_from(data_dir=data_dir)
     common = ["--data-dir", str(settings.data_dir)]
@@ -139,11 +155,39 @@ def _run(
         ),
         "process": _child_command(["process", "--follow", *common]),
     }
-    code = _supervise(specs, max_restarts=max_restarts)
+    from gateway.service import EXIT_CONFIG, EXIT_LISTEN
+
+    code = _supervise(
+        specs,
+        max_restarts=max_restarts,
+        meanings={
+            "gateway": {
+                EXIT_CONFIG: "a setting or file is wrong",
+                EXIT_LISTEN: "it cannot listen on its HTTP port (in use or not permitted)",
+            }
+        },
+        fatal={"gateway": {EXIT_CONFIG}},
+    )
     raise typer.Exit(code)
 
 
-def _supervise(specs: dict[str, list[str]], *, max_restarts: int) -> int:
+_QUICK_S = 10.0  # a child that dies sooner after its start failed to start
+
+
+def _supervise(
+    specs: dict[str, list[str]],
+    *,
+    max_restarts: int,
+    meanings: dict[str, dict[int, str]] | None = None,
+    fatal: dict[str, set[int]] | None = None,
+) -> int:
+    """Run ``specs`` (name -> command) until a signal; restart what dies, within bounds.
+
+    ``meanings`` explains a child's exit codes in the messages; an exit code in
+    ``fatal`` is not retried (restarting cannot fix it).
+    """
+    meanings = meanings or {}
+    fatal = fatal or {}
     stopping = False
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -177,18 +221,28 @@ def _supervise(specs: dict[str, list[str]], *, max_restarts: int) -> int:
                     codes[name] = rc
                     del procs[name]
                     continue
-                quick = time.monotonic() - started[name] < 10.0
+                quick = time.monotonic() - started[name] < _QUICK_S
                 quick_failures[name] = quick_failures[name] + 1 if quick else 0
-                error(f"run: {name} exited with {rc}; restarting")
-                if quick_failures[name] > max_restarts:
-                    error(f"run: {name} keeps failing; stopping everything")
+                meaning = meanings.get(name, {}).get(rc)
+                why = f"exit {rc}" + (f": {meaning}; see its message above" if meaning else "")
+                del procs[name]
+                if rc in fatal.get(name, set()) or quick_failures[name] > max_restarts:
+                    reason = (
+                        "restarting cannot fix it"
+                        if rc in fatal.get(name, set())
+                        else f"it failed {quick_failures[name]} times in a row, each within "
+                        f"{_QUICK_S:g} s of starting"
+                    )
+                    error(f"run: {name} cannot run ({why}); {reason}; stopping everything")
                     stopping = True
                     codes[name] = rc or 1
-                    del procs[name]
                     continue
                 delay = min(30.0, 0.5 * 2 ** quick_failures[name])
+                error(
+                    f"run: {name} exited ({why}); restarting in {delay:g} s "
+                    f"(quick failures in a row: {quick_failures[name]} of at most {max_restarts})"
+                )
                 next_start[name] = time.monotonic() + delay
-                del procs[name]
             for name, cmd in specs.items():
                 if (
                     not stopping

@@ -13,7 +13,9 @@ writes, into one folder (default ``DATA_DIR/gateway/``):
 - ``identities.json``: the gateway's identity book (``gateway.identity``).
 - ``gateway-mqtt.json`` (0600): ``{"username": ..., "password": ...}``, the gateway's own
   MQTT account, generated once and kept.
-- ``mosquitto.conf``: ``infra/mosquitto/mosquitto.conf`` rendered with these paths.
+- ``mosquitto.conf``: ``infra/mosquitto/mosquitto.conf`` rendered with these paths; its
+  TLS listener is live when a certificate and key are given (``BrokerOptions.tls_cert``,
+  ``tls_key``), else rendered commented out.
 
 Secrets enter through a credentials file, ``{"version": 1, "devices": {device_id:
 token}}`` (mode 0600), exported by the fleet's onboarding; the simulator writes one for
@@ -104,6 +106,11 @@ class BrokerOptions:
     user: str | None = None  # default: the account running provision (owns the 0600 files)
     persistence_dir: Path | None = None  # default: OUT/mosquitto-data/
     pid_file: Path | None = None  # default: OUT/mosquitto.pid
+    # TLS listener for devices: on when both files are given (PEM chain and its key)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_port: int = 8883
+    tls_bind: str = "0.0.0.0"  # noqa: S104 - devices on public networks reach this one
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,14 +270,52 @@ def render_template(text: str, values: Mapping[str, object]) -> str:
     return out
 
 
+def _tls_values(options: BrokerOptions) -> dict[str, object]:
+    """The TLS listener's placeholders: live with both files, commented out with none."""
+    cert, key = options.tls_cert, options.tls_key
+    if (cert is None) != (key is None):
+        raise ProvisionError(
+            "the broker's TLS listener needs a certificate and its key: give both "
+            "--tls-cert and --tls-key, or neither"
+        )
+    if not 1 <= options.tls_port <= 65535 or options.tls_port == options.port:
+        raise ProvisionError(
+            f"broker TLS port {options.tls_port} must be within 1..65535 and differ from "
+            f"the plain port {options.port}"
+        )
+    if cert is None or key is None:
+        return {
+            "TLS": "#",
+            "TLS_PORT": options.tls_port,
+            "TLS_BIND": options.tls_bind,
+            "TLS_CERT": "/etc/mosquitto/certs/server.crt",
+            "TLS_KEY": "/etc/mosquitto/certs/server.key",
+        }
+    for path, what in ((cert, "certificate"), (key, "key")):
+        if not Path(path).is_file():
+            raise ProvisionError(f"TLS {what} {path} does not exist (a PEM file)")
+    return {
+        "TLS": "",
+        "TLS_PORT": options.tls_port,
+        "TLS_BIND": options.tls_bind,
+        "TLS_CERT": Path(cert).resolve(),
+        "TLS_KEY": Path(key).resolve(),
+    }
+
+
 def _broker_values(out_dir: Path, options: BrokerOptions) -> dict[str, object]:
     persistence = (options.persistence_dir or out_dir / "mosquitto-data").resolve()
-    for value, what in ((options.bind, "bind address"), (options.user or "", "user")):
+    for value, what in (
+        (options.bind, "bind address"),
+        (options.tls_bind, "TLS bind address"),
+        (options.user or "", "user"),
+    ):
         if value and not re.fullmatch(r"[A-Za-z0-9._:-]+", value):
             raise ProvisionError(f"broker {what} {value!r} is not a plain name")
     if not 1 <= options.port <= 65535:
         raise ProvisionError(f"broker port {options.port} is not within 1..65535")
     return {
+        **_tls_values(options),
         "USER": options.user or getpass.getuser(),
         "PID_FILE": (options.pid_file or out_dir / "mosquitto.pid").resolve(),
         "PERSISTENCE_DIR": f"{persistence}/",

@@ -178,6 +178,43 @@ class Settings(BaseSettings):
         default=["emaas/v1/+/+/{device}/telemetry", "tele/{device}/SENSOR"],
         description="Subscriptions, one per decoder; {device} marks the publisher's segment.",
     )
+    # --- gateway: HTTP edge limits and HTTPS (docs/GATEWAY.md "Edge limits", "HTTPS") ---
+    gateway_http_idle_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="Close a connection whose next request's headers are not complete "
+        "this long after it opened or after the previous answer (idle and header timeout).",
+    )
+    gateway_http_body_timeout_s: float = Field(
+        default=30.0, gt=0, description="Longest wait for a request's whole body (408)."
+    )
+    gateway_http_max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Open HTTP connections at most; one more is answered 503 and closed.",
+    )
+    gateway_http_auth_failures_per_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Failed authentications per client address (IPv6: per /64) per second, "
+        "checked before authentication (429).",
+    )
+    gateway_http_auth_failure_burst: int = Field(
+        default=30, ge=1, description="Failed authentications an address may burst."
+    )
+    gateway_audit_repeat_window_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Gateway audit: repeats of an event (same event, device, address) "
+        "within this window are written as one record with a count (0: every one).",
+    )
+    gateway_http_tls_cert: Path | None = Field(
+        default=None,
+        description="HTTPS: PEM certificate chain (with gateway_http_tls_key; both or none).",
+    )
+    gateway_http_tls_key: Path | None = Field(
+        default=None, description="HTTPS: PEM private key of gateway_http_tls_cert."
+    )
     gateway_http_host: str = Field(default="127.0.0.1", description="HTTP listen address.")
     gateway_http_port: int = Field(default=8080, ge=0, le=65535, description="HTTP port.")
     gateway_http_max_body_bytes: int = Field(

@@ -6,6 +6,9 @@ rows under the devices contract), runs the real ``pipelines.provision.provision`
 ``infra/mosquitto/mosquitto.conf`` rendered for 127.0.0.1, a free port and a persistence
 folder of its own), then starts ``/usr/sbin/mosquitto -c folder/mosquitto.conf``.
 
+``start_mosquitto(folder, tls=(cert, key))`` also renders the config's TLS listener (on
+127.0.0.1, a free port: ``Mosquitto.tls_port``) with that certificate and key.
+
 The ``mosquitto`` fixture in ``tests/conftest.py`` wraps it. A test gets the host and
 port, the gateway's account, every device's account (username = device id, password =
 its token), the identity book, and ``stop()`` (SIGTERM, the broker saves its database),
@@ -101,6 +104,7 @@ class Mosquitto:
     report: ProvisionReport
     host: str = HOST
     proc: subprocess.Popen[bytes] | None = None
+    tls_port: int | None = None  # the TLS listener's port when rendered with one
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -211,9 +215,14 @@ class Mosquitto:
 
 
 def start_mosquitto(
-    folder: Path, *, sim_config: SimConfig = DEFAULT_FLEET, attempts: int = 3
+    folder: Path,
+    *,
+    sim_config: SimConfig = DEFAULT_FLEET,
+    attempts: int = 3,
+    tls: tuple[Path, Path] | None = None,
 ) -> Mosquitto:
-    """Provision ``sim_config``'s fleet into ``folder`` and start a broker on a free port.
+    """Provision ``sim_config``'s fleet into ``folder`` and start a broker on a free port
+    (and a TLS listener with ``tls``, a PEM certificate chain and its key, on another).
 
     Fails the test (never skips) when the mosquitto binary is missing.
     """
@@ -226,6 +235,7 @@ def start_mosquitto(
     last: Exception | None = None
     for _attempt in range(attempts):
         port = free_port()
+        tls_port = free_port() if tls is not None else None
         report = provision(
             registry,
             folder,
@@ -235,6 +245,11 @@ def start_mosquitto(
                 bind=HOST,
                 persistence_dir=folder.parent / "mosquitto-data",
                 pid_file=folder.parent / "mosquitto.pid",
+                **(
+                    {"tls_cert": tls[0], "tls_key": tls[1], "tls_port": tls_port, "tls_bind": HOST}
+                    if tls is not None
+                    else {}
+                ),
             ),
         )
         devices = {
@@ -243,7 +258,7 @@ def start_mosquitto(
             )
             for d in fleet.devices
         }
-        broker = Mosquitto(folder, port, sim_config, fleet, devices, report)
+        broker = Mosquitto(folder, port, sim_config, fleet, devices, report, tls_port=tls_port)
         try:
             broker.start()
         except RuntimeError as exc:  # e.g. the port was taken between probe and bind

@@ -3,7 +3,9 @@ HTTP client (used by tests/gateway, tests/e2e, tests/simulator and bench/ingest.
 
 ``start_gateway`` runs ``python -m pipelines.cli_gateway gateway`` (the real command) as a
 subprocess configured through ENERGYLAKE_* variables, waits for ``/healthz``, and the test
-ends it by its PID (``terminate()`` sends SIGTERM and returns the exit code).
+ends it by its PID (``terminate()`` sends SIGTERM and returns the exit code). Given an
+``ssl_context`` (a client context trusting the test's CA) it talks HTTPS. ``raw`` sends
+bytes exactly as given over a plain socket and parses the answer.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import http.client
 import json
 import os
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -49,8 +53,17 @@ def request(
     *,
     chunked: bool = False,
     timeout: float = 10.0,
+    ssl_context: ssl.SSLContext | None = None,
+    source: str | None = None,
 ) -> Reply:
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    bind = (source, 0) if source is not None else None
+    conn = (
+        http.client.HTTPSConnection(
+            HOST, port, timeout=timeout, context=ssl_context, source_address=bind
+        )
+        if ssl_context is not None
+        else http.client.HTTPConnection(HOST, port, timeout=timeout, source_address=bind)
+    )
     try:
         if chunked and body is not None:
             conn.putrequest(method, path)
@@ -72,6 +85,16 @@ def request(
         return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
     finally:
         conn.close()
+
+
+def raw(port: int, data: bytes, *, timeout: float = 10.0) -> Reply:
+    """Send ``data`` as is on a new connection; the answer parsed by http.client."""
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.sendall(data)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        headers = {k.lower(): v for k, v in response.getheaders()}
+        return Reply(response.status, headers, response.read())
 
 
 def make_book(path: Path, devices: list[tuple[str, str, str]]) -> dict[str, str]:
@@ -100,6 +123,7 @@ class GatewayProc:
     port: int
     data_dir: Path
     log_path: Path
+    ssl_context: ssl.SSLContext | None = None
 
     @property
     def landing(self) -> Path:
@@ -110,10 +134,12 @@ class GatewayProc:
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         headers.update(kw.pop("headers", {}))
-        return request(self.port, "POST", "/v1/telemetry", body, headers, **kw)
+        return request(
+            self.port, "POST", "/v1/telemetry", body, headers, ssl_context=self.ssl_context, **kw
+        )
 
     def get(self, path: str) -> Reply:
-        return request(self.port, "GET", path)
+        return request(self.port, "GET", path, ssl_context=self.ssl_context)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -135,8 +161,11 @@ def start_gateway(
     args: list[str] | None = None,
     *,
     port: int | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    preexec_fn: Any = None,
 ) -> GatewayProc:
-    """Start the gateway on ``port`` (a free one by default) and wait for ``/healthz``."""
+    """Start the gateway on ``port`` (a free one by default) and wait for ``/healthz``
+    (over HTTPS with ``ssl_context``); ``preexec_fn`` runs in the child (e.g. setrlimit)."""
     port = port or free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ENERGYLAKE_")}
     full_env.update(
@@ -158,8 +187,9 @@ def start_gateway(
             stdin=subprocess.DEVNULL,
             env=full_env,
             cwd=data_dir,
+            preexec_fn=preexec_fn,
         )
-    gw = GatewayProc(proc, port, data_dir, log_path)
+    gw = GatewayProc(proc, port, data_dir, log_path, ssl_context)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -175,9 +205,12 @@ def start_gateway(
 
 @contextlib.contextmanager
 def running_gateway(
-    data_dir: Path, env: dict[str, str] | None = None, args: list[str] | None = None
+    data_dir: Path,
+    env: dict[str, str] | None = None,
+    args: list[str] | None = None,
+    **kw: Any,
 ) -> Iterator[GatewayProc]:
-    gw = start_gateway(data_dir, env, args)
+    gw = start_gateway(data_dir, env, args, **kw)
     try:
         yield gw
     finally:

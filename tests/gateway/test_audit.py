@@ -1,0 +1,81 @@
+"""AuditLog on disk: repeats folded into counted records, nothing lost, memory bounded;
+and the failed-authentication buckets stay bounded whatever the number of addresses."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import orjson
+
+from gateway.audit import AuditLog
+from gateway.limits import MAX_ADDRESSES, RateLimiter
+
+
+def _records(folder: Path) -> list[dict[str, object]]:
+    return [
+        orjson.loads(line)
+        for f in sorted(folder.glob("*.jsonl"))
+        for line in f.read_bytes().splitlines()
+    ]
+
+
+def test_repeats_are_counted_and_written_when_their_window_ends(tmp_path: Path) -> None:
+    audit = AuditLog(tmp_path, repeat_window_s=0.2)
+    for i in range(5):
+        audit.record("http_unauthorized", remote="10.0.0.1", detail=f"attempt {i}")
+    audit.record("http_unauthorized", remote="10.0.0.2", detail="other address")
+    first = _records(tmp_path)
+    assert [(r["remote"], r["count"]) for r in first] == [("10.0.0.1", 1), ("10.0.0.2", 1)]
+    audit.flush_due()  # the window has not ended: nothing more yet
+    assert len(_records(tmp_path)) == 2
+    time.sleep(0.25)
+    audit.flush_due()
+    records = _records(tmp_path)
+    assert len(records) == 3
+    folded = records[2]
+    assert (folded["remote"], folded["count"]) == ("10.0.0.1", 4)
+    assert "attempt 4" in str(folded["detail"])
+    assert str(folded["first_ts"]) <= str(folded["last_ts"])
+    # a new window starts with a record written at once again
+    audit.record("http_unauthorized", remote="10.0.0.1", detail="later")
+    audit.close()
+    assert [r["count"] for r in _records(tmp_path)] == [1, 1, 4, 1]
+
+
+def test_close_writes_pending_counts_and_too_many_kinds_flush_early(tmp_path: Path) -> None:
+    audit = AuditLog(tmp_path, repeat_window_s=3600, max_kinds=3)
+    for remote in ("a", "b", "c"):
+        audit.record("http_unauthorized", remote=remote)
+        audit.record("http_unauthorized", remote=remote)
+    assert len(_records(tmp_path)) == 3
+    audit.record("http_unauthorized", remote="d")  # a fourth kind: the held counts go out
+    records = _records(tmp_path)
+    assert [r["remote"] for r in records] == ["a", "b", "c", "a", "b", "c", "d"]
+    assert ["first_ts" in r for r in records] == [False] * 3 + [True] * 3 + [False]
+    audit.record("http_unauthorized", remote="d")
+    audit.close()
+    assert sum(int(str(r["count"])) for r in _records(tmp_path)) == 8  # every event counted
+
+
+def test_without_a_window_every_event_is_a_record_as_before(tmp_path: Path) -> None:
+    audit = AuditLog(tmp_path, component="pipeline")
+    for _ in range(3):
+        audit.record("branch_mismatch", device_id="m-1", detail="same")
+    audit.close()
+    records = _records(tmp_path)
+    assert len(records) == 3
+    assert all("count" not in r for r in records)  # the pipeline's format is unchanged
+
+
+def test_failed_authentication_buckets_stay_bounded() -> None:
+    limiter = RateLimiter(1.0, 5, MAX_ADDRESSES)
+    now = 1000.0
+    for i in range(3 * MAX_ADDRESSES):
+        limiter.take(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", now)
+    assert len(limiter.buckets) <= MAX_ADDRESSES
+    # a drained address is still held back right after, whatever the churn
+    for _ in range(6):
+        limiter.take("192.0.2.1", now)
+    assert limiter.wait("192.0.2.1", now) > 0
+    assert limiter.wait("192.0.2.1", now + 10) == 0  # and refills
