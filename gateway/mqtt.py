@@ -355,10 +355,13 @@ class MqttConsumer:
 
     def connect(self) -> None:
         cfg = self._config
-        self._client.connect_async(cfg.mqtt_host, cfg.mqtt_port, keepalive=cfg.mqtt_keepalive_s)
-        self._client.loop_start()
+        # Intake first: the broker sends what it queued right after CONNACK, and a message
+        # paho's thread sees before intake would be neither landed nor acked (left in
+        # flight until the next reconnect).
         with self._lock:
             self._intake = True
+        self._client.connect_async(cfg.mqtt_host, cfg.mqtt_port, keepalive=cfg.mqtt_keepalive_s)
+        self._client.loop_start()
         self.running = True
 
     def stop_intake(self) -> None:

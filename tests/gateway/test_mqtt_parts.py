@@ -118,7 +118,8 @@ LINES = (
 def test_drop_episodes_are_parsed_with_their_time() -> None:
     episodes = parse_drops(LINES)
     assert [e.client for e in episodes] == ["gw.acme", "gw.zeta"]
-    assert episodes[1].at is not None and episodes[1].at.year == 2026
+    assert episodes[1].at is not None
+    assert episodes[1].at.year == 2026
 
 
 def test_the_broker_log_tail_reads_each_episode_once_across_restarts_and_rotation(
@@ -126,7 +127,8 @@ def test_the_broker_log_tail_reads_each_episode_once_across_restarts_and_rotatio
 ) -> None:
     log, state = tmp_path / "mosquitto.log", tmp_path / "position.json"
     tail = BrokerLogTail(log, state)
-    assert tail.poll() == [] and not tail.readable
+    assert tail.poll() == []
+    assert not tail.readable
     log.write_bytes(LINES[:120])  # ends mid-line: only whole lines are taken
     first = tail.poll()
     assert tail.readable
@@ -138,5 +140,6 @@ def test_the_broker_log_tail_reads_each_episode_once_across_restarts_and_rotatio
     os.replace(log, tmp_path / "mosquitto.log.1")  # rotated: the new file from its start
     log.write_bytes(LINES)
     assert [e.client for e in BrokerLogTail(log, state).poll()] == ["gw.acme", "gw.zeta"]
-    assert read_drops(log) is not None and len(read_drops(log) or []) == 2
+    assert read_drops(log) is not None
+    assert len(read_drops(log) or []) == 2
     assert read_drops(tmp_path / "missing.log") is None
