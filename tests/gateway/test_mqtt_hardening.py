@@ -18,15 +18,17 @@ from pathlib import Path
 import orjson
 import paho.mqtt.client as mqtt
 import psutil
+import pyarrow.compute as pc
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from contracts import load_registry
 from gateway.landing import Envelope, iter_segment_tables, read_segment
 from gateway.topics import BAD_TOPIC_PREFIX
+from pipelines.provision import BrokerOptions, provision
 from pipelines.status import broker_drops
 from simulator.config import SimConfig
-from tests.brokers import DeviceAccount, Mosquitto, start_mosquitto
+from tests.brokers import DeviceAccount, Mosquitto, fleet_registry, start_mosquitto
 from tests.gateway.conftest import GatewayProc, landed, start_gateway, wait_for
 from transforms.decode import DecodeSchema, decode_chunk
 from transforms.frames import ROW, Chunk
@@ -368,3 +370,54 @@ def test_bloated_topics_land_bounded_once_each_and_the_gateway_does_not_grow(
 def _reject_rows(chunk: Chunk) -> tuple[list[int], list[str]]:
     rejects = chunk.rejects
     return rejects[ROW].to_list(), rejects["reason_code"].to_list()
+
+
+def test_devices_and_tenants_provisioned_while_the_gateway_runs_are_taken_at_once(
+    small_queues: Mosquitto,
+) -> None:
+    """Sessions subscribe by device, so a device provisioned later must be subscribed
+    before the broker lets it in: the gateway reloads the session book (a new tenant gets
+    its own session) and only then is the broker reloaded."""
+    broker = small_queues
+    fleet, registry = fleet_registry(TWO_TENANTS)
+    meters = [d for d in broker.devices.values() if d.kind == "meter"]
+    late_device = meters[0]  # one device of the first tenant ...
+    late_tenant = next(m.client_id for m in meters if m.client_id != late_device.client_id)
+    early = registry.filter(
+        pc.and_(
+            pc.not_equal(registry["device_id"], late_device.device_id),
+            pc.not_equal(registry["client_id"], late_tenant),  # ... and a whole tenant
+        )
+    )
+    options = BrokerOptions(
+        port=broker.port,
+        bind=broker.host,
+        persistence_dir=broker.data_dir / "mosquitto-data",
+        pid_file=broker.data_dir / "mosquitto.pid",
+        max_queued_messages=QUEUE,
+        sys_interval_s=1,
+    )
+    kept = set(early["device_id"].to_pylist())
+    tokens = {d: t for d, t in fleet.tokens.items() if d in kept}
+    provision(early, broker.folder, credentials=tokens, broker=options)
+    broker.reload()
+    gw = _gateway(broker)
+    try:
+        sessions_before = {s.username for s in broker.sessions.sessions}
+        provision(registry, broker.folder, credentials=fleet.tokens, broker=options)
+        new_session = broker.session_of(meters[-1].device_id).username
+        assert new_session not in sessions_before
+        time.sleep(1.0)  # the operator reloads the broker after provisioning
+        broker.reload()
+        assert wait_for(lambda: gw.get("/readyz").status == 200, 15), gw.get("/readyz").body
+        late = [late_device, next(m for m in meters if m.client_id == late_tenant)]
+        for device in late:
+            client = _device(broker, device)
+            _publish_all(client, [(device.topic, _payload(device.device_id, 7))])
+            _close(client)
+        assert wait_for(
+            lambda: all(7 in _seqs(landed(gw.landing), d.device_id) for d in late), 10
+        ), [(d.device_id, _seqs(landed(gw.landing), d.device_id)) for d in late]
+        assert gw.terminate() == 0
+    finally:
+        gw.kill()

@@ -143,3 +143,41 @@ def test_the_broker_log_tail_reads_each_episode_once_across_restarts_and_rotatio
     assert read_drops(log) is not None
     assert len(read_drops(log) or []) == 2
     assert read_drops(tmp_path / "missing.log") is None
+
+
+def test_status_shows_broker_drops_per_tenant_and_exits_1(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    data_dir = tmp_path / "data"
+    gateway = data_dir / "gateway"
+    gateway.mkdir(parents=True)
+    book = SessionBook("p", assign_sessions([("em-1", "acme"), ("em-2", "zeta")], "gw"))
+    (gateway / "gateway-mqtt.json").write_bytes(session_book_json(book))
+    runner = CliRunner()
+    quiet = runner.invoke(app, ["status", "--json", "--data-dir", str(data_dir)])
+    assert quiet.exit_code == 0, quiet.output
+    assert json.loads(quiet.output)["broker"]["readable"] is False  # no log yet: said so
+
+    def at(delta: timedelta) -> str:
+        local = datetime.now(UTC).astimezone()  # the broker writes its local time
+        return (local + delta).strftime("%Y-%m-%dT%H:%M:%S")
+
+    (gateway / "mosquitto.log").write_text(
+        f"{at(timedelta(days=-3))}: Outgoing messages are being dropped for client gw.zeta.\n"
+        f"{at(timedelta(minutes=-5))}: New connection from 127.0.0.1:5000 on port 1883.\n"
+        f"{at(timedelta(minutes=-4))}: Outgoing messages are being dropped for client gw.acme.\n"
+    )
+    result = runner.invoke(app, ["status", "--json", "--data-dir", str(data_dir)])
+    assert result.exit_code == 1, result.output
+    broker = json.loads(result.output)["broker"]
+    assert broker["episodes"] == 1  # the one of three days ago is outside the 24 h window
+    assert [(r["session"], r["tenant"], r["episodes"]) for r in broker["sessions"]] == [
+        ("gw.acme", "acme", 1)
+    ]
+    text = runner.invoke(app, ["status", "--data-dir", str(data_dir)])
+    assert text.exit_code == 1
+    assert "gw.acme (tenant acme): 1 episode(s)" in text.output
