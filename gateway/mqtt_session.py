@@ -234,6 +234,9 @@ class MqttConsumer:
         self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[Any], properties: Any
     ) -> None:
         failed = [r for r in reasons if getattr(r, "is_failure", False)]
+        with self._lock:
+            if failed:  # subscribe everything again at the next connect
+                self._synced = None
         if failed:
             log.error(
                 "MQTT session %s: broker refused %d subscription(s): %s",
