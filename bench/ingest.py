@@ -49,7 +49,7 @@ from aiohttp import ClientSession, TCPConnector, web
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.landing import read_segment
-from tests.brokers import Mosquitto, start_mosquitto
+from tests.brokers import DeviceAccount, Mosquitto, start_mosquitto
 from tests.gateway.conftest import free_port, make_book
 
 
@@ -63,21 +63,31 @@ def _client(broker: Mosquitto, user: str, password: str, *, clean: bool = True) 
     return client
 
 
+def _meter(broker: Mosquitto) -> DeviceAccount:
+    return next(d for d in broker.devices.values() if d.kind == "meter")
+
+
+def _account(broker: Mosquitto) -> str:
+    """The gateway session (one per tenant) that takes the backlog device's topics."""
+    return broker.session_of(_meter(broker).device_id).username
+
+
 def _session(broker: Mosquitto) -> None:
     """Create the gateway's persistent session with its subscription, then leave."""
-    client = _client(broker, broker.gateway_username, broker.gateway_password, clean=False)
+    client = _client(broker, _account(broker), broker.gateway_password, clean=False)
     client.connect(broker.host, broker.port)
     client.loop_start()
     done = threading.Event()
     client.on_subscribe = lambda *a: done.set()
-    client.subscribe("emaas/v1/+/+/+/telemetry", qos=1)
+    # the device's own filter, as the gateway subscribes it
+    client.subscribe(f"emaas/v1/+/+/{_meter(broker).device_id}/telemetry", qos=1)
     done.wait(5)
     client.disconnect()
     client.loop_stop()
 
 
 def _backlog(broker: Mosquitto, count: int) -> None:
-    device = next(d for d in broker.devices.values() if d.kind == "meter")
+    device = _meter(broker)
     client = _client(broker, device.username, device.password)
     client.connect(broker.host, broker.port)
     client.loop_start()
@@ -109,7 +119,7 @@ def _plain_drain(broker: Mosquitto, count: int) -> float:
         if len(stamps) >= count:
             done.set()
 
-    client = _client(broker, broker.gateway_username, broker.gateway_password, clean=False)
+    client = _client(broker, _account(broker), broker.gateway_password, clean=False)
     client.on_message = on_message
     client.connect(broker.host, broker.port)
     client.loop_start()

@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.sessions import MqttSession
+
 __all__ = [
     "CANONICAL_PATTERN",
     "DEFAULT_TOPIC_PATTERNS",
@@ -98,6 +100,16 @@ class GatewayConfig:
     mqtt_keepalive_s: int = 30
     mqtt_reconnect_min_s: float = 0.5
     mqtt_reconnect_max_s: float = 30.0
+    # MQTT hardening (issue 12): sessions per tenant, topic bounds, floods, broker drops.
+    # None: one session (mqtt_username / mqtt_client_id) taking every device topic.
+    mqtt_sessions: tuple[MqttSession, ...] | None = None
+    mqtt_session_book: Path | None = None  # reloaded when it changes (new devices, tenants)
+    mqtt_max_topic_bytes: int = 256
+    mqtt_topic_cache_bytes: int = 16 * 1024 * 1024  # all sessions' topic caches together
+    mqtt_flood_messages: int = 6000  # per device and window before a flood is audited
+    mqtt_flood_window_s: float = 60.0
+    mqtt_broker_log: Path | None = None  # Mosquitto's log file (drop episodes)
+    mqtt_broker_log_state: Path | None = None  # where the position in it is kept
     # HTTP
     http_enabled: bool = True
     http_host: str = "127.0.0.1"
@@ -145,6 +157,10 @@ class GatewayConfig:
             "http_auth_failures_per_s": self.http_auth_failures_per_s > 0,
             "http_auth_failure_burst": self.http_auth_failure_burst >= 1,
             "audit_repeat_window_s": self.audit_repeat_window_s >= 0,
+            "mqtt_max_topic_bytes": self.mqtt_max_topic_bytes >= 32,
+            "mqtt_topic_cache_bytes": self.mqtt_topic_cache_bytes >= 64 * 1024,
+            "mqtt_flood_messages": self.mqtt_flood_messages >= 1,
+            "mqtt_flood_window_s": self.mqtt_flood_window_s > 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -71,6 +71,45 @@ class GatewayMetrics:
             "1 while the MQTT consumer is connected to the broker.",
             registry=r,
         )
+        # MQTT hardening (issue 12): sessions, retained replays, topics, floods, broker drops
+        self.mqtt_session_connected = Gauge(
+            "energylake_gateway_mqtt_session_connected",
+            "1 while this MQTT session (one per tenant or shard) is connected and subscribed.",
+            ["session"],
+            registry=r,
+        )
+        self.mqtt_retained_skipped = Counter(
+            "energylake_gateway_mqtt_retained_skipped",
+            "Retained replays acked and not landed (the live copy was landed when published).",
+            registry=r,
+        )
+        self.mqtt_bad_topics = Counter(
+            "energylake_gateway_mqtt_bad_topics",
+            "Messages landed under a bad-topic marker (too long, or a segment not an id).",
+            ["reason"],
+            registry=r,
+        )
+        self.mqtt_floods = Counter(
+            "energylake_gateway_mqtt_device_floods",
+            "Device windows over the flood budget (each audited as mqtt_device_flood).",
+            registry=r,
+        )
+        self.broker_drop_episodes = Counter(
+            "energylake_gateway_broker_drop_episodes",
+            "Times the broker started dropping messages queued for a session (its log).",
+            ["session"],
+            registry=r,
+        )
+        self.broker_dropped = Gauge(
+            "energylake_gateway_broker_dropped_messages",
+            "Messages the broker dropped since it started, all sessions ($SYS counter).",
+            registry=r,
+        )
+        self.broker_log_readable = Gauge(
+            "energylake_gateway_broker_log_readable",
+            "1 while the broker log (drop episodes) can be read.",
+            registry=r,
+        )
         self.inflight = Gauge(
             "energylake_gateway_inflight_records",
             "Records received and not yet durable (not yet acknowledged).",

@@ -1,271 +1,279 @@
-"""The MQTT door: a persistent QoS 1 session that acks each message only after its fsync.
+"""The MQTT door: the gateway's persistent sessions, one per tenant (or shard).
 
-paho-mqtt 2.x with a stable client id, ``clean_session=False`` and ``manual_ack=True``:
-each message is landed through the group commit, and its PUBACK is sent from the commit
-callback. A message that is not on disk is never acked, so the broker keeps it in the
-session and sends it again after a reconnect (the pipeline deduplicates on device_id and
-seq). With manual acks the broker stops delivering at its ``max_inflight_messages``, which
-bounds what the gateway holds in memory.
+Sessions (``gateway/sessions.py``): one ``MqttConsumer`` (``gateway/mqtt_session.py``) per
+session, each its own broker account, persistent session and bounded broker queue,
+subscribed to its devices' topics by the device segment, so one device or tenant that
+floods while the gateway is away can only overflow its own session's queue. ``MqttDoor``
+runs them with one supervisor thread and one acker thread:
 
-Acks are sent from paho's own network thread: the committer hands each batch's message
-ids back through an ``Inbox`` callback, and the next ``on_message`` sends them (so no
-other thread wakes paho's for every ack). When no message comes to carry them (the
-broker waits for acks, or the stream is idle), a small acker thread sends what is left
-after ``_ACK_GRACE_S``.
-
-Backpressure: while ``paused()`` is true (landing disk full, writer failed, processor lag)
-the consumer disconnects and stays away; the broker queues for the persistent session.
-It reconnects, with exponential backoff, once the condition clears. Paho's own network
-thread (``loop_start``) does the I/O, so acks from the committer thread are queued safely.
+- backpressure: while ``paused()`` is true (landing disk full, writer failed, processor
+  lag) every session lets in-flight messages be acked, disconnects and stays away; the
+  broker queues for each. They reconnect, with exponential backoff, once it clears;
+- the session book is reloaded when it changes: new devices are subscribed and new
+  tenants get their session without a restart;
+- floods (a device over ``mqtt_flood_messages`` per window) and bad topics are audited,
+  one record per device and window with the count;
+- the broker's log is tailed for drop episodes (metric and audit record per session),
+  and the first session reads the broker's count of dropped messages ($SYS).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
-from gateway.commit import CommitterClosedError, GroupCommitter
+from gateway.audit import AuditLog
+from gateway.brokerlog import BrokerLogTail
+from gateway.commit import GroupCommitter
 from gateway.config import GatewayConfig
-from gateway.landing import Envelope
 from gateway.metrics import GatewayMetrics
+from gateway.mqtt_session import MqttConsumer
+from gateway.sessions import MqttSession, SessionBookError, read_session_book
 
-__all__ = ["MqttConsumer"]
+__all__ = ["MqttConsumer", "MqttDoor"]
 
 log = logging.getLogger(__name__)
-_IDENTITY_CACHE = 100_000  # topics remembered (a fleet's worth); cleared when full
 _ACK_GRACE_S = 0.002  # how long acks wait for paho's thread before the acker sends them
-_MID_BITS = 16  # a token is mid | qos << 16
+_MIN_CACHE_BYTES = 64 * 1024
 
 
-class MqttConsumer:
-    """Subscribes to the configured patterns and lands every message before acking it."""
+class MqttDoor:
+    """Every MQTT session of the gateway, with one supervisor and one acker thread."""
 
     def __init__(
         self,
         config: GatewayConfig,
         committer: GroupCommitter,
         metrics: GatewayMetrics,
+        audit: AuditLog | None = None,
         *,
         paused: Callable[[], bool] = lambda: False,
     ) -> None:
         self._config = config
         self._committer = committer
         self._metrics = metrics
+        self._audit = audit
         self._paused = paused
-        self._lock = threading.Lock()
-        self._identities: dict[str, str] = {}
-        # Submitted and completed envelopes: each counter has one writing thread (paho's,
-        # the committer's), so no lock is taken per message; pending is their difference.
-        self._submitted = 0
-        self._completed = 0
-        self._accepted = metrics.accepted.labels("mqtt")
-        self._landing_failed = metrics.rejected.labels("mqtt", "landing_failed")
-        self._inbox = committer.inbox(self._landed)
-        self._acks: deque[int] = deque()  # tokens on disk, not yet acked
+        self._password = config.mqtt_password
+        sessions = config.mqtt_sessions
+        if sessions is None:
+            sessions = (MqttSession(config.mqtt_username or config.mqtt_client_id),)
+        self._cache_bytes = max(
+            _MIN_CACHE_BYTES, config.mqtt_topic_cache_bytes // max(1, len(sessions))
+        )
         self._ack_wake = threading.Event()
-        self._acker = threading.Thread(target=self._ack_loop, name="mqtt-acker", daemon=True)
-        self._intake = False  # accept messages into the landing log
-        self._running = False  # paho's network thread is (meant to be) running
+        self._consumers: dict[str, MqttConsumer] = {}
+        for session in sessions:
+            self._add(session)
+        self._book_stamp = self._stamp()
+        self._tail = (
+            BrokerLogTail(config.mqtt_broker_log, config.mqtt_broker_log_state)
+            if config.mqtt_broker_log is not None
+            else None
+        )
+        self._started = False
         self._stop = threading.Event()
-        self._connected = threading.Event()
-        self.connects = 0
-        self._client = self._new_client()
         self._supervisor = threading.Thread(target=self._supervise, name="mqtt-supervisor")
         self._supervisor.daemon = True
+        self._acker = threading.Thread(target=self._ack_loop, name="mqtt-acker", daemon=True)
+
+    def _add(self, session: MqttSession) -> MqttConsumer:
+        legacy = self._config.mqtt_sessions is None
+        consumer = MqttConsumer(
+            self._config,
+            session,
+            self._committer,
+            self._metrics,
+            password=self._password,
+            client_id=self._config.mqtt_client_id if legacy else session.username,
+            cache_bytes=self._cache_bytes,
+            ack_wake=self._ack_wake,
+            watch_drops=not self._consumers,  # the first session reads the broker's counter
+        )
+        self._consumers[session.username] = consumer
+        return consumer
 
     # -- public
 
-    def _pending(self) -> int:
-        """Envelopes submitted whose callback has not run yet."""
-        return self._submitted - self._completed
+    @property
+    def consumers(self) -> list[MqttConsumer]:
+        return list(self._consumers.values())
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set()
+        """Every session connected and subscribed (what /readyz reports)."""
+        return all(c.ready for c in self.consumers)
+
+    def wait_connected(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.connected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.connected
 
     def start(self) -> None:
+        self._started = True
         self._supervisor.start()
         self._acker.start()
 
-    def wait_connected(self, timeout: float) -> bool:
-        return self._connected.wait(timeout)
-
     def stop(self, timeout: float = 10.0) -> None:
         """Stop taking messages, let in-flight ones reach disk and be acked, disconnect."""
-        with self._lock:
-            self._intake = False
+        consumers = self.consumers
+        for c in consumers:
+            c.stop_intake()
         deadline = time.monotonic() + timeout
-        while self._pending() and time.monotonic() < deadline:
+        while any(c.pending() for c in consumers) and time.monotonic() < deadline:
             time.sleep(0.01)
         self._stop.set()
-        self._supervisor.join(timeout)
+        if self._supervisor.is_alive():
+            self._supervisor.join(timeout)
         self._ack_wake.set()
         if self._acker.is_alive():
             self._acker.join(timeout)
-        self._disconnect()
+        for c in consumers:
+            c.disconnect()
+        self._report_floods()
 
-    # -- paho
+    # -- supervision
 
-    def _new_client(self) -> mqtt.Client:
+    def _supervise(self) -> None:
         cfg = self._config
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=cfg.mqtt_client_id,
-            clean_session=False,
-            protocol=mqtt.MQTTv311,
-            manual_ack=True,
-        )
-        if cfg.mqtt_username is not None:
-            client.username_pw_set(cfg.mqtt_username, cfg.mqtt_password)
-        client.reconnect_delay_set(
-            max(1, round(cfg.mqtt_reconnect_min_s)), max(1, round(cfg.mqtt_reconnect_max_s))
-        )
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        return client
+        next_look = next_window = time.monotonic()
+        next_window += cfg.mqtt_flood_window_s
+        while not self._stop.is_set():
+            self._apply_pressure()
+            self._metrics.mqtt_connected.set(1 if self.connected else 0)
+            now = time.monotonic()
+            if now >= next_look:
+                next_look = now + cfg.monitor_interval_s
+                self._reload_sessions()
+                self._read_broker_log()
+            if now >= next_window:
+                next_window = now + cfg.mqtt_flood_window_s
+                self._report_floods()
+            self._stop.wait(0.2)
 
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.ConnectFlags,
-        reason: Any,
-        properties: Any,
-    ) -> None:
-        if reason.is_failure:
-            log.error("MQTT broker refused the connection: %s", reason)
-            return
-        self.connects += 1
-        topics = [(p.subscription, 1) for p in self._config.patterns]
-        client.subscribe(topics)
-        self._connected.set()
-        self._metrics.mqtt_connected.set(1)
-        log.info(
-            "MQTT connected to %s:%d (session present: %s), subscribed to %s",
-            self._config.mqtt_host,
-            self._config.mqtt_port,
-            flags.session_present,
-            ", ".join(t for t, _ in topics),
-        )
+    def _apply_pressure(self) -> None:
+        paused = self._paused()
+        running = [c for c in self.consumers if c.running]
+        if paused and running:
+            log.warning("landing log under pressure: MQTT sessions pause (disconnect)")
+            # let what is already submitted be acked before leaving
+            deadline = time.monotonic() + 2.0
+            while any(c.pending() for c in running) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            for c in running:
+                c.disconnect()
+        elif not paused:
+            for c in self.consumers:
+                if not c.running:
+                    c.connect()
 
-    def _on_disconnect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.DisconnectFlags,
-        reason: Any,
-        properties: Any,
-    ) -> None:
-        self._connected.clear()
-        self._metrics.mqtt_connected.set(0)
-        log.warning("MQTT disconnected: %s", reason)
-
-    def _identity(self, topic: str) -> str:
-        # A device publishes on one or two topics: remember the answer (bounded).
-        known = self._identities.get(topic)
-        if known is not None:
-            return known
-        found = ""
-        for pattern in self._config.patterns:
-            device = pattern.identity(topic)
-            if device is not None:
-                found = device
-                break
-        if len(self._identities) >= _IDENTITY_CACHE:
-            self._identities.clear()
-        self._identities[topic] = found
-        return found
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        if self._acks:
-            self._send_acks()  # durable since the last message: ack from this thread
-        if not self._intake:
-            return  # not acked: the broker sends it again in the next session
-        topic = msg.topic
-        envelope = Envelope(
-            time.time_ns() // 1000, "mqtt", topic, self._identity(topic), bytes(msg.payload)
-        )
-        self._submitted += 1  # written by paho's thread only
+    def _stamp(self) -> tuple[int, int, int] | None:
+        path = self._config.mqtt_session_book
+        if path is None or self._config.mqtt_sessions is None:
+            return None
         try:
-            self._inbox.put(envelope, msg.mid | (msg.qos << _MID_BITS))
-        except CommitterClosedError:
-            self._submitted -= 1
+            st = os.stat(path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
 
-    def _landed(self, tokens: list[int], error: BaseException | None) -> None:
-        """The committer's report for a batch (its thread): on disk, or failed (no ack)."""
-        if error is None:
-            self._acks.extend(tokens)
-            self._accepted.inc(len(tokens))
-            self._ack_wake.set()
-        else:
-            self._landing_failed.inc(len(tokens))
-        self._completed += len(tokens)  # written by this thread only
+    def _reload_sessions(self) -> None:
+        """New devices and tenants from a rewritten session book, without a restart."""
+        stamp = self._stamp()
+        if stamp is None or stamp == self._book_stamp:
+            return
+        self._book_stamp = stamp
+        assert self._config.mqtt_session_book is not None
+        try:
+            book = read_session_book(self._config.mqtt_session_book)
+        except SessionBookError as exc:
+            log.error("MQTT session book not reloaded (the previous one stays): %s", exc)
+            return
+        if book.password != self._password:
+            log.warning("the gateway's MQTT password changed: restart the gateway to use it")
+        for session in book.sessions:
+            consumer = self._consumers.get(session.username)
+            if consumer is None:
+                log.info("MQTT session %s added (tenant %s)", session.username, session.tenant)
+                self._add(session)  # connected by the next pressure check
+            else:
+                consumer.set_devices(session.devices)
+        gone = set(self._consumers) - {s.username for s in book.sessions}
+        if gone:
+            log.warning(
+                "MQTT session(s) %s no longer provisioned: kept until the gateway restarts "
+                "(their broker queues may still hold messages)",
+                ", ".join(sorted(gone)),
+            )
 
-    def _send_acks(self) -> None:
-        acks = self._acks
-        ack = self._client.ack
-        mask = (1 << _MID_BITS) - 1
-        while True:
-            try:
-                token = acks.popleft()
-            except IndexError:
-                return
-            qos = token >> _MID_BITS
-            if qos:
-                ack(token & mask, qos)
+    def _read_broker_log(self) -> None:
+        tail = self._tail
+        if tail is None:
+            return
+        episodes = tail.poll()
+        self._metrics.broker_log_readable.set(1 if tail.readable else 0)
+        for episode in episodes:
+            consumer = self._consumers.get(episode.client)
+            label = episode.client if consumer is not None else "other"
+            tenant = consumer.session.tenant if consumer is not None else None
+            self._metrics.broker_drop_episodes.labels(label).inc()
+            log.error(
+                "the broker is dropping messages queued for %s (tenant %s): its queue is full",
+                episode.client,
+                tenant,
+            )
+            if self._audit is not None:
+                at = episode.at.isoformat() if episode.at else "?"
+                self._audit.record(
+                    "mqtt_broker_dropping",
+                    client_id=tenant,
+                    detail=f"broker dropped messages queued for MQTT session {label} "
+                    f"from {at} (its queue was full); they are lost: seq gaps show which",
+                )
+
+    def _report_floods(self) -> None:
+        """Audit devices over the flood budget and bad topics, one record per device and
+        window (counted, never one per message)."""
+        budget = self._config.mqtt_flood_messages
+        window = self._config.mqtt_flood_window_s
+        for consumer in self.consumers:
+            tenant = consumer.session.tenant
+            for device, count in consumer.take_counts().items():
+                if count <= budget:
+                    continue
+                self._metrics.mqtt_floods.inc()
+                log.warning("MQTT device %s sent %d messages in %g s", device, count, window)
+                if self._audit is not None:
+                    self._audit.record(
+                        "mqtt_device_flood",
+                        device_id=device or None,
+                        client_id=tenant,
+                        detail=f"{count} messages in {window:g} s (budget {budget}); "
+                        f"landed, and able to fill its session's broker queue",
+                    )
+            for (device, reason), count in consumer.take_bad().items():
+                if self._audit is not None:
+                    self._audit.record(
+                        "mqtt_bad_topic",
+                        device_id=device or None,
+                        client_id=tenant,
+                        detail=f"{count} message(s) on a topic refused as {reason}; landed "
+                        "under a bad-topic marker for the pipeline to quarantine",
+                    )
 
     def _ack_loop(self) -> None:
-        """Send the acks paho's thread has not taken within the grace period."""
+        """Send the acks paho's threads have not taken within the grace period."""
         while True:
             self._ack_wake.wait()
             self._ack_wake.clear()
             stopping = self._stop.is_set()
             if not stopping:
                 time.sleep(_ACK_GRACE_S)
-            self._send_acks()
+            for consumer in self.consumers:
+                consumer.send_acks()
             if stopping:
                 return
-
-    # -- lifecycle
-
-    def _connect(self) -> None:
-        cfg = self._config
-        self._client.connect_async(cfg.mqtt_host, cfg.mqtt_port, keepalive=cfg.mqtt_keepalive_s)
-        self._client.loop_start()
-        with self._lock:
-            self._intake = True
-        self._running = True
-
-    def _disconnect(self) -> None:
-        if not self._running:
-            return
-        with self._lock:
-            self._intake = False
-        self._send_acks()  # what is on disk is acked before the DISCONNECT goes out
-        self._client.disconnect()
-        self._client.loop_stop()
-        self._running = False
-        self._connected.clear()
-        self._metrics.mqtt_connected.set(0)
-
-    def _supervise(self) -> None:
-        while not self._stop.is_set():
-            paused = self._paused()
-            if paused and self._running:
-                log.warning("landing log under pressure: MQTT consumer pauses (disconnects)")
-                # let what is already submitted be acked before leaving
-                deadline = time.monotonic() + 2.0
-                while self._pending() and time.monotonic() < deadline:
-                    time.sleep(0.01)
-                self._disconnect()
-            elif not paused and not self._running:
-                self._connect()
-            self._stop.wait(0.2)

@@ -41,7 +41,7 @@ from gateway.listener import (
     throttled_exception_handler,
 )
 from gateway.metrics import GatewayMetrics
-from gateway.mqtt import MqttConsumer
+from gateway.mqtt import MqttDoor
 from gateway.pressure import LandingMonitor, Pressure
 
 __all__ = ["EXIT_CONFIG", "EXIT_LISTEN", "Gateway", "GatewayStartError"]
@@ -106,9 +106,11 @@ class Gateway:
             writer_failure=lambda: self.committer.failure,
             on_update=self._on_pressure,
         )
-        self.mqtt: MqttConsumer | None = None
-        if config.mqtt_enabled:
-            self.mqtt = MqttConsumer(config, self.committer, self.metrics, paused=self._mqtt_paused)
+        self.mqtt: MqttDoor | None = None
+        if config.mqtt_enabled:  # one MQTT session per tenant (gateway/sessions.py)
+            self.mqtt = MqttDoor(
+                config, self.committer, self.metrics, self.audit, paused=self._mqtt_paused
+            )
         self._stop: asyncio.Event | None = None
         self._mqtt_started = False
         self.throttle = LogThrottle()

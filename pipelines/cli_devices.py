@@ -40,8 +40,21 @@ def devices_provision(
         ),
     ] = None,
     gateway_user: Annotated[
-        str, typer.Option(help="The gateway's MQTT account.")
+        str,
+        typer.Option(help="Base of the gateway's MQTT accounts (one per tenant: BASE.<client>)."),
     ] = "energylake-gateway",
+    sessions_per_tenant: Annotated[
+        int,
+        typer.Option(
+            help="Split each tenant's devices over this many gateway sessions (broker queues)."
+        ),
+    ] = 1,
+    queue_messages: Annotated[
+        int, typer.Option(help="Broker queue bound of each gateway session (messages).")
+    ] = 300_000,
+    queue_bytes: Annotated[
+        int, typer.Option(help="Broker queue bound of each gateway session (payload bytes).")
+    ] = 512 * 1024 * 1024,
     broker_port: Annotated[int, typer.Option(help="Port of the broker's plain listener.")] = 1883,
     broker_bind: Annotated[
         str, typer.Option(help="Address of the broker's plain listener (keep it private).")
@@ -88,6 +101,7 @@ def devices_provision(
             folder,
             credentials=secrets,
             gateway_user=gateway_user,
+            sessions_per_tenant=sessions_per_tenant,
             broker=BrokerOptions(
                 port=broker_port,
                 bind=broker_bind,
@@ -96,6 +110,8 @@ def devices_provision(
                 tls_key=tls_key,
                 tls_port=tls_port,
                 tls_bind=tls_bind,
+                max_queued_messages=queue_messages,
+                max_queued_bytes=queue_bytes,
             ),
         )
     except (ProvisionError, LakeError) as exc:
@@ -104,7 +120,7 @@ def devices_provision(
     console.print(
         f"provisioned {report.devices} device(s) into {report.out_dir}: "
         f"{report.mqtt_accounts} MQTT account(s), {len(report.revoked)} revoked, "
-        f"gateway account {report.gateway_user!r}"
+        f"{report.gateway_sessions} gateway session(s) ({report.gateway_user}.<tenant>)"
     )
     if report.without_mqtt:
         console.print(
@@ -116,6 +132,11 @@ def devices_provision(
     console.print(f"broker: mosquitto -c {report.files['mosquitto.conf']}")
     if tls_cert is not None:
         console.print(f"broker TLS listener: {tls_bind}:{tls_port} (plain: {broker_bind})")
+    if report.changed:
+        console.print(
+            "a running gateway picks up new sessions and devices within a second; then "
+            "reload a running broker (SIGHUP, or `systemctl reload mosquitto`)"
+        )
 
 
 @devices_app.command("revoke")

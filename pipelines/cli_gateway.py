@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from gateway.config import GatewayConfig
+from gateway.sessions import MqttSession
 from pipelines.cliutil import STATE, configure_logging, console, error, settings_from
 from pipelines.settings import Settings
 
@@ -27,17 +28,23 @@ def build_gateway_config(
     settings: Settings, *, mqtt: bool = True, http: bool = True
 ) -> GatewayConfig:
     """The gateway's config from the settings; reads the MQTT credentials file."""
+    from gateway.sessions import SessionBookError, read_session_book
+
     gateway_dir = settings.data_dir / "gateway"
     username: str | None = None
     password: str | None = None
+    sessions: tuple[MqttSession, ...] | None = None
+    creds = settings.gateway_mqtt_credentials or gateway_dir / "gateway-mqtt.json"
     if mqtt:
-        from pipelines.provision import ProvisionError, read_gateway_credentials
-
-        creds = settings.gateway_mqtt_credentials or gateway_dir / "gateway-mqtt.json"
         try:
-            username, password = read_gateway_credentials(creds)
-        except ProvisionError as exc:
+            book = read_session_book(creds)
+        except SessionBookError as exc:
             raise ValueError(str(exc)) from exc
+        password = book.password
+        if len(book.sessions) == 1 and book.sessions[0].devices is None:
+            username = book.sessions[0].username  # a version 1 book: one session for all
+        else:
+            sessions = book.sessions
     return GatewayConfig(
         landing_dir=settings.landing,
         identity_book=settings.gateway_identity_book or gateway_dir / "identities.json",
@@ -60,6 +67,14 @@ def build_gateway_config(
         mqtt_username=username,
         mqtt_password=password,
         mqtt_topics=tuple(settings.gateway_mqtt_topics),
+        mqtt_sessions=sessions,
+        mqtt_session_book=creds,
+        mqtt_max_topic_bytes=settings.gateway_mqtt_max_topic_bytes,
+        mqtt_topic_cache_bytes=settings.gateway_mqtt_topic_cache_bytes,
+        mqtt_flood_messages=settings.gateway_mqtt_flood_messages,
+        mqtt_flood_window_s=settings.gateway_mqtt_flood_window_s,
+        mqtt_broker_log=settings.gateway_mqtt_broker_log or gateway_dir / "mosquitto.log",
+        mqtt_broker_log_state=gateway_dir / "broker-log-position.json",
         http_enabled=http,
         http_host=settings.gateway_http_host,
         http_port=settings.gateway_http_port,

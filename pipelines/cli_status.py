@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -26,8 +26,9 @@ def status(
 ) -> None:
     """What is waiting in the landing log, the last batch, and devices whose seq has gaps.
 
-    Exits 0 when every device's sequence is whole in the window, 1 when messages are
-    missing (for a cron check); the figures are the same either way.
+    Exits 0 when every device's sequence is whole in the window and the broker dropped
+    nothing, 1 when messages are missing (for a cron check); the figures are the same
+    either way.
     """
     from pipelines.status import collect_status, write_metrics
 
@@ -70,7 +71,28 @@ def status(
                     f"{row['missing']:,}",
                 )
             console.print(table)
-    raise typer.Exit(1 if st.missing_total else 0)
+        _print_broker(st)
+    dropped = st.broker.episodes if st.broker is not None else 0
+    raise typer.Exit(1 if st.missing_total or dropped else 0)
+
+
+def _print_broker(st: Any) -> None:
+    """Broker-side drops (issue 12): episodes per gateway session, from the broker's log."""
+    broker = st.broker
+    if broker is None:
+        return
+    if not broker.readable:
+        console.print(f"broker drops: log {broker.log} not readable")
+        return
+    console.print(
+        f"broker drops over the last {st.window_hours:g} h: {broker.episodes} episode(s)"
+        " (acknowledged messages the broker dropped: its queue for a session was full)"
+    )
+    for row in broker.sessions:
+        console.print(
+            f"  {row['session']} (tenant {row['tenant'] or '?'}): {row['episodes']}"
+            f" episode(s), last {row['last'] or '?'}"
+        )
 
 
 def register(app: typer.Typer) -> None:

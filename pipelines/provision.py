@@ -9,10 +9,13 @@ writes, into one folder (default ``DATA_DIR/gateway/``):
   HTTP bearer token: one 256-bit secret per device, verified against the registry's
   ``http_token_sha256`` before it is written.
 - ``mosquitto.acl``: ``infra/mosquitto/acl.template`` rendered (devices write only their
-  own topics, the gateway reads them all).
+  own topics; each gateway account reads them, its block repeated per account).
 - ``identities.json``: the gateway's identity book (``gateway.identity``).
-- ``gateway-mqtt.json`` (0600): ``{"username": ..., "password": ...}``, the gateway's own
-  MQTT account, generated once and kept.
+- ``gateway-mqtt.json`` (0600): the gateway's session book (``gateway.sessions``): one
+  broker account and persistent session per tenant (``<gateway user>.<client_id>``, or
+  ``--sessions-per-tenant`` shards of a tenant's devices), each with its own bounded broker
+  queue, and the devices each one subscribes to. One password for the gateway's accounts,
+  generated once and kept (also from a version 1 file).
 - ``mosquitto.conf``: ``infra/mosquitto/mosquitto.conf`` rendered with these paths; its
   TLS listener is live when a certificate and key are given (``BrokerOptions.tls_cert``,
   ``tls_key``), else rendered commented out.
@@ -48,6 +51,13 @@ from typing import Any
 
 from contracts.errors import EnergylakeError
 from gateway.identity import DeviceIdentity, IdentityBook, IdentityError, write_identity_book
+from gateway.sessions import (
+    SessionBook,
+    SessionBookError,
+    assign_sessions,
+    read_session_book,
+    session_book_json,
+)
 
 __all__ = [
     "ACL_FILE",
@@ -68,7 +78,6 @@ __all__ = [
     "mosquitto_hash",
     "provision",
     "read_credentials",
-    "read_gateway_credentials",
     "read_password_file",
     "render_template",
     "revoke",
@@ -111,6 +120,12 @@ class BrokerOptions:
     tls_key: Path | None = None
     tls_port: int = 8883
     tls_bind: str = "0.0.0.0"  # noqa: S104 - devices on public networks reach this one
+    # Issue 12 (MQTT): every gateway session's queue bound, the broker's $SYS period (its
+    # dropped-messages counter) and its log file (drop episodes).
+    max_queued_messages: int = 300_000
+    max_queued_bytes: int = 512 * 1024 * 1024
+    sys_interval_s: int = 10
+    log_file: Path | None = None  # default: OUT/mosquitto.log
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +140,7 @@ class ProvisionReport:
     changed: tuple[str, ...]  # file names rewritten by this run
     gateway_user: str
     files: dict[str, Path] = field(default_factory=dict)
+    gateway_sessions: int = 0  # one broker account and queue each
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,22 +258,6 @@ def read_credentials(path: Path) -> dict[str, str]:
     return dict(devices)
 
 
-def read_gateway_credentials(path: Path) -> tuple[str, str]:
-    """(username, password) of the gateway's MQTT account from ``gateway-mqtt.json``."""
-    try:
-        raw = json.loads(path.read_bytes())
-        user, password = raw["username"], raw["password"]
-    except FileNotFoundError as exc:
-        raise ProvisionError(
-            f"no gateway credentials at {path}: run `energylake devices provision`"
-        ) from exc
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ProvisionError(f"cannot read gateway credentials {path}") from exc
-    if not (isinstance(user, str) and isinstance(password, str) and user and password):
-        raise ProvisionError(f"{path}: username and password must be non-empty strings")
-    return user, password
-
-
 # --- templates ----------------------------------------------------------------------------
 def render_template(text: str, values: Mapping[str, object]) -> str:
     """Replace every ``@@NAME@@``; a placeholder without a value is an error."""
@@ -314,6 +314,14 @@ def _broker_values(out_dir: Path, options: BrokerOptions) -> dict[str, object]:
             raise ProvisionError(f"broker {what} {value!r} is not a plain name")
     if not 1 <= options.port <= 65535:
         raise ProvisionError(f"broker port {options.port} is not within 1..65535")
+    limits = {
+        "max_queued_messages": options.max_queued_messages >= 1,
+        "max_queued_bytes": options.max_queued_bytes >= 1024,
+        "sys_interval_s": options.sys_interval_s >= 1,
+    }
+    bad = [name for name, ok in limits.items() if not ok]
+    if bad:
+        raise ProvisionError(f"broker option(s) out of range: {', '.join(bad)}")
     return {
         **_tls_values(options),
         "USER": options.user or getpass.getuser(),
@@ -323,6 +331,10 @@ def _broker_values(out_dir: Path, options: BrokerOptions) -> dict[str, object]:
         "ACL_FILE": (out_dir / ACL_FILE).resolve(),
         "BIND": options.bind,
         "PORT": options.port,
+        "MAX_QUEUED_MESSAGES": options.max_queued_messages,
+        "MAX_QUEUED_BYTES": options.max_queued_bytes,
+        "SYS_INTERVAL": options.sys_interval_s,
+        "LOG_FILE": (options.log_file or out_dir / "mosquitto.log").resolve(),
     }
 
 
@@ -344,14 +356,33 @@ def _registry_rows(devices: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _gateway_account(path: Path, user: str) -> tuple[str, str, bool]:
+def _gateway_sessions(
+    path: Path, user: str, identities: list[DeviceIdentity], per_tenant: int
+) -> SessionBook:
+    """The gateway's session book for the active devices, keeping an existing password."""
+    password = None
     if path.exists():
-        have_user, password = read_gateway_credentials(path)
-        if have_user == user:
-            return user, password, False
-    password = secrets.token_urlsafe(32)
-    body = json.dumps({"username": user, "password": password}, indent=1) + "\n"
-    return user, password, _write_atomic(path, body.encode(), mode=0o600)
+        try:
+            password = read_session_book(path).password
+        except SessionBookError as exc:
+            raise ProvisionError(f"{exc}; move it away to provision from scratch") from exc
+    active = [(d.device_id, d.client_id) for d in identities if not d.revoked]
+    return SessionBook(
+        password or secrets.token_urlsafe(32),
+        assign_sessions(active, user, per_tenant=per_tenant),
+    )
+
+
+def _render_acl(template: str, accounts: list[str]) -> str:
+    """The ACL template with its gateway block (from ``user @@GATEWAY_USER@@`` to the end)
+    repeated for every gateway account."""
+    marker = "user @@GATEWAY_USER@@"
+    if marker not in template:
+        raise ProvisionError(f"the ACL template has no {marker!r} block")
+    head, _, block = template.partition(marker)
+    block = marker + block
+    blocks = [render_template(block, {"GATEWAY_USER": account}) for account in accounts]
+    return render_template(head, {}) + "\n".join(blocks)
 
 
 def _existing_book(path: Path) -> IdentityBook | None:
@@ -387,6 +418,7 @@ def provision(
     *,
     credentials: Mapping[str, str] | None = None,
     gateway_user: str = GATEWAY_USER,
+    sessions_per_tenant: int = 1,
     broker: BrokerOptions | None = None,
     template_dir: Path = INFRA_MOSQUITTO,
 ) -> ProvisionReport:
@@ -401,8 +433,11 @@ def provision(
     if not _ACCOUNT.fullmatch(gateway_user):
         raise ProvisionError(f"gateway user {gateway_user!r} is not a plain account name")
     by_id = {row["device_id"]: row for row in rows}
-    if gateway_user in by_id:
-        raise ProvisionError(f"device id {gateway_user!r} collides with the gateway account")
+    if not 1 <= sessions_per_tenant <= 64:
+        raise ProvisionError(f"sessions per tenant must be 1..64, got {sessions_per_tenant}")
+    clash = sorted(d for d in by_id if d == gateway_user or d.startswith(f"{gateway_user}."))
+    if clash:
+        raise ProvisionError(f"device id {clash[0]!r} collides with the gateway's accounts")
     unknown = sorted(set(credentials) - set(by_id))
     if unknown:
         raise ProvisionError(
@@ -437,19 +472,23 @@ def provision(
         for row in rows
     ]
     values = _broker_values(out_dir, broker or BrokerOptions())
-    acl = render_template(
-        (template_dir / "acl.template").read_text(), {"GATEWAY_USER": gateway_user}
-    )
     conf = render_template((template_dir / "mosquitto.conf").read_text(), values)
+    sessions = _gateway_sessions(
+        out_dir / GATEWAY_CREDENTIALS_FILE, gateway_user, identities, sessions_per_tenant
+    )
+    accounts = [s.username for s in sessions.sessions]
+    acl = _render_acl((template_dir / "acl.template").read_text(), accounts)
     existing = read_password_file(out_dir / PASSWORD_FILE)
 
     changed: list[str] = []
     out_dir.mkdir(parents=True, exist_ok=True)
     Path(str(values["PERSISTENCE_DIR"])).mkdir(mode=0o700, parents=True, exist_ok=True)
-    user, password, wrote = _gateway_account(out_dir / GATEWAY_CREDENTIALS_FILE, gateway_user)
-    if wrote:
+    # The session book first: the gateway subscribes new devices (it reloads the book)
+    # before the broker, reloaded after provisioning, lets them in.
+    book_bytes = session_book_json(sessions)
+    if _write_atomic(out_dir / GATEWAY_CREDENTIALS_FILE, book_bytes, mode=0o600):
         changed.append(GATEWAY_CREDENTIALS_FILE)
-    wanted: dict[str, str | None] = {user: password}
+    wanted: dict[str, str | None] = dict.fromkeys(accounts, sessions.password)
     for ident in identities:
         if not ident.revoked:
             wanted[ident.device_id] = credentials.get(ident.device_id)
@@ -463,17 +502,21 @@ def provision(
         changed.append(BOOK_FILE)
     if _write_atomic(out_dir / BROKER_CONF_FILE, conf.encode()):
         changed.append(BROKER_CONF_FILE)
-    accounts = set(read_password_file(out_dir / PASSWORD_FILE)) - {user}
+    device_accounts = set(read_password_file(out_dir / PASSWORD_FILE)) - set(accounts)
     return ProvisionReport(
         out_dir=out_dir,
         devices=len(identities),
-        mqtt_accounts=len(accounts),
+        mqtt_accounts=len(device_accounts),
         revoked=tuple(sorted(d.device_id for d in identities if d.revoked)),
         without_mqtt=tuple(
-            sorted(d.device_id for d in identities if not d.revoked and d.device_id not in accounts)
+            sorted(
+                d.device_id
+                for d in identities
+                if not d.revoked and d.device_id not in device_accounts
+            )
         ),
         changed=tuple(changed),
-        gateway_user=user,
+        gateway_user=gateway_user,
         files={
             name: out_dir / name
             for name in (
@@ -484,6 +527,7 @@ def provision(
                 BROKER_CONF_FILE,
             )
         },
+        gateway_sessions=len(accounts),
     )
 
 

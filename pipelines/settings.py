@@ -215,6 +215,33 @@ class Settings(BaseSettings):
     gateway_http_tls_key: Path | None = Field(
         default=None, description="HTTPS: PEM private key of gateway_http_tls_cert."
     )
+    # --- gateway MQTT hardening (issue 12: sessions per tenant, topics, floods, drops) ---
+    gateway_mqtt_max_topic_bytes: int = Field(
+        default=256,
+        ge=32,
+        le=65536,
+        description="Longest MQTT topic landed as received; a longer one, or one whose "
+        "variable segments are not ids, is landed under a bad-topic marker (quarantined).",
+    )
+    gateway_mqtt_topic_cache_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Memory for the topic -> identity caches of all MQTT sessions together.",
+    )
+    gateway_mqtt_flood_messages: int = Field(
+        default=6000,
+        ge=1,
+        description="Messages one device may send per flood window before it is audited "
+        "(mqtt_device_flood); they are still landed.",
+    )
+    gateway_mqtt_flood_window_s: float = Field(
+        default=60.0, gt=0, description="Window of the flood budget and of the topic audits."
+    )
+    gateway_mqtt_broker_log: Path | None = Field(
+        default=None,
+        description="Mosquitto's log file, read for drop episodes "
+        "(default: DATA_DIR/gateway/mosquitto.log, where the provisioned config writes it).",
+    )
     gateway_http_host: str = Field(default="127.0.0.1", description="HTTP listen address.")
     gateway_http_port: int = Field(default=8080, ge=0, le=65535, description="HTTP port.")
     gateway_http_max_body_bytes: int = Field(

@@ -4,7 +4,7 @@
   and open segments a gateway is still writing.
 - **Last batch**: its number, when it finished, what it wrote.
 - **Sequence gaps**: every device numbers its messages (``seq``). The broker can lose a
-  message it acknowledged (DOMAIN.md, "Broker facts"), so the lake is checked, not
+  message it acknowledged (its queues are bounded), so the lake is checked, not
   trusted: per device, readings are ordered by event time and each step of ``seq`` that
   skips numbers counts the numbers skipped as *missing*. A fall of ``seq`` (a device
   restart) counts as a *restart*, not a gap; a jump larger than ``MAX_GAP`` is counted as a
@@ -12,12 +12,17 @@
   Late messages that arrive in a later batch close their gap: the figure is always computed
   from what the lake holds now.
 
+- **Broker drops**: episodes in which the broker dropped messages queued for one of the
+  gateway's sessions (its queue was full), read from the broker's log, by session and
+  tenant. Those messages were acknowledged to their devices and are lost.
+
 The same figures go to a Prometheus textfile (``write_metrics``) that ``process --follow``
 refreshes, for node_exporter's textfile collector.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -32,7 +37,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
+from gateway.brokerlog import read_drops
 from gateway.landing import closed_segments
+from gateway.sessions import SessionBookError, read_session_book
 from lake.delta import read_table, table_exists
 from lake.layout import months_between, state_rel, table_rel, tenants
 from lake.storage import Store
@@ -41,8 +48,10 @@ from pipelines.settings import Settings
 __all__ = [
     "MAX_GAP",
     "Backlog",
+    "BrokerDrops",
     "Status",
     "backlog",
+    "broker_drops",
     "collect_status",
     "seq_gaps",
     "write_metrics",
@@ -139,6 +148,39 @@ def seq_gaps(store: Store, since: datetime, *, until: datetime | None = None) ->
     )
 
 
+# --- broker-side drops (issue 12, MQTT) ------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class BrokerDrops:
+    """Drop episodes in the broker's log since a time, per gateway session."""
+
+    log: str
+    readable: bool
+    episodes: int
+    sessions: list[dict[str, Any]]  # {session, tenant, episodes, last}, most episodes first
+
+
+def broker_drops(log_path: Path, session_book: Path | None, since: datetime) -> BrokerDrops:
+    """Episodes of ``log_path`` at or after ``since`` (undated ones count), with each
+    session's tenant from the gateway's session book when it can be read."""
+    episodes = read_drops(log_path)
+    tenants: dict[str, str | None] = {}
+    if session_book is not None:
+        with contextlib.suppress(SessionBookError):  # tenants stay unknown; drops do not
+            tenants = {s.username: s.tenant for s in read_session_book(session_book).sessions}
+    per: dict[str, dict[str, Any]] = {}
+    for episode in episodes or []:
+        if episode.at is not None and episode.at < since:
+            continue
+        row = per.setdefault(
+            episode.client,
+            {"session": episode.client, "tenant": tenants.get(episode.client), "episodes": 0},
+        )
+        row["episodes"] += 1
+        row["last"] = episode.at.isoformat() if episode.at else None
+    rows = sorted(per.values(), key=lambda r: (-r["episodes"], r["session"]))
+    return BrokerDrops(str(log_path), episodes is not None, sum(r["episodes"] for r in rows), rows)
+
+
 @dataclass
 class Status:
     at: str
@@ -151,6 +193,7 @@ class Status:
     missing_total: int
     restarts_total: int
     gaps: list[dict[str, Any]] = field(default_factory=list)  # devices with gaps, worst first
+    broker: BrokerDrops | None = None  # drops at the broker in the window (issue 12)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -173,6 +216,12 @@ def collect_status(settings: Settings, *, window: timedelta = timedelta(hours=24
     store = Store.from_uri(settings.lake)
     now = datetime.now(UTC)
     gaps = seq_gaps(store, now - window)
+    gateway_dir = settings.data_dir / "gateway"
+    broker = broker_drops(
+        settings.gateway_mqtt_broker_log or gateway_dir / "mosquitto.log",
+        settings.gateway_mqtt_credentials or gateway_dir / "gateway-mqtt.json",
+        now - window,
+    )
     worst = gaps.filter(pl.col("missing") > 0).sort("missing", descending=True)
     return Status(
         at=now.isoformat(timespec="seconds"),
@@ -185,6 +234,7 @@ def collect_status(settings: Settings, *, window: timedelta = timedelta(hours=24
         missing_total=int(gaps["missing"].sum()),
         restarts_total=int(gaps["restarts"].sum()),
         gaps=worst.to_dicts(),
+        broker=broker,
     )
 
 
@@ -239,6 +289,15 @@ def write_metrics(status: Status, path: Path) -> None:
     )
     for row in status.gaps:
         per_device.labels(pid, row["tenant"], row["device_id"]).set(row["missing"])
+    if status.broker is not None:
+        drops = Gauge(
+            "energylake_broker_drop_episodes",
+            f"Broker drop episodes per gateway session over the last {status.window_hours:g} h.",
+            ["pipeline", "session"],
+            registry=registry,
+        )
+        for row in status.broker.sessions:
+            drops.labels(pid, row["session"]).set(row["episodes"])
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".prom", dir=path.parent)
     os.close(fd)

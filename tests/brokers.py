@@ -10,8 +10,10 @@ folder of its own), then starts ``/usr/sbin/mosquitto -c folder/mosquitto.conf``
 127.0.0.1, a free port: ``Mosquitto.tls_port``) with that certificate and key.
 
 The ``mosquitto`` fixture in ``tests/conftest.py`` wraps it. A test gets the host and
-port, the gateway's account, every device's account (username = device id, password =
-its token), the identity book, and ``stop()`` (SIGTERM, the broker saves its database),
+port, the gateway's accounts (one session per tenant; ``gateway_username`` is the first,
+``session_of(device)`` the one taking a device's topics), every device's account
+(username = device id, password = its token), the identity book, and ``stop()`` (SIGTERM,
+the broker saves its database),
 ``kill()`` (SIGKILL), ``start()``, ``restart()`` and ``reload()`` (SIGHUP). The process is
 always ended by its PID when the test finishes.
 """
@@ -31,6 +33,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from gateway.sessions import MqttSession, SessionBook, read_session_book
 from pipelines.provision import (
     BOOK_FILE,
     BROKER_CONF_FILE,
@@ -38,7 +41,6 @@ from pipelines.provision import (
     BrokerOptions,
     ProvisionReport,
     provision,
-    read_gateway_credentials,
     revoke,
 )
 from pipelines.stack import accepts, free_port
@@ -108,6 +110,8 @@ class Mosquitto:
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
+        # stdout/stderr of the process; the config's own log file (what the gateway and
+        # `energylake status` read for drops) is folder/mosquitto.log
         self.log_path = self.folder.parent / "mosquitto.log"
 
     # -- what tests read ---------------------------------------------------------------
@@ -129,12 +133,26 @@ class Mosquitto:
         return self.folder / GATEWAY_CREDENTIALS_FILE
 
     @property
+    def sessions(self) -> SessionBook:
+        return read_session_book(self.gateway_credentials_path)
+
+    @property
     def gateway_username(self) -> str:
-        return read_gateway_credentials(self.gateway_credentials_path)[0]
+        """One of the gateway's accounts (each may read every device topic)."""
+        return self.sessions.sessions[0].username
 
     @property
     def gateway_password(self) -> str:
-        return read_gateway_credentials(self.gateway_credentials_path)[1]
+        return self.sessions.password
+
+    def session_of(self, device_id: str) -> MqttSession:
+        session = self.sessions.session_of(device_id)
+        assert session is not None, f"no gateway session takes {device_id}"
+        return session
+
+    @property
+    def broker_log(self) -> Path:
+        return self.folder / "mosquitto.log"
 
     @property
     def pid(self) -> int | None:
@@ -184,7 +202,7 @@ class Mosquitto:
             proc.wait(timeout=timeout)
 
     def kill(self) -> None:
-        """SIGKILL: what was queued since the last autosave is lost (DOMAIN.md)."""
+        """SIGKILL: what was queued since the last autosave is lost."""
         proc = self.proc
         if proc is not None and proc.poll() is None:
             proc.kill()
@@ -220,9 +238,12 @@ def start_mosquitto(
     sim_config: SimConfig = DEFAULT_FLEET,
     attempts: int = 3,
     tls: tuple[Path, Path] | None = None,
+    max_queued_messages: int = 300_000,
+    sys_interval_s: int = 10,
 ) -> Mosquitto:
     """Provision ``sim_config``'s fleet into ``folder`` and start a broker on a free port
-    (and a TLS listener with ``tls``, a PEM certificate chain and its key, on another).
+    (and a TLS listener with ``tls``, a PEM certificate chain and its key, on another; with
+    each gateway session's queue bound and the $SYS period given).
 
     Fails the test (never skips) when the mosquitto binary is missing.
     """
@@ -250,6 +271,8 @@ def start_mosquitto(
                     if tls is not None
                     else {}
                 ),
+                max_queued_messages=max_queued_messages,
+                sys_interval_s=sys_interval_s,
             ),
         )
         devices = {

@@ -62,22 +62,27 @@ def _seqs(landing: Path, device: str) -> list[int]:
 
 
 def _take_over_session(broker: Mosquitto, seconds: float) -> list[tuple[str, bytes]]:
-    """Connect as the gateway (same persistent session) and collect what the broker
-    still holds for it: messages queued or sent but never acked."""
+    """Connect as the gateway (its persistent sessions, one per tenant) and collect what
+    the broker still holds for them: messages queued or sent but never acked."""
     got: list[tuple[str, bytes]] = []
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=broker.gateway_username,
-        clean_session=False,
-        protocol=mqtt.MQTTv311,
-    )
-    client.username_pw_set(broker.gateway_username, broker.gateway_password)
-    client.on_message = lambda c, u, m: got.append((m.topic, bytes(m.payload)))
-    client.connect(broker.host, broker.port)
-    client.loop_start()
+    book = broker.sessions
+    clients = []
+    for session in book.sessions:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=session.username,
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
+        client.username_pw_set(session.username, book.password)
+        client.on_message = lambda c, u, m: got.append((m.topic, bytes(m.payload)))
+        client.connect(broker.host, broker.port)
+        client.loop_start()
+        clients.append(client)
     time.sleep(seconds)
-    client.disconnect()
-    client.loop_stop()
+    for client in clients:
+        client.disconnect()
+        client.loop_stop()
     return got
 
 

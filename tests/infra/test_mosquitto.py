@@ -262,3 +262,24 @@ def test_gateway_session_survives_a_graceful_restart(mosquitto: Mosquitto) -> No
         assert [p for _, p in gw2.received] == [f'{{"seq": {i}}}'.encode() for i in range(50)]
     finally:
         _close(gw2)
+
+
+def test_a_device_with_a_retained_will_can_connect(mosquitto: Mosquitto) -> None:
+    """Tasmota connects with a retained will (tele/<topic>/LWT) by default; a broker that
+    refuses retained messages (retain_available false) refuses that CONNECT outright, so
+    the config keeps them available and the gateway lands a retained publication once."""
+    first, _ = _two_devices(mosquitto)
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=first.username, protocol=mqtt.MQTTv311
+    )
+    client.username_pw_set(first.username, first.password)
+    client.will_set(f"tele/{first.device_id}/LWT", b"Offline", qos=1, retain=True)
+    connected = threading.Event()
+    client.on_connect = lambda _c, _u, _f, reason, _p: reason.is_failure or connected.set()
+    client.connect(mosquitto.host, mosquitto.port)
+    client.loop_start()
+    try:
+        assert connected.wait(5), "the broker refused a client with a retained will"
+    finally:
+        client.disconnect()
+        client.loop_stop()

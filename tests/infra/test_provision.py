@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from contracts import load_registry
 from gateway.identity import IdentityBook
+from gateway.sessions import read_session_book
 from lake.reference import load_reference
 from lake.storage import Store
 from pipelines import cli_devices
@@ -93,7 +94,17 @@ def test_provision_from_the_lake_writes_every_file_and_no_secret_on_screen(
     assert stat.S_IMODE((folder / PASSWORD_FILE).stat().st_mode) == 0o600
     assert stat.S_IMODE((folder / GATEWAY_CREDENTIALS_FILE).stat().st_mode) == 0o600
     entries = read_password_file(folder / PASSWORD_FILE)
-    assert set(entries) == {*fleet.tokens, "energylake-gateway"}
+    tenants = {d.client_id for d in fleet.devices}
+    accounts = {f"energylake-gateway.{t}" for t in tenants}  # one session per tenant
+    assert len(accounts) == 2
+    assert set(entries) == {*fleet.tokens, *accounts}
+    sessions = read_session_book(folder / GATEWAY_CREDENTIALS_FILE)
+    assert {s.username for s in sessions.sessions} == accounts
+    for session in sessions.sessions:
+        assert verify_mosquitto_hash(sessions.password, entries[session.username])
+        assert set(session.devices or ()) == {
+            d.device_id for d in fleet.devices if d.client_id == session.tenant
+        }
     for device_id, token in fleet.tokens.items():
         assert verify_mosquitto_hash(token, entries[device_id])
         assert not verify_mosquitto_hash(token + "x", entries[device_id])
@@ -110,7 +121,48 @@ def test_provision_from_the_lake_writes_every_file_and_no_secret_on_screen(
         assert book.authenticate(fleet.tokens[device.device_id]) == ident
     acl = (folder / ACL_FILE).read_text()
     assert "pattern write emaas/v1/+/+/%u/telemetry" in acl
-    assert "user energylake-gateway\ntopic read emaas/v1/#" in acl
+    for account in accounts:
+        assert f"user {account}\ntopic read emaas/v1/#\ntopic read tele/#\n" in acl
+    conf = (folder / BROKER_CONF_FILE).read_text()
+    for line in (
+        "upgrade_outgoing_qos true",  # QoS 0 queued for the gateway, within the bounds
+        "queue_qos0_messages false",  # (which would queue QoS 0 without any bound)
+        "retain_available true",  # Tasmota's retained will must not be refused
+        "max_queued_messages 300000",
+        f"log_dest file {(folder / 'mosquitto.log').resolve()}",
+    ):
+        assert f"\n{line}\n" in conf, line
+
+
+def test_sessions_split_tenants_and_a_version_1_account_keeps_its_password(
+    tmp_path: Path,
+) -> None:
+    fleet, registry = fleet_registry(CONFIG)
+    folder = tmp_path / "gw"
+    folder.mkdir()
+    kept = "kept-" + hashlib.sha256(b"v1").hexdigest()[:8]
+    (folder / GATEWAY_CREDENTIALS_FILE).write_text(
+        json.dumps({"username": "energylake-gateway", "password": kept})
+    )
+    rows = registry.to_pylist()
+    revoked = rows[0]["device_id"]
+    rows[0]["status"] = "retired"
+    report = provision(rows, folder, credentials=fleet.tokens, sessions_per_tenant=3)
+    book = read_session_book(folder / GATEWAY_CREDENTIALS_FILE)
+    assert book.password == kept
+    assert report.gateway_sessions == len(book.sessions) > 2
+    members = [d for s in book.sessions for d in s.devices or ()]
+    active = {r["device_id"] for r in rows} - {revoked}
+    assert sorted(members) == sorted(active)  # every active device in exactly one session
+    entries = read_password_file(folder / PASSWORD_FILE)
+    assert "energylake-gateway" not in entries  # the old single account is gone
+    for session in book.sessions:
+        assert session.username.startswith(f"energylake-gateway.{session.tenant}.")
+        assert verify_mosquitto_hash(kept, entries[session.username])
+    bad = [dict(r) for r in rows]
+    bad[1]["device_id"] = "energylake-gateway.x"
+    with pytest.raises(ProvisionError, match="collides with the gateway"):
+        provision(bad, tmp_path / "other")
 
 
 def test_provision_is_idempotent(lake_fleet: tuple[Path, Fleet], tmp_path: Path) -> None:

@@ -1,0 +1,183 @@
+"""The MQTT door's parts without a broker: topic bounds and cache, session assignment,
+session book files, and the broker log tail."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.brokerlog import BrokerLogTail, parse_drops, read_drops
+from gateway.config import DEFAULT_TOPIC_PATTERNS, TopicPattern
+from gateway.sessions import (
+    MqttSession,
+    SessionBook,
+    SessionBookError,
+    assign_sessions,
+    read_session_book,
+    session_book_json,
+)
+from gateway.topics import BAD_TOPIC_PREFIX, TopicCache, classify_topic
+
+PATTERNS = tuple(TopicPattern.parse(p) for p in DEFAULT_TOPIC_PATTERNS)
+GOOD = "emaas/v1/acme/b-1/em-1/telemetry"
+
+
+@pytest.mark.parametrize(
+    ("topic", "reason"),
+    [
+        (GOOD, None),
+        ("tele/em-1/SENSOR", None),
+        (f"emaas/v1/acme/{'b' * 60_000}/em-1/telemetry", "too_long"),
+        ("emaas/v1/acme/b 1/em-1/telemetry", "bad_segment"),
+        ("emaas/v1/acme/bré/em-1/telemetry", "bad_segment"),
+        (f"emaas/v1/acme/{'b' * 129}/em-1/telemetry", "bad_segment"),
+        ("emaas/v1/-acme/b-1/em-1/telemetry", "bad_segment"),
+    ],
+)
+def test_a_topic_is_landed_as_received_only_when_short_and_made_of_ids(
+    topic: str, reason: str | None
+) -> None:
+    landed, identity, why = classify_topic(topic, PATTERNS, 256)
+    assert why == reason
+    assert identity == "em-1"
+    if reason is None:
+        assert landed == topic
+    else:
+        assert landed.startswith(f"{BAD_TOPIC_PREFIX}{reason}/{len(topic.encode())}/")
+        assert len(landed) < 80
+        # the same bad topic gets the same marker, a different one another
+        assert classify_topic(topic, PATTERNS, 256)[0] == landed
+        assert classify_topic(topic + "x", PATTERNS, 256)[0] != landed
+
+
+def test_topic_cache_is_bounded_by_bytes_and_keeps_no_bad_topic() -> None:
+    budget = 256 * 1024
+    cache = TopicCache(PATTERNS, max_topic_bytes=256, max_bytes=budget)
+    for i in range(20_000):
+        entry, reason = cache.lookup(f"emaas/v1/acme/b-{i}/em-{i}/telemetry")
+        assert reason is None
+        assert entry[1] == f"em-{i}"
+        held = sum(sys.getsizeof(k) for k in cache.entries)
+        assert cache.size_bytes <= budget
+        assert held <= budget
+    assert cache.clears >= 1
+    for i in range(50):
+        _entry, reason = cache.lookup(f"emaas/v1/acme/{'x' * 1000}{i}/em-1/telemetry")
+        assert reason == "too_long"
+    assert not any(len(k) > 256 for k in cache.entries)
+
+
+def test_topic_cache_counts_messages_per_device() -> None:
+    cache = TopicCache(PATTERNS, max_topic_bytes=256, max_bytes=1 << 20)
+    for topic, n in ((GOOD, 3), ("tele/em-1/SENSOR", 2), ("tele/em-2/SENSOR", 1)):
+        entry, _ = cache.lookup(topic)
+        entry[2] += n
+    assert cache.take_counts() == {"em-1": 5, "em-2": 1}
+    assert cache.take_counts() == {}
+
+
+def test_sessions_are_one_per_tenant_or_a_stable_split_of_it() -> None:
+    devices = [(f"em-{i}", "acme" if i % 3 else "zeta") for i in range(30)]
+    sessions = assign_sessions(devices, "energylake-gateway")
+    assert [(s.username, s.tenant) for s in sessions] == [
+        ("energylake-gateway.acme", "acme"),
+        ("energylake-gateway.zeta", "zeta"),
+    ]
+    assert sorted(d for s in sessions for d in s.devices or ()) == sorted(d for d, _ in devices)
+    split = assign_sessions(devices, "gw", per_tenant=4)
+    assert {s.tenant for s in split} == {"acme", "zeta"}
+    assert all(s.username.startswith(f"gw.{s.tenant}.") for s in split)
+    assert sorted(d for s in split for d in s.devices or ()) == sorted(d for d, _ in devices)
+    assert assign_sessions(reversed(devices), "gw", per_tenant=4) == split  # stable
+
+
+def test_session_book_round_trip_and_version_1(tmp_path: Path) -> None:
+    book = SessionBook("s3cret", assign_sessions([("em-1", "acme")], "gw"))
+    path = tmp_path / "gateway-mqtt.json"
+    path.write_bytes(session_book_json(book))
+    assert read_session_book(path) == book
+    path.write_text(json.dumps({"username": "energylake-gateway", "password": "old"}))
+    assert read_session_book(path) == SessionBook("old", (MqttSession("energylake-gateway"),))
+    path.write_text(json.dumps({"version": 2, "password": "p", "sessions": [{"username": "x"}]}))
+    with pytest.raises(SessionBookError, match="devices") as info:
+        read_session_book(path)
+    assert "p" not in str(info.value).split(":")[-1]
+
+
+LINES = (
+    b"2026-12-01T10:00:00: New connection from 127.0.0.1:5000 on port 1883.\n"
+    b"2026-12-01T10:00:01: Outgoing messages are being dropped for client gw.acme.\n"
+    b"1796405035: Outgoing messages are being dropped for client gw.zeta.\n"
+)
+
+
+def test_drop_episodes_are_parsed_with_their_time() -> None:
+    episodes = parse_drops(LINES)
+    assert [e.client for e in episodes] == ["gw.acme", "gw.zeta"]
+    assert episodes[1].at is not None
+    assert episodes[1].at.year == 2026
+
+
+def test_the_broker_log_tail_reads_each_episode_once_across_restarts_and_rotation(
+    tmp_path: Path,
+) -> None:
+    log, state = tmp_path / "mosquitto.log", tmp_path / "position.json"
+    tail = BrokerLogTail(log, state)
+    assert tail.poll() == []
+    assert not tail.readable
+    log.write_bytes(LINES[:120])  # ends mid-line: only whole lines are taken
+    first = tail.poll()
+    assert tail.readable
+    with log.open("ab") as f:
+        f.write(LINES[120:])
+    second = tail.poll()
+    assert [e.client for e in first + second] == ["gw.acme", "gw.zeta"]
+    assert BrokerLogTail(log, state).poll() == []  # a restarted gateway goes on from there
+    os.replace(log, tmp_path / "mosquitto.log.1")  # rotated: the new file from its start
+    log.write_bytes(LINES)
+    assert [e.client for e in BrokerLogTail(log, state).poll()] == ["gw.acme", "gw.zeta"]
+    assert read_drops(log) is not None
+    assert len(read_drops(log) or []) == 2
+    assert read_drops(tmp_path / "missing.log") is None
+
+
+def test_status_shows_broker_drops_per_tenant_and_exits_1(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    data_dir = tmp_path / "data"
+    gateway = data_dir / "gateway"
+    gateway.mkdir(parents=True)
+    book = SessionBook("p", assign_sessions([("em-1", "acme"), ("em-2", "zeta")], "gw"))
+    (gateway / "gateway-mqtt.json").write_bytes(session_book_json(book))
+    runner = CliRunner()
+    quiet = runner.invoke(app, ["status", "--json", "--data-dir", str(data_dir)])
+    assert quiet.exit_code == 0, quiet.output
+    assert json.loads(quiet.output)["broker"]["readable"] is False  # no log yet: said so
+
+    def at(delta: timedelta) -> str:
+        local = datetime.now(UTC).astimezone()  # the broker writes its local time
+        return (local + delta).strftime("%Y-%m-%dT%H:%M:%S")
+
+    (gateway / "mosquitto.log").write_text(
+        f"{at(timedelta(days=-3))}: Outgoing messages are being dropped for client gw.zeta.\n"
+        f"{at(timedelta(minutes=-5))}: New connection from 127.0.0.1:5000 on port 1883.\n"
+        f"{at(timedelta(minutes=-4))}: Outgoing messages are being dropped for client gw.acme.\n"
+    )
+    result = runner.invoke(app, ["status", "--json", "--data-dir", str(data_dir)])
+    assert result.exit_code == 1, result.output
+    broker = json.loads(result.output)["broker"]
+    assert broker["episodes"] == 1  # the one of three days ago is outside the 24 h window
+    assert [(r["session"], r["tenant"], r["episodes"]) for r in broker["sessions"]] == [
+        ("gw.acme", "acme", 1)
+    ]
+    text = runner.invoke(app, ["status", "--data-dir", str(data_dir)])
+    assert text.exit_code == 1
+    assert "gw.acme (tenant acme): 1 episode(s)" in text.output
