@@ -73,7 +73,10 @@ class AuditLog:
         branch_id: str | None = None,
         remote: str | None = None,
         detail: str = "",
+        actor: str | None = None,
     ) -> None:
+        """Append one event. ``actor``: the person or service that acted (an operator's
+        decision); the audit log is the one place that names them."""
         now = datetime.now(UTC)
         fields: dict[str, Any] = {
             "ts": _stamp(now),
@@ -85,6 +88,8 @@ class AuditLog:
             "remote": remote,
             "detail": detail,
         }
+        if actor is not None:
+            fields["actor"] = actor
         with self._lock:
             if self._window_s > 0:
                 key = (event, device_id, client_id, branch_id, remote)

@@ -25,7 +25,7 @@ import re
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,7 +77,7 @@ NO_STATS_CLASSIFICATIONS = frozenset({"personal", "location", "secret"})
 """Classifications whose values never go into min/max statistics of the Delta log.
 
 Statistics are copied into every later log checkpoint; a personal value there outlives the
-erasure of its row until the log is cleaned (DESIGN.md). Null counts are kept.
+erasure of its row until the log is cleaned (docs/LAKE.md, "Statistics"). Null counts are kept.
 """
 
 STATS_STRING_PREFIX = 32
@@ -624,6 +624,7 @@ def commit_files(
     app_id: str,
     version: int,
     metadata: Mapping[str, str],
+    precheck: Callable[[DeltaTable], None] | None = None,
 ) -> bool:
     """Add every file in ONE Delta commit carrying the app transaction ``(app_id, version)``.
 
@@ -632,6 +633,11 @@ def commit_files(
     so the batch is recorded. A concurrent commit makes this one start over from the new
     table state (the replay check included), a few times, before :class:`CommitError`.
     Commits to one table through one Store object are serialised in the process.
+
+    ``precheck(table)`` runs against the fresh table before each attempt (after the replay
+    check); each attempt commits at exactly the version after that table's, or fails and
+    starts over, so nothing another writer commits can slip between the check and the
+    commit. An exception from it ends the call (``lake.guard`` raises one when keys clash).
     """
     bad = sorted(set(metadata) & _RESERVED_COMMIT_KEYS)
     if bad:
@@ -663,6 +669,8 @@ def commit_files(
                     return False
                 if attempt == 0:
                     _check_contract(table, contract, handle.url)
+                if precheck is not None:
+                    precheck(table)
                 table.create_write_transaction(
                     actions,
                     mode="append",
@@ -678,6 +686,8 @@ def commit_files(
                 last = exc
                 time.sleep(min(1.0, 0.02 * 2**attempt) * (0.5 + random.random()))
                 continue
+            except LakeError:
+                raise  # the precheck's verdict; the handle is fine
             except BaseException:
                 handle.table = None  # unknown state: the next call opens the table afresh
                 raise

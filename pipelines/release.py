@@ -5,14 +5,18 @@ When the quality gate fails a blocking rule on a table's rows, ``process`` write
 files but commits the table with no files (the batch's app transaction is recorded, so a
 replay publishes nothing) and the plan keeps the files. A release:
 
-1. reads the held files back, and drops any row whose ``(device_id, seq)`` the table holds
-   by now (a redelivery may have been published by a later batch): exactly once still;
+1. reads the held files back, and drops any row whose key ``(device_id, seq, ts)`` the
+   table holds by now (a redelivery may have been published by a later batch);
 2. writes what is left as new files with names derived from the batch (a retried release
    rewrites the same names);
 3. commits them in ONE commit with the app transaction ``(<pipeline>-release-<n>, 1)``,
-   so a second release of the same batch commits nothing;
-4. records the decision (who, why) in ``quality_results`` and a lineage run
-   (``quality.release``) whose output is the table's new version.
+   so a second release of the same batch commits nothing, through the lake's guarded
+   commit (``lake.guard``): a batch that commits some of the same readings between step 1
+   and the commit cannot make them appear twice;
+4. records the decision in ``quality_results`` and a lineage run (``quality.release``)
+   whose output is the table's new version. Who decided is written to the audit log
+   (``audit/pipeline/``) and the quality_results row (a personal field under its
+   contract), never into Delta commit metadata, lineage facets or file names.
 
 Dry run by default: ``apply=False`` reports what would be published.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +35,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from contracts import load_registry
-from lake.delta import DataFile, commit_files, read_table, table_exists, write_data_file
+from gateway.audit import AuditLog
+from lake.delta import DataFile, latest_version, read_table, write_data_file
+from lake.guard import READING_KEY, commit_guarded
 from lake.layout import state_rel
 from lake.storage import Store
 from lineage import LineageEmitter, jobs
@@ -114,7 +121,11 @@ def release_batch(
     decision: str = "release",
     tables: list[str] | None = None,
     apply: bool = False,
+    before_commit: Callable[[], None] | None = None,
 ) -> ReleaseReport:
+    """Publish (``release``) or keep out (``discard``) a held batch's tables; a dry run
+    unless ``apply``. ``before_commit`` runs between the duplicate check and the commit:
+    where another writer can interleave (tests use it to commit a batch there)."""
     if decision not in ("release", "discard"):
         raise ReleaseError(f"decision must be release or discard, not {decision!r}")
     if not reason.strip() or not decided_by.strip():
@@ -135,6 +146,7 @@ def release_batch(
     open_keys = {(t, d) for t, d in undecided.select("client_id", "dataset").iter_rows()}
     report = ReleaseReport(batch_id, decision, apply)
     emitter = LineageEmitter.from_settings(settings) if apply else None
+    audit = AuditLog(settings.data_dir / "audit" / "pipeline", component="quality")
     for rel, entry in sorted(held.items()):
         tenant, dataset = rel.split("/")[1], entry["dataset"]
         contract = registry.get(dataset)
@@ -145,17 +157,22 @@ def release_batch(
             item.skipped = "already decided"
             continue
         publish = rows
-        if rows is not None and decision == "release" and table_exists(store, rel):
+        checked = latest_version(store, rel)
+        if rows is not None and decision == "release" and checked is not None:
             devices = pc.unique(rows.column("device_id")).to_pylist()
             have = read_table(
-                store, rel, columns=["device_id", "seq"], filter=pc.field("device_id").isin(devices)
+                store,
+                rel,
+                columns=list(READING_KEY),
+                filter=pc.field("device_id").isin(devices),
+                version=checked,
             )
             if have.num_rows:
                 left = pl.from_arrow(rows)
                 assert isinstance(left, pl.DataFrame)
                 seen = pl.from_arrow(have)
                 assert isinstance(seen, pl.DataFrame)
-                kept = left.join(seen, on=["device_id", "seq"], how="anti")
+                kept = left.join(seen, on=list(READING_KEY), how="anti")
                 item.already_in_table = left.height - kept.height
                 publish = kept.to_arrow()
         if decision == "release":
@@ -168,17 +185,24 @@ def release_batch(
             item.files = len(files)
             run = emitter.run(jobs.generic("quality.release", "RELEASE")) if emitter else None
             if run is not None:
-                run.run_info.update({"batch_id": batch_id, "table": rel, "by": decided_by})
+                run.run_info.update({"batch_id": batch_id, "table": rel})
                 run.start()
-            commit_files(
+            if before_commit is not None:
+                before_commit()
+            guarded = commit_guarded(
                 store,
                 rel,
                 contract,
                 files,
                 app_id=f"{settings.pipeline_id}-release-{n}",
                 version=1,
-                metadata={"energylake.batch": batch_id, "energylake.release": decided_by},
+                metadata={"energylake.batch": batch_id, "energylake.operation": "release"},
+                checked_version=checked,
             )
+            files = guarded.files
+            item.files = len(files)
+            item.already_in_table += guarded.dropped.height
+            item.rows_published -= guarded.dropped.height
             version = _version_of(store, rel, batch_id)
             item.version = version
             if run is not None:
@@ -196,6 +220,12 @@ def release_batch(
                         )
                     ]
                 )
+        audit.record(
+            f"quality_{decision}",
+            client_id=tenant,
+            detail=f"{batch_id} {dataset}: {reason}"[:2000],
+            actor=decided_by,
+        )
         item.decided = record_decision(
             store,
             tenant=tenant,
@@ -206,6 +236,7 @@ def release_batch(
             reason=reason,
             contract_ref=entry["gate"]["contract"],
         )
+    audit.close()
     return report
 
 
@@ -226,6 +257,9 @@ def _version_of(store: Store, rel: str, batch_id: str) -> int | None:
     from lake.delta import open_table
 
     for entry in open_table(store, rel).history(50):
-        if entry.get("energylake.release") and entry.get("energylake.batch") == batch_id:
+        if (
+            entry.get("energylake.operation") == "release"
+            and entry.get("energylake.batch") == batch_id
+        ):
             return int(entry["version"])
     return None

@@ -221,7 +221,8 @@ def record_decision(
         app_id=f"{pipeline_id}.decision.{dataset}.{number}",
         version=1,
         # a concurrent, different decision writes another file; only one commits
-        name_key=f"{batch_id}-decision-{_result_id(decision, decided_by, reason)[:12]}",
+        # (never derived from who decided: nothing personal goes into a file name)
+        name_key=f"{batch_id}-decision-{_result_id(decision, reason, ts.isoformat())[:12]}",
     )
 
 
