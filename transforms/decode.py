@@ -54,6 +54,8 @@ TASMOTA_TOPIC = re.compile(r"^tele/([a-z0-9][a-z0-9-]{1,63})/SENSOR$")
 PARSE_BLOCK = 2048  # lines per strict Arrow read (bounds the re-parse after a bad line)
 _ROW_IN_ERROR = re.compile(r"in row (\d+)")
 _NON_FINITE_TOKEN = re.compile(rb"(?<![\w\"])-?(?:NaN|Infinity)(?![\w\"])")
+# orjson's message for a number that overflows a double (1e400): NON_FINITE, as over HTTP.
+_BEYOND_DOUBLE = "number is infinity when parsed as double"
 _ENVELOPE_KEYS = ("device_id", "seq", "ts", "readings", "units")
 # Reading fields whose unit a device may declare in "units" (power and energy only).
 _UNIT_FIELDS = (
@@ -246,15 +248,20 @@ def _rows(idx: Sequence[int], elems: Sequence[int] | None = None) -> pl.DataFram
 
 
 def _explain_unparsable(payload: bytes, error: Exception) -> tuple[str, str]:
-    """Why orjson refused a payload: NON_FINITE when the only problem is NaN/Infinity."""
-    if _NON_FINITE_TOKEN.search(payload):
+    """Why orjson refused a payload: NON_FINITE when the only problem is a NaN / Infinity
+    token or a number beyond the double range (``1e400``; the HTTP edge answers both
+    ``non_finite``), else MALFORMED_PAYLOAD."""
+    message = str(error).split("\n", 1)[0]
+    beyond = _BEYOND_DOUBLE in message
+    if beyond or _NON_FINITE_TOKEN.search(payload):
         try:
-            json.loads(payload)
+            json.loads(payload)  # accepts both, so it tells whether anything else is wrong
         except (ValueError, RecursionError):
             pass
         else:
+            if beyond:
+                return "NON_FINITE", f"number out of the double range: {message}"[:300]
             return "NON_FINITE", "a number is NaN or Infinity"
-    message = str(error).split("\n", 1)[0]
     return "MALFORMED_PAYLOAD", f"not valid UTF-8 JSON: {message}"[:300]
 
 

@@ -288,6 +288,14 @@ CASES: list[Case] = [
         Refused(400, "non_finite"),
         Quarantined("NON_FINITE"),
     ),
+    # beyond the double range: NON_FINITE on both doors (over MQTT it was MALFORMED_PAYLOAD)
+    Case(
+        "beyond_double",
+        (35,),
+        _non_finite(b"1e400"),
+        Refused(400, "non_finite"),
+        Quarantined("NON_FINITE"),
+    ),
     Case(
         "null_required",
         (36,),
