@@ -39,6 +39,8 @@ _COLUMNS = [  # branch_id is the file's partition value, not a column in it
     "topic",
     "detail",
     "batch_id",
+    "claimed_device_id",
+    "claimed_device_sha256",
 ]
 
 
@@ -75,14 +77,21 @@ def audit_batch(
                 .sort_by([("__filename", "ascending"), ("quarantine_id", "ascending")])
             )
             for row in table.to_pylist():
+                device = row["device_id"] or row["identity"]
+                claim = row["claimed_device_id"]
+                claimed = (
+                    f"; payload claimed device_id {claim} (sha256 {row['claimed_device_sha256']})"
+                    if claim is not None and claim != device
+                    else ""
+                )
                 log.record(
                     row["reason_code"].lower(),
-                    device_id=row["identity"] or row["device_id"],
+                    device_id=device,
                     client_id=row["client_id"],
                     branch_id=branches[row["__filename"]],
                     remote=row["source"],
                     detail=(
-                        f"{row['detail']}; topic {row['topic']}; quarantine_id "
+                        f"{row['detail']}{claimed}; topic {row['topic']}; quarantine_id "
                         f"{row['quarantine_id']}; batch {row['batch_id']}"
                     ),
                 )

@@ -239,6 +239,12 @@ def _other_device(rs: list[Reading], c: Ctx) -> list[bytes]:
     return [_js(r)]
 
 
+def _forged_long_claim(rs: list[Reading], _c: Ctx) -> list[bytes]:
+    r = copy.deepcopy(rs[0])
+    r["device_id"] = FORGED_CLAIM
+    return [_js(r)]
+
+
 def _other_branch_claim(rs: list[Reading], c: Ctx) -> list[bytes]:
     return [_js(rs[0] | {"branch_id": c.other.branch_id})]
 
@@ -251,6 +257,7 @@ def _twice(rs: list[Reading], _c: Ctx) -> list[bytes]:
     return [_js(rs[0]), _js(rs[0])]
 
 
+FORGED_CLAIM = "forged-" + "x" * 59_993  # a 60,000-character device_id in the payload
 MQTT_PAYLOAD_LIMIT = 65536  # Settings.payload_limit_bytes; the broker's packet limit is 66560
 HTTP_BODY_LIMIT = 1024 * 1024  # Settings.gateway_http_max_body_bytes
 
@@ -355,6 +362,13 @@ CASES: list[Case] = [
         Refused(403, "identity_mismatch"),
         Quarantined("BRANCH_MISMATCH"),
         topic=lambda c: topic_for(c.device.client_id, c.other.branch_id, c.device.device_id),
+    ),
+    Case(
+        "forged_long_claim",
+        (77,),
+        _forged_long_claim,
+        Refused(403, "identity_mismatch"),
+        Quarantined("BRANCH_MISMATCH"),
     ),
     Case(
         "oversize",
@@ -624,3 +638,33 @@ def test_nothing_else_was_quarantined(outcome: Outcome) -> None:
         if isinstance(c.http if t == "http" else c.mqtt, Quarantined)
     )
     assert outcome.quarantine.height == expected, outcome.quarantine.group_by("reason_code").len()
+
+
+@pytest.mark.parametrize("case", ["forged_long_claim", "other_device_in_payload"])
+def test_the_quarantine_names_the_authenticated_device_and_keeps_the_claim_apart(
+    outcome: Outcome, case: str
+) -> None:
+    """device_id is who sent it (the MQTT login), never the payload's claim; the claim has
+    its own column, cut to 64 characters, with the SHA-256 of the whole of it."""
+    o = outcome
+    sent = o.sent[(case, "mqtt")]
+    digest = hashlib.sha256(sent.payloads[0]).hexdigest()
+    row = o.quarantine.filter(pl.col("payload_sha256") == digest).row(0, named=True)
+    claim = FORGED_CLAIM if case == "forged_long_claim" else o.http_device.device_id
+    assert row["device_id"] == o.mqtt_device.device_id
+    assert row["claimed_device_sha256"] == hashlib.sha256(claim.encode()).hexdigest()
+    if len(claim) > 64:
+        assert row["claimed_device_id"] == claim[:64] + "…"
+    else:
+        assert row["claimed_device_id"] == claim
+    assert all(len(v) <= 2000 for v in o.quarantine["detail"])
+    # The security audit names the same device, and the claim cut short.
+    audit = o.w.data_dir / "audit" / "pipeline"
+    records = [
+        orjson.loads(line) for f in audit.glob("*.jsonl") for line in f.read_bytes().splitlines()
+    ]
+    mine = [r for r in records if row["claimed_device_sha256"] in r["detail"]]
+    assert len(mine) == 1, records
+    assert mine[0]["device_id"] == o.mqtt_device.device_id
+    assert row["claimed_device_id"] in mine[0]["detail"]
+    assert len(mine[0]["detail"]) < 2000 + 1000
