@@ -30,6 +30,7 @@ from simulator.stream import topic_for
 from tests.brokers import DeviceAccount
 from tests.e2e.conftest import World, close_client, connack, device_client, worlds
 from tests.gatewayproc import wait_for
+from transforms.ndjson import MAX_KEYS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -226,6 +227,10 @@ def _duplicate_key(rs: list[Reading], _c: Ctx) -> list[bytes]:
 
 def _schema(rs: list[Reading], _c: Ctx) -> list[bytes]:
     return [_js(_with(rs[0], thd_voltage_pct=3.2))]
+
+
+def _many_keys(rs: list[Reading], _c: Ctx) -> list[bytes]:
+    return [_js(rs[0] | {f"x{k:04d}": k for k in range(MAX_KEYS)})]
 
 
 def _wrong_type(rs: list[Reading], _c: Ctx) -> list[bytes]:
@@ -426,6 +431,14 @@ CASES: list[Case] = [
         "schema_unknown_field",
         (92,),
         _schema,
+        Quarantined("SCHEMA_MISMATCH"),
+        Quarantined("SCHEMA_MISMATCH"),
+    ),
+    # past the cap on keys in one reading: refused at decode, whatever the door
+    Case(
+        "too_many_keys",
+        (93,),
+        _many_keys,
         Quarantined("SCHEMA_MISMATCH"),
         Quarantined("SCHEMA_MISMATCH"),
     ),
