@@ -67,10 +67,12 @@ def audit_batch(
                 or None
                 for file in entry["files"]
             }
+            files = pds.dataset(list(branches), filesystem=fs, format="parquet")
+            # (a quarantine contract older than the claim columns: without them)
+            columns = [c for c in _COLUMNS if c in files.schema.names]
             table = (
-                pds.dataset(list(branches), filesystem=fs, format="parquet")
-                .scanner(
-                    columns=[*_COLUMNS, "__filename"],
+                files.scanner(
+                    columns=[*columns, "__filename"],
                     filter=pc.field("reason_code").isin(list(AUDITED_REASONS)),
                 )
                 .to_table()
@@ -78,9 +80,10 @@ def audit_batch(
             )
             for row in table.to_pylist():
                 device = row["device_id"] or row["identity"]
-                claim = row["claimed_device_id"]
+                claim = row.get("claimed_device_id")
+                digest = row.get("claimed_device_sha256")
                 claimed = (
-                    f"; payload claimed device_id {claim} (sha256 {row['claimed_device_sha256']})"
+                    f"; payload claimed device_id {claim} (sha256 {digest})"
                     if claim is not None and claim != device
                     else ""
                 )

@@ -3,8 +3,8 @@
 Decoders (chosen by topic or path, first match wins):
 
 - ``canonical``: ``emaas/v1/<client>/<branch>/<device>/telemetry`` carrying the energylake
-  envelope ``{"device_id", "seq", "ts", "readings": {...}, "units": {...}}``, or a JSON array
-  of such envelopes (batched uploads).
+  envelope ``{"device_id", "seq", "ts", "readings": {...}, "units": {...}}`` (and ``boot``,
+  optional: the device's boot number), or a JSON array of such envelopes (batched uploads).
 - ``tasmota``: ``tele/<device>/SENSOR`` with Tasmota's ``{"Time", "ENERGY": {...}}``.
 
 The canonical path is columnar: each payload is checked for well-formed JSON by orjson (C,
@@ -53,7 +53,6 @@ TASMOTA_TOPIC = re.compile(r"^tele/([a-z0-9][a-z0-9-]{1,63})/SENSOR$")
 _NON_FINITE_TOKEN = re.compile(rb"(?<![\w\"])-?(?:NaN|Infinity)(?![\w\"])")
 # orjson's message for a number that overflows a double (1e400): NON_FINITE, as over HTTP.
 _BEYOND_DOUBLE = "number is infinity when parsed as double"
-_ENVELOPE_KEYS = ("device_id", "seq", "ts", "readings", "units")
 # Reading fields whose unit a device may declare in "units" (power and energy only).
 _UNIT_FIELDS = (
     "power_kw",
@@ -109,6 +108,7 @@ class DecodeSchema:
                 pa.field("device_id", pa.string()),
                 pa.field("seq", pa.float64()),
                 pa.field("ts", pa.float64()),
+                pa.field("boot", pa.float64()),
                 pa.field("readings", readings),
                 pa.field("units", units),
             ]
@@ -125,6 +125,7 @@ class DecodeSchema:
             "device_id": pl.String,
             "seq": pl.Float64,
             "ts": pl.Float64,
+            "boot": pl.Float64,
             "ts_local": pl.String,
             "_unknown": pl.String,
         }
@@ -141,6 +142,7 @@ _SYSTEM_COLUMNS = frozenset(
         "device_id",
         "seq",
         "ts",
+        "boot",
         "received_at",
         "event_month",
         "quality_flags",
@@ -369,6 +371,7 @@ def _flatten(
         "device_id": table.column("device_id"),
         "seq": table.column("seq"),
         "ts": table.column("ts"),
+        "boot": table.column("boot"),
         "_unknown": unknown,
     }
     readings_type: pa.StructType = readings.type
