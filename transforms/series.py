@@ -30,6 +30,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 import polars as pl
 
@@ -132,56 +133,71 @@ def reading_sha256(row: dict[str, Any]) -> str:
 @dataclass(slots=True)
 class _Deduped:
     winners: pl.DataFrame  # the batch rows that are first copies
+    losers: pl.DataFrame  # _i of the others
     duplicates: pl.DataFrame  # branch_id, duplicates (count)
     conflicts: pl.DataFrame  # _i, detail, reason_code (SEQ_CONFLICT)
 
 
-def _dedupe(contract: Contract, batch: pl.DataFrame, committed: pl.DataFrame) -> _Deduped:
+def _dedupe(
+    contract: Contract, batch: pl.DataFrame, history: pl.DataFrame, merged: pl.DataFrame
+) -> _Deduped:
     """Copies of one (device_id, epoch, seq): the first wins (``batch`` in arrival order,
-    with ``_i``); the others are duplicates (same content) or conflicts."""
-    content = content_columns(contract)
-    keys = ["device_id", "ts", "seq", "boot"]
-    digest = pl.struct(content).hash().alias("_h")
-    history = committed.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("_hrow"))
-    merged = (
-        pl.concat(
-            [
-                history.select(*keys, digest, "_hrow", pl.lit(True).alias("_committed")),
-                batch.select(*keys, digest, "_i", pl.lit(False).alias("_committed")),
-            ],
-            how="diagonal_relaxed",
-        )
-        .sort(["device_id", "ts", "seq"])
-        .with_columns(epoch_starts().cum_sum().alias("_epoch"))
-        # per copy group: a committed copy first, then the batch's in arrival order
-        .sort(["_epoch", "seq", "_committed", "_i"], descending=[False, False, True, False])
+    with ``_i``; ``history`` with ``_hrow``); the others are duplicates (same content) or
+    conflicts. ``merged``: both, sorted by device and time, with ``_epoch``.
+
+    Only readings whose (device_id, seq) comes more than once have their epochs compared
+    and their content hashed."""
+    nothing = _Deduped(
+        batch, _LOSERS_EMPTY.clone(), _DUPLICATES_EMPTY.clone(), _CONFLICTS_EMPTY.clone()
     )
-    first = pl.struct("_epoch", "seq").is_first_distinct()
-    merged = merged.with_columns(first.alias("_first"))
-    if merged["_first"].all():
-        return _Deduped(batch, _DUPLICATES_EMPTY.clone(), _CONFLICTS_EMPTY.clone())
-    winners = merged.filter("_first").select(
+    copies = merged.filter(pl.struct("device_id", "seq").is_duplicated()).select(
+        "_epoch", "seq", "_committed", "_i", "_hrow"
+    )
+    if copies.is_empty():
+        return nothing
+    copies = (
+        # per copy group: a committed copy first, then the batch's in arrival order
+        copies.sort(
+            ["_epoch", "seq", "_committed", "_i"], descending=[False, False, True, False]
+        ).with_columns(pl.struct("_epoch", "seq").is_first_distinct().alias("_first"))
+    )
+    if copies["_first"].all():  # the same seq in other epochs only: restarts
+        return nothing
+    # (``_i`` and ``_hrow`` are row numbers: rows are taken by position, not joined)
+    content = content_columns(contract)
+    digest = pl.struct(content).hash().alias("_h")
+    old, new = copies.filter("_committed"), copies.filter(~pl.col("_committed"))
+    copies = pl.concat(
+        [
+            old.with_columns(history[old["_hrow"]].select(digest)),
+            new.with_columns(batch[new["_i"]].select(digest)),
+        ]
+    )
+    winners = copies.filter("_first").select(
         "_epoch",
         "seq",
         pl.col("_h").alias("_wh"),
         pl.col("_hrow").alias("_whrow"),
         pl.col("_i").alias("_wi"),
     )
-    later = merged.filter(~pl.col("_first")).join(winners, on=["_epoch", "seq"])
+    later = copies.filter(~pl.col("_first") & ~pl.col("_committed")).join(
+        winners, on=["_epoch", "seq"]
+    )
     same = later.filter(pl.col("_h") == pl.col("_wh"))
     differ = later.filter(pl.col("_h") != pl.col("_wh"))
     duplicates = (
-        batch.join(same.select("_i"), on="_i", how="semi")
-        .group_by("branch_id")
-        .agg(pl.len().cast(pl.Int64).alias("duplicates"))
+        batch[same["_i"]].group_by("branch_id").agg(pl.len().cast(pl.Int64).alias("duplicates"))
     )
     conflicts = _CONFLICTS_EMPTY.clone()
     if differ.height:
         conflicts = _conflicts(content, batch, history, differ)
-    out = batch.join(later.select("_i"), on="_i", how="anti")
-    return _Deduped(out, duplicates, conflicts)
+    losers = later.select("_i")
+    keep = np.ones(batch.height, dtype=bool)
+    keep[losers["_i"].to_numpy()] = False
+    return _Deduped(batch.filter(pl.Series(keep)), losers, duplicates, conflicts)
 
 
+_LOSERS_EMPTY = pl.DataFrame(schema={"_i": pl.Int64})
 _DUPLICATES_EMPTY = pl.DataFrame(schema={"branch_id": pl.String, "duplicates": pl.Int64})
 _CONFLICTS_EMPTY = pl.DataFrame(
     schema={"_i": pl.Int64, "detail": pl.String, "reason_code": pl.String}
@@ -232,29 +248,35 @@ def dedupe_and_check(
     if "boot" not in committed.columns:
         committed = committed.with_columns(pl.lit(None, pl.Int64).alias("boot"))
     arrived = batch
-    deduped = _dedupe(contract, batch, committed)
-    batch = deduped.winners
-    duplicates = deduped.duplicates
-
     cols = _series_columns(contract)
-    history = committed.select(cols).with_columns(pl.lit(True).alias("_committed"))
-    batch = batch.with_columns(pl.lit(False).alias("_committed"))
-    counters = [c for c in cols if c in COUNTER_ALLOWANCE]
-    rejects: list[pl.DataFrame] = [deduped.conflicts] if deduped.conflicts.height else []
-    live = batch
-    # The committed history and the batch, in event-time order per device: sorted once;
-    # the checks below take rows out with filters, which keep the order.
-    merged = pl.concat(
-        [history, live.select([*cols, "_committed", "_i", "reg_rated_power_kw"])],
-        how="diagonal_relaxed",
-    ).sort(["device_id", "ts", "seq"])
+    history = committed.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("_hrow"))
+    # The committed history and the batch, in event-time order per device: sorted once,
+    # for deduplication and the checks; rows are taken out with filters, which keep order.
     # A device that sends its boot number numbers each boot afresh: the clock check judges
     # a reading among its own boot's (without a boot number, a restart shows as a large
     # fall of seq, which the check allows for).
     boots = ~_SAME_AS_PREVIOUS.fill_null(False) | pl.col("boot").ne_missing(pl.col("boot").shift(1))
-    merged = merged.with_columns(
-        boots.cum_sum().alias("_boot_run"), epoch_starts().cum_sum().alias("_epoch")
+    merged = (
+        pl.concat(
+            [
+                history.select(*cols, "_hrow", pl.lit(True).alias("_committed")),
+                batch.select(*cols, "_i", "reg_rated_power_kw", pl.lit(False).alias("_committed")),
+            ],
+            how="diagonal_relaxed",
+        )
+        .sort(["device_id", "ts", "seq"])
+        .with_columns(boots.cum_sum().alias("_boot_run"), epoch_starts().cum_sum().alias("_epoch"))
     )
+    deduped = _dedupe(contract, batch, history, merged)
+    if deduped.losers.height:
+        merged = _without(merged, deduped.losers)
+    batch = deduped.winners
+    duplicates = deduped.duplicates
+    history = history.select(cols).with_columns(pl.lit(True).alias("_committed"))
+    batch = batch.with_columns(pl.lit(False).alias("_committed"))
+    counters = [c for c in cols if c in COUNTER_ALLOWANCE]
+    rejects: list[pl.DataFrame] = [deduped.conflicts] if deduped.conflicts.height else []
+    live = batch
     clock = _clock_jumps(merged, "_boot_run", "_epoch")
     if clock.height:
         rejects.append(clock)
