@@ -328,13 +328,13 @@ def _decode_canonical(
             [code for _, code, _ in failed],
             [detail for _, _, detail in failed],
         )
-    keep = parsed.lines
-    rows_col = pa.array([line_rows[k] for k in keep], pa.int64())
-    elems_col = pa.array([line_elems[k] for k in keep], pa.int32())
+    keep = parsed.lines  # ascending line numbers of the table's rows
+    rows_col = pa.array(np.asarray(line_rows, dtype=np.int64)[keep])
+    elems_col = pa.array(np.asarray(line_elems, dtype=np.int32)[keep])
     names = pa.nulls(len(keep), pa.string())
     if parsed.unknown:
         unknown: list[str | None] = [None] * len(keep)
-        at = np.searchsorted(np.asarray(keep, dtype=np.int64), list(parsed.unknown))
+        at = np.searchsorted(keep, list(parsed.unknown))
         for pos, (line, text) in zip(at.tolist(), parsed.unknown.items(), strict=True):
             if pos < len(keep) and keep[pos] == line:  # not if it failed after all
                 unknown[pos] = text

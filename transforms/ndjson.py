@@ -55,7 +55,7 @@ class Parsed:
     (line -> its unknown keys, named, for lines read without them)."""
 
     table: pa.Table
-    lines: list[int]
+    lines: npt.NDArray[np.int64]
     failed: list[tuple[int, str, str]]
     unknown: dict[int, str]
 
@@ -63,7 +63,7 @@ class Parsed:
 @dataclass(slots=True)
 class _Part:
     tables: list[pa.Table] = field(default_factory=list)
-    lines: list[int] = field(default_factory=list)
+    lines: list[npt.NDArray[np.int64]] = field(default_factory=list)
     failed: list[tuple[int, str, str]] = field(default_factory=list)
     unknown: dict[int, str] = field(default_factory=dict)
 
@@ -92,18 +92,17 @@ class BlockParser:
     def result(self) -> Parsed:
         parts = [p.result() for p in self._parts]
         tables = [t for p in parts for t in p.tables]
-        lines = [k for p in parts for k in p.lines]
+        at = np.concatenate([a for p in parts for a in p.lines] or [np.zeros(0, np.int64)])
         failed = sorted(f for p in parts for f in p.failed)
         unknown = {k: v for p in parts for k, v in p.unknown.items()}
         if not tables:
-            return Parsed(self._schema.empty_table(), [], failed, unknown)
+            return Parsed(self._schema.empty_table(), at, failed, unknown)
         table = pa.concat_tables(tables)
-        at = np.asarray(lines, dtype=np.int64)
         if (at[1:] < at[:-1]).any():  # parts read again after a bad line come out of order
             order = np.argsort(at, kind="stable")
             table = table.take(pa.array(order))
-            lines = at[order].tolist()
-        return Parsed(table, lines, failed, unknown)
+            at = at[order]
+        return Parsed(table, at, failed, unknown)
 
     # -- on the pool ------------------------------------------------------------------------
 
@@ -157,9 +156,15 @@ class BlockParser:
                 keep = np.ones(len(idx), dtype=bool)
                 keep[failed] = False
                 table = table.filter(pa.array(keep))
-                idx = [k for k, kept in zip(idx, keep.tolist(), strict=True) if kept]
+                part.tables.append(table)
+                part.lines.append(np.asarray(idx, dtype=np.int64)[keep])
+                return
         part.tables.append(table)
-        part.lines.extend(idx)
+        part.lines.append(
+            np.arange(idx.start, idx.stop, dtype=np.int64)
+            if isinstance(idx, range)
+            else np.asarray(idx, dtype=np.int64)
+        )
 
     def _screen(self, part: _Part, k: int) -> bool:
         """Name line ``k``'s unknown keys in ``part.unknown``; False (and the line in
