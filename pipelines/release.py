@@ -5,8 +5,10 @@ When the quality gate fails a blocking rule on a table's rows, ``process`` write
 files but commits the table with no files (the batch's app transaction is recorded, so a
 replay publishes nothing) and the plan keeps the files. A release:
 
-1. reads the held files back, and drops any row whose ``(device_id, seq)`` the table holds
-   by now (a redelivery may have been published by a later batch): exactly once still;
+1. reads the held files back, and drops any row whose ``(device_id, seq, ts)`` the table
+   holds by now (a redelivery may have been published by a later batch): exactly once
+   still (the event time too: a device that restarted its numbering sends a seq again,
+   later);
 2. writes what is left as new files with names derived from the batch (a retried release
    rewrites the same names);
 3. commits them in ONE commit with the app transaction ``(<pipeline>-release-<n>, 1)``,
@@ -148,14 +150,17 @@ def release_batch(
         if rows is not None and decision == "release" and table_exists(store, rel):
             devices = pc.unique(rows.column("device_id")).to_pylist()
             have = read_table(
-                store, rel, columns=["device_id", "seq"], filter=pc.field("device_id").isin(devices)
+                store,
+                rel,
+                columns=["device_id", "seq", "ts"],
+                filter=pc.field("device_id").isin(devices),
             )
             if have.num_rows:
                 left = pl.from_arrow(rows)
                 assert isinstance(left, pl.DataFrame)
                 seen = pl.from_arrow(have)
                 assert isinstance(seen, pl.DataFrame)
-                kept = left.join(seen, on=["device_id", "seq"], how="anti")
+                kept = left.join(seen, on=["device_id", "seq", "ts"], how="anti")
                 item.already_in_table = left.height - kept.height
                 publish = kept.to_arrow()
         if decision == "release":
