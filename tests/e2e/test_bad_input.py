@@ -1,5 +1,5 @@
-"""Bad input over both doors (issue 4, "What proves it" 8; DOMAIN.md "Bad input, and where
-it goes"), table-driven: one row per defect, each sent over HTTP (meter A, its token) and
+"""Bad input over both doors (issue 4, "What proves it" 8; docs/PIPELINE.md, "One reason
+per rejected record"), table-driven: one row per defect, each sent over HTTP (meter A, its token) and
 over MQTT (meter B, through Mosquitto), built from the simulator's clean readings.
 
 HTTP refuses at the edge what it can (400 / 401 / 403 / 413, nothing lands); everything
@@ -290,7 +290,7 @@ FORGED_CLAIM = "forged-" + "x" * 59_993  # a 60,000-character device_id in the p
 MQTT_PAYLOAD_LIMIT = 65536  # Settings.payload_limit_bytes; the broker's packet limit is 66560
 HTTP_BODY_LIMIT = 1024 * 1024  # Settings.gateway_http_max_body_bytes
 
-# One row per defect of DOMAIN.md's table (ordered by `at`; the counter reset is last, as a
+# One row per defect of the bad-input catalogue (ordered by `at`; the counter reset is last, as a
 # real reset, so no later reading of the device climbs from zero).
 CASES: list[Case] = [
     Case(
