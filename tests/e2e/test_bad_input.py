@@ -1,6 +1,6 @@
 """Bad input over both doors (issue 4, "What proves it" 8; docs/PIPELINE.md, "One reason
-per rejected record"), table-driven: one row per defect, each sent over HTTP (meter A, its token) and
-over MQTT (meter B, through Mosquitto), built from the simulator's clean readings.
+per rejected record"), table-driven: one row per defect, each sent over HTTP (meter A, its
+token) and over MQTT (meter B, through Mosquitto), built from the simulator's clean readings.
 
 HTTP refuses at the edge what it can (400 / 401 / 403 / 413, nothing lands); everything
 else is answered 202 and routed by ``energylake process``: quarantined with its reason
