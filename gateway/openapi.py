@@ -75,6 +75,11 @@ def openapi_document(config: GatewayConfig) -> dict[str, Any]:
         "properties": {
             "device_id": {"type": "string", "description": "Must be the token's device."},
             "seq": {"type": "integer", "minimum": 0, "description": "Per-device sequence."},
+            "boot": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Optional: the device's boot number (seq may start again with it).",
+            },
             "ts": {
                 "type": ["integer", "number", "string"],
                 "description": "Event time: epoch microseconds or RFC 3339.",

@@ -37,6 +37,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, Schema, Transaction, WriterProperties
+from deltalake import Field as DeltaField
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.transaction import AddAction
 
@@ -282,6 +283,32 @@ def _schema_differences(table: DeltaTable, contract: Contract) -> list[str]:
     return diffs
 
 
+def _add_new_columns(table: DeltaTable, contract: Contract) -> DeltaTable:
+    """A table one contract version behind by optional columns the contract appends (the
+    only schema change made without a migration): add them, a commit of metadata only;
+    older files read them as null. Anything else is left for ``_check_contract``."""
+    have = [name for name, _, _ in _fields(table.schema())]
+    want = _fields(Schema.from_arrow(contract.arrow_schema()))
+    new = want[len(have) :]
+    if (
+        not new
+        or [name for name, _, _ in want[: len(have)]] != have
+        or not all(nullable for _, _, nullable in new)
+    ):
+        return table
+    schema = contract.arrow_schema()
+    try:
+        table.alter.add_columns(
+            [DeltaField.from_arrow(schema.field(name)) for name, _, _ in new],
+            commit_properties=CommitProperties(
+                custom_metadata={"energylake.operation": "add columns"}, max_commit_retries=0
+            ),
+        )
+    except DeltaError:  # another writer added them first: see what the table is now
+        table.update_incremental()
+    return table
+
+
 def _check_contract(table: DeltaTable, contract: Contract, where: str) -> None:
     diffs = _schema_differences(table, contract)
     if diffs:
@@ -325,6 +352,7 @@ def ensure_table(store: Store, rel: str, contract: Contract) -> DeltaTable:
                 table = DeltaTable(url, storage_options=options)
             except TableNotFoundError:
                 raise LakeError(f"could not create the Delta table at {url}: {exc}") from exc
+    table = _add_new_columns(table, contract)
     _check_contract(table, contract, url)
     if table.metadata().configuration.get(CONTRACT_KEY) != contract.ref:
         table.alter.set_table_properties({CONTRACT_KEY: contract.ref}, raise_if_not_exists=False)

@@ -39,6 +39,8 @@ _COLUMNS = [  # branch_id is the file's partition value, not a column in it
     "topic",
     "detail",
     "batch_id",
+    "claimed_device_id",
+    "claimed_device_sha256",
 ]
 
 
@@ -65,24 +67,34 @@ def audit_batch(
                 or None
                 for file in entry["files"]
             }
+            files = pds.dataset(list(branches), filesystem=fs, format="parquet")
+            # (a quarantine contract older than the claim columns: without them)
+            columns = [c for c in _COLUMNS if c in files.schema.names]
             table = (
-                pds.dataset(list(branches), filesystem=fs, format="parquet")
-                .scanner(
-                    columns=[*_COLUMNS, "__filename"],
+                files.scanner(
+                    columns=[*columns, "__filename"],
                     filter=pc.field("reason_code").isin(list(AUDITED_REASONS)),
                 )
                 .to_table()
                 .sort_by([("__filename", "ascending"), ("quarantine_id", "ascending")])
             )
             for row in table.to_pylist():
+                device = row["device_id"] or row["identity"]
+                claim = row.get("claimed_device_id")
+                digest = row.get("claimed_device_sha256")
+                claimed = (
+                    f"; payload claimed device_id {claim} (sha256 {digest})"
+                    if claim is not None and claim != device
+                    else ""
+                )
                 log.record(
                     row["reason_code"].lower(),
-                    device_id=row["identity"] or row["device_id"],
+                    device_id=device,
                     client_id=row["client_id"],
                     branch_id=branches[row["__filename"]],
                     remote=row["source"],
                     detail=(
-                        f"{row['detail']}; topic {row['topic']}; quarantine_id "
+                        f"{row['detail']}{claimed}; topic {row['topic']}; quarantine_id "
                         f"{row['quarantine_id']}; batch {row['batch_id']}"
                     ),
                 )

@@ -26,9 +26,9 @@ def status(
 ) -> None:
     """What is waiting in the landing log, the last batch, and devices whose seq has gaps.
 
-    Exits 0 when every device's sequence is whole in the window and the broker dropped
-    nothing, 1 when messages are missing (for a cron check); the figures are the same
-    either way.
+    Exits 0 when every seq of the window is in the lake or the quarantine and the broker
+    dropped nothing, 1 when messages are missing (for a cron check); the figures are the
+    same either way.
     """
     from pipelines.status import collect_status, write_metrics
 
@@ -56,11 +56,15 @@ def status(
             console.print("last batch: none yet")
         console.print(
             f"sequence over the last {st.window_hours:g} h: {st.devices} device(s),"
-            f" {st.devices_with_gaps} with gaps, {st.missing_total:,} missing,"
-            f" {st.restarts_total} restart(s)"
+            f" {st.devices_with_gaps} with gaps, {st.missing_total:,} missing (in neither the"
+            f" lake nor the quarantine), {st.quarantined_total:,} quarantined and"
+            f" {st.unreadable_total:,} unreadable in the quarantine, {st.restarts_total}"
+            " restart(s)"
         )
         if st.gaps:
-            table = Table("tenant", "device", "branch", "readings", "seq range", "missing")
+            table = Table(
+                "tenant", "device", "branch", "readings", "seq range", "missing", "quarantined"
+            )
             for row in st.gaps[:top]:
                 table.add_row(
                     row["tenant"],
@@ -69,6 +73,7 @@ def status(
                     f"{row['readings']:,}",
                     f"{row['first_seq']}..{row['last_seq']}",
                     f"{row['missing']:,}",
+                    f"{row['quarantined'] + row['unreadable']:,}",
                 )
             console.print(table)
         _print_broker(st)

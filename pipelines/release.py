@@ -5,8 +5,10 @@ When the quality gate fails a blocking rule on a table's rows, ``process`` write
 files but commits the table with no files (the batch's app transaction is recorded, so a
 replay publishes nothing) and the plan keeps the files. A release:
 
-1. reads the held files back, and drops any row whose key ``(device_id, seq, ts)`` the
-   table holds by now (a redelivery may have been published by a later batch);
+1. reads the held files back, and drops any row whose ``(device_id, seq, ts)`` the table
+   holds by now (a redelivery may have been published by a later batch): exactly once
+   still (the event time too: a device that restarted its numbering sends a seq again,
+   later);
 2. writes what is left as new files with names derived from the batch (a retried release
    rewrites the same names);
 3. commits them in ONE commit with the app transaction ``(<pipeline>-release-<n>, 1)``,

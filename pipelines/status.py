@@ -4,13 +4,17 @@
   and open segments a gateway is still writing.
 - **Last batch**: its number, when it finished, what it wrote.
 - **Sequence gaps**: every device numbers its messages (``seq``). The broker can lose a
-  message it acknowledged (its queues are bounded), so the lake is checked, not
-  trusted: per device, readings are ordered by event time and each step of ``seq`` that
-  skips numbers counts the numbers skipped as *missing*. A fall of ``seq`` (a device
-  restart) counts as a *restart*, not a gap; a jump larger than ``MAX_GAP`` is counted as a
-  restart too (a reflashed device), so one bad counter cannot report millions missing.
-  Late messages that arrive in a later batch close their gap: the figure is always computed
-  from what the lake holds now.
+  message it acknowledged (its queues are bounded), so the lake is checked, not trusted.
+  Per device, readings are ordered by event time and cut into *epochs*, as deduplication
+  cuts them
+  (``transforms.series.epoch_starts``: a new boot number, or seq falling by more than 10 %;
+  here also a jump forward by more than ``MAX_GAP``, a reflashed device, so one bad counter
+  cannot report millions missing); each epoch after the first is a *restart*. A seq inside
+  an epoch's range is accounted for when the lake holds it, or the quarantine holds it (a
+  quarantined reading is not a lost one). A quarantined message of the device whose seq
+  could not be read (malformed JSON, say) may be any of the rest: those are counted against
+  them. What is left is *missing*: sent, and nowhere. Late messages that arrive in a later
+  batch close their gap: the figure is always computed from what the lake holds now.
 
 - **Broker drops**: episodes in which the broker dropped messages queued for one of the
   gateway's sessions (its queue was full), read from the broker's log, by session and
@@ -40,10 +44,12 @@ from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 from gateway.brokerlog import read_drops
 from gateway.landing import closed_segments
 from gateway.sessions import SessionBookError, read_session_book
+from lake.delta import dataset as lake_dataset
 from lake.delta import read_table, table_exists
 from lake.layout import months_between, state_rel, table_rel, tenants
 from lake.storage import Store
 from pipelines.settings import Settings
+from transforms.series import epoch_starts
 
 __all__ = [
     "MAX_GAP",
@@ -95,12 +101,17 @@ _GAP_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "first_seq": pl.Int64,
     "last_seq": pl.Int64,
     "missing": pl.Int64,
+    "quarantined": pl.Int64,
+    "unreadable": pl.Int64,
     "restarts": pl.UInt32,
 }
+# How long before the window a quarantined message of a reading in it may have been
+# received (a reading's event time may be up to 10 minutes after its reception).
+_RECEIVED_BEFORE = timedelta(minutes=10)
 
 
-def seq_gaps(store: Store, since: datetime, *, until: datetime | None = None) -> pl.DataFrame:
-    """Per device with readings in [since, until): readings, seq range, missing, restarts."""
+def _readings(store: Store, since: datetime, until: datetime | None) -> pl.DataFrame:
+    """tenant, dataset, branch_id, device_id, ts, seq, boot of the readings in the window."""
     frames = []
     for tenant in tenants(store):
         for dataset in READINGS:
@@ -114,38 +125,125 @@ def seq_gaps(store: Store, since: datetime, *, until: datetime | None = None) ->
             expr = expr & pc.field("event_month").isin(
                 months_between(since, until or datetime.now(UTC))
             )
-            table = read_table(
-                store, rel, columns=["branch_id", "device_id", "ts", "seq"], filter=expr
-            )
+            files = lake_dataset(store, rel)
+            columns = ["branch_id", "device_id", "ts", "seq"]
+            columns += ["boot"] if "boot" in files.schema.names else []
+            table = files.to_table(columns=columns, filter=expr)
             if table.num_rows == 0:
                 continue
             frame = pl.from_arrow(table)
             assert isinstance(frame, pl.DataFrame)
+            if "boot" not in frame.columns:  # a table written before the boot column
+                frame = frame.with_columns(pl.lit(None, pl.Int64).alias("boot"))
             frames.append(
                 frame.with_columns(pl.lit(tenant).alias("tenant"), pl.lit(dataset).alias("dataset"))
             )
+    return pl.concat(frames) if frames else pl.DataFrame()
+
+
+def _quarantined(
+    store: Store, tenant_list: list[str], since: datetime, until: datetime | None
+) -> pl.DataFrame:
+    """tenant, device_id (the authenticated device), seq (null: unreadable), received_at of
+    the tenants' quarantined messages received from a little before the window."""
+    frames = []
+    start = pa.scalar(since - _RECEIVED_BEFORE, pa.timestamp("us", "UTC"))
+    for tenant in tenant_list:
+        rel = table_rel(tenant, "quarantine")
+        if not table_exists(store, rel):
+            continue
+        table = read_table(
+            store,
+            rel,
+            columns=["device_id", "seq", "received_at"],
+            filter=pc.field("received_at") >= start,
+        )
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)
+        frames.append(frame.with_columns(pl.lit(tenant).alias("tenant")))
     if not frames:
+        return pl.DataFrame(
+            schema={
+                "device_id": pl.String,
+                "seq": pl.Int64,
+                "received_at": pl.Datetime("us", "UTC"),
+                "tenant": pl.String,
+            }
+        )
+    out = pl.concat(frames)
+    if until is not None:
+        out = out.filter(pl.col("received_at") < until)
+    return out
+
+
+def seq_gaps(store: Store, since: datetime, *, until: datetime | None = None) -> pl.DataFrame:
+    """Per device with readings in [since, until): readings, seq range, missing (sent and
+    nowhere), quarantined (gaps the quarantine holds), unreadable (quarantined without a
+    readable seq, counted against the gaps) and restarts."""
+    rows = _readings(store, since, until)
+    if rows.is_empty():
         return pl.DataFrame(schema=pl.Schema(_GAP_SCHEMA))
-    step = pl.col("seq").diff().over("tenant", "dataset", "device_id")
-    rows = (
-        pl.concat(frames)
-        .sort("tenant", "dataset", "device_id", "ts", "seq")
-        .with_columns(step.alias("_step"))
+    device = ["tenant", "dataset", "device_id"]
+    jump = (pl.col("seq") - pl.col("seq").shift(1)) > MAX_GAP
+    rows = rows.sort(*device, "ts", "seq").with_columns(
+        (epoch_starts() | jump.fill_null(False)).cum_sum().alias("_epoch")
     )
-    is_gap = (pl.col("_step") > 1) & (pl.col("_step") <= MAX_GAP)
-    out = rows.group_by("tenant", "dataset", "device_id").agg(
-        pl.col("branch_id").last(),
-        pl.len().alias("readings"),
-        pl.col("seq").first().alias("first_seq"),
-        pl.col("seq").last().alias("last_seq"),
-        pl.when(is_gap).then(pl.col("_step") - 1).otherwise(0).sum().alias("missing"),
-        ((pl.col("_step") <= 0) | (pl.col("_step") > MAX_GAP)).sum().alias("restarts"),
+    epochs = rows.group_by(*device, "_epoch").agg(
+        pl.col("seq").min().alias("_lo"),
+        pl.col("seq").max().alias("_hi"),
+        pl.col("seq").n_unique().alias("_held"),
     )
-    return (
-        out.select(list(_GAP_SCHEMA))
-        .cast(pl.Schema(_GAP_SCHEMA))
-        .sort("tenant", "dataset", "device_id")
+    quarantine = _quarantined(store, rows["tenant"].unique().to_list(), since, until)
+    # Quarantined seqs inside an epoch's range that the lake does not hold there.
+    found = (
+        epochs.join(
+            quarantine.filter(pl.col("seq").is_not_null())
+            .select("tenant", "device_id", "seq")
+            .unique(),
+            on=["tenant", "device_id"],
+        )
+        .filter(pl.col("seq").is_between(pl.col("_lo"), pl.col("_hi")))
+        .join(rows.select("_epoch", "seq"), on=["_epoch", "seq"], how="anti")
+        .group_by("_epoch")
+        .agg(pl.len().alias("_quarantined"))
     )
+    unreadable = (
+        quarantine.filter(pl.col("seq").is_null() & (pl.col("received_at") >= since))
+        .group_by("tenant", "device_id")
+        .agg(pl.len().cast(pl.Int64).alias("unreadable"))
+    )
+    per_epoch = (
+        epochs.join(found, on="_epoch", how="left")
+        .with_columns(
+            pl.col("_quarantined").fill_null(0),
+        )
+        .with_columns(
+            (pl.col("_hi") - pl.col("_lo") + 1 - pl.col("_held") - pl.col("_quarantined")).alias(
+                "_unaccounted"
+            )
+        )
+    )
+    sums = per_epoch.group_by(device).agg(
+        pl.col("_unaccounted").sum().alias("_unaccounted"),
+        pl.col("_quarantined").sum().cast(pl.Int64).alias("quarantined"),
+        (pl.len() - 1).alias("restarts"),
+    )
+    out = (
+        rows.group_by(device)
+        .agg(
+            pl.col("branch_id").last(),
+            pl.len().alias("readings"),
+            pl.col("seq").first().alias("first_seq"),
+            pl.col("seq").last().alias("last_seq"),
+        )
+        .join(sums, on=device)
+        .join(unreadable, on=["tenant", "device_id"], how="left")
+        .with_columns(pl.col("unreadable").fill_null(0))
+        .with_columns(
+            (pl.col("_unaccounted") - pl.col("unreadable")).clip(lower_bound=0).alias("missing")
+        )
+    )
+    return out.select(list(_GAP_SCHEMA)).cast(pl.Schema(_GAP_SCHEMA)).sort(device)
 
 
 # --- broker-side drops (issue 12, MQTT) ------------------------------------------------
@@ -192,6 +290,8 @@ class Status:
     devices_with_gaps: int
     missing_total: int
     restarts_total: int
+    quarantined_total: int = 0  # gap seqs the quarantine holds (not missing)
+    unreadable_total: int = 0  # quarantined without a readable seq, counted against gaps
     gaps: list[dict[str, Any]] = field(default_factory=list)  # devices with gaps, worst first
     broker: BrokerDrops | None = None  # drops at the broker in the window (issue 12)
 
@@ -233,6 +333,8 @@ def collect_status(settings: Settings, *, window: timedelta = timedelta(hours=24
         devices_with_gaps=worst.height,
         missing_total=int(gaps["missing"].sum()),
         restarts_total=int(gaps["restarts"].sum()),
+        quarantined_total=int(gaps["quarantined"].sum()),
+        unreadable_total=int(gaps["unreadable"].sum()),
         gaps=worst.to_dicts(),
         broker=broker,
     )
@@ -273,8 +375,14 @@ def write_metrics(status: Status, path: Path) -> None:
     )
     gauge(
         "energylake_seq_missing",
-        f"Sequence numbers missing in the lake over the last {status.window_hours:g} h.",
+        f"Sequence numbers in neither the lake nor the quarantine over the last "
+        f"{status.window_hours:g} h.",
         status.missing_total,
+    )
+    gauge(
+        "energylake_seq_quarantined",
+        "Sequence numbers absent from the lake that the quarantine holds (not missing).",
+        status.quarantined_total,
     )
     gauge(
         "energylake_seq_devices_with_gaps",

@@ -3,29 +3,28 @@
 Decoders (chosen by topic or path, first match wins):
 
 - ``canonical``: ``emaas/v1/<client>/<branch>/<device>/telemetry`` carrying the energylake
-  envelope ``{"device_id", "seq", "ts", "readings": {...}, "units": {...}}``, or a JSON array
-  of such envelopes (batched uploads).
+  envelope ``{"device_id", "seq", "ts", "readings": {...}, "units": {...}}`` (and ``boot``,
+  optional: the device's boot number), or a JSON array of such envelopes (batched uploads).
 - ``tasmota``: ``tele/<device>/SENSOR`` with Tasmota's ``{"Time", "ENERGY": {...}}``.
 
 The canonical path is columnar: each payload is checked for well-formed JSON by orjson (C,
 one call per payload, nothing kept), then all good payloads are parsed in one go by Arrow's
-strict JSON reader against an explicit schema built from the contracts. Arrow rejects a
-string where a number belongs, a boolean, a number too large for a double and a key given
-twice, and names the row; that row is quarantined and the rest parsed again. Unknown keys
-surface as extra columns and are quarantined as SCHEMA_MISMATCH. Only rejected payloads take
-the slow path that explains them.
+strict JSON reader against an explicit schema built from the contracts
+(``transforms/ndjson.py``). Arrow rejects a string where a number belongs, a boolean, a
+number too large for a double and a key given twice, and names the row; that row is
+quarantined and the rest parsed again. Keys the contracts do not know are skipped by the
+reader, found by counting colons, named in ``_unknown`` and quarantined by ``enforce`` as
+SCHEMA_MISMATCH (a reading with more than ``ndjson.MAX_KEYS`` keys already here). Only
+rejected payloads take the slow path that explains them.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from typing import Any
 
 import numpy as np
@@ -34,9 +33,9 @@ import orjson
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pj
 
 from contracts import ContractRegistry
+from transforms import ndjson
 from transforms.frames import ELEM, READINGS_DATASETS, ROW, Chunk, reject_frame
 
 __all__ = [
@@ -51,10 +50,9 @@ CANONICAL_TOPIC = re.compile(
     r"/telemetry$"
 )
 TASMOTA_TOPIC = re.compile(r"^tele/([a-z0-9][a-z0-9-]{1,63})/SENSOR$")
-PARSE_BLOCK = 2048  # lines per strict Arrow read (bounds the re-parse after a bad line)
-_ROW_IN_ERROR = re.compile(r"in row (\d+)")
 _NON_FINITE_TOKEN = re.compile(rb"(?<![\w\"])-?(?:NaN|Infinity)(?![\w\"])")
-_ENVELOPE_KEYS = ("device_id", "seq", "ts", "readings", "units")
+# orjson's message for a number that overflows a double (1e400): NON_FINITE, as over HTTP.
+_BEYOND_DOUBLE = "number is infinity when parsed as double"
 # Reading fields whose unit a device may declare in "units" (power and energy only).
 _UNIT_FIELDS = (
     "power_kw",
@@ -110,6 +108,7 @@ class DecodeSchema:
                 pa.field("device_id", pa.string()),
                 pa.field("seq", pa.float64()),
                 pa.field("ts", pa.float64()),
+                pa.field("boot", pa.float64()),
                 pa.field("readings", readings),
                 pa.field("units", units),
             ]
@@ -126,6 +125,7 @@ class DecodeSchema:
             "device_id": pl.String,
             "seq": pl.Float64,
             "ts": pl.Float64,
+            "boot": pl.Float64,
             "ts_local": pl.String,
             "_unknown": pl.String,
         }
@@ -142,6 +142,7 @@ _SYSTEM_COLUMNS = frozenset(
         "device_id",
         "seq",
         "ts",
+        "boot",
         "received_at",
         "event_month",
         "quality_flags",
@@ -246,15 +247,20 @@ def _rows(idx: Sequence[int], elems: Sequence[int] | None = None) -> pl.DataFram
 
 
 def _explain_unparsable(payload: bytes, error: Exception) -> tuple[str, str]:
-    """Why orjson refused a payload: NON_FINITE when the only problem is NaN/Infinity."""
-    if _NON_FINITE_TOKEN.search(payload):
+    """Why orjson refused a payload: NON_FINITE when the only problem is a NaN / Infinity
+    token or a number beyond the double range (``1e400``; the HTTP edge answers both
+    ``non_finite``), else MALFORMED_PAYLOAD."""
+    message = str(error).split("\n", 1)[0]
+    beyond = _BEYOND_DOUBLE in message
+    if beyond or _NON_FINITE_TOKEN.search(payload):
         try:
-            json.loads(payload)
+            json.loads(payload)  # accepts both, so it tells whether anything else is wrong
         except (ValueError, RecursionError):
             pass
         else:
+            if beyond:
+                return "NON_FINITE", f"number out of the double range: {message}"[:300]
             return "NON_FINITE", "a number is NaN or Infinity"
-    message = str(error).split("\n", 1)[0]
     return "MALFORMED_PAYLOAD", f"not valid UTF-8 JSON: {message}"[:300]
 
 
@@ -273,8 +279,9 @@ def _decode_canonical(
     bad_details: list[str] = []
     loads = orjson.loads
     dumps = orjson.dumps
-    parser = _BlockParser(lines, schema.arrow_schema())
-    next_block = PARSE_BLOCK
+    parser = ndjson.BlockParser(lines, schema.arrow_schema())
+    block = ndjson.PARSE_BLOCK
+    next_block = block
     for i in idx:
         payload = payloads[i]
         try:
@@ -305,13 +312,14 @@ def _decode_canonical(
             # A full block is parsed on the pool (Arrow releases the GIL) while this loop
             # goes on screening the next.
             parser.submit_upto(next_block)
-            next_block += PARSE_BLOCK
+            next_block += block
     if bad_rows:
         _reject_lines(chunk, bad_rows, [0] * len(bad_rows), bad_codes, bad_details)
     if not lines:
         return schema.empty_rows()
     parser.submit_upto(len(lines))
-    table, failed = parser.result()
+    parsed = parser.result()
+    failed = parsed.failed
     if failed:
         _reject_lines(
             chunk,
@@ -320,11 +328,18 @@ def _decode_canonical(
             [code for _, code, _ in failed],
             [detail for _, _, detail in failed],
         )
-    failed_lines = {f[0] for f in failed}
-    keep = [k for k in range(len(lines)) if k not in failed_lines]
-    rows_col = pa.array([line_rows[k] for k in keep], pa.int64())
-    elems_col = pa.array([line_elems[k] for k in keep], pa.int32())
-    return _flatten(table, schema, rows_col, elems_col, topics)
+    keep = parsed.lines  # ascending line numbers of the table's rows
+    rows_col = pa.array(np.asarray(line_rows, dtype=np.int64)[keep])
+    elems_col = pa.array(np.asarray(line_elems, dtype=np.int32)[keep])
+    names = pa.nulls(len(keep), pa.string())
+    if parsed.unknown:
+        unknown: list[str | None] = [None] * len(keep)
+        at = np.searchsorted(keep, list(parsed.unknown))
+        for pos, (line, text) in zip(at.tolist(), parsed.unknown.items(), strict=True):
+            if pos < len(keep) and keep[pos] == line:  # not if it failed after all
+                unknown[pos] = text
+        names = pa.array(unknown, pa.string())
+    return _flatten(parsed.table, schema, rows_col, elems_col, names, topics)
 
 
 def _reject_lines(
@@ -338,209 +353,16 @@ def _reject_lines(
         chunk.reject(reject_frame(part, str(reason), pl.col("detail"), "decode"))
 
 
-class _BlockParser:
-    """Strict NDJSON parsing of ``lines`` in blocks of PARSE_BLOCK, on the parse pool, as
-    the lines come; ``result()``: the table of good lines and (line, code, detail) of bad.
-
-    Arrow stops at the first bad line and names it; the rest of the block is parsed again.
-    Blocks bound that re-parse: a chunk with a few bad lines costs about one extra block
-    each, not the rest of the chunk each.
-    """
-
-    def __init__(self, lines: list[bytes], schema: pa.Schema) -> None:
-        self._lines = lines
-        self._schema = schema
-        self._submitted = 0
-        self._parts: list[Future[_Parsed]] = []
-
-    def _parse(self, start: int, end: int) -> _Parsed:
-        out = _Parsed([], [], [])
-        _parse_block(self._lines, start, end, self._schema, out.tables, out.good_index, out.failed)
-        return out
-
-    def submit_upto(self, end: int) -> None:
-        """Parse lines [submitted, end) (those lines are final: only appends follow)."""
-        if end > self._submitted:
-            self._parts.append(_parse_pool().submit(self._parse, self._submitted, end))
-            self._submitted = end
-
-    def result(self) -> tuple[pa.Table, list[tuple[int, str, str]]]:
-        failed: list[tuple[int, str, str]] = []
-        tables: list[pa.Table] = []
-        good = 0
-        for part in self._parts:
-            block = part.result()
-            tables += block.tables
-            good += len(block.good_index)
-            failed += block.failed
-        if not tables:
-            return self._schema.empty_table(), failed
-        unified = pa.unify_schemas([t.schema for t in tables], promote_options="permissive")
-        table = pa.concat_tables([_conform(t, unified) for t in tables])
-        assert table.num_rows == good
-        return table, failed
-
-
-@dataclass(slots=True)
-class _Parsed:
-    tables: list[pa.Table]
-    good_index: list[int]
-    failed: list[tuple[int, str, str]]
-
-
-@cache
-def _parse_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="json-parse")
-
-
-def _parse_block(
-    lines: list[bytes],
-    start: int,
-    end: int,
-    schema: pa.Schema,
-    tables: list[pa.Table],
-    good_index: list[int],
-    failed: list[tuple[int, str, str]],
-) -> None:
-    while start < end:
-        part = lines[start:end]
-        try:
-            tables.append(_read(part, schema))
-            good_index.extend(range(start, end))
-            return
-        except pa.ArrowInvalid as exc:
-            message = str(exc)
-            found = _ROW_IN_ERROR.search(message)
-            if found is None:
-                # No row named: isolate line by line (rare).
-                for k, line in enumerate(part, start=start):
-                    try:
-                        tables.append(_read([line], schema))
-                        good_index.append(k)
-                    except pa.ArrowInvalid as one:
-                        failed.append((k, *_explain_arrow(str(one))))
-                return
-            bad = start + int(found.group(1))
-            if bad > start:
-                tables.append(_read(lines[start:bad], schema))
-                good_index.extend(range(start, bad))
-            if _unknown_key_retyped(message, schema):
-                # Only the type Arrow inferred for a key the contract does not know, from
-                # an earlier line of the block: on its own the line may be fine (the key
-                # is quarantined as unknown either way), whatever the block boundaries.
-                try:
-                    tables.append(_read([lines[bad]], schema))
-                    good_index.append(bad)
-                except pa.ArrowInvalid as one:
-                    failed.append((bad, *_explain_arrow(str(one))))
-            else:
-                failed.append((bad, *_explain_arrow(message)))
-            start = bad + 1
-
-
-_RETYPED = re.compile(r"Column\((/[^)]*)\) changed from \w+ to \w+")
-
-
-def _unknown_key_retyped(message: str, schema: pa.Schema) -> bool:
-    """Whether Arrow's error is a type change of a key outside ``schema``."""
-    found = _RETYPED.search(message)
-    if found is None:
-        return False
-    node: pa.DataType | pa.Schema = schema
-    for part in found.group(1).strip("/").split("/"):
-        names = node.names if isinstance(node, pa.Schema) else [f.name for f in node]
-        if part not in names:
-            return True
-        field = node.field(part)
-        if not pa.types.is_struct(field.type):
-            return False
-        node = field.type
-    return False
-
-
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    if table.schema == schema:
-        return table
-    columns = []
-    for f in schema:
-        if f.name in table.column_names:
-            columns.append(table.column(f.name).cast(f.type))
-        else:
-            columns.append(pa.nulls(table.num_rows, f.type))
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
-def _read(lines: list[bytes], schema: pa.Schema) -> pa.Table:
-    return _read_buffer(pa.py_buffer(b"\n".join(lines)), schema)
-
-
-def _read_buffer(data: pa.Buffer, schema: pa.Schema) -> pa.Table:
-    table = pj.read_json(
-        pa.BufferReader(data),
-        read_options=pj.ReadOptions(use_threads=False, block_size=max(1 << 16, data.size + 1)),
-        parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
-    )
-    return _presence(table, schema)
-
-
-def _presence(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Keys the schema does not know become boolean "present" columns. Only their presence
-    matters (they are quarantined as unknown fields), and Arrow infers their type per
-    block: a key that is a number in one block and a string in the next would otherwise
-    make the blocks' tables impossible to put together."""
-    names: list[str] = []
-    columns: list[pa.ChunkedArray | pa.Array] = []
-    changed = False
-    for name, column in zip(table.column_names, table.columns, strict=True):
-        names.append(name)
-        if name not in schema.names:
-            columns.append(_present(column))
-            changed = True
-            continue
-        expected = schema.field(name).type
-        if pa.types.is_struct(column.type) and column.type != expected:
-            known = {f.name for f in expected}
-            columns.append(_struct_presence(column.combine_chunks(), known))
-            changed = True
-            continue
-        columns.append(column)
-    return pa.table(columns, names=names) if changed else table
-
-
-def _present(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
-    return pc.if_else(pc.is_valid(values), True, pa.scalar(None, pa.bool_()))
-
-
-def _struct_presence(values: pa.StructArray, known: set[str]) -> pa.StructArray:
-    children = []
-    names = []
-    for k in range(values.type.num_fields):
-        name = values.type.field(k).name
-        child = values.field(k)
-        names.append(name)
-        children.append(child if name in known else _present(child))
-    return pa.StructArray.from_arrays(children, names=names, mask=pc.invert(values.is_valid()))
-
-
-def _explain_arrow(message: str) -> tuple[str, str]:
-    # "in row N" counts lines of the block Arrow was given: meaningless to a reader.
-    text = _ROW_IN_ERROR.sub("", message.replace("JSON parse error: ", "").split("\n", 1)[0])
-    text = text.rstrip()
-    if "too big" in text:
-        return "NON_FINITE", f"number out of the double range: {text}"[:300]
-    if "specified twice" in text:
-        return "MALFORMED_PAYLOAD", f"duplicate key: {text}"[:300]
-    return "SCHEMA_MISMATCH", text[:300]
-
-
 def _flatten(
     table: pa.Table,
     schema: DecodeSchema,
     rows_col: pa.Array,
     elems_col: pa.Array,
+    unknown: pa.Array,
     topics: Topics,
 ) -> pl.DataFrame:
-    known_top = set(_ENVELOPE_KEYS)
+    """The parsed table (only the schema's keys: unknown ones were taken out by the parser
+    and are named in ``unknown``) as flat columns."""
     readings = table.column("readings").combine_chunks()
     units = table.column("units").combine_chunks()
     data: dict[str, Any] = {
@@ -549,47 +371,18 @@ def _flatten(
         "device_id": table.column("device_id"),
         "seq": table.column("seq"),
         "ts": table.column("ts"),
+        "boot": table.column("boot"),
+        "_unknown": unknown,
     }
-    unknown_masks: list[tuple[str, pa.Array]] = []
     readings_type: pa.StructType = readings.type
-    known_readings = set(schema.fields)
     for k in range(readings_type.num_fields):
-        name = readings_type.field(k).name
-        child = readings.field(k)
-        if name in known_readings:
-            data[name] = child
-        else:
-            unknown_masks.append((f"readings.{name}", child.is_valid()))
+        data[readings_type.field(k).name] = readings.field(k)
     units_type: pa.StructType = units.type
     for k in range(units_type.num_fields):
-        name = units_type.field(k).name
-        child = units.field(k)
-        if name in _UNIT_FIELDS:
-            data[f"unit__{name}"] = child
-        else:
-            unknown_masks.append((f"units.{name}", child.is_valid()))
-    for name in table.column_names:
-        if name not in known_top:
-            unknown_masks.append((name, table.column(name).is_valid()))
+        data[f"unit__{units_type.field(k).name}"] = units.field(k)
     # A struct child stays null when the parent is null: readings null means "no readings".
     frame = pl.from_arrow(pa.table(data))
     assert isinstance(frame, pl.DataFrame)
-    if unknown_masks:
-        # Named in order (Arrow's order follows the lines it happened to read together).
-        unknown_masks.sort(key=lambda item: item[0])
-        parts = [
-            pl.when(pl.Series(mask.to_numpy(zero_copy_only=False))).then(pl.lit(key))
-            for key, mask in unknown_masks
-        ]
-        frame = frame.with_columns(
-            pl.concat_str(parts, separator=",", ignore_nulls=True).alias("_unknown")
-        )
-        frame = frame.with_columns(
-            pl.when(pl.col("_unknown") == "")
-            .then(None)
-            .otherwise(pl.col("_unknown"))
-            .alias("_unknown")
-        )
     claims = topics.claims(frame[ROW].to_numpy())
     return frame.with_columns(pl.lit("canonical").alias("decoder"), *claims)
 

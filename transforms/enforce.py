@@ -169,6 +169,13 @@ def _checks(contract: Contract, schema: DecodeSchema) -> list[_Check]:
             pl.lit("seq is not a non-negative integer"),
         )
     )
+    boot = pl.col("boot")
+    schema_parts.append(
+        (
+            boot.is_not_null() & ((boot != boot.floor()) | (boot < 0) | (boot > 2**53 - 1)),
+            pl.lit("boot is not a non-negative integer"),
+        )
+    )
     checks.append(_Check("SCHEMA_MISMATCH", schema_parts, separator="; "))
 
     # 4. Missing required fields.

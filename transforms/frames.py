@@ -17,6 +17,8 @@ import pyarrow as pa
 from contracts import ContractRegistry
 
 __all__ = [
+    "CLAIM_CHARS",
+    "DETAIL_CHARS",
     "ENVELOPE_COLUMNS",
     "READINGS_DATASETS",
     "REJECT_SCHEMA",
@@ -50,6 +52,11 @@ REJECT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "seq": pl.Int64,
 }
 _EXCERPT_BYTES = 256
+# A payload's claimed device_id is kept to this many characters (a device id has at most
+# 64), a quarantine detail to the contract's maxLength.
+CLAIM_CHARS = 64
+DETAIL_CHARS = 2000
+_DEVICE_ID = r"^[a-z0-9][a-z0-9-]{1,63}$"
 
 
 def as_frame(table: pa.Table) -> pl.DataFrame:
@@ -156,13 +163,28 @@ def quarantine_rows(
         pl.Series("payload_excerpt", [_excerpt(p) for p in payloads], dtype=pl.String),
         pl.col("payload").bin.size().cast(pl.Int64).alias("payload_size_bytes"),
     )
-    # An empty identity (file import) falls back to the payload's device.
+    # The device is the authenticated one (the envelope's identity), never the payload's
+    # claim; a file import has no identity and falls back to the payload's device when it
+    # is a well-formed device id. The claim is kept apart, cut short, with a hash of it all.
+    claims: list[str | None] = frame["device_id"].cast(pl.String).to_list()
     auth = (
-        pl.when(pl.col("identity").is_null() | (pl.col("identity") == ""))
+        pl.when(pl.col("identity").is_not_null() & (pl.col("identity") != ""))
+        .then(pl.col("identity"))
+        .when(pl.col("device_id").str.contains(_DEVICE_ID))
         .then(pl.col("device_id"))
-        .otherwise(pl.col("identity"))
     )
-    frame = frame.with_columns(auth.alias("_auth")).join(
+    frame = frame.with_columns(
+        auth.alias("_auth"),
+        pl.Series(
+            "claimed_device_sha256",
+            [None if c is None else hashlib.sha256(c.encode()).hexdigest() for c in claims],
+            pl.String,
+        ),
+        pl.when(pl.col("device_id").str.len_chars() > CLAIM_CHARS)
+        .then(pl.col("device_id").str.slice(0, CLAIM_CHARS) + pl.lit("…"))
+        .otherwise(pl.col("device_id"))
+        .alias("claimed_device_id"),
+    ).join(
         devices.select(
             pl.col("device_id").alias("_auth"),
             pl.col("client_id").alias("_reg_client"),
@@ -181,7 +203,8 @@ def quarantine_rows(
         _quarantine_id().alias("quarantine_id"),
         pl.col("_reg_client").alias("client_id"),
         pl.coalesce(pl.col("_reg_branch"), claim).alias("branch_id"),
-        pl.coalesce(pl.col("device_id"), pl.col("_auth")).alias("device_id"),
+        pl.col("_auth").alias("device_id"),
+        _cut(pl.col("detail"), DETAIL_CHARS).alias("detail"),
         contract_ref.alias("contract"),
         pl.lit(batch_id).alias("batch_id"),
         pl.col("_reg_client").alias("_tenant"),
@@ -189,6 +212,15 @@ def quarantine_rows(
     )
     schema = _quarantine_schema(registry)
     return out.select([pl.col(c).cast(t) for c, t in schema.items()] + [pl.col("_tenant")])
+
+
+def _cut(text: pl.Expr, chars: int) -> pl.Expr:
+    """``text`` cut to ``chars`` characters, the last one "…" when it was longer."""
+    return (
+        pl.when(text.str.len_chars() > chars)
+        .then(text.str.slice(0, chars - 1) + pl.lit("…"))
+        .otherwise(text)
+    )
 
 
 def _quarantine_id() -> pl.Expr:

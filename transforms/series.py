@@ -1,11 +1,19 @@
-"""Deduplicate on (device_id, seq), then the checks that need a device's series.
+"""Deduplicate on (device_id, boot epoch, seq), then the checks that need a device's series.
 
 Runs on all of one table's accepted rows in a batch (one tenant, one dataset), next to what
 the table already holds for the same devices (``committed``: a pinned snapshot, so a replay
 sees exactly what the first attempt saw):
 
-- duplicates: the first arrival of a (device_id, seq) wins, within the batch and against
-  the committed rows; the rest are counted, never written;
+- epochs: a device numbers its messages, and starts again when it restarts. In event-time
+  order, a reading starts a new *epoch* when its ``boot`` differs from the reading before
+  it (a device that sends its boot number: Sparkplug B's bdSeq, Tasmota's BootCount), or,
+  when neither sends one, when its seq falls by more than ``SEQ_RESTART_FALL`` of the one
+  before (``epoch_starts``; ``energylake status`` counts gaps by the same epochs);
+- duplicates: copies of one (device_id, epoch, seq). The first arrival wins, a committed
+  copy before any in the batch. A later copy with the same content (event time and values)
+  is a redelivery: counted, never written. One with different content is quarantined as
+  SEQ_CONFLICT, its detail naming both copies' event times and reading hashes. A reading
+  after a restart is none of these: it is in another epoch, and kept;
 - TIMESTAMP_OUT_OF_RANGE: an event time that contradicts the device's sequence (its seq
   lies outside the seq of both its time neighbours): a clock shifted by hours;
 - IMPLAUSIBLE_DELTA: a counter that rose more than the device's rating allows in the time
@@ -18,8 +26,12 @@ sees exactly what the first attempt saw):
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
+import orjson
 import polars as pl
 
 from contracts import Contract
@@ -32,7 +44,10 @@ __all__ = [
     "STUCK_RUN",
     "SeriesResult",
     "committed_columns",
+    "content_columns",
     "dedupe_and_check",
+    "epoch_starts",
+    "reading_sha256",
 ]
 
 RESET_DROP = 0.10
@@ -65,11 +80,157 @@ class SeriesResult:
     late: pl.DataFrame  # branch_id, late (count)
 
 
+# Not what a reading says: where it belongs, its key, and what the pipeline adds.
+_NOT_CONTENT = frozenset(
+    {
+        "client_id",
+        "branch_id",
+        "device_id",
+        "seq",
+        "boot",
+        "ts",
+        "received_at",
+        "event_month",
+        "quality_flags",
+    }
+)
+
+
+def content_columns(contract: Contract) -> list[str]:
+    """What a reading says: its event time and values (a redelivery repeats them exactly)."""
+    return ["ts", *[f.name for f in contract.fields if f.name not in _NOT_CONTENT]]
+
+
 def committed_columns(contract: Contract) -> list[str]:
-    """What the series checks need from the committed table."""
-    counters = [f.name for f in contract.fields if f.counter and f.name in COUNTER_ALLOWANCE]
-    stuck = list(STUCK_FIELDS.get(contract.dataset, ()))
-    return ["branch_id", "device_id", "seq", "ts", *counters, *stuck]
+    """What deduplication and the series checks need from the committed table."""
+    return ["branch_id", "device_id", "seq", "boot", *content_columns(contract)]
+
+
+def epoch_starts(seq: str = "seq", boot: str = "boot") -> pl.Expr:
+    """In a frame sorted by device, event time and seq: whether a reading starts a numbering
+    of its device (its first reading, a boot other than the reading's before, or a seq that
+    falls by more than SEQ_RESTART_FALL when neither sent a boot). ``cum_sum`` of it numbers
+    the epochs."""
+    prev_seq = pl.col(seq).shift(1)
+    prev_boot = pl.col(boot).shift(1)
+    same = _SAME_AS_PREVIOUS.fill_null(False)
+    other_boot = pl.col(boot).ne_missing(prev_boot)
+    fell = (
+        pl.col(boot).is_null()
+        & prev_boot.is_null()
+        & (pl.col(seq) < prev_seq * (1 - SEQ_RESTART_FALL))
+    )
+    return ~same | other_boot | fell.fill_null(False)
+
+
+def reading_sha256(row: dict[str, Any]) -> str:
+    """SHA-256 of a reading's content (``content_columns``), as sorted-key JSON."""
+    return hashlib.sha256(
+        orjson.dumps(row, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    ).hexdigest()
+
+
+@dataclass(slots=True)
+class _Deduped:
+    winners: pl.DataFrame  # the batch rows that are first copies
+    losers: pl.DataFrame  # _i of the others
+    duplicates: pl.DataFrame  # branch_id, duplicates (count)
+    conflicts: pl.DataFrame  # _i, detail, reason_code (SEQ_CONFLICT)
+
+
+def _dedupe(
+    contract: Contract, batch: pl.DataFrame, history: pl.DataFrame, merged: pl.DataFrame
+) -> _Deduped:
+    """Copies of one (device_id, epoch, seq): the first wins (``batch`` in arrival order,
+    with ``_i``; ``history`` with ``_hrow``); the others are duplicates (same content) or
+    conflicts. ``merged``: both, sorted by device and time, with ``_epoch``.
+
+    Only readings whose (device_id, seq) comes more than once have their epochs compared
+    and their content hashed."""
+    nothing = _Deduped(
+        batch, _LOSERS_EMPTY.clone(), _DUPLICATES_EMPTY.clone(), _CONFLICTS_EMPTY.clone()
+    )
+    copies = merged.filter(pl.struct("device_id", "seq").is_duplicated()).select(
+        "_epoch", "seq", "_committed", "_i", "_hrow"
+    )
+    if copies.is_empty():
+        return nothing
+    copies = (
+        # per copy group: a committed copy first, then the batch's in arrival order
+        copies.sort(
+            ["_epoch", "seq", "_committed", "_i"], descending=[False, False, True, False]
+        ).with_columns(pl.struct("_epoch", "seq").is_first_distinct().alias("_first"))
+    )
+    if copies["_first"].all():  # the same seq in other epochs only: restarts
+        return nothing
+    # (``_i`` and ``_hrow`` are row numbers: rows are taken by position, not joined)
+    content = content_columns(contract)
+    digest = pl.struct(content).hash().alias("_h")
+    old, new = copies.filter("_committed"), copies.filter(~pl.col("_committed"))
+    copies = pl.concat(
+        [
+            old.with_columns(history[old["_hrow"]].select(digest)),
+            new.with_columns(batch[new["_i"]].select(digest)),
+        ]
+    )
+    winners = copies.filter("_first").select(
+        "_epoch",
+        "seq",
+        pl.col("_h").alias("_wh"),
+        pl.col("_hrow").alias("_whrow"),
+        pl.col("_i").alias("_wi"),
+    )
+    later = copies.filter(~pl.col("_first") & ~pl.col("_committed")).join(
+        winners, on=["_epoch", "seq"]
+    )
+    same = later.filter(pl.col("_h") == pl.col("_wh"))
+    differ = later.filter(pl.col("_h") != pl.col("_wh"))
+    duplicates = (
+        batch[same["_i"]].group_by("branch_id").agg(pl.len().cast(pl.Int64).alias("duplicates"))
+    )
+    conflicts = _CONFLICTS_EMPTY.clone()
+    if differ.height:
+        conflicts = _conflicts(content, batch, history, differ)
+    losers = later.select("_i")
+    keep = np.ones(batch.height, dtype=bool)
+    keep[losers["_i"].to_numpy()] = False
+    return _Deduped(batch.filter(pl.Series(keep)), losers, duplicates, conflicts)
+
+
+_LOSERS_EMPTY = pl.DataFrame(schema={"_i": pl.Int64})
+_DUPLICATES_EMPTY = pl.DataFrame(schema={"branch_id": pl.String, "duplicates": pl.Int64})
+_CONFLICTS_EMPTY = pl.DataFrame(
+    schema={"_i": pl.Int64, "detail": pl.String, "reason_code": pl.String}
+)
+
+
+def _conflicts(
+    content: list[str], batch: pl.DataFrame, history: pl.DataFrame, differ: pl.DataFrame
+) -> pl.DataFrame:
+    """SEQ_CONFLICT rows (``_i``, detail) for batch copies whose content differs from the
+    first copy's: both copies' event times and reading hashes (a few rows: Python)."""
+    mine = batch.join(differ.select("_i", "_whrow", "_wi"), on="_i").select(
+        "_i", "_whrow", "_wi", "seq", *content
+    )
+    firsts_batch = batch.select(pl.col("_i").alias("_wi"), *content)
+    firsts_hist = history.select(pl.col("_hrow").alias("_whrow"), *content)
+    by_i = {r.pop("_wi"): r for r in firsts_batch.join(mine.select("_wi"), on="_wi").to_dicts()}
+    by_h = {
+        r.pop("_whrow"): r for r in firsts_hist.join(mine.select("_whrow"), on="_whrow").to_dicts()
+    }
+    details = []
+    for row in mine.iter_rows(named=True):
+        first = by_h[row["_whrow"]] if row["_whrow"] is not None else by_i[row["_wi"]]
+        this = {c: row[c] for c in content}
+        details.append(
+            f"seq {row['seq']} was received before with other content: first copy ts "
+            f"{first['ts'].isoformat()}, reading sha256 {reading_sha256(first)}; this copy ts "
+            f"{this['ts'].isoformat()}, reading sha256 {reading_sha256(this)}"
+        )
+    return pl.DataFrame(
+        {"_i": mine["_i"], "detail": details, "reason_code": ["SEQ_CONFLICT"] * mine.height},
+        schema=_CONFLICTS_EMPTY.schema,
+    )
 
 
 def dedupe_and_check(
@@ -78,32 +239,45 @@ def dedupe_and_check(
     committed: pl.DataFrame,
 ) -> SeriesResult:
     # Arrival order: the first copy received wins.
-    batch = batch.sort(["received_at", "segment", "offset_bytes", "_elem"])
-    first = batch.select(pl.struct("device_id", "seq").is_first_distinct()).to_series()
-    dup_rows = batch.filter(~first)
-    batch = batch.filter(first)
-    if committed.height:
-        seen = committed.select("device_id", "seq").unique()
-        again = batch.join(seen, on=["device_id", "seq"], how="semi")
-        dup_rows = pl.concat([dup_rows.select("branch_id"), again.select("branch_id")])
-        batch = batch.join(seen, on=["device_id", "seq"], how="anti")
-    duplicates = dup_rows.group_by("branch_id").agg(pl.len().cast(pl.Int64).alias("duplicates"))
-
-    cols = committed_columns(contract)
-    history = committed.select(cols).with_columns(pl.lit(True).alias("_committed"))
-    batch = batch.with_columns(
-        pl.lit(False).alias("_committed"), pl.int_range(pl.len(), dtype=pl.Int64).alias("_i")
+    batch = batch.sort(["received_at", "segment", "offset_bytes", "_elem"]).with_columns(
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("_i")
     )
+    # a contract or a table from before the boot column: no device sent one
+    if "boot" not in batch.columns:
+        batch = batch.with_columns(pl.lit(None, pl.Int64).alias("boot"))
+    if "boot" not in committed.columns:
+        committed = committed.with_columns(pl.lit(None, pl.Int64).alias("boot"))
+    arrived = batch
+    cols = _series_columns(contract)
+    history = committed.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("_hrow"))
+    # The committed history and the batch, in event-time order per device: sorted once,
+    # for deduplication and the checks; rows are taken out with filters, which keep order.
+    # A device that sends its boot number numbers each boot afresh: the clock check judges
+    # a reading among its own boot's (without a boot number, a restart shows as a large
+    # fall of seq, which the check allows for).
+    boots = ~_SAME_AS_PREVIOUS.fill_null(False) | pl.col("boot").ne_missing(pl.col("boot").shift(1))
+    merged = (
+        pl.concat(
+            [
+                history.select(*cols, "_hrow", pl.lit(True).alias("_committed")),
+                batch.select(*cols, "_i", "reg_rated_power_kw", pl.lit(False).alias("_committed")),
+            ],
+            how="diagonal_relaxed",
+        )
+        .sort(["device_id", "ts", "seq"])
+        .with_columns(boots.cum_sum().alias("_boot_run"), epoch_starts().cum_sum().alias("_epoch"))
+    )
+    deduped = _dedupe(contract, batch, history, merged)
+    if deduped.losers.height:
+        merged = _without(merged, deduped.losers)
+    batch = deduped.winners
+    duplicates = deduped.duplicates
+    history = history.select(cols).with_columns(pl.lit(True).alias("_committed"))
+    batch = batch.with_columns(pl.lit(False).alias("_committed"))
     counters = [c for c in cols if c in COUNTER_ALLOWANCE]
-    rejects: list[pl.DataFrame] = []
+    rejects: list[pl.DataFrame] = [deduped.conflicts] if deduped.conflicts.height else []
     live = batch
-    # The committed history and the batch, in event-time order per device: sorted once;
-    # the checks below take rows out with filters, which keep the order.
-    merged = pl.concat(
-        [history, live.select([*cols, "_committed", "_i", "reg_rated_power_kw"])],
-        how="diagonal_relaxed",
-    ).sort(["device_id", "ts", "seq"])
-    clock = _clock_jumps(merged)
+    clock = _clock_jumps(merged, "_boot_run", "_epoch")
     if clock.height:
         rejects.append(clock)
         live = live.join(clock.select("_i"), on="_i", how="anti")
@@ -116,9 +290,9 @@ def dedupe_and_check(
         live = live.join(bad.select("_i"), on="_i", how="anti")
         merged = _without(merged, bad)
     reject_frame = (
-        pl.concat(rejects, how="diagonal_relaxed").join(batch, on="_i", how="inner")
+        pl.concat(rejects, how="diagonal_relaxed").join(arrived, on="_i", how="inner")
         if rejects
-        else batch.clear()
+        else arrived.clear()
     )
     rows = _flag(contract, merged, live, counters)
     # LATE: behind the newest reading of the device seen before it, committed or earlier in
@@ -150,6 +324,13 @@ def dedupe_and_check(
     )
 
 
+def _series_columns(contract: Contract) -> list[str]:
+    """What the series checks look at."""
+    counters = [f.name for f in contract.fields if f.counter and f.name in COUNTER_ALLOWANCE]
+    stuck = list(STUCK_FIELDS.get(contract.dataset, ()))
+    return ["branch_id", "device_id", "seq", "boot", "ts", *counters, *stuck]
+
+
 def _without(merged: pl.DataFrame, rejected: pl.DataFrame) -> pl.DataFrame:
     """``merged`` less the batch rows in ``rejected`` (history rows have no ``_i``)."""
     out = pl.col("_i").is_in(rejected["_i"].implode()).fill_null(False)
@@ -168,7 +349,9 @@ def _previous(column: str | pl.Expr) -> pl.Expr:
     return pl.when(_SAME_AS_PREVIOUS).then(expr.shift(1))
 
 
-def _clock_jumps(merged: pl.DataFrame) -> pl.DataFrame:
+def _clock_jumps(
+    merged: pl.DataFrame, series: str = "device_id", epochs: str = "device_id"
+) -> pl.DataFrame:
     """Batch rows whose event time contradicts the device's own sequence numbers.
 
     A device numbers its messages; in event-time order its ``seq`` rises. A reading with a
@@ -183,10 +366,15 @@ def _clock_jumps(merged: pl.DataFrame) -> pl.DataFrame:
        ``SEQ_RESTART_FALL`` of it was numbered before a reading it claims to follow.
 
     A device restart (seq starts again low, then rises) is not flagged: its fall is large.
+    ``series`` names the column whose runs are one numbering as far as the device says (a
+    device's readings, or a device's readings of one boot when it sends its boot number),
+    ``epochs`` the runs after every restart (``epoch_starts``): the highest seq before a
+    reading is looked for in its epoch.
     """
     seq = pl.col("seq")
-    prev = _previous("seq")
-    nxt = pl.when(_SAME_AS_NEXT).then(seq.shift(-1))
+    same_prev = pl.col(series) == pl.col(series).shift(1)
+    prev = pl.when(same_prev).then(seq.shift(1))
+    nxt = pl.when(pl.col(series) == pl.col(series).shift(-1)).then(seq.shift(-1))
     between = prev.is_not_null() & nxt.is_not_null() & (prev < nxt) & ((seq < prev) | (seq > nxt))
     first = prev.is_null() & (seq > nxt) & (nxt >= seq * (1 - SEQ_RESTART_FALL))
     merged = merged.with_columns(
@@ -195,7 +383,7 @@ def _clock_jumps(merged: pl.DataFrame) -> pl.DataFrame:
         nxt.alias("_next"),
     )
     rest = merged.filter(~pl.col("_line"))
-    prior = seq.cum_max().shift(1).over("device_id")
+    prior = seq.cum_max().shift(1).over(epochs)
     rest = rest.with_columns(prior.alias("_prior")).with_columns(
         ((seq < pl.col("_prior")) & (seq >= pl.col("_prior") * (1 - SEQ_RESTART_FALL)))
         .fill_null(False)

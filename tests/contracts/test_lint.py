@@ -332,7 +332,7 @@ BROKEN: list[tuple[str, str, Callable[[dict[str, Any]], None], str, str, str]] =
         "meter_readings",
         _duplicate_property,
         "E061",
-        "'energy_export_kwh'",
+        "'boot'",
         "defined twice",
     ),
     (

@@ -244,7 +244,7 @@ class World:
 
     def quarantine(self) -> pl.DataFrame:
         cols = ["identity", "device_id", "seq", "reason_code", "source", "topic", "detail"]
-        cols += ["payload_sha256"]
+        cols += ["payload_sha256", "claimed_device_id", "claimed_device_sha256"]
         frames = [
             read_frame(self.store, t, "quarantine", cols)
             for t in [*tenants(self.store), UNASSIGNED_TENANT]

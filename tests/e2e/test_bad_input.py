@@ -1,6 +1,6 @@
-"""Bad input over both doors (issue 4, "What proves it" 8; DOMAIN.md "Bad input, and where
-it goes"), table-driven: one row per defect, each sent over HTTP (meter A, its token) and
-over MQTT (meter B, through Mosquitto), built from the simulator's clean readings.
+"""Bad input over both doors (issue 4, "What proves it" 8; docs/PIPELINE.md, "One reason
+per rejected record"), table-driven: one row per defect, each sent over HTTP (meter A, its
+token) and over MQTT (meter B, through Mosquitto), built from the simulator's clean readings.
 
 HTTP refuses at the edge what it can (400 / 401 / 403 / 413, nothing lands); everything
 else is answered 202 and routed by ``energylake process``: quarantined with its reason
@@ -30,6 +30,7 @@ from simulator.stream import topic_for
 from tests.brokers import DeviceAccount
 from tests.e2e.conftest import World, close_client, connack, device_client, worlds
 from tests.gatewayproc import wait_for
+from transforms.ndjson import MAX_KEYS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -78,11 +79,17 @@ class Dropped:
 
 
 @dataclass(frozen=True)
+class Restarted:
+    """The device restarted its numbering: readings with seqs it used before, at later
+    event times, all kept next to the earlier ones (they were dropped as duplicates)."""
+
+
+@dataclass(frozen=True)
 class Clean:
     """Every reading in the lake, without a flag."""
 
 
-Expect = Refused | Quarantined | Flagged | Duplicate | Late | NoLogin | Dropped | Clean
+Expect = Refused | Quarantined | Flagged | Duplicate | Late | NoLogin | Dropped | Clean | Restarted
 
 
 @dataclass(frozen=True)
@@ -228,6 +235,10 @@ def _schema(rs: list[Reading], _c: Ctx) -> list[bytes]:
     return [_js(_with(rs[0], thd_voltage_pct=3.2))]
 
 
+def _many_keys(rs: list[Reading], _c: Ctx) -> list[bytes]:
+    return [_js(rs[0] | {f"x{k:04d}": k for k in range(MAX_KEYS)})]
+
+
 def _wrong_type(rs: list[Reading], _c: Ctx) -> list[bytes]:
     r = rs[0]
     return [_js(_with(r, frequency_hz=str(r["readings"]["frequency_hz"])))]
@@ -236,6 +247,12 @@ def _wrong_type(rs: list[Reading], _c: Ctx) -> list[bytes]:
 def _other_device(rs: list[Reading], c: Ctx) -> list[bytes]:
     r = copy.deepcopy(rs[0])
     r["device_id"] = c.other.device_id
+    return [_js(r)]
+
+
+def _forged_long_claim(rs: list[Reading], _c: Ctx) -> list[bytes]:
+    r = copy.deepcopy(rs[0])
+    r["device_id"] = FORGED_CLAIM
     return [_js(r)]
 
 
@@ -251,10 +268,29 @@ def _twice(rs: list[Reading], _c: Ctx) -> list[bytes]:
     return [_js(rs[0]), _js(rs[0])]
 
 
+def _other_content(rs: list[Reading], _c: Ctx) -> list[bytes]:
+    """A reading's seq (sent and kept before) again, with another value."""
+    r = rs[0]
+    return [_js(_with(r, voltage_l1_v=round(r["readings"]["voltage_l1_v"] + 7.5, 1)))]
+
+
+def _rebooted(rs: list[Reading], _c: Ctx) -> list[bytes]:
+    """Readings 110.. from a device that rebooted and numbers them as it numbered 50..
+    (the stuck run's, in the lake), saying so with its boot number."""
+    out = []
+    for r in rs:
+        again = copy.deepcopy(r)
+        again["seq"] = r["seq"] - 60
+        again["boot"] = 2
+        out.append(_js(again))
+    return out
+
+
+FORGED_CLAIM = "forged-" + "x" * 59_993  # a 60,000-character device_id in the payload
 MQTT_PAYLOAD_LIMIT = 65536  # Settings.payload_limit_bytes; the broker's packet limit is 66560
 HTTP_BODY_LIMIT = 1024 * 1024  # Settings.gateway_http_max_body_bytes
 
-# One row per defect of DOMAIN.md's table (ordered by `at`; the counter reset is last, as a
+# One row per defect of the bad-input catalogue (ordered by `at`; the counter reset is last, as a
 # real reset, so no later reading of the device climbs from zero).
 CASES: list[Case] = [
     Case(
@@ -280,11 +316,27 @@ CASES: list[Case] = [
     ),
     Case("duplicate", (26,), _twice, Duplicate(), Duplicate()),
     Case("late", (28, 29), _late, Late(), Late()),
+    # after the late pair: seq 28's again with another voltage (same time), on both doors
+    Case(
+        "seq_conflict",
+        (28,),
+        _other_content,
+        Quarantined("SEQ_CONFLICT"),
+        Quarantined("SEQ_CONFLICT"),
+    ),
     Case("nan", (32,), _non_finite(b"NaN"), Refused(400, "non_finite"), Quarantined("NON_FINITE")),
     Case(
         "infinity",
         (34,),
         _non_finite(b"Infinity"),
+        Refused(400, "non_finite"),
+        Quarantined("NON_FINITE"),
+    ),
+    # beyond the double range: NON_FINITE on both doors (over MQTT it was MALFORMED_PAYLOAD)
+    Case(
+        "beyond_double",
+        (35,),
+        _non_finite(b"1e400"),
         Refused(400, "non_finite"),
         Quarantined("NON_FINITE"),
     ),
@@ -326,6 +378,8 @@ CASES: list[Case] = [
     Case("stuck_sensor", tuple(range(50, 70)), _stuck, Flagged("STUCK"), Flagged("STUCK")),
     # the same value fewer than STUCK_RUN times in a row is not a stuck sensor
     Case("short_repeat", tuple(range(100, 110)), _stuck, Clean(), Clean()),
+    # a reboot: readings 110.. sent with the stuck run's seqs (50..), later in time
+    Case("rebooted", tuple(range(110, 120)), _rebooted, Restarted(), Restarted()),
     Case(
         "unknown_device",
         (72,),
@@ -347,6 +401,13 @@ CASES: list[Case] = [
         Refused(403, "identity_mismatch"),
         Quarantined("BRANCH_MISMATCH"),
         topic=lambda c: topic_for(c.device.client_id, c.other.branch_id, c.device.device_id),
+    ),
+    Case(
+        "forged_long_claim",
+        (77,),
+        _forged_long_claim,
+        Refused(403, "identity_mismatch"),
+        Quarantined("BRANCH_MISMATCH"),
     ),
     Case(
         "oversize",
@@ -404,6 +465,14 @@ CASES: list[Case] = [
         "schema_unknown_field",
         (92,),
         _schema,
+        Quarantined("SCHEMA_MISMATCH"),
+        Quarantined("SCHEMA_MISMATCH"),
+    ),
+    # past the cap on keys in one reading: refused at decode, whatever the door
+    Case(
+        "too_many_keys",
+        (93,),
+        _many_keys,
         Quarantined("SCHEMA_MISMATCH"),
         Quarantined("SCHEMA_MISMATCH"),
     ),
@@ -483,7 +552,10 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
                         at = (_powered(rs, at[0]),)
                     chosen = [rs[k] for k in at]
                     payloads = case.build(chosen, ctx)
-                    s = Sent(payloads, [r["seq"] for r in chosen])
+                    seqs = [r["seq"] for r in chosen]
+                    if isinstance(case.http, Restarted):
+                        seqs = [orjson.loads(p)["seq"] for p in payloads]
+                    s = Sent(payloads, seqs)
                     sent[(case.name, transport)] = s
                     if transport == "http":
                         token = dev.token if case.name != "unknown_device" else "no-such-token"
@@ -519,7 +591,7 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
             http_dev,
             mqtt_dev,
             sent,
-            w.readings(["device_id", "seq", "quality_flags", "power_kw"]),
+            w.readings(["device_id", "seq", "ts", "boot", "quality_flags", "power_kw"]),
             w.quarantine(),
             ingest_stats(w.settings),
             alive,
@@ -547,6 +619,8 @@ def test_bad_input_row(outcome: Outcome, case: Case, transport: str) -> None:
     expect = case.http if transport == "http" else case.mqtt
     sent = o.sent[(case.name, transport)]
     rows = o.lake.filter((pl.col("device_id") == device.device_id) & pl.col("seq").is_in(sent.seqs))
+    if not isinstance(expect, Restarted):  # (the reboot row numbers its readings as 50..)
+        rows = rows.filter(pl.col("boot").is_null())
     q = o.quarantine.filter(pl.col("identity") == device.device_id)
     if transport == "http" and not isinstance(expect, Refused):
         assert all(status == 202 for status, _ in sent.replies), sent.replies
@@ -570,7 +644,8 @@ def test_bad_input_row(outcome: Outcome, case: Case, transport: str) -> None:
             | pl.col("payload_sha256").is_in(digests)
         )
         assert hit["reason_code"].to_list() == [expect.code] * len(sent.payloads), hit
-        assert rows.height == 0
+        # a conflict's first copy stays (the "late" row's)
+        assert rows.height == (1 if expect.code == "SEQ_CONFLICT" else 0)
     elif isinstance(expect, Flagged):
         assert rows.height == len(sent.seqs)  # kept, every one
         flagged = rows.filter(pl.col("quality_flags").list.contains(expect.flag))
@@ -580,6 +655,14 @@ def test_bad_input_row(outcome: Outcome, case: Case, transport: str) -> None:
             assert flagged["power_kw"][0] == pytest.approx(original["power_kw"], rel=1e-6)
         if expect.flag == "STUCK":  # the whole run (20 >= STUCK_RUN) is flagged
             assert sorted(flagged["seq"].to_list()) == sorted(sent.seqs)
+    elif isinstance(expect, Restarted):
+        # each seq twice: the stuck run's reading and the restarted device's, an hour apart
+        assert rows.height == 2 * len(sent.seqs), rows
+        assert sorted(rows["seq"].to_list()) == sorted(sent.seqs * 2)
+        assert rows["boot"].to_list().count(2) == len(sent.seqs)
+        assert rows["ts"].n_unique() == rows.height
+        assert _stat(o, "duplicates", device) == 1  # only the "duplicate" row's copy
+        assert q.filter(pl.col("seq").is_in(sent.seqs)).height == 0
     elif isinstance(expect, Clean):
         assert rows.height == len(sent.seqs)
         assert rows["quality_flags"].list.len().sum() == 0, rows
@@ -616,3 +699,39 @@ def test_nothing_else_was_quarantined(outcome: Outcome) -> None:
         if isinstance(c.http if t == "http" else c.mqtt, Quarantined)
     )
     assert outcome.quarantine.height == expected, outcome.quarantine.group_by("reason_code").len()
+
+
+@pytest.mark.parametrize("case", ["forged_long_claim", "other_device_in_payload"])
+def test_the_quarantine_names_the_authenticated_device_and_keeps_the_claim_apart(
+    outcome: Outcome, case: str
+) -> None:
+    """device_id is who sent it (the MQTT login), never the payload's claim; the claim has
+    its own column, cut to 64 characters, with the SHA-256 of the whole of it."""
+    o = outcome
+    sent = o.sent[(case, "mqtt")]
+    digest = hashlib.sha256(sent.payloads[0]).hexdigest()
+    row = o.quarantine.filter(pl.col("payload_sha256") == digest).row(0, named=True)
+    claim = FORGED_CLAIM if case == "forged_long_claim" else o.http_device.device_id
+    assert row["device_id"] == o.mqtt_device.device_id
+    assert row["claimed_device_sha256"] == hashlib.sha256(claim.encode()).hexdigest()
+    if len(claim) > 64:
+        assert row["claimed_device_id"] == claim[:64] + "…"
+    else:
+        assert row["claimed_device_id"] == claim
+    assert all(len(v) <= 2000 for v in o.quarantine["detail"])
+    # The security audit names the same device, and the claim cut short.
+    audit = o.w.data_dir / "audit" / "pipeline"
+    records = [
+        orjson.loads(line) for f in audit.glob("*.jsonl") for line in f.read_bytes().splitlines()
+    ]
+    mine = [r for r in records if row["claimed_device_sha256"] in r["detail"]]
+    assert len(mine) == 1, records
+    assert mine[0]["device_id"] == o.mqtt_device.device_id
+    assert row["claimed_device_id"] in mine[0]["detail"]
+    assert len(mine[0]["detail"]) < 2000 + 1000
+
+
+def test_the_reboot_reuses_seqs_the_lake_holds(outcome: Outcome) -> None:
+    for transport in ("http", "mqtt"):
+        stuck = outcome.sent[("stuck_sensor", transport)].seqs
+        assert outcome.sent[("rebooted", transport)].seqs == stuck[:10]

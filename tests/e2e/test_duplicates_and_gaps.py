@@ -24,6 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+import orjson
 import polars as pl
 import pytest
 
@@ -179,6 +180,8 @@ def test_http_retries_of_the_same_seq_appear_once(world: Callable[..., World]) -
 
 
 def test_seq_gaps_are_reported_by_status_and_its_metrics(world: Callable[..., World]) -> None:
+    """Dropped seqs are missing; quarantined ones (one with its seq readable, one not) are
+    not; a restart of the numbering is a restart, not a gap."""
     w = world()
     devices = _by_device(w.messages())
     meter, solar = w.device("meter"), w.device("solar")
@@ -193,10 +196,30 @@ def test_seq_gaps_are_reported_by_status_and_its_metrics(world: Callable[..., Wo
             sent[device.device_id] = [m.seq for m in keep]
             if device is meter:  # over MQTT
                 for m in keep:
-                    client.publish(meter.topic, m.payload(0), qos=1).wait_for_publish(5)
+                    payload = m.payload(0)
+                    if m is msgs[30]:  # quarantined (OUT_OF_RANGE), its seq readable
+                        reading = orjson.loads(payload)
+                        reading["readings"]["voltage_l1_v"] = 999.0
+                        payload = orjson.dumps(reading)
+                    elif m is msgs[31]:  # quarantined (MALFORMED_PAYLOAD), no seq to read
+                        payload = payload[: len(payload) // 2]
+                    client.publish(meter.topic, payload, qos=1).wait_for_publish(5)
+                # then it reboots: readings 40.. numbered from 0 again
+                for k, m in enumerate(devices[meter.device_id][40:50]):
+                    reading = orjson.loads(m.payload(0)) | {"seq": k}
+                    client.publish(meter.topic, orjson.dumps(reading), qos=1).wait_for_publish(5)
             else:  # over HTTP
                 body = b"[" + b",".join(m.payload(0) for m in keep) + b"]"
                 assert gw.post(body, solar.token).status == 202
+        sent[meter.device_id] = [
+            s
+            for s in sent[meter.device_id]
+            if s
+            not in (
+                devices[meter.device_id][30].seq,
+                devices[meter.device_id][31].seq,
+            )
+        ] + list(range(10))
         want = {(d, s) for d, seqs in sent.items() for s in seqs}
         assert wait_for(lambda: want <= set(w.landed_keys()), 10)
     finally:
@@ -227,6 +250,9 @@ def test_seq_gaps_are_reported_by_status_and_its_metrics(world: Callable[..., Wo
     assert missing == {meter.device_id: 3, solar.device_id: 2}
     assert status["missing_total"] == 5
     assert status["devices_with_gaps"] == 2
+    assert status["quarantined_total"] == 1
+    assert status["unreadable_total"] == 1
+    assert status["restarts_total"] == 1  # the meter's reboot
     text = prom.read_text()
     assert re.search(r'energylake_seq_missing\{pipeline="main"\} 5\.0', text), text
     for device_id, n in missing.items():
@@ -239,4 +265,4 @@ def test_seq_gaps_are_reported_by_status_and_its_metrics(world: Callable[..., Wo
     lake = w.readings(["device_id", "seq"])
     for device_id, seqs in sent.items():
         held = sorted(lake.filter(pl.col("device_id") == device_id)["seq"].to_list())
-        assert held == seqs
+        assert held == sorted(seqs)

@@ -9,7 +9,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.decode import PARSE_BLOCK, _BlockParser
+from transforms.ndjson import PARSE_BLOCK, BlockParser
 
 SCHEMA = pa.schema([pa.field("seq", pa.int64()), pa.field("v", pa.float64())])
 
@@ -27,13 +27,14 @@ def _parse_lines(
     """Feed the parser the way the decoder does: append line by line, and hand it every
     line up to each cut (by default, every full block) while appending goes on."""
     fed: list[bytes] = []
-    parser = _BlockParser(fed, SCHEMA)
+    parser = BlockParser(fed, SCHEMA)
     for i, line in enumerate(lines):
         fed.append(line)
         if (i + 1) in (cuts if cuts is not None else range(PARSE_BLOCK, len(lines), PARSE_BLOCK)):
             parser.submit_upto(i + 1)
     parser.submit_upto(len(fed))
-    return parser.result()
+    parsed = parser.result()
+    return parsed.table, parsed.failed
 
 
 def test_bad_lines_at_block_edges_are_named_and_order_is_kept() -> None:

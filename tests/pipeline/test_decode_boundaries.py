@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import transforms.decode as decode
+import transforms.ndjson as ndjson
 from contracts import load_registry
 from gateway.landing import ARROW_SCHEMA
 from transforms.decode import DecodeSchema, Topics, _decode_canonical
@@ -49,7 +49,7 @@ def _chunk(payloads: list[bytes]) -> Chunk:
 def _decode(
     payloads: list[bytes], *, block: int, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[list[dict[str, Any]], list[Any]]:
-    monkeypatch.setattr(decode, "PARSE_BLOCK", block)
+    monkeypatch.setattr(ndjson, "PARSE_BLOCK", block)
     chunk = _chunk(payloads)
     topics = Topics.of(chunk.envelopes.column("topic"))
     rows = _decode_canonical(chunk, SCHEMA, list(range(len(payloads))), payloads, topics)

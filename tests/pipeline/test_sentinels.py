@@ -1,5 +1,5 @@
-"""Device sentinels (DOMAIN.md: "Sentinel values mean 'not available / fault': store NULL
-plus a quality flag, never the number"): GenComm register codes in DG readings become NULL
+"""Device sentinels (a "not available / fault" code is stored as NULL plus a quality flag,
+never as the number): GenComm register codes in DG readings become NULL
 with the SENTINEL flag; in a required field the reading is MISSING_FIELD, with a detail
 that says why. Through the real pipeline, on a simulated day."""
 

@@ -24,9 +24,7 @@ def _governed(path: Path) -> bool:
     return "/quality_results/" in path.as_posix() and path.suffix == ".parquet"
 
 
-def test_the_person_who_decides_is_only_in_the_audit_log(
-    tmp_path: Path, clean_day: Day
-) -> None:
+def test_the_person_who_decides_is_only_in_the_audit_log(tmp_path: Path, clean_day: Day) -> None:
     by_tenant = clean_day.branches.sort("branch_id").group_by("client_id", maintain_order=True)
     firsts = [str(part["branch_id"][0]) for _, part in by_tenant]
     day = process_day(tmp_path, CONFIG, firmware_fault(firsts[0], firsts[1]), gate=True)

@@ -59,7 +59,7 @@ def test_suite_comes_from_the_contract() -> None:
     assert not any(name.endswith(":range") for name in specs)
     unique = specs["unique_device_seq"]
     assert unique.expectation == "ExpectCompoundColumnsToBeUnique"
-    assert unique.kwargs == {"column_list": ["device_id", "seq"]}
+    assert unique.kwargs == {"column_list": ["device_id", "seq", "ts"]}
     assert specs["zero_power_while_open"].severity == "error"
     assert specs["completeness_per_device"].severity == "warning"
     assert specs["energy_import_monotonic"].kwargs["column"] == "drops__energy_import_kwh"
