@@ -1,4 +1,4 @@
-"""The import direction of DESIGN.md, checked on the source (arrows point one way)."""
+"""The import direction of docs/ARCHITECTURE.md, checked on the source (arrows point one way)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ OURS = {
     "analytics",
     "simulator",
 }
-# package -> the packages of ours it may import (DESIGN.md, "Parts and folders"; the
+# package -> the packages of ours it may import (docs/ARCHITECTURE.md, "Packages and import direction"; the
 # simulator is a test-data source that uses contracts and, later, the landing log).
 ALLOWED = {
     "contracts": set(),
