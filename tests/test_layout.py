@@ -18,7 +18,8 @@ OURS = {
     "analytics",
     "simulator",
 }
-# package -> the packages of ours it may import (docs/ARCHITECTURE.md, "Packages and import direction"; the
+# package -> the packages of ours it may import (docs/ARCHITECTURE.md, "Packages and
+# import direction"; the
 # simulator is a test-data source that uses contracts and, later, the landing log).
 ALLOWED = {
     "contracts": set(),
