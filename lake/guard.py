@@ -25,7 +25,6 @@ a true redelivery can have slipped in between, since both copies passed a writer
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,13 +32,12 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
 from contracts.model import Contract
-from lake.delta import DataFile, commit_files, open_table, write_data_file
+from lake.delta import DataFile, commit_files, open_table
 from lake.errors import LakeError
+from lake.rewrite import split_files, table_filesystem
 from lake.storage import Store
 
 __all__ = [
@@ -53,7 +51,6 @@ __all__ = [
 READING_KEY: tuple[str, ...] = ("device_id", "seq", "ts")
 """The columns that identify one reading across deliveries (see the module's docstring)."""
 
-_REWRITTEN = re.compile(r"-v\d+$")
 _MAX_REWRITES = 20  # each needs another writer's commit in between: a busy table, not a loop
 
 
@@ -174,11 +171,6 @@ def _paths(table: DeltaTable) -> set[str]:
     return set(actions.column("path").to_pylist()) if actions.num_rows else set()
 
 
-def _subtree(store: Store, rel: str) -> pafs.FileSystem:
-    fs, base = store.filesystem()
-    return pafs.SubTreeFileSystem(f"{base}/{rel}", fs)
-
-
 def _read_keys(
     store: Store,
     rel: str,
@@ -189,7 +181,7 @@ def _read_keys(
     """The key columns of some data files of the table (only rows of ``devices``)."""
     if not paths:
         return pl.DataFrame(schema={c: pl.Null for c in columns})
-    data = pads.dataset(paths, format="parquet", filesystem=_subtree(store, rel))
+    data = pads.dataset(paths, format="parquet", filesystem=table_filesystem(store, rel))
     where = pads.field(columns[0]).isin(devices) if devices is not None else None
     frame = pl.from_arrow(data.to_table(columns=list(columns), filter=where))
     assert isinstance(frame, pl.DataFrame)
@@ -204,37 +196,18 @@ def _without(
     clash: DuplicateKeysError,
 ) -> tuple[list[DataFile], pl.DataFrame]:
     """The files with the clashing keys' rows left out, and those rows (partition, ts)."""
-    keys = clash.keys
-    columns = list(keys.columns)
-    schema = contract.arrow_schema()
-    fs = _subtree(store, rel)
-    kept: list[DataFile] = []
-    gone: list[pl.DataFrame] = []
-    for data_file in files:
-        raw = pl.from_arrow(pq.read_table(data_file.path, filesystem=fs))
-        assert isinstance(raw, pl.DataFrame)
-        out = raw.join(keys, on=columns, how="anti", nulls_equal=True)
-        if out.height == raw.height:
-            kept.append(data_file)
-            continue
-        parts = {k: pl.lit(v, pl.String) for k, v in data_file.partition_values.items()}
-        gone.append(
-            raw.join(keys, on=columns, how="semi", nulls_equal=True)
-            .with_columns(**parts)
-            .select(*data_file.partition_values, "ts")
-        )
-        if out.height == 0:
-            continue
-        table = out.with_columns(**parts).to_arrow().select(schema.names).cast(schema)
-        name = _rewritten_name(data_file.path, clash.version)
-        kept.append(write_data_file(store, rel, table, data_file.partition_values, name))
-    return kept, pl.concat(gone) if gone else pl.DataFrame()
+    columns = list(clash.keys.columns)
+    wanted = clash.keys.select(pl.struct(columns).alias("k")).get_column("k")
 
+    def clashing(rows: pl.DataFrame) -> pl.Series:
+        return rows.select(pl.struct(columns).is_in(wanted.implode())).to_series()
 
-def _rewritten_name(path: str, version: int) -> str:
-    """``part-...-0000.zstd.parquet`` -> ``part-...-0000-v<version>.zstd.parquet`` (once)."""
-    stem, _, suffix = path.rsplit("/", 1)[-1].partition(".")
-    return f"{_REWRITTEN.sub('', stem)}-v{version}.{suffix}"
+    split = split_files(
+        store, rel, contract, files, clashing, kept_tag=f"v{clash.version}", taken_tag=None
+    )
+    if split.taken_rows.is_empty():
+        return split.kept, split.taken_rows
+    return split.kept, split.taken_rows.select(*contract.partition_columns, "ts")
 
 
 def _concat(frames: list[pl.DataFrame], contract: Contract) -> pl.DataFrame:
