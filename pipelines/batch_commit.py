@@ -1,5 +1,13 @@
-"""A batch's commit step: one commit per table, every readings table guarded against keys
-another writer (a ``quality release``) committed after the batch's pinned snapshot.
+"""A batch's commit step: the quality gate's holds, then one commit per table, every
+readings table guarded against keys another writer (a ``quality release``) committed after
+the batch's pinned snapshot.
+
+Holds (:func:`hold`): when a blocking rule failed, the rows of the unit the rule is about
+(the devices it names, or the whole table for a rule about the table) are split into held
+files, kept for ``quality release`` / ``discard``; the rest of the table is committed with
+the batch. The plan records both (``files``, ``held_files``) and counts the held rows
+(``held`` stats; ``day`` stats count published rows only) before anything is committed,
+so a replay finds the split made.
 
 Beam deduplicated the batch against the snapshot the manifest pinned. If a release
 committed some of the same readings after that, :func:`lake.guard.commit_guarded` rewrites
@@ -21,9 +29,10 @@ import polars as pl
 from contracts.model import Contract
 from lake.delta import DataFile, commit_files, ensure_table
 from lake.guard import commit_guarded
+from lake.rewrite import split_files
 from lake.storage import Store
 
-__all__ = ["COMMIT_THREADS", "CommitJob", "commit_tables"]
+__all__ = ["COMMIT_THREADS", "CommitJob", "commit_tables", "hold"]
 
 COMMIT_THREADS = 4  # tables committed at once after a batch
 CommitJob = tuple[str, Contract, list[DataFile]]  # rel, contract, files
@@ -76,6 +85,65 @@ def commit_tables(
 
     with ThreadPoolExecutor(COMMIT_THREADS, thread_name_prefix="commit") as pool:
         return list(pool.map(one, jobs))
+
+
+def hold(
+    store: Store, plan: dict[str, Any], rel: str, contract: Contract, gate: dict[str, Any]
+) -> list[DataFile]:
+    """Split ``rel``'s files by the gate's verdict (a failed blocking rule); returns the files
+    to publish now. Idempotent: a plan that records the split is not split again."""
+    entry = plan["tables"][rel]
+    if "held_files" not in entry:
+        files = [DataFile.from_dict(f) for f in entry["files"]]
+        devices = gate.get("held_devices")
+        if devices is None:  # the whole table is held
+            published, held = [], files
+            rows = _rows_of(store, rel, contract, files)
+        else:
+            wanted = pl.Series(devices, dtype=pl.String).implode()
+            split = split_files(
+                store,
+                rel,
+                contract,
+                files,
+                lambda frame: frame.select(pl.col("device_id").is_in(wanted)).to_series(),
+                kept_tag="p",
+                taken_tag="h",
+            )
+            published, held, rows = split.kept, split.taken, split.taken_rows
+        entry["files"] = [f.to_dict() for f in published]
+        entry["held_files"] = [f.to_dict() for f in held]
+        _count_held(plan, rel, contract.dataset, rows)
+    return [DataFile.from_dict(f) for f in entry["files"]]
+
+
+def _rows_of(store: Store, rel: str, contract: Contract, files: list[DataFile]) -> pl.DataFrame:
+    """Every row of ``files`` (what a whole-table hold keeps out)."""
+    split = split_files(
+        store,
+        rel,
+        contract,
+        files,
+        lambda frame: pl.Series([True] * frame.height),
+        kept_tag="p",
+        taken_tag=None,
+    )
+    return split.taken_rows
+
+
+def _count_held(plan: dict[str, Any], rel: str, dataset: str, rows: pl.DataFrame) -> None:
+    """``held`` stats per branch; the ``day`` stats keep only the rows published now."""
+    if rows.is_empty():
+        return
+    tenant = rel.split("/")[1]
+    stats = [list(s) for s in plan["stats"]]
+    for branch, n in rows.group_by("branch_id").len().rows():
+        stats.append(["held", tenant, dataset, branch or "", "", n])
+    if "ts" in rows.columns:
+        by_day = rows.group_by("branch_id", pl.col("ts").dt.date().alias("day")).len()
+        for branch, day, n in by_day.rows():
+            _take(stats, ("day", tenant, dataset, branch or "", str(day)), n)
+    plan["stats"] = sorted(s for s in stats if s[5] != 0)
 
 
 def _amend(

@@ -108,8 +108,14 @@ class BatchLineage:
 
 
 def published_plan(plan: dict[str, Any]) -> dict[str, Any]:
-    """The plan as published: a held table's files and rows are not in this batch's output."""
-    held = {rel for rel, g in plan.get("gate", {}).items() if not g["passed"]}
+    """The plan as published: held rows are not in this batch's output. The commit step
+    moves them to ``held_files`` and out of the ``day`` counts; a plan from before that
+    (no ``held_files``) holds a failed table whole."""
+    held = {
+        rel
+        for rel, g in plan.get("gate", {}).items()
+        if not g["passed"] and "held_files" not in plan["tables"].get(rel, {"held_files": 0})
+    }
     if not held:
         return plan
     tables = {

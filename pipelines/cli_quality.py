@@ -89,6 +89,11 @@ def report_tables(rows: pl.DataFrame, batches: int) -> tuple[Table, Table]:
 
 
 # The options `quality release` and `quality discard` share.
+def _some(devices: list[str], shown: int = 5) -> str:
+    more = len(devices) - shown
+    return ", ".join(devices[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
 _Batch = Annotated[str, typer.Argument(help="The held batch: N or PIPELINE:N.")]
 _By = Annotated[str, typer.Option("--by", help="Who decides (recorded).")]
 _Why = Annotated[str, typer.Option("--reason", help="Why (recorded).")]
@@ -160,6 +165,7 @@ def register(app: typer.Typer) -> None:
         verb = {"release": "publish", "discard": "keep out"}[decision]
         out = Table(
             "table",
+            "held",
             "rows held",
             "already in table",
             f"rows to {verb}",
@@ -169,8 +175,10 @@ def register(app: typer.Typer) -> None:
         )
         for t in report.tables:
             note = t.skipped or ("decision recorded" if t.decided else ("" if apply else "-"))
+            held = "whole table" if t.devices is None else _some(t.devices)
             out.add_row(
                 t.rel,
+                held,
                 f"{t.rows_held:,}",
                 f"{t.already_in_table:,}",
                 f"{t.rows_published:,}" if decision == "release" else f"{t.rows_held:,}",

@@ -60,7 +60,7 @@ from lake.storage import S3Encryption, Store
 from lineage import LineageEmitter, RunRef
 from lineage.runs import CompactedTable, emit_compaction, uri_of
 from pipelines.audit import audit_batch
-from pipelines.batch_commit import commit_tables
+from pipelines.batch_commit import commit_tables, hold
 from pipelines.batch_hooks import (
     BatchLineage,
     data_docs,
@@ -322,9 +322,10 @@ def _write_plan(
 def _report(n: int, segments: list[str], resumed: bool, plan: dict[str, Any]) -> BatchReport:
     report = BatchReport(batch_no=n, segments=segments, resumed=resumed)
     for kind, _tenant, _dataset, _branch, key, count in plan["stats"]:
-        if kind == "written" and _dataset != QUARANTINE:
+        if kind in ("written", "held") and _dataset != QUARANTINE:
             rel = table_rel(_tenant, _dataset)
-            report.rows[rel] = report.rows.get(rel, 0) + count
+            sign = 1 if kind == "written" else -1  # held rows are written, not published
+            report.rows[rel] = report.rows.get(rel, 0) + sign * count
         elif kind == "quarantined":
             report.quarantined[key] = report.quarantined.get(key, 0) + count
         elif kind == "duplicates":
@@ -449,9 +450,9 @@ def process_once(
             if plan is None:
                 raise ProcessError(f"batch {n}: the pipeline finished without writing its plan")
         report = _report(n, segments, resumed, plan)
-        report_stats = list(plan["stats"])
         gates: dict[str, dict[str, Any]] = plan.get("gate", {})
         commits: list[tuple[str, Any, list[DataFile]]] = []
+        amended = False
         for rel, entry in plan["tables"].items():
             contract = registry.get(entry["dataset"])
             files = [DataFile.from_json(json.dumps(f)) for f in entry["files"]]
@@ -461,13 +462,17 @@ def process_once(
                 if gate["warnings"]:
                     report.warnings[rel] = list(gate["warnings"])
                 if not gate["passed"]:
-                    # Held: the batch is recorded (an empty commit with its app transaction,
-                    # so a replay does not publish it), its files wait for a release.
+                    # Held: the rows of the devices (or the table) a failed blocking rule is
+                    # about go to held files that wait for a release; the rest is committed
+                    # (the batch is recorded even with no file, so a replay adds nothing).
                     report.held[rel] = list(gate["blocking_failures"])
-                    files = []
+                    amended = amended or "held_files" not in entry  # a split made now
+                    files = hold(store, plan, rel, contract, gate)
                 lineage.quality(rel, gate)
             commits.append((rel, contract, files))
 
+        if amended:
+            state.put(n, "plan.json", plan)  # the holds, before anything is committed
         if before_commit is not None:
             before_commit()
         done = commit_tables(
@@ -481,9 +486,9 @@ def process_once(
             version=n,
             metadata={"energylake.batch": f"{settings.pipeline_id}:{n}"},
         )
-        if plan["stats"] != report_stats:  # rows another writer committed first: duplicates
-            fresh = _report(n, segments, resumed, plan)
-            report.rows, report.duplicates = fresh.rows, fresh.duplicates
+        # Counts as committed: held rows, and rows another writer committed first (duplicates).
+        fresh = _report(n, segments, resumed, plan)
+        report.rows, report.duplicates = fresh.rows, fresh.duplicates
         report.committed.extend(rel for (rel, _, _), ok in zip(commits, done, strict=True) if ok)
         audit_batch(store, plan, settings.pipeline_id, n, settings.data_dir / "audit" / "pipeline")
         _archive(store, landing, segments)

@@ -65,6 +65,7 @@ class Released:
     version: int | None = None
     decided: bool = False  # a decision was recorded now
     skipped: str = ""  # why nothing happened to this table
+    devices: list[str] | None = None  # whose rows were held; None: the whole table
 
 
 @dataclass
@@ -85,17 +86,22 @@ def _batch_no(batch: str, pipeline_id: str) -> int:
 
 
 def held_tables(store: Store, pipeline_id: str, n: int) -> dict[str, dict[str, Any]]:
-    """The batch's held tables: rel -> {dataset, files, gate}."""
+    """The batch's held tables: rel -> {dataset, files (the held ones), devices, gate}.
+
+    ``devices``: the devices whose rows are held (None: the whole table was held)."""
     raw = store.get_bytes(state_rel(pipeline_id, "batches", f"{n:010d}", "plan.json"))
     done = store.get_bytes(state_rel(pipeline_id, "batches", f"{n:010d}", "done.json"))
     if raw is None or done is None:
         raise ReleaseError(f"batch {pipeline_id}:{n} is unknown or not finished")
     plan = json.loads(raw)
-    return {
-        rel: {**plan["tables"][rel], "gate": gate}
-        for rel, gate in plan.get("gate", {}).items()
-        if not gate["passed"] and rel in plan["tables"]
-    }
+    out = {}
+    for rel, gate in plan.get("gate", {}).items():
+        if gate["passed"] or rel not in plan["tables"]:
+            continue
+        entry = plan["tables"][rel]
+        files = entry.get("held_files", entry["files"])  # a plan from before partial holds
+        out[rel] = {**entry, "files": files, "devices": gate.get("held_devices"), "gate": gate}
+    return out
 
 
 def _read_files(store: Store, rel: str, files: list[dict[str, Any]]) -> pa.Table:
@@ -153,7 +159,7 @@ def release_batch(
         tenant, dataset = rel.split("/")[1], entry["dataset"]
         contract = registry.get(dataset)
         rows = _read_files(store, rel, entry["files"]) if entry["files"] else None
-        item = Released(rel, rows.num_rows if rows is not None else 0)
+        item = Released(rel, rows.num_rows if rows is not None else 0, devices=entry["devices"])
         report.tables.append(item)
         if (tenant, dataset) not in open_keys:
             item.skipped = "already decided"

@@ -476,6 +476,7 @@ class _SeriesFn(_LakeFn):
         self._recorded.append(recorded)
         return table_rel(tenant, dataset), {
             "passed": gate.passed,
+            "held_devices": gate.held_devices,
             "rows": rows.height,
             "summary": gate.summary(),
             "blocking_failures": [r.rule for r in gate.blocking_failures],

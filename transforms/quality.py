@@ -39,6 +39,7 @@ from transforms.quality_rules import (
     Window,
     batch_window,
     device_metrics,
+    failing_devices,
     missing_required,
     out_of_range,
     range_fields,
@@ -114,6 +115,9 @@ class GateResult:
     duration_s: float
     window: Window
     validation_ids: list[str] = field(default_factory=list)
+    held_devices: list[str] | None = None
+    """When a blocking rule failed: the devices whose rows are held (the rest of the table
+    is published); None when a failed rule is about the whole table (it is held)."""
 
     @property
     def passed(self) -> bool:
@@ -467,15 +471,14 @@ def run_gate(
         }
     )
     metrics = device_metrics(contract, frame, devices, window, tenant=tenant, branches=branches)
+    derived = frame.with_columns(missing_required(contract, frame), out_of_range(contract, frame))
     engine = _engine()
     results: list[RuleResult] = []
     ids: list[str] = []
     with engine.lock:
         if row_specs:
             suite = engine.suite(contract, "row", row_specs)
-            rows = frame.with_columns(
-                missing_required(contract, frame), out_of_range(contract, frame)
-            ).select(needed)
+            rows = derived.select(needed)
             validation, vid = engine.run(suite, rows, [], boolean_only=True)
             if not validation.success:  # rare: run again for counts and values
                 validation, vid = engine.run(suite, rows, [])
@@ -487,7 +490,16 @@ def run_gate(
             validation, vid = engine.run(suite, metrics, ["device_id"])
             results.extend(_to_results(suite, validation, metrics, metrics.height))
             ids.append(vid)
+    blocking = {r.rule for r in results if r.blocking and not r.success}
+    held: list[str] | None = None
+    if blocking:
+        # A rule whose failing devices cannot be named (about the whole table, or GE failed
+        # where the same check in polars finds nothing) holds the whole table: the safe side.
+        units = [failing_devices(s, derived, metrics) for s in specs if s.rule in blocking]
+        if units and all(units):
+            held = sorted(set().union(*[u for u in units if u]))
     return GateResult(
+        held_devices=held,
         batch=batch,
         tenant=tenant,
         dataset=contract.dataset,

@@ -40,6 +40,7 @@ __all__ = [
     "Window",
     "batch_window",
     "device_metrics",
+    "failing_devices",
     "missing_required",
     "out_of_range",
     "range_fields",
@@ -319,6 +320,40 @@ def rule_specs(contract: Contract, columns: set[str] | None = None) -> list[Rule
             raise QualityRuleError(f"{contract.ref}: two gate rules named {spec.rule!r}")
         seen.add(spec.rule)
     return specs
+
+
+def failing_devices(spec: RuleSpec, rows: pl.DataFrame, metrics: pl.DataFrame) -> set[str] | None:
+    """The devices whose rows break ``spec``: the smallest unit the gate can hold for it.
+
+    ``rows``: the batch's rows with the derived count columns (MISSING_COLUMN, RANGE_COLUMN);
+    ``metrics``: :func:`device_metrics`. Row rules are about the rows that break them (their
+    devices); per-device batch rules about the devices whose metric is out of bounds (a
+    silent device has no rows to hold). None when the rule is about the whole table (row
+    count, freshness of the newest reading, a tolerance such as GE's ``mostly``): then the
+    table is held. The same semantics as the GE expectation: nulls are not judged.
+    """
+    kw = spec.kwargs
+    if kw.get("mostly") is not None:
+        return None
+    frame = rows if spec.kind == "row" else metrics
+    if spec.expectation == "ExpectColumnValuesToBeBetween":
+        c = pl.col(str(kw["column"]))
+        bad = pl.lit(False)
+        if kw.get("min_value") is not None:
+            bad = bad | (c < kw["min_value"])
+        if kw.get("max_value") is not None:
+            bad = bad | (c > kw["max_value"])
+    elif spec.expectation == "ExpectColumnValuesToBeInSet":
+        c = pl.col(str(kw["column"]))
+        bad = c.is_not_null() & ~c.is_in(list(kw["value_set"]))
+    elif spec.expectation == "ExpectColumnValuesToBeUnique":
+        bad = pl.col(str(kw["column"])).is_duplicated()
+    elif spec.expectation == "ExpectCompoundColumnsToBeUnique":
+        bad = pl.struct(list(kw["column_list"])).is_duplicated()
+    else:
+        return None
+    found = frame.filter(bad.fill_null(False)).get_column("device_id").drop_nulls()
+    return set(found.to_list())
 
 
 # ------------------------------------------------------------------------- metrics

@@ -4,7 +4,9 @@ alone took 35 s and 4.4 GB, growing with the square of the messages).
 
 The time and memory figures are measured in a child process (its peak RSS is its own), with
 bounds an order of magnitude below the old figures and well above the new ones (0.1-0.2 s,
-about 200 MB)."""
+tens of MB). Memory is the growth of the peak during the decode: the imports and the test's
+own payloads are not the decoder's (CI measured a 1 GB peak for the whole child process
+where this machine measures 200 MB)."""
 
 from __future__ import annotations
 
@@ -37,11 +39,13 @@ for i in range(messages):
     obj.update({f"{i:03d}{k:04d}": 0 for k in range(keys)})
     payloads.append(orjson.dumps(obj))
 chunk = chunk_of(payloads)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 start = time.perf_counter()
 decode_chunk(chunk, SCHEMA, payload_limit=1 << 20)
 print(json.dumps({
     "seconds": time.perf_counter() - start,
     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "rss_before_mb": before,
     "bytes": sum(map(len, payloads)),
     "rows": chunk.rows.height,
     "unknown": chunk.rows["_unknown"].drop_nulls().to_list()[:1],
@@ -62,11 +66,15 @@ def _measure(messages: int, keys: int, *, cap: bool) -> dict[str, object]:
     return out
 
 
+def _growth(got: dict[str, object]) -> float:
+    return float(got["peak_rss_mb"]) - float(got["rss_before_mb"])  # type: ignore[arg-type]
+
+
 def test_150_messages_with_2000_distinct_unknown_keys_each_decode_fast_and_small() -> None:
     got = _measure(150, 2000, cap=True)
     assert 3_000_000 < int(got["bytes"]) < 4_000_000  # about the 3.7 MB of the report
     assert float(got["seconds"]) < 3.0, got  # was 35 s
-    assert float(got["peak_rss_mb"]) < 800, got  # was 4,400 MB
+    assert _growth(got) < 400, got  # was 4,400 MB
     # Past the cap: refused at decode, named for what it is.
     assert got["rejects"] == ["SCHEMA_MISMATCH"] * 150
     assert got["rows"] == 0
@@ -81,7 +89,7 @@ def test_without_the_cap_unknown_keys_cost_in_proportion_to_their_bytes() -> Non
     assert large["rows"] == 500
     assert str(small["unknown"][0]).endswith(" and 1980 more")  # type: ignore[index]
     assert float(large["seconds"]) < 5.0, large  # about 0.5 s; the old decoder: hours
-    assert float(large["peak_rss_mb"]) < 1500, large
+    assert _growth(large) < 1200, large
     assert float(large["seconds"]) < 30 * max(float(small["seconds"]), 0.05), (small, large)
 
 

@@ -1,11 +1,13 @@
-"""The gate inside the batch: a firmware fault holds the table out of the lake, the rest
-publishes, results and lineage record it, and a release publishes the rows exactly once."""
+"""The gate inside the batch: a firmware fault on one branch's meters holds those meters'
+rows out of the lake while every other device of the same table publishes in the same
+batch; results and lineage record it, and a release publishes the held rows exactly once."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -50,18 +52,52 @@ def _done(day: Day) -> dict[str, object]:
     return dict(json.loads(path.read_text()))
 
 
-def test_a_blocking_failure_holds_only_its_table(gated: Gated) -> None:
-    done = _done(gated.day)
+def _plan(day: Day) -> dict[str, Any]:
+    path = Path(day.settings.lake) / "_state/main/batches/0000000001/plan.json"
+    return dict(json.loads(path.read_text()))
+
+
+def test_a_blocking_failure_holds_only_the_devices_it_names(gated: Gated) -> None:
+    day = gated.day
+    done = _done(day)
     assert done["held"] == {gated.rel: ["zero_power_while_open"]}
-    # The held table got its batch recorded with no rows; every other table published.
-    assert read_frame(gated.day.store, gated.tenant, "meter_readings").height == 0
-    table = open_table(gated.day.store, gated.rel)
+    zero_meters = set(
+        day.devices.filter(
+            (pl.col("branch_id") == gated.zero_branch) & (pl.col("kind") == "meter")
+        )["device_id"].to_list()
+    )
+    gate = _plan(day)["gate"][gated.rel]
+    assert set(gate["held_devices"]) == zero_meters
+    # Every other meter of the tenant published in this batch; none of the faulty ones.
+    published = read_frame(day.store, gated.tenant, "meter_readings")
+    assert published.height > 0
+    assert set(published["device_id"].unique().to_list()).isdisjoint(zero_meters)
+    tenant_meters = set(
+        day.devices.filter((pl.col("client_id") == gated.tenant) & (pl.col("kind") == "meter"))[
+            "device_id"
+        ].to_list()
+    )
+    assert set(published["device_id"].unique().to_list()) == tenant_meters - zero_meters
+    # The held rows wait in files of their own, every one of a named device.
+    entry = _plan(day)["tables"][gated.rel]
+    assert entry["held_files"]
+    table = open_table(day.store, gated.rel)
     assert table.transaction_version("main") == 1
-    for tenant in {str(t) for t in gated.day.branches["client_id"]}:
+    # Conservation: written = published + held, per table.
+    held_rows = sum(f["num_records"] for f in entry["held_files"])
+    assert done["rows"][gated.rel] == published.height
+    assert sum(f["num_records"] for f in entry["files"]) == published.height
+    stats = _plan(day)["stats"]
+    written = sum(
+        c for k, t, d, *_, c in stats if (k, t, d) == ("written", gated.tenant, "meter_readings")
+    )
+    held = sum(
+        c for k, t, d, *_, c in stats if (k, t, d) == ("held", gated.tenant, "meter_readings")
+    )
+    assert (written, held) == (published.height + held_rows, held_rows)
+    for tenant in {str(t) for t in day.branches["client_id"]}:
         for dataset in ("dg_readings", "solar_readings"):
-            assert read_frame(gated.day.store, tenant, dataset).height > 0
-    others = [t for t in {str(t) for t in gated.day.branches["client_id"]} if t != gated.tenant]
-    assert all(read_frame(gated.day.store, t, "meter_readings").height > 0 for t in others)
+            assert read_frame(day.store, tenant, dataset).height > 0
     # The silent branch fails completeness: a warning, recorded, not held.
     warned = done["warnings"]
     assert isinstance(warned, dict)
@@ -90,7 +126,9 @@ def test_results_lineage_and_data_docs_record_the_hold(gated: Gated) -> None:
     inputs = {i["name"]: i for i in complete[-1]["inputs"] if "inputFacets" in i}
     outputs = {o["name"]: o for o in complete[-1]["outputs"]}
     held_out = next(o for name, o in outputs.items() if name.endswith(gated.rel))
-    assert held_out["outputFacets"]["outputStatistics"]["rowCount"] == 0
+    # The table's output is what it published in this batch: the held rows are not in it.
+    published = read_frame(gated.day.store, gated.tenant, "meter_readings").height
+    assert held_out["outputFacets"]["outputStatistics"]["rowCount"] == published
     assertions = [
         a
         for i in inputs.values()
@@ -105,22 +143,23 @@ def test_results_lineage_and_data_docs_record_the_hold(gated: Gated) -> None:
 
 def test_release_publishes_the_held_rows_once(gated: Gated) -> None:
     day, store = gated.day, gated.day.store
-    plan = json.loads(
-        (Path(day.settings.lake) / "_state/main/batches/0000000001/plan.json").read_text()
-    )
-    held_rows = sum(f["num_records"] for f in plan["tables"][gated.rel]["files"])
+    plan = _plan(day)
+    held_rows = sum(f["num_records"] for f in plan["tables"][gated.rel]["held_files"])
     assert held_rows > 0
+    before = read_frame(store, gated.tenant, "meter_readings").height
     data_dir = str(day.settings.data_dir)
     args = ["quality", "release", "1", "--by", "ops@example", "--reason", "CT fault fixed"]
-    dry = CliRunner().invoke(app, [*args, "--data-dir", data_dir])
+    dry = CliRunner().invoke(app, [*args, "--data-dir", data_dir], env={"COLUMNS": "250"})
     assert dry.exit_code == 0, dry.output
     assert "dry run" in dry.output
-    assert read_frame(store, gated.tenant, "meter_readings").height == 0
+    held_devices = plan["gate"][gated.rel]["held_devices"]
+    assert held_devices[0] in dry.output  # the release names whose rows it publishes
+    assert read_frame(store, gated.tenant, "meter_readings").height == before
     done = CliRunner().invoke(app, [*args, "--apply", "--data-dir", data_dir])
     assert done.exit_code == 0, done.output
     rows = read_frame(store, gated.tenant, "meter_readings")
-    assert rows.height == held_rows
-    assert rows.select("device_id", "seq").is_unique().all()
+    assert rows.height == before + held_rows
+    assert rows.select("device_id", "seq", "ts").is_unique().all()
     version = open_table(store, gated.rel).version()
     # A second release (and a replayed batch) publishes nothing more.
     again = CliRunner().invoke(app, [*args, "--apply", "--data-dir", data_dir])
@@ -128,7 +167,7 @@ def test_release_publishes_the_held_rows_once(gated: Gated) -> None:
     assert "already" in again.output
     assert process_once(day.settings) is None
     assert open_table(store, gated.rel).version() == version
-    assert read_frame(store, gated.tenant, "meter_readings").height == held_rows
+    assert read_frame(store, gated.tenant, "meter_readings").height == before + held_rows
     assert held_batches(store).height == 0
     decision = read_results(store, tenant=gated.tenant, dataset="meter_readings").filter(
         pl.col("record_kind") == "decision"
