@@ -438,6 +438,11 @@ def _name_nulls(results: list[RuleResult], frame: pl.DataFrame) -> list[RuleResu
 # ------------------------------------------------------------------------- the gate
 
 
+def _derived(contract: Contract, frame: pl.DataFrame) -> pl.DataFrame:
+    """The rows with the row rules' derived count columns."""
+    return frame.with_columns(missing_required(contract, frame), out_of_range(contract, frame))
+
+
 def run_gate(
     contract: Contract,
     frame: pl.DataFrame,
@@ -471,13 +476,14 @@ def run_gate(
         }
     )
     metrics = device_metrics(contract, frame, devices, window, tenant=tenant, branches=branches)
-    derived = frame.with_columns(missing_required(contract, frame), out_of_range(contract, frame))
+    derived: pl.DataFrame | None = None
     engine = _engine()
     results: list[RuleResult] = []
     ids: list[str] = []
     with engine.lock:
         if row_specs:
             suite = engine.suite(contract, "row", row_specs)
+            derived = _derived(contract, frame)
             rows = derived.select(needed)
             validation, vid = engine.run(suite, rows, [], boolean_only=True)
             if not validation.success:  # rare: run again for counts and values
@@ -495,6 +501,7 @@ def run_gate(
     if blocking:
         # A rule whose failing devices cannot be named (about the whole table, or GE failed
         # where the same check in polars finds nothing) holds the whole table: the safe side.
+        derived = _derived(contract, frame) if derived is None else derived
         units = [failing_devices(s, derived, metrics) for s in specs if s.rule in blocking]
         if units and all(units):
             held = sorted(set().union(*[u for u in units if u]))
