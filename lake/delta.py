@@ -88,6 +88,7 @@ ROW_GROUP_ROWS = 128 * 1024
 """Rows per Parquet row group of a data file."""
 
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}\.parquet$")
+_FOLDER = re.compile(r"_?[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _RESERVED_COMMIT_KEYS = frozenset({"timestamp", "operation", "engineInfo", "operationParameters"})
 _COMMIT_ATTEMPTS = 10
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -555,8 +556,12 @@ def write_data_file(
     file_name: str,
     *,
     stats_columns: Sequence[str] | None = None,
+    folder: str = "",
 ) -> DataFile:
     """Write ``table`` (full contract schema) as one Parquet file of the table at ``rel``.
+
+    ``folder``: a folder of the table to write under (``_held``: a name starting with
+    ``_`` is not the table's data, and ``vacuum`` never deletes in it).
 
     The partition columns are checked to hold exactly ``partition_values`` and are left out
     of the file (as Delta does). The file goes to ``<k1=v1>/<k2=v2>/<file_name>`` atomically;
@@ -571,7 +576,9 @@ def write_data_file(
         _check_partition_column(table, column, value, file_name)
     data = table.drop_columns(list(partition_values)) if partition_values else table
     dirs = [f"{_partition_dir(k)}={_partition_dir(v)}" for k, v in partition_values.items()]
-    physical = "/".join([*dirs, file_name])
+    if folder and not _FOLDER.fullmatch(folder):
+        raise LakeError(f"invalid folder {folder!r} for a data file (one plain name)")
+    physical = "/".join([*([folder] if folder else []), *dirs, file_name])
     sink = pa.BufferOutputStream()
     pq.write_table(
         data,

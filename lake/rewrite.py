@@ -51,10 +51,12 @@ def split_files(
     *,
     kept_tag: str,
     taken_tag: str | None,
+    taken_folder: str = "",
 ) -> Split:
     """Split every file's rows by ``take(rows)`` (a boolean mask): the rows not taken stay
     (a rewritten file gets ``-<kept_tag>``), the taken ones are written as files tagged
-    ``-<taken_tag>``, or dropped when ``taken_tag`` is None. Tags are a letter and digits."""
+    ``-<taken_tag>`` (under the table's ``taken_folder``, when given), or dropped when
+    ``taken_tag`` is None. Tags are a letter and digits."""
     schema = contract.arrow_schema()
     fs = table_filesystem(store, rel)
     kept: list[DataFile] = []
@@ -71,12 +73,15 @@ def split_files(
         full = raw.with_columns(**parts)
         out, gone = full.filter(~mask), full.filter(mask)
         rows.append(gone)
-        for side, tag, into in ((out, kept_tag, kept), (gone, taken_tag, taken)):
+        sides = ((out, kept_tag, kept, ""), (gone, taken_tag, taken, taken_folder))
+        for side, tag, into, folder in sides:
             if tag is None or side.height == 0:
                 continue
             table = side.to_arrow().select(schema.names).cast(schema)
             name = _tagged(data_file.path, tag)
-            into.append(write_data_file(store, rel, table, data_file.partition_values, name))
+            into.append(
+                write_data_file(store, rel, table, data_file.partition_values, name, folder=folder)
+            )
     frame = pl.concat(rows, how="vertical_relaxed") if rows else pl.DataFrame()
     return Split(kept, taken, frame)
 

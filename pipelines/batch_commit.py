@@ -32,10 +32,13 @@ from lake.guard import commit_guarded
 from lake.rewrite import split_files
 from lake.storage import Store
 
-__all__ = ["COMMIT_THREADS", "CommitJob", "commit_tables", "hold"]
+__all__ = ["COMMIT_THREADS", "HELD_FOLDER", "CommitJob", "commit_tables", "hold"]
 
 COMMIT_THREADS = 4  # tables committed at once after a batch
 CommitJob = tuple[str, Contract, list[DataFile]]  # rel, contract, files
+# Held rows wait here, in the table's folder (the tenant's prefix) but out of its data: a
+# folder whose name starts with "_" is never touched by vacuum (delta-rs, Spark).
+HELD_FOLDER = "_held"
 
 
 def commit_tables(
@@ -96,39 +99,27 @@ def hold(
     if "held_files" not in entry:
         files = [DataFile.from_dict(f) for f in entry["files"]]
         devices = gate.get("held_devices")
-        if devices is None:  # the whole table is held
-            published, held = [], files
-            rows = _rows_of(store, rel, contract, files)
-        else:
-            wanted = pl.Series(devices, dtype=pl.String).implode()
-            split = split_files(
-                store,
-                rel,
-                contract,
-                files,
-                lambda frame: frame.select(pl.col("device_id").is_in(wanted)).to_series(),
-                kept_tag="p",
-                taken_tag="h",
-            )
-            published, held, rows = split.kept, split.taken, split.taken_rows
+        # None: the whole table is held (every row taken)
+        wanted = None if devices is None else pl.Series(devices, dtype=pl.String).implode()
+        split = split_files(
+            store,
+            rel,
+            contract,
+            files,
+            lambda frame: (
+                pl.Series([True] * frame.height)
+                if wanted is None
+                else frame.select(pl.col("device_id").is_in(wanted)).to_series()
+            ),
+            kept_tag="p",
+            taken_tag="h",
+            taken_folder=HELD_FOLDER,
+        )
+        published, held, rows = split.kept, split.taken, split.taken_rows
         entry["files"] = [f.to_dict() for f in published]
         entry["held_files"] = [f.to_dict() for f in held]
         _count_held(plan, rel, contract.dataset, rows)
     return [DataFile.from_dict(f) for f in entry["files"]]
-
-
-def _rows_of(store: Store, rel: str, contract: Contract, files: list[DataFile]) -> pl.DataFrame:
-    """Every row of ``files`` (what a whole-table hold keeps out)."""
-    split = split_files(
-        store,
-        rel,
-        contract,
-        files,
-        lambda frame: pl.Series([True] * frame.height),
-        kept_tag="p",
-        taken_tag=None,
-    )
-    return split.taken_rows
 
 
 def _count_held(plan: dict[str, Any], rel: str, dataset: str, rows: pl.DataFrame) -> None:

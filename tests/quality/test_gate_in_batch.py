@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from lake.delta import open_table
 from lake.layout import table_rel
 from lake.storage import Store
+from pipelines.batch_commit import HELD_FOLDER
 from pipelines.batch_hooks import wait_for_data_docs
 from pipelines.cli import app
 from pipelines.lakeops import read_frame
@@ -144,9 +145,17 @@ def test_results_lineage_and_data_docs_record_the_hold(gated: Gated) -> None:
 def test_release_publishes_the_held_rows_once(gated: Gated) -> None:
     day, store = gated.day, gated.day.store
     plan = _plan(day)
-    held_rows = sum(f["num_records"] for f in plan["tables"][gated.rel]["held_files"])
+    held_files = plan["tables"][gated.rel]["held_files"]
+    held_rows = sum(f["num_records"] for f in held_files)
     assert held_rows > 0
     before = read_frame(store, gated.tenant, "meter_readings").height
+    # A full vacuum at zero retention deletes every file the log does not list, except in
+    # folders whose name starts with "_": the held rows wait there until a decision.
+    assert all(f["path"].startswith(f"{HELD_FOLDER}/") for f in held_files)
+    open_table(store, gated.rel).vacuum(
+        retention_hours=0, enforce_retention_duration=False, dry_run=False, full=True
+    )
+    assert all((Path(day.settings.lake) / gated.rel / f["path"]).is_file() for f in held_files)
     data_dir = str(day.settings.data_dir)
     args = ["quality", "release", "1", "--by", "ops@example", "--reason", "CT fault fixed"]
     dry = CliRunner().invoke(app, [*args, "--data-dir", data_dir], env={"COLUMNS": "250"})
