@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import socket
 import time
 from collections.abc import Iterator
@@ -124,6 +125,18 @@ BAD_400 = [
 @pytest.mark.parametrize(("body", "reason"), BAD_400, ids=[r for _, r in BAD_400])
 def test_400_malformed_bodies_get_a_stable_reason(env: Env, body: bytes, reason: str) -> None:
     assert_problem(env.gw.post(body, env.tokens["m-1"]), 400, reason)
+
+
+def test_a_long_duplicate_key_is_echoed_cut_with_its_hash(env: Env) -> None:
+    key = "k" * 30_000  # the whole key used to come back (a 500 KB key: a 500,034-char detail)
+    body = b'{"' + key.encode() + b'": 1, "' + key.encode() + b'": 2}'
+    reply = env.gw.post(body, env.tokens["m-1"])
+    doc = assert_problem(reply, 400, "duplicate_key")
+    detail = str(doc["detail"])
+    assert len(detail) < 300, len(detail)
+    assert hashlib.sha256(key.encode()).hexdigest() in detail  # the full key stays identifiable
+    assert "30000 chars" in detail
+    assert len(reply.body) < 600
 
 
 def test_400_bad_gzip_and_ndjson_line(env: Env) -> None:
