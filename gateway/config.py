@@ -128,6 +128,7 @@ class GatewayConfig:
     http_auth_failures_per_s: float = 1.0
     http_auth_failure_burst: int = 30
     audit_repeat_window_s: float = 60.0
+    audit_max_first_records: int = 100  # per window, all kinds; past it one summary record
     http_tls_cert: Path | None = None
     http_tls_key: Path | None = None
     drain_timeout_s: float = 10.0
@@ -157,6 +158,7 @@ class GatewayConfig:
             "http_auth_failures_per_s": self.http_auth_failures_per_s > 0,
             "http_auth_failure_burst": self.http_auth_failure_burst >= 1,
             "audit_repeat_window_s": self.audit_repeat_window_s >= 0,
+            "audit_max_first_records": self.audit_max_first_records >= 1,
             "mqtt_max_topic_bytes": self.mqtt_max_topic_bytes >= 32,
             "mqtt_topic_cache_bytes": self.mqtt_topic_cache_bytes >= 64 * 1024,
             "mqtt_flood_messages": self.mqtt_flood_messages >= 1,

@@ -88,7 +88,11 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.metrics = GatewayMetrics()
-        self.audit = AuditLog(config.audit_dir, repeat_window_s=config.audit_repeat_window_s)
+        self.audit = AuditLog(
+            config.audit_dir,
+            repeat_window_s=config.audit_repeat_window_s,
+            max_first_records=config.audit_max_first_records,
+        )
         self.books = BookWatcher(config.identity_book)
         self.committer = GroupCommitter(
             self._open_writer,

@@ -91,6 +91,7 @@ def build_gateway_config(
         http_auth_failures_per_s=settings.gateway_http_auth_failures_per_s,
         http_auth_failure_burst=settings.gateway_http_auth_failure_burst,
         audit_repeat_window_s=settings.gateway_audit_repeat_window_s,
+        audit_max_first_records=settings.gateway_audit_max_first_records,
         http_tls_cert=settings.gateway_http_tls_cert,
         http_tls_key=settings.gateway_http_tls_key,
         drain_timeout_s=settings.gateway_drain_timeout_s,

@@ -208,6 +208,12 @@ class Settings(BaseSettings):
         description="Gateway audit: repeats of an event (same event, device, address) "
         "within this window are written as one record with a count (0: every one).",
     )
+    gateway_audit_max_first_records: int = Field(
+        default=100,
+        ge=1,
+        description="Gateway audit: first records (new kinds) written per repeat window, "
+        "all kinds together; past it new kinds are only counted in one summary record.",
+    )
     gateway_http_tls_cert: Path | None = Field(
         default=None,
         description="HTTPS: PEM certificate chain (with gateway_http_tls_key; both or none).",

@@ -281,3 +281,27 @@ def test_failed_authentications_are_limited_per_address_before_authentication(
     limited_events = [e for e in events if e["event"] == "http_address_limited"]
     assert sum(int(str(e["count"])) for e in limited_events) == 27  # 25 + 1 + the good token
     assert len(events) <= 6  # 31 refusals, a handful of records
+
+
+def test_audit_volume_is_bounded_whatever_the_number_of_addresses(tmp_path: Path) -> None:
+    make_book(tmp_path / "gateway" / "identities.json", [("m-1", "c-1", "b-1")])
+    limits = {
+        "ENERGYLAKE_GATEWAY_AUDIT_MAX_FIRST_RECORDS": "10",
+        "ENERGYLAKE_GATEWAY_AUDIT_REPEAT_WINDOW_S": "3600",
+    }
+    with running_gateway(tmp_path, limits, ["--no-mqtt"]) as gw:
+        # a guesser rotating through 60 addresses: each one is under its own rate limit
+        for i in range(60):
+            source = f"127.0.{1 + i // 200}.{1 + i % 200}"
+            assert gw.post(reading("m-1", i), f"guess-{i}", source=source).status == 401
+        assert len(_audit(gw)) == 10  # the budget of first records, not one per address
+        assert gw.terminate() == 0  # the drain writes the summary
+    events = _audit(gw)
+    firsts = [e for e in events if e["event"] == "http_unauthorized"]
+    assert len(firsts) == 10
+    assert all(str(e["remote"]).startswith("127.0.1.") for e in firsts)  # real addresses
+    (summary,) = [e for e in events if e["event"] == "audit_summary"]
+    assert summary["count"] == 50
+    assert summary["addresses"] == 50
+    assert summary["kinds"] == {"http_unauthorized": 50}
+    assert len(events) == 11
