@@ -217,9 +217,17 @@ def _busy_response(retry_after_s: int) -> bytes:
 
 
 def open_listen_socket(host: str, port: int) -> socket.socket:
-    """A non-blocking listening TCP socket; ``ListenError`` names the address if not."""
+    """A non-blocking listening TCP socket; ``ListenError`` names the address if not.
+    An IPv6 ``host`` listens on IPv6; ``::`` on IPv4 as well (dual stack) where the
+    system can."""
+    ipv6 = ":" in host
     try:
-        sock = socket.create_server((host, port), backlog=_BACKLOG)
+        sock = socket.create_server(
+            (host, port),
+            family=socket.AF_INET6 if ipv6 else socket.AF_INET,
+            backlog=_BACKLOG,
+            dualstack_ipv6=host == "::" and socket.has_dualstack_ipv6(),
+        )
     except OSError as exc:
         reason = exc.strerror or str(exc)
         hint = {
@@ -228,7 +236,9 @@ def open_listen_socket(host: str, port: int) -> socket.socket:
             errno.EADDRNOTAVAIL: "no interface has this address: set gateway_http_host",
         }.get(exc.errno or 0, "check gateway_http_host and gateway_http_port")
         raise ListenError(
-            f"cannot listen for HTTP on {host}:{port}: {reason.lower()} ({hint})", config=False
+            f"cannot listen for HTTP on {f'[{host}]' if ipv6 else host}:{port}: "
+            f"{reason.lower()} ({hint})",
+            config=False,
         ) from exc
     sock.setblocking(False)
     return sock

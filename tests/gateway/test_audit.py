@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 
 from gateway.audit import AuditLog
-from gateway.limits import MAX_ADDRESSES, RateLimiter
+from gateway.limits import MAX_ADDRESSES, RateLimiter, address_key
 
 
 def _records(folder: Path) -> list[dict[str, object]]:
@@ -124,3 +124,13 @@ def test_failed_authentication_buckets_stay_bounded() -> None:
         limiter.take("192.0.2.1", now)
     assert limiter.wait("192.0.2.1", now) > 0
     assert limiter.wait("192.0.2.1", now + 10) == 0  # and refills
+
+
+def test_address_groups() -> None:
+    assert address_key("192.0.2.7") == "192.0.2.7"
+    assert address_key("2001:db8:1:2:3:4:5:6") == "2001:db8:1:2::/64"
+    # a dual-stack socket shows IPv4 clients mapped: each keeps its own address
+    assert address_key("::ffff:192.0.2.7") == "192.0.2.7"
+    assert address_key("::ffff:192.0.2.8") == "192.0.2.8"
+    assert address_key(None) == "unknown"
+    assert address_key("not an address:") == "not an address:"

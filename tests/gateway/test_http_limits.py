@@ -305,3 +305,22 @@ def test_audit_volume_is_bounded_whatever_the_number_of_addresses(tmp_path: Path
     assert summary["addresses"] == 50
     assert summary["kinds"] == {"http_unauthorized": 50}
     assert len(events) == 11
+
+
+def test_ipv4_clients_of_a_dual_stack_listener_keep_their_own_budgets(tmp_path: Path) -> None:
+    tokens = make_book(tmp_path / "gateway" / "identities.json", [("m-1", "c-1", "b-1")])
+    limits = {
+        "ENERGYLAKE_GATEWAY_HTTP_HOST": "::",  # IPv4 clients arrive as ::ffff:a.b.c.d
+        "ENERGYLAKE_GATEWAY_HTTP_AUTH_FAILURES_PER_S": "0.1",
+        "ENERGYLAKE_GATEWAY_HTTP_AUTH_FAILURE_BURST": "3",
+    }
+    with running_gateway(tmp_path, limits, ["--no-mqtt"]) as gw:
+        statuses = [gw.post(reading("m-1", 1), f"guess-{i}").status for i in range(5)]
+        assert statuses == [401, 401, 401, 429, 429]
+        # another IPv4 client is not held back by the first one's failures
+        other = {"source": "127.0.0.2"}
+        assert gw.post(reading("m-1", 2), tokens["m-1"], **other).status == 202
+        assert gw.post(reading("m-1", 3), "guess-y", **other).status == 401
+        assert gw.terminate() == 0
+    remotes = {e["remote"] for e in _audit(gw) if e["event"] == "http_unauthorized"}
+    assert remotes == {"::ffff:127.0.0.1", "::ffff:127.0.0.2"}  # the real addresses
