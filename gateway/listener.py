@@ -159,14 +159,16 @@ class _ProblemRequestHandler(RequestHandler):
         # When a body's framing breaks in a later packet (a bad chunk size), aiohttp's C
         # parser drops that request's payload without an error and queues a 400 as if for
         # a next request: the handler reading the body would wait for its body timeout.
-        # Hand the handler the parser's error at once instead (it answers 400 and closes).
+        # Hand the handler the parser's error at once instead (it answers 400 and closes),
+        # but only while its body is incomplete: an error of a request pipelined behind a
+        # complete body is that next request's own (answered after this one).
         reading = self._current_request
-        if reading is None:
+        if reading is None or reading.content.is_eof():
             super().data_received(data)
             return
         queued = len(self._messages)
         super().data_received(data)
-        if len(self._messages) > queued:
+        if len(self._messages) > queued and not reading.content.is_eof():
             message = self._messages[-1][0]
             if isinstance(message, _ErrInfo):
                 reading.content.set_exception(web.RequestPayloadError(message.message))
