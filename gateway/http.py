@@ -25,6 +25,7 @@ import orjson
 from aiohttp import HttpVersion11, web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from gateway.aiohttp_internals import write_continue
 from gateway.audit import AuditLog
 from gateway.body import BodyError, BodyReader, BodyRules, parse_readings, shown
 from gateway.books import BookWatcher
@@ -60,7 +61,6 @@ _TITLES = {
 _JSON_TYPES = {"application/json": False, "application/x-ndjson": True}
 _CLAIMS = ("client_id", "branch_id")
 _READ_CHUNK = 64 * 1024
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 def problem_body(status: int, reason: str, detail: str) -> bytes:
@@ -253,8 +253,7 @@ class _Handlers:
             )
         if request.headers.get("Expect") is not None and request.version >= HttpVersion11:
             # _expect let only 100-continue through; sent now that every check passed
-            await request.writer.write(_CONTINUE)
-            request.writer.output_size = 0  # as aiohttp's own expect handler does
+            await write_continue(request)
         reader = BodyReader(self.rules, gzip=encoding == "gzip")
         try:
             content = request.content

@@ -19,9 +19,11 @@ for every failure (a probe logged 967,157 of them in 80 s). Here instead:
   problem documents like every other error.
 
 Sockets are handed to asyncio with ``loop.connect_accepted_socket`` (TLS included).
-The handler subclass reads two aiohttp internals (``_current_request``, ``_messages``) to
-hand a request a body-framing error at once (see ``data_received``); the aiohttp range
-in pyproject.toml is kept to the tested 3.14 series for that reason.
+The handler subclass relies on aiohttp internals (its base class, the current request and
+the parser's queue, the writer's output count); every such use goes through
+``gateway/aiohttp_internals.py``, which says why, names the tests that fail if one stops
+working and is checked before the gateway starts. For that reason pyproject.toml allows
+only the tested 3.14 series of aiohttp and constraints.txt pins the exact release.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import http_exceptions, web
-from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
+from gateway import aiohttp_internals as internals
 from gateway.http import problem_body
 
 __all__ = [
@@ -136,7 +138,7 @@ def parser_problem(exc: BaseException | None, status: int) -> tuple[int, str, st
     return 400, "bad_request", first[:200]
 
 
-class _ProblemRequestHandler(RequestHandler):
+class _ProblemRequestHandler(internals.ProtocolBase):
     """aiohttp's connection handler, counted by the listener, with problem+json errors."""
 
     def __init__(self, listener: HttpListener, manager: web.Server, **kwargs: Any) -> None:
@@ -162,16 +164,16 @@ class _ProblemRequestHandler(RequestHandler):
         # Hand the handler the parser's error at once instead (it answers 400 and closes),
         # but only while its body is incomplete: an error of a request pipelined behind a
         # complete body is that next request's own (answered after this one).
-        reading = self._current_request
+        reading = internals.current_request(self)
         if reading is None or reading.content.is_eof():
             super().data_received(data)
             return
-        queued = len(self._messages)
+        queued = internals.queued_messages(self)
         super().data_received(data)
-        if len(self._messages) > queued and not reading.content.is_eof():
-            message = self._messages[-1][0]
-            if isinstance(message, _ErrInfo):
-                reading.content.set_exception(web.RequestPayloadError(message.message))
+        if internals.queued_messages(self) > queued and not reading.content.is_eof():
+            error = internals.parse_error_queued(self)
+            if error is not None:
+                reading.content.set_exception(web.RequestPayloadError(error))
 
     def handle_error(
         self,
@@ -191,7 +193,7 @@ class _ProblemRequestHandler(RequestHandler):
                 detail,
                 f"; {held} more held back" if held else "",
             )
-        if request.writer.output_size > 0:
+        if internals.response_started(request):
             raise ConnectionError("a response was already started; closing the connection")
         response = web.Response(
             status=status,

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from contracts.errors import EnergylakeError
+from gateway import aiohttp_internals
 from gateway.audit import AuditLog
 from gateway.books import BookWatcher
 from gateway.commit import GroupCommitter
@@ -138,6 +139,10 @@ class Gateway:
     def _bind_http(self) -> tuple[socket.socket, ssl.SSLContext | None]:
         """The HTTP socket and TLS context, before anything else starts."""
         cfg = self.config
+        try:
+            aiohttp_internals.check()
+        except aiohttp_internals.AiohttpChangedError as exc:
+            raise GatewayStartError(str(exc), EXIT_CONFIG) from exc
         try:
             context = None
             if cfg.http_tls_cert is not None and cfg.http_tls_key is not None:
