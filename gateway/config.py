@@ -125,6 +125,7 @@ class GatewayConfig:
     http_idle_timeout_s: float = 15.0
     http_body_timeout_s: float = 30.0
     http_max_connections: int = 1000
+    http_max_connections_per_address: int = 200  # IPv6: per /64; one client not all slots
     http_auth_failures_per_s: float = 1.0
     http_auth_failure_burst: int = 30
     audit_repeat_window_s: float = 60.0
@@ -155,6 +156,7 @@ class GatewayConfig:
             "http_idle_timeout_s": self.http_idle_timeout_s > 0,
             "http_body_timeout_s": self.http_body_timeout_s > 0,
             "http_max_connections": self.http_max_connections >= 1,
+            "http_max_connections_per_address": self.http_max_connections_per_address >= 1,
             "http_auth_failures_per_s": self.http_auth_failures_per_s > 0,
             "http_auth_failure_burst": self.http_auth_failure_burst >= 1,
             "audit_repeat_window_s": self.audit_repeat_window_s >= 0,

@@ -205,6 +205,7 @@ class Gateway:
                     runner.server,
                     sock,
                     max_connections=cfg.http_max_connections,
+                    max_per_address=cfg.http_max_connections_per_address,
                     handshake_timeout_s=cfg.http_idle_timeout_s,
                     retry_after_s=cfg.retry_after_s,
                     ssl_context=context,

@@ -88,6 +88,7 @@ def build_gateway_config(
         http_idle_timeout_s=settings.gateway_http_idle_timeout_s,
         http_body_timeout_s=settings.gateway_http_body_timeout_s,
         http_max_connections=settings.gateway_http_max_connections,
+        http_max_connections_per_address=settings.gateway_http_max_connections_per_address,
         http_auth_failures_per_s=settings.gateway_http_auth_failures_per_s,
         http_auth_failure_burst=settings.gateway_http_auth_failure_burst,
         audit_repeat_window_s=settings.gateway_audit_repeat_window_s,

@@ -193,6 +193,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Open HTTP connections at most; one more is answered 503 and closed.",
     )
+    gateway_http_max_connections_per_address: int = Field(
+        default=200,
+        ge=1,
+        description="Open HTTP connections from one client address (IPv6: one /64) at "
+        "most, so one client cannot hold every slot; one more is answered 503.",
+    )
     gateway_http_auth_failures_per_s: float = Field(
         default=1.0,
         gt=0,

@@ -324,3 +324,31 @@ def test_ipv4_clients_of_a_dual_stack_listener_keep_their_own_budgets(tmp_path: 
         assert gw.terminate() == 0
     remotes = {e["remote"] for e in _audit(gw) if e["event"] == "http_unauthorized"}
     assert remotes == {"::ffff:127.0.0.1", "::ffff:127.0.0.2"}  # the real addresses
+
+
+def test_one_address_cannot_hold_every_connection(tmp_path: Path) -> None:
+    tokens = make_book(tmp_path / "gateway" / "identities.json", [("m-1", "c-1", "b-1")])
+    limits = {
+        "ENERGYLAKE_GATEWAY_HTTP_MAX_CONNECTIONS": "30",
+        "ENERGYLAKE_GATEWAY_HTTP_MAX_CONNECTIONS_PER_ADDRESS": "10",
+        "ENERGYLAKE_GATEWAY_HTTP_IDLE_TIMEOUT_S": "30",
+    }
+    with running_gateway(tmp_path, limits, ["--no-mqtt"]) as gw:
+        baseline = _steady_fds(gw)
+        with _closing(_connect(gw.port, 10)):
+            assert wait_for(lambda: _fds(gw) >= baseline + 10, 5)
+            with _closing(_connect(gw.port, 5)) as extra:
+                for sock in extra:
+                    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+                for sock in extra:
+                    closed, answer = _closed_by_server(sock, 5)
+                    assert closed
+                    assert answer.startswith(b"HTTP/1.1 503"), answer[:100]
+                    assert b'"reason":"too_many_address_connections"' in answer
+            # another address still has room: the cap is per address, not only global
+            reply = gw.post(reading("m-1", 1), tokens["m-1"], source="127.0.0.2")
+            assert reply.status == 202
+        # once they go, the address is served again
+        assert wait_for(lambda: gw.post(reading("m-1", 2), tokens["m-1"]).status == 202, 5, 0.1)
+        text = gw.get("/metrics").body.decode()
+        assert 'reason="too_many_address_connections"' in text
