@@ -87,6 +87,7 @@ def test_idle_partial_header_and_slow_body_connections_are_closed(tmp_path: Path
     limits = {
         "ENERGYLAKE_GATEWAY_HTTP_IDLE_TIMEOUT_S": "1",
         "ENERGYLAKE_GATEWAY_HTTP_BODY_TIMEOUT_S": "1",
+        "ENERGYLAKE_GATEWAY_HTTP_MAX_CONNECTIONS_PER_ADDRESS": "1000",  # 240 from one address
     }
     with running_gateway(tmp_path, limits, ["--no-mqtt"]) as gw:
         baseline = _steady_fds(gw)
