@@ -4,12 +4,22 @@ Security events at the edge (a bad token, a device posting for another device or
 are appended and flushed at once, so an operator or the lineage tools can read them while
 the gateway runs.
 
-With ``repeat_window_s`` > 0 (the gateway's log) repeats are aggregated so a flood cannot
-fill the disk: the first event of a kind (same event, device, client, branch and remote
-address) is written at once with ``"count": 1``; further ones within the window are only
-counted, and when the window ends (``flush_due()``, called on a timer, or ``close()``) one
-record says how many there were (``"count": n``, ``"first_ts"``, ``"last_ts"``, the last
-``detail``). The fact that something happened is never lost; only repeats are folded.
+With ``repeat_window_s`` > 0 (the gateway's log) the volume is bounded so a flood cannot
+fill the disk, whatever the number of client addresses:
+
+- repeats are folded: the first event of a kind (same event, device, client, branch and
+  address group: the IPv4 address or the IPv6 /64, as ``gateway.limits.address_key``
+  groups them for rate limiting) is written at once with ``"count": 1`` and the real
+  ``remote``; further ones within the window are only counted, and when the window ends
+  (``flush_due()``, called on a timer, or ``close()``) one record says how many there were
+  (``"count": n``, ``"first_ts"``, ``"last_ts"``, the last ``detail`` and ``remote``, the
+  ``"address_group"`` and how many distinct ``"addresses"`` it held);
+- at most ``max_first_records`` first records are written per window (all kinds
+  together); past that budget new kinds are only counted, and when the window ends one
+  ``audit_summary`` record says "N events from M addresses" with the count per kind.
+
+The fact that something happened is never lost; only repeats are folded, and a window
+writes at most ``2 * max_first_records + 1`` records.
 """
 
 from __future__ import annotations
@@ -24,11 +34,16 @@ from typing import IO, Any
 
 import orjson
 
+from gateway.limits import address_key
+
 __all__ = ["AuditLog"]
 
 log = logging.getLogger(__name__)
 
-_Key = tuple[str, str | None, str | None, str | None, str | None]
+_Key = tuple[str, str | None, str | None, str | None, str | None]  # the last: address group
+_GROUP_ADDRESSES = 256  # distinct addresses counted per folded kind
+_SUMMARY_ADDRESSES = 10_000  # distinct addresses counted in a window's summary
+_SUMMARY_KINDS = 64  # event names counted in a summary (the code has a handful)
 
 
 def _stamp(moment: datetime) -> str:
@@ -42,6 +57,29 @@ class _Repeats:
     first: datetime
     last: datetime
     detail: str
+    remote: str | None
+    addresses: set[str]
+
+
+@dataclass(slots=True)
+class _Summary:
+    """What went past the budget of first records in one window: only counted."""
+
+    count: int
+    first: datetime
+    last: datetime
+    addresses: set[str]
+    kinds: dict[str, int]
+
+    def add(self, event: str, remote: str | None, now: datetime) -> None:
+        self.count += 1
+        self.last = now
+        if remote is not None and len(self.addresses) < _SUMMARY_ADDRESSES:
+            self.addresses.add(remote)
+        if event in self.kinds or len(self.kinds) < _SUMMARY_KINDS:
+            self.kinds[event] = self.kinds.get(event, 0) + 1
+        else:
+            self.kinds["other"] = self.kinds.get("other", 0) + 1
 
 
 class AuditLog:
@@ -54,11 +92,16 @@ class AuditLog:
         *,
         repeat_window_s: float = 0.0,
         max_kinds: int = 10_000,
+        max_first_records: int = 100,
     ) -> None:
         self._folder = Path(folder)
         self._component = component
         self._window_s = repeat_window_s
         self._max_kinds = max_kinds
+        self._max_first = max_first_records
+        self._budget_until = 0.0  # monotonic end of the current budget window
+        self._firsts = 0  # first records written in it
+        self._summary: _Summary | None = None
         self._lock = threading.Lock()
         self._day: str | None = None
         self._file: IO[bytes] | None = None
@@ -91,38 +134,65 @@ class AuditLog:
         if actor is not None:
             fields["actor"] = actor
         with self._lock:
-            if self._window_s > 0:
-                key = (event, device_id, client_id, branch_id, remote)
-                clock = time.monotonic()
-                seen = self._repeats.get(key)
-                if seen is not None and clock < seen.until:
-                    if seen.count == 0:
-                        seen.first = now
-                    seen.count += 1
-                    seen.last = now
-                    seen.detail = detail
-                    return
-                if seen is not None:
-                    self._write_repeats(key, self._repeats.pop(key))
-                if len(self._repeats) >= self._max_kinds:
-                    self._flush(None)
-                self._repeats[key] = _Repeats(clock + self._window_s, 0, now, now, detail)
-                fields["count"] = 1
+            if self._window_s > 0 and not self._fold(event, fields, now):
+                return
             self._write(now, fields)
 
     def flush_due(self) -> None:
         """Write the counts of repeats whose window has ended (a timer calls this)."""
         with self._lock:
-            self._flush(time.monotonic())
+            clock = time.monotonic()
+            self._flush(clock)
+            if clock >= self._budget_until:
+                self._write_summary()
 
     def close(self) -> None:
         with self._lock:
             self._flush(None)
+            self._write_summary()
             if self._file is not None:
                 self._file.close()
                 self._file = None
 
     # -- under the lock -------------------------------------------------------------------
+    def _fold(self, event: str, fields: dict[str, Any], now: datetime) -> bool:
+        """Count the event; True if it is to be written now as a first record."""
+        remote: str | None = fields["remote"]
+        group = None if remote is None else address_key(remote)
+        key = (event, fields["device_id"], fields["client_id"], fields["branch_id"], group)
+        clock = time.monotonic()
+        seen = self._repeats.get(key)
+        if seen is not None and clock < seen.until:
+            if seen.count == 0:
+                seen.first = now
+            seen.count += 1
+            seen.last = now
+            seen.detail = fields["detail"]
+            seen.remote = remote
+            if remote is not None and len(seen.addresses) < _GROUP_ADDRESSES:
+                seen.addresses.add(remote)
+            return False
+        if seen is not None:
+            self._write_repeats(key, self._repeats.pop(key))
+        if clock >= self._budget_until:
+            self._write_summary()
+            self._budget_until = clock + self._window_s
+            self._firsts = 0
+        if self._firsts >= self._max_first:
+            if self._summary is None:
+                self._summary = _Summary(0, now, now, set(), {})
+            self._summary.add(event, remote, now)
+            return False
+        self._firsts += 1
+        if len(self._repeats) >= self._max_kinds:
+            self._flush(None)
+        seen_at = {remote} if remote is not None else set()
+        self._repeats[key] = _Repeats(
+            clock + self._window_s, 0, now, now, fields["detail"], remote, seen_at
+        )
+        fields["count"] = 1
+        return True
+
     def _flush(self, clock: float | None) -> None:
         for key, seen in list(self._repeats.items()):
             if clock is None or clock >= seen.until:
@@ -133,21 +203,53 @@ class AuditLog:
         if seen.count == 0:
             return
         now = datetime.now(UTC)
-        event, device_id, client_id, branch_id, remote = key
+        event, device_id, client_id, branch_id, group = key
+        fields: dict[str, Any] = {
+            "ts": _stamp(now),
+            "component": self._component,
+            "event": event,
+            "device_id": device_id,
+            "client_id": client_id,
+            "branch_id": branch_id,
+            "remote": seen.remote,
+            "detail": f"repeated after the first record; the last: {seen.detail}",
+            "count": seen.count,
+            "first_ts": _stamp(seen.first),
+            "last_ts": _stamp(seen.last),
+        }
+        if group is not None:
+            fields["address_group"] = group
+            fields["addresses"] = len(seen.addresses)
+        self._write(now, fields)
+
+    def _write_summary(self) -> None:
+        summary, self._summary = self._summary, None
+        if summary is None:
+            return
+        now = datetime.now(UTC)
+        many = len(summary.addresses)
+        counted = f"at least {many}" if many >= _SUMMARY_ADDRESSES else str(many)
+        kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(summary.kinds.items()))
         self._write(
             now,
             {
                 "ts": _stamp(now),
                 "component": self._component,
-                "event": event,
-                "device_id": device_id,
-                "client_id": client_id,
-                "branch_id": branch_id,
-                "remote": remote,
-                "detail": f"repeated after the first record; the last: {seen.detail}",
-                "count": seen.count,
-                "first_ts": _stamp(seen.first),
-                "last_ts": _stamp(seen.last),
+                "event": "audit_summary",
+                "device_id": None,
+                "client_id": None,
+                "branch_id": None,
+                "remote": None,
+                "detail": (
+                    f"{summary.count} events from {counted} addresses, kinds {kinds}; over "
+                    f"the budget of {self._max_first} first records per "
+                    f"{self._window_s:g} s, only counted"
+                ),
+                "count": summary.count,
+                "addresses": many,
+                "kinds": summary.kinds,
+                "first_ts": _stamp(summary.first),
+                "last_ts": _stamp(summary.last),
             },
         )
 

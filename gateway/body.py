@@ -11,6 +11,7 @@ refuse duplicate keys (orjson keeps the last one silently).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zlib
 from dataclasses import dataclass
@@ -18,9 +19,21 @@ from typing import Any, Final
 
 import orjson
 
-__all__ = ["BodyError", "BodyReader", "BodyRules", "parse_readings"]
+__all__ = ["ECHO_CHARS", "BodyError", "BodyReader", "BodyRules", "parse_readings", "shown"]
 
 _NON_FINITE: Final = (b"NaN", b"Infinity", b"-Infinity")
+ECHO_CHARS: Final = 64  # a client's value echoed or audited longer than this is cut
+
+
+def shown(value: Any) -> str:
+    """A client's value as echoed in an answer or written to the audit: whole (repr) if
+    short, else its first ``ECHO_CHARS`` characters, its length and the SHA-256 of all of
+    it (so the full value stays identifiable without being stored)."""
+    text = value if isinstance(value, str) else orjson.dumps(value).decode()
+    if len(text) <= ECHO_CHARS:
+        return repr(text)
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{text[:ECHO_CHARS]!r}... ({len(text)} chars, sha256 {digest})"
 
 
 class BodyError(Exception):
@@ -150,7 +163,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(out) != len(pairs):
         seen: set[str] = set()
         dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-        raise BodyError(400, "duplicate_key", f"key {dup!r} appears twice in one object")
+        raise BodyError(400, "duplicate_key", f"key {shown(dup)} appears twice in one object")
     return out
 
 

@@ -125,9 +125,11 @@ class GatewayConfig:
     http_idle_timeout_s: float = 15.0
     http_body_timeout_s: float = 30.0
     http_max_connections: int = 1000
+    http_max_connections_per_address: int = 200  # IPv6: per /64; one client not all slots
     http_auth_failures_per_s: float = 1.0
     http_auth_failure_burst: int = 30
     audit_repeat_window_s: float = 60.0
+    audit_max_first_records: int = 100  # per window, all kinds; past it one summary record
     http_tls_cert: Path | None = None
     http_tls_key: Path | None = None
     drain_timeout_s: float = 10.0
@@ -154,9 +156,11 @@ class GatewayConfig:
             "http_idle_timeout_s": self.http_idle_timeout_s > 0,
             "http_body_timeout_s": self.http_body_timeout_s > 0,
             "http_max_connections": self.http_max_connections >= 1,
+            "http_max_connections_per_address": self.http_max_connections_per_address >= 1,
             "http_auth_failures_per_s": self.http_auth_failures_per_s > 0,
             "http_auth_failure_burst": self.http_auth_failure_burst >= 1,
             "audit_repeat_window_s": self.audit_repeat_window_s >= 0,
+            "audit_max_first_records": self.audit_max_first_records >= 1,
             "mqtt_max_topic_bytes": self.mqtt_max_topic_bytes >= 32,
             "mqtt_topic_cache_bytes": self.mqtt_topic_cache_bytes >= 64 * 1024,
             "mqtt_flood_messages": self.mqtt_flood_messages >= 1,

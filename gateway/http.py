@@ -15,7 +15,6 @@ fsync.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -26,8 +25,9 @@ import orjson
 from aiohttp import HttpVersion11, web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from gateway.aiohttp_internals import write_continue
 from gateway.audit import AuditLog
-from gateway.body import BodyError, BodyReader, BodyRules, parse_readings
+from gateway.body import BodyError, BodyReader, BodyRules, parse_readings, shown
 from gateway.books import BookWatcher
 from gateway.commit import GroupCommitter
 from gateway.config import GatewayConfig, canonical_topic
@@ -61,8 +61,6 @@ _TITLES = {
 _JSON_TYPES = {"application/json": False, "application/x-ndjson": True}
 _CLAIMS = ("client_id", "branch_id")
 _READ_CHUNK = 64 * 1024
-_CLAIM_CHARS = 64  # a claim echoed or audited longer than this is cut, with its SHA-256
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 def problem_body(status: int, reason: str, detail: str) -> bytes:
@@ -95,15 +93,6 @@ def problem(
         content_type="application/problem+json",
         headers=headers,
     )
-
-
-def _shown(value: Any) -> str:
-    """A claim as echoed and audited: whole if short, else cut, with the full value's hash."""
-    text = value if isinstance(value, str) else orjson.dumps(value).decode()
-    if len(text) <= _CLAIM_CHARS:
-        return repr(text)
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    return f"{text[:_CLAIM_CHARS]!r}... ({len(text)} chars, sha256 {digest})"
 
 
 @dataclass(slots=True)
@@ -198,11 +187,11 @@ class _Handlers:
             claimed = reading.get("device_id")
             wrong: list[str] = []
             if claimed is not None and claimed != device.device_id:
-                wrong.append(f"device_id {_shown(claimed)}")
+                wrong.append(f"device_id {shown(claimed)}")
             for key in _CLAIMS:
                 value = reading.get(key)
                 if value is not None and value != getattr(device, key):
-                    wrong.append(f"{key} {_shown(value)}")
+                    wrong.append(f"{key} {shown(value)}")
             if wrong:
                 detail = (
                     f"reading {index} claims {', '.join(wrong)}; the token belongs to device "
@@ -264,8 +253,7 @@ class _Handlers:
             )
         if request.headers.get("Expect") is not None and request.version >= HttpVersion11:
             # _expect let only 100-continue through; sent now that every check passed
-            await request.writer.write(_CONTINUE)
-            request.writer.output_size = 0  # as aiohttp's own expect handler does
+            await write_continue(request)
         reader = BodyReader(self.rules, gzip=encoding == "gzip")
         try:
             content = request.content

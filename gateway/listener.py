@@ -5,9 +5,11 @@ connections, and on EMFILE (descriptors exhausted) CPython 3.11's accept loop go
 calling ``accept()`` within the same wake-up, logging a traceback and scheduling a retry
 for every failure (a probe logged 967,157 of them in 80 s). Here instead:
 
-- at most ``max_connections`` connections are open (TLS handshakes included). One past the
-  cap is accepted and at once answered ``503 too_many_connections`` (plain HTTP; a TLS
-  connection is just closed), so it never holds a descriptor;
+- at most ``max_connections`` connections are open (TLS handshakes included), and at most
+  ``max_per_address`` from one client address (IPv6: one /64), so one client cannot hold
+  every slot. One past a cap is accepted and at once answered ``503 too_many_connections``
+  (or ``too_many_address_connections``; plain HTTP, a TLS connection is just closed), so it
+  never holds a descriptor;
 - EMFILE, ENFILE, ENOBUFS and ENOMEM stop accepting for ``RESOURCE_PAUSE_S``: the waiting
   connections stay in the kernel's backlog and are taken when descriptors come back;
 - every repeated log line goes through ``LogThrottle`` (at most one per key and window,
@@ -19,9 +21,11 @@ for every failure (a probe logged 967,157 of them in 80 s). Here instead:
   problem documents like every other error.
 
 Sockets are handed to asyncio with ``loop.connect_accepted_socket`` (TLS included).
-The handler subclass reads two aiohttp internals (``_current_request``, ``_messages``) to
-hand a request a body-framing error at once (see ``data_received``); the aiohttp range
-in pyproject.toml is kept to the tested 3.14 series for that reason.
+The handler subclass relies on aiohttp internals (its base class, the current request and
+the parser's queue, the writer's output count); every such use goes through
+``gateway/aiohttp_internals.py``, which says why, names the tests that fail if one stops
+working and is checked before the gateway starts. For that reason pyproject.toml allows
+only the tested 3.14 series of aiohttp and constraints.txt pins the exact release.
 """
 
 from __future__ import annotations
@@ -37,9 +41,10 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import http_exceptions, web
-from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
+from gateway import aiohttp_internals as internals
 from gateway.http import problem_body
+from gateway.limits import address_key
 
 __all__ = [
     "RESOURCE_PAUSE_S",
@@ -136,18 +141,21 @@ def parser_problem(exc: BaseException | None, status: int) -> tuple[int, str, st
     return 400, "bad_request", first[:200]
 
 
-class _ProblemRequestHandler(RequestHandler):
+class _ProblemRequestHandler(internals.ProtocolBase):
     """aiohttp's connection handler, counted by the listener, with problem+json errors."""
 
-    def __init__(self, listener: HttpListener, manager: web.Server, **kwargs: Any) -> None:
+    def __init__(
+        self, listener: HttpListener, manager: web.Server, address: str, **kwargs: Any
+    ) -> None:
         super().__init__(manager, loop=listener.loop, **kwargs)
         self._listener = listener
+        self._address = address
         self._released = False
 
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self._listener.released()
+            self._listener.released(self._address)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         try:
@@ -159,17 +167,19 @@ class _ProblemRequestHandler(RequestHandler):
         # When a body's framing breaks in a later packet (a bad chunk size), aiohttp's C
         # parser drops that request's payload without an error and queues a 400 as if for
         # a next request: the handler reading the body would wait for its body timeout.
-        # Hand the handler the parser's error at once instead (it answers 400 and closes).
-        reading = self._current_request
-        if reading is None:
+        # Hand the handler the parser's error at once instead (it answers 400 and closes),
+        # but only while its body is incomplete: an error of a request pipelined behind a
+        # complete body is that next request's own (answered after this one).
+        reading = internals.current_request(self)
+        if reading is None or reading.content.is_eof():
             super().data_received(data)
             return
-        queued = len(self._messages)
+        queued = internals.queued_messages(self)
         super().data_received(data)
-        if len(self._messages) > queued:
-            message = self._messages[-1][0]
-            if isinstance(message, _ErrInfo):
-                reading.content.set_exception(web.RequestPayloadError(message.message))
+        if internals.queued_messages(self) > queued and not reading.content.is_eof():
+            error = internals.parse_error_queued(self)
+            if error is not None:
+                reading.content.set_exception(web.RequestPayloadError(error))
 
     def handle_error(
         self,
@@ -189,7 +199,7 @@ class _ProblemRequestHandler(RequestHandler):
                 detail,
                 f"; {held} more held back" if held else "",
             )
-        if request.writer.output_size > 0:
+        if internals.response_started(request):
             raise ConnectionError("a response was already started; closing the connection")
         response = web.Response(
             status=status,
@@ -200,12 +210,8 @@ class _ProblemRequestHandler(RequestHandler):
         return response
 
 
-def _busy_response(retry_after_s: int) -> bytes:
-    body = problem_body(
-        503,
-        "too_many_connections",
-        "the gateway serves as many connections as it may; retry later",
-    )
+def _busy_response(retry_after_s: int, reason: str, detail: str) -> bytes:
+    body = problem_body(503, reason, detail)
     head = (
         "HTTP/1.1 503 Service Unavailable\r\n"
         "Content-Type: application/problem+json\r\n"
@@ -217,9 +223,17 @@ def _busy_response(retry_after_s: int) -> bytes:
 
 
 def open_listen_socket(host: str, port: int) -> socket.socket:
-    """A non-blocking listening TCP socket; ``ListenError`` names the address if not."""
+    """A non-blocking listening TCP socket; ``ListenError`` names the address if not.
+    An IPv6 ``host`` listens on IPv6; ``::`` on IPv4 as well (dual stack) where the
+    system can."""
+    ipv6 = ":" in host
     try:
-        sock = socket.create_server((host, port), backlog=_BACKLOG)
+        sock = socket.create_server(
+            (host, port),
+            family=socket.AF_INET6 if ipv6 else socket.AF_INET,
+            backlog=_BACKLOG,
+            dualstack_ipv6=host == "::" and socket.has_dualstack_ipv6(),
+        )
     except OSError as exc:
         reason = exc.strerror or str(exc)
         hint = {
@@ -228,7 +242,9 @@ def open_listen_socket(host: str, port: int) -> socket.socket:
             errno.EADDRNOTAVAIL: "no interface has this address: set gateway_http_host",
         }.get(exc.errno or 0, "check gateway_http_host and gateway_http_port")
         raise ListenError(
-            f"cannot listen for HTTP on {host}:{port}: {reason.lower()} ({hint})", config=False
+            f"cannot listen for HTTP on {f'[{host}]' if ipv6 else host}:{port}: "
+            f"{reason.lower()} ({hint})",
+            config=False,
         ) from exc
     sock.setblocking(False)
     return sock
@@ -259,6 +275,7 @@ class HttpListener:
         sock: socket.socket,
         *,
         max_connections: int,
+        max_per_address: int | None = None,
         handshake_timeout_s: float,
         retry_after_s: int,
         handler_kwargs: dict[str, Any],
@@ -271,11 +288,23 @@ class HttpListener:
         self._server = server
         self._sock = sock
         self._max = max_connections
+        self._max_per_address = max_per_address or max_connections
+        self._per_address: dict[str, int] = {}  # open connections by address group
         self._handshake_timeout_s = handshake_timeout_s
         self._kwargs = handler_kwargs
         self._ssl = ssl_context
         self._on_refused = on_refused
-        self._busy = _busy_response(retry_after_s)
+        self._busy = _busy_response(
+            retry_after_s,
+            "too_many_connections",
+            "the gateway serves as many connections as it may; retry later",
+        )
+        self._busy_address = _busy_response(
+            retry_after_s,
+            "too_many_address_connections",
+            "this client address holds as many connections as one address may; "
+            "close one or retry later",
+        )
         self._open = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._resume: asyncio.TimerHandle | None = None
@@ -301,8 +330,13 @@ class HttpListener:
     def refused(self, reason: str) -> None:
         self._on_refused(reason)
 
-    def released(self) -> None:
+    def released(self, address: str) -> None:
         self._open -= 1
+        left = self._per_address[address] - 1
+        if left:
+            self._per_address[address] = left
+        else:
+            del self._per_address[address]
 
     def _watch(self) -> None:
         if not self._reading and not self._closed:
@@ -327,10 +361,16 @@ class HttpListener:
                 return
             conn.setblocking(False)
             if self._open >= self._max:
-                self._turn_away(conn)
+                self._turn_away(conn, "too_many_connections", self._busy)
                 continue
+            address = address_key(_addr[0] if isinstance(_addr, tuple) else None)
+            held = self._per_address.get(address, 0)
+            if held >= self._max_per_address:
+                self._turn_away(conn, "too_many_address_connections", self._busy_address)
+                continue
+            self._per_address[address] = held + 1
             self._open += 1
-            task = self.loop.create_task(self._serve(conn))
+            task = self.loop.create_task(self._serve(conn, address))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -357,18 +397,20 @@ class HttpListener:
         self._resume = None
         self._watch()
 
-    def _turn_away(self, conn: socket.socket) -> None:
-        self.refused("too_many_connections")
-        held = self.throttle("cap")
+    def _turn_away(self, conn: socket.socket, reason: str, answer: bytes) -> None:
+        self.refused(reason)
+        held = self.throttle(reason)
         if held is not None:
             log.warning(
-                "HTTP connection cap reached (%d open): turning connections away%s",
-                self._max,
+                "HTTP connection cap reached (%s): turning connections away%s",
+                f"{self._open} open of {self._max}"
+                if reason == "too_many_connections"
+                else f"{self._max_per_address} from one address",
                 f"; {held} more held back" if held else "",
             )
         try:
             if self._ssl is None:
-                conn.send(self._busy)
+                conn.send(answer)
                 conn.shutdown(socket.SHUT_WR)
                 conn.recv(65536)  # what the client already sent: closing on it would reset
         except OSError:
@@ -376,11 +418,11 @@ class HttpListener:
         finally:
             conn.close()
 
-    def _make_handler(self) -> _ProblemRequestHandler:
-        return _ProblemRequestHandler(self, self._server, **self._kwargs)
+    def _make_handler(self, address: str) -> _ProblemRequestHandler:
+        return _ProblemRequestHandler(self, self._server, address, **self._kwargs)
 
-    async def _serve(self, conn: socket.socket) -> None:
-        handler = self._make_handler()
+    async def _serve(self, conn: socket.socket, address: str) -> None:
+        handler = self._make_handler(address)
         try:
             await self.loop.connect_accepted_socket(
                 lambda: handler,

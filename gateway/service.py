@@ -26,6 +26,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from contracts.errors import EnergylakeError
+from gateway import aiohttp_internals
 from gateway.audit import AuditLog
 from gateway.books import BookWatcher
 from gateway.commit import GroupCommitter
@@ -88,7 +89,11 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.metrics = GatewayMetrics()
-        self.audit = AuditLog(config.audit_dir, repeat_window_s=config.audit_repeat_window_s)
+        self.audit = AuditLog(
+            config.audit_dir,
+            repeat_window_s=config.audit_repeat_window_s,
+            max_first_records=config.audit_max_first_records,
+        )
         self.books = BookWatcher(config.identity_book)
         self.committer = GroupCommitter(
             self._open_writer,
@@ -134,6 +139,10 @@ class Gateway:
     def _bind_http(self) -> tuple[socket.socket, ssl.SSLContext | None]:
         """The HTTP socket and TLS context, before anything else starts."""
         cfg = self.config
+        try:
+            aiohttp_internals.check()
+        except aiohttp_internals.AiohttpChangedError as exc:
+            raise GatewayStartError(str(exc), EXIT_CONFIG) from exc
         try:
             context = None
             if cfg.http_tls_cert is not None and cfg.http_tls_key is not None:
@@ -196,6 +205,7 @@ class Gateway:
                     runner.server,
                     sock,
                     max_connections=cfg.http_max_connections,
+                    max_per_address=cfg.http_max_connections_per_address,
                     handshake_timeout_s=cfg.http_idle_timeout_s,
                     retry_after_s=cfg.retry_after_s,
                     ssl_context=context,

@@ -193,6 +193,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Open HTTP connections at most; one more is answered 503 and closed.",
     )
+    gateway_http_max_connections_per_address: int = Field(
+        default=200,
+        ge=1,
+        description="Open HTTP connections from one client address (IPv6: one /64) at "
+        "most, so one client cannot hold every slot; one more is answered 503.",
+    )
     gateway_http_auth_failures_per_s: float = Field(
         default=1.0,
         gt=0,
@@ -207,6 +213,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Gateway audit: repeats of an event (same event, device, address) "
         "within this window are written as one record with a count (0: every one).",
+    )
+    gateway_audit_max_first_records: int = Field(
+        default=100,
+        ge=1,
+        description="Gateway audit: first records (new kinds) written per repeat window, "
+        "all kinds together; past it new kinds are only counted in one summary record.",
     )
     gateway_http_tls_cert: Path | None = Field(
         default=None,

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 
 from gateway.audit import AuditLog
-from gateway.limits import MAX_ADDRESSES, RateLimiter
+from gateway.limits import MAX_ADDRESSES, RateLimiter, address_key
 
 
 def _records(folder: Path) -> list[dict[str, object]]:
@@ -68,6 +68,51 @@ def test_without_a_window_every_event_is_a_record_as_before(tmp_path: Path) -> N
     assert all("count" not in r for r in records)  # the pipeline's format is unchanged
 
 
+def test_addresses_rotated_inside_one_ipv6_64_fold_into_one_kind(tmp_path: Path) -> None:
+    # the rate limiter groups an IPv6 client by its /64; the audit groups it the same way
+    audit = AuditLog(tmp_path, repeat_window_s=3600)
+    for i in range(1, 51):
+        audit.record("http_unauthorized", remote=f"2001:db8:1:2::{i:x}", detail=f"try {i}")
+    assert [(r["remote"], r["count"]) for r in _records(tmp_path)] == [("2001:db8:1:2::1", 1)]
+    audit.record("http_unauthorized", remote="2001:db8:1:3::1")  # the next /64: its own
+    audit.close()
+    records = _records(tmp_path)
+    assert [r["count"] for r in records] == [1, 1, 49]
+    folded = records[2]
+    assert folded["remote"] == "2001:db8:1:2::32"  # a real address (the last), not the group
+    assert folded["address_group"] == "2001:db8:1:2::/64"
+    assert folded["addresses"] == 50
+    assert "try 50" in str(folded["detail"])
+
+
+def test_first_records_per_window_have_a_budget_past_it_one_summary(tmp_path: Path) -> None:
+    audit = AuditLog(tmp_path, repeat_window_s=0.3, max_first_records=5)
+    for i in range(40):  # 40 addresses, each a new kind
+        audit.record("http_unauthorized", remote=f"10.0.{i >> 8}.{i & 255}")
+    for i in range(3):
+        audit.record("http_forbidden", device_id="m-1", remote=f"10.1.0.{i}")
+    audit.record("http_unauthorized", remote="10.0.0.0")  # a repeat of a first: counted
+    assert len(_records(tmp_path)) == 5  # the budget, not one record per address
+    time.sleep(0.35)
+    audit.flush_due()
+    records = _records(tmp_path)
+    summary = [r for r in records if r["event"] == "audit_summary"]
+    assert len(summary) == 1
+    assert summary[0]["count"] == 38
+    assert summary[0]["addresses"] == 38
+    assert summary[0]["kinds"] == {"http_unauthorized": 35, "http_forbidden": 3}
+    assert "38 events from 38 addresses" in str(summary[0]["detail"])
+    repeats = [r for r in records if "first_ts" in r and r["event"] != "audit_summary"]
+    assert [(r["remote"], r["count"]) for r in repeats] == [("10.0.0.0", 1)]
+    assert len(records) == 7
+    # every event is accounted for: 5 firsts + 1 repeat + 38 in the summary
+    assert sum(int(str(r["count"])) for r in records) == 44
+    # a new window has a new budget
+    audit.record("http_unauthorized", remote="10.9.9.9")
+    audit.close()
+    assert _records(tmp_path)[-1]["remote"] == "10.9.9.9"
+
+
 def test_failed_authentication_buckets_stay_bounded() -> None:
     limiter = RateLimiter(1.0, 5, MAX_ADDRESSES)
     now = 1000.0
@@ -79,3 +124,13 @@ def test_failed_authentication_buckets_stay_bounded() -> None:
         limiter.take("192.0.2.1", now)
     assert limiter.wait("192.0.2.1", now) > 0
     assert limiter.wait("192.0.2.1", now + 10) == 0  # and refills
+
+
+def test_address_groups() -> None:
+    assert address_key("192.0.2.7") == "192.0.2.7"
+    assert address_key("2001:db8:1:2:3:4:5:6") == "2001:db8:1:2::/64"
+    # a dual-stack socket shows IPv4 clients mapped: each keeps its own address
+    assert address_key("::ffff:192.0.2.7") == "192.0.2.7"
+    assert address_key("::ffff:192.0.2.8") == "192.0.2.8"
+    assert address_key(None) == "unknown"
+    assert address_key("not an address:") == "not an address:"

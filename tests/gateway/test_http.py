@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import socket
 import time
 from collections.abc import Iterator
@@ -124,6 +125,18 @@ BAD_400 = [
 @pytest.mark.parametrize(("body", "reason"), BAD_400, ids=[r for _, r in BAD_400])
 def test_400_malformed_bodies_get_a_stable_reason(env: Env, body: bytes, reason: str) -> None:
     assert_problem(env.gw.post(body, env.tokens["m-1"]), 400, reason)
+
+
+def test_a_long_duplicate_key_is_echoed_cut_with_its_hash(env: Env) -> None:
+    key = "k" * 30_000  # the whole key used to come back (a 500 KB key: a 500,034-char detail)
+    body = b'{"' + key.encode() + b'": 1, "' + key.encode() + b'": 2}'
+    reply = env.gw.post(body, env.tokens["m-1"])
+    doc = assert_problem(reply, 400, "duplicate_key")
+    detail = str(doc["detail"])
+    assert len(detail) < 300, len(detail)
+    assert hashlib.sha256(key.encode()).hexdigest() in detail  # the full key stays identifiable
+    assert "30000 chars" in detail
+    assert len(reply.body) < 600
 
 
 def test_400_bad_gzip_and_ndjson_line(env: Env) -> None:
@@ -493,3 +506,43 @@ def test_broken_chunked_framing_mid_body_is_a_400_problem(env: Env) -> None:
     assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
     assert b"application/problem+json" in answer
     assert b'"reason":"bad_body_framing"' in answer
+
+
+def _answers(sock: socket.socket, count: int) -> list[bytes]:
+    """The first ``count`` responses on ``sock`` (each with a Content-Length body)."""
+    data = b""
+    out: list[bytes] = []
+    while len(out) < count:
+        head_end = data.find(b"\r\n\r\n")
+        if head_end >= 0:
+            head = data[:head_end].decode("latin-1").lower()
+            length = int(head.split("content-length:", 1)[1].split("\r\n", 1)[0])
+            end = head_end + 4 + length
+            if len(data) >= end:
+                out.append(data[:end])
+                data = data[end:]
+                continue
+        part = sock.recv(65536)
+        if not part:
+            break
+        data += part
+    return out
+
+
+def test_a_bad_request_pipelined_behind_a_complete_body_does_not_spoil_it(env: Env) -> None:
+    body = orjson.dumps(reading("m-5", 70))
+    head = (
+        "POST /v1/telemetry HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {env.tokens['m-5']}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    bad = b"POST /v1/telemetry HTTP/1.1\r\nHost: gw\r\nContent-Length: abc\r\n\r\n"
+    with socket.create_connection((HOST, env.gw.port), timeout=5) as sock:
+        sock.sendall(head + body[:10])  # the handler is reading the body now
+        time.sleep(0.3)
+        sock.sendall(body[10:] + bad)  # the body completes; a broken request follows it
+        answers = _answers(sock, 2)
+    assert len(answers) == 2, answers
+    assert answers[0].startswith(b"HTTP/1.1 202"), answers[0][:300]
+    assert answers[1].split(b"\r\n", 1)[0].endswith(b" 400 Bad Request"), answers[1][:300]
+    assert b'"reason":"bad_content_length"' in answers[1]
+    assert 70 in _seqs(env.gw, "m-5")

@@ -87,6 +87,7 @@ def test_idle_partial_header_and_slow_body_connections_are_closed(tmp_path: Path
     limits = {
         "ENERGYLAKE_GATEWAY_HTTP_IDLE_TIMEOUT_S": "1",
         "ENERGYLAKE_GATEWAY_HTTP_BODY_TIMEOUT_S": "1",
+        "ENERGYLAKE_GATEWAY_HTTP_MAX_CONNECTIONS_PER_ADDRESS": "1000",  # 240 from one address
     }
     with running_gateway(tmp_path, limits, ["--no-mqtt"]) as gw:
         baseline = _steady_fds(gw)
@@ -281,3 +282,74 @@ def test_failed_authentications_are_limited_per_address_before_authentication(
     limited_events = [e for e in events if e["event"] == "http_address_limited"]
     assert sum(int(str(e["count"])) for e in limited_events) == 27  # 25 + 1 + the good token
     assert len(events) <= 6  # 31 refusals, a handful of records
+
+
+def test_audit_volume_is_bounded_whatever_the_number_of_addresses(tmp_path: Path) -> None:
+    make_book(tmp_path / "gateway" / "identities.json", [("m-1", "c-1", "b-1")])
+    limits = {
+        "ENERGYLAKE_GATEWAY_AUDIT_MAX_FIRST_RECORDS": "10",
+        "ENERGYLAKE_GATEWAY_AUDIT_REPEAT_WINDOW_S": "3600",
+    }
+    with running_gateway(tmp_path, limits, ["--no-mqtt"]) as gw:
+        # a guesser rotating through 60 addresses: each one is under its own rate limit
+        for i in range(60):
+            source = f"127.0.{1 + i // 200}.{1 + i % 200}"
+            assert gw.post(reading("m-1", i), f"guess-{i}", source=source).status == 401
+        assert len(_audit(gw)) == 10  # the budget of first records, not one per address
+        assert gw.terminate() == 0  # the drain writes the summary
+    events = _audit(gw)
+    firsts = [e for e in events if e["event"] == "http_unauthorized"]
+    assert len(firsts) == 10
+    assert all(str(e["remote"]).startswith("127.0.1.") for e in firsts)  # real addresses
+    (summary,) = [e for e in events if e["event"] == "audit_summary"]
+    assert summary["count"] == 50
+    assert summary["addresses"] == 50
+    assert summary["kinds"] == {"http_unauthorized": 50}
+    assert len(events) == 11
+
+
+def test_ipv4_clients_of_a_dual_stack_listener_keep_their_own_budgets(tmp_path: Path) -> None:
+    tokens = make_book(tmp_path / "gateway" / "identities.json", [("m-1", "c-1", "b-1")])
+    limits = {
+        "ENERGYLAKE_GATEWAY_HTTP_HOST": "::",  # IPv4 clients arrive as ::ffff:a.b.c.d
+        "ENERGYLAKE_GATEWAY_HTTP_AUTH_FAILURES_PER_S": "0.1",
+        "ENERGYLAKE_GATEWAY_HTTP_AUTH_FAILURE_BURST": "3",
+    }
+    with running_gateway(tmp_path, limits, ["--no-mqtt"]) as gw:
+        statuses = [gw.post(reading("m-1", 1), f"guess-{i}").status for i in range(5)]
+        assert statuses == [401, 401, 401, 429, 429]
+        # another IPv4 client is not held back by the first one's failures
+        other = {"source": "127.0.0.2"}
+        assert gw.post(reading("m-1", 2), tokens["m-1"], **other).status == 202
+        assert gw.post(reading("m-1", 3), "guess-y", **other).status == 401
+        assert gw.terminate() == 0
+    remotes = {e["remote"] for e in _audit(gw) if e["event"] == "http_unauthorized"}
+    assert remotes == {"::ffff:127.0.0.1", "::ffff:127.0.0.2"}  # the real addresses
+
+
+def test_one_address_cannot_hold_every_connection(tmp_path: Path) -> None:
+    tokens = make_book(tmp_path / "gateway" / "identities.json", [("m-1", "c-1", "b-1")])
+    limits = {
+        "ENERGYLAKE_GATEWAY_HTTP_MAX_CONNECTIONS": "30",
+        "ENERGYLAKE_GATEWAY_HTTP_MAX_CONNECTIONS_PER_ADDRESS": "10",
+        "ENERGYLAKE_GATEWAY_HTTP_IDLE_TIMEOUT_S": "30",
+    }
+    with running_gateway(tmp_path, limits, ["--no-mqtt"]) as gw:
+        baseline = _steady_fds(gw)
+        with _closing(_connect(gw.port, 10)):
+            assert wait_for(lambda: _fds(gw) >= baseline + 10, 5)
+            with _closing(_connect(gw.port, 5)) as extra:
+                for sock in extra:
+                    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+                for sock in extra:
+                    closed, answer = _closed_by_server(sock, 5)
+                    assert closed
+                    assert answer.startswith(b"HTTP/1.1 503"), answer[:100]
+                    assert b'"reason":"too_many_address_connections"' in answer
+            # another address still has room: the cap is per address, not only global
+            reply = gw.post(reading("m-1", 1), tokens["m-1"], source="127.0.0.2")
+            assert reply.status == 202
+        # once they go, the address is served again
+        assert wait_for(lambda: gw.post(reading("m-1", 2), tokens["m-1"]).status == 202, 5, 0.1)
+        text = gw.get("/metrics").body.decode()
+        assert 'reason="too_many_address_connections"' in text
