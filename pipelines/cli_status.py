@@ -57,13 +57,21 @@ def status(
         console.print(
             f"sequence over the last {st.window_hours:g} h: {st.devices} device(s),"
             f" {st.devices_with_gaps} with gaps, {st.missing_total:,} missing (in neither the"
-            f" lake nor the quarantine), {st.quarantined_total:,} quarantined and"
+            f" lake, the quarantine nor held by the quality gate), {st.quarantined_total:,}"
+            f" quarantined, {st.held_total:,} held and"
             f" {st.unreadable_total:,} unreadable in the quarantine, {st.restarts_total}"
             " restart(s)"
         )
         if st.gaps:
             table = Table(
-                "tenant", "device", "branch", "readings", "seq range", "missing", "quarantined"
+                "tenant",
+                "device",
+                "branch",
+                "readings",
+                "seq range",
+                "missing",
+                "quarantined",
+                "held",
             )
             for row in st.gaps[:top]:
                 table.add_row(
@@ -74,6 +82,7 @@ def status(
                     f"{row['first_seq']}..{row['last_seq']}",
                     f"{row['missing']:,}",
                     f"{row['quarantined'] + row['unreadable']:,}",
+                    f"{row['held']:,}",
                 )
             console.print(table)
         _print_broker(st)

@@ -232,21 +232,24 @@ def edge_refusals(deliveries: Path) -> dict[str, int]:
 
 
 def _ingest_totals(settings: Settings) -> dict[str, Any]:
-    written = quarantined = duplicates = 0
+    """Where every record went, from the batches' and the decisions' counts (see
+    ``ingest_stats``): in the lake = written - held + released."""
+    sums: dict[str, int] = {}
     reasons: dict[str, int] = {}
     for kind, _tenant, dataset, _branch, key, n in ingest_stats(settings):
-        if kind == "written" and dataset != "quarantine":
-            written += n
-        elif kind == "quarantined":
-            quarantined += n
+        if dataset == "quarantine" and kind != "quarantined":
+            continue
+        sums[kind] = sums.get(kind, 0) + n
+        if kind == "quarantined":
             reasons[key] = reasons.get(key, 0) + n
-        elif kind == "duplicates":
-            duplicates += n
+    get = sums.get
     return {
-        "written": written,
-        "quarantine": quarantined,
+        "written": get("written", 0) - get("held", 0) + get("released", 0),
+        "quarantine": get("quarantined", 0),
         "quarantined": reasons,
-        "duplicates": duplicates,
+        "duplicates": get("duplicates", 0),
+        "held": get("held", 0) - get("decided", 0),
+        "discarded": get("discarded", 0),
     }
 
 

@@ -68,6 +68,7 @@ from pipelines.batch_hooks import (
     load_branches,
     published_plan,
 )
+from pipelines.release import decision_stats
 from pipelines.segments import EnvelopeReader, group_segments, read_segment_tables
 from pipelines.settings import Settings
 from transforms.beam import (
@@ -503,14 +504,23 @@ def process_once(
 def ingest_stats(settings: Settings) -> list[tuple[str, str, str, str, str, int]]:
     """Every finished batch's counts: (kind, tenant, dataset, branch, key, count) rows.
 
-    Kinds: written, quarantined (key = reason), duplicates, late, damaged (key = segment).
+    Kinds: written, quarantined (key = reason), duplicates, late, damaged (key = segment),
+    day (key = event day; published rows), held (written but held by the quality gate), and
+    the decisions on held rows (``pipelines.release``): released, discarded, decided (the
+    held rows that wait no longer), with their duplicates and quarantined rows. So: in the
+    lake = written - held + released; still held = held - decided.
     """
-    state = _State(settings.lake_store(), settings.pipeline_id)
+    store = settings.lake_store()
+    state = _State(store, settings.pipeline_id)
     out: list[tuple[str, str, str, str, str, int]] = []
     for n in range(1, state.last_done() + 1):
         plan = state.get(n, "plan.json")
         if plan is not None:
             out.extend((s[0], s[1], s[2], s[3], s[4], int(s[5])) for s in plan["stats"])
+    out.extend(
+        (s[0], s[1], s[2], s[3], s[4], int(s[5]))
+        for s in decision_stats(store, settings.pipeline_id)
+    )
     return out
 
 

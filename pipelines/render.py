@@ -406,10 +406,19 @@ def acked_reconciliation(acked: dict[str, Any], totals: dict[str, Any]) -> Table
     table.add_row("in the lake", f"{totals['written']:,}")
     table.add_row("quarantined (with a reason)", f"{totals['quarantine']:,}")
     table.add_row("counted duplicates", f"{totals['duplicates']:,}")
+    parts = ["lake", "quarantine", "duplicates"]
     placed = totals["written"] + totals["quarantine"] + totals["duplicates"]
+    for key, label in (
+        ("held", "held for a quality decision"),
+        ("discarded", "kept out by a decision"),
+    ):
+        if totals.get(key):
+            table.add_row(label, f"{totals[key]:,}")
+            parts.append(key)
+            placed += totals[key]
     ok = placed == acked["acked"]
     table.add_row(
-        "lake + quarantine + duplicates",
+        " + ".join(parts),
         f"{placed:,} " + ("[green]= acknowledged[/]" if ok else "[red]differs[/]"),
     )
     refused = {k: v for k, v in acked["outcomes"].items() if not k.endswith(":acked")}

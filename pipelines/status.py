@@ -39,6 +39,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
 from gateway.brokerlog import read_drops
@@ -48,6 +49,7 @@ from lake.delta import dataset as lake_dataset
 from lake.delta import read_table, table_exists
 from lake.layout import months_between, state_rel, table_rel, tenants
 from lake.storage import Store
+from pipelines.batch_commit import HELD_FOLDER
 from pipelines.settings import Settings
 from transforms.series import epoch_starts
 
@@ -102,6 +104,7 @@ _GAP_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "last_seq": pl.Int64,
     "missing": pl.Int64,
     "quarantined": pl.Int64,
+    "held": pl.Int64,
     "unreadable": pl.Int64,
     "restarts": pl.UInt32,
 }
@@ -139,6 +142,38 @@ def _readings(store: Store, since: datetime, until: datetime | None) -> pl.DataF
                 frame.with_columns(pl.lit(tenant).alias("tenant"), pl.lit(dataset).alias("dataset"))
             )
     return pl.concat(frames) if frames else pl.DataFrame()
+
+
+def _held_rows(
+    store: Store, tables: list[tuple[str, str]], since: datetime, until: datetime | None
+) -> pl.DataFrame:
+    """tenant, dataset, device_id, seq of the readings in the window that the quality gate
+    holds (or a decision kept out): the files under each table's held folder."""
+    fs, base = store.filesystem()
+    frames = []
+    for tenant, dataset in tables:
+        folder = f"{table_rel(tenant, dataset)}/{HELD_FOLDER}"
+        if not store.list(folder):
+            continue
+        files = pads.dataset(f"{base}/{folder}", filesystem=fs, format="parquet")
+        expr = pc.field("ts") >= pa.scalar(since, pa.timestamp("us", "UTC"))
+        if until is not None:
+            expr = expr & (pc.field("ts") < pa.scalar(until, pa.timestamp("us", "UTC")))
+        frame = pl.from_arrow(files.to_table(columns=["device_id", "seq"], filter=expr))
+        assert isinstance(frame, pl.DataFrame)
+        frames.append(
+            frame.with_columns(pl.lit(tenant).alias("tenant"), pl.lit(dataset).alias("dataset"))
+        )
+    if not frames:
+        return pl.DataFrame(
+            schema={
+                "device_id": pl.String,
+                "seq": pl.Int64,
+                "tenant": pl.String,
+                "dataset": pl.String,
+            }
+        )
+    return pl.concat(frames, how="vertical_relaxed").unique()
 
 
 def _quarantined(
@@ -207,6 +242,23 @@ def seq_gaps(store: Store, since: datetime, *, until: datetime | None = None) ->
         .group_by("_epoch")
         .agg(pl.len().alias("_quarantined"))
     )
+    # Held seqs inside an epoch's range that neither the lake nor the quarantine holds.
+    tables = rows.select("tenant", "dataset").unique().sort("tenant", "dataset").rows()
+    held = (
+        epochs.join(
+            _held_rows(store, tables, since, until),
+            on=["tenant", "dataset", "device_id"],
+        )
+        .filter(pl.col("seq").is_between(pl.col("_lo"), pl.col("_hi")))
+        .join(rows.select("_epoch", "seq"), on=["_epoch", "seq"], how="anti")
+        .join(
+            quarantine.filter(pl.col("seq").is_not_null()).select("tenant", "device_id", "seq"),
+            on=["tenant", "device_id", "seq"],
+            how="anti",
+        )
+        .group_by("_epoch")
+        .agg(pl.len().alias("_kept_out"))
+    )
     unreadable = (
         quarantine.filter(pl.col("seq").is_null() & (pl.col("received_at") >= since))
         .group_by("tenant", "device_id")
@@ -214,18 +266,26 @@ def seq_gaps(store: Store, since: datetime, *, until: datetime | None = None) ->
     )
     per_epoch = (
         epochs.join(found, on="_epoch", how="left")
+        .join(held, on="_epoch", how="left")
         .with_columns(
             pl.col("_quarantined").fill_null(0),
+            pl.col("_kept_out").fill_null(0),
         )
         .with_columns(
-            (pl.col("_hi") - pl.col("_lo") + 1 - pl.col("_held") - pl.col("_quarantined")).alias(
-                "_unaccounted"
-            )
+            (
+                pl.col("_hi")
+                - pl.col("_lo")
+                + 1
+                - pl.col("_held")
+                - pl.col("_quarantined")
+                - pl.col("_kept_out")
+            ).alias("_unaccounted")
         )
     )
     sums = per_epoch.group_by(device).agg(
         pl.col("_unaccounted").sum().alias("_unaccounted"),
         pl.col("_quarantined").sum().cast(pl.Int64).alias("quarantined"),
+        pl.col("_kept_out").sum().cast(pl.Int64).alias("held"),
         (pl.len() - 1).alias("restarts"),
     )
     out = (
@@ -292,6 +352,7 @@ class Status:
     restarts_total: int
     quarantined_total: int = 0  # gap seqs the quarantine holds (not missing)
     unreadable_total: int = 0  # quarantined without a readable seq, counted against gaps
+    held_total: int = 0  # gap seqs the quality gate holds, or a decision kept out
     gaps: list[dict[str, Any]] = field(default_factory=list)  # devices with gaps, worst first
     broker: BrokerDrops | None = None  # drops at the broker in the window (issue 12)
 
@@ -335,6 +396,7 @@ def collect_status(settings: Settings, *, window: timedelta = timedelta(hours=24
         restarts_total=int(gaps["restarts"].sum()),
         quarantined_total=int(gaps["quarantined"].sum()),
         unreadable_total=int(gaps["unreadable"].sum()),
+        held_total=int(gaps["held"].sum()),
         gaps=worst.to_dicts(),
         broker=broker,
     )
@@ -383,6 +445,11 @@ def write_metrics(status: Status, path: Path) -> None:
         "energylake_seq_quarantined",
         "Sequence numbers absent from the lake that the quarantine holds (not missing).",
         status.quarantined_total,
+    )
+    gauge(
+        "energylake_seq_held",
+        "Sequence numbers absent from the lake that the quality gate holds (not missing).",
+        status.held_total,
     )
     gauge(
         "energylake_seq_devices_with_gaps",

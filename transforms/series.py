@@ -8,7 +8,10 @@ sees exactly what the first attempt saw):
   order, a reading starts a new *epoch* when its ``boot`` differs from the reading before
   it (a device that sends its boot number: Sparkplug B's bdSeq, Tasmota's BootCount), or,
   when neither sends one, when its seq falls by more than ``SEQ_RESTART_FALL`` of the one
-  before (``epoch_starts``; ``energylake status`` counts gaps by the same epochs);
+  before or starts again from 0 or 1 at a later time (``epoch_starts``; ``energylake
+  status`` counts gaps by the same epochs). A device that resumes its numbering from a
+  saved value (a small fall) must send its boot number: without it, its readings overlap
+  the ones before and are judged as resends;
 - duplicates: copies of one (device_id, epoch, seq). The first arrival wins, a committed
   copy before any in the batch. A later copy with the same content (event time and values)
   is a redelivery: counted, never written. One with different content is quarantined as
@@ -40,11 +43,14 @@ __all__ = [
     "COUNTER_ALLOWANCE",
     "RESET_DROP",
     "SEQ_RESTART_FALL",
+    "SEQ_RESTART_FIRST",
     "STUCK_FIELDS",
     "STUCK_RUN",
+    "AgainstTable",
     "SeriesResult",
     "committed_columns",
     "content_columns",
+    "dedupe_against",
     "dedupe_and_check",
     "epoch_starts",
     "reading_sha256",
@@ -54,6 +60,9 @@ RESET_DROP = 0.10
 # A seq that falls by more than this share of its predecessor is a device restart, not a
 # reading with a wrong clock (the ends of a series have only one neighbour to judge by).
 SEQ_RESTART_FALL = 0.10
+# A seq this low, again, later: the device started counting afresh (its first messages
+# after a boot), even when the seq before it was as low (a crash loop).
+SEQ_RESTART_FIRST = 1
 STUCK_RUN = 15
 # Counter -> how its rise is bounded: ("rated", margin) uses the device's rated kW x hours;
 # ("clock", margin) uses elapsed hours (run-hour meters cannot run faster than the clock).
@@ -106,21 +115,24 @@ def committed_columns(contract: Contract) -> list[str]:
     return ["branch_id", "device_id", "seq", "boot", *content_columns(contract)]
 
 
-def epoch_starts(seq: str = "seq", boot: str = "boot") -> pl.Expr:
+def epoch_starts(seq: str = "seq", boot: str = "boot", ts: str = "ts") -> pl.Expr:
     """In a frame sorted by device, event time and seq: whether a reading starts a numbering
-    of its device (its first reading, a boot other than the reading's before, or a seq that
-    falls by more than SEQ_RESTART_FALL when neither sent a boot). ``cum_sum`` of it numbers
-    the epochs."""
+    of its device (its first reading, a boot other than the reading's before, or, when
+    neither sent a boot, a seq that falls by more than SEQ_RESTART_FALL, or a seq that
+    starts again from the bottom (at most SEQ_RESTART_FIRST, later than a reading whose seq
+    is not lower: a device in a crash loop). ``cum_sum`` of it numbers the epochs."""
     prev_seq = pl.col(seq).shift(1)
     prev_boot = pl.col(boot).shift(1)
     same = _SAME_AS_PREVIOUS.fill_null(False)
     other_boot = pl.col(boot).ne_missing(prev_boot)
-    fell = (
-        pl.col(boot).is_null()
-        & prev_boot.is_null()
-        & (pl.col(seq) < prev_seq * (1 - SEQ_RESTART_FALL))
+    fell = pl.col(seq) < prev_seq * (1 - SEQ_RESTART_FALL)
+    again = (
+        (pl.col(seq) <= SEQ_RESTART_FIRST)
+        & (pl.col(seq) <= prev_seq)
+        & (pl.col(ts) > pl.col(ts).shift(1))  # a redelivery has the same event time
     )
-    return ~same | other_boot | fell.fill_null(False)
+    no_boot = pl.col(boot).is_null() & prev_boot.is_null()
+    return ~same | other_boot | (no_boot & (fell | again)).fill_null(False)
 
 
 def reading_sha256(row: dict[str, Any]) -> str:
@@ -322,6 +334,48 @@ def dedupe_and_check(
         duplicates=duplicates,
         late=late,
     )
+
+
+@dataclass(slots=True)
+class AgainstTable:
+    """``rows`` checked against what a table holds (:func:`dedupe_against`)."""
+
+    kept: pl.DataFrame  # rows the table does not hold
+    duplicates: int  # rows the table holds with the same content: redeliveries
+    conflicts: pl.DataFrame  # rows whose seq the table holds with other content, + detail
+
+
+def dedupe_against(contract: Contract, rows: pl.DataFrame, committed: pl.DataFrame) -> AgainstTable:
+    """Deduplicate ``rows`` (already deduplicated among themselves, e.g. a batch's held rows)
+    against ``committed`` (``committed_columns`` of the table, for the same devices) with the
+    batch's rules: copies of one (device_id, epoch, seq) are a redelivery when their content
+    is the same, a SEQ_CONFLICT when it differs (``conflicts``: the rows with ``detail`` and
+    ``reason_code``); the table's copy wins, as a committed copy does in a batch."""
+    none = pl.DataFrame(schema={**rows.schema, "detail": pl.String, "reason_code": pl.String})
+    if rows.is_empty() or committed.is_empty():
+        return AgainstTable(rows, 0, none)
+    batch = rows.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("_i"))
+    if "boot" not in batch.columns:
+        batch = batch.with_columns(pl.lit(None, pl.Int64).alias("boot"))
+    if "boot" not in committed.columns:
+        committed = committed.with_columns(pl.lit(None, pl.Int64).alias("boot"))
+    history = committed.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("_hrow"))
+    key = ["device_id", "seq", "boot", "ts"]
+    merged = (
+        pl.concat(
+            [
+                history.select(*key, "_hrow", pl.lit(True).alias("_committed")),
+                batch.select(*key, "_i", pl.lit(False).alias("_committed")),
+            ],
+            how="diagonal_relaxed",
+        )
+        .sort(["device_id", "ts", "seq"])
+        .with_columns(epoch_starts().cum_sum().alias("_epoch"))
+    )
+    found = _dedupe(contract, batch, history, merged)
+    duplicates = int(found.duplicates["duplicates"].sum()) if found.duplicates.height else 0
+    conflicts = batch.join(found.conflicts, on="_i").drop("_i")
+    return AgainstTable(found.winners.drop("_i"), duplicates, conflicts)
 
 
 def _series_columns(contract: Contract) -> list[str]:

@@ -141,3 +141,18 @@ def test_a_boot_number_separates_numberings_without_a_fall_of_seq() -> None:
     assert duplicates(result) == 1
     assert result.rejects["reason_code"].to_list() == ["SEQ_CONFLICT"]
     assert result.rejects["seq"].to_list() == [103]
+
+
+def test_a_crash_loop_that_sends_seq_0_again_keeps_every_boot() -> None:
+    """No boot number, and the seq before is as low: seq 0 (or 1) again, later, is a restart
+    (it used to be a SEQ_CONFLICT); the same seq 0 at the same time is still a redelivery."""
+    for first in (0, 1):
+        batch = [reading(first, 0), reading(first, 5), reading(first + 1, 6), reading(first, 5)]
+        result = run(batch)
+        assert kept(result) == [(first, 0), (first, 5), (first + 1, 6)]
+        assert duplicates(result) == 1
+        assert result.rejects.height == 0
+    committed = [reading(0, 0), reading(1, 1)]
+    result = run([reading(0, 9), reading(1, 10), reading(1, 1)], committed)
+    assert kept(result) == [(0, 9), (1, 10)]
+    assert duplicates(result) == 1

@@ -1,6 +1,11 @@
 """A held batch released after the table received the same seqs from the device's earlier
 numbering (before a restart, at other event times): the held readings are all published.
-The release used to drop every held row whose (device_id, seq) the table held."""
+The release used to drop every held row whose (device_id, seq) the table held.
+
+The release decides as a batch does (``transforms.series.dedupe_against``): the earlier
+numbering is another boot (the device sent its boot number), so the held readings are in
+another epoch and kept. Without a boot number, the same seqs two days apart with no fall of
+seq between them are resends with other content: SEQ_CONFLICT, as a batch would say."""
 
 from __future__ import annotations
 
@@ -50,7 +55,9 @@ def test_release_keeps_readings_whose_seq_the_table_holds_from_before_a_restart(
         how="diagonal_relaxed",
     )
     earlier = held_rows.with_columns(
-        pl.col("ts") - timedelta(days=2), pl.col("received_at") - timedelta(days=2)
+        pl.col("ts") - timedelta(days=2),
+        pl.col("received_at") - timedelta(days=2),
+        pl.lit(1, pl.Int64).alias("boot"),  # the boot before the held readings' (none sent)
     )
     schema = day.frame(tenant, "meter_readings").to_arrow().schema
     write_deltalake(
