@@ -43,12 +43,6 @@ def devices_provision(
         str,
         typer.Option(help="Base of the gateway's MQTT accounts (one per tenant: BASE.<client>)."),
     ] = "energylake-gateway",
-    sessions_per_tenant: Annotated[
-        int,
-        typer.Option(
-            help="Split each tenant's devices over this many gateway sessions (broker queues)."
-        ),
-    ] = 1,
     queue_messages: Annotated[
         int, typer.Option(help="Broker queue bound of each gateway session (messages).")
     ] = 300_000,
@@ -101,7 +95,6 @@ def devices_provision(
             folder,
             credentials=secrets,
             gateway_user=gateway_user,
-            sessions_per_tenant=sessions_per_tenant,
             broker=BrokerOptions(
                 port=broker_port,
                 bind=broker_bind,
@@ -120,8 +113,15 @@ def devices_provision(
     console.print(
         f"provisioned {report.devices} device(s) into {report.out_dir}: "
         f"{report.mqtt_accounts} MQTT account(s), {len(report.revoked)} revoked, "
-        f"{report.gateway_sessions} gateway session(s) ({report.gateway_user}.<tenant>)"
+        f"{report.gateway_sessions} gateway session(s) ({report.gateway_user}.<tenant> "
+        f"and the shared {report.gateway_user})"
     )
+    if report.retired_sessions:
+        console.print(
+            f"{len(report.retired_sessions)} retired gateway session(s) kept until the "
+            f"gateway has drained them (run provision again after): "
+            f"{', '.join(report.retired_sessions)}"
+        )
     if report.without_mqtt:
         console.print(
             f"{len(report.without_mqtt)} active device(s) have no MQTT account "

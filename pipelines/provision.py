@@ -8,14 +8,19 @@ writes, into one folder (default ``DATA_DIR/gateway/``):
   active, not revoked device that has an MQTT secret. A device's MQTT password is its
   HTTP bearer token: one 256-bit secret per device, verified against the registry's
   ``http_token_sha256`` before it is written.
-- ``mosquitto.acl``: ``infra/mosquitto/acl.template`` rendered (devices write only their
-  own topics; each gateway account reads them, its block repeated per account).
+- ``mosquitto.acl``: ``infra/mosquitto/acl.template`` rendered: each active device writes
+  only its own topics, its canonical topic pinned to its own tenant
+  (``user <device>`` / ``topic write emaas/v1/<client>/+/<device>/telemetry``); each
+  gateway account reads them, its block repeated per account.
 - ``identities.json``: the gateway's identity book (``gateway.identity``).
 - ``gateway-mqtt.json`` (0600): the gateway's session book (``gateway.sessions``): one
-  broker account and persistent session per tenant (``<gateway user>.<client_id>``, or
-  ``--sessions-per-tenant`` shards of a tenant's devices), each with its own bounded broker
-  queue, and the devices each one subscribes to. One password for the gateway's accounts,
-  generated once and kept (also from a version 1 file).
+  broker account and persistent session per tenant (``<gateway user>.<client_id>``,
+  subscribed to the tenant's whole topic space) and one shared session (``<gateway
+  user>``, the topics without a tenant segment), each with its own bounded broker queue.
+  Sessions no longer wanted are listed as retired, and their accounts kept, until the
+  gateway records them drained (``gateway-mqtt-state.json``, which the gateway writes);
+  the next run then removes them. One password for the gateway's accounts, generated
+  once and kept (also from a version 1 or 2 file).
 - ``mosquitto.conf``: ``infra/mosquitto/mosquitto.conf`` rendered with these paths; its
   TLS listener is live when a certificate and key are given (``BrokerOptions.tls_cert``,
   ``tls_key``), else rendered commented out.
@@ -52,9 +57,11 @@ from typing import Any
 from contracts.errors import EnergylakeError
 from gateway.identity import DeviceIdentity, IdentityBook, IdentityError, write_identity_book
 from gateway.sessions import (
+    SESSION_STATE_FILE,
     SessionBook,
     SessionBookError,
-    assign_sessions,
+    SessionState,
+    plan_sessions,
     read_session_book,
     session_book_json,
 )
@@ -141,6 +148,7 @@ class ProvisionReport:
     gateway_user: str
     files: dict[str, Path] = field(default_factory=dict)
     gateway_sessions: int = 0  # one broker account and queue each
+    retired_sessions: tuple[str, ...] = ()  # kept until the gateway has drained them
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +357,12 @@ def _registry_rows(devices: Any) -> list[dict[str, Any]]:
             raise ProvisionError(
                 f"device id {device_id!r} cannot be an MQTT account (letters, digits, . _ : -)"
             )
+        client_id = str(row.get("client_id") or "")
+        if not _ACCOUNT.fullmatch(client_id):
+            raise ProvisionError(
+                f"client id {client_id!r} of device {device_id!r} cannot name a gateway "
+                "account or a topic segment (letters, digits, . _ : -; fix the registry)"
+            )
         if device_id in seen:
             raise ProvisionError(f"device {device_id!r} appears twice in the registry")
         seen.add(device_id)
@@ -356,33 +370,42 @@ def _registry_rows(devices: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _gateway_sessions(
-    path: Path, user: str, identities: list[DeviceIdentity], per_tenant: int
-) -> SessionBook:
-    """The gateway's session book for the active devices, keeping an existing password."""
-    password = None
+def _gateway_sessions(path: Path, user: str, identities: list[DeviceIdentity]) -> SessionBook:
+    """The gateway's session book for the active devices, keeping an existing password;
+    sessions of the previous book no longer wanted stay listed (retired) until the
+    gateway's state file records them drained."""
+    previous = None
     if path.exists():
         try:
-            password = read_session_book(path).password
+            previous = read_session_book(path)
         except SessionBookError as exc:
             raise ProvisionError(f"{exc}; move it away to provision from scratch") from exc
+    drained = SessionState(path.with_name(SESSION_STATE_FILE)).drained()
     active = [(d.device_id, d.client_id) for d in identities if not d.revoked]
-    return SessionBook(
-        password or secrets.token_urlsafe(32),
-        assign_sessions(active, user, per_tenant=per_tenant),
+    sessions, retired = plan_sessions(active, user, previous=previous, drained=drained)
+    password = previous.password if previous is not None else secrets.token_urlsafe(32)
+    return SessionBook(password, sessions, retired)
+
+
+def _device_acl(identities: list[DeviceIdentity]) -> str:
+    """One block per active device: its canonical topic, pinned to its own tenant."""
+    return "\n".join(
+        f"user {d.device_id}\ntopic write emaas/v1/{d.client_id}/+/{d.device_id}/telemetry\n"
+        for d in sorted(identities, key=_key)
+        if not d.revoked
     )
 
 
-def _render_acl(template: str, accounts: list[str]) -> str:
-    """The ACL template with its gateway block (from ``user @@GATEWAY_USER@@`` to the end)
-    repeated for every gateway account."""
+def _render_acl(template: str, accounts: list[str], identities: list[DeviceIdentity]) -> str:
+    """The ACL template with the devices' blocks and its gateway block (from ``user
+    @@GATEWAY_USER@@`` to the end) repeated for every gateway account."""
     marker = "user @@GATEWAY_USER@@"
     if marker not in template:
         raise ProvisionError(f"the ACL template has no {marker!r} block")
     head, _, block = template.partition(marker)
     block = marker + block
     blocks = [render_template(block, {"GATEWAY_USER": account}) for account in accounts]
-    return render_template(head, {}) + "\n".join(blocks)
+    return render_template(head, {"DEVICE_ACL": _device_acl(identities)}) + "\n".join(blocks)
 
 
 def _existing_book(path: Path) -> IdentityBook | None:
@@ -418,7 +441,6 @@ def provision(
     *,
     credentials: Mapping[str, str] | None = None,
     gateway_user: str = GATEWAY_USER,
-    sessions_per_tenant: int = 1,
     broker: BrokerOptions | None = None,
     template_dir: Path = INFRA_MOSQUITTO,
 ) -> ProvisionReport:
@@ -433,8 +455,6 @@ def provision(
     if not _ACCOUNT.fullmatch(gateway_user):
         raise ProvisionError(f"gateway user {gateway_user!r} is not a plain account name")
     by_id = {row["device_id"]: row for row in rows}
-    if not 1 <= sessions_per_tenant <= 64:
-        raise ProvisionError(f"sessions per tenant must be 1..64, got {sessions_per_tenant}")
     clash = sorted(d for d in by_id if d == gateway_user or d.startswith(f"{gateway_user}."))
     if clash:
         raise ProvisionError(f"device id {clash[0]!r} collides with the gateway's accounts")
@@ -473,18 +493,17 @@ def provision(
     ]
     values = _broker_values(out_dir, broker or BrokerOptions())
     conf = render_template((template_dir / "mosquitto.conf").read_text(), values)
-    sessions = _gateway_sessions(
-        out_dir / GATEWAY_CREDENTIALS_FILE, gateway_user, identities, sessions_per_tenant
-    )
-    accounts = [s.username for s in sessions.sessions]
-    acl = _render_acl((template_dir / "acl.template").read_text(), accounts)
+    sessions = _gateway_sessions(out_dir / GATEWAY_CREDENTIALS_FILE, gateway_user, identities)
+    # retired sessions keep their accounts until the gateway has drained them
+    accounts = [s.username for s in (*sessions.sessions, *sessions.retired)]
+    acl = _render_acl((template_dir / "acl.template").read_text(), accounts, identities)
     existing = read_password_file(out_dir / PASSWORD_FILE)
 
     changed: list[str] = []
     out_dir.mkdir(parents=True, exist_ok=True)
     Path(str(values["PERSISTENCE_DIR"])).mkdir(mode=0o700, parents=True, exist_ok=True)
-    # The session book first: the gateway subscribes new devices (it reloads the book)
-    # before the broker, reloaded after provisioning, lets them in.
+    # The session book first: the gateway subscribes a new tenant's session (it reloads
+    # the book) while the broker, reloaded after provisioning, lets its devices in.
     book_bytes = session_book_json(sessions)
     if _write_atomic(out_dir / GATEWAY_CREDENTIALS_FILE, book_bytes, mode=0o600):
         changed.append(GATEWAY_CREDENTIALS_FILE)
@@ -527,7 +546,8 @@ def provision(
                 BROKER_CONF_FILE,
             )
         },
-        gateway_sessions=len(accounts),
+        gateway_sessions=len(sessions.sessions),
+        retired_sessions=tuple(s.username for s in sessions.retired),
     )
 
 

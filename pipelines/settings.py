@@ -175,8 +175,9 @@ class Settings(BaseSettings):
         "`devices provision` (default: DATA_DIR/gateway/gateway-mqtt.json).",
     )
     gateway_mqtt_topics: list[str] = Field(
-        default=["emaas/v1/+/+/{device}/telemetry", "tele/{device}/SENSOR"],
-        description="Subscriptions, one per decoder; {device} marks the publisher's segment.",
+        default=["emaas/v1/{client}/+/{device}/telemetry", "tele/{device}/SENSOR"],
+        description="Subscriptions, one per decoder; {device} marks the publisher's segment, "
+        "{client} its tenant's (subscribed per tenant; without it: the shared session).",
     )
     # --- gateway: HTTP edge limits and HTTPS (docs/GATEWAY.md "Edge limits", "HTTPS") ---
     gateway_http_idle_timeout_s: float = Field(
