@@ -25,12 +25,13 @@ at every connect and disconnect): an ack left from an earlier connection is drop
 never sent on a new one, where its message id may name another message; the broker
 sends that message again and the pipeline deduplicates it.
 
-Retained messages: under MQTT 3.1.1 a broker forwards a live publication with RETAIN 0;
-RETAIN 1 on a delivery means a replay of its retained store because the gateway
-subscribed. The live copy was landed when it was published (or queued in the persistent
-session while the gateway was away), so a replay is acked and not landed (counted). A
-retained message published before the gateway's session first existed is never landed,
-like any message published before anyone subscribed.
+Retained messages are landed whatever their RETAIN flag. Under MQTT 3.1.1 a broker
+forwards a live publication with RETAIN 0 and sends its retained store (RETAIN 1) after a
+SUBSCRIBE; since the gateway subscribes only a new broker session or a changed filter, a
+retained publication comes once per subscription, not once per reconnect. A retained
+message the gateway never received live (published before the filter existed) is landed
+from that replay; one it did receive live is landed again at most once per new
+subscription (and deduplicated by the pipeline).
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ class MqttConsumer:
         self._completed = 0
         self._accepted = metrics.accepted.labels("mqtt")
         self._landing_failed = metrics.rejected.labels("mqtt", "landing_failed")
-        self._retained = metrics.mqtt_retained_skipped
+        self._retained = metrics.mqtt_retained
         self._connected_gauge = metrics.mqtt_session_connected.labels(session.username)
         self._inbox = committer.inbox(self._landed)
         self._acks: deque[int] = deque()  # tokens on disk, not yet acked
@@ -348,12 +349,8 @@ class MqttConsumer:
             self._send_acks()  # durable since the last message: ack from this thread
         if not self._intake:
             return  # not acked: the broker sends it again in the next session
-        if msg.retain:
-            # A replay of the retained store (we subscribed); its live copy was landed.
+        if msg.retain:  # from the retained store: once per new subscription, landed
             self._retained.inc()
-            if msg.qos:
-                client.ack(msg.mid, msg.qos)
-            return
         topic = msg.topic
         entry = self._topic_entries.get(topic)
         if entry is None:

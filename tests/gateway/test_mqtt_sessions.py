@@ -10,6 +10,8 @@ before its account is removed.
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,3 +93,30 @@ def test_a_device_provisioned_while_the_gateway_is_stopped_loses_nothing(
     finally:
         _close(client)
         gw.kill()
+
+
+def test_a_retained_publication_the_gateway_never_received_live_lands_once(
+    broker: Mosquitto,
+) -> None:
+    """Published retained before any gateway session subscribed: the broker's replay at
+    the first SUBSCRIBE (RETAIN 1) is its only copy. Restarts subscribe nothing, so it is
+    not replayed again."""
+    meter = next(d for d in broker.devices.values() if d.kind == "meter")
+    client = _device(broker, meter)
+    gw = None
+    try:
+        _publish_all(client, [(meter.topic, _payload(meter.device_id, 1))], retain=True)
+        gw = _gateway(broker)
+        assert wait_for(lambda: 1 in _seqs(landed(gw.landing), meter.device_id), 10), (
+            "the retained publication never landed"
+        )
+        for _restart in range(2):
+            assert gw.terminate() == 0
+            gw = _gateway(broker)
+        time.sleep(0.5)  # a replay, if any, would be in by now
+        assert _seqs(landed(gw.landing), meter.device_id) == Counter({1: 1})
+        assert gw.terminate() == 0
+    finally:
+        _close(client)
+        if gw is not None:
+            gw.kill()
