@@ -196,15 +196,15 @@ class MqttDoor:
         next_look = next_window = time.monotonic()
         next_window += cfg.mqtt_flood_window_s
         while not self._stop.is_set():
-            self._apply_pressure()
-            ready = self.connected
-            self._metrics.mqtt_connected.set(1 if ready else 0)
-            self._make_before_break(ready)
             now = time.monotonic()
             if now >= next_look:
                 next_look = now + cfg.monitor_interval_s
                 self._reload_sessions()
                 self._read_broker_log()
+            self._apply_pressure()
+            ready = self.connected  # after a reload: its new sessions count
+            self._metrics.mqtt_connected.set(1 if ready else 0)
+            self._make_before_break(ready)
             if now >= next_window:
                 next_window = now + cfg.mqtt_flood_window_s
                 self._report_floods()

@@ -171,6 +171,7 @@ class MqttConsumer:
         with self._lock:
             self._wanted = frozenset(wanted)
             self._legacy = (self._legacy | frozenset(legacy)) - self._wanted
+            self._removals = False  # until the door has seen every session hold its filters
         self.sync()
 
     def allow_removals(self, allowed: bool) -> None:
@@ -259,9 +260,16 @@ class MqttConsumer:
     ) -> None:
         if reason.is_failure:
             log.error("MQTT broker refused session %s: %s", self.session.username, reason)
+            if not self.connects:  # a new account the broker may not have loaded yet
+                client.reconnect_delay_set(1, 2)
             return
         self._new_generation()
         self.connects += 1
+        if self.connects == 1:
+            cfg = self._config
+            client.reconnect_delay_set(
+                max(1, round(cfg.mqtt_reconnect_min_s)), max(1, round(cfg.mqtt_reconnect_max_s))
+            )
         present = bool(flags.session_present)
         self.session_present = present
         with self._lock:

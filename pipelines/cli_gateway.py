@@ -76,6 +76,7 @@ def build_gateway_config(
         mqtt_topic_cache_bytes=settings.gateway_mqtt_topic_cache_bytes,
         mqtt_flood_messages=settings.gateway_mqtt_flood_messages,
         mqtt_flood_window_s=settings.gateway_mqtt_flood_window_s,
+        mqtt_drain_quiet_s=settings.gateway_mqtt_drain_quiet_s,
         mqtt_broker_log=settings.gateway_mqtt_broker_log or gateway_dir / "mosquitto.log",
         mqtt_broker_log_state=gateway_dir / "broker-log-position.json",
         http_enabled=http,

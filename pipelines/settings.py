@@ -243,6 +243,13 @@ class Settings(BaseSettings):
         description="Mosquitto's log file, read for drop episodes "
         "(default: DATA_DIR/gateway/mosquitto.log, where the provisioned config writes it).",
     )
+    # --- gateway: MQTT session changes (docs/GATEWAY.md "Sessions") ---
+    gateway_mqtt_drain_quiet_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="A retired MQTT session (tenant removed, book upgraded) counts as drained "
+        "after this long with nothing received and nothing in flight.",
+    )
     gateway_http_host: str = Field(default="127.0.0.1", description="HTTP listen address.")
     gateway_http_port: int = Field(default=8080, ge=0, le=65535, description="HTTP port.")
     gateway_http_max_body_bytes: int = Field(

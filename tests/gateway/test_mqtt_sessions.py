@@ -10,6 +10,8 @@ before its account is removed.
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -18,9 +20,17 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
-from pipelines.provision import BrokerOptions, provision
+from gateway.sessions import SESSION_STATE_FILE
+from pipelines.provision import (
+    ACL_FILE,
+    PASSWORD_FILE,
+    BrokerOptions,
+    mosquitto_hash,
+    provision,
+    read_password_file,
+)
 from simulator.config import SimConfig
-from tests.brokers import Mosquitto, fleet_registry, start_mosquitto
+from tests.brokers import DeviceAccount, Mosquitto, fleet_registry, start_mosquitto
 from tests.gateway.conftest import landed, wait_for
 from tests.gateway.test_mqtt_hardening import (
     _close,
@@ -120,3 +130,106 @@ def test_a_retained_publication_the_gateway_never_received_live_lands_once(
         _close(client)
         if gw is not None:
             gw.kill()
+
+
+class _Publisher:
+    """A device publishing at QoS 1 every 20 ms; remembers every seq the broker acked."""
+
+    def __init__(self, broker: Mosquitto, device: DeviceAccount) -> None:
+        self.device = device
+        self.acked: list[int] = []
+        self._client = _device(broker, device)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        seq = 0
+        while not self._stop.wait(0.02):
+            seq += 1
+            info = self._client.publish(
+                self.device.topic, _payload(self.device.device_id, seq), qos=1
+            )
+            info.wait_for_publish(10)
+            if info.is_published():
+                self.acked.append(seq)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(15)
+        _close(self._client)
+
+
+def _old_book(broker: Mosquitto, version: int) -> list[str]:
+    """Replace the session book by one of an older version (1: one account for all; 2:
+    two shards per tenant, subscribed per device), with its accounts at the broker."""
+    password = broker.sessions.password
+    tenants: dict[str, list[str]] = {}
+    for d in sorted(broker.devices.values(), key=lambda d: d.device_id):
+        tenants.setdefault(d.client_id, []).append(d.device_id)
+    if version == 1:
+        accounts = ["energylake-gateway"]
+        body: dict[str, object] = {"username": accounts[0], "password": password}
+    else:
+        shards = [
+            (f"energylake-gateway.{t}.{n}", t, members[n::2])
+            for t, members in sorted(tenants.items())
+            for n in range(2)
+        ]
+        accounts = [name for name, _t, _m in shards]
+        body = {
+            "version": 2,
+            "password": password,
+            "sessions": [{"username": n, "tenant": t, "devices": m} for n, t, m in shards],
+        }
+    broker.gateway_credentials_path.write_text(json.dumps(body))
+    with (broker.folder / PASSWORD_FILE).open("a") as out:
+        out.writelines(f"{a}:{mosquitto_hash(password)}\n" for a in accounts)
+    with (broker.folder / ACL_FILE).open("a") as out:
+        out.writelines(f"\nuser {a}\ntopic read emaas/v1/#\ntopic read tele/#\n" for a in accounts)
+    broker.reload()
+    return accounts
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_book_upgrade_while_a_device_publishes_loses_nothing_and_drains_the_old_sessions(
+    broker: Mosquitto, version: int
+) -> None:
+    fleet, registry = fleet_registry(TWO_TENANTS)
+    meter = next(d for d in broker.devices.values() if d.kind == "meter")
+    old = _old_book(broker, version)
+    gw = _gateway(broker, ENERGYLAKE_GATEWAY_MQTT_DRAIN_QUIET_S="1")
+    publisher = _Publisher(broker, meter)
+    try:
+        time.sleep(1.0)
+        provision(registry, broker.folder, credentials=fleet.tokens, broker=_options(broker))
+        broker.reload()  # what the operator does after provisioning
+        time.sleep(3.0)
+        publisher.stop()
+        acked = set(publisher.acked)
+        assert len(acked) > 50
+
+        def lost() -> list[int]:
+            return sorted(acked - set(_seqs(landed(gw.landing), meter.device_id)))
+
+        assert wait_for(lambda: not lost(), 15), f"{len(lost())} of {len(acked)} acked lost"
+        assert wait_for(lambda: gw.get("/readyz").status == 200, 10)
+        retired = [a for a in old if a not in {s.username for s in broker.sessions.sessions}]
+        state = broker.folder / SESSION_STATE_FILE
+        if retired:  # the version 2 shards: drained, recorded, then their accounts go
+            assert wait_for(
+                lambda: (
+                    state.exists() and set(retired) <= set(json.loads(state.read_text())["drained"])
+                ),
+                15,
+            ), state.read_text() if state.exists() else "no state file"
+            report = provision(registry, broker.folder, broker=_options(broker))
+            assert report.retired_sessions == ()
+            assert not set(retired) & set(read_password_file(broker.folder / PASSWORD_FILE))
+        assert gw.terminate() == 0
+        log = gw.log_path.read_text()
+        for name in retired:
+            assert f"MQTT session {name} drained" in log
+    finally:
+        publisher.stop()
+        gw.kill()
