@@ -81,6 +81,9 @@ class MqttDoor:
         self._consumers: dict[str, MqttConsumer] = {}
         self._retired: dict[str, MqttConsumer] = {}
         self._quiet: dict[str, tuple[int, float]] = {}  # retired: (submitted, since)
+        # New tenant sessions the shared session stands in for until they hold their filters
+        self._covering: set[str] = set()
+        self._cover: frozenset[str] = frozenset()
         self._state.revive(s.username for s in sessions)
         for session in sessions:
             self._add(session)
@@ -212,6 +215,8 @@ class MqttDoor:
 
     def _make_before_break(self, ready: bool) -> None:
         """Removals only when every current session holds its filters; drain the retired."""
+        if self._covering:
+            self._update_cover()
         for c in list(self._consumers.values()):
             c.allow_removals(ready)
             c.sync()
@@ -299,10 +304,13 @@ class MqttDoor:
             if consumer is None:
                 log.info("MQTT session %s added (tenant %s)", session.username, session.tenant)
                 self._add(session)  # connected by the next pressure check
+                if session.scope == "tenant" and self._state.filters(session.username) is None:
+                    self._covering.add(session.username)
             else:
                 self._consumers[session.username] = consumer
                 consumer.session = session
-                consumer.set_wanted(session_filters(session, patterns))
+                extra = self._cover if session.scope in ("shared", "all") else frozenset()
+                consumer.set_wanted(session_filters(session, patterns) | extra)
         current = {s.username for s in book.sessions}
         for name in set(self._consumers) - current:
             self._retire(self._consumers[name])
@@ -311,6 +319,32 @@ class MqttDoor:
             name = session.username
             if name not in self._retired and name not in drained and name not in current:
                 self._retire(self._add(session, retired=True))
+        self._update_cover()
+
+    def _update_cover(self) -> None:
+        """The shared session also subscribes a new tenant's filters until the tenant's own
+        session holds them: its devices may publish as soon as the broker reloads its
+        accounts, before that session has connected (its account comes with the same
+        reload)."""
+        self._covering = {
+            name
+            for name in self._covering
+            if name in self._consumers and not self._consumers[name].ready
+        }
+        shared = next(
+            (c for c in self._consumers.values() if c.session.scope in ("shared", "all")), None
+        )
+        if shared is None:
+            return
+        patterns = self._config.patterns
+        cover = frozenset(
+            f
+            for name in self._covering
+            for f in session_filters(self._consumers[name].session, patterns)
+        )
+        if cover != self._cover:
+            self._cover = cover
+            shared.set_wanted(session_filters(shared.session, patterns) | cover)
 
     def _read_broker_log(self) -> None:
         tail = self._tail
