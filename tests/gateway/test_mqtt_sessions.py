@@ -11,16 +11,26 @@ before its account is removed.
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import orjson
+import paho.mqtt.client as mqtt
 import pyarrow.compute as pc
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.sessions import SESSION_STATE_FILE
+from gateway.commit import GroupCommitter
+from gateway.config import GatewayConfig
+from gateway.landing import LandingWriter
+from gateway.metrics import GatewayMetrics
+from gateway.mqtt_session import MqttConsumer
+from gateway.sessions import SESSION_STATE_FILE, MqttSession, SessionState, session_filters
 from pipelines.provision import (
     ACL_FILE,
     PASSWORD_FILE,
@@ -233,3 +243,158 @@ def test_a_book_upgrade_while_a_device_publishes_loses_nothing_and_drains_the_ol
     finally:
         publisher.stop()
         gw.kill()
+
+
+class _GatedWriter(LandingWriter):
+    """A landing writer whose fsync waits for a permit: a slow disk, on demand."""
+
+    permits: threading.Semaphore
+
+    def sync(self) -> None:
+        assert self.permits.acquire(timeout=30), "the test never released the disk"
+        super().sync()
+
+
+def _consumer(
+    broker: Mosquitto, tmp_path: Path, session: MqttSession, open_writer: Any = None
+) -> tuple[MqttConsumer, GroupCommitter, GatewayConfig]:
+    """One session's consumer in this process, with a real committer and landing log."""
+    book = broker.sessions
+    config = GatewayConfig(
+        landing_dir=tmp_path / "landing",
+        identity_book=broker.identity_book,
+        audit_dir=tmp_path / "audit",
+        mqtt_port=broker.port,
+        mqtt_password=book.password,
+        mqtt_sessions=(session,),
+        mqtt_reconnect_min_s=1,
+        mqtt_reconnect_max_s=1,
+    )
+    committer = GroupCommitter(
+        open_writer or (lambda: LandingWriter(config.landing_dir, "gw", fsync=False))
+    )
+    committer.start()
+    consumer = MqttConsumer(
+        config,
+        session,
+        committer,
+        GatewayMetrics(),
+        password=book.password,
+        client_id=session.username,
+        cache_bytes=1 << 20,
+        ack_wake=threading.Event(),
+        state=SessionState(None),
+        wanted=session_filters(session, config.patterns),
+    )
+    return consumer, committer, config
+
+
+def test_a_subscribe_whose_suback_never_came_is_sent_again_on_reconnect(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """The broker saved the session (SIGUSR1), then died before it read the next
+    SUBSCRIBE: it comes back with the session present but without that filter. The
+    filter counts as held only once its SUBACK came, so the reconnect sends it again."""
+    meters = [d for d in broker.devices.values() if d.kind == "meter"]
+    meter = meters[0]
+    other = next(m for m in meters if m.client_id != meter.client_id)
+    session = broker.session_of(meter.device_id)
+    consumer, committer, config = _consumer(broker, tmp_path, session)
+    consumer.connect()
+    device = None
+    try:
+        assert wait_for(lambda: consumer.ready, 10)
+        assert broker.proc is not None
+        broker.proc.send_signal(signal.SIGUSR1)  # the broker writes its database now
+        time.sleep(0.5)
+        broker.proc.send_signal(signal.SIGSTOP)
+        extra = f"emaas/v1/{other.client_id}/+/+/telemetry"
+        consumer.set_wanted({*session_filters(session, config.patterns), extra})
+        time.sleep(0.3)  # the SUBSCRIBE is out, the broker never reads it
+        broker.kill()  # (SIGKILL ends a stopped process)
+        broker.start()
+        assert wait_for(lambda: consumer.connects == 2, 15)
+        assert consumer.session_present is True
+        assert wait_for(lambda: consumer.ready, 10)
+        device = _device(broker, other)
+        _publish_all(device, [(other.topic, _payload(other.device_id, 5))])
+        assert wait_for(lambda: 5 in _seqs(landed(config.landing_dir), other.device_id), 5), (
+            "the filter whose SUBACK never came was never subscribed again"
+        )
+    finally:
+        if device is not None:
+            _close(device)
+        consumer.disconnect()
+        committer.stop(5)
+
+
+def test_an_ack_from_an_earlier_connection_is_never_sent_on_a_new_one(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """M1 is delivered, its landing is slow; the broker loses the gateway's session (a
+    restart without its database) and the next message, M2, comes with the same message
+    id. M1 landing must not acknowledge M2: M2 is not on disk, so the broker keeps it."""
+    meter = next(d for d in broker.devices.values() if d.kind == "meter")
+    book = broker.sessions
+    session = broker.session_of(meter.device_id)
+    permits = threading.Semaphore(0)
+
+    def open_writer() -> LandingWriter:
+        writer = _GatedWriter(tmp_path / "landing", "gw", fsync=False)
+        writer.permits = permits
+        return writer
+
+    consumer, committer, _config = _consumer(broker, tmp_path, session, open_writer)
+    consumer.connect()
+    device = None
+    try:
+        assert wait_for(lambda: consumer.ready, 10)
+        device = _device(broker, meter)
+        _publish_all(device, [(meter.topic, _payload(meter.device_id, 1))])  # M1
+        assert wait_for(lambda: consumer.pending() == 1, 5)  # delivered, landing slowly
+        _close(device)
+        broker.kill()
+        for db in (broker.data_dir / "mosquitto-data").glob("*.db"):
+            db.unlink()  # the broker comes back without the gateway's session
+        broker.start()
+        assert wait_for(lambda: consumer.connects == 2 and consumer.ready, 15)
+        assert consumer.session_present is False
+        device = _device(broker, meter)
+        _publish_all(device, [(meter.topic, _payload(meter.device_id, 2))])  # M2
+        assert wait_for(lambda: consumer.pending() == 2, 5)
+        permits.release()  # M1 reaches the disk (M2 waits for the next fsync) ...
+        assert wait_for(lambda: consumer.pending() == 1, 5)
+        consumer.send_acks()  # ... and its ack is due (what the acker thread does)
+        time.sleep(0.3)
+        consumer.stop_intake()
+        consumer.disconnect()  # M2 never reached the disk: never acked
+        taken = _take_over(broker, session.username, book.password)
+        assert [orjson.loads(p)["seq"] for p in taken] == [2], (
+            "the broker no longer holds M2: an ack from the earlier connection acked it"
+        )
+    finally:
+        if device is not None:
+            _close(device)
+        permits.release(10)
+        consumer.disconnect()
+        committer.stop(5)
+
+
+def _take_over(broker: Mosquitto, username: str, password: str) -> list[bytes]:
+    """What the broker still holds for a gateway session (connect as it, without acking)."""
+    got: list[bytes] = []
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=username,
+        clean_session=False,
+        protocol=mqtt.MQTTv311,
+        manual_ack=True,
+    )
+    client.username_pw_set(username, password)
+    client.on_message = lambda _c, _u, m: got.append(bytes(m.payload))
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    time.sleep(1.0)
+    client.disconnect()
+    client.loop_stop()
+    return got
