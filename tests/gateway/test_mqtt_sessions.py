@@ -398,3 +398,43 @@ def _take_over(broker: Mosquitto, username: str, password: str) -> list[bytes]:
     client.disconnect()
     client.loop_stop()
     return got
+
+
+def test_a_device_claiming_another_tenant_cannot_fill_that_tenants_queue(
+    tmp_path: Path,
+) -> None:
+    """The ACL pins each device's canonical topic to its own tenant: a claim on another
+    tenant's topic is refused by the broker (MQTT 3.1.1: still PUBACKed, then dropped;
+    MQTT 5: PUBACK 0x87 Not authorized) and never reaches that tenant's queue."""
+    small = start_mosquitto(
+        tmp_path / "data" / "gateway", sim_config=TWO_TENANTS, max_queued_messages=200
+    )
+    gw = None
+    clients: list[mqtt.Client] = []
+    try:
+        meters = [d for d in small.devices.values() if d.kind == "meter"]
+        claimer = meters[0]
+        victim = next(m for m in meters if m.client_id != claimer.client_id)
+        gw = _gateway(small)
+        assert gw.terminate() == 0  # the sessions exist at the broker; the gateway is away
+        claim = f"emaas/v1/{victim.client_id}/{victim.branch_id}/{claimer.device_id}/telemetry"
+        clients = [_device(small, claimer), _device(small, victim)]
+        _publish_all(clients[0], [(claim, _payload(claimer.device_id, s)) for s in range(1000)])
+        victim_seqs = range(1, 101)
+        _publish_all(
+            clients[1], [(victim.topic, _payload(victim.device_id, s)) for s in victim_seqs]
+        )
+        gw = _gateway(small)
+        assert wait_for(
+            lambda: set(victim_seqs) <= set(_seqs(landed(gw.landing), victim.device_id)), 10
+        ), "the other tenant's acknowledged messages were dropped"
+        time.sleep(0.5)
+        assert not _seqs(landed(gw.landing), claimer.device_id)  # refused at the broker
+        assert "Outgoing messages are being dropped" not in small.broker_log.read_text()
+        assert gw.terminate() == 0
+    finally:
+        for client in clients:
+            _close(client)
+        if gw is not None:
+            gw.kill()
+        small.close()
