@@ -48,7 +48,14 @@ def devices_provision(
     ] = 300_000,
     queue_bytes: Annotated[
         int, typer.Option(help="Broker queue bound of each gateway session (payload bytes).")
-    ] = 512 * 1024 * 1024,
+    ] = 128 * 1024 * 1024,
+    broker_memory: Annotated[
+        int,
+        typer.Option(
+            help="The broker's memory limit in bytes (Mosquitto memory_limit); the gateway "
+            "sessions' queues together may take 3/4 of it."
+        ),
+    ] = 4 * 1024 * 1024 * 1024,
     broker_port: Annotated[int, typer.Option(help="Port of the broker's plain listener.")] = 1883,
     broker_bind: Annotated[
         str, typer.Option(help="Address of the broker's plain listener (keep it private).")
@@ -105,6 +112,7 @@ def devices_provision(
                 tls_bind=tls_bind,
                 max_queued_messages=queue_messages,
                 max_queued_bytes=queue_bytes,
+                memory_limit_bytes=broker_memory,
             ),
         )
     except (ProvisionError, LakeError) as exc:

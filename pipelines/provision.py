@@ -88,6 +88,7 @@ __all__ = [
     "read_password_file",
     "render_template",
     "revoke",
+    "session_memory_bytes",
     "verify_mosquitto_hash",
     "write_credentials",
 ]
@@ -107,6 +108,11 @@ _SALT_BYTES = 12
 # A username Mosquitto substitutes for %u in ACL patterns: no topic wildcards or levels.
 _ACCOUNT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _PLACEHOLDER = re.compile(r"@@[A-Z_]+@@")
+# Mosquitto 2.0.11 holds a queued message in ~420 bytes beyond its payload (measured: 100,000
+# queued messages of 107 payload bytes on a 52-byte topic grew it by 528 B each); 512 B
+# leaves room for longer topics. max_queued_bytes counts payload bytes only.
+_QUEUED_MESSAGE_OVERHEAD_BYTES = 512
+_QUEUE_SHARE = 0.75  # of memory_limit_bytes; the rest: connections, retained store, broker
 
 
 class ProvisionError(EnergylakeError):
@@ -130,7 +136,10 @@ class BrokerOptions:
     # Issue 12 (MQTT): every gateway session's queue bound, the broker's $SYS period (its
     # dropped-messages counter) and its log file (drop episodes).
     max_queued_messages: int = 300_000
-    max_queued_bytes: int = 512 * 1024 * 1024
+    max_queued_bytes: int = 128 * 1024 * 1024
+    # The broker's whole heap (Mosquitto memory_limit): the gateway sessions' queues
+    # together may take at most _QUEUE_SHARE of it (provisioning refuses more).
+    memory_limit_bytes: int = 4 * 1024 * 1024 * 1024
     sys_interval_s: int = 10
     log_file: Path | None = None  # default: OUT/mosquitto.log
 
@@ -325,6 +334,7 @@ def _broker_values(out_dir: Path, options: BrokerOptions) -> dict[str, object]:
     limits = {
         "max_queued_messages": options.max_queued_messages >= 1,
         "max_queued_bytes": options.max_queued_bytes >= 1024,
+        "memory_limit_bytes": options.memory_limit_bytes >= 64 * 1024 * 1024,
         "sys_interval_s": options.sys_interval_s >= 1,
     }
     bad = [name for name, ok in limits.items() if not ok]
@@ -341,6 +351,7 @@ def _broker_values(out_dir: Path, options: BrokerOptions) -> dict[str, object]:
         "PORT": options.port,
         "MAX_QUEUED_MESSAGES": options.max_queued_messages,
         "MAX_QUEUED_BYTES": options.max_queued_bytes,
+        "MEMORY_LIMIT": options.memory_limit_bytes,
         "SYS_INTERVAL": options.sys_interval_s,
         "LOG_FILE": (options.log_file or out_dir / "mosquitto.log").resolve(),
     }
@@ -385,6 +396,27 @@ def _gateway_sessions(path: Path, user: str, identities: list[DeviceIdentity]) -
     sessions, retired = plan_sessions(active, user, previous=previous, drained=drained)
     password = previous.password if previous is not None else secrets.token_urlsafe(32)
     return SessionBook(password, sessions, retired)
+
+
+def session_memory_bytes(options: BrokerOptions) -> int:
+    """What one gateway session's full broker queue can take in the broker's memory."""
+    overhead = options.max_queued_messages * _QUEUED_MESSAGE_OVERHEAD_BYTES
+    return options.max_queued_bytes + overhead
+
+
+def _check_memory(sessions: int, options: BrokerOptions) -> None:
+    """Every gateway session may fill its queue at once (the gateway away): together they
+    must fit the broker's memory limit, or the broker would refuse everyone's messages."""
+    each = session_memory_bytes(options)
+    budget = int(options.memory_limit_bytes * _QUEUE_SHARE)
+    if sessions * each > budget:
+        mib = 1024 * 1024
+        raise ProvisionError(
+            f"{sessions} gateway session(s) x {each // mib} MiB of broker queue each "
+            f"({sessions * each // mib} MiB) exceed {_QUEUE_SHARE:.0%} of the broker's memory "
+            f"limit ({options.memory_limit_bytes // mib} MiB): lower --queue-messages or "
+            "--queue-bytes, or raise --broker-memory (the host must have it)"
+        )
 
 
 def _device_acl(identities: list[DeviceIdentity]) -> str:
@@ -491,11 +523,13 @@ def provision(
         )
         for row in rows
     ]
-    values = _broker_values(out_dir, broker or BrokerOptions())
+    options = broker or BrokerOptions()
+    values = _broker_values(out_dir, options)
     conf = render_template((template_dir / "mosquitto.conf").read_text(), values)
     sessions = _gateway_sessions(out_dir / GATEWAY_CREDENTIALS_FILE, gateway_user, identities)
     # retired sessions keep their accounts until the gateway has drained them
     accounts = [s.username for s in (*sessions.sessions, *sessions.retired)]
+    _check_memory(len(accounts), options)
     acl = _render_acl((template_dir / "acl.template").read_text(), accounts, identities)
     existing = read_password_file(out_dir / PASSWORD_FILE)
 

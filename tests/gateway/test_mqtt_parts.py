@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -235,3 +236,53 @@ def test_status_shows_broker_drops_per_tenant_and_exits_1(tmp_path: Path) -> Non
     text = runner.invoke(app, ["status", "--data-dir", str(data_dir)])
     assert text.exit_code == 1
     assert "gw.acme (tenant acme): 1 episode(s)" in text.output
+
+
+def test_drop_episodes_across_the_read_chunk_boundary_are_found(tmp_path: Path) -> None:
+    log = tmp_path / "mosquitto.log"
+    line = b"2026-12-01T10:00:01: Outgoing messages are being dropped for client gw.acme.\n"
+    filler = b"2026-12-01T10:00:00: New connection from 127.0.0.1:5000 on port 1883.\n"
+    chunk = 16 * 1024 * 1024  # what read_drops reads at a time
+    with log.open("wb") as out:
+        head = chunk - 30  # the drop line starts 30 bytes before the boundary
+        out.write(filler * (head // len(filler)))
+        out.write(b"x" * (head % len(filler) - 1) + b"\n")
+        out.write(line)
+    assert log.stat().st_size > chunk
+    assert [e.client for e in read_drops(log) or []] == ["gw.acme"]
+
+
+def test_status_exits_3_when_the_configured_broker_log_cannot_be_read(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    data_dir = tmp_path / "data"
+    gateway = data_dir / "gateway"
+    gateway.mkdir(parents=True)
+    runner = CliRunner()
+    args = ["status", "--data-dir", str(data_dir)]
+    assert runner.invoke(app, args).exit_code == 0  # no broker here: nothing to read
+    (gateway / "mosquitto.conf").write_text("log_dest file mosquitto.log\n")  # provisioned
+    (gateway / "mosquitto.log").mkdir()  # ... and its log cannot be read
+    result = runner.invoke(app, args)
+    assert result.exit_code == 3, result.output
+    assert "not readable" in result.output
+    assert "drops are unseen" in result.output
+    (gateway / "mosquitto.log").rmdir()
+    (gateway / "mosquitto.log").write_text("")
+    assert runner.invoke(app, args).exit_code == 0
+
+
+def test_the_descriptor_limit_counts_the_mqtt_sessions() -> None:
+    code = (
+        "import resource\n"
+        "from gateway.service import _fit_descriptor_limit\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (300, 8192))\n"
+        "_fit_descriptor_limit(100, 500)\n"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert int(out.stdout) >= 100 + 256 + 500 * 3  # each session: a socket and a socket pair

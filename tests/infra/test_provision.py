@@ -26,10 +26,12 @@ from pipelines.provision import (
     BROKER_CONF_FILE,
     GATEWAY_CREDENTIALS_FILE,
     PASSWORD_FILE,
+    BrokerOptions,
     ProvisionError,
     mosquitto_hash,
     provision,
     read_password_file,
+    session_memory_bytes,
     verify_mosquitto_hash,
     write_credentials,
 )
@@ -336,3 +338,22 @@ def test_revoke_cli_reloads_a_running_broker_and_drops_the_device(
         assert other.connected.is_set()
     finally:
         _close(live, again, other)
+
+
+def test_the_gateway_sessions_queues_must_fit_the_brokers_memory_limit(tmp_path: Path) -> None:
+    fleet, registry = fleet_registry(CONFIG)
+    tight = BrokerOptions(memory_limit_bytes=256 * 1024 * 1024)  # 3 sessions x ~274 MiB
+    with pytest.raises(ProvisionError, match="--broker-memory") as info:
+        provision(registry, tmp_path / "gw", credentials=fleet.tokens, broker=tight)
+    assert "3 gateway session(s)" in str(info.value)
+    assert not (tmp_path / "gw").exists()
+    fits = BrokerOptions(
+        memory_limit_bytes=256 * 1024 * 1024,
+        max_queued_messages=50_000,
+        max_queued_bytes=32 * 1024 * 1024,
+    )
+    assert 3 * session_memory_bytes(fits) <= 0.75 * fits.memory_limit_bytes
+    provision(registry, tmp_path / "gw", credentials=fleet.tokens, broker=fits)
+    conf = (tmp_path / "gw" / BROKER_CONF_FILE).read_text()
+    assert f"\nmemory_limit {256 * 1024 * 1024}\n" in conf
+    assert "\nmax_queued_bytes 33554432\n" in conf
