@@ -438,3 +438,35 @@ def test_a_device_claiming_another_tenant_cannot_fill_that_tenants_queue(
         if gw is not None:
             gw.kill()
         small.close()
+
+
+def test_a_session_added_after_a_password_change_connects_with_the_new_password(
+    broker: Mosquitto,
+) -> None:
+    fleet, registry = fleet_registry(TWO_TENANTS)
+    meters = [d for d in broker.devices.values() if d.kind == "meter"]
+    late = meters[-1]
+    early = registry.filter(pc.not_equal(registry["client_id"], late.client_id))
+    report = provision(early, broker.folder, broker=_options(broker))
+    for name in report.retired_sessions:  # as if a gateway had drained them: gone
+        SessionState(broker.folder / SESSION_STATE_FILE).mark_drained(name)
+    provision(early, broker.folder, broker=_options(broker))
+    broker.reload()
+    gw = _gateway(broker)
+    try:
+        old_password = broker.sessions.password
+        broker.gateway_credentials_path.unlink()  # rotate: provisioning makes a new one
+        provision(registry, broker.folder, credentials=fleet.tokens, broker=_options(broker))
+        assert broker.sessions.password != old_password
+        added = f"MQTT session energylake-gateway.{late.client_id} added"
+        assert wait_for(lambda: added in gw.log(), 5)  # the gateway took the book ...
+        broker.reload()  # ... then the operator reloads the broker
+        assert wait_for(lambda: "connected" in gw.log().split(added)[-1], 10)
+        assert wait_for(lambda: gw.get("/readyz").status == 200, 15), gw.log()[-1500:]
+        client = _device(broker, late)
+        _publish_all(client, [(late.topic, _payload(late.device_id, 3))])
+        _close(client)
+        assert wait_for(lambda: 3 in _seqs(landed(gw.landing), late.device_id), 10)
+        assert gw.terminate() == 0
+    finally:
+        gw.kill()
