@@ -59,7 +59,6 @@ __all__ = ["MqttConsumer"]
 log = logging.getLogger(__name__)
 _MID_BITS = 16  # a token is mid | qos << 16 | generation << 18
 _GEN_SHIFT = 18
-_MID_QOS_MASK = (1 << _GEN_SHIFT) - 1
 _SUBSCRIBE_PACKET_BYTES = 32 * 1024  # topic filters per SUBSCRIBE, well under the packet limit
 
 
@@ -405,18 +404,18 @@ class MqttConsumer:
     def _send_acks(self) -> None:
         acks = self._acks
         ack = self._client.ack
-        mask = (1 << _MID_BITS) - 1
         gen = self._gen_bits
+        end = gen + (1 << _GEN_SHIFT)  # tokens of this connection: gen <= token < end
         while True:
             try:
                 token = acks.popleft()
             except IndexError:
                 return
-            if token & ~_MID_QOS_MASK != gen:
+            if not gen <= token < end:
                 continue  # landed, but its connection is gone: the broker sends it again
-            qos = (token & _MID_QOS_MASK) >> _MID_BITS
+            qos = (token - gen) >> _MID_BITS
             if qos:
-                ack(token & mask, qos)
+                ack(token & 0xFFFF, qos)
 
     # -- lifecycle
 
