@@ -59,6 +59,7 @@ __all__ = ["MqttConsumer"]
 log = logging.getLogger(__name__)
 _MID_BITS = 16  # a token is mid | qos << 16 | generation << 18
 _GEN_SHIFT = 18
+_FAST_RETRIES = 30  # refused connects of a new account retried every 1-2 s, then backoff
 _SUBSCRIBE_PACKET_BYTES = 32 * 1024  # topic filters per SUBSCRIBE, well under the packet limit
 
 
@@ -119,6 +120,7 @@ class MqttConsumer:
         self._removals = False
         self._watch_drops = watch_drops
         self.connects = 0
+        self._refusals = 0
         self.session_present: bool | None = None  # of the last connect
         self._client = self._new_client(client_id)
 
@@ -258,9 +260,14 @@ class MqttConsumer:
         properties: Any,
     ) -> None:
         if reason.is_failure:
+            self._refusals += 1
             log.error("MQTT broker refused session %s: %s", self.session.username, reason)
-            if not self.connects:  # a new account the broker may not have loaded yet
-                client.reconnect_delay_set(1, 2)
+            if not self.connects:  # a new account the broker may not have loaded yet:
+                fast = self._refusals < _FAST_RETRIES  # retry soon, for a while
+                cfg = self._config
+                client.reconnect_delay_set(
+                    1, 2 if fast else max(1, round(cfg.mqtt_reconnect_max_s))
+                )
             return
         self._new_generation()
         self.connects += 1

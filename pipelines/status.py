@@ -268,7 +268,8 @@ def broker_drops(
     tenants: dict[str, str | None] = {}
     if session_book is not None:
         with contextlib.suppress(SessionBookError):  # tenants stay unknown; drops do not
-            tenants = {s.username: s.tenant for s in read_session_book(session_book).sessions}
+            book = read_session_book(session_book)
+            tenants = {s.username: s.tenant for s in (*book.sessions, *book.retired)}
     per: dict[str, dict[str, Any]] = {}
     for episode in episodes or []:
         if episode.at is not None and episode.at < since:
