@@ -13,7 +13,9 @@ in the gateway's state file on SUBACK and UNSUBACK (``SessionState``), so a reco
 to a session the broker kept sends no SUBSCRIBE (and causes no replay of retained
 messages); a session the broker lost (session present 0) is subscribed afresh. A filter
 counts as held only once its SUBACK grants it; a refused one leaves the session not
-ready (``/readyz``), logged, and is tried again at the next connect. Filters the session
+ready (``/readyz``), logged, and is tried again at the next connect (Mosquitto 2.0.11's
+ACL grants every filter and checks each delivery; a refusal comes from a plugin or
+another broker). Filters the session
 no longer wants are unsubscribed only when the door allows it (``allow_removals``: every
 current session holds its filters), so a change of the book never opens a window.
 
