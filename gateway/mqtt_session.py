@@ -314,10 +314,11 @@ class MqttConsumer:
         _unsub, filters = sent
         granted = [f for f, r in zip(filters, reasons, strict=False) if not r.is_failure]
         refused = [f for f in filters if f not in set(granted)]
+        # recorded first: provisioning reads the file once the session counts as ready
+        self._state.update(self.session.username, added=granted)
         with self._lock:
             self._held = (self._held or frozenset()) | frozenset(granted)
             self._refused |= set(refused)
-        self._state.update(self.session.username, added=granted)
         if refused:
             log.error(
                 "MQTT session %s: the broker refused %d subscription(s), e.g. %s: check the "

@@ -290,6 +290,11 @@ class SessionState:
         with self._lock:
             return self._filters.get(username)
 
+    def held(self) -> frozenset[str]:
+        """Every filter some session's broker session holds."""
+        with self._lock:
+            return frozenset(f for filters in self._filters.values() for f in filters)
+
     def drained(self) -> frozenset[str]:
         with self._lock:
             return frozenset(self._drained)

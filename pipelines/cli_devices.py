@@ -130,6 +130,12 @@ def devices_provision(
             f"gateway has drained them (run provision again after): "
             f"{', '.join(report.retired_sessions)}"
         )
+    if report.pending:
+        console.print(
+            f"{len(report.pending)} device(s) of new tenant(s) get their MQTT account once a "
+            "gateway has subscribed their tenant (its log: `MQTT session "
+            f"{report.gateway_user}.<tenant> added`): reload the broker, then run this again"
+        )
     if report.without_mqtt:
         console.print(
             f"{len(report.without_mqtt)} active device(s) have no MQTT account "

@@ -19,8 +19,11 @@ writes, into one folder (default ``DATA_DIR/gateway/``):
   user>``, the topics without a tenant segment), each with its own bounded broker queue.
   Sessions no longer wanted are listed as retired, and their accounts kept, until the
   gateway records them drained (``gateway-mqtt-state.json``, which the gateway writes);
-  the next run then removes them. One password for the gateway's accounts, generated
-  once and kept (also from a version 1 or 2 file).
+  the next run then removes them. A new tenant's devices get their MQTT accounts only
+  once that state file shows a gateway session holding the tenant's topics (the report
+  lists them as pending: run provisioning again once the gateway has subscribed), so the
+  broker never accepts a message of theirs that no session takes. One password for the
+  gateway's accounts, generated once and kept (also from a version 1 or 2 file).
 - ``mosquitto.conf``: ``infra/mosquitto/mosquitto.conf`` rendered with these paths; its
   TLS listener is live when a certificate and key are given (``BrokerOptions.tls_cert``,
   ``tls_key``), else rendered commented out.
@@ -158,6 +161,8 @@ class ProvisionReport:
     files: dict[str, Path] = field(default_factory=dict)
     gateway_sessions: int = 0  # one broker account and queue each
     retired_sessions: tuple[str, ...] = ()  # kept until the gateway has drained them
+    # devices of a new tenant no gateway session has subscribed yet: no account this run
+    pending: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,6 +424,21 @@ def _check_memory(sessions: int, options: BrokerOptions) -> None:
         )
 
 
+def _unsubscribed_tenants(out_dir: Path, identities: list[DeviceIdentity]) -> set[str]:
+    """Tenants whose canonical topics no gateway session holds at the broker, by the
+    gateway's state file. A device account of such a tenant would let the broker accept
+    messages nobody is subscribed to (acknowledged, then dropped), so it waits. Without
+    a state file no gateway has run against this folder: nothing is held back."""
+    path = out_dir / SESSION_STATE_FILE
+    if not path.exists():
+        return set()
+    held = SessionState(path).held()
+    if "emaas/v1/+/+/+/telemetry" in held:  # a version 1 session takes every tenant
+        return set()
+    tenants = {d.client_id for d in identities if not d.revoked}
+    return {t for t in tenants if f"emaas/v1/{t}/+/+/telemetry" not in held}
+
+
 def _device_acl(identities: list[DeviceIdentity]) -> str:
     """One block per active device: its canonical topic, pinned to its own tenant."""
     return "\n".join(
@@ -542,9 +562,15 @@ def provision(
     if _write_atomic(out_dir / GATEWAY_CREDENTIALS_FILE, book_bytes, mode=0o600):
         changed.append(GATEWAY_CREDENTIALS_FILE)
     wanted: dict[str, str | None] = dict.fromkeys(accounts, sessions.password)
+    waiting = _unsubscribed_tenants(out_dir, identities)
+    pending: list[str] = []
     for ident in identities:
-        if not ident.revoked:
-            wanted[ident.device_id] = credentials.get(ident.device_id)
+        if ident.revoked:
+            continue
+        if ident.client_id in waiting and ident.device_id not in existing:
+            pending.append(ident.device_id)  # no account until its tenant is subscribed
+            continue
+        wanted[ident.device_id] = credentials.get(ident.device_id)
     body = _password_lines(wanted, existing)
     if _write_atomic(out_dir / PASSWORD_FILE, body, mode=0o600):
         changed.append(PASSWORD_FILE)
@@ -565,9 +591,12 @@ def provision(
             sorted(
                 d.device_id
                 for d in identities
-                if not d.revoked and d.device_id not in device_accounts
+                if not d.revoked
+                and d.device_id not in device_accounts
+                and d.device_id not in pending
             )
         ),
+        pending=tuple(sorted(pending)),
         changed=tuple(changed),
         gateway_user=gateway_user,
         files={

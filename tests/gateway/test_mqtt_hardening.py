@@ -440,11 +440,21 @@ def test_devices_and_tenants_provisioned_while_the_gateway_runs_are_taken_at_onc
     gw = _gateway(broker)
     try:
         sessions_before = {s.username for s in broker.sessions.sessions}
-        provision(registry, broker.folder, credentials=fleet.tokens, broker=options)
+        first = provision(registry, broker.folder, credentials=fleet.tokens, broker=options)
         new_session = broker.session_of(meters[-1].device_id).username
         assert new_session not in sessions_before
-        time.sleep(1.2)  # the gateway reloads the book within its monitor interval (1 s) ...
-        broker.reload()  # ... and the operator reloads the broker after provisioning
+        # the known tenant's new device gets its account at once (its tenant's filter is
+        # held); the new tenant's devices wait until a gateway session holds theirs
+        new_devices = {d.device_id for d in broker.devices.values() if d.client_id == late_tenant}
+        assert set(first.pending) == new_devices
+        assert not new_devices & set(read_password_file(broker.folder / PASSWORD_FILE))
+        broker.reload()  # the new session's account
+        tenant_filter = f"emaas/v1/{late_tenant}/+/+/telemetry"
+        state_path = broker.folder / SESSION_STATE_FILE  # what the gateway records
+        assert wait_for(lambda: tenant_filter in SessionState(state_path).held(), 10)
+        second = provision(registry, broker.folder, credentials=fleet.tokens, broker=options)
+        assert second.pending == ()
+        broker.reload()  # the operator reloads the broker after provisioning
         late = [late_device, next(m for m in meters if m.client_id == late_tenant)]
         for device in late:  # each publishes the moment the broker lets it in
             client = _device_when_allowed(broker, device, 5)

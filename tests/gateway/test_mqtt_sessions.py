@@ -45,6 +45,7 @@ from tests.gateway.conftest import landed, wait_for
 from tests.gateway.test_mqtt_hardening import (
     _close,
     _device,
+    _device_when_allowed,
     _gateway,
     _payload,
     _publish_all,
@@ -458,12 +459,15 @@ def test_a_session_added_after_a_password_change_connects_with_the_new_password(
         broker.gateway_credentials_path.unlink()  # rotate: provisioning makes a new one
         provision(registry, broker.folder, credentials=fleet.tokens, broker=_options(broker))
         assert broker.sessions.password != old_password
-        added = f"MQTT session energylake-gateway.{late.client_id} added"
-        assert wait_for(lambda: added in gw.log(), 5)  # the gateway took the book ...
-        broker.reload()  # ... then the operator reloads the broker
-        assert wait_for(lambda: "connected" in gw.log().split(added)[-1], 10)
+        broker.reload()
+        state = broker.folder / SESSION_STATE_FILE
+        tenant = f"emaas/v1/{late.client_id}/+/+/telemetry"
+        assert wait_for(lambda: tenant in SessionState(state).held(), 15), gw.log()[-1500:]
         assert wait_for(lambda: gw.get("/readyz").status == 200, 15), gw.log()[-1500:]
-        client = _device(broker, late)
+        # the new tenant's devices get their accounts once its session holds its filter
+        provision(registry, broker.folder, credentials=fleet.tokens, broker=_options(broker))
+        broker.reload()
+        client = _device_when_allowed(broker, late, 5)
         _publish_all(client, [(late.topic, _payload(late.device_id, 3))])
         _close(client)
         assert wait_for(lambda: 3 in _seqs(landed(gw.landing), late.device_id), 10)

@@ -357,3 +357,28 @@ def test_the_gateway_sessions_queues_must_fit_the_brokers_memory_limit(tmp_path:
     conf = (tmp_path / "gw" / BROKER_CONF_FILE).read_text()
     assert f"\nmemory_limit {256 * 1024 * 1024}\n" in conf
     assert "\nmax_queued_bytes 33554432\n" in conf
+
+
+def test_a_new_tenants_devices_wait_for_a_gateway_session_holding_its_topics(
+    tmp_path: Path,
+) -> None:
+    """Without a state file no gateway has run: every device gets its account. Once one
+    has, a new tenant's devices get theirs only when a session holds the tenant's filter
+    (else the broker would accept their messages with nobody subscribed)."""
+    fleet, registry = fleet_registry(CONFIG)
+    rows = registry.to_pylist()
+    known, new = sorted({r["client_id"] for r in rows})
+    folder = tmp_path / "gw"
+    first = [r for r in rows if r["client_id"] == known]
+    tokens = {r["device_id"]: fleet.tokens[r["device_id"]] for r in first}
+    assert provision(first, folder, credentials=tokens).pending == ()
+    state = SessionState(folder / SESSION_STATE_FILE)  # what the gateway records on SUBACK
+    state.update(f"energylake-gateway.{known}", added=[f"emaas/v1/{known}/+/+/telemetry"])
+    report = provision(rows, folder, credentials=fleet.tokens)
+    newcomers = {r["device_id"] for r in rows if r["client_id"] == new}
+    assert set(report.pending) == newcomers
+    assert not newcomers & set(read_password_file(folder / PASSWORD_FILE))
+    assert f"energylake-gateway.{new}" in read_password_file(folder / PASSWORD_FILE)
+    state.update(f"energylake-gateway.{new}", added=[f"emaas/v1/{new}/+/+/telemetry"])
+    assert provision(rows, folder, credentials=fleet.tokens).pending == ()
+    assert newcomers <= set(read_password_file(folder / PASSWORD_FILE))
