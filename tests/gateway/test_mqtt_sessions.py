@@ -432,6 +432,20 @@ def test_a_device_claiming_another_tenant_cannot_fill_that_tenants_queue(
         time.sleep(0.5)
         assert not _seqs(landed(gw.landing), claimer.device_id)  # refused at the broker
         assert "Outgoing messages are being dropped" not in small.broker_log.read_text()
+        # what the device sees: MQTT 3.1.1 a normal PUBACK (above), MQTT 5 reason 0x87
+        _close(clients.pop(0))
+        reasons: list[str] = []
+        v5 = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=claimer.username, protocol=mqtt.MQTTv5
+        )
+        v5.username_pw_set(claimer.username, claimer.password)
+        v5.on_publish = lambda _c, _u, _mid, reason, _p: reasons.append(str(reason))
+        v5.connect(small.host, small.port)
+        v5.loop_start()
+        clients.append(v5)
+        v5.publish(claim, _payload(claimer.device_id, 5000), qos=1).wait_for_publish(5)
+        assert wait_for(lambda: reasons == ["Not authorized"], 5), reasons
+        assert v5.is_connected()
         assert gw.terminate() == 0
     finally:
         for client in clients:
