@@ -79,8 +79,8 @@ def _session(broker: Mosquitto) -> None:
     client.loop_start()
     done = threading.Event()
     client.on_subscribe = lambda *a: done.set()
-    # the device's own filter, as the gateway subscribes it
-    client.subscribe(f"emaas/v1/+/+/{_meter(broker).device_id}/telemetry", qos=1)
+    # the tenant's filter, as the gateway subscribes it
+    client.subscribe(f"emaas/v1/{_meter(broker).client_id}/+/+/telemetry", qos=1)
     done.wait(5)
     client.disconnect()
     client.loop_stop()

@@ -67,12 +67,18 @@ def parse_drops(data: bytes) -> list[DropEpisode]:
 
 def read_drops(path: Path) -> list[DropEpisode] | None:
     """Every drop episode in the broker log at ``path``; None when it cannot be read."""
+    episodes: list[DropEpisode] = []
+    carry = b""  # a line cut by the chunk boundary, completed by the next chunk
     try:
         with Path(path).open("rb") as handle:
-            chunks = iter(lambda: handle.read(_MAX_READ_BYTES), b"")
-            return [episode for chunk in chunks for episode in parse_drops(chunk)]
+            for chunk in iter(lambda: handle.read(_MAX_READ_BYTES), b""):
+                data = carry + chunk
+                end = data.rfind(b"\n") + 1
+                episodes += parse_drops(data[:end])
+                carry = data[end:]
     except OSError:
         return None
+    return episodes + parse_drops(carry)
 
 
 class BrokerLogTail:

@@ -20,7 +20,7 @@ __all__ = [
     "canonical_topic",
 ]
 
-CANONICAL_PATTERN = "emaas/v1/+/+/{device}/telemetry"
+CANONICAL_PATTERN = "emaas/v1/{client}/+/{device}/telemetry"
 DEFAULT_TOPIC_PATTERNS: tuple[str, ...] = (CANONICAL_PATTERN, "tele/{device}/SENSOR")
 _SEGMENT = re.compile(r"[^/#+]+")
 
@@ -32,29 +32,37 @@ def canonical_topic(client_id: str, branch_id: str, device_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class TopicPattern:
-    """An MQTT subscription whose ``{device}`` segment names the publishing device.
+    """An MQTT subscription whose ``{device}`` segment names the publishing device, and
+    whose optional ``{client}`` segment names its tenant.
 
     ``tele/{device}/SENSOR`` subscribes to ``tele/+/SENSOR``; a message on
     ``tele/m-1/SENSOR`` is landed with identity ``m-1``. Mosquitto's ACL lets a device
-    publish only where that segment is its own user name, so the segment is authenticated.
+    publish only where that segment is its own user name (and the ``{client}`` segment its
+    own tenant), so both are authenticated. A pattern with ``{client}`` is subscribed per
+    tenant (by the tenant's session, ``gateway/sessions.py``); one without is taken by the
+    shared session.
     """
 
     pattern: str
     subscription: str
     device_index: int
+    client_index: int | None = None
 
     @classmethod
     def parse(cls, pattern: str) -> TopicPattern:
         parts = pattern.split("/")
-        if parts.count("{device}") != 1 or "#" in pattern:
+        if parts.count("{device}") != 1 or parts.count("{client}") > 1 or "#" in pattern:
             raise ValueError(
-                f"topic pattern {pattern!r} needs exactly one '{{device}}' segment and no '#'"
+                f"topic pattern {pattern!r} needs exactly one '{{device}}' segment, at most "
+                "one '{client}' and no '#'"
             )
         for part in parts:
-            if part not in ("+", "{device}") and not _SEGMENT.fullmatch(part):
+            if part not in ("+", "{device}", "{client}") and not _SEGMENT.fullmatch(part):
                 raise ValueError(f"topic pattern {pattern!r} has an empty or bad segment")
         index = parts.index("{device}")
-        return cls(pattern, "/".join("+" if p == "{device}" else p for p in parts), index)
+        client = parts.index("{client}") if "{client}" in parts else None
+        subscription = "/".join("+" if p in ("{device}", "{client}") else p for p in parts)
+        return cls(pattern, subscription, index, client)
 
     def identity(self, topic: str) -> str | None:
         """The device segment of ``topic`` if it matches this pattern, else None."""
@@ -104,6 +112,9 @@ class GatewayConfig:
     # None: one session (mqtt_username / mqtt_client_id) taking every device topic.
     mqtt_sessions: tuple[MqttSession, ...] | None = None
     mqtt_session_book: Path | None = None  # reloaded when it changes (new devices, tenants)
+    mqtt_retired_sessions: tuple[MqttSession, ...] = ()  # drained, then left
+    mqtt_session_state: Path | None = None  # filters each broker session holds, drained ones
+    mqtt_drain_quiet_s: float = 2.0  # a retired session is drained after this long quiet
     mqtt_max_topic_bytes: int = 256
     mqtt_topic_cache_bytes: int = 16 * 1024 * 1024  # all sessions' topic caches together
     mqtt_flood_messages: int = 6000  # per device and window before a flood is audited
@@ -165,6 +176,7 @@ class GatewayConfig:
             "mqtt_topic_cache_bytes": self.mqtt_topic_cache_bytes >= 64 * 1024,
             "mqtt_flood_messages": self.mqtt_flood_messages >= 1,
             "mqtt_flood_window_s": self.mqtt_flood_window_s > 0,
+            "mqtt_drain_quiet_s": self.mqtt_drain_quiet_s > 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -74,13 +74,15 @@ class GatewayMetrics:
         # MQTT hardening (issue 12): sessions, retained replays, topics, floods, broker drops
         self.mqtt_session_connected = Gauge(
             "energylake_gateway_mqtt_session_connected",
-            "1 while this MQTT session (one per tenant or shard) is connected and subscribed.",
+            "1 while this MQTT session (a tenant's, or the shared one) is connected and "
+            "subscribed.",
             ["session"],
             registry=r,
         )
-        self.mqtt_retained_skipped = Counter(
-            "energylake_gateway_mqtt_retained_skipped",
-            "Retained replays acked and not landed (the live copy was landed when published).",
+        self.mqtt_retained = Counter(
+            "energylake_gateway_mqtt_retained",
+            "Retained deliveries (RETAIN 1: the broker's retained store, sent once per new "
+            "subscription) landed.",
             registry=r,
         )
         self.mqtt_bad_topics = Counter(

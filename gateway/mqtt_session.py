@@ -7,20 +7,33 @@ after a reconnect (the pipeline deduplicates on device_id and seq). With manual 
 broker stops delivering at its ``max_inflight_messages``, which bounds what the gateway
 holds in memory.
 
-A session subscribes to its devices' topics by the device segment (``gateway/sessions.py``)
-and lands each message under a bounded topic (``gateway/topics.py``).
+Subscriptions (``gateway/sessions.py`` says which filters a session wants) are sent only
+when the broker's session lacks them: the filters a broker session holds are recorded
+in the gateway's state file on SUBACK and UNSUBACK (``SessionState``), so a reconnect
+to a session the broker kept sends no SUBSCRIBE (and causes no replay of retained
+messages); a session the broker lost (session present 0) is subscribed afresh. A filter
+counts as held only once its SUBACK grants it; a refused one leaves the session not
+ready (``/readyz``), logged, and is tried again at the next connect (Mosquitto 2.0.11's
+ACL grants every filter and checks each delivery; a refusal comes from a plugin or
+another broker). Filters the session
+no longer wants are unsubscribed only when the door allows it (``allow_removals``: every
+current session holds its filters), so a change of the book never opens a window.
 
 Acks are sent from paho's own network thread: the committer hands each batch's message
 ids back through an ``Inbox`` callback, and the next ``on_message`` of the session sends
 them. When no message comes to carry them, the door's acker sends what is left after a
-short grace period.
+short grace period. Each ack carries the connection it belongs to (a generation bumped
+at every connect and disconnect): an ack left from an earlier connection is dropped,
+never sent on a new one, where its message id may name another message; the broker
+sends that message again and the pipeline deduplicates it.
 
-Retained messages: under MQTT 3.1.1 a broker forwards a live publication with RETAIN 0;
-RETAIN 1 on a delivery means a replay of its retained store because the gateway
-subscribed. The live copy was landed when it was published (or queued in the persistent
-session while the gateway was away), so a replay is acked and not landed (counted). A
-retained message published before the gateway's session first existed is never landed,
-like any message published before anyone subscribed.
+Retained messages are landed whatever their RETAIN flag. Under MQTT 3.1.1 a broker
+forwards a live publication with RETAIN 0 and sends its retained store (RETAIN 1) after a
+SUBSCRIBE; since the gateway subscribes only a new broker session or a changed filter, a
+retained publication comes once per subscription, not once per reconnect. A retained
+message the gateway never received live (published before the filter existed) is landed
+from that replay; one it did receive live is landed again at most once per new
+subscription (and deduplicated by the pipeline).
 """
 
 from __future__ import annotations
@@ -33,25 +46,28 @@ from collections.abc import Iterable
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from gateway.brokerlog import DROPPED_SYS_TOPIC
 from gateway.commit import CommitterClosedError, GroupCommitter
 from gateway.config import GatewayConfig
 from gateway.landing import Envelope
 from gateway.metrics import GatewayMetrics
-from gateway.sessions import MqttSession
+from gateway.sessions import MqttSession, SessionState
 from gateway.topics import TopicCache
 
 __all__ = ["MqttConsumer"]
 
 log = logging.getLogger(__name__)
-_MID_BITS = 16  # a token is mid | qos << 16
+_MID_BITS = 16  # a token is mid | qos << 16 | generation << 18
+_GEN_SHIFT = 18
+_FAST_RETRIES = 30  # refused connects of a new account retried every 1-2 s, then backoff
 _SUBSCRIBE_PACKET_BYTES = 32 * 1024  # topic filters per SUBSCRIBE, well under the packet limit
 
 
 class MqttConsumer:
-    """One session: subscribes to its devices' topics and lands every message before acking."""
+    """One session: holds its topic filters at the broker and lands every message before
+    acking it."""
 
     def __init__(
         self,
@@ -64,12 +80,16 @@ class MqttConsumer:
         client_id: str,
         cache_bytes: int,
         ack_wake: threading.Event,
+        state: SessionState,
+        wanted: Iterable[str],
+        legacy: Iterable[str] = (),
         watch_drops: bool = False,
     ) -> None:
         self._config = config
         self.session = session
         self._metrics = metrics
         self._password = password
+        self._state = state
         self._lock = threading.Lock()
         self._topics = TopicCache(
             config.patterns, max_topic_bytes=config.mqtt_max_topic_bytes, max_bytes=cache_bytes
@@ -82,22 +102,28 @@ class MqttConsumer:
         self._completed = 0
         self._accepted = metrics.accepted.labels("mqtt")
         self._landing_failed = metrics.rejected.labels("mqtt", "landing_failed")
-        self._retained = metrics.mqtt_retained_skipped
+        self._retained = metrics.mqtt_retained
         self._connected_gauge = metrics.mqtt_session_connected.labels(session.username)
         self._inbox = committer.inbox(self._landed)
         self._acks: deque[int] = deque()  # tokens on disk, not yet acked
+        self._ack_lock = threading.Lock()  # the acker thread's sends vs a new connection
+        self._gen_bits = 0  # this connection's generation << _GEN_SHIFT
         self._ack_wake = ack_wake
         self._intake = False  # accept messages into the landing log
         self.running = False  # paho's network thread is (meant to be) running
         self._connected = threading.Event()
-        self._subscribed = threading.Event()
-        self._wanted: frozenset[str] | None = (
-            frozenset(session.devices) if session.devices is not None else None
-        )
-        self._synced: frozenset[str] | None = None  # what the broker's session has, we know
-        self._pending_subs: set[int] = set()
+        # Subscriptions: what is wanted, what the broker's session holds (None: not known
+        # yet), what an older book may have left there, what is in flight, what was refused.
+        self._wanted = frozenset(wanted)
+        self._held: frozenset[str] | None = state.filters(session.username)
+        self._legacy = frozenset(legacy) - self._wanted
+        self._in_flight: dict[int, tuple[bool, tuple[str, ...]]] = {}  # mid -> (unsub, filters)
+        self._refused: set[str] = set()
+        self._removals = False
         self._watch_drops = watch_drops
         self.connects = 0
+        self._refusals = 0
+        self.session_present: bool | None = None  # of the last connect
         self._client = self._new_client(client_id)
 
     # -- state
@@ -107,65 +133,97 @@ class MqttConsumer:
         return self._submitted - self._completed
 
     @property
+    def submitted(self) -> int:
+        return self._submitted
+
+    @property
+    def acks_waiting(self) -> int:
+        return len(self._acks)
+
+    @property
     def connected(self) -> bool:
         return self._connected.is_set()
 
     @property
     def ready(self) -> bool:
-        """Connected, and every subscription of this connection acknowledged."""
-        return self._connected.is_set() and self._subscribed.is_set()
+        """Connected, and the broker's session holds every filter this session wants."""
+        with self._lock:
+            return self._connected.is_set() and self._wanted <= (self._held or frozenset())
+
+    @property
+    def settled(self) -> bool:
+        """Ready, and nothing the session no longer wants is left at the broker."""
+        with self._lock:
+            held = self._held or frozenset()
+            return (
+                self._connected.is_set()
+                and held == self._wanted
+                and not self._legacy
+                and not self._in_flight
+            )
+
+    def set_password(self, password: str | None) -> None:
+        """Used from the next connect (the session book's password changed)."""
+        self._password = password
+        self._client.username_pw_set(self.session.username, password)
 
     # -- subscriptions
 
-    def _filters(self, devices: Iterable[str] | None) -> list[str]:
-        if devices is None:
-            return [p.subscription for p in self._config.patterns]
-        patterns = self._config.patterns
-        return [p.pattern.replace("{device}", d) for d in sorted(devices) for p in patterns]
-
-    def _send(self, filters: list[str], *, unsubscribe: bool = False) -> list[int]:
-        mids: list[int] = []
-        chunk: list[str] = []
-        size = 0
-        for topic in filters:
-            chunk.append(topic)
-            size += len(topic) + 5
-            if size >= _SUBSCRIBE_PACKET_BYTES:
-                mids.append(self._send_chunk(chunk, unsubscribe))
-                chunk, size = [], 0
-        if chunk:
-            mids.append(self._send_chunk(chunk, unsubscribe))
-        return mids
-
-    def _send_chunk(self, chunk: list[str], unsubscribe: bool) -> int:
-        if unsubscribe:
-            _rc, mid = self._client.unsubscribe(chunk)
-        else:
-            _rc, mid = self._client.subscribe([(t, 1) for t in chunk])
-        return int(mid or 0)
-
-    def set_devices(self, devices: Iterable[str] | None) -> None:
-        """The session's devices changed (session book reloaded): (un)subscribe the difference."""
-        wanted = frozenset(devices) if devices is not None else None
+    def set_wanted(self, wanted: Iterable[str], legacy: Iterable[str] = ()) -> None:
+        """The filters this session should hold (session book reloaded)."""
         with self._lock:
-            if wanted == self._wanted:
+            self._wanted = frozenset(wanted)
+            self._legacy = (self._legacy | frozenset(legacy)) - self._wanted
+            self._removals = False  # until the door has seen every session hold its filters
+        self.sync()
+
+    def allow_removals(self, allowed: bool) -> None:
+        """Whether filters no longer wanted may be unsubscribed (make before break)."""
+        with self._lock:
+            changed = allowed != self._removals
+            self._removals = allowed
+        if changed and allowed:
+            self.sync()
+
+    def sync(self) -> None:
+        """Send the SUBSCRIBE and UNSUBSCRIBE packets that bring the broker's session to
+        what is wanted, except what is already in flight."""
+        with self._lock:
+            if not self._connected.is_set():
                 return
-            self._wanted = wanted
-            synced = self._synced
-            if not self.connected or synced is None or wanted is None:
-                return  # the next connect subscribes everything, or the difference
-            added, removed = wanted - synced, synced - wanted
-            self._synced = wanted
-        if added:
-            self._send(self._filters(added))
-        if removed:
-            self._send(self._filters(removed), unsubscribe=True)
-        log.info(
-            "MQTT session %s: %d device(s) subscribed, %d unsubscribed",
-            self.session.username,
-            len(added),
-            len(removed),
-        )
+            held = self._held or frozenset()
+            busy = {f for _unsub, filters in self._in_flight.values() for f in filters}
+            add = sorted(self._wanted - held - busy - self._refused)
+            drop: list[str] = []
+            if self._removals:
+                drop = sorted(((held - self._wanted) | self._legacy) - busy)
+            for chunk in _chunks(add):
+                self._send(chunk, unsubscribe=False)
+            for chunk in _chunks(drop):
+                self._send(chunk, unsubscribe=True)
+        if add or drop:
+            log.info(
+                "MQTT session %s: %d filter(s) subscribed, %d unsubscribed",
+                self.session.username,
+                len(add),
+                len(drop),
+            )
+
+    def _send(self, chunk: tuple[str, ...], *, unsubscribe: bool) -> None:
+        """One (UN)SUBSCRIBE, remembered by its message id until its ack (lock held)."""
+        if unsubscribe:
+            rc, mid = self._client.unsubscribe(list(chunk))
+        else:
+            rc, mid = self._client.subscribe([(t, 1) for t in chunk])
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            log.warning(
+                "MQTT session %s: %s not sent (%s); sent again at the next connect",
+                self.session.username,
+                "UNSUBSCRIBE" if unsubscribe else "SUBSCRIBE",
+                rc,
+            )
+            return
+        self._in_flight[int(mid)] = (unsubscribe, chunk)
 
     # -- paho
 
@@ -185,10 +243,15 @@ class MqttConsumer:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = self._on_unsubscribe
         client.on_message = self._on_message
         if self._watch_drops:
             client.message_callback_add(DROPPED_SYS_TOPIC, self._on_dropped_count)
         return client
+
+    def _new_generation(self) -> None:
+        with self._ack_lock:
+            self._gen_bits = (((self._gen_bits >> _GEN_SHIFT) + 1) & 0xFFFF) << _GEN_SHIFT
 
     def _on_connect(
         self,
@@ -199,62 +262,85 @@ class MqttConsumer:
         properties: Any,
     ) -> None:
         if reason.is_failure:
+            self._refusals += 1
             log.error("MQTT broker refused session %s: %s", self.session.username, reason)
+            if not self.connects:  # a new account the broker may not have loaded yet:
+                fast = self._refusals < _FAST_RETRIES  # retry soon, for a while
+                cfg = self._config
+                client.reconnect_delay_set(
+                    1, 2 if fast else max(1, round(cfg.mqtt_reconnect_max_s))
+                )
             return
+        self._new_generation()
         self.connects += 1
-        self._subscribed.clear()
+        if self.connects == 1:
+            cfg = self._config
+            client.reconnect_delay_set(
+                max(1, round(cfg.mqtt_reconnect_min_s)), max(1, round(cfg.mqtt_reconnect_max_s))
+            )
+        present = bool(flags.session_present)
+        self.session_present = present
         with self._lock:
-            wanted = self._wanted
-            if flags.session_present and self._synced is not None and wanted is not None:
-                added, removed = wanted - self._synced, self._synced - wanted
-                filters = self._filters(added)
-                stale = self._filters(removed)
-            else:  # a new session, or the first connect of this process: subscribe all
-                filters, stale = self._filters(wanted), []
-            self._synced = wanted
-            mids = set(self._send(filters))
-            if stale:
-                self._send(stale, unsubscribe=True)
-            if self._watch_drops:
-                client.subscribe(DROPPED_SYS_TOPIC, 0)
-            self._pending_subs = mids
+            self._in_flight.clear()  # acks outstanding at a disconnect never come
+            self._refused.clear()
+            if not present:  # the broker holds no filter (and nothing queued)
+                self._held = frozenset()
+                self._legacy = frozenset()
+            elif self._held is None:
+                self._held = frozenset()  # not known: subscribe what is wanted again
+        if not present:
+            self._state.update(self.session.username, reset=True)
+        if self._watch_drops:
+            client.subscribe(DROPPED_SYS_TOPIC, 0)
         self._connected.set()
-        if not mids:
-            self._mark_subscribed()
+        self.sync()
         log.info(
-            "MQTT session %s connected to %s:%d (session present: %s), %d topic filter(s) sent",
+            "MQTT session %s connected to %s:%d (session present: %s)",
             self.session.username,
             self._config.mqtt_host,
             self._config.mqtt_port,
-            flags.session_present,
-            len(filters),
+            present,
         )
+        if self.ready:
+            self._connected_gauge.set(1)
 
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[Any], properties: Any
     ) -> None:
-        failed = [r for r in reasons if getattr(r, "is_failure", False)]
         with self._lock:
-            if failed:  # subscribe everything again at the next connect
-                self._synced = None
-        if failed:
+            sent = self._in_flight.pop(mid, None)
+        if sent is None:
+            return  # the $SYS subscription, or one of an earlier connection
+        _unsub, filters = sent
+        granted = [f for f, r in zip(filters, reasons, strict=False) if not r.is_failure]
+        refused = [f for f in filters if f not in set(granted)]
+        # recorded first: provisioning reads the file once the session counts as ready
+        self._state.update(self.session.username, added=granted)
+        with self._lock:
+            self._held = (self._held or frozenset()) | frozenset(granted)
+            self._refused |= set(refused)
+        if refused:
             log.error(
-                "MQTT session %s: broker refused %d subscription(s): %s",
+                "MQTT session %s: the broker refused %d subscription(s), e.g. %s: check the "
+                "gateway accounts' read lines in the ACL; tried again at the next connect",
                 self.session.username,
-                len(failed),
-                failed[0],
+                len(refused),
+                refused[0],
             )
-        with self._lock:
-            if mid not in self._pending_subs:
-                return
-            self._pending_subs.discard(mid)
-            done = not self._pending_subs
-        if done:
-            self._mark_subscribed()
+        if self.ready:
+            self._connected_gauge.set(1)
 
-    def _mark_subscribed(self) -> None:
-        self._subscribed.set()
-        self._connected_gauge.set(1)
+    def _on_unsubscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[Any], properties: Any
+    ) -> None:
+        with self._lock:
+            sent = self._in_flight.pop(mid, None)
+            if sent is None:
+                return
+            filters = frozenset(sent[1])
+            self._held = (self._held or frozenset()) - filters
+            self._legacy -= filters
+        self._state.update(self.session.username, removed=filters)
 
     def _on_disconnect(
         self,
@@ -264,8 +350,8 @@ class MqttConsumer:
         reason: Any,
         properties: Any,
     ) -> None:
+        self._new_generation()
         self._connected.clear()
-        self._subscribed.clear()
         self._connected_gauge.set(0)
         log.warning("MQTT session %s disconnected: %s", self.session.username, reason)
 
@@ -280,12 +366,8 @@ class MqttConsumer:
             self._send_acks()  # durable since the last message: ack from this thread
         if not self._intake:
             return  # not acked: the broker sends it again in the next session
-        if msg.retain:
-            # A replay of the retained store (we subscribed); its live copy was landed.
+        if msg.retain:  # from the retained store: once per new subscription, landed
             self._retained.inc()
-            if msg.qos:
-                client.ack(msg.mid, msg.qos)
-            return
         topic = msg.topic
         entry = self._topic_entries.get(topic)
         if entry is None:
@@ -294,7 +376,7 @@ class MqttConsumer:
         envelope = Envelope(time.time_ns() // 1000, "mqtt", entry[0], entry[1], bytes(msg.payload))
         self._submitted += 1  # written by paho's thread only
         try:
-            self._inbox.put(envelope, msg.mid | (msg.qos << _MID_BITS))
+            self._inbox.put(envelope, msg.mid | (msg.qos << _MID_BITS) | self._gen_bits)
         except CommitterClosedError:
             self._submitted -= 1
 
@@ -325,20 +407,25 @@ class MqttConsumer:
         self._completed += len(tokens)  # written by this thread only
 
     def send_acks(self) -> None:
-        self._send_acks()
+        """From another thread than paho's: not interleaved with a new connection."""
+        with self._ack_lock:
+            self._send_acks()
 
     def _send_acks(self) -> None:
         acks = self._acks
         ack = self._client.ack
-        mask = (1 << _MID_BITS) - 1
+        gen = self._gen_bits
+        end = gen + (1 << _GEN_SHIFT)  # tokens of this connection: gen <= token < end
         while True:
             try:
                 token = acks.popleft()
             except IndexError:
                 return
-            qos = token >> _MID_BITS
+            if not gen <= token < end:
+                continue  # landed, but its connection is gone: the broker sends it again
+            qos = (token - gen) >> _MID_BITS
             if qos:
-                ack(token & mask, qos)
+                ack(token & 0xFFFF, qos)
 
     # -- lifecycle
 
@@ -361,10 +448,23 @@ class MqttConsumer:
         if not self.running:
             return
         self.stop_intake()
-        self._send_acks()  # what is on disk is acked before the DISCONNECT goes out
+        self.send_acks()  # what is on disk is acked before the DISCONNECT goes out
         self._client.disconnect()
         self._client.loop_stop()
         self.running = False
         self._connected.clear()
-        self._subscribed.clear()
         self._connected_gauge.set(0)
+
+
+def _chunks(filters: list[str]) -> Iterable[tuple[str, ...]]:
+    """Filters in groups that fit one packet each."""
+    chunk: list[str] = []
+    size = 0
+    for topic in filters:
+        chunk.append(topic)
+        size += len(topic) + 5
+        if size >= _SUBSCRIBE_PACKET_BYTES:
+            yield tuple(chunk)
+            chunk, size = [], 0
+    if chunk:
+        yield tuple(chunk)

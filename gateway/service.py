@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 EXIT_CONFIG = 2  # a setting or file is wrong: fix it; restarting will not help
 EXIT_LISTEN = 3  # the HTTP address cannot be bound (in use, not permitted)
 _FD_RESERVE = 256  # descriptors kept for segments, the broker, audit and the interpreter
+_FD_PER_MQTT_SESSION = 4  # its socket, paho's wake-up socket pair, one spare
 
 
 class GatewayStartError(EnergylakeError):
@@ -62,11 +63,13 @@ class GatewayStartError(EnergylakeError):
         self.exit_code = exit_code
 
 
-def _fit_descriptor_limit(max_connections: int) -> None:
-    """Raise the soft descriptor limit towards the hard one when the connection cap needs
-    it; warn when it cannot (accepts then pause on EMFILE instead of serving the cap)."""
+def _fit_descriptor_limit(max_connections: int, mqtt_sessions: int = 0) -> None:
+    """Raise the soft descriptor limit towards the hard one when the connection cap and
+    the MQTT sessions (one per tenant) need it; warn when it cannot (accepts then pause on
+    EMFILE instead of serving the cap)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = max_connections + _FD_RESERVE
+    reserve = _FD_RESERVE + mqtt_sessions * _FD_PER_MQTT_SESSION
+    want = max_connections + reserve
     if soft != resource.RLIM_INFINITY and soft < want:
         target = want if hard == resource.RLIM_INFINITY else min(want, hard)
         with contextlib.suppress(ValueError, OSError):
@@ -74,12 +77,14 @@ def _fit_descriptor_limit(max_connections: int) -> None:
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         if soft < want:
             log.warning(
-                "descriptor limit %d is below gateway_http_max_connections (%d) + %d: "
-                "raise `ulimit -n` (or LimitNOFILE) or lower the cap; meanwhile accepts "
-                "pause whenever descriptors run out",
+                "descriptor limit %d is below gateway_http_max_connections (%d) + %d "
+                "(%d for %d MQTT session(s)): raise `ulimit -n` (or LimitNOFILE) or lower the "
+                "cap; meanwhile accepts pause whenever descriptors run out",
                 soft,
                 max_connections,
-                _FD_RESERVE,
+                reserve,
+                mqtt_sessions * _FD_PER_MQTT_SESSION,
+                mqtt_sessions,
             )
 
 
@@ -150,7 +155,6 @@ class Gateway:
             sock = open_listen_socket(cfg.http_host, cfg.http_port)
         except ListenError as exc:
             raise GatewayStartError(str(exc), EXIT_CONFIG if exc.config else EXIT_LISTEN) from exc
-        _fit_descriptor_limit(cfg.http_max_connections)
         return sock, context
 
     def _reject_connection(self, reason: str) -> None:
@@ -180,6 +184,8 @@ class Gateway:
         cfg = self.config
         self._stop = asyncio.Event()
         bound = self._bind_http() if cfg.http_enabled else None
+        sessions = len(self.mqtt.consumers) if self.mqtt is not None else 0
+        _fit_descriptor_limit(cfg.http_max_connections if cfg.http_enabled else 0, sessions)
         runner: web.AppRunner | None = None
         try:
             self.committer.start()

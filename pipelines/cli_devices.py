@@ -43,18 +43,19 @@ def devices_provision(
         str,
         typer.Option(help="Base of the gateway's MQTT accounts (one per tenant: BASE.<client>)."),
     ] = "energylake-gateway",
-    sessions_per_tenant: Annotated[
-        int,
-        typer.Option(
-            help="Split each tenant's devices over this many gateway sessions (broker queues)."
-        ),
-    ] = 1,
     queue_messages: Annotated[
         int, typer.Option(help="Broker queue bound of each gateway session (messages).")
     ] = 300_000,
     queue_bytes: Annotated[
         int, typer.Option(help="Broker queue bound of each gateway session (payload bytes).")
-    ] = 512 * 1024 * 1024,
+    ] = 128 * 1024 * 1024,
+    broker_memory: Annotated[
+        int,
+        typer.Option(
+            help="The broker's memory limit in bytes (Mosquitto memory_limit); the gateway "
+            "sessions' queues together may take 3/4 of it."
+        ),
+    ] = 4 * 1024 * 1024 * 1024,
     broker_port: Annotated[int, typer.Option(help="Port of the broker's plain listener.")] = 1883,
     broker_bind: Annotated[
         str, typer.Option(help="Address of the broker's plain listener (keep it private).")
@@ -101,7 +102,6 @@ def devices_provision(
             folder,
             credentials=secrets,
             gateway_user=gateway_user,
-            sessions_per_tenant=sessions_per_tenant,
             broker=BrokerOptions(
                 port=broker_port,
                 bind=broker_bind,
@@ -112,6 +112,7 @@ def devices_provision(
                 tls_bind=tls_bind,
                 max_queued_messages=queue_messages,
                 max_queued_bytes=queue_bytes,
+                memory_limit_bytes=broker_memory,
             ),
         )
     except (ProvisionError, LakeError) as exc:
@@ -120,8 +121,21 @@ def devices_provision(
     console.print(
         f"provisioned {report.devices} device(s) into {report.out_dir}: "
         f"{report.mqtt_accounts} MQTT account(s), {len(report.revoked)} revoked, "
-        f"{report.gateway_sessions} gateway session(s) ({report.gateway_user}.<tenant>)"
+        f"{report.gateway_sessions} gateway session(s) ({report.gateway_user}.<tenant> "
+        f"and the shared {report.gateway_user})"
     )
+    if report.retired_sessions:
+        console.print(
+            f"{len(report.retired_sessions)} retired gateway session(s) kept until the "
+            f"gateway has drained them (run provision again after): "
+            f"{', '.join(report.retired_sessions)}"
+        )
+    if report.pending:
+        console.print(
+            f"{len(report.pending)} device(s) of new tenant(s) get their MQTT account once a "
+            "gateway has subscribed their tenant (its log: `MQTT session "
+            f"{report.gateway_user}.<tenant> added`): reload the broker, then run this again"
+        )
     if report.without_mqtt:
         console.print(
             f"{len(report.without_mqtt)} active device(s) have no MQTT account "

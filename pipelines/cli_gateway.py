@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from gateway.config import GatewayConfig
-from gateway.sessions import MqttSession
+from gateway.sessions import SESSION_STATE_FILE, MqttSession
 from pipelines.cliutil import STATE, configure_logging, console, error, settings_from
 from pipelines.settings import Settings
 
@@ -34,6 +34,7 @@ def build_gateway_config(
     username: str | None = None
     password: str | None = None
     sessions: tuple[MqttSession, ...] | None = None
+    retired: tuple[MqttSession, ...] = ()
     creds = settings.gateway_mqtt_credentials or gateway_dir / "gateway-mqtt.json"
     if mqtt:
         try:
@@ -41,10 +42,10 @@ def build_gateway_config(
         except SessionBookError as exc:
             raise ValueError(str(exc)) from exc
         password = book.password
-        if len(book.sessions) == 1 and book.sessions[0].devices is None:
-            username = book.sessions[0].username  # a version 1 book: one session for all
-        else:
-            sessions = book.sessions
+        # (a version 1 book is one session of scope "all"; reloaded like any other, so an
+        # upgrade of the book reaches a running gateway)
+        username = book.sessions[0].username if book.sessions else None
+        sessions, retired = book.sessions, book.retired
     return GatewayConfig(
         landing_dir=settings.landing,
         identity_book=settings.gateway_identity_book or gateway_dir / "identities.json",
@@ -69,10 +70,13 @@ def build_gateway_config(
         mqtt_topics=tuple(settings.gateway_mqtt_topics),
         mqtt_sessions=sessions,
         mqtt_session_book=creds,
+        mqtt_retired_sessions=retired,
+        mqtt_session_state=creds.with_name(SESSION_STATE_FILE),
         mqtt_max_topic_bytes=settings.gateway_mqtt_max_topic_bytes,
         mqtt_topic_cache_bytes=settings.gateway_mqtt_topic_cache_bytes,
         mqtt_flood_messages=settings.gateway_mqtt_flood_messages,
         mqtt_flood_window_s=settings.gateway_mqtt_flood_window_s,
+        mqtt_drain_quiet_s=settings.gateway_mqtt_drain_quiet_s,
         mqtt_broker_log=settings.gateway_mqtt_broker_log or gateway_dir / "mosquitto.log",
         mqtt_broker_log_state=gateway_dir / "broker-log-position.json",
         http_enabled=http,

@@ -12,7 +12,9 @@ from rich.table import Table
 
 from pipelines.cliutil import console, settings_from
 
-__all__ = ["register"]
+__all__ = ["EXIT_BROKER_LOG_UNREADABLE", "register"]
+
+EXIT_BROKER_LOG_UNREADABLE = 3  # nothing missing, but the broker's drops cannot be seen
 
 
 def status(
@@ -27,8 +29,10 @@ def status(
     """What is waiting in the landing log, the last batch, and devices whose seq has gaps.
 
     Exits 0 when every seq of the window is in the lake or the quarantine and the broker
-    dropped nothing, 1 when messages are missing (for a cron check); the figures are the
-    same either way.
+    dropped nothing, 1 when messages are missing or the broker dropped some (for a cron
+    check), 3 when nothing is missing but the broker's log is configured (set, or written
+    by the provisioned broker) and cannot be read: broker drops would go unseen. The
+    figures are the same either way.
     """
     from pipelines.status import collect_status, write_metrics
 
@@ -87,7 +91,10 @@ def status(
             console.print(table)
         _print_broker(st)
     dropped = st.broker.episodes if st.broker is not None else 0
-    raise typer.Exit(1 if st.missing_total or dropped else 0)
+    if st.missing_total or dropped:
+        raise typer.Exit(1)
+    blind = st.broker is not None and st.broker.configured and not st.broker.readable
+    raise typer.Exit(EXIT_BROKER_LOG_UNREADABLE if blind else 0)
 
 
 def _print_broker(st: Any) -> None:
@@ -96,7 +103,8 @@ def _print_broker(st: Any) -> None:
     if broker is None:
         return
     if not broker.readable:
-        console.print(f"broker drops: log {broker.log} not readable")
+        hint = ": drops are unseen; let this account read it (exit 3)" if broker.configured else ""
+        console.print(f"broker drops: log {broker.log} not readable{hint}")
         return
     console.print(
         f"broker drops over the last {st.window_hours:g} h: {broker.episodes} episode(s)"

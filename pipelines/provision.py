@@ -8,14 +8,22 @@ writes, into one folder (default ``DATA_DIR/gateway/``):
   active, not revoked device that has an MQTT secret. A device's MQTT password is its
   HTTP bearer token: one 256-bit secret per device, verified against the registry's
   ``http_token_sha256`` before it is written.
-- ``mosquitto.acl``: ``infra/mosquitto/acl.template`` rendered (devices write only their
-  own topics; each gateway account reads them, its block repeated per account).
+- ``mosquitto.acl``: ``infra/mosquitto/acl.template`` rendered: each active device writes
+  only its own topics, its canonical topic pinned to its own tenant
+  (``user <device>`` / ``topic write emaas/v1/<client>/+/<device>/telemetry``); each
+  gateway account reads them, its block repeated per account.
 - ``identities.json``: the gateway's identity book (``gateway.identity``).
 - ``gateway-mqtt.json`` (0600): the gateway's session book (``gateway.sessions``): one
-  broker account and persistent session per tenant (``<gateway user>.<client_id>``, or
-  ``--sessions-per-tenant`` shards of a tenant's devices), each with its own bounded broker
-  queue, and the devices each one subscribes to. One password for the gateway's accounts,
-  generated once and kept (also from a version 1 file).
+  broker account and persistent session per tenant (``<gateway user>.<client_id>``,
+  subscribed to the tenant's whole topic space) and one shared session (``<gateway
+  user>``, the topics without a tenant segment), each with its own bounded broker queue.
+  Sessions no longer wanted are listed as retired, and their accounts kept, until the
+  gateway records them drained (``gateway-mqtt-state.json``, which the gateway writes);
+  the next run then removes them. A new tenant's devices get their MQTT accounts only
+  once that state file shows a gateway session holding the tenant's topics (the report
+  lists them as pending: run provisioning again once the gateway has subscribed), so the
+  broker never accepts a message of theirs that no session takes. One password for the
+  gateway's accounts, generated once and kept (also from a version 1 or 2 file).
 - ``mosquitto.conf``: ``infra/mosquitto/mosquitto.conf`` rendered with these paths; its
   TLS listener is live when a certificate and key are given (``BrokerOptions.tls_cert``,
   ``tls_key``), else rendered commented out.
@@ -52,9 +60,11 @@ from typing import Any
 from contracts.errors import EnergylakeError
 from gateway.identity import DeviceIdentity, IdentityBook, IdentityError, write_identity_book
 from gateway.sessions import (
+    SESSION_STATE_FILE,
     SessionBook,
     SessionBookError,
-    assign_sessions,
+    SessionState,
+    plan_sessions,
     read_session_book,
     session_book_json,
 )
@@ -81,6 +91,7 @@ __all__ = [
     "read_password_file",
     "render_template",
     "revoke",
+    "session_memory_bytes",
     "verify_mosquitto_hash",
     "write_credentials",
 ]
@@ -100,6 +111,11 @@ _SALT_BYTES = 12
 # A username Mosquitto substitutes for %u in ACL patterns: no topic wildcards or levels.
 _ACCOUNT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _PLACEHOLDER = re.compile(r"@@[A-Z_]+@@")
+# Mosquitto 2.0.11 holds a queued message in ~420 bytes beyond its payload (measured: 100,000
+# queued messages of 107 payload bytes on a 52-byte topic grew it by 528 B each); 512 B
+# leaves room for longer topics. max_queued_bytes counts payload bytes only.
+_QUEUED_MESSAGE_OVERHEAD_BYTES = 512
+_QUEUE_SHARE = 0.75  # of memory_limit_bytes; the rest: connections, retained store, broker
 
 
 class ProvisionError(EnergylakeError):
@@ -123,7 +139,10 @@ class BrokerOptions:
     # Issue 12 (MQTT): every gateway session's queue bound, the broker's $SYS period (its
     # dropped-messages counter) and its log file (drop episodes).
     max_queued_messages: int = 300_000
-    max_queued_bytes: int = 512 * 1024 * 1024
+    max_queued_bytes: int = 128 * 1024 * 1024
+    # The broker's whole heap (Mosquitto memory_limit): the gateway sessions' queues
+    # together may take at most _QUEUE_SHARE of it (provisioning refuses more).
+    memory_limit_bytes: int = 4 * 1024 * 1024 * 1024
     sys_interval_s: int = 10
     log_file: Path | None = None  # default: OUT/mosquitto.log
 
@@ -141,6 +160,9 @@ class ProvisionReport:
     gateway_user: str
     files: dict[str, Path] = field(default_factory=dict)
     gateway_sessions: int = 0  # one broker account and queue each
+    retired_sessions: tuple[str, ...] = ()  # kept until the gateway has drained them
+    # devices of a new tenant no gateway session has subscribed yet: no account this run
+    pending: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +339,7 @@ def _broker_values(out_dir: Path, options: BrokerOptions) -> dict[str, object]:
     limits = {
         "max_queued_messages": options.max_queued_messages >= 1,
         "max_queued_bytes": options.max_queued_bytes >= 1024,
+        "memory_limit_bytes": options.memory_limit_bytes >= 64 * 1024 * 1024,
         "sys_interval_s": options.sys_interval_s >= 1,
     }
     bad = [name for name, ok in limits.items() if not ok]
@@ -333,6 +356,7 @@ def _broker_values(out_dir: Path, options: BrokerOptions) -> dict[str, object]:
         "PORT": options.port,
         "MAX_QUEUED_MESSAGES": options.max_queued_messages,
         "MAX_QUEUED_BYTES": options.max_queued_bytes,
+        "MEMORY_LIMIT": options.memory_limit_bytes,
         "SYS_INTERVAL": options.sys_interval_s,
         "LOG_FILE": (options.log_file or out_dir / "mosquitto.log").resolve(),
     }
@@ -349,6 +373,12 @@ def _registry_rows(devices: Any) -> list[dict[str, Any]]:
             raise ProvisionError(
                 f"device id {device_id!r} cannot be an MQTT account (letters, digits, . _ : -)"
             )
+        client_id = str(row.get("client_id") or "")
+        if not _ACCOUNT.fullmatch(client_id):
+            raise ProvisionError(
+                f"client id {client_id!r} of device {device_id!r} cannot name a gateway "
+                "account or a topic segment (letters, digits, . _ : -; fix the registry)"
+            )
         if device_id in seen:
             raise ProvisionError(f"device {device_id!r} appears twice in the registry")
         seen.add(device_id)
@@ -356,33 +386,78 @@ def _registry_rows(devices: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _gateway_sessions(
-    path: Path, user: str, identities: list[DeviceIdentity], per_tenant: int
-) -> SessionBook:
-    """The gateway's session book for the active devices, keeping an existing password."""
-    password = None
+def _gateway_sessions(path: Path, user: str, identities: list[DeviceIdentity]) -> SessionBook:
+    """The gateway's session book for the active devices, keeping an existing password;
+    sessions of the previous book no longer wanted stay listed (retired) until the
+    gateway's state file records them drained."""
+    previous = None
     if path.exists():
         try:
-            password = read_session_book(path).password
+            previous = read_session_book(path)
         except SessionBookError as exc:
             raise ProvisionError(f"{exc}; move it away to provision from scratch") from exc
+    drained = SessionState(path.with_name(SESSION_STATE_FILE)).drained()
     active = [(d.device_id, d.client_id) for d in identities if not d.revoked]
-    return SessionBook(
-        password or secrets.token_urlsafe(32),
-        assign_sessions(active, user, per_tenant=per_tenant),
+    sessions, retired = plan_sessions(active, user, previous=previous, drained=drained)
+    password = previous.password if previous is not None else secrets.token_urlsafe(32)
+    return SessionBook(password, sessions, retired)
+
+
+def session_memory_bytes(options: BrokerOptions) -> int:
+    """What one gateway session's full broker queue can take in the broker's memory."""
+    overhead = options.max_queued_messages * _QUEUED_MESSAGE_OVERHEAD_BYTES
+    return options.max_queued_bytes + overhead
+
+
+def _check_memory(sessions: int, options: BrokerOptions) -> None:
+    """Every gateway session may fill its queue at once (the gateway away): together they
+    must fit the broker's memory limit, or the broker would refuse everyone's messages."""
+    each = session_memory_bytes(options)
+    budget = int(options.memory_limit_bytes * _QUEUE_SHARE)
+    if sessions * each > budget:
+        mib = 1024 * 1024
+        raise ProvisionError(
+            f"{sessions} gateway session(s) x {each // mib} MiB of broker queue each "
+            f"({sessions * each // mib} MiB) exceed {_QUEUE_SHARE:.0%} of the broker's memory "
+            f"limit ({options.memory_limit_bytes // mib} MiB): lower --queue-messages or "
+            "--queue-bytes, or raise --broker-memory (the host must have it)"
+        )
+
+
+def _unsubscribed_tenants(out_dir: Path, identities: list[DeviceIdentity]) -> set[str]:
+    """Tenants whose canonical topics no gateway session holds at the broker, by the
+    gateway's state file. A device account of such a tenant would let the broker accept
+    messages nobody is subscribed to (acknowledged, then dropped), so it waits. Without
+    a state file no gateway has run against this folder: nothing is held back."""
+    path = out_dir / SESSION_STATE_FILE
+    if not path.exists():
+        return set()
+    held = SessionState(path).held()
+    if "emaas/v1/+/+/+/telemetry" in held:  # a version 1 session takes every tenant
+        return set()
+    tenants = {d.client_id for d in identities if not d.revoked}
+    return {t for t in tenants if f"emaas/v1/{t}/+/+/telemetry" not in held}
+
+
+def _device_acl(identities: list[DeviceIdentity]) -> str:
+    """One block per active device: its canonical topic, pinned to its own tenant."""
+    return "\n".join(
+        f"user {d.device_id}\ntopic write emaas/v1/{d.client_id}/+/{d.device_id}/telemetry\n"
+        for d in sorted(identities, key=_key)
+        if not d.revoked
     )
 
 
-def _render_acl(template: str, accounts: list[str]) -> str:
-    """The ACL template with its gateway block (from ``user @@GATEWAY_USER@@`` to the end)
-    repeated for every gateway account."""
+def _render_acl(template: str, accounts: list[str], identities: list[DeviceIdentity]) -> str:
+    """The ACL template with the devices' blocks and its gateway block (from ``user
+    @@GATEWAY_USER@@`` to the end) repeated for every gateway account."""
     marker = "user @@GATEWAY_USER@@"
     if marker not in template:
         raise ProvisionError(f"the ACL template has no {marker!r} block")
     head, _, block = template.partition(marker)
     block = marker + block
     blocks = [render_template(block, {"GATEWAY_USER": account}) for account in accounts]
-    return render_template(head, {}) + "\n".join(blocks)
+    return render_template(head, {"DEVICE_ACL": _device_acl(identities)}) + "\n".join(blocks)
 
 
 def _existing_book(path: Path) -> IdentityBook | None:
@@ -418,7 +493,6 @@ def provision(
     *,
     credentials: Mapping[str, str] | None = None,
     gateway_user: str = GATEWAY_USER,
-    sessions_per_tenant: int = 1,
     broker: BrokerOptions | None = None,
     template_dir: Path = INFRA_MOSQUITTO,
 ) -> ProvisionReport:
@@ -433,8 +507,6 @@ def provision(
     if not _ACCOUNT.fullmatch(gateway_user):
         raise ProvisionError(f"gateway user {gateway_user!r} is not a plain account name")
     by_id = {row["device_id"]: row for row in rows}
-    if not 1 <= sessions_per_tenant <= 64:
-        raise ProvisionError(f"sessions per tenant must be 1..64, got {sessions_per_tenant}")
     clash = sorted(d for d in by_id if d == gateway_user or d.startswith(f"{gateway_user}."))
     if clash:
         raise ProvisionError(f"device id {clash[0]!r} collides with the gateway's accounts")
@@ -471,27 +543,34 @@ def provision(
         )
         for row in rows
     ]
-    values = _broker_values(out_dir, broker or BrokerOptions())
+    options = broker or BrokerOptions()
+    values = _broker_values(out_dir, options)
     conf = render_template((template_dir / "mosquitto.conf").read_text(), values)
-    sessions = _gateway_sessions(
-        out_dir / GATEWAY_CREDENTIALS_FILE, gateway_user, identities, sessions_per_tenant
-    )
-    accounts = [s.username for s in sessions.sessions]
-    acl = _render_acl((template_dir / "acl.template").read_text(), accounts)
+    sessions = _gateway_sessions(out_dir / GATEWAY_CREDENTIALS_FILE, gateway_user, identities)
+    # retired sessions keep their accounts until the gateway has drained them
+    accounts = [s.username for s in (*sessions.sessions, *sessions.retired)]
+    _check_memory(len(accounts), options)
+    acl = _render_acl((template_dir / "acl.template").read_text(), accounts, identities)
     existing = read_password_file(out_dir / PASSWORD_FILE)
 
     changed: list[str] = []
     out_dir.mkdir(parents=True, exist_ok=True)
     Path(str(values["PERSISTENCE_DIR"])).mkdir(mode=0o700, parents=True, exist_ok=True)
-    # The session book first: the gateway subscribes new devices (it reloads the book)
-    # before the broker, reloaded after provisioning, lets them in.
+    # The session book first: the gateway subscribes a new tenant's session (it reloads
+    # the book) while the broker, reloaded after provisioning, lets its devices in.
     book_bytes = session_book_json(sessions)
     if _write_atomic(out_dir / GATEWAY_CREDENTIALS_FILE, book_bytes, mode=0o600):
         changed.append(GATEWAY_CREDENTIALS_FILE)
     wanted: dict[str, str | None] = dict.fromkeys(accounts, sessions.password)
+    waiting = _unsubscribed_tenants(out_dir, identities)
+    pending: list[str] = []
     for ident in identities:
-        if not ident.revoked:
-            wanted[ident.device_id] = credentials.get(ident.device_id)
+        if ident.revoked:
+            continue
+        if ident.client_id in waiting and ident.device_id not in existing:
+            pending.append(ident.device_id)  # no account until its tenant is subscribed
+            continue
+        wanted[ident.device_id] = credentials.get(ident.device_id)
     body = _password_lines(wanted, existing)
     if _write_atomic(out_dir / PASSWORD_FILE, body, mode=0o600):
         changed.append(PASSWORD_FILE)
@@ -512,9 +591,12 @@ def provision(
             sorted(
                 d.device_id
                 for d in identities
-                if not d.revoked and d.device_id not in device_accounts
+                if not d.revoked
+                and d.device_id not in device_accounts
+                and d.device_id not in pending
             )
         ),
+        pending=tuple(sorted(pending)),
         changed=tuple(changed),
         gateway_user=gateway_user,
         files={
@@ -527,7 +609,8 @@ def provision(
                 BROKER_CONF_FILE,
             )
         },
-        gateway_sessions=len(accounts),
+        gateway_sessions=len(sessions.sessions),
+        retired_sessions=tuple(s.username for s in sessions.retired),
     )
 
 

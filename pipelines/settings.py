@@ -175,8 +175,9 @@ class Settings(BaseSettings):
         "`devices provision` (default: DATA_DIR/gateway/gateway-mqtt.json).",
     )
     gateway_mqtt_topics: list[str] = Field(
-        default=["emaas/v1/+/+/{device}/telemetry", "tele/{device}/SENSOR"],
-        description="Subscriptions, one per decoder; {device} marks the publisher's segment.",
+        default=["emaas/v1/{client}/+/{device}/telemetry", "tele/{device}/SENSOR"],
+        description="Subscriptions, one per decoder; {device} marks the publisher's segment, "
+        "{client} its tenant's (subscribed per tenant; without it: the shared session).",
     )
     # --- gateway: HTTP edge limits and HTTPS (docs/GATEWAY.md "Edge limits", "HTTPS") ---
     gateway_http_idle_timeout_s: float = Field(
@@ -253,6 +254,13 @@ class Settings(BaseSettings):
         default=None,
         description="Mosquitto's log file, read for drop episodes "
         "(default: DATA_DIR/gateway/mosquitto.log, where the provisioned config writes it).",
+    )
+    # --- gateway: MQTT session changes (docs/GATEWAY.md "Sessions") ---
+    gateway_mqtt_drain_quiet_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="A retired MQTT session (tenant removed, book upgraded) counts as drained "
+        "after this long with nothing received and nothing in flight.",
     )
     gateway_http_host: str = Field(default="127.0.0.1", description="HTTP listen address.")
     gateway_http_port: int = Field(default=8080, ge=0, le=65535, description="HTTP port.")

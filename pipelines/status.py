@@ -315,16 +315,21 @@ class BrokerDrops:
     readable: bool
     episodes: int
     sessions: list[dict[str, Any]]  # {session, tenant, episodes, last}, most episodes first
+    configured: bool = False  # a broker writes this log: unreadable means drops unseen
 
 
-def broker_drops(log_path: Path, session_book: Path | None, since: datetime) -> BrokerDrops:
+def broker_drops(
+    log_path: Path, session_book: Path | None, since: datetime, *, configured: bool = False
+) -> BrokerDrops:
     """Episodes of ``log_path`` at or after ``since`` (undated ones count), with each
-    session's tenant from the gateway's session book when it can be read."""
+    session's tenant from the gateway's session book when it can be read. ``configured``:
+    a broker is set up to write this log (so an unreadable one hides drops)."""
     episodes = read_drops(log_path)
     tenants: dict[str, str | None] = {}
     if session_book is not None:
         with contextlib.suppress(SessionBookError):  # tenants stay unknown; drops do not
-            tenants = {s.username: s.tenant for s in read_session_book(session_book).sessions}
+            book = read_session_book(session_book)
+            tenants = {s.username: s.tenant for s in (*book.sessions, *book.retired)}
     per: dict[str, dict[str, Any]] = {}
     for episode in episodes or []:
         if episode.at is not None and episode.at < since:
@@ -336,7 +341,9 @@ def broker_drops(log_path: Path, session_book: Path | None, since: datetime) -> 
         row["episodes"] += 1
         row["last"] = episode.at.isoformat() if episode.at else None
     rows = sorted(per.values(), key=lambda r: (-r["episodes"], r["session"]))
-    return BrokerDrops(str(log_path), episodes is not None, sum(r["episodes"] for r in rows), rows)
+    return BrokerDrops(
+        str(log_path), episodes is not None, sum(r["episodes"] for r in rows), rows, configured
+    )
 
 
 @dataclass
@@ -382,6 +389,9 @@ def collect_status(settings: Settings, *, window: timedelta = timedelta(hours=24
         settings.gateway_mqtt_broker_log or gateway_dir / "mosquitto.log",
         settings.gateway_mqtt_credentials or gateway_dir / "gateway-mqtt.json",
         now - window,
+        # set explicitly, or the provisioned broker config writes it
+        configured=settings.gateway_mqtt_broker_log is not None
+        or (gateway_dir / "mosquitto.conf").exists(),
     )
     worst = gaps.filter(pl.col("missing") > 0).sort("missing", descending=True)
     return Status(

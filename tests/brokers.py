@@ -11,7 +11,7 @@ folder of its own), then starts ``/usr/sbin/mosquitto -c folder/mosquitto.conf``
 
 The ``mosquitto`` fixture in ``tests/conftest.py`` wraps it. A test gets the host and
 port, the gateway's accounts (one session per tenant; ``gateway_username`` is the first,
-``session_of(device)`` the one taking a device's topics), every device's account
+``session_of(device)`` the one taking a device's canonical topics), every device's account
 (username = device id, password = its token), the identity book, and ``stop()`` (SIGTERM,
 the broker saves its database),
 ``kill()`` (SIGKILL), ``start()``, ``restart()`` and ``reload()`` (SIGHUP). The process is
@@ -138,7 +138,7 @@ class Mosquitto:
 
     @property
     def gateway_username(self) -> str:
-        """One of the gateway's accounts (each may read every device topic)."""
+        """One of the gateway's accounts (each may read every device topic): the shared one."""
         return self.sessions.sessions[0].username
 
     @property
@@ -146,7 +146,9 @@ class Mosquitto:
         return self.sessions.password
 
     def session_of(self, device_id: str) -> MqttSession:
-        session = self.sessions.session_of(device_id)
+        """The gateway session taking the device's canonical topic (its tenant's)."""
+        client = self.devices[device_id].client_id if device_id in self.devices else None
+        session = self.sessions.session_of(device_id, client)
         assert session is not None, f"no gateway session takes {device_id}"
         return session
 

@@ -7,6 +7,7 @@ bloated topics land bounded without growing the gateway.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -14,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -24,8 +26,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from contracts import load_registry
 from gateway.landing import Envelope, iter_segment_tables, read_segment
+from gateway.sessions import SESSION_STATE_FILE, SessionState
 from gateway.topics import BAD_TOPIC_PREFIX
-from pipelines.provision import BrokerOptions, provision
+from pipelines.provision import PASSWORD_FILE, BrokerOptions, provision, read_password_file
 from pipelines.status import broker_drops
 from simulator.config import SimConfig
 from tests.brokers import DeviceAccount, Mosquitto, fleet_registry, start_mosquitto
@@ -63,6 +66,31 @@ def _device(broker: Mosquitto, device: DeviceAccount) -> mqtt.Client:
     client.connect(broker.host, broker.port)
     client.loop_start()
     return client
+
+
+def _on_device_connect(accepted: threading.Event, *args: Any) -> None:
+    if not args[3].is_failure:  # (client, userdata, flags, reason, properties)
+        accepted.set()
+
+
+def _device_when_allowed(broker: Mosquitto, device: DeviceAccount, timeout: float) -> mqtt.Client:
+    """The device's connection, tried every 10 ms until the broker accepts its account."""
+    deadline = time.monotonic() + timeout
+    while True:
+        accepted = threading.Event()
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=device.username, protocol=mqtt.MQTTv311
+        )
+        client.username_pw_set(device.username, device.password)
+        client.on_connect = functools.partial(_on_device_connect, accepted)
+        client.connect(broker.host, broker.port)
+        client.loop_start()
+        if accepted.wait(0.2):
+            return client
+        client.loop_stop()
+        client.disconnect()
+        assert time.monotonic() < deadline, f"the broker never let {device.device_id} in"
+        time.sleep(0.01)
 
 
 def _close(client: mqtt.Client) -> None:
@@ -250,8 +278,8 @@ def test_retained_publications_land_once_whatever_the_reconnects(mosquitto: Mosq
         _publish_all(device, [(meter.topic, _payload(meter.device_id, 1))], retain=True)
         _publish_all(device, [(meter.tasmota_topic, bad)], retain=True)
         assert wait_for(lambda: len(landed(gw.landing)) == 2, 10)
-        # reconnect: the gateway restarts (each start subscribes, the broker replays its
-        # retained store); a retained publication also arrives while the gateway is away
+        # reconnect: the gateway restarts (the broker kept its sessions and their
+        # filters); a retained publication also arrives while the gateway is away
         assert gw.terminate() == 0
         gw = _gateway(mosquitto)
         assert gw.terminate() == 0
@@ -259,12 +287,13 @@ def test_retained_publications_land_once_whatever_the_reconnects(mosquitto: Mosq
         gw = _gateway(mosquitto)
         assert wait_for(lambda: 2 in _seqs(landed(gw.landing), meter.device_id), 10)
         time.sleep(0.5)  # a replay, if landed, would be in by now
-        skipped = _metric(gw, "energylake_gateway_mqtt_retained_skipped_total")
+        replayed = _metric(gw, "energylake_gateway_mqtt_retained_total")
         assert gw.terminate() == 0
         envelopes = landed(gw.landing)
         assert _seqs(envelopes, meter.device_id) == Counter({1: 1, 2: 1})
         assert [e.payload for e in envelopes].count(bad) == 1
-        assert skipped == 2  # this last start's replays: both retained topics
+        # a reconnect to a session the broker kept sends no SUBSCRIBE: nothing replayed
+        assert replayed == 0
     finally:
         _close(device)
         gw.kill()
@@ -375,9 +404,11 @@ def _reject_rows(chunk: Chunk) -> tuple[list[int], list[str]]:
 def test_devices_and_tenants_provisioned_while_the_gateway_runs_are_taken_at_once(
     small_queues: Mosquitto,
 ) -> None:
-    """Sessions subscribe by device, so a device provisioned later must be subscribed
-    before the broker lets it in: the gateway reloads the session book (a new tenant gets
-    its own session) and only then is the broker reloaded."""
+    """A device of a known tenant is covered by its tenant's session at once; a new
+    tenant's devices are covered by the shared session from the moment the gateway has
+    reloaded the book until the tenant's own session (whose account the broker loads with
+    the same reload as the devices') holds its filters. No readiness wait in between: the
+    devices publish right after the broker's reload."""
     broker = small_queues
     fleet, registry = fleet_registry(TWO_TENANTS)
     meters = [d for d in broker.devices.values() if d.kind == "meter"]
@@ -399,25 +430,40 @@ def test_devices_and_tenants_provisioned_while_the_gateway_runs_are_taken_at_onc
     )
     kept = set(early["device_id"].to_pylist())
     tokens = {d: t for d, t in fleet.tokens.items() if d in kept}
-    provision(early, broker.folder, credentials=tokens, broker=options)
+    report = provision(early, broker.folder, credentials=tokens, broker=options)
+    state = SessionState(broker.folder / SESSION_STATE_FILE)
+    for name in report.retired_sessions:  # the broker's fixture provisioned every tenant:
+        state.mark_drained(name)  # as if a gateway had drained that tenant's session ...
+    provision(early, broker.folder, credentials=tokens, broker=options)  # ... it is gone
+    assert late_tenant not in "".join(read_password_file(broker.folder / PASSWORD_FILE))
     broker.reload()
     gw = _gateway(broker)
     try:
         sessions_before = {s.username for s in broker.sessions.sessions}
-        provision(registry, broker.folder, credentials=fleet.tokens, broker=options)
+        first = provision(registry, broker.folder, credentials=fleet.tokens, broker=options)
         new_session = broker.session_of(meters[-1].device_id).username
         assert new_session not in sessions_before
-        time.sleep(1.0)  # the operator reloads the broker after provisioning
-        broker.reload()
-        assert wait_for(lambda: gw.get("/readyz").status == 200, 15), gw.get("/readyz").body
+        # the known tenant's new device gets its account at once (its tenant's filter is
+        # held); the new tenant's devices wait until a gateway session holds theirs
+        new_devices = {d.device_id for d in broker.devices.values() if d.client_id == late_tenant}
+        assert set(first.pending) == new_devices
+        assert not new_devices & set(read_password_file(broker.folder / PASSWORD_FILE))
+        broker.reload()  # the new session's account
+        tenant_filter = f"emaas/v1/{late_tenant}/+/+/telemetry"
+        state_path = broker.folder / SESSION_STATE_FILE  # what the gateway records
+        assert wait_for(lambda: tenant_filter in SessionState(state_path).held(), 10)
+        second = provision(registry, broker.folder, credentials=fleet.tokens, broker=options)
+        assert second.pending == ()
+        broker.reload()  # the operator reloads the broker after provisioning
         late = [late_device, next(m for m in meters if m.client_id == late_tenant)]
-        for device in late:
-            client = _device(broker, device)
+        for device in late:  # each publishes the moment the broker lets it in
+            client = _device_when_allowed(broker, device, 5)
             _publish_all(client, [(device.topic, _payload(device.device_id, 7))])
             _close(client)
         assert wait_for(
             lambda: all(7 in _seqs(landed(gw.landing), d.device_id) for d in late), 10
         ), [(d.device_id, _seqs(landed(gw.landing), d.device_id)) for d in late]
+        assert wait_for(lambda: gw.get("/readyz").status == 200, 15), gw.get("/readyz").body
         assert gw.terminate() == 0
     finally:
         gw.kill()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,9 +17,11 @@ from gateway.sessions import (
     MqttSession,
     SessionBook,
     SessionBookError,
-    assign_sessions,
+    SessionState,
+    plan_sessions,
     read_session_book,
     session_book_json,
+    session_filters,
 )
 from gateway.topics import BAD_TOPIC_PREFIX, TopicCache, classify_topic
 
@@ -80,32 +83,84 @@ def test_topic_cache_counts_messages_per_device() -> None:
     assert cache.take_counts() == {}
 
 
-def test_sessions_are_one_per_tenant_or_a_stable_split_of_it() -> None:
+def test_sessions_are_one_per_tenant_and_one_shared_subscribed_by_tenant() -> None:
     devices = [(f"em-{i}", "acme" if i % 3 else "zeta") for i in range(30)]
-    sessions = assign_sessions(devices, "energylake-gateway")
-    assert [(s.username, s.tenant) for s in sessions] == [
-        ("energylake-gateway.acme", "acme"),
-        ("energylake-gateway.zeta", "zeta"),
+    sessions, retired = plan_sessions(devices, "energylake-gateway")
+    assert retired == ()
+    assert [(s.username, s.tenant, s.scope) for s in sessions] == [
+        ("energylake-gateway", None, "shared"),
+        ("energylake-gateway.acme", "acme", "tenant"),
+        ("energylake-gateway.zeta", "zeta", "tenant"),
     ]
-    assert sorted(d for s in sessions for d in s.devices or ()) == sorted(d for d, _ in devices)
-    split = assign_sessions(devices, "gw", per_tenant=4)
-    assert {s.tenant for s in split} == {"acme", "zeta"}
-    assert all(s.username.startswith(f"gw.{s.tenant}.") for s in split)
-    assert sorted(d for s in split for d in s.devices or ()) == sorted(d for d, _ in devices)
-    assert assign_sessions(reversed(devices), "gw", per_tenant=4) == split  # stable
+    assert [session_filters(s, PATTERNS) for s in sessions] == [
+        {"tele/+/SENSOR"},  # no tenant in the topic: one shared wildcard
+        {"emaas/v1/acme/+/+/telemetry"},  # the tenant pinned: no filter per device
+        {"emaas/v1/zeta/+/+/telemetry"},
+    ]
+    # a version 2 session ran per device; read as such (its filters are let go later)
+    v2 = MqttSession("gw.acme", "acme", ("em-1",), "devices")
+    assert session_filters(v2, PATTERNS) == {
+        "emaas/v1/+/+/em-1/telemetry",
+        "tele/em-1/SENSOR",
+    }
+    assert session_filters(MqttSession("gw"), PATTERNS) == {
+        "emaas/v1/+/+/+/telemetry",
+        "tele/+/SENSOR",
+    }
 
 
-def test_session_book_round_trip_and_version_1(tmp_path: Path) -> None:
-    book = SessionBook("s3cret", assign_sessions([("em-1", "acme")], "gw"))
+def test_sessions_no_longer_wanted_stay_retired_until_drained() -> None:
+    previous = SessionBook(
+        "p",
+        (
+            MqttSession("gw.acme.0", "acme", ("em-1",), "devices"),
+            MqttSession("gw.acme.1", "acme", ("em-2",), "devices"),
+            MqttSession("gw.zeta", "zeta", ("em-3",), "devices"),
+        ),
+    )
+    devices = [("em-1", "acme"), ("em-2", "acme")]  # zeta removed
+    sessions, retired = plan_sessions(devices, "gw", previous=previous)
+    assert [s.username for s in sessions] == ["gw", "gw.acme"]
+    assert [s.username for s in retired] == ["gw.acme.0", "gw.acme.1", "gw.zeta"]
+    again = SessionBook("p", sessions, retired)
+    _, still = plan_sessions(devices, "gw", previous=again, drained={"gw.acme.0"})
+    assert [s.username for s in still] == ["gw.acme.1", "gw.zeta"]
+
+
+def test_session_book_round_trip_and_older_versions(tmp_path: Path) -> None:
+    sessions, _ = plan_sessions([("em-1", "acme")], "gw")
+    book = SessionBook("s3cret", sessions, (MqttSession("gw.old", "old", ("em-9",), "tenant"),))
     path = tmp_path / "gateway-mqtt.json"
     path.write_bytes(session_book_json(book))
     assert read_session_book(path) == book
     path.write_text(json.dumps({"username": "energylake-gateway", "password": "old"}))
     assert read_session_book(path) == SessionBook("old", (MqttSession("energylake-gateway"),))
+    v2 = {"version": 2, "password": "p", "sessions": [{"username": "x", "devices": ["em-1"]}]}
+    path.write_text(json.dumps(v2))
+    assert read_session_book(path).sessions == (MqttSession("x", None, ("em-1",), "devices"),)
     path.write_text(json.dumps({"version": 2, "password": "p", "sessions": [{"username": "x"}]}))
     with pytest.raises(SessionBookError, match="devices") as info:
         read_session_book(path)
     assert "p" not in str(info.value).split(":")[-1]
+
+
+def test_session_state_keeps_granted_filters_and_drained_sessions(tmp_path: Path) -> None:
+    path = tmp_path / "gateway-mqtt-state.json"
+    state = SessionState(path)
+    assert state.filters("gw.acme") is None  # never recorded: not known
+    state.update("gw.acme", added=["a", "b"])
+    state.update("gw.acme", removed=["a"])
+    state.update("gw.zeta", added=["z"])
+    state.mark_drained("gw.zeta")
+    again = SessionState(path)
+    assert again.filters("gw.acme") == {"b"}
+    assert again.filters("gw.zeta") is None
+    assert again.drained() == {"gw.zeta"}
+    again.update("gw.acme", reset=True)  # the broker lost the session
+    assert SessionState(path).filters("gw.acme") == frozenset()
+    again.revive(["gw.zeta"])  # provisioned anew
+    assert SessionState(path).drained() == frozenset()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
 
 
 LINES = (
@@ -155,7 +210,7 @@ def test_status_shows_broker_drops_per_tenant_and_exits_1(tmp_path: Path) -> Non
     data_dir = tmp_path / "data"
     gateway = data_dir / "gateway"
     gateway.mkdir(parents=True)
-    book = SessionBook("p", assign_sessions([("em-1", "acme"), ("em-2", "zeta")], "gw"))
+    book = SessionBook("p", plan_sessions([("em-1", "acme"), ("em-2", "zeta")], "gw")[0])
     (gateway / "gateway-mqtt.json").write_bytes(session_book_json(book))
     runner = CliRunner()
     quiet = runner.invoke(app, ["status", "--json", "--data-dir", str(data_dir)])
@@ -181,3 +236,53 @@ def test_status_shows_broker_drops_per_tenant_and_exits_1(tmp_path: Path) -> Non
     text = runner.invoke(app, ["status", "--data-dir", str(data_dir)])
     assert text.exit_code == 1
     assert "gw.acme (tenant acme): 1 episode(s)" in text.output
+
+
+def test_drop_episodes_across_the_read_chunk_boundary_are_found(tmp_path: Path) -> None:
+    log = tmp_path / "mosquitto.log"
+    line = b"2026-12-01T10:00:01: Outgoing messages are being dropped for client gw.acme.\n"
+    filler = b"2026-12-01T10:00:00: New connection from 127.0.0.1:5000 on port 1883.\n"
+    chunk = 16 * 1024 * 1024  # what read_drops reads at a time
+    with log.open("wb") as out:
+        head = chunk - 30  # the drop line starts 30 bytes before the boundary
+        out.write(filler * (head // len(filler)))
+        out.write(b"x" * (head % len(filler) - 1) + b"\n")
+        out.write(line)
+    assert log.stat().st_size > chunk
+    assert [e.client for e in read_drops(log) or []] == ["gw.acme"]
+
+
+def test_status_exits_3_when_the_configured_broker_log_cannot_be_read(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    data_dir = tmp_path / "data"
+    gateway = data_dir / "gateway"
+    gateway.mkdir(parents=True)
+    runner = CliRunner()
+    args = ["status", "--data-dir", str(data_dir)]
+    assert runner.invoke(app, args).exit_code == 0  # no broker here: nothing to read
+    (gateway / "mosquitto.conf").write_text("log_dest file mosquitto.log\n")  # provisioned
+    (gateway / "mosquitto.log").mkdir()  # ... and its log cannot be read
+    result = runner.invoke(app, args)
+    assert result.exit_code == 3, result.output
+    assert "not readable" in result.output
+    assert "drops are unseen" in result.output
+    (gateway / "mosquitto.log").rmdir()
+    (gateway / "mosquitto.log").write_text("")
+    assert runner.invoke(app, args).exit_code == 0
+
+
+def test_the_descriptor_limit_counts_the_mqtt_sessions() -> None:
+    code = (
+        "import resource\n"
+        "from gateway.service import _fit_descriptor_limit\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (300, 8192))\n"
+        "_fit_descriptor_limit(100, 500)\n"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert int(out.stdout) >= 100 + 256 + 500 * 3  # each session: a socket and a socket pair

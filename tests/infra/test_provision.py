@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from contracts import load_registry
 from gateway.identity import IdentityBook
-from gateway.sessions import read_session_book
+from gateway.sessions import SESSION_STATE_FILE, SessionState, read_session_book
 from lake.reference import load_reference
 from lake.storage import Store
 from pipelines import cli_devices
@@ -26,10 +26,12 @@ from pipelines.provision import (
     BROKER_CONF_FILE,
     GATEWAY_CREDENTIALS_FILE,
     PASSWORD_FILE,
+    BrokerOptions,
     ProvisionError,
     mosquitto_hash,
     provision,
     read_password_file,
+    session_memory_bytes,
     verify_mosquitto_hash,
     write_credentials,
 )
@@ -95,16 +97,15 @@ def test_provision_from_the_lake_writes_every_file_and_no_secret_on_screen(
     assert stat.S_IMODE((folder / GATEWAY_CREDENTIALS_FILE).stat().st_mode) == 0o600
     entries = read_password_file(folder / PASSWORD_FILE)
     tenants = {d.client_id for d in fleet.devices}
-    accounts = {f"energylake-gateway.{t}" for t in tenants}  # one session per tenant
-    assert len(accounts) == 2
+    # one session per tenant, and the shared one (topics without a tenant)
+    accounts = {f"energylake-gateway.{t}" for t in tenants} | {"energylake-gateway"}
+    assert len(accounts) == 3
     assert set(entries) == {*fleet.tokens, *accounts}
     sessions = read_session_book(folder / GATEWAY_CREDENTIALS_FILE)
     assert {s.username for s in sessions.sessions} == accounts
     for session in sessions.sessions:
         assert verify_mosquitto_hash(sessions.password, entries[session.username])
-        assert set(session.devices or ()) == {
-            d.device_id for d in fleet.devices if d.client_id == session.tenant
-        }
+        assert session.scope == ("shared" if session.tenant is None else "tenant")
     for device_id, token in fleet.tokens.items():
         assert verify_mosquitto_hash(token, entries[device_id])
         assert not verify_mosquitto_hash(token + "x", entries[device_id])
@@ -120,7 +121,13 @@ def test_provision_from_the_lake_writes_every_file_and_no_secret_on_screen(
         )
         assert book.authenticate(fleet.tokens[device.device_id]) == ident
     acl = (folder / ACL_FILE).read_text()
-    assert "pattern write emaas/v1/+/+/%u/telemetry" in acl
+    assert "emaas/v1/+/+/%u" not in acl  # no device may write under another tenant
+    assert "pattern write tele/%u/SENSOR" in acl
+    for device in fleet.devices:  # each pinned to its own tenant and device segments
+        assert (
+            f"user {device.device_id}\ntopic write "
+            f"emaas/v1/{device.client_id}/+/{device.device_id}/telemetry\n"
+        ) in acl
     for account in accounts:
         assert f"user {account}\ntopic read emaas/v1/#\ntopic read tele/#\n" in acl
     conf = (folder / BROKER_CONF_FILE).read_text()
@@ -134,7 +141,7 @@ def test_provision_from_the_lake_writes_every_file_and_no_secret_on_screen(
         assert f"\n{line}\n" in conf, line
 
 
-def test_sessions_split_tenants_and_a_version_1_account_keeps_its_password(
+def test_a_version_1_account_keeps_its_password_and_becomes_the_shared_session(
     tmp_path: Path,
 ) -> None:
     fleet, registry = fleet_registry(CONFIG)
@@ -147,22 +154,54 @@ def test_sessions_split_tenants_and_a_version_1_account_keeps_its_password(
     rows = registry.to_pylist()
     revoked = rows[0]["device_id"]
     rows[0]["status"] = "retired"
-    report = provision(rows, folder, credentials=fleet.tokens, sessions_per_tenant=3)
+    report = provision(rows, folder, credentials=fleet.tokens)
     book = read_session_book(folder / GATEWAY_CREDENTIALS_FILE)
     assert book.password == kept
-    assert report.gateway_sessions == len(book.sessions) > 2
-    members = [d for s in book.sessions for d in s.devices or ()]
-    active = {r["device_id"] for r in rows} - {revoked}
-    assert sorted(members) == sorted(active)  # every active device in exactly one session
+    assert report.gateway_sessions == len(book.sessions) == 3
+    assert book.retired == ()  # the version 1 account lives on as the shared session
     entries = read_password_file(folder / PASSWORD_FILE)
-    assert "energylake-gateway" not in entries  # the old single account is gone
     for session in book.sessions:
-        assert session.username.startswith(f"energylake-gateway.{session.tenant}.")
         assert verify_mosquitto_hash(kept, entries[session.username])
+    assert revoked not in (folder / ACL_FILE).read_text()
     bad = [dict(r) for r in rows]
     bad[1]["device_id"] = "energylake-gateway.x"
     with pytest.raises(ProvisionError, match="collides with the gateway"):
         provision(bad, tmp_path / "other")
+
+
+@pytest.mark.parametrize("client_id", ["a/b", "+", "#", "a b", "", "x" * 200, "-a"])
+def test_a_client_id_that_cannot_name_an_account_or_a_topic_segment_is_refused(
+    tmp_path: Path, client_id: str
+) -> None:
+    _fleet, registry = fleet_registry(CONFIG)
+    rows = registry.to_pylist()
+    rows[1]["client_id"] = client_id
+    with pytest.raises(ProvisionError, match="client id") as info:
+        provision(rows, tmp_path / "gw")
+    assert "fix the registry" in str(info.value)
+    assert not (tmp_path / "gw").exists()
+
+
+def test_a_removed_tenant_keeps_its_account_until_the_gateway_drained_it(
+    tmp_path: Path,
+) -> None:
+    fleet, registry = fleet_registry(CONFIG)
+    folder = tmp_path / "gw"
+    provision(registry, folder, credentials=fleet.tokens)
+    rows = registry.to_pylist()
+    gone = rows[-1]["client_id"]
+    kept = [r for r in rows if r["client_id"] != gone]
+    report = provision(kept, folder)
+    session = f"energylake-gateway.{gone}"
+    assert report.retired_sessions == (session,)
+    assert session in read_password_file(folder / PASSWORD_FILE)
+    assert f"user {session}\n" in (folder / ACL_FILE).read_text()
+    assert provision(kept, folder).retired_sessions == (session,)  # not drained yet
+    SessionState(folder / SESSION_STATE_FILE).mark_drained(session)  # what the gateway does
+    report = provision(kept, folder)
+    assert report.retired_sessions == ()
+    assert session not in read_password_file(folder / PASSWORD_FILE)
+    assert f"user {session}\n" not in (folder / ACL_FILE).read_text()
 
 
 def test_provision_is_idempotent(lake_fleet: tuple[Path, Fleet], tmp_path: Path) -> None:
@@ -299,3 +338,47 @@ def test_revoke_cli_reloads_a_running_broker_and_drops_the_device(
         assert other.connected.is_set()
     finally:
         _close(live, again, other)
+
+
+def test_the_gateway_sessions_queues_must_fit_the_brokers_memory_limit(tmp_path: Path) -> None:
+    fleet, registry = fleet_registry(CONFIG)
+    tight = BrokerOptions(memory_limit_bytes=256 * 1024 * 1024)  # 3 sessions x ~274 MiB
+    with pytest.raises(ProvisionError, match="--broker-memory") as info:
+        provision(registry, tmp_path / "gw", credentials=fleet.tokens, broker=tight)
+    assert "3 gateway session(s)" in str(info.value)
+    assert not (tmp_path / "gw").exists()
+    fits = BrokerOptions(
+        memory_limit_bytes=256 * 1024 * 1024,
+        max_queued_messages=50_000,
+        max_queued_bytes=32 * 1024 * 1024,
+    )
+    assert 3 * session_memory_bytes(fits) <= 0.75 * fits.memory_limit_bytes
+    provision(registry, tmp_path / "gw", credentials=fleet.tokens, broker=fits)
+    conf = (tmp_path / "gw" / BROKER_CONF_FILE).read_text()
+    assert f"\nmemory_limit {256 * 1024 * 1024}\n" in conf
+    assert "\nmax_queued_bytes 33554432\n" in conf
+
+
+def test_a_new_tenants_devices_wait_for_a_gateway_session_holding_its_topics(
+    tmp_path: Path,
+) -> None:
+    """Without a state file no gateway has run: every device gets its account. Once one
+    has, a new tenant's devices get theirs only when a session holds the tenant's filter
+    (else the broker would accept their messages with nobody subscribed)."""
+    fleet, registry = fleet_registry(CONFIG)
+    rows = registry.to_pylist()
+    known, new = sorted({r["client_id"] for r in rows})
+    folder = tmp_path / "gw"
+    first = [r for r in rows if r["client_id"] == known]
+    tokens = {r["device_id"]: fleet.tokens[r["device_id"]] for r in first}
+    assert provision(first, folder, credentials=tokens).pending == ()
+    state = SessionState(folder / SESSION_STATE_FILE)  # what the gateway records on SUBACK
+    state.update(f"energylake-gateway.{known}", added=[f"emaas/v1/{known}/+/+/telemetry"])
+    report = provision(rows, folder, credentials=fleet.tokens)
+    newcomers = {r["device_id"] for r in rows if r["client_id"] == new}
+    assert set(report.pending) == newcomers
+    assert not newcomers & set(read_password_file(folder / PASSWORD_FILE))
+    assert f"energylake-gateway.{new}" in read_password_file(folder / PASSWORD_FILE)
+    state.update(f"energylake-gateway.{new}", added=[f"emaas/v1/{new}/+/+/telemetry"])
+    assert provision(rows, folder, credentials=fleet.tokens).pending == ()
+    assert newcomers <= set(read_password_file(folder / PASSWORD_FILE))
