@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 
 from contracts import load_registry
 from gateway.audit import AuditLog
-from lake.delta import DataFile, commit_files, latest_version, write_data_file
+from lake.delta import DataFile, commit_files, ensure_table, latest_version, write_data_file
 from lake.guard import commit_guarded
 from lake.layout import state_rel, table_rel
 from lake.storage import Store
@@ -254,6 +254,7 @@ def release_batch(
             q_contract = registry.get(QUARANTINE)
             q_rel = table_rel(tenant, QUARANTINE)
             q_rows = _conflict_rows(conflicts, registry, tenant, rel, batch_id, contract.ref)
+            ensure_table(store, q_rel, q_contract)  # a tenant's first quarantined record
             commit_files(
                 store,
                 q_rel,
