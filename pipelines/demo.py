@@ -220,6 +220,9 @@ def edge_refusals(deliveries: Path) -> dict[str, int]:
             continue
         if d["status"] == "not_sent":  # above the broker's packet limit
             code = "PAYLOAD_TOO_LARGE"
+        elif d["transport"] == "mqtt" and str(d.get("detail", "")).startswith("PUBACK"):
+            # the broker's ACL refused the topic: it claims another tenant's client
+            code = "BRANCH_MISMATCH"
         elif d["transport"] == "mqtt":  # the broker refused the login: not in the registry
             code = "UNKNOWN_DEVICE"
         else:

@@ -6,8 +6,12 @@ reference data and the truth manifest). It collects every branch's messages, the
 ``rate_per_s`` or as fast as possible:
 
 - MQTT: one paho client per device, logged in as that device (username = device id,
-  password = its token), QoS 1, on the device's canonical topic (which carries the branch
-  it claims). A message counts as acknowledged when its PUBACK arrives. Payloads above
+  password = its token), MQTT 5 with a persistent session, QoS 1, on the device's
+  canonical topic (which carries the client and branch it claims). A message counts as
+  acknowledged when its PUBACK arrives with a success code; a PUBACK with a failure code
+  (0x87 Not authorized: the broker's ACL pins a device to its own tenant's topics, and
+  refuses a claim of another tenant's) is a refusal. (An MQTT 3.1.1 device cannot be told:
+  the broker acknowledges a publish it refuses and drops it.) Payloads above
   ``max_payload_bytes`` are not sent over MQTT (the broker would drop the connection):
   they are recorded as ``not_sent``.
 - HTTP: ``POST <url>/v1/telemetry`` with the device's bearer token, up to ``http_batch``
@@ -44,6 +48,8 @@ import orjson
 import paho.mqtt.client as mqtt
 import urllib3
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from urllib3.util.retry import Retry
 
 from contracts import ContractRegistry
@@ -174,6 +180,9 @@ class PublishReport:
                 out.write(orjson.dumps(row) + b"\n")
 
 
+_SESSION_EXPIRY_S = 3600
+
+
 class _MqttDevice:
     """One device's paho client in its own network thread."""
 
@@ -184,9 +193,10 @@ class _MqttDevice:
         self.refused: str | None = None
         self.pending: list[tuple[_Item, mqtt.MQTTMessageInfo]] = []
         self._acked_mids: set[int] = set()  # PUBACKs of messages queued while disconnected
+        self._refused_mids: dict[int, str] = {}  # PUBACKs with a failure reason code
         self._mids_lock = threading.Lock()
         self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=device_id, clean_session=False
+            CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv5
         )
         self.client.username_pw_set(device_id, secret)
         self.client.reconnect_delay_set(1, 2)
@@ -194,7 +204,9 @@ class _MqttDevice:
         self.client.on_connect = self._on_connect
         self.client.on_publish = self._on_publish
         host, port = targets.mqtt
-        self.client.connect_async(host, port, keepalive=30)
+        session = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        session.SessionExpiryInterval = _SESSION_EXPIRY_S  # kept across a reconnect
+        self.client.connect_async(host, port, keepalive=30, clean_start=False, properties=session)
         self.client.loop_start()
 
     def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
@@ -205,9 +217,11 @@ class _MqttDevice:
         else:
             self.connected.set()
 
-    def _on_publish(self, _c: Any, _u: Any, mid: int, _reason: Any, _p: Any) -> None:
+    def _on_publish(self, _c: Any, _u: Any, mid: int, reason: Any, _p: Any) -> None:
         with self._mids_lock:
             self._acked_mids.add(mid)
+            if reason is not None and reason.is_failure:
+                self._refused_mids[mid] = f"PUBACK {reason}"
 
     def _is_acked(self, info: mqtt.MQTTMessageInfo) -> bool:
         if info.rc == mqtt.MQTT_ERR_NO_CONN:
@@ -231,7 +245,12 @@ class _MqttDevice:
                     break
                 time.sleep(0.005)
             if self._is_acked(info):
-                item.delivery.status = "acked"
+                with self._mids_lock:
+                    refused = self._refused_mids.get(info.mid)
+                if refused is not None:
+                    item.delivery.status, item.delivery.detail = "refused", refused
+                else:
+                    item.delivery.status = "acked"
             elif self.refused is not None:
                 item.delivery.status, item.delivery.detail = "refused", self.refused
             else:

@@ -162,7 +162,9 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     old = os.umask(0o022)  # what a login shell usually has: the demo sets its own
     try:
         result = run(
-            "demo", "--clients", "1", "--branches", "2", "--data-dir", str(tmp_path),
+            # two tenants: a device's claim of the other tenant's topic is refused by the
+            # broker's ACL (MQTT 5: PUBACK 0x87), counted as refused, never acknowledged
+            "demo", "--clients", "2", "--branches", "1", "--data-dir", str(tmp_path),
             cwd=tmp_path, env={**os.environ, "COLUMNS": "80"},
         )  # fmt: skip
     finally:
@@ -180,6 +182,8 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     # at the edge; and everything acknowledged is in the lake, the quarantine or counted.
     assert "differs" not in result.stdout, result.stdout
     assert "= acknowledged" in result.stdout
+    deliveries = (tmp_path / "sim" / "deliveries.ndjson").read_text()
+    assert '"detail":"PUBACK Not authorized"' in deliveries
     # The lineage of one table version, back to its landing segments, and the gate's day.
     assert "producing run(s)" in result.stdout
     assert "segments: " in result.stdout
