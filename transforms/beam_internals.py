@@ -9,8 +9,11 @@
    the default of ``StateSampler.__init__`` 10 ms for this process (sampling stays on, at
    100 wake-ups a second). It is applied for the in-process runner only (``FnApiRunner``,
    ``pipelines/process.py``); SDK workers in other processes keep Beam's default.
-   Measured: 0.64 s of a batch's main thread was this join; ending a 3 s bundle's sampler
-   took 82 ms on average (3 to 180 ms, five runs) with Beam's default and 6 ms with 10 ms.
+   Measured: 0.64 s of a batch's main thread was this join; in process, the benchmark
+   batch's 11 bundles spent 0.138 s in the sampler's ``stop`` with Beam's default and
+   0.030 s with 10 ms, about 0.1 s of the batch's wall time (docs/BENCHMARKS.md); ending a
+   3 s bundle's sampler alone took 82 ms on average (3 to 180 ms, five runs) with Beam's
+   default and 6 ms with 10 ms.
    Tests: ``tests/pipeline/test_beam_runtime.py`` (the period a real ``FnApiRunner``
    bundle samples with, and how long ending a 1.5 s bundle takes). If Beam renames the
    parameter, :func:`quick_state_sampler` leaves it alone, logs a warning and returns
