@@ -1,27 +1,33 @@
 """Transports: the client's own http and console ones, and a daily JSON-lines file transport.
 
-The file transport is the client's :class:`FileTransport` with two changes: one file per
-UTC day of the event (``events/YYYY-MM-DD.jsonl``: the store can index closed days once and
-skip them after), and each event is appended with one ``write`` and fsync'd, so a line is
-either whole on disk or absent.
+The file transport is our own implementation of the client's public ``Transport`` interface
+(``kind``, ``config_class``, ``emit``), registered with the client's transport factory
+(``register_transport``) and built through it like the client's own transports. It writes
+one file per UTC day of the event (``events/YYYY-MM-DD.jsonl``: the store can index closed
+days once and skip them after), and appends each event with one ``write`` and an fsync, so
+a line is either whole on disk or absent. It does not subclass the client's
+``FileTransport``: that one picks its file in a private method, which a release may change.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from openlineage.client.serde import Serde
-from openlineage.client.transport.console import ConsoleConfig, ConsoleTransport
-from openlineage.client.transport.file import FileConfig, FileTransport
-from openlineage.client.transport.http import HttpConfig, HttpTransport
-from openlineage.client.transport.transport import Transport
+from openlineage.client.transport import (
+    Config,
+    Transport,
+    get_default_factory,
+    register_transport,
+)
 
 from lineage.config import LineageConfig
 
-__all__ = ["DailyFileTransport", "day_file", "make_transport"]
+__all__ = ["DailyFileConfig", "DailyFileTransport", "day_file", "make_transport"]
 
 
 def day_file(events_dir: Path, when: datetime) -> Path:
@@ -40,20 +46,35 @@ def _event_time(event: Any) -> datetime:
     return datetime.now(UTC)
 
 
-class DailyFileTransport(FileTransport):
+@dataclass(frozen=True, slots=True)
+class DailyFileConfig(Config):
+    """Where the daily files go: ``events_dir`` (the client's factory passes it as a string)."""
+
+    events_dir: Path
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any]) -> DailyFileConfig:
+        events_dir = params.get("events_dir")
+        if not events_dir:
+            raise ValueError(
+                f"lineage transport {DailyFileTransport.kind!r} needs an events_dir "
+                "(set ENERGYLAKE_LINEAGE_DIR or the data directory)"
+            )
+        return cls(events_dir=Path(events_dir))
+
+
+class DailyFileTransport(Transport):
     """JSON lines, one file per UTC day, append + fsync (see the module doc)."""
 
     kind = "energylake_daily_file"
+    config_class = DailyFileConfig
 
-    def __init__(self, events_dir: Path) -> None:
-        self.events_dir = events_dir
-        super().__init__(FileConfig(log_file_path=str(events_dir), append=True))
-
-    def _get_file_path(self, event: Any) -> str:
-        return str(day_file(self.events_dir, _event_time(event)))
+    def __init__(self, config: DailyFileConfig) -> None:
+        self.config = config
+        self.events_dir = config.events_dir
 
     def emit(self, event: Any) -> None:
-        path = Path(self._get_file_path(event))
+        path = day_file(self.events_dir, _event_time(event))
         line = (Serde.to_json(event) + "\n").encode()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,13 +88,22 @@ class DailyFileTransport(FileTransport):
             raise RuntimeError(f"lineage file {path} is not writeable: {exc}") from exc
 
 
+register_transport(DailyFileTransport)
+
+
 def make_transport(config: LineageConfig) -> Transport:
-    """The transport ``config`` names (the client decides separately whether it is disabled)."""
+    """The transport ``config`` names, built by the client's transport factory.
+
+    The factory (like the client) returns its no-op transport when OPENLINEAGE_DISABLED is
+    true; the client honours the same switch on its own.
+    """
+    params: dict[str, Any]
     if config.transport == "file":
-        return DailyFileTransport(config.events_dir)
-    if config.transport == "http":
-        params: dict[str, Any] = {"url": config.url, "timeout": config.timeout_s}
+        params = {"type": DailyFileTransport.kind, "events_dir": str(config.events_dir)}
+    elif config.transport == "http":
+        params = {"type": "http", "url": config.url, "timeout": config.timeout_s}
         if config.api_key:
             params["auth"] = {"type": "api_key", "apiKey": config.api_key}
-        return HttpTransport(HttpConfig.from_dict(params))
-    return ConsoleTransport(ConsoleConfig())
+    else:
+        params = {"type": "console"}
+    return get_default_factory().create(params)

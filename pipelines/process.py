@@ -40,7 +40,6 @@ import polars as pl
 import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
-from apache_beam.runners.worker.statesampler import StateSampler
 
 from contracts import ContractRegistry, EnergylakeError, load_registry
 from gateway.landing import closed_segments
@@ -85,6 +84,7 @@ from transforms.beam import (
     quarantine_keyed,
     quarantine_stats,
 )
+from transforms.beam_internals import quick_state_sampler
 from transforms.frames import READINGS_DATASETS
 from transforms.registry import device_frame
 
@@ -218,29 +218,10 @@ def _snapshot(store: Store, tables: list[tuple[str, str]]) -> dict[str, int | No
     return snap
 
 
-# Beam's state sampler (per-step msec metrics) runs a thread per bundle that sleeps
-# between samples, ramping from 2 ms to 200 ms over about a second; ending the bundle
-# joins that thread, so every bundle longer than a second waits up to 200 ms more (Beam
-# PR #5466 describes the ramp). BundleProcessor takes the period's default, and no
-# option sets it: for the in-process runner the default is made 10 ms (sampling stays
-# on, at 100 wake-ups a second). Measured: 0.64 s of a batch's main thread was this join.
-SAMPLING_PERIOD_MS = 10
-
-
-def _quick_state_sampler() -> None:
-    init = StateSampler.__init__
-    names = init.__code__.co_varnames[: init.__code__.co_argcount]
-    defaults = init.__defaults__ or ()
-    if names[-len(defaults) :][-1:] != ("sampling_period_ms",):
-        log.warning("Beam's StateSampler changed: its sampling period is left as it is")
-        return
-    init.__defaults__ = (*defaults[:-1], SAMPLING_PERIOD_MS)
-
-
 def _beam_options(runner: str, beam_args: Sequence[str]) -> tuple[Any, PipelineOptions]:
     options = PipelineOptions(list(beam_args))
     if runner == DEFAULT_RUNNER:
-        _quick_state_sampler()
+        quick_state_sampler()  # transforms/beam_internals.py says why
         return FnApiRunner(), options
     options = PipelineOptions([*beam_args, f"--runner={runner}"])
     return None, options

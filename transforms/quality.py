@@ -31,6 +31,7 @@ from typing import Any
 import polars as pl
 
 from contracts import Contract
+from transforms.gx_internals import skip_batch_fingerprint
 from transforms.quality_rules import (
     RANGE_RULE,
     REQUIRED_RULE,
@@ -205,12 +206,7 @@ class _Engine:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.context = gx.get_context(project_config=config, mode="ephemeral")
-        # GE fingerprints every pandas batch (hash_pandas_object over all rows) for a batch
-        # marker we do not use; the batch id identifies our batches. Profiled at ~20 % of the
-        # gate's time on 100k rows, so switch it off for this process.
-        from great_expectations.execution_engine import pandas_execution_engine
-
-        pandas_execution_engine.HASH_THRESHOLD = 0
+        skip_batch_fingerprint()  # transforms/gx_internals.py says why
         self.source = self.context.data_sources.add_pandas("energylake")
         self.suites: dict[tuple[str, str, tuple[str, ...]], _Suite] = {}
         self.sites: set[str] = set()
