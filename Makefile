@@ -52,8 +52,8 @@ unit: $(STAMP) ## pytest only
 	$(BIN)/pytest
 
 # The inner loop: what `make test` checks, less the tests marked slow (each over ~10 s; they
-# still run in `make test`). Under two minutes on two cores. PYTEST_ARGS adds pytest options
-# (e.g. PYTEST_ARGS="--durations=20" to see what the loop spends its time on).
+# still run in `make test`). PYTEST_ARGS adds pytest options, e.g. PYTEST_ARGS="--durations=20"
+# to see what the loop spends its time on, or a path to check one part.
 PYTEST_ARGS ?=
 check: $(STAMP) mosquitto ## the inner loop: lint, types and the fast tests (-m "not slow")
 	$(BIN)/ruff check .
