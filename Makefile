@@ -11,7 +11,7 @@ DATA ?= data
 # Demo size: 2 clients x 5 branches x 1 day (the brief's demo).
 DEMO_ARGS ?= --clients 2 --branches 5 --days 1 --seed 42
 
-.PHONY: help install lint typecheck unit test demo clean lock bench
+.PHONY: help install lint typecheck unit check test demo clean lock bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,6 +50,17 @@ typecheck: $(STAMP) ## mypy --strict on the project's packages
 
 unit: $(STAMP) ## pytest only
 	$(BIN)/pytest
+
+# The inner loop: what `make test` checks, less the tests marked slow (each over ~10 s; they
+# still run in `make test`). PYTEST_ARGS adds pytest options, e.g. PYTEST_ARGS="--durations=20"
+# to see what the loop spends its time on, or a path to check one part.
+PYTEST_ARGS ?=
+check: $(STAMP) mosquitto ## the inner loop: lint, types and the fast tests (-m "not slow")
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/energylake contracts lint
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 test: $(STAMP) mosquitto ## everything CI runs: install, lint, type checks, the whole suite
 	$(BIN)/ruff check .

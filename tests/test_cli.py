@@ -158,6 +158,7 @@ def test_unknown_setting_in_the_file_is_an_error(tmp_path: Path) -> None:
     assert "data_dri" in result.stderr
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     old = os.umask(0o022)  # what a login shell usually has: the demo sets its own
     try:

@@ -73,3 +73,86 @@ def test_layout_of_the_brief() -> None:
         assert (ROOT / name).is_dir(), name
     for name in ("pyproject.toml", "README.md", "Makefile", ".ci/run"):
         assert (ROOT / name).is_file(), name
+
+
+# Tests mirror the packages. A test module tests the one package of ours it imports together
+# only with what that package may itself import (ALLOWED) and with the inputs below; it lives
+# in tests/<package>/ (the pipelines package's tests in tests/pipeline/).
+# - What any test may import to build its data without that deciding what it tests (SHARED):
+#   contracts (the vocabulary), the simulator (test data) and the landing log's record format
+#   (gateway.landing: the pipeline reads it; issue 13 gives the landing log its own package).
+#   So a module that imports only these (tests/contracts/, the simulator's own tests, the
+#   landing format's) is not placed by this rule.
+# - A module's imports count with those of the test helpers it imports (tests.*, followed),
+#   not with the fixtures its folder's conftest.py offers implicitly: otherwise a conftest
+#   would make every module beside it look like a test of whatever the conftest imports.
+# - A module that reaches pipelines (the composition) drives a whole batch: it is an
+#   integration test of the part it checks and may live with that part (tests/quality,
+#   tests/lineage, tests/e2e, ...). A module that needs two parts that do not import each other
+#   (gateway and transforms) is not placed by this rule either.
+SHARED = {"contracts", "simulator", "gateway.landing"}
+TEST_HOME = {package: package for package in ALLOWED} | {"pipelines": "pipeline"}
+
+
+def _used(path: Path, seen: set[Path] | None = None) -> set[str]:
+    """Our packages a test module imports, itself and through the tests.* helpers it imports;
+    gateway.landing is named apart (see SHARED)."""
+    seen = set() if seen is None else seen
+    seen.add(path)
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules = [node.module]
+        else:
+            continue
+        for module in modules:
+            top = module.split(".")[0]
+            if module == "gateway.landing" or module.startswith("gateway.landing."):
+                found.add("gateway.landing")
+            elif top in OURS:
+                found.add(top)
+            elif top == "tests":
+                helper = ROOT.joinpath(*module.split("."))
+                for candidate in (helper.with_suffix(".py"), helper / "__init__.py"):
+                    if candidate.is_file() and candidate not in seen:
+                        found |= _used(candidate, seen)
+    return found
+
+
+def _tested_package(path: Path) -> str | None:
+    """The package a test module tests by the rule above, or None when the rule does not say."""
+    used = _used(path)
+    if "pipelines" in used:
+        return "pipelines"
+    subjects = [
+        package
+        for package in sorted(used & set(ALLOWED) - SHARED)
+        if used - {package} <= ALLOWED[package] | SHARED
+    ]
+    if not subjects:
+        return None  # only what every test builds on, or two parts that do not import each other
+    (package,) = subjects  # the import direction has no cycle: at most one fits
+    return package
+
+
+def test_tests_mirror_the_packages() -> None:
+    """A test module of one package lives in tests/<package>/ (the rule and its limits are in
+    the comment above SHARED): a decode or series test, which imports transforms and
+    what transforms may import, is in tests/transforms/, not in tests/pipeline/; and each
+    module in tests/transforms/ or tests/pipeline/ tests that package (a module in
+    tests/pipeline/ reaches pipelines; one in tests/transforms/ tests transforms alone)."""
+    misplaced = []
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        where = path.relative_to(ROOT / "tests").parts
+        tested = _tested_package(path)
+        home = TEST_HOME.get(tested or "")
+        if tested is not None and tested != "pipelines" and where[0] != home:
+            misplaced.append(f"{path.relative_to(ROOT)} tests {tested}/: move it to tests/{home}/")
+        elif where[0] in ("transforms", "pipeline") and home != where[0]:
+            misplaced.append(
+                f"{path.relative_to(ROOT)} is in tests/{where[0]}/ but tests "
+                f"{tested or 'no single package'}: move it to the folder of what it tests"
+            )
+    assert not misplaced, "\n".join(misplaced)

@@ -16,7 +16,7 @@ row, which the reader already made without them, is kept; a line with more than
 Arrow used to infer a column for each unknown key instead (``"infer"``), and a block's table
 had a column per distinct unknown key, each as long as the block: 150 messages with 2,000
 distinct unknown keys each took 35 s and 4.4 GB to decode, growing with the square of the
-lines (tests/pipeline/test_decode_unknown_keys.py). Now unknown keys cost the bytes they
+lines (tests/transforms/test_decode_unknown_keys.py). Now unknown keys cost the bytes they
 take, and what becomes of a line does not depend on the lines it is read with.
 """
 

@@ -475,7 +475,7 @@ def _failed_rows(frame: pl.DataFrame, failed: pl.Expr, detail: pl.Expr) -> pl.Da
 
     Re-chunked before the detail is formatted: polars 2.1's ``format`` panics on columns
     whose chunks do not line up, as a filter of a concatenated frame leaves them
-    (tests/pipeline/test_series_clock.py hit it)."""
+    (tests/transforms/test_series_clock.py hit it)."""
     return (
         frame.filter(failed & ~pl.col("_committed"))
         .rechunk()

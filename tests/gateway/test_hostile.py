@@ -25,6 +25,7 @@ def _bomb(inflated: int) -> bytes:
     return b"".join([*parts, squash.flush()])
 
 
+@pytest.mark.slow
 def test_hostile_bodies_are_refused_fast_without_memory_growth(tmp_path: Path) -> None:
     tokens = make_book(tmp_path / "gateway" / "identities.json", [("m-1", "c-1", "b-1")])
     # limits above the hostile sizes, so deep nesting and the long array reach the parser

@@ -126,6 +126,7 @@ def test_mqtt_message_lands_in_a_closed_segment_then_sigterm_drains(mosquitto: M
         gw.kill()
 
 
+@pytest.mark.slow
 def test_sigkill_and_restart_lose_nothing_that_was_acked(mosquitto: Mosquitto) -> None:
     meters = [d for d in mosquitto.devices.values() if d.kind == "meter"][:2]
     gw = _gateway(mosquitto, ENERGYLAKE_GATEWAY_ROLL_SECONDS="60")

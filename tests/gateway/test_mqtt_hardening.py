@@ -269,6 +269,7 @@ def test_a_flooding_tenant_cannot_make_the_broker_drop_another_tenants_messages(
         gw.kill()
 
 
+@pytest.mark.slow
 def test_retained_publications_land_once_whatever_the_reconnects(mosquitto: Mosquitto) -> None:
     meter = next(d for d in mosquitto.devices.values() if d.kind == "meter")
     bad = b"retained, and not JSON"

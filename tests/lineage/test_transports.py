@@ -94,6 +94,7 @@ def test_http_transport_posts_to_a_marquez_style_endpoint(
     assert complete["run"]["facets"]["energylake_run"]["quality"] == "warned"
 
 
+@pytest.mark.slow
 def test_a_dead_endpoint_is_logged_and_never_raises(caplog: pytest.LogCaptureFixture) -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))

@@ -218,6 +218,7 @@ def test_a_second_run_finds_nothing_and_replays_change_nothing(processed: Proces
     assert process_once(processed.settings) is None
 
 
+@pytest.mark.slow
 def test_many_small_batches_give_the_same_lake_and_totals(
     processed: Processed, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from lake.delta import files_per_partition, open_table, table_exists
 from lake.layout import table_rel, tenants
 from lake.storage import Store
@@ -78,6 +80,7 @@ def test_follow_processes_new_segments_compacts_and_stops_on_sigterm(tmp_path: P
     assert duplicates == expected["duplicates"]
 
 
+@pytest.mark.slow
 def test_reference_load_is_idempotent_and_compact_keeps_rows(tmp_path: Path) -> None:
     config = SimConfig(clients=1, branches=2, days=1, seed=9, faults=FAULTS)
     settings, _manifest, _segments = land(tmp_path, config)
@@ -116,6 +119,7 @@ def test_reference_load_is_idempotent_and_compact_keeps_rows(tmp_path: Path) -> 
     assert "no such folder" in missing.stderr
 
 
+@pytest.mark.slow
 def test_compaction_on_a_budget_goes_worst_first_and_finishes_over_later_passes(
     tmp_path: Path,
 ) -> None:

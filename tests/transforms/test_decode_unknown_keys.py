@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.pipeline.test_decode_reasons import decoded, reasons
+from tests.transforms.test_decode_reasons import decoded, reasons
 from transforms.ndjson import MAX_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 _MEASURE = r"""
 import json, resource, sys, time
 import orjson
-from tests.pipeline.test_decode_reasons import chunk_of, SCHEMA
+from tests.transforms.test_decode_reasons import chunk_of, SCHEMA
 from transforms.decode import decode_chunk
 import transforms.ndjson as ndjson
 messages, keys, cap = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "cap"
