@@ -14,7 +14,7 @@
    0.030 s with 10 ms, about 0.1 s of the batch's wall time (docs/BENCHMARKS.md); ending a
    3 s bundle's sampler alone took 82 ms on average (3 to 180 ms, five runs) with Beam's
    default and 6 ms with 10 ms.
-   Tests: ``tests/pipeline/test_beam_runtime.py`` (the period a real ``FnApiRunner``
+   Tests: ``tests/transforms/test_beam_runtime.py`` (the period a real ``FnApiRunner``
    bundle samples with, and how long ending a 1.5 s bundle takes). If Beam renames the
    parameter, :func:`quick_state_sampler` leaves it alone, logs a warning and returns
    False, and those tests fail.

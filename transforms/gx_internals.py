@@ -11,7 +11,7 @@
    string column): the hash alone took 6 to 14 ms (median 12 ms, 7 runs) against 55 to
    110 ms for the whole rows validation, on a shared 2-core machine.
    Called by the gate's engine (``transforms/quality.py``). Test:
-   ``tests/quality/test_gx_internals.py`` runs a rows validation through the gate's engine
+   ``tests/transforms/test_gx_internals.py`` runs a rows validation through the gate's engine
    and fails when its batch markers carry a fingerprint. If GE drops the global,
    :func:`skip_batch_fingerprint` logs a warning and returns False, and that test fails.
 
