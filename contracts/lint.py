@@ -18,6 +18,10 @@ code (``E0xx``) operators and tests can search for. Codes:
 - E050 no quality rules; E051 rule without name or with bad severity
 - E052 unknown energylake rule or bad parameters; E053 rule names an unknown column
 - E060 no primary key; E061 duplicate property name; E062 unknown rated-by column
+- E063 deviceKind not a lower-case name (``^[a-z][a-z0-9_]{0,31}$``)
+- E064 (registry) two contracts with one deviceKind; E065 (registry) a deviceKind the device
+  registry's ``kind`` enum does not allow; E066 (registry) a kind of that enum that no
+  contract names as its deviceKind
 - E036 sentinel not ``<u16|s16|u32|s32>[/divisor]`` or on a property that is not a number
 """
 
@@ -27,6 +31,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from functools import cache
 from importlib import resources
@@ -49,6 +54,7 @@ CONTRACT_SUFFIX = ".odcs.yaml"
 _PROPERTY_CUSTOM_KEYS = {"unit", "purposes", "protection", "counter", "ratedBy", "sentinel"}
 _CONTRACT_CUSTOM_KEYS = {"retention", "deviceKind", "personalData"}
 _SEVERITIES = {"error", "warning"}
+_DEVICE_KIND = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _NUMERIC = {"integer", "number"}
 _TEMPORAL = {"timestamp", "date"}
 _TIMESTAMP_GRAINS = {"1m", "15m", "1h", "1d"}
@@ -185,6 +191,14 @@ class _Linter:
         if not any(p.get("primaryKey") for p in props):
             self.add("schema[0].properties", "E060", "no property is marked primaryKey")
         self._retention(custom.get("retention"), columns)
+        kind = custom.get("deviceKind")
+        if kind is not None and not (isinstance(kind, str) and _DEVICE_KIND.fullmatch(kind)):
+            self.add(
+                "customProperties.deviceKind",
+                "E063",
+                f"deviceKind {kind!r} must be a lower-case name like 'meter' (the device "
+                "registry's kind whose readings this dataset holds)",
+            )
         self._quality(obj, props, columns)
         for index, prop in enumerate(props):
             rated_by = _custom(prop).get("ratedBy")
