@@ -64,7 +64,6 @@ from simulator.run import simulate
 from simulator.stream import Message
 from transforms.series import COUNTER_ALLOWANCE, STUCK_FIELDS
 
-READINGS = ("meter_readings", "dg_readings", "solar_readings")
 _CLI = "from pipelines.cli import main; main()"
 PROBE_SEQ = 0  # the probe message; the measured run counts from 1
 _MIB = 2**20
@@ -186,8 +185,7 @@ def _publisher(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _fleet(config: SimConfig, out: Path) -> tuple[list[DeviceSpec], Path]:
     """Simulate the fleet once: reference data, and one clean reading per device as template."""
-    from simulator.stream import DATASET_OF_KIND
-
+    readings = load_registry().dataset_of_kind
     templates: dict[str, Message] = {}
 
     def sink(messages: list[Message], seed: int) -> None:
@@ -208,7 +206,7 @@ def _fleet(config: SimConfig, out: Path) -> tuple[list[DeviceSpec], Path]:
                 device_id=dev.device_id,
                 password=result.fleet.tokens[dev.device_id],
                 topic=msg.topic,
-                dataset=DATASET_OF_KIND[dev.kind],
+                dataset=readings[dev.kind],
                 readings=msg.readings,
             )
         )
@@ -468,7 +466,7 @@ def run(args: argparse.Namespace) -> None:
                 {
                     table_rel(str(c["client_id"]), ds)
                     for c in broker.fleet.clients
-                    for ds in READINGS
+                    for ds in load_registry().readings_datasets
                 }
             )
             con = connect(store)
