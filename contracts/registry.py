@@ -11,8 +11,8 @@ from typing import Any
 import yaml
 from open_data_contract_standard.model import OpenDataContractStandard
 
-from contracts.errors import ContractInvalidError, ContractNotFoundError, LintIssue
-from contracts.lint import CONTRACT_SUFFIX, lint_data
+from contracts.errors import ContractInvalidError, ContractNotFoundError
+from contracts.lint import CONTRACT_SUFFIX, DEVICES_DATASET, device_kind_issues, lint_data
 from contracts.model import (
     Contract,
     Field,
@@ -29,10 +29,6 @@ _YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoad
 __all__ = ["CONTRACTS_DIR", "ContractRegistry", "load_contract", "load_registry"]
 
 CONTRACTS_DIR = Path(__file__).parent
-# The device registry's contract and its kind column (what a readings contract's deviceKind names).
-_DEVICES = "devices"
-_KIND = "kind"
-_KIND_PATH = "customProperties.deviceKind"
 
 
 def _custom(items: list[Any] | None) -> dict[str, Any]:
@@ -152,59 +148,31 @@ def load_contract(path: Path, vocab: Vocabulary | None = None) -> Contract:
     return _build(path, data)
 
 
-def _device_kinds(contracts: dict[str, Contract]) -> tuple[str, ...] | None:
-    """The kinds the device registry allows (``devices.kind``'s enum), in its order."""
-    devices = contracts.get(_DEVICES)
-    if devices is None or _KIND not in devices.field_names:
-        return None
-    allowed = devices.field(_KIND).allowed_values
-    return None if allowed is None else tuple(str(v) for v in allowed)
-
-
 def _readings_by_kind(contracts: dict[str, Contract]) -> dict[str, str]:
     """Device kind -> readings dataset, from every contract that names a ``deviceKind``.
 
     Ordered as the device registry's ``kind`` enum lists the kinds (by dataset name when the
-    folder has no device registry contract). Raises ContractInvalidError when two contracts
-    claim one kind (E064), a kind is one no device can be registered with (E065), or a kind
-    a device can be registered with has no readings dataset (E066).
+    folder has no device registry contract). Raises ContractInvalidError when the two
+    disagree (lint codes E064-E066, contracts.lint.device_kind_issues).
     """
-    by_kind: dict[str, str] = {}
-    issues: list[LintIssue] = []
-
-    def refuse(contract: Contract, path: str, code: str, message: str) -> None:
-        issues.append(LintIssue(str(contract.path), path, code, message))
-
-    for contract in contracts.values():
-        kind = contract.device_kind
-        if kind in by_kind:
-            refuse(
-                contract, _KIND_PATH, "E064", f"deviceKind {kind!r} is already {by_kind[kind]!r}'s"
-            )
-        elif kind is not None:
-            by_kind[kind] = contract.dataset
-    allowed = _device_kinds(contracts)
-    if allowed is not None:
-        for kind in sorted(by_kind.keys() - set(allowed)):
-            refuse(
-                contracts[by_kind[kind]],
-                _KIND_PATH,
-                "E065",
-                f"deviceKind {kind!r} is not a kind the device registry allows "
-                f"({', '.join(allowed)}); add it to the enum of {_DEVICES}.{_KIND}",
-            )
-        for kind in [k for k in allowed if k not in by_kind]:
-            refuse(
-                contracts[_DEVICES],
-                f"{_KIND}.enum",
-                "E066",
-                f"the device registry allows kind {kind!r} but no contract names it as its "
-                f"deviceKind; add that readings contract or remove {kind!r} from the enum",
-            )
+    readings = [
+        (str(c.path), c.dataset, c.device_kind)
+        for c in contracts.values()
+        if c.device_kind is not None
+    ]
+    devices = contracts.get(DEVICES_DATASET)
+    allowed = None
+    if devices is not None and "kind" in devices.field_names:
+        values = devices.field("kind").allowed_values
+        allowed = None if values is None else tuple(str(v) for v in values)
+    issues = device_kind_issues(
+        readings, None if devices is None or allowed is None else (str(devices.path), allowed)
+    )
     if issues:
         raise ContractInvalidError(issues[0].file, issues)
     order = {kind: i for i, kind in enumerate(allowed or ())}
-    return dict(sorted(by_kind.items(), key=lambda item: (order.get(item[0], 0), item[1])))
+    ordered = sorted(readings, key=lambda r: (order.get(r[2], 0), r[1]))
+    return {kind: dataset for _, dataset, kind in ordered}
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from contracts import CONTRACTS_DIR, ContractInvalidError, lint_file, load_registry
+from contracts import CONTRACTS_DIR, ContractInvalidError, lint_file, lint_paths, load_registry
 from lake.layout import tenants
 from lake.reference import load_reference
 from lake.storage import Store
@@ -73,6 +73,8 @@ def test_a_kind_no_device_can_have_is_refused(tmp_path: Path) -> None:
     assert issue.code == "E065"
     assert issue.file.endswith("wind_readings.odcs.yaml")
     assert "devices.kind" in str(caught.value)
+    # `energylake contracts lint` on the folder says the same
+    assert [(i.code, i.file) for i in lint_paths([folder])] == [(issue.code, issue.file)]
 
 
 def test_a_kind_of_device_without_a_readings_contract_is_refused(tmp_path: Path) -> None:
@@ -84,6 +86,8 @@ def test_a_kind_of_device_without_a_readings_contract_is_refused(tmp_path: Path)
     assert issue.code == "E066"
     assert issue.file.endswith("devices.odcs.yaml")
     assert "'wind'" in issue.message
+    assert lint_paths([folder]) == [issue]
+    assert lint_paths([folder / "devices.odcs.yaml"]) == []  # one file: no folder checks
 
 
 def test_two_contracts_of_one_kind_are_refused(tmp_path: Path) -> None:
