@@ -443,7 +443,7 @@ def run(args: argparse.Namespace) -> None:
                     {
                         "ENERGYLAKE_GATEWAY_MQTT_PORT": str(broker.port),
                         "ENERGYLAKE_GATEWAY_HTTP_PORT": str(http_port),
-                        "ENERGYLAKE_GATEWAY_ROLL_SECONDS": f"{args.roll_s}",
+                        "ENERGYLAKE_GATEWAY_ROLL_S": f"{args.roll_s}",
                     },
                 ),
                 tmp / "gateway.log",
@@ -593,7 +593,7 @@ def _report(
         "each its own MQTT client (QoS 1, production Mosquitto config)"
     )
     print(
-        f"settings: gateway_roll_seconds={args.roll_s:g} (default 2), "
+        f"settings: gateway_roll_s={args.roll_s:g} (default 2), "
         f"follow_interval_s={args.follow_s:g} (default 5); all others default "
         "(fsync before ack, group commit 2 ms, FnApiRunner)"
     )
@@ -663,7 +663,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=5000.0, help="messages/s, all devices")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the paced run")
-    parser.add_argument("--roll-s", type=float, default=2.0, help="gateway_roll_seconds")
+    parser.add_argument("--roll-s", type=float, default=2.0, help="gateway_roll_s")
     parser.add_argument("--follow-s", type=float, default=1.0, help="follow_interval_s")
     parser.add_argument("--poll-s", type=float, default=0.5, help="DuckDB poll interval")
     parser.add_argument("--clients", type=int, default=2)

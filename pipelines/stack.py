@@ -132,7 +132,7 @@ class LocalStack:
             ENERGYLAKE_GATEWAY_MQTT_PORT=str(self.mqtt_port),
             ENERGYLAKE_GATEWAY_HTTP_PORT=str(self.http_port),
             ENERGYLAKE_FOLLOW_INTERVAL_S=str(self.follow_interval_s),
-            ENERGYLAKE_GATEWAY_ROLL_SECONDS=str(self.roll_seconds),
+            ENERGYLAKE_GATEWAY_ROLL_S=str(self.roll_seconds),
         )
         if self.settings.lake_uri:
             env["ENERGYLAKE_LAKE_URI"] = self.settings.lake_uri
