@@ -189,7 +189,7 @@ def _network(
         published = publisher.publish()
         published.write(settings.sim_dir)
         console.print(render.publish_summary(published.summary()))
-        if not stack.wait_caught_up(timeout=180):
+        if not stack.wait_caught_up(timeout_s=180):
             raise DemoError("the processor did not catch up within 180 s; see the logs")
         code = stack.stop()
         if code != 0:
