@@ -32,7 +32,6 @@ import polars as pl
 from contracts import load_registry
 from gateway.landing import read_segment
 
-DATASETS = {"meter": "meter_readings", "dg": "dg_readings", "solar": "solar_readings"}
 SYSTEM = {
     "client_id",
     "branch_id",
@@ -51,9 +50,9 @@ NUMBER = (int, float)
 
 
 def _field_kinds(registry: Any) -> dict[str, type | tuple[type, ...]]:
-    """Every reading field of the three readings contracts -> the Python type JSON gives."""
+    """Every reading field of the readings contracts -> the Python type JSON gives."""
     kinds: dict[str, type | tuple[type, ...]] = {}
-    for dataset in DATASETS.values():
+    for dataset in registry.readings_datasets:
         for f in registry.get(dataset).fields:
             if f.name not in SYSTEM:
                 kinds[f.name] = str if f.physical_type == "string" else NUMBER
@@ -166,7 +165,7 @@ def run(segments: Path, devices_path: Path, out: Path, payload_limit: int) -> di
     frame = frame.with_columns(claims.alias("_claim")).unnest("_claim")
     frame = frame.rename({"1": "claim_client", "2": "claim_branch", "3": "claim_device"})
     frame = frame.with_columns(
-        pl.col("reg_kind").replace_strict(DATASETS, default=None).alias("dataset")
+        pl.col("reg_kind").replace_strict(registry.dataset_of_kind, default=None).alias("dataset")
     )
     received_s = pl.col("received_us") / 1e6
     checks: list[tuple[str, pl.Expr]] = [
@@ -183,7 +182,7 @@ def run(segments: Path, devices_path: Path, out: Path, payload_limit: int) -> di
     schema_bad: list[pl.Expr] = []
     missing: list[pl.Expr] = []
     out_of_range: list[pl.Expr] = []
-    for dataset in DATASETS.values():
+    for dataset in registry.readings_datasets:
         contract = registry.get(dataset)
         mine = {f.name for f in contract.fields if f.name not in SYSTEM}
         is_ds = pl.col("dataset") == dataset

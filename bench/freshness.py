@@ -64,7 +64,6 @@ from simulator.run import simulate
 from simulator.stream import Message
 from transforms.series import COUNTER_ALLOWANCE, STUCK_FIELDS
 
-READINGS = ("meter_readings", "dg_readings", "solar_readings")
 _CLI = "from pipelines.cli import main; main()"
 PROBE_SEQ = 0  # the probe message; the measured run counts from 1
 _MIB = 2**20
@@ -186,8 +185,7 @@ def _publisher(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _fleet(config: SimConfig, out: Path) -> tuple[list[DeviceSpec], Path]:
     """Simulate the fleet once: reference data, and one clean reading per device as template."""
-    from simulator.stream import DATASET_OF_KIND
-
+    readings = load_registry().dataset_of_kind
     templates: dict[str, Message] = {}
 
     def sink(messages: list[Message], seed: int) -> None:
@@ -208,7 +206,7 @@ def _fleet(config: SimConfig, out: Path) -> tuple[list[DeviceSpec], Path]:
                 device_id=dev.device_id,
                 password=result.fleet.tokens[dev.device_id],
                 topic=msg.topic,
-                dataset=DATASET_OF_KIND[dev.kind],
+                dataset=readings[dev.kind],
                 readings=msg.readings,
             )
         )
@@ -445,7 +443,7 @@ def run(args: argparse.Namespace) -> None:
                     {
                         "ENERGYLAKE_GATEWAY_MQTT_PORT": str(broker.port),
                         "ENERGYLAKE_GATEWAY_HTTP_PORT": str(http_port),
-                        "ENERGYLAKE_GATEWAY_ROLL_SECONDS": f"{args.roll_s}",
+                        "ENERGYLAKE_GATEWAY_ROLL_S": f"{args.roll_s}",
                     },
                 ),
                 tmp / "gateway.log",
@@ -468,7 +466,7 @@ def run(args: argparse.Namespace) -> None:
                 {
                     table_rel(str(c["client_id"]), ds)
                     for c in broker.fleet.clients
-                    for ds in READINGS
+                    for ds in load_registry().readings_datasets
                 }
             )
             con = connect(store)
@@ -595,7 +593,7 @@ def _report(
         "each its own MQTT client (QoS 1, production Mosquitto config)"
     )
     print(
-        f"settings: gateway_roll_seconds={args.roll_s:g} (default 2), "
+        f"settings: gateway_roll_s={args.roll_s:g} (default 2), "
         f"follow_interval_s={args.follow_s:g} (default 5); all others default "
         "(fsync before ack, group commit 2 ms, FnApiRunner)"
     )
@@ -665,7 +663,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=5000.0, help="messages/s, all devices")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the paced run")
-    parser.add_argument("--roll-s", type=float, default=2.0, help="gateway_roll_seconds")
+    parser.add_argument("--roll-s", type=float, default=2.0, help="gateway_roll_s")
     parser.add_argument("--follow-s", type=float, default=1.0, help="follow_interval_s")
     parser.add_argument("--poll-s", type=float, default=0.5, help="DuckDB poll interval")
     parser.add_argument("--clients", type=int, default=2)

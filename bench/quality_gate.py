@@ -42,14 +42,12 @@ from pipelines.settings import load_settings
 from simulator.config import SimConfig
 from simulator.landing import simulate_to_landing
 
-READINGS = ("meter_readings", "dg_readings", "solar_readings")
-
 
 def _frames(store: Store) -> list[tuple[str, str, pl.DataFrame]]:
     registry = load_registry()
     out = []
     for tenant in tenants(store):
-        for dataset in READINGS:
+        for dataset in registry.readings_datasets:
             rel = table_rel(tenant, dataset)
             if table_exists(store, rel):
                 frame = pl.from_arrow(read_table(store, rel))

@@ -18,6 +18,10 @@ code (``E0xx``) operators and tests can search for. Codes:
 - E050 no quality rules; E051 rule without name or with bad severity
 - E052 unknown energylake rule or bad parameters; E053 rule names an unknown column
 - E060 no primary key; E061 duplicate property name; E062 unknown rated-by column
+- E063 deviceKind not a lower-case name (``^[a-z][a-z0-9_]{0,31}$``)
+- E064 (registry) two contracts with one deviceKind; E065 (registry) a deviceKind the device
+  registry's ``kind`` enum does not allow; E066 (registry) a kind of that enum that no
+  contract names as its deviceKind
 - E036 sentinel not ``<u16|s16|u32|s32>[/divisor]`` or on a property that is not a number
 """
 
@@ -27,6 +31,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from functools import cache
 from importlib import resources
@@ -42,13 +47,21 @@ from contracts.vocabulary import Vocabulary, load_vocabulary
 if TYPE_CHECKING:
     import jsonschema
 
-__all__ = ["CONTRACT_SUFFIX", "lint_data", "lint_file", "lint_paths"]
+__all__ = [
+    "CONTRACT_SUFFIX",
+    "DEVICES_DATASET",
+    "device_kind_issues",
+    "lint_data",
+    "lint_file",
+    "lint_paths",
+]
 
 CONTRACT_SUFFIX = ".odcs.yaml"
 
 _PROPERTY_CUSTOM_KEYS = {"unit", "purposes", "protection", "counter", "ratedBy", "sentinel"}
 _CONTRACT_CUSTOM_KEYS = {"retention", "deviceKind", "personalData"}
 _SEVERITIES = {"error", "warning"}
+_DEVICE_KIND = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _NUMERIC = {"integer", "number"}
 _TEMPORAL = {"timestamp", "date"}
 _TIMESTAMP_GRAINS = {"1m", "15m", "1h", "1d"}
@@ -185,6 +198,14 @@ class _Linter:
         if not any(p.get("primaryKey") for p in props):
             self.add("schema[0].properties", "E060", "no property is marked primaryKey")
         self._retention(custom.get("retention"), columns)
+        kind = custom.get("deviceKind")
+        if kind is not None and not (isinstance(kind, str) and _DEVICE_KIND.fullmatch(kind)):
+            self.add(
+                "customProperties.deviceKind",
+                "E063",
+                f"deviceKind {kind!r} must be a lower-case name like 'meter' (the device "
+                "registry's kind whose readings this dataset holds)",
+            )
         self._quality(obj, props, columns)
         for index, prop in enumerate(props):
             rated_by = _custom(prop).get("ratedBy")
@@ -545,9 +566,81 @@ def _expand(paths: Iterable[Path]) -> Iterator[Path]:
             yield path
 
 
+DEVICES_DATASET = "devices"  # the device registry's contract; its ``kind`` enum lists the kinds
+_KIND_PATH = "customProperties.deviceKind"
+
+
+def device_kind_issues(
+    readings: list[tuple[str, str, str]], devices: tuple[str, tuple[str, ...]] | None
+) -> list[LintIssue]:
+    """A folder's readings contracts against its device registry: ``readings`` is (file,
+    dataset, deviceKind) per contract that names one, ``devices`` the registry contract's
+    file and its ``kind`` enum (None: the folder has none). E064 two contracts of one kind,
+    E065 a kind no device can have, E066 a kind a device can have with no readings dataset."""
+    issues: list[LintIssue] = []
+    owner: dict[str, str] = {}
+    devices_file, allowed = devices if devices is not None else ("", None)
+    for file, dataset, kind in readings:
+        if kind in owner:
+            message = f"deviceKind {kind!r} is already {owner[kind]!r}'s"
+            issues.append(LintIssue(file, _KIND_PATH, "E064", message))
+            continue
+        owner[kind] = dataset
+        if allowed is not None and kind not in allowed:
+            message = (
+                f"deviceKind {kind!r} is not a kind the device registry allows "
+                f"({', '.join(allowed)}); add it to the enum of {DEVICES_DATASET}.kind"
+            )
+            issues.append(LintIssue(file, _KIND_PATH, "E065", message))
+    for kind in allowed or ():
+        if kind not in owner:
+            message = (
+                f"the device registry allows kind {kind!r} but no contract names it as its "
+                f"deviceKind; add that readings contract or remove {kind!r} from the enum"
+            )
+            issues.append(LintIssue(devices_file, "kind.enum", "E066", message))
+    return issues
+
+
+def _kinds_of(data: dict[str, Any]) -> tuple[str, ...] | None:
+    """The ``kind`` enum of a device registry contract document."""
+    schema = data.get("schema") or [{}]
+    props = (schema[0].get("properties") if isinstance(schema[0], dict) else None) or []
+    for prop in props:
+        if isinstance(prop, dict) and prop.get("name") == "kind":
+            enum = prop.get("enum") or []
+            return tuple(str(e.get("value")) for e in enum if isinstance(e, dict))
+    return None
+
+
+def _folder_issues(folder: Path) -> list[LintIssue]:
+    """The checks across a folder's contracts (device kinds), on the parsed documents."""
+    readings: list[tuple[str, str, str]] = []
+    devices: tuple[str, tuple[str, ...]] | None = None
+    for path in sorted(folder.glob(f"*{CONTRACT_SUFFIX}")):
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError:
+            continue  # E001 already
+        if not isinstance(data, dict):
+            continue
+        dataset = path.name.removesuffix(CONTRACT_SUFFIX)
+        kind = _custom(data).get("deviceKind")
+        if isinstance(kind, str):
+            readings.append((str(path), dataset, kind))
+        kinds = _kinds_of(data) if dataset == DEVICES_DATASET else None
+        if kinds is not None:
+            devices = (str(path), kinds)
+    return device_kind_issues(readings, devices)
+
+
 def lint_paths(paths: Iterable[Path], vocab: Vocabulary | None = None) -> list[LintIssue]:
-    """Lint every contract file under the given files or folders."""
+    """Lint every contract file under the given files or folders (a folder's contracts are
+    also checked against each other: E064-E066)."""
+    paths = list(paths)
     issues: list[LintIssue] = []
     for path in _expand(paths):
         issues.extend(lint_file(path, vocab))
+    for folder in (p for p in paths if p.is_dir()):
+        issues.extend(_folder_issues(folder))
     return issues

@@ -163,6 +163,13 @@ class Contract:
         return f"{self.id}@{self.version}"
 
     @property
+    def device_kind(self) -> str | None:
+        """The device kind (the device registry's ``kind``) whose readings this dataset holds;
+        None for a dataset that is not a readings dataset (``customProperties.deviceKind``)."""
+        kind = self.extras.get("deviceKind")
+        return None if kind is None else str(kind)
+
+    @property
     def field_names(self) -> list[str]:
         return [f.name for f in self.fields]
 

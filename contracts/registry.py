@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import yaml
 from open_data_contract_standard.model import OpenDataContractStandard
 
 from contracts.errors import ContractInvalidError, ContractNotFoundError
-from contracts.lint import CONTRACT_SUFFIX, lint_data
+from contracts.lint import CONTRACT_SUFFIX, DEVICES_DATASET, device_kind_issues, lint_data
 from contracts.model import (
     Contract,
     Field,
@@ -147,12 +148,53 @@ def load_contract(path: Path, vocab: Vocabulary | None = None) -> Contract:
     return _build(path, data)
 
 
+def _readings_by_kind(contracts: dict[str, Contract]) -> dict[str, str]:
+    """Device kind -> readings dataset, from every contract that names a ``deviceKind``.
+
+    Ordered as the device registry's ``kind`` enum lists the kinds (by dataset name when the
+    folder has no device registry contract). Raises ContractInvalidError when the two
+    disagree (lint codes E064-E066, contracts.lint.device_kind_issues).
+    """
+    readings = [
+        (str(c.path), c.dataset, c.device_kind)
+        for c in contracts.values()
+        if c.device_kind is not None
+    ]
+    devices = contracts.get(DEVICES_DATASET)
+    allowed = None
+    if devices is not None and "kind" in devices.field_names:
+        values = devices.field("kind").allowed_values
+        allowed = None if values is None else tuple(str(v) for v in values)
+    issues = device_kind_issues(
+        readings, None if devices is None or allowed is None else (str(devices.path), allowed)
+    )
+    if issues:
+        raise ContractInvalidError(issues[0].file, issues)
+    order = {kind: i for i, kind in enumerate(allowed or ())}
+    ordered = sorted(readings, key=lambda r: (order.get(r[2], 0), r[1]))
+    return {kind: dataset for _, dataset, kind in ordered}
+
+
 @dataclass(frozen=True, slots=True)
 class ContractRegistry:
-    """Every contract of a folder, by dataset name, with the vocabulary they use."""
+    """Every contract of a folder, by dataset name, with the vocabulary they use.
+
+    A *readings dataset* is one whose contract names the device kind it holds the readings
+    of (``customProperties.deviceKind``): adding a kind of device is adding a contract.
+    """
 
     contracts: dict[str, Contract]
     vocabulary: Vocabulary
+    # device kind -> readings dataset; derived from ``contracts`` (see _readings_by_kind)
+    dataset_of_kind: dict[str, str] = dataclass_field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dataset_of_kind", _readings_by_kind(self.contracts))
+
+    @property
+    def readings_datasets(self) -> tuple[str, ...]:
+        """The readings datasets (every contract with a ``deviceKind``), in kind order."""
+        return tuple(self.dataset_of_kind.values())
 
     def get(self, dataset: str) -> Contract:
         try:

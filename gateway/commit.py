@@ -184,13 +184,13 @@ class GroupCommitter:
             if was_empty or self._queued_records >= self._flush_max_records:
                 self._cond.notify()
 
-    def stop(self, timeout: float | None = None) -> None:
+    def stop(self, timeout_s: float | None = None) -> None:
         """Refuse new submissions, commit what is queued, close (roll) the open segment."""
         with self._cond:
             self._stopping = True
             self._cond.notify()
         if self._thread.is_alive():
-            self._thread.join(timeout)
+            self._thread.join(timeout_s)
         writer, self._writer = self._writer, None
         if writer is not None:
             try:

@@ -81,12 +81,12 @@ def problem(
     reason: str,
     detail: str,
     *,
-    retry_after: int | None = None,
+    retry_after_s: int | None = None,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
     """An RFC 9457 problem response; ``reason`` is the stable code clients can match."""
-    if retry_after is not None:
-        headers = {**(headers or {}), "Retry-After": str(retry_after)}
+    if retry_after_s is not None:
+        headers = {**(headers or {}), "Retry-After": str(retry_after_s)}
     return web.Response(
         status=status,
         body=problem_body(status, reason, detail),
@@ -127,23 +127,25 @@ class _Handlers:
         self.openapi = orjson.dumps(openapi_document(cfg))
 
     def _reject(
-        self, status: int, reason: str, detail: str, *, retry_after: int | None = None
+        self, status: int, reason: str, detail: str, *, retry_after_s: int | None = None
     ) -> web.Response:
         self.d.metrics.rejected.labels("http", reason).inc()
-        return problem(status, reason, detail, retry_after=retry_after)
+        return problem(status, reason, detail, retry_after_s=retry_after_s)
 
     def _unavailable(self) -> web.Response | None:
         if self.d.draining():
-            return self._reject(503, "shutting_down", "the gateway is shutting down", retry_after=1)
+            return self._reject(
+                503, "shutting_down", "the gateway is shutting down", retry_after_s=1
+            )
         pressure = self.d.monitor.current
         failure = self.d.committer.failure
         if failure is not None:
             return self._reject(
-                503, "landing_failed", failure, retry_after=self.d.config.retry_after_s
+                503, "landing_failed", failure, retry_after_s=self.d.config.retry_after_s
             )
         if pressure.reason is not None:
             return self._reject(
-                503, pressure.reason, pressure.detail, retry_after=self.d.config.retry_after_s
+                503, pressure.reason, pressure.detail, retry_after_s=self.d.config.retry_after_s
             )
         return None
 
@@ -167,7 +169,7 @@ class _Handlers:
             return self._reject(401, "bad_token", "the token is unknown or revoked")
         return device
 
-    def _address_limited(self, request: web.Request, address: str, wait: float) -> web.Response:
+    def _address_limited(self, request: web.Request, address: str, wait_s: float) -> web.Response:
         self.d.audit.record(
             "http_address_limited",
             remote=request.remote,
@@ -177,7 +179,7 @@ class _Handlers:
             429,
             "address_rate_limited",
             "too many failed authentications from this address; retry later",
-            retry_after=max(1, int(wait + 0.999)),
+            retry_after_s=max(1, int(wait_s + 0.999)),
         )
 
     def _forbidden(
@@ -214,21 +216,21 @@ class _Handlers:
             return refused
         now = time.monotonic()
         address = address_key(request.remote)
-        wait = self.failures.wait(address, now)
-        if wait > 0:
-            return self._address_limited(request, address, wait)
+        wait_s = self.failures.wait(address, now)
+        if wait_s > 0:
+            return self._address_limited(request, address, wait_s)
         auth = self._authenticate(request, address, now)
         if isinstance(auth, web.Response):
             return auth
         device = auth
-        wait = self.limiter.take(device.device_id, now)
-        if wait > 0:
+        wait_s = self.limiter.take(device.device_id, now)
+        if wait_s > 0:
             return self._reject(
                 429,
                 "rate_limited",
                 f"device {device.device_id!r} is over {self.d.config.http_rate_per_s:g} "
                 "requests per second",
-                retry_after=max(1, int(wait + 0.999)),
+                retry_after_s=max(1, int(wait_s + 0.999)),
             )
         media = request.content_type.lower()
         if media not in _JSON_TYPES:
@@ -289,7 +291,7 @@ class _Handlers:
             await self._commit(envelopes)
         except LandingError as exc:
             return self._reject(
-                503, "landing_failed", str(exc), retry_after=self.d.config.retry_after_s
+                503, "landing_failed", str(exc), retry_after_s=self.d.config.retry_after_s
             )
         self.d.metrics.accepted.labels("http").inc(len(envelopes))
         return web.Response(

@@ -163,8 +163,8 @@ class MqttDoor:
         retired sessions do not count."""
         return all(c.ready for c in list(self._consumers.values()))
 
-    def wait_connected(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
+    def wait_connected(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
         while not self.connected and time.monotonic() < deadline:
             time.sleep(0.01)
         return self.connected
@@ -174,20 +174,20 @@ class MqttDoor:
         self._supervisor.start()
         self._acker.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout_s: float = 10.0) -> None:
         """Stop taking messages, let in-flight ones reach disk and be acked, disconnect."""
         consumers = self.consumers
         for c in consumers:
             c.stop_intake()
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout_s
         while any(c.pending() for c in consumers) and time.monotonic() < deadline:
             time.sleep(0.01)
         self._stop.set()
         if self._supervisor.is_alive():
-            self._supervisor.join(timeout)
+            self._supervisor.join(timeout_s)
         self._ack_wake.set()
         if self._acker.is_alive():
-            self._acker.join(timeout)
+            self._acker.join(timeout_s)
         for c in consumers:
             c.disconnect()
         self._report_floods()

@@ -168,11 +168,11 @@ def data_docs(settings: Settings) -> None:
     thread.start()
 
 
-def wait_for_data_docs(timeout: float | None = None) -> None:
+def wait_for_data_docs(timeout_s: float | None = None) -> None:
     """Block until a Data Docs build in progress (if any) has finished."""
     running = _DOCS.get("build")
     if running is not None:
-        running.join(timeout)
+        running.join(timeout_s)
 
 
 def _batch_version(store: Store, rel: str, tag: str, depth: int = 200) -> int | None:

@@ -53,7 +53,7 @@ def build_gateway_config(
         writer_id=settings.gateway_writer_id,
         fsync=settings.gateway_fsync,
         roll_bytes=settings.gateway_roll_bytes,
-        roll_seconds=settings.gateway_roll_seconds,
+        roll_seconds=settings.gateway_roll_s,
         flush_interval_s=settings.gateway_flush_interval_ms / 1000.0,
         flush_max_records=settings.gateway_flush_max_records,
         min_free_bytes=settings.gateway_min_free_bytes,

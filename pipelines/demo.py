@@ -116,7 +116,7 @@ def run_demo(
         manifest, acked = _network(settings, console, store, registry, config, title)
 
     console.print(Rule("3. what the lake holds, next to what was acknowledged and the truth"))
-    console.print(render.lake_tables_table(table_counts(store)))
+    console.print(render.lake_tables_table(table_counts(store, registry)))
     totals = _ingest_totals(settings)
     console.print(
         render.quarantine_vs_manifest(
@@ -150,7 +150,7 @@ def run_demo(
     console.print(render.record_table(contract, shaped, f"one {dataset} record of tenant {tenant}"))
 
     console.print(Rule("7. query it yourself"))
-    render.show_duckdb_hint(console, settings.lake, tenant)
+    render.show_duckdb_hint(console, settings.lake, tenant, registry)
     console.print(f"demo finished in {time.perf_counter() - started:.1f} s")
 
 
@@ -189,7 +189,7 @@ def _network(
         published = publisher.publish()
         published.write(settings.sim_dir)
         console.print(render.publish_summary(published.summary()))
-        if not stack.wait_caught_up(timeout=180):
+        if not stack.wait_caught_up(timeout_s=180):
             raise DemoError("the processor did not catch up within 180 s; see the logs")
         code = stack.stop()
         if code != 0:

@@ -7,7 +7,7 @@ from typing import Any
 
 import polars as pl
 
-from contracts import load_registry
+from contracts import ContractRegistry, load_registry
 from lake.consumption import counter_steps, fuel_used
 from lake.delta import CompactReport, compact, files_per_partition, read_table, table_exists
 from lake.layout import UNASSIGNED_TENANT, table_rel, tenants
@@ -16,17 +16,18 @@ from pipelines.settings import Settings
 
 __all__ = ["BranchTotals", "branch_totals", "compact_all", "lake_tables", "read_frame"]
 
-READINGS = ("meter_readings", "dg_readings", "solar_readings")
-TELEMETRY = (*READINGS, "quarantine")
+_QUARANTINE = "quarantine"
 
 
-def lake_tables(store: Store) -> list[tuple[str, str]]:
-    """(tenant, dataset) of every telemetry table present, unassigned quarantine included."""
+def lake_tables(store: Store, registry: ContractRegistry | None = None) -> list[tuple[str, str]]:
+    """(tenant, dataset) of every telemetry table present (the registry's readings datasets
+    and the quarantine; the packaged contracts by default), unassigned quarantine included."""
+    telemetry = (*(registry or load_registry()).readings_datasets, _QUARANTINE)
     out = [
-        (t, d) for t in tenants(store) for d in TELEMETRY if table_exists(store, table_rel(t, d))
+        (t, d) for t in tenants(store) for d in telemetry if table_exists(store, table_rel(t, d))
     ]
-    if table_exists(store, table_rel(UNASSIGNED_TENANT, "quarantine")):
-        out.append((UNASSIGNED_TENANT, "quarantine"))
+    if table_exists(store, table_rel(UNASSIGNED_TENANT, _QUARANTINE)):
+        out.append((UNASSIGNED_TENANT, _QUARANTINE))
     return out
 
 
@@ -46,7 +47,7 @@ def compact_all(settings: Settings, *, min_files: int = 2) -> list[tuple[str, Co
     store = settings.lake_store()
     registry = load_registry(settings.contracts_dir) if settings.contracts_dir else load_registry()
     reports = []
-    for tenant, dataset in lake_tables(store):
+    for tenant, dataset in lake_tables(store, registry):
         rel = table_rel(tenant, dataset)
         parts = registry.get(dataset).partition_columns
         over = [
@@ -140,10 +141,12 @@ def branch_totals(store: Store) -> dict[str, BranchTotals]:
     }
 
 
-def table_counts(store: Store) -> list[tuple[str, int, int]]:
+def table_counts(
+    store: Store, registry: ContractRegistry | None = None
+) -> list[tuple[str, int, int]]:
     """(table, rows, active files) of every telemetry table."""
     out = []
-    for tenant, dataset in lake_tables(store):
+    for tenant, dataset in lake_tables(store, registry):
         rel = table_rel(tenant, dataset)
         frame = read_frame(store, tenant, dataset, ["branch_id"])
         files = sum(files_per_partition(store, rel).values())

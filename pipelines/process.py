@@ -85,7 +85,6 @@ from transforms.beam import (
     quarantine_stats,
 )
 from transforms.beam_internals import quick_state_sampler
-from transforms.frames import READINGS_DATASETS
 from transforms.registry import device_frame
 
 __all__ = [
@@ -206,7 +205,7 @@ def _lock(landing: Path, pipeline_id: str) -> Iterator[None]:
 
 
 def _tables(registry: ContractRegistry, tenants: Sequence[str]) -> list[tuple[str, str]]:
-    out = [(t, d) for t in tenants for d in (*READINGS_DATASETS.values(), QUARANTINE)]
+    out = [(t, d) for t in tenants for d in (*registry.readings_datasets, QUARANTINE)]
     return [*out, (UNASSIGNED_TENANT, QUARANTINE)]
 
 
@@ -462,7 +461,7 @@ def process_once(
             commits,
             plan=plan,
             snapshot=manifest["snapshot"],
-            guarded=lambda dataset: dataset in READINGS_DATASETS.values(),
+            guarded=lambda dataset: dataset in registry.readings_datasets,
             save_plan=lambda amended: state.put(n, "plan.json", amended),
             app_id=settings.pipeline_id,
             version=n,

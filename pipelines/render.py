@@ -15,7 +15,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from contracts import Action, Contract, ContractRegistry, PurposePlan
+from contracts import Action, Contract, ContractRegistry, PurposePlan, load_registry
 
 __all__ = [
     "acked_reconciliation",
@@ -369,8 +369,12 @@ def print_command(console: Console, command: str) -> None:
     console.print(command, soft_wrap=True, markup=False, highlight=False, emoji=False)
 
 
-def show_duckdb_hint(console: Console, lake: str, tenant: str) -> None:
-    """How to open the tables in DuckDB: a command to paste, for one of the tenants."""
+def show_duckdb_hint(
+    console: Console, lake: str, tenant: str, registry: ContractRegistry | None = None
+) -> None:
+    """How to open the tables in DuckDB: a command to paste, for one of the tenants (the
+    telemetry tables are the registry's readings datasets and the quarantine)."""
+    readings = (registry or load_registry()).readings_datasets
     root = lake if "://" in lake else str(Path(lake).resolve())
     console.print(
         "Open the tables in DuckDB (duckdb==1.5.5; lake.duck loads its delta extension "
@@ -378,8 +382,7 @@ def show_duckdb_hint(console: Console, lake: str, tenant: str) -> None:
     )
     print_command(console, duckdb_command(lake, tenant))
     console.print(
-        f"Every table: {root}/tenants/<client>/<meter_readings|dg_readings|solar_readings|"
-        "quarantine>",
+        f"Every table: {root}/tenants/<client>/<{'|'.join((*readings, 'quarantine'))}>",
         soft_wrap=True,
         markup=False,
         highlight=False,

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 __all__ = ["CONFIG_ENV", "Settings", "config_path", "load_settings"]
 
 CONFIG_ENV = "ENERGYLAKE_CONFIG"
+# deprecated setting -> the setting that replaced it (units in names; issue 13)
+_RENAMED = {"gateway_roll_seconds": "gateway_roll_s"}
 _DEFAULT_CONFIG = Path("energylake.toml")
 
 
@@ -116,7 +119,7 @@ class Settings(BaseSettings):
         description="Identity book from `devices provision` "
         "(default: DATA_DIR/gateway/identities.json).",
     )
-    gateway_roll_seconds: float = Field(
+    gateway_roll_s: float = Field(
         default=2.0, gt=0, description="Close the open landing segment after this many seconds."
     )
     gateway_roll_bytes: int = Field(
@@ -295,6 +298,31 @@ class Settings(BaseSettings):
         min_length=1,
         description="KMS key id, ARN or alias for aws:kms (default: the AWS-managed key).",
     )
+
+    # --- renamed settings (units in names), the old names still read; issue 13 ---
+    gateway_roll_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        exclude=True,
+        description="Deprecated: the old name of gateway_roll_s (which wins when both are set).",
+    )
+
+    @model_validator(mode="after")
+    def _renamed(self) -> Settings:
+        """A renamed setting given by its old name still takes effect, with a warning."""
+        for old, new in _RENAMED.items():
+            value = getattr(self, old)
+            if value is None:
+                continue
+            warnings.warn(
+                f"setting {old} (ENERGYLAKE_{old.upper()}) is deprecated; use {new} "
+                f"(ENERGYLAKE_{new.upper()})",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if new not in self.model_fields_set:
+                object.__setattr__(self, new, value)
+        return self
 
     @model_validator(mode="after")
     def _kms_key_needs_kms(self) -> Settings:

@@ -100,7 +100,7 @@ class LocalStack:
         self._files.append(handle)
         return handle
 
-    def start_broker(self, timeout: float = 10.0) -> None:
+    def start_broker(self, timeout_s: float = 10.0) -> None:
         if not MOSQUITTO.exists() or shutil.which(str(MOSQUITTO)) is None:
             raise StackError(
                 f"{MOSQUITTO} not found: install it (apt-get install -y mosquitto); "
@@ -114,7 +114,7 @@ class LocalStack:
             stderr=subprocess.STDOUT,
             umask=PRIVATE_UMASK,  # its database and pid file too, whoever started the stack
         )
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._broker.poll() is not None:
                 raise StackError(
@@ -123,7 +123,7 @@ class LocalStack:
             if accepts(self.mqtt_port):
                 return
             time.sleep(0.05)
-        raise StackError(f"mosquitto did not listen on {self.mqtt_port} within {timeout} s")
+        raise StackError(f"mosquitto did not listen on {self.mqtt_port} within {timeout_s} s")
 
     def child_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ENERGYLAKE_")}
@@ -132,13 +132,13 @@ class LocalStack:
             ENERGYLAKE_GATEWAY_MQTT_PORT=str(self.mqtt_port),
             ENERGYLAKE_GATEWAY_HTTP_PORT=str(self.http_port),
             ENERGYLAKE_FOLLOW_INTERVAL_S=str(self.follow_interval_s),
-            ENERGYLAKE_GATEWAY_ROLL_SECONDS=str(self.roll_seconds),
+            ENERGYLAKE_GATEWAY_ROLL_S=str(self.roll_seconds),
         )
         if self.settings.lake_uri:
             env["ENERGYLAKE_LAKE_URI"] = self.settings.lake_uri
         return env
 
-    def start_run(self, timeout: float = 30.0) -> None:
+    def start_run(self, timeout_s: float = 30.0) -> None:
         """``energylake run``; returns once the gateway answers /readyz."""
         log = self._log("run")
         self._run = subprocess.Popen(
@@ -148,7 +148,7 @@ class LocalStack:
             stderr=subprocess.STDOUT,
             umask=PRIVATE_UMASK,
         )
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._run.poll() is not None:
                 raise StackError(f"energylake run exited with {self._run.returncode}; see logs")
@@ -160,14 +160,14 @@ class LocalStack:
                 if reply.status == 200:
                     return
             time.sleep(0.1)
-        raise StackError(f"the gateway was not ready within {timeout} s; see {self.logs}")
+        raise StackError(f"the gateway was not ready within {timeout_s} s; see {self.logs}")
 
     # -- running
 
-    def wait_caught_up(self, timeout: float = 120.0, quiet_s: float = 3.0) -> bool:
+    def wait_caught_up(self, timeout_s: float = 120.0, quiet_s: float = 3.0) -> bool:
         """True once the landing log holds nothing unprocessed (open segments included:
         the gateway rolls an idle one after ``roll_seconds``) for ``quiet_s``."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout_s
         quiet_since: float | None = None
         while time.monotonic() < deadline:
             b = backlog(self.settings.landing)
@@ -182,13 +182,13 @@ class LocalStack:
 
     # -- stopping
 
-    def stop(self, timeout: float = 60.0) -> int | None:
+    def stop(self, timeout_s: float = 60.0) -> int | None:
         """SIGTERM ``run`` (both children drain) and the broker; their exit codes checked."""
         code: int | None = None
         if self._run is not None and self._run.poll() is None:
             self._run.send_signal(signal.SIGTERM)
             try:
-                code = self._run.wait(timeout)
+                code = self._run.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 self._run.kill()
                 self._run.wait()

@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
+from contracts import ContractRegistry, load_registry
 from gateway.brokerlog import read_drops
 from gateway.landing import closed_segments
 from gateway.sessions import SessionBookError, read_session_book
@@ -65,7 +66,6 @@ __all__ = [
     "write_metrics",
 ]
 
-READINGS = ("meter_readings", "dg_readings", "solar_readings")
 MAX_GAP = 100_000  # a larger forward jump of seq is a restart of the numbering, not a gap
 
 
@@ -113,11 +113,13 @@ _GAP_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
 _RECEIVED_BEFORE = timedelta(minutes=10)
 
 
-def _readings(store: Store, since: datetime, until: datetime | None) -> pl.DataFrame:
+def _readings(
+    store: Store, since: datetime, until: datetime | None, registry: ContractRegistry
+) -> pl.DataFrame:
     """tenant, dataset, branch_id, device_id, ts, seq, boot of the readings in the window."""
     frames = []
     for tenant in tenants(store):
-        for dataset in READINGS:
+        for dataset in registry.readings_datasets:
             rel = table_rel(tenant, dataset)
             if not table_exists(store, rel):
                 continue
@@ -211,11 +213,18 @@ def _quarantined(
     return out
 
 
-def seq_gaps(store: Store, since: datetime, *, until: datetime | None = None) -> pl.DataFrame:
+def seq_gaps(
+    store: Store,
+    since: datetime,
+    *,
+    until: datetime | None = None,
+    registry: ContractRegistry | None = None,
+) -> pl.DataFrame:
     """Per device with readings in [since, until): readings, seq range, missing (sent and
     nowhere), quarantined (gaps the quarantine holds), unreadable (quarantined without a
-    readable seq, counted against the gaps) and restarts."""
-    rows = _readings(store, since, until)
+    readable seq, counted against the gaps) and restarts. Over the registry's readings
+    datasets (the packaged contracts by default)."""
+    rows = _readings(store, since, until, registry or load_registry())
     if rows.is_empty():
         return pl.DataFrame(schema=pl.Schema(_GAP_SCHEMA))
     device = ["tenant", "dataset", "device_id"]
@@ -383,7 +392,8 @@ def _last_batch(store: Store, pipeline_id: str) -> dict[str, Any] | None:
 def collect_status(settings: Settings, *, window: timedelta = timedelta(hours=24)) -> Status:
     store = Store.from_uri(settings.lake)
     now = datetime.now(UTC)
-    gaps = seq_gaps(store, now - window)
+    registry = load_registry(settings.contracts_dir) if settings.contracts_dir else None
+    gaps = seq_gaps(store, now - window, registry=registry)
     gateway_dir = settings.data_dir / "gateway"
     broker = broker_drops(
         settings.gateway_mqtt_broker_log or gateway_dir / "mosquitto.log",

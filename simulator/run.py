@@ -133,7 +133,7 @@ def simulate(
                 tally = tallies[msg.claim_branch]
                 tally["lines"] += 1
                 if msg.route == "lake":
-                    tally["lake"][msg.dataset] += 1
+                    tally["lake"][registry.dataset_of_kind[msg.kind]] += 1
                 elif msg.route == "quarantine":
                     tally["quarantine"][msg.reason_code] += 1
                 else:

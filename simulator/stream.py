@@ -20,9 +20,8 @@ from simulator.config import FAULTS, SimConfig
 from simulator.physics import BranchSeries
 from simulator.reference import Branch, Device, rng_for
 
-__all__ = ["DATASET_OF_KIND", "Message", "StateFault", "branch_messages", "topic_for"]
+__all__ = ["Message", "StateFault", "branch_messages", "topic_for"]
 
-DATASET_OF_KIND = {"meter": "meter_readings", "dg": "dg_readings", "solar": "solar_readings"}
 _DECIMALS: dict[str, int] = {
     "voltage_l1_v": 1,
     "voltage_l2_v": 1,
@@ -100,10 +99,6 @@ class Message:
     @property
     def topic(self) -> str:
         return topic_for(self.claim_client, self.claim_branch, self.device_id)
-
-    @property
-    def dataset(self) -> str:
-        return DATASET_OF_KIND[self.kind]
 
     def payload(self, rng_seed: int) -> bytes:
         envelope: dict[str, Any] = {
@@ -198,7 +193,7 @@ def _state_faults(
 
 
 def _required_readings(registry: ContractRegistry, kind: str, present: dict[str, Any]) -> list[str]:
-    contract = registry.get(DATASET_OF_KIND[kind])
+    contract = registry.get(registry.dataset_of_kind[kind])
     return [f.name for f in contract.fields if f.required and f.name in present]
 
 

@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 
 from contracts import ContractRegistry
 from transforms import ndjson
-from transforms.frames import ELEM, READINGS_DATASETS, ROW, Chunk, reject_frame
+from transforms.frames import ELEM, ROW, Chunk, reject_frame
 
 __all__ = [
     "CANONICAL_TOPIC",
@@ -81,7 +81,7 @@ class DecodeSchema:
         numeric: list[str] = []
         strings: list[str] = []
         by_dataset: dict[str, frozenset[str]] = {}
-        for dataset in READINGS_DATASETS.values():
+        for dataset in registry.readings_datasets:
             names = []
             for f in registry.get(dataset).fields:
                 if f.name in _SYSTEM_COLUMNS:

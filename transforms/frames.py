@@ -20,7 +20,6 @@ __all__ = [
     "CLAIM_CHARS",
     "DETAIL_CHARS",
     "ENVELOPE_COLUMNS",
-    "READINGS_DATASETS",
     "REJECT_SCHEMA",
     "Chunk",
     "quarantine_table",
@@ -36,7 +35,6 @@ ENVELOPE_COLUMNS = (
     "segment",
     "offset_bytes",
 )
-READINGS_DATASETS = {"meter": "meter_readings", "dg": "dg_readings", "solar": "solar_readings"}
 # Internal columns every reading carries until it is written.
 ROW = "_row"
 ELEM = "_elem"
@@ -195,7 +193,7 @@ def quarantine_rows(
     )
     claim = pl.col("topic").str.extract(r"^emaas/v1/[^/]+/([^/]+)/[^/]+/telemetry$", 1)
     contract_ref = pl.col("dataset").replace_strict(
-        {d: registry.get(d).ref for d in READINGS_DATASETS.values()},
+        {d: registry.get(d).ref for d in registry.readings_datasets},
         default=None,
         return_dtype=pl.String,
     )

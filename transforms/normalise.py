@@ -16,7 +16,7 @@ import polars as pl
 
 from contracts import ContractRegistry
 from transforms.decode import _UNIT_FIELDS
-from transforms.frames import READINGS_DATASETS, Chunk, as_frame, reject_frame
+from transforms.frames import Chunk, as_frame, reject_frame
 
 __all__ = ["UNIT_FACTORS", "normalise_chunk"]
 
@@ -39,13 +39,15 @@ UNIT_FACTORS: dict[tuple[str, str], float] = {
 _MAX_EPOCH_S = 95_617_584_000.0  # 5000-01-01: a larger "seconds" value is not seconds
 
 
-def _attach_device(rows: pl.DataFrame, devices: pl.DataFrame) -> pl.DataFrame:
+def _attach_device(
+    rows: pl.DataFrame, devices: pl.DataFrame, dataset_of_kind: dict[str, str]
+) -> pl.DataFrame:
     auth = (
         pl.when(pl.col("identity").is_null() | (pl.col("identity") == ""))
         .then(pl.col("device_id"))
         .otherwise(pl.col("identity"))
     )
-    kinds = pl.col("reg_kind").replace_strict(READINGS_DATASETS, default=None)
+    kinds = pl.col("reg_kind").replace_strict(dataset_of_kind, default=None)
     return (
         rows.with_columns(auth.alias("auth_device"))
         .join(
@@ -72,12 +74,12 @@ def normalise_chunk(
     ).with_row_index("_row")
     assert isinstance(env, pl.DataFrame)
     rows = rows.join(env.with_columns(pl.col("_row").cast(pl.Int64)), on="_row", how="left")
-    rows = _attach_device(rows, devices)
+    rows = _attach_device(rows, devices, registry.dataset_of_kind)
 
     # Units: every declared unit must convert to the contract's unit of that field.
     contract_units = {
         name: unit
-        for dataset in READINGS_DATASETS.values()
+        for dataset in registry.readings_datasets
         for f in registry.get(dataset).fields
         if (name := f.name) in _UNIT_FIELDS and (unit := f.unit) is not None
     }
@@ -132,7 +134,7 @@ def _null_sentinels(rows: pl.DataFrame, registry: ContractRegistry) -> pl.DataFr
     the contract) becomes NULL; ``_sentinel`` lists the fields nulled (",a,b,") for the flag
     and for the detail of a required field that is now missing."""
     hits: dict[str, pl.Expr] = {}
-    for dataset in READINGS_DATASETS.values():
+    for dataset in registry.readings_datasets:
         for f in registry.get(dataset).fields:
             if not f.sentinels or f.name not in rows.columns:
                 continue

@@ -446,7 +446,7 @@ def device_metrics(
     newest reading to ``window.now``), ``zero_share__<rule>`` per zero_share rule (null below
     MIN_CONDITION_ROWS rows in the condition), ``drops__<field>`` per counter_monotonic rule.
     """
-    kind = contract.extras.get("deviceKind")
+    kind = contract.device_kind
     registered = devices.filter(pl.col("client_id") == tenant)
     if kind is not None:
         registered = registered.filter(pl.col("kind") == kind)

@@ -36,7 +36,7 @@ from contracts import load_registry
 from lake.layout import UNASSIGNED_TENANT, tenants
 from lake.reference import load_reference
 from lake.storage import Store
-from pipelines.lakeops import READINGS, read_frame
+from pipelines.lakeops import read_frame
 from pipelines.process import BatchReport, process_once
 from pipelines.settings import Settings, load_settings
 from simulator.config import FaultRates, SimConfig
@@ -44,6 +44,8 @@ from simulator.run import simulate
 from simulator.stream import Message
 from tests.brokers import DeviceAccount, Mosquitto, start_mosquitto
 from tests.gatewayproc import GatewayProc, free_port, landed, start_gateway, wait_for
+
+READINGS = load_registry().readings_datasets
 
 __all__ = [
     "ENERGYLAKE",

@@ -14,11 +14,13 @@ import yaml
 from contracts import load_registry
 from lake.reference import load_reference
 from lake.storage import Store
-from pipelines.lakeops import READINGS, read_frame
+from pipelines.lakeops import read_frame
 from pipelines.process import ingest_stats, process_once
 from pipelines.settings import load_settings
 from simulator.config import FaultRates, SimConfig
 from simulator.landing import simulate_to_landing
+
+READINGS = load_registry().readings_datasets
 
 NEW = {"boot", "claimed_device_id", "claimed_device_sha256"}
 CONFIG = SimConfig(clients=1, branches=1, days=1, seed=3, faults=FaultRates())

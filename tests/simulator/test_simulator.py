@@ -20,7 +20,6 @@ from simulator.config import FAULTS, FaultRates, SimConfig
 from simulator.physics import simulate_branch
 from simulator.reference import build_fleet, rng_for
 from simulator.run import SimResult, simulate
-from simulator.stream import DATASET_OF_KIND
 
 REGISTRY = load_registry()
 HEAVY = FaultRates().with_overrides(
@@ -103,7 +102,7 @@ def _classify(line: dict[str, Any], devices: dict[str, dict[str, Any]], limit: i
         return "timestamp_future"
     if ts < line["hour"] - 7 * 86400:
         return "timestamp_ancient"
-    contract = REGISTRY.get(DATASET_OF_KIND[device["kind"]])
+    contract = REGISTRY.get(REGISTRY.dataset_of_kind[device["kind"]])
     readings = msg["readings"]
     known = set(contract.field_names)
     if any(k not in known for k in readings) or any(
@@ -264,7 +263,9 @@ def test_counters_monotonic_except_injected_resets(faulty: SimResult) -> None:
     found = set()
     for device_id, msgs in _series_lenient(faulty).items():
         kind = devices[device_id]["kind"]
-        counters = [f.name for f in REGISTRY.get(DATASET_OF_KIND[kind]).fields if f.counter]
+        counters = [
+            f.name for f in REGISTRY.get(REGISTRY.dataset_of_kind[kind]).fields if f.counter
+        ]
         good = [m for m in msgs if (device_id, m["seq"]) not in jumps]
         for prev, cur in itertools.pairwise(good):
             for name in counters:
