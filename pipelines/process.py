@@ -38,9 +38,10 @@ from typing import Any
 import apache_beam as beam
 import polars as pl
 import pyarrow as pa
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
 from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.runners.worker.statesampler import StateSampler
+from apache_beam.transforms.environments import Environment
 
 from contracts import ContractRegistry, EnergylakeError, load_registry
 from gateway.landing import closed_segments
@@ -241,9 +242,45 @@ def _beam_options(runner: str, beam_args: Sequence[str]) -> tuple[Any, PipelineO
     options = PipelineOptions(list(beam_args))
     if runner == DEFAULT_RUNNER:
         _quick_state_sampler()
-        return FnApiRunner(), options
+        return FnApiRunner(default_environment=_sdk_environment(options)), options
     options = PipelineOptions([*beam_args, f"--runner={runner}"])
     return None, options
+
+
+# What FnApiRunner can run the SDK harness in, besides this process: a worker pool's
+# processes (EXTERNAL), which is how Flink and Dataflow run Python DoFns. PROCESS is
+# Beam's option for a portable job server: FnApiRunner has no worker handler for it.
+_FNAPI_ENVIRONMENTS = ("EMBEDDED", "EXTERNAL")
+
+
+def _sdk_environment(options: PipelineOptions) -> Environment | None:
+    """The SDK harness's environment that ``--environment_type`` asks for; None (Beam's
+    default for FnApiRunner): in this process."""
+    portable = options.view_as(PortableOptions)
+    kind = (portable.environment_type or "EMBEDDED").upper()
+    if kind not in _FNAPI_ENVIRONMENTS:
+        raise ProcessError(
+            f"--environment_type={portable.environment_type}: FnApiRunner runs the SDK "
+            f"harness in this process or in a worker pool; use EXTERNAL with "
+            f"--environment_config=HOST:PORT (or set beam_worker_pool), or pick --runner"
+        )
+    if kind == "EMBEDDED":
+        return None
+    if not portable.environment_config:
+        raise ProcessError(
+            "--environment_type=EXTERNAL needs --environment_config=HOST:PORT of a worker "
+            "pool (python -m apache_beam.runners.worker.worker_pool_main --service_port=PORT)"
+        )
+    return Environment.from_options(portable)
+
+
+def _worker_args(settings: Settings, beam_args: Sequence[str]) -> list[str]:
+    """``beam_args``, with the worker pool of the settings unless they name an environment."""
+    args = list(beam_args)
+    pool = settings.beam_worker_pool
+    if pool is None or any(a.startswith("--environment_type") for a in args):
+        return args
+    return [*args, "--environment_type=EXTERNAL", f"--environment_config={pool}"]
 
 
 def _run_beam(
@@ -446,7 +483,8 @@ def process_once(
                 branches=load_branches(store) if settings.quality_gate else None,
                 encryption=settings.s3_encryption(),
             )
-            _run_beam(ctx, [landing / "closed" / s for s in segments], runner, beam_args, state)
+            segment_paths = [landing / "closed" / s for s in segments]
+            _run_beam(ctx, segment_paths, runner, _worker_args(settings, beam_args), state)
             plan = state.get(n, "plan.json")
             if plan is None:
                 raise ProcessError(f"batch {n}: the pipeline finished without writing its plan")
