@@ -38,7 +38,7 @@ from simulator.landing import simulate_to_landing
 from tests.pipeline.conftest import CONFIG
 
 POOL_START_TIMEOUT_S = 60.0
-SEGMENTS_FIRST_BATCH = 60  # of the day's 115
+SEGMENTS_FIRST_BATCH = 60  # of the day's 116 (a redelivered one among them)
 # When the gate ran and what age it saw: the only columns a second run may change.
 CLOCK_COLUMNS = {"ts", "observed", "reason", "unexpected_count", "unexpected_pct", "decided_at"}
 
@@ -106,9 +106,17 @@ def _land(data_dir: Path, same_as: Settings | None = None, **flags: Any) -> Sett
     landing log's segments byte for byte (a second simulation names its segments anew)."""
     settings = load_settings(data_dir=data_dir, **flags)
     result = simulate_to_landing(CONFIG, settings.sim_dir, settings.landing)
+    closed = settings.landing / "closed"
     if same_as is not None:
-        shutil.rmtree(settings.landing / "closed")
-        shutil.copytree(same_as.landing / "closed", settings.landing / "closed")
+        shutil.rmtree(closed)
+        shutil.copytree(same_as.landing / "closed", closed)
+    else:
+        # The first segment once more, as a gateway's redelivery after a crash lands it:
+        # under another writer's name, among the second batch's segments, so only the
+        # first batch's commits (the pinned snapshot) tell its readings are duplicates.
+        names = sorted(p.name for p in closed.glob("*.seg"))
+        stamp, instance = names[-1].split("-")[0], "0" * 16
+        shutil.copyfile(closed / names[0], closed / f"{stamp}-redelivery-000001-{instance}.seg")
     load_reference(Store.from_uri(settings.lake), result.reference_dir, load_registry())
     return settings
 
