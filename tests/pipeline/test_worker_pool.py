@@ -28,11 +28,12 @@ from typing import Any
 
 import pytest
 
+import pipelines.process as process
 from contracts import load_registry
 from lake.delta import read_table
 from lake.reference import load_reference
 from lake.storage import Store
-from pipelines.process import ingest_stats, process_once
+from pipelines.process import ProcessError, ingest_stats, process_once
 from pipelines.settings import Settings, load_settings
 from simulator.landing import simulate_to_landing
 from tests.pipeline.conftest import CONFIG
@@ -200,3 +201,30 @@ def test_sdk_workers_in_a_worker_pool_give_the_lake_of_the_in_process_runner(
     clock = {"seconds": 0, "gate_seconds": 0}
     assert pooled_first.as_dict() | clock == first.as_dict() | clock
     assert through_pool.as_dict() | clock == in_process.as_dict() | clock
+
+
+def test_the_in_process_runner_takes_a_worker_pool_and_refuses_what_it_cannot_run() -> None:
+    # (Beam's classes by name: only transforms/ and pipelines/ import Beam.)
+    runner, _ = process._beam_options(process.DEFAULT_RUNNER, [])
+    assert type(runner._default_environment).__name__ == "EmbeddedPythonEnvironment"
+    runner, _ = process._beam_options(
+        process.DEFAULT_RUNNER, ["--environment_type=EXTERNAL", "--environment_config=h:1"]
+    )
+    assert type(runner._default_environment).__name__ == "ExternalEnvironment"
+    assert runner._default_environment.url == "h:1"
+    # FnApiRunner has no worker handler for PROCESS (Beam fails deep in the run with a
+    # KeyError): refused before anything runs, with what to use instead.
+    with pytest.raises(ProcessError, match="use EXTERNAL"):
+        process._beam_options(process.DEFAULT_RUNNER, ["--environment_type=PROCESS"])
+    with pytest.raises(ProcessError, match="worker_pool_main"):
+        process._beam_options(process.DEFAULT_RUNNER, ["--environment_type=EXTERNAL"])
+    # The setting adds the pool unless the arguments name an environment themselves.
+    settings = load_settings(beam_worker_pool="localhost:50000")
+    assert process._worker_args(settings, ["--x=1"]) == [
+        "--x=1",
+        "--environment_type=EXTERNAL",
+        "--environment_config=localhost:50000",
+    ]
+    own = ["--environment_type=EXTERNAL", "--environment_config=other:1"]
+    assert process._worker_args(settings, own) == own
+    assert process._worker_args(load_settings(), ["--x=1"]) == ["--x=1"]
