@@ -274,6 +274,23 @@ def _sdk_environment(options: PipelineOptions) -> Environment | None:
     return Environment.from_options(portable)
 
 
+def _harness_here(runner: str, beam_args: Sequence[str]) -> bool:
+    """Whether the batch's DoFns run in this process (FnApiRunner, embedded harness)."""
+    if runner != DEFAULT_RUNNER:
+        return False
+    return _sdk_environment(PipelineOptions(list(beam_args))) is None
+
+
+@functools.cache
+def _no_data_docs() -> None:
+    # GE's Data Docs render the validations of this process's GE context; the gate ran
+    # in the SDK workers, so they would show none of this lake's (or another run's).
+    log.warning(
+        "quality Data Docs are not built when the batch runs in SDK workers outside this "
+        "process; the quality_results table holds every gate result"
+    )
+
+
 def _worker_args(settings: Settings, beam_args: Sequence[str]) -> list[str]:
     """``beam_args``, with the worker pool of the settings unless they name an environment."""
     args = list(beam_args)
@@ -434,9 +451,9 @@ def process_once(
     writer can interleave (tests use it to commit a release there).
     """
     started = time.perf_counter()
+    args = _worker_args(settings, beam_args)
     store = _lake_store(settings.lake, settings.s3_encryption())
     registry = load_registry(settings.contracts_dir) if settings.contracts_dir else load_registry()
-    contracts_dir = str(settings.contracts_dir or _contracts_dir())
     landing = settings.landing
     state = _State(store, settings.pipeline_id)
     with _lock(landing, settings.pipeline_id), BatchLineage(settings, lineage_parent) as lineage:
@@ -474,7 +491,7 @@ def process_once(
                 pipeline_id=settings.pipeline_id,
                 batch_no=n,
                 lake_uri=settings.lake,
-                contracts_dir=contracts_dir,
+                contracts_dir=_worker_contracts_dir(settings),
                 devices=devices,
                 payload_limit=settings.payload_limit_bytes,
                 snapshot=manifest["snapshot"],
@@ -484,7 +501,7 @@ def process_once(
                 encryption=settings.s3_encryption(),
             )
             segment_paths = [landing / "closed" / s for s in segments]
-            _run_beam(ctx, segment_paths, runner, _worker_args(settings, beam_args), state)
+            _run_beam(ctx, segment_paths, runner, args, state)
             plan = state.get(n, "plan.json")
             if plan is None:
                 raise ProcessError(f"batch {n}: the pipeline finished without writing its plan")
@@ -533,8 +550,10 @@ def process_once(
         _archive(store, landing, segments)
         report.seconds = time.perf_counter() - started
         state.finish(n, report.as_dict())
-        if gates:
+        if gates and _harness_here(runner, args):
             data_docs(settings)
+        elif gates:
+            _no_data_docs()
         lineage.complete(store, registry, published_plan(plan))
         return report
 
@@ -562,10 +581,11 @@ def ingest_stats(settings: Settings) -> list[tuple[str, str, str, str, str, int]
     return out
 
 
-def _contracts_dir() -> Path:
-    from contracts import CONTRACTS_DIR
-
-    return Path(CONTRACTS_DIR)
+def _worker_contracts_dir(settings: Settings) -> str | None:
+    """The contracts folder the batch's workers load: the configured one (it must be
+    there on every worker), else None: the packaged contracts, wherever each worker has
+    the package installed (a worker image rarely installs it at the driver's path)."""
+    return str(settings.contracts_dir) if settings.contracts_dir else None
 
 
 # --- follow --------------------------------------------------------------------------------

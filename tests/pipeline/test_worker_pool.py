@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 
 import pipelines.process as process
@@ -33,10 +34,12 @@ from contracts import load_registry
 from lake.delta import read_table
 from lake.reference import load_reference
 from lake.storage import Store
+from pipelines.batch_hooks import wait_for_data_docs
 from pipelines.process import ProcessError, ingest_stats, process_once
 from pipelines.settings import Settings, load_settings
 from simulator.landing import simulate_to_landing
 from tests.pipeline.conftest import CONFIG
+from transforms.beam import BatchContext
 
 POOL_START_TIMEOUT_S = 60.0
 SEGMENTS_FIRST_BATCH = 60  # of the day's 116 (a redelivered one among them)
@@ -64,6 +67,15 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     )
     for pid in with_children.stdout.split():  # an SDK worker that outlived its pool
         os.kill(int(pid), signal.SIGKILL)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No ENERGYLAKE_* variable and no ./energylake.toml: the test's flags alone decide."""
+    for name in list(os.environ):
+        if name.startswith("ENERGYLAKE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture
@@ -154,6 +166,7 @@ def _lake(settings: Settings) -> dict[str, tuple[list[str], Counter[tuple[Any, .
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("clean_env")
 def test_sdk_workers_in_a_worker_pool_give_the_lake_of_the_in_process_runner(
     tmp_path: Path, worker_pool: tuple[str, Path]
 ) -> None:
@@ -198,11 +211,17 @@ def test_sdk_workers_in_a_worker_pool_give_the_lake_of_the_in_process_runner(
     assert in_process.late
     assert any(rel.endswith("/quality_results") for rel in a)
     assert sorted(ingest_stats(pooled)) == sorted(ingest_stats(local))
+    # Data Docs render the validations of the driver's GE context: in process, the batch's;
+    # with the pool, none of this lake's (in this process: the other lake's), so not built.
+    wait_for_data_docs(60)
+    assert (local.data_dir / "quality" / "index.html").is_file()
+    assert not (pooled.data_dir / "quality").exists()
     clock = {"seconds": 0, "gate_seconds": 0}
     assert pooled_first.as_dict() | clock == first.as_dict() | clock
     assert through_pool.as_dict() | clock == in_process.as_dict() | clock
 
 
+@pytest.mark.usefixtures("clean_env")
 def test_the_in_process_runner_takes_a_worker_pool_and_refuses_what_it_cannot_run() -> None:
     # (Beam's classes by name: only transforms/ and pipelines/ import Beam.)
     runner, _ = process._beam_options(process.DEFAULT_RUNNER, [])
@@ -228,3 +247,20 @@ def test_the_in_process_runner_takes_a_worker_pool_and_refuses_what_it_cannot_ru
     own = ["--environment_type=EXTERNAL", "--environment_config=other:1"]
     assert process._worker_args(settings, own) == own
     assert process._worker_args(load_settings(), ["--x=1"]) == ["--x=1"]
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_workers_load_the_packaged_contracts_where_they_have_the_package(tmp_path: Path) -> None:
+    """The driver's install path of the packaged contracts is not sent to the workers: a
+    worker image installs the package elsewhere. A configured folder is sent as it is."""
+    assert process._worker_contracts_dir(load_settings()) is None
+    custom = tmp_path / "contracts"
+    assert process._worker_contracts_dir(load_settings(contracts_dir=custom)) == str(custom)
+    ctx = BatchContext(
+        pipeline_id="main",
+        batch_no=1,
+        lake_uri=str(tmp_path / "lake"),
+        contracts_dir=None,
+        devices=pl.DataFrame(),
+    )
+    assert ctx.registry() is load_registry()  # the packaged ones, as this process has them
