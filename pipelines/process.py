@@ -452,6 +452,7 @@ def process_once(
     """
     started = time.perf_counter()
     args = _worker_args(settings, beam_args)
+    harness_here = _harness_here(runner, args)  # an environment it cannot run: refused now
     store = _lake_store(settings.lake, settings.s3_encryption())
     registry = load_registry(settings.contracts_dir) if settings.contracts_dir else load_registry()
     landing = settings.landing
@@ -550,7 +551,7 @@ def process_once(
         _archive(store, landing, segments)
         report.seconds = time.perf_counter() - started
         state.finish(n, report.as_dict())
-        if gates and _harness_here(runner, args):
+        if gates and harness_here:
             data_docs(settings)
         elif gates:
             _no_data_docs()

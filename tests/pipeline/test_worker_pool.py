@@ -222,7 +222,9 @@ def test_sdk_workers_in_a_worker_pool_give_the_lake_of_the_in_process_runner(
 
 
 @pytest.mark.usefixtures("clean_env")
-def test_the_in_process_runner_takes_a_worker_pool_and_refuses_what_it_cannot_run() -> None:
+def test_the_in_process_runner_takes_a_worker_pool_and_refuses_what_it_cannot_run(
+    tmp_path: Path,
+) -> None:
     # (Beam's classes by name: only transforms/ and pipelines/ import Beam.)
     runner, _ = process._beam_options(process.DEFAULT_RUNNER, [])
     assert type(runner._default_environment).__name__ == "EmbeddedPythonEnvironment"
@@ -237,6 +239,12 @@ def test_the_in_process_runner_takes_a_worker_pool_and_refuses_what_it_cannot_ru
         process._beam_options(process.DEFAULT_RUNNER, ["--environment_type=PROCESS"])
     with pytest.raises(ProcessError, match="worker_pool_main"):
         process._beam_options(process.DEFAULT_RUNNER, ["--environment_type=EXTERNAL"])
+    # ... and by `process` before it takes the lock or claims a batch.
+    settings = load_settings(data_dir=tmp_path)
+    with pytest.raises(ProcessError, match="use EXTERNAL"):
+        process_once(settings, beam_args=["--environment_type=PROCESS"])
+    assert not settings.landing.exists()
+    assert not Path(settings.lake).exists()
     # The setting adds the pool unless the arguments name an environment themselves.
     settings = load_settings(beam_worker_pool="localhost:50000")
     assert process._worker_args(settings, ["--x=1"]) == [
