@@ -501,8 +501,7 @@ def process_once(
                 branches=load_branches(store) if settings.quality_gate else None,
                 encryption=settings.s3_encryption(),
             )
-            segment_paths = [landing / "closed" / s for s in segments]
-            _run_beam(ctx, segment_paths, runner, args, state)
+            _run_beam(ctx, [landing / "closed" / s for s in segments], runner, args, state)
             plan = state.get(n, "plan.json")
             if plan is None:
                 raise ProcessError(f"batch {n}: the pipeline finished without writing its plan")
@@ -583,10 +582,11 @@ def ingest_stats(settings: Settings) -> list[tuple[str, str, str, str, str, int]
 
 
 def _worker_contracts_dir(settings: Settings) -> str | None:
-    """The contracts folder the batch's workers load: the configured one (it must be
-    there on every worker), else None: the packaged contracts, wherever each worker has
-    the package installed (a worker image rarely installs it at the driver's path)."""
-    return str(settings.contracts_dir) if settings.contracts_dir else None
+    """The contracts folder the batch's workers load: the configured one, absolute (it
+    must be there on every worker, whatever its working folder), else None: the packaged
+    contracts, wherever each worker has the package installed (a worker image rarely
+    installs it at the driver's path)."""
+    return str(settings.contracts_dir.resolve()) if settings.contracts_dir else None
 
 
 # --- follow --------------------------------------------------------------------------------
