@@ -4,8 +4,9 @@ Flink and Dataflow run Python DoFns in SDK worker processes that share nothing w
 program that built the pipeline. The same happens here with FnApiRunner and a real worker
 pool (``python -m apache_beam.runners.worker.worker_pool_main``) on a free loopback port:
 the test lands one simulated day (every fault on), processes the same segments once in
-process and once through the pool, and the two lakes must be identical table by table,
-row by row (flags, quarantine reasons and gate results included), with the same counts.
+process (lake on disk) and once through the pool (lake on S3), and the two lakes must be
+identical table by table, row by row (flags, quarantine reasons and gate results
+included), with the same counts.
 A DoFn that read something only the driver's memory holds (a module global the driver
 set, an object the driver mutates) would see it unset in the pool's workers and the lakes
 would differ, or the run would fail.
@@ -145,14 +146,15 @@ def _freeze(value: Any) -> Any:
 
 
 def _lake(settings: Settings) -> dict[str, tuple[list[str], Counter[tuple[Any, ...]]]]:
-    """Every Delta table: its column names and its rows as a multiset."""
-    root = Path(settings.lake)
+    """Every Delta table (on disk or S3): its column names and its rows as a multiset."""
+    store = settings.lake_store()
     rels = sorted(
-        log.parent.relative_to(root).as_posix()
-        for pattern in ("tenants/*/*/_delta_log", "platform/*/_delta_log")
-        for log in root.glob(pattern)
+        {
+            rel.split("/_delta_log/", 1)[0]
+            for rel in store.list("")
+            if "/_delta_log/" in rel and rel.startswith(("tenants/", "platform/"))
+        }
     )
-    store = Store.from_uri(settings.lake)
     out = {}
     for rel in rels:
         table = read_table(store, rel)
@@ -168,11 +170,16 @@ def _lake(settings: Settings) -> dict[str, tuple[list[str], Counter[tuple[Any, .
 @pytest.mark.slow
 @pytest.mark.usefixtures("clean_env")
 def test_sdk_workers_in_a_worker_pool_give_the_lake_of_the_in_process_runner(
-    tmp_path: Path, worker_pool: tuple[str, Path]
+    tmp_path: Path, s3_store: Store, worker_pool: tuple[str, Path]
 ) -> None:
+    """The pooled lake is on S3 (moto's server on loopback; the pool has the AWS
+    environment, started after ``s3_store`` set it): the workers reach the lake the way
+    remote workers do, by its URI and their own environment, not through a shared disk."""
     address, pool_log = worker_pool
     local = _land(tmp_path / "in-process")
-    pooled = _land(tmp_path / "pooled", same_as=local, beam_worker_pool=address)
+    pooled = _land(
+        tmp_path / "pooled", same_as=local, beam_worker_pool=address, lake_uri=s3_store.uri
+    )
     assert pooled.beam_worker_pool == address
     assert local.beam_worker_pool is None
 
@@ -194,6 +201,7 @@ def test_sdk_workers_in_a_worker_pool_give_the_lake_of_the_in_process_runner(
     assert "Starting worker with command" in pool_log.read_text(), pool_log.read_text()
     assert pooled_first.segments == first.segments
     assert through_pool.segments == in_process.segments
+    assert not (pooled.data_dir / "lake").exists()  # all of it on S3
     a, b = _lake(local), _lake(pooled)
     assert sorted(b) == sorted(a), "the two lakes hold different tables"
     for rel in a:
