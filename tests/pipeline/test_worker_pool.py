@@ -14,6 +14,7 @@ would differ, or the run would fail.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -64,10 +65,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
     with_children = subprocess.run(
-        ["ps", "-o", "pid=", "-g", str(proc.pid)], capture_output=True, text=True, check=False
+        ["ps", "-o", "pid=", "--sid", str(proc.pid)], capture_output=True, text=True, check=False
     )
     for pid in with_children.stdout.split():  # an SDK worker that outlived its pool
-        os.kill(int(pid), signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
 
 
 @pytest.fixture
