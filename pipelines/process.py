@@ -38,8 +38,9 @@ from typing import Any
 import apache_beam as beam
 import polars as pl
 import pyarrow as pa
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
 from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
+from apache_beam.transforms.environments import Environment
 
 from contracts import ContractRegistry, EnergylakeError, load_registry
 from gateway.landing import closed_segments
@@ -221,9 +222,62 @@ def _beam_options(runner: str, beam_args: Sequence[str]) -> tuple[Any, PipelineO
     options = PipelineOptions(list(beam_args))
     if runner == DEFAULT_RUNNER:
         quick_state_sampler()  # transforms/beam_internals.py says why
-        return FnApiRunner(), options
+        return FnApiRunner(default_environment=_sdk_environment(options)), options
     options = PipelineOptions([*beam_args, f"--runner={runner}"])
     return None, options
+
+
+# What FnApiRunner can run the SDK harness in, besides this process: a worker pool's
+# processes (EXTERNAL), which is how Flink and Dataflow run Python DoFns. PROCESS is
+# Beam's option for a portable job server: FnApiRunner has no worker handler for it.
+_FNAPI_ENVIRONMENTS = ("EMBEDDED", "EXTERNAL")
+
+
+def _sdk_environment(options: PipelineOptions) -> Environment | None:
+    """The SDK harness's environment that ``--environment_type`` asks for; None (Beam's
+    default for FnApiRunner): in this process."""
+    portable = options.view_as(PortableOptions)
+    kind = (portable.environment_type or "EMBEDDED").upper()
+    if kind not in _FNAPI_ENVIRONMENTS:
+        raise ProcessError(
+            f"--environment_type={portable.environment_type}: FnApiRunner runs the SDK "
+            f"harness in this process or in a worker pool; use EXTERNAL with "
+            f"--environment_config=HOST:PORT (or set beam_worker_pool), or pick --runner"
+        )
+    if kind == "EMBEDDED":
+        return None
+    if not portable.environment_config:
+        raise ProcessError(
+            "--environment_type=EXTERNAL needs --environment_config=HOST:PORT of a worker "
+            "pool (python -m apache_beam.runners.worker.worker_pool_main --service_port=PORT)"
+        )
+    return Environment.from_options(portable)
+
+
+def _harness_here(runner: str, beam_args: Sequence[str]) -> bool:
+    """Whether the batch's DoFns run in this process (FnApiRunner, embedded harness)."""
+    if runner != DEFAULT_RUNNER:
+        return False
+    return _sdk_environment(PipelineOptions(list(beam_args))) is None
+
+
+@functools.cache
+def _no_data_docs() -> None:
+    # GE's Data Docs render the validations of this process's GE context; the gate ran
+    # in the SDK workers, so they would show none of this lake's (or another run's).
+    log.warning(
+        "quality Data Docs are not built when the batch runs in SDK workers outside this "
+        "process; the quality_results table holds every gate result"
+    )
+
+
+def _worker_args(settings: Settings, beam_args: Sequence[str]) -> list[str]:
+    """``beam_args``, with the worker pool of the settings unless they name an environment."""
+    args = list(beam_args)
+    pool = settings.beam_worker_pool
+    if pool is None or any(a.startswith("--environment_type") for a in args):
+        return args
+    return [*args, "--environment_type=EXTERNAL", f"--environment_config={pool}"]
 
 
 def _run_beam(
@@ -377,9 +431,10 @@ def process_once(
     writer can interleave (tests use it to commit a release there).
     """
     started = time.perf_counter()
+    args = _worker_args(settings, beam_args)
+    harness_here = _harness_here(runner, args)  # an environment it cannot run: refused now
     store = _lake_store(settings.lake, settings.s3_encryption())
     registry = load_registry(settings.contracts_dir) if settings.contracts_dir else load_registry()
-    contracts_dir = str(settings.contracts_dir or _contracts_dir())
     landing = settings.landing
     state = _State(store, settings.pipeline_id)
     with _lock(landing, settings.pipeline_id), BatchLineage(settings, lineage_parent) as lineage:
@@ -417,7 +472,7 @@ def process_once(
                 pipeline_id=settings.pipeline_id,
                 batch_no=n,
                 lake_uri=settings.lake,
-                contracts_dir=contracts_dir,
+                contracts_dir=_worker_contracts_dir(settings),
                 devices=devices,
                 payload_limit=settings.payload_limit_bytes,
                 snapshot=manifest["snapshot"],
@@ -426,7 +481,7 @@ def process_once(
                 branches=load_branches(store) if settings.quality_gate else None,
                 encryption=settings.s3_encryption(),
             )
-            _run_beam(ctx, [landing / "closed" / s for s in segments], runner, beam_args, state)
+            _run_beam(ctx, [landing / "closed" / s for s in segments], runner, args, state)
             plan = state.get(n, "plan.json")
             if plan is None:
                 raise ProcessError(f"batch {n}: the pipeline finished without writing its plan")
@@ -475,8 +530,10 @@ def process_once(
         _archive(store, landing, segments)
         report.seconds = time.perf_counter() - started
         state.finish(n, report.as_dict())
-        if gates:
+        if gates and harness_here:
             data_docs(settings)
+        elif gates:
+            _no_data_docs()
         lineage.complete(store, registry, published_plan(plan))
         return report
 
@@ -504,10 +561,12 @@ def ingest_stats(settings: Settings) -> list[tuple[str, str, str, str, str, int]
     return out
 
 
-def _contracts_dir() -> Path:
-    from contracts import CONTRACTS_DIR
-
-    return Path(CONTRACTS_DIR)
+def _worker_contracts_dir(settings: Settings) -> str | None:
+    """The contracts folder the batch's workers load: the configured one, absolute (it
+    must be there on every worker, whatever its working folder), else None: the packaged
+    contracts, wherever each worker has the package installed (a worker image rarely
+    installs it at the driver's path)."""
+    return str(settings.contracts_dir.resolve()) if settings.contracts_dir else None
 
 
 # --- follow --------------------------------------------------------------------------------

@@ -89,6 +89,14 @@ class Settings(BaseSettings):
             "between two batches (the most fragmented go first; the rest wait a batch)."
         ),
     )
+    # --- batch pipeline: where Beam's SDK workers run (docs/ARCHITECTURE.md, "Runners") ---
+    beam_worker_pool: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}$",
+        description="host:port of a Beam SDK worker pool (python -m "
+        "apache_beam.runners.worker.worker_pool_main): the batch's DoFns run in its worker "
+        "processes (Beam's EXTERNAL environment). Unset: in this process (fastest).",
+    )
     # --- lineage (docs/LINEAGE.md); OPENLINEAGE_DISABLED=true turns emission off ---
     lineage_transport: str = Field(
         default="file",

@@ -79,7 +79,7 @@ class BatchContext:
     pipeline_id: str
     batch_no: int
     lake_uri: str
-    contracts_dir: str
+    contracts_dir: str | None  # None: the packaged contracts (found on each worker)
     devices: pl.DataFrame
     payload_limit: int = 65536
     snapshot: dict[str, int | None] = field(default_factory=dict)  # table rel -> version
@@ -97,7 +97,7 @@ class BatchContext:
         return f"{self.pipeline_id}:{self.batch_no}"
 
     def registry(self) -> ContractRegistry:
-        return load_registry(Path(self.contracts_dir))
+        return load_registry(Path(self.contracts_dir) if self.contracts_dir else None)
 
     def store(self) -> Store:
         return Store.from_uri(self.lake_uri, encryption=self.encryption)
