@@ -42,6 +42,7 @@ from pipelines.process import ingest_stats, process_once
 from pipelines.settings import Settings, load_settings
 from simulator.config import SimConfig
 from simulator.landing import simulate_to_landing
+from tests.lakerows import freeze
 
 ENERGYLAKE = Path(sys.executable).with_name("energylake")
 CONFIG = SimConfig(clients=2, branches=2, days=1, seed=11)  # default faults
@@ -129,16 +130,6 @@ def _versions(settings: Settings) -> dict[str, int]:
     return {rel: int(open_table(store, rel).version()) for rel in _table_rels(settings)}
 
 
-def _freeze(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return "NaN"
-    if isinstance(value, list):
-        return tuple(_freeze(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
-    return value
-
-
 def _rows(settings: Settings, rel: str) -> tuple[tuple[str, ...], Counter[tuple[Any, ...]]]:
     """The table's column names and its rows as a multiset (columns in name order).
 
@@ -155,7 +146,7 @@ def _rows(settings: Settings, rel: str) -> tuple[tuple[str, ...], Counter[tuple[
     )
     table = table.select(list(names))
     rows: Counter[tuple[Any, ...]] = Counter(
-        tuple(_freeze(row[name]) for name in names) for row in table.to_pylist()
+        tuple(freeze(row[name]) for name in names) for row in table.to_pylist()
     )
     return names, rows
 

@@ -15,7 +15,6 @@ would differ, or the run would fail.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import shutil
 import signal
@@ -40,6 +39,7 @@ from pipelines.batch_hooks import wait_for_data_docs
 from pipelines.process import ProcessError, ingest_stats, process_once
 from pipelines.settings import Settings, load_settings
 from simulator.landing import simulate_to_landing
+from tests.lakerows import freeze
 from tests.pipeline.conftest import CONFIG
 from transforms.beam import BatchContext
 
@@ -137,16 +137,6 @@ def _land(data_dir: Path, same_as: Settings | None = None, **flags: Any) -> Sett
     return settings
 
 
-def _freeze(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return "NaN"
-    if isinstance(value, list):
-        return tuple(_freeze(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
-    return value
-
-
 def _lake(settings: Settings) -> dict[str, tuple[list[str], Counter[tuple[Any, ...]]]]:
     """Every Delta table (on disk or S3): its column names and its rows as a multiset."""
     store = settings.lake_store()
@@ -163,7 +153,7 @@ def _lake(settings: Settings) -> dict[str, tuple[list[str], Counter[tuple[Any, .
         skip = CLOCK_COLUMNS if rel.endswith("/quality_results") else set()
         names = sorted(n for n in table.column_names if n not in skip)
         rows = Counter(
-            tuple(_freeze(row[n]) for n in names) for row in table.select(names).to_pylist()
+            tuple(freeze(row[n]) for n in names) for row in table.select(names).to_pylist()
         )
         out[rel] = (names, rows)
     return out
