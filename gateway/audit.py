@@ -121,7 +121,26 @@ class AuditLog:
         """Append one event. ``actor``: the person or service that acted (an operator's
         decision); the audit log is the one place that names them."""
         now = datetime.now(UTC)
-        fields: dict[str, Any] = {
+        fields = self._fields(now, event, device_id, client_id, branch_id, remote, detail)
+        if actor is not None:
+            fields["actor"] = actor
+        with self._lock:
+            if self._window_s > 0 and not self._fold(event, fields, now):
+                return
+            self._write(now, fields)
+
+    def _fields(
+        self,
+        now: datetime,
+        event: str,
+        device_id: str | None,
+        client_id: str | None,
+        branch_id: str | None,
+        remote: str | None,
+        detail: str,
+    ) -> dict[str, Any]:
+        """The fields every record starts with, in the log's order."""
+        return {
             "ts": _stamp(now),
             "component": self._component,
             "event": event,
@@ -131,12 +150,6 @@ class AuditLog:
             "remote": remote,
             "detail": detail,
         }
-        if actor is not None:
-            fields["actor"] = actor
-        with self._lock:
-            if self._window_s > 0 and not self._fold(event, fields, now):
-                return
-            self._write(now, fields)
 
     def flush_due(self) -> None:
         """Write the counts of repeats whose window has ended (a timer calls this)."""
@@ -204,19 +217,9 @@ class AuditLog:
             return
         now = datetime.now(UTC)
         event, device_id, client_id, branch_id, group = key
-        fields: dict[str, Any] = {
-            "ts": _stamp(now),
-            "component": self._component,
-            "event": event,
-            "device_id": device_id,
-            "client_id": client_id,
-            "branch_id": branch_id,
-            "remote": seen.remote,
-            "detail": f"repeated after the first record; the last: {seen.detail}",
-            "count": seen.count,
-            "first_ts": _stamp(seen.first),
-            "last_ts": _stamp(seen.last),
-        }
+        detail = f"repeated after the first record; the last: {seen.detail}"
+        fields = self._fields(now, event, device_id, client_id, branch_id, seen.remote, detail)
+        fields.update(count=seen.count, first_ts=_stamp(seen.first), last_ts=_stamp(seen.last))
         if group is not None:
             fields["address_group"] = group
             fields["addresses"] = len(seen.addresses)

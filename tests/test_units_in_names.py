@@ -8,18 +8,10 @@ import ast
 from pathlib import Path
 
 from pipelines.settings import _RENAMED, Settings
+from tests.test_layout import OURS
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = (
-    "contracts",
-    "transforms",
-    "pipelines",
-    "lineage",
-    "gateway",
-    "lake",
-    "analytics",
-    "simulator",
-)
+PACKAGES = sorted(OURS)  # every package of ours (the layout test's list)
 BARE = {"timeout", "wait", "retry_after", "interval", "delay", "ttl", "period", "age"}
 
 
