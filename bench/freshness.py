@@ -64,7 +64,7 @@ from simulator.run import simulate
 from simulator.stream import Message
 from transforms.series import COUNTER_ALLOWANCE, STUCK_FIELDS
 
-_CLI = "from pipelines.cli import main; main()"
+_CLI = "from cli.app import main; main()"
 PROBE_SEQ = 0  # the probe message; the measured run counts from 1
 _MIB = 2**20
 
@@ -437,7 +437,7 @@ def run(args: argparse.Namespace) -> None:
         try:
             http_port = free_port()
             procs["gateway"] = _spawn(
-                [sys.executable, "-m", "pipelines.cli_gateway", "gateway"],
+                [sys.executable, "-m", "cli", "gateway"],
                 _env(
                     data,
                     {

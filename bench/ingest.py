@@ -141,7 +141,7 @@ def _start_gateway(data: Path, env: dict[str, str], args: list[str]) -> subproce
     full = {k: v for k, v in os.environ.items() if not k.startswith("ENERGYLAKE_")}
     full |= {"ENERGYLAKE_DATA_DIR": str(data), "ENERGYLAKE_GATEWAY_MIN_FREE_BYTES": "0", **env}
     return subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "pipelines.cli_gateway", "gateway", *args],
+        [sys.executable, "-m", "cli", "gateway", *args],
         env=full,
         cwd=data,
         stdout=subprocess.DEVNULL,

@@ -1,13 +1,15 @@
-"""What every command module shares: the console, error lines, and settings with flags.
+"""What every command module shares: the invocation's context (settings, console), error
+lines, logging, and the simulator's options.
 
-Command modules (``pipelines/cli_*.py``) each define a ``register(app)`` function; the
-root ``pipelines/cli.py`` calls them. Keep the work in the packages, not here.
+There is no module-level mutable state here: the root callback (``cli/app.py``) builds one
+``CliContext`` per invocation and typer hands it to every command as ``ctx.obj``; a command
+reads it with ``cli_context(ctx)``. Keep the work in the packages, not here.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -21,40 +23,56 @@ if TYPE_CHECKING:
     from simulator.config import SimConfig
 
 __all__ = [
-    "PRIVATE_UMASK",
-    "STATE",
     "Cadence",
+    "CliContext",
     "Clients",
     "Days",
+    "ExitPlan",
     "FaultOverrides",
     "Faults",
     "PerClient",
     "Seed",
     "Start",
+    "cli_context",
     "configure_logging",
-    "console",
     "error",
-    "private_files",
-    "settings_from",
     "sim_config",
 ]
 
-console = Console()
 
-# Files 0600, folders 0700: data/ holds raw payloads, quarantine excerpts, audit logs with
-# client addresses, contacts in clear and secrets. Set once when a command starts (every
-# entry point calls private_files()); children inherit it, Mosquitto included.
-PRIVATE_UMASK = 0o077
+@dataclass(slots=True)
+class ExitPlan:
+    """How this invocation's process ends. ``fast``: a command has made everything it wrote
+    durable, so ``main()`` may skip the interpreter's teardown (see ``cli.app._exit_now``)."""
 
-
-def private_files() -> None:
-    """From now on this process (and every child it starts) creates files 0600 and
-    folders 0700. Explicit modes (``os.open(..., 0o600)``, ``chmod``) still apply."""
-    os.umask(PRIVATE_UMASK)
+    fast: bool = False
 
 
-# Set by the root callback: the --config file, if given.
-STATE: dict[str, Path | None] = {"config": None}
+@dataclass(frozen=True, slots=True)
+class CliContext:
+    """One invocation's context, built by the root callback and passed as ``ctx.obj``."""
+
+    config: Path | None = None  # the --config file, if given
+    console: Console = field(default_factory=Console)
+    exit_plan: ExitPlan = field(default_factory=ExitPlan)
+
+    def settings(self, **flags: object) -> Settings:
+        """Settings with the given flags on top; a bad config file exits 2 with one line."""
+        try:
+            return load_settings(self.config, **flags)
+        except (FileNotFoundError, ValueError) as exc:
+            error(f"{exc}")
+            raise typer.Exit(2) from exc
+
+
+def cli_context(ctx: typer.Context) -> CliContext:
+    """The invocation's ``CliContext`` (set by the root callback; a default one when a command
+    group is invoked without the root, which only tests do)."""
+    found = ctx.find_object(CliContext)
+    if found is None:
+        found = CliContext()
+        ctx.find_root().obj = found
+    return found
 
 
 # Libraries that speak at INFO about their own workings (Beam: every string type hint it
@@ -76,15 +94,6 @@ def configure_logging(level: str) -> None:
 def error(message: str) -> None:
     """Errors go to stderr as one plain line: readable in logs, never wrapped."""
     typer.echo(f"error: {message}", err=True)
-
-
-def settings_from(**flags: object) -> Settings:
-    """Settings with the given flags on top; a bad config file exits 2 with one line."""
-    try:
-        return load_settings(STATE["config"], **flags)
-    except (FileNotFoundError, ValueError) as exc:
-        error(f"{exc}")
-        raise typer.Exit(2) from exc
 
 
 # --- the simulator's options, shared by `simulate` and `simulate-publish` ------------------

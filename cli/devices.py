@@ -8,12 +8,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pipelines.cliutil import console, error, settings_from
+from cli.common import cli_context, error
 from pipelines.settings import Settings
 
-__all__ = ["register"]
+__all__ = ["app"]
 
-devices_app = typer.Typer(
+app = typer.Typer(
+    name="devices",
     help="Devices at the edge: broker accounts, ACL and identity book from the registry.",
     no_args_is_help=True,
 )
@@ -29,8 +30,9 @@ def _out(settings: Settings, out: Path | None) -> Path:
     return out or settings.data_dir / "gateway"
 
 
-@devices_app.command("provision")
+@app.command("provision")
 def devices_provision(
+    ctx: typer.Context,
     out: _OutOption = None,
     credentials: Annotated[
         Path | None,
@@ -81,43 +83,40 @@ def devices_provision(
     """Write the Mosquitto password file, ACL and config, the gateway's account and the
     identity book from the device registry in the lake (idempotent; prints no secret).
     """
-    from lake.errors import LakeError
     from lake.reference import load_device_registry
     from lake.storage import Store
-    from pipelines.provision import BrokerOptions, ProvisionError, provision, read_credentials
+    from pipelines.provision import BrokerOptions, provision, read_credentials
 
-    settings = settings_from(data_dir=data_dir, lake_uri=lake_uri)
+    cli = cli_context(ctx)
+    console = cli.console
+    settings = cli.settings(data_dir=data_dir, lake_uri=lake_uri)
     folder = _out(settings, out)
-    try:
-        registry = load_device_registry(Store.from_uri(settings.lake))
-        if registry.num_rows == 0:
-            error(
-                f"no devices in the registry at {settings.lake}: "
-                "run `energylake reference load DIR` first"
-            )
-            raise typer.Exit(2)
-        secrets = read_credentials(credentials) if credentials is not None else None
-        report = provision(
-            registry,
-            folder,
-            credentials=secrets,
-            gateway_user=gateway_user,
-            broker=BrokerOptions(
-                port=broker_port,
-                bind=broker_bind,
-                user=broker_user,
-                tls_cert=tls_cert,
-                tls_key=tls_key,
-                tls_port=tls_port,
-                tls_bind=tls_bind,
-                max_queued_messages=queue_messages,
-                max_queued_bytes=queue_bytes,
-                memory_limit_bytes=broker_memory,
-            ),
+    registry = load_device_registry(Store.from_uri(settings.lake))
+    if registry.num_rows == 0:
+        error(
+            f"no devices in the registry at {settings.lake}: "
+            "run `energylake reference load DIR` first"
         )
-    except (ProvisionError, LakeError) as exc:
-        error(f"{exc}")
-        raise typer.Exit(2) from exc
+        raise typer.Exit(2)
+    secrets = read_credentials(credentials) if credentials is not None else None
+    report = provision(
+        registry,
+        folder,
+        credentials=secrets,
+        gateway_user=gateway_user,
+        broker=BrokerOptions(
+            port=broker_port,
+            bind=broker_bind,
+            user=broker_user,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_port=tls_port,
+            tls_bind=tls_bind,
+            max_queued_messages=queue_messages,
+            max_queued_bytes=queue_bytes,
+            memory_limit_bytes=broker_memory,
+        ),
+    )
     console.print(
         f"provisioned {report.devices} device(s) into {report.out_dir}: "
         f"{report.mqtt_accounts} MQTT account(s), {len(report.revoked)} revoked, "
@@ -153,8 +152,9 @@ def devices_provision(
         )
 
 
-@devices_app.command("revoke")
+@app.command("revoke")
 def devices_revoke(
+    ctx: typer.Context,
     device_id: Annotated[str, typer.Argument(help="The device to revoke.")],
     out: _OutOption = None,
     pid_file: Annotated[
@@ -164,14 +164,11 @@ def devices_revoke(
     data_dir: _DataDirOption = None,
 ) -> None:
     """Revoke a device: revoked in the identity book, its MQTT account removed."""
-    from pipelines.provision import ProvisionError, revoke
+    from pipelines.provision import revoke
 
-    settings = settings_from(data_dir=data_dir)
-    try:
-        report = revoke(_out(settings, out), device_id, pid_file=pid_file)
-    except ProvisionError as exc:
-        error(f"{exc}")
-        raise typer.Exit(2) from exc
+    cli = cli_context(ctx)
+    console = cli.console
+    report = revoke(_out(cli.settings(data_dir=data_dir), out), device_id, pid_file=pid_file)
     state = "was already revoked" if report.already_revoked else "revoked"
     console.print(
         f"device {device_id} {state}; MQTT account removed: {report.removed_mqtt_account}"
@@ -182,17 +179,15 @@ def devices_revoke(
         console.print("reload the broker (SIGHUP, or `systemctl reload mosquitto`) to apply")
 
 
-@devices_app.command("list")
-def devices_list(out: _OutOption = None, data_dir: _DataDirOption = None) -> None:
+@app.command("list")
+def devices_list(
+    ctx: typer.Context, out: _OutOption = None, data_dir: _DataDirOption = None
+) -> None:
     """The provisioned devices: HTTP token, MQTT account, revoked."""
-    from pipelines.provision import ProvisionError, device_status
+    from pipelines.provision import device_status
 
-    settings = settings_from(data_dir=data_dir)
-    try:
-        rows = device_status(_out(settings, out))
-    except ProvisionError as exc:
-        error(f"{exc}")
-        raise typer.Exit(2) from exc
+    cli = cli_context(ctx)
+    rows = device_status(_out(cli.settings(data_dir=data_dir), out))
     table = Table(title=f"devices ({len(rows)})")
     for column in ("device", "client", "branch", "kind", "http token", "mqtt", "revoked"):
         table.add_column(column)
@@ -206,9 +201,4 @@ def devices_list(out: _OutOption = None, data_dir: _DataDirOption = None) -> Non
             "yes" if row.mqtt_account else "no",
             "REVOKED" if row.revoked else "",
         )
-    console.print(table)
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``energylake devices`` to the root command."""
-    app.add_typer(devices_app, name="devices")
+    cli.console.print(table)

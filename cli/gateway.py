@@ -14,14 +14,16 @@ from typing import Annotated
 
 import typer
 
+from cli.common import CliContext, cli_context, configure_logging, error
 from gateway.config import GatewayConfig
 from gateway.sessions import SESSION_STATE_FILE, MqttSession
-from pipelines.cliutil import STATE, configure_logging, console, error, settings_from
 from pipelines.settings import Settings
 
-__all__ = ["build_gateway_config", "register"]
+__all__ = ["app", "build_gateway_config"]
 
 log = logging.getLogger("energylake.run")
+
+app = typer.Typer()
 
 
 def build_gateway_config(
@@ -104,7 +106,9 @@ def build_gateway_config(
     )
 
 
+@app.command("gateway")
 def _gateway(
+    ctx: typer.Context,
     mqtt: Annotated[bool, typer.Option("--mqtt/--no-mqtt", help="Run the MQTT consumer.")] = True,
     http: Annotated[bool, typer.Option("--http/--no-http", help="Run the HTTP server.")] = True,
     http_port: Annotated[int | None, typer.Option(help="Override gateway_http_port.")] = None,
@@ -123,7 +127,7 @@ def _gateway(
     from gateway.landing import LandingError
     from gateway.service import EXIT_CONFIG, Gateway, GatewayStartError
 
-    settings = settings_from(
+    settings = cli_context(ctx).settings(
         data_dir=data_dir,
         landing_dir=landing_dir,
         gateway_http_port=http_port,
@@ -132,23 +136,24 @@ def _gateway(
     configure_logging(settings.log_level)
     try:
         Gateway(build_gateway_config(settings, mqtt=mqtt, http=http)).run()
-    except GatewayStartError as exc:
-        error(f"{exc}")
-        raise typer.Exit(exc.exit_code) from exc
     except (ValueError, LandingError, IdentityError, OSError) as exc:
-        error(f"{exc}")
-        raise typer.Exit(EXIT_CONFIG) from exc
+        # A setting or file is wrong: EXIT_CONFIG, which `run` does not retry. A
+        # GatewayStartError carries its own code (EXIT_CONFIG or EXIT_LISTEN); the root
+        # prints either as one line and exits with its code.
+        raise GatewayStartError(str(exc), EXIT_CONFIG) from exc
 
 
-def _child_command(command: list[str]) -> list[str]:
-    cmd = [sys.executable, "-c", "from pipelines.cli import main; main()"]
-    config = STATE.get("config")
+def _child_command(cli: CliContext, command: list[str]) -> list[str]:
+    cmd = [sys.executable, "-m", "cli"]
+    config = cli.config
     if config is not None:
         cmd += ["--config", str(config)]
     return cmd + command
 
 
+@app.command("run")
 def _run(
+    ctx: typer.Context,
     mqtt: Annotated[bool, typer.Option("--mqtt/--no-mqtt", help="Gateway: MQTT consumer.")] = True,
     http: Annotated[bool, typer.Option("--http/--no-http", help="Gateway: HTTP server.")] = True,
     data_dir: Annotated[Path | None, typer.Option(help="Override data_dir.")] = None,
@@ -163,22 +168,25 @@ def _run(
     (exit 2), everything is stopped, with the reason, and run exits 1. SIGTERM / SIGINT
     are forwarded to both; exits 0 once both have drained and exited 0.
     """
-    settings = settings_from(data_dir=data_dir)
+    cli = cli_context(ctx)
+    settings = cli.settings(data_dir=data_dir)
     common = ["--data-dir", str(settings.data_dir)]
     specs = {
         "gateway": _child_command(
+            cli,
             [
                 "gateway",
                 "--mqtt" if mqtt else "--no-mqtt",
                 "--http" if http else "--no-http",
                 *common,
-            ]
+            ],
         ),
-        "process": _child_command(["process", "--follow", *common]),
+        "process": _child_command(cli, ["process", "--follow", *common]),
     }
     from gateway.service import EXIT_CONFIG, EXIT_LISTEN
 
     code = _supervise(
+        cli,
         specs,
         max_restarts=max_restarts,
         meanings={
@@ -196,6 +204,7 @@ _QUICK_S = 10.0  # a child that dies sooner after its start failed to start
 
 
 def _supervise(
+    cli: CliContext,
     specs: dict[str, list[str]],
     *,
     max_restarts: int,
@@ -225,14 +234,14 @@ def _supervise(
         for name, cmd in specs.items():
             procs[name] = subprocess.Popen(cmd, start_new_session=True)  # noqa: S603
             started[name] = time.monotonic()
-            console.print(f"run: started {name} (pid {procs[name].pid})")
+            cli.console.print(f"run: started {name} (pid {procs[name].pid})")
         forwarded = False
         while True:
             if stopping and not forwarded:
                 for name, proc in procs.items():
                     if proc.poll() is None:
                         proc.send_signal(signal.SIGTERM)
-                        console.print(f"run: SIGTERM -> {name} (pid {proc.pid})")
+                        cli.console.print(f"run: SIGTERM -> {name} (pid {proc.pid})")
                 forwarded = True
             for name, proc in list(procs.items()):
                 rc = proc.poll()
@@ -286,19 +295,5 @@ def _supervise(
             signal.signal(sig, handler)
     failed = {n: c for n, c in codes.items() if c != 0}
     for name, rc in sorted(codes.items()):
-        console.print(f"run: {name} exited with {rc}")
+        cli.console.print(f"run: {name} exited with {rc}")
     return 1 if failed else 0
-
-
-def register(app: typer.Typer) -> None:
-    app.command("gateway")(_gateway)
-    app.command("run")(_run)
-
-
-if __name__ == "__main__":  # `python -m pipelines.cli_gateway gateway ...` (tests, debugging)
-    from pipelines.cliutil import private_files
-
-    private_files()
-    _app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    register(_app)
-    _app()

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pipelines.cliutil import (
+from cli.common import (
     Cadence,
     Clients,
     Days,
@@ -16,13 +16,14 @@ from pipelines.cliutil import (
     PerClient,
     Seed,
     Start,
-    console,
+    cli_context,
     error,
-    settings_from,
     sim_config,
 )
 
-__all__ = ["parse_broker", "register"]
+__all__ = ["app", "parse_broker"]
+
+app = typer.Typer()
 
 
 def parse_broker(value: str) -> tuple[str, int]:
@@ -33,7 +34,9 @@ def parse_broker(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+@app.command("simulate-publish")
 def simulate_publish(
+    ctx: typer.Context,
     mqtt: Annotated[
         str | None, typer.Option("--mqtt", help="Broker to publish to, HOST:PORT.")
     ] = None,
@@ -69,7 +72,8 @@ def simulate_publish(
     from pipelines.provision import CREDENTIALS_NAME, write_credentials
     from simulator.publish import PublishTargets, simulate_and_publish
 
-    settings = settings_from(data_dir=data_dir)
+    cli = cli_context(ctx)
+    settings = cli.settings(data_dir=data_dir)
     config = sim_config(
         clients=clients,
         branches=branches,
@@ -96,15 +100,10 @@ def simulate_publish(
     published = simulate_and_publish(config, folder, targets)
     write_credentials(folder / CREDENTIALS_NAME, published.secrets)
     summary = published.report.summary()
-    console.print(
+    cli.console.print(
         f"published {summary['messages']} message(s) in {summary['elapsed_s']} s "
         f"({summary['rate_per_s']}/s); acknowledged {summary['acked']}"
     )
     for outcome, count in summary["outcomes"].items():
-        console.print(f"  {outcome:<18} {count}")
-    console.print(f"truth manifest and deliveries: {folder}")
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``energylake simulate-publish`` to the root command."""
-    app.command("simulate-publish")(simulate_publish)
+        cli.console.print(f"  {outcome:<18} {count}")
+    cli.console.print(f"truth manifest and deliveries: {folder}")

@@ -11,22 +11,29 @@ publish the held rows, then call ``transforms.quality_results.record_decision``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import polars as pl
 import typer
 from rich.table import Table
 
-from lake.errors import LakeError
-from lake.layout import check_dataset, check_tenant
-from lake.storage import Store
-from pipelines.cliutil import console, error, settings_from
+from cli.common import cli_context, error
 
-__all__ = ["register", "report_tables"]
+if TYPE_CHECKING:
+    import polars as pl
+
+__all__ = ["app", "report_tables"]
+
+app = typer.Typer(
+    name="quality",
+    help="The quality gate: results per batch, dataset and tenant.",
+    no_args_is_help=True,
+)
 
 
 def report_tables(rows: pl.DataFrame, batches: int) -> tuple[Table, Table]:
     """The summary (per batch, tenant, dataset) and the failed rules of the newest batches."""
+    import polars as pl
+
     results = rows.filter(pl.col("record_kind") == "result")
     recent = results.select("batch_no").unique().sort("batch_no", descending=True).head(batches)
     results = results.join(recent, on="batch_no", how="semi")
@@ -101,115 +108,114 @@ _HeldTables = Annotated[list[str] | None, typer.Option(help="Only this held tabl
 _DataDir = Annotated[Path | None, typer.Option(help="Override data_dir.")]
 
 
-def register(app: typer.Typer) -> None:
-    """Add the ``quality`` commands to the root app."""
-    quality_app = typer.Typer(
-        help="The quality gate: results per batch, dataset and tenant.", no_args_is_help=True
-    )
-    app.add_typer(quality_app, name="quality")
+@app.command("report")
+def report(
+    ctx: typer.Context,
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
+    batches: Annotated[int, typer.Option(min=1, help="How many recent batches.")] = 5,
+    data_dir: Annotated[Path | None, typer.Option(help="Override data_dir.")] = None,
+    lake_uri: Annotated[str | None, typer.Option(help="Override lake_uri.")] = None,
+) -> None:
+    """Recent gate results per dataset and tenant, and the rules that failed."""
+    from lake.layout import check_dataset, check_tenant
+    from lake.storage import Store
+    from transforms.quality_results import read_results
 
-    @quality_app.command("report")
-    def report(
-        tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
-        dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
-        batches: Annotated[int, typer.Option(min=1, help="How many recent batches.")] = 5,
-        data_dir: Annotated[Path | None, typer.Option(help="Override data_dir.")] = None,
-        lake_uri: Annotated[str | None, typer.Option(help="Override lake_uri.")] = None,
-    ) -> None:
-        """Recent gate results per dataset and tenant, and the rules that failed."""
-        from transforms.quality_results import read_results
+    cli = cli_context(ctx)
+    console = cli.console
+    settings = cli.settings(data_dir=data_dir, lake_uri=lake_uri)
+    if tenant is not None:
+        check_tenant(tenant)
+    if dataset is not None:
+        check_dataset(dataset)
+    rows = read_results(Store.from_uri(settings.lake), tenant=tenant, dataset=dataset)
+    if rows.height == 0:
+        console.print("no quality results yet (the gate records them per batch)")
+        return
+    summary, failed = report_tables(rows, batches)
+    console.print(summary)
+    if failed.row_count:
+        console.print(failed)
 
-        settings = settings_from(data_dir=data_dir, lake_uri=lake_uri)
-        try:
-            if tenant is not None:
-                check_tenant(tenant)
-            if dataset is not None:
-                check_dataset(dataset)
-            rows = read_results(Store.from_uri(settings.lake), tenant=tenant, dataset=dataset)
-        except LakeError as exc:
-            error(str(exc))
-            raise typer.Exit(2) from exc
-        if rows.height == 0:
-            console.print("no quality results yet (the gate records them per batch)")
-            return
-        summary, failed = report_tables(rows, batches)
-        console.print(summary)
-        if failed.row_count:
-            console.print(failed)
 
-    def _decide(
-        decision: str,
-        batch: str,
-        by: str,
-        reason: str,
-        table: list[str] | None,
-        apply: bool,
-        data_dir: Path | None,
-    ) -> None:
-        from pipelines.release import ReleaseError, release_batch
+def _decide(
+    ctx: typer.Context,
+    decision: str,
+    batch: str,
+    by: str,
+    reason: str,
+    table: list[str] | None,
+    apply: bool,
+    data_dir: Path | None,
+) -> None:
+    from pipelines.release import ReleaseError, release_batch
 
-        settings = settings_from(data_dir=data_dir)
-        try:
-            report = release_batch(
-                settings,
-                batch,
-                decided_by=by,
-                reason=reason,
-                decision=decision,
-                tables=table,
-                apply=apply,
-            )
-        except (ReleaseError, LakeError) as exc:
-            error(str(exc))
-            raise typer.Exit(2) from exc
-        verb = {"release": "publish", "discard": "keep out"}[decision]
-        out = Table(
-            "table",
-            "held",
-            "rows held",
-            "already in table",
-            f"rows to {verb}",
-            "version",
-            "note",
-            title=f"{decision} {report.batch_id}" + ("" if apply else " (dry run: add --apply)"),
+    cli = cli_context(ctx)
+    settings = cli.settings(data_dir=data_dir)
+    try:
+        report = release_batch(
+            settings,
+            batch,
+            decided_by=by,
+            reason=reason,
+            decision=decision,
+            tables=table,
+            apply=apply,
         )
-        for t in report.tables:
-            note = t.skipped or ("decision recorded" if t.decided else ("" if apply else "-"))
-            held = "whole table" if t.devices is None else _some(t.devices)
-            out.add_row(
-                t.rel,
-                held,
-                f"{t.rows_held:,}",
-                f"{t.already_in_table:,}",
-                f"{t.rows_published:,}" if decision == "release" else f"{t.rows_held:,}",
-                "" if t.version is None else str(t.version),
-                note,
-            )
-        console.print(out)
+    except ReleaseError as exc:  # not (yet) an EnergylakeError: the root catches those
+        error(str(exc))
+        raise typer.Exit(2) from exc
+    verb = {"release": "publish", "discard": "keep out"}[decision]
+    out = Table(
+        "table",
+        "held",
+        "rows held",
+        "already in table",
+        f"rows to {verb}",
+        "version",
+        "note",
+        title=f"{decision} {report.batch_id}" + ("" if apply else " (dry run: add --apply)"),
+    )
+    for t in report.tables:
+        note = t.skipped or ("decision recorded" if t.decided else ("" if apply else "-"))
+        held = "whole table" if t.devices is None else _some(t.devices)
+        out.add_row(
+            t.rel,
+            held,
+            f"{t.rows_held:,}",
+            f"{t.already_in_table:,}",
+            f"{t.rows_published:,}" if decision == "release" else f"{t.rows_held:,}",
+            "" if t.version is None else str(t.version),
+            note,
+        )
+    cli.console.print(out)
 
-    @quality_app.command("release")
-    def release(
-        batch: _Batch,
-        by: _By,
-        reason: _Why,
-        table: _HeldTables = None,
-        apply: Annotated[bool, typer.Option("--apply", help="Publish (default: dry run).")] = False,
-        data_dir: _DataDir = None,
-    ) -> None:
-        """Publish a held batch after a fix or a decision: once, without rows the table holds
-        by now; the decision goes to quality_results and lineage."""
-        _decide("release", batch, by, reason, table, apply, data_dir)
 
-    @quality_app.command("discard")
-    def discard(
-        batch: _Batch,
-        by: _By,
-        reason: _Why,
-        table: _HeldTables = None,
-        apply: Annotated[
-            bool, typer.Option("--apply", help="Record it (default: dry run).")
-        ] = False,
-        data_dir: _DataDir = None,
-    ) -> None:
-        """Record that a held batch stays out of the lake (its rows are never published)."""
-        _decide("discard", batch, by, reason, table, apply, data_dir)
+@app.command("release")
+def release(
+    ctx: typer.Context,
+    batch: _Batch,
+    by: _By,
+    reason: _Why,
+    table: _HeldTables = None,
+    apply: Annotated[bool, typer.Option("--apply", help="Publish (default: dry run).")] = False,
+    data_dir: _DataDir = None,
+) -> None:
+    """Publish a held batch after a fix or a decision: once, without rows the table holds
+    by now; the decision goes to quality_results and lineage."""
+    _decide(ctx, "release", batch, by, reason, table, apply, data_dir)
+
+
+@app.command("discard")
+def discard(
+    ctx: typer.Context,
+    batch: _Batch,
+    by: _By,
+    reason: _Why,
+    table: _HeldTables = None,
+    apply: Annotated[bool, typer.Option("--apply", help="Record it (default: dry run).")] = False,
+    data_dir: _DataDir = None,
+) -> None:
+    """Record that a held batch stays out of the lake (its rows are never published)."""
+    _decide(ctx, "discard", batch, by, reason, table, apply, data_dir)

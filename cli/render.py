@@ -8,14 +8,16 @@ import shlex
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
 from contracts import Action, Contract, ContractRegistry, PurposePlan, load_registry
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = [
     "acked_reconciliation",

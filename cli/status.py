@@ -10,14 +10,18 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from pipelines.cliutil import console, settings_from
+from cli.common import CliContext, cli_context
 
-__all__ = ["EXIT_BROKER_LOG_UNREADABLE", "register"]
+__all__ = ["EXIT_BROKER_LOG_UNREADABLE", "app"]
 
 EXIT_BROKER_LOG_UNREADABLE = 3  # nothing missing, but the broker's drops cannot be seen
 
+app = typer.Typer()
 
+
+@app.command("status")
 def status(
+    ctx: typer.Context,
     hours: Annotated[float, typer.Option(help="Window of readings checked for gaps.")] = 24.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     metrics: Annotated[
@@ -36,7 +40,9 @@ def status(
     """
     from pipelines.status import collect_status, write_metrics
 
-    settings = settings_from(data_dir=data_dir)
+    cli = cli_context(ctx)
+    console = cli.console
+    settings = cli.settings(data_dir=data_dir)
     st = collect_status(settings, window=timedelta(hours=hours))
     if metrics is not None:
         write_metrics(st, metrics)
@@ -89,7 +95,7 @@ def status(
                     f"{row['held']:,}",
                 )
             console.print(table)
-        _print_broker(st)
+        _print_broker(cli, st)
     dropped = st.broker.episodes if st.broker is not None else 0
     if st.missing_total or dropped:
         raise typer.Exit(1)
@@ -97,8 +103,9 @@ def status(
     raise typer.Exit(EXIT_BROKER_LOG_UNREADABLE if blind else 0)
 
 
-def _print_broker(st: Any) -> None:
+def _print_broker(cli: CliContext, st: Any) -> None:
     """Broker-side drops (issue 12): episodes per gateway session, from the broker's log."""
+    console = cli.console
     broker = st.broker
     if broker is None:
         return
@@ -115,7 +122,3 @@ def _print_broker(st: Any) -> None:
             f"  {row['session']} (tenant {row['tenant'] or '?'}): {row['episodes']}"
             f" episode(s), last {row['last'] or '?'}"
         )
-
-
-def register(app: typer.Typer) -> None:
-    app.command("status")(status)

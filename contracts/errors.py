@@ -8,7 +8,7 @@ hierarchy lives here, at the bottom of the import graph).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = [
     "ContractInvalidError",
@@ -23,6 +23,8 @@ __all__ = [
 
 class EnergylakeError(Exception):
     """Base of every error energylake raises on purpose."""
+
+    exit_code: ClassVar[int] = 1
 
 
 @dataclass(frozen=True, slots=True)

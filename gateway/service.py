@@ -60,7 +60,7 @@ class GatewayStartError(EnergylakeError):
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # per instance: config or listen
 
 
 def _fit_descriptor_limit(max_connections: int, mqtt_sessions: int = 0) -> None:

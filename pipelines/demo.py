@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.rule import Rule
 
+from cli import render
 from contracts import ContractRegistry, apply_plan, load_registry, plan_for
 from lake.delta import open_table
 from lake.keys import KeyStore
@@ -27,7 +28,6 @@ from lake.reference import load_reference
 from lake.storage import Store
 from lineage.config import LineageConfig
 from lineage.store import LineageStore
-from pipelines import render
 from pipelines.batch_hooks import wait_for_data_docs
 from pipelines.lakeops import branch_totals, table_counts
 from pipelines.process import ingest_stats, process_once

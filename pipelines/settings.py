@@ -20,7 +20,14 @@ from pydantic_settings import (
 if TYPE_CHECKING:
     from lake.storage import S3Encryption, Store
 
-__all__ = ["CONFIG_ENV", "Settings", "config_path", "load_settings"]
+__all__ = [
+    "CONFIG_ENV",
+    "PRIVATE_UMASK",
+    "Settings",
+    "config_path",
+    "load_settings",
+    "private_files",
+]
 
 CONFIG_ENV = "ENERGYLAKE_CONFIG"
 # deprecated setting -> the setting that replaced it (units in names; issue 13)
@@ -408,3 +415,16 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
     )
     settings: Settings = bound(**{k: v for k, v in flags.items() if v is not None})
     return settings
+
+
+# --- private files (cli): every entry point (the CLI, the development stack) calls this ------
+# Files 0600, folders 0700: data/ holds raw payloads, quarantine excerpts, audit logs with
+# client addresses, contacts in clear and secrets. Set once when a process starts; children
+# inherit it, Mosquitto included.
+PRIVATE_UMASK = 0o077
+
+
+def private_files() -> None:
+    """From now on this process (and every child it starts) creates files 0600 and
+    folders 0700. Explicit modes (``os.open(..., 0o600)``, ``chmod``) still apply."""
+    os.umask(PRIVATE_UMASK)

@@ -23,9 +23,8 @@ from typing import IO
 
 from lake.reference import load_device_registry
 from lake.storage import Store
-from pipelines.cliutil import PRIVATE_UMASK
 from pipelines.provision import BrokerOptions, ProvisionReport, provision
-from pipelines.settings import Settings
+from pipelines.settings import PRIVATE_UMASK, Settings
 from pipelines.status import backlog
 
 __all__ = ["MOSQUITTO", "LocalStack", "StackError", "accepts", "free_port"]
@@ -142,7 +141,7 @@ class LocalStack:
         """``energylake run``; returns once the gateway answers /readyz."""
         log = self._log("run")
         self._run = subprocess.Popen(
-            [sys.executable, "-c", "from pipelines.cli import main; main()", "run"],
+            [sys.executable, "-m", "cli", "run"],
             env=self.child_env(),
             stdout=log,
             stderr=subprocess.STDOUT,

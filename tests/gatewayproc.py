@@ -1,7 +1,7 @@
 """Helpers for tests that run the real gateway: a gateway process on a free port, and an
 HTTP client (used by tests/gateway, tests/e2e, tests/simulator and bench/ingest.py).
 
-``start_gateway`` runs ``python -m pipelines.cli_gateway gateway`` (the real command) as a
+``start_gateway`` runs ``python -m cli gateway`` (the real command) as a
 subprocess configured through ENERGYLAKE_* variables, waits for ``/healthz``, and the test
 ends it by its PID (``terminate()`` sends SIGTERM and returns the exit code). Given an
 ``ssl_context`` (a client context trusting the test's CA) it talks HTTPS. ``raw`` sends
@@ -181,7 +181,7 @@ def start_gateway(
     data_dir.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.cli_gateway", "gateway", *(args or [])],
+            [sys.executable, "-m", "cli", "gateway", *(args or [])],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -216,7 +216,7 @@ def test_simulate_landing_creates_nothing_others_can_read(tmp_path: Path) -> Non
 
 
 def test_the_gateway_module_entry_point_creates_nothing_others_can_read(tmp_path: Path) -> None:
-    # `python -m pipelines.cli_gateway` (what `energylake run` supervises, and the tests run):
+    # `python -m cli` (what `energylake run` supervises, and the tests run):
     # landing segments and the audit log (client addresses) are the owner's only.
     data = tmp_path / "data"
     tokens = make_book(data / "gateway" / "identities.json", [("m-1", "c-1", "b-1")])
@@ -280,7 +280,7 @@ def test_the_duckdb_command_is_one_line_that_runs(tmp_path: Path, width: int) ->
     from deltalake import write_deltalake
     from rich.console import Console
 
-    from pipelines import render
+    from cli import render
 
     # A lake whose path needs quoting twice over: for the shell and for SQL.
     lake = tmp_path / "it's a $HOME lake"
@@ -305,7 +305,7 @@ def _groups() -> list[tuple[list[str], Any]]:
     click tree."""
     import typer
 
-    from pipelines.cli import app
+    from cli.app import app
 
     found: list[tuple[list[str], Any]] = []
 
@@ -331,7 +331,7 @@ def _leaf_names() -> set[str]:
 def test_every_command_a_help_lists_exists() -> None:
     from typer.testing import CliRunner
 
-    from pipelines.cli import app
+    from cli.app import app
 
     runner = CliRunner()
     leaves = _leaf_names()

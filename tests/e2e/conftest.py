@@ -3,7 +3,7 @@
 ``world(config)`` builds one: the simulated fleet of ``config`` provisioned into a
 Mosquitto running the production config (tests/brokers.py), the fleet's reference data
 loaded into a lake on local disk, and helpers to start / SIGKILL the gateway
-(``python -m pipelines.cli_gateway gateway``, tests/gateway/conftest.py) and the processor
+(``python -m cli gateway``, tests/gateway/conftest.py) and the processor
 (``energylake process --follow``) as subprocesses, to run ``process`` to the end in this
 process, and to read what the lake holds. Everything started is ended by its PID.
 

@@ -205,7 +205,7 @@ def test_status_shows_broker_drops_per_tenant_and_exits_1(tmp_path: Path) -> Non
 
     from typer.testing import CliRunner
 
-    from pipelines.cli import app
+    from cli.app import app
 
     data_dir = tmp_path / "data"
     gateway = data_dir / "gateway"
@@ -255,7 +255,7 @@ def test_drop_episodes_across_the_read_chunk_boundary_are_found(tmp_path: Path) 
 def test_status_exits_3_when_the_configured_broker_log_cannot_be_read(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from pipelines.cli import app
+    from cli.app import app
 
     data_dir = tmp_path / "data"
     gateway = data_dir / "gateway"

@@ -34,7 +34,7 @@ def test_run_supervises_gateway_and_processor_and_sigterm_exits_0(tmp_path: Path
             [
                 sys.executable,
                 "-c",
-                "from pipelines.cli import main; main()",
+                "from cli.app import main; main()",
                 "run",
                 "--no-mqtt",
                 "--data-dir",

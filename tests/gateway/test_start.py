@@ -44,7 +44,7 @@ def _held_port() -> socket.socket:
 
 def _run_gateway(data: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pipelines.cli_gateway", "gateway"],
+        [sys.executable, "-m", "cli", "gateway"],
         env=env,
         cwd=data,
         capture_output=True,
@@ -93,7 +93,7 @@ def _run(data: Path, env: dict[str, str], *args: str) -> tuple[int, str, float]:
         [
             sys.executable,
             "-c",
-            "from pipelines.cli import main; main()",
+            "from cli.app import main; main()",
             "run",
             "--no-mqtt",
             "--data-dir",

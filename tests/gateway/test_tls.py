@@ -18,7 +18,6 @@ from typing import Any
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
-import typer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -26,10 +25,11 @@ from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 from typer.testing import CliRunner
 
+from cli.app import app
 from contracts import load_registry
 from lake.reference import load_reference
 from lake.storage import Store
-from pipelines import cli_devices
+from pipelines.provision import ProvisionError
 from simulator.config import SimConfig
 from simulator.reference import build_fleet
 from simulator.run import write_reference
@@ -237,12 +237,9 @@ def test_devices_provision_renders_the_tls_listener_from_its_flags(tmp_path: Pat
     write_reference(fleet, registry, tmp_path / "ref")
     load_reference(Store.from_uri(data_dir / "lake"), tmp_path / "ref", registry)
     _, cert, key = make_pki(tmp_path / "pki")
-    app = typer.Typer()
-    app.callback()(lambda: None)
-    cli_devices.register(app)
     base = ["devices", "provision", "--data-dir", str(data_dir)]
     half = CliRunner().invoke(app, [*base, "--tls-cert", str(cert)])
-    assert half.exit_code == 2
+    assert half.exit_code == ProvisionError.exit_code
     assert "give both --tls-cert and --tls-key" in " ".join(half.output.split())
     done = CliRunner().invoke(
         app, [*base, "--tls-cert", str(cert), "--tls-key", str(key), "--tls-port", "18883"]

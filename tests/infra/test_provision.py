@@ -11,15 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
+from cli.app import app
 from contracts import load_registry
 from gateway.identity import IdentityBook
 from gateway.sessions import SESSION_STATE_FILE, SessionState, read_session_book
 from lake.reference import load_reference
 from lake.storage import Store
-from pipelines import cli_devices
 from pipelines.provision import (
     ACL_FILE,
     BOOK_FILE,
@@ -47,19 +46,8 @@ CONFIG = SimConfig(clients=2, branches=2, seed=11)
 FILES = (PASSWORD_FILE, ACL_FILE, BOOK_FILE, GATEWAY_CREDENTIALS_FILE, BROKER_CONF_FILE)
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        """Test root."""
-
-    cli_devices.register(app)
-    return app
-
-
 def _run(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(_app(), list(args))
+    result = CliRunner().invoke(app, list(args))
     return result.exit_code, result.output
 
 
@@ -232,7 +220,7 @@ def test_a_secret_not_matching_the_registry_is_refused_and_nothing_is_written(
     code, output = _run(
         "devices", "provision", "--data-dir", str(data_dir), "--credentials", str(creds)
     )
-    assert code == 2
+    assert code == ProvisionError.exit_code  # the root's one catch of EnergylakeError
     assert victim in output
     assert "does not match" in output
     assert bad[victim] not in output
@@ -247,7 +235,7 @@ def test_a_secret_for_an_unknown_device_is_refused(
     code, output = _run(
         "devices", "provision", "--data-dir", str(data_dir), "--credentials", str(creds)
     )
-    assert code == 2
+    assert code == ProvisionError.exit_code
     assert "not in the registry" in output
 
 
@@ -293,7 +281,7 @@ def test_revoking_an_unknown_device_is_a_clear_error(tmp_path: Path) -> None:
     fleet, registry = fleet_registry()
     provision(registry, tmp_path / "gw", credentials=fleet.tokens)
     code, output = _run("devices", "revoke", "em-nope", "--out", str(tmp_path / "gw"))
-    assert code == 2
+    assert code == ProvisionError.exit_code
     assert "not in the identity book" in output
 
 

@@ -12,13 +12,13 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from cli.app import app
 from lake.delta import open_table
 from lake.layout import table_rel, tenants
 from lake.storage import Store
 from lineage import LineageEmitter, TableDataset, batch_run_id, jobs
 from lineage.runs import uri_of
 from lineage.store import LineageStore
-from pipelines.cli import app
 from pipelines.lakeops import compact_all
 from pipelines.process import BatchReport, follow, process_once
 from pipelines.settings import Settings, load_settings
@@ -194,11 +194,8 @@ def test_where_matches_the_quarantined_records_by_the_day_they_were_received(day
         assert sum(r["rows"] for r in found if r["dataset"] == rel) == n, (branch, when)
 
 
-def test_cli_lineage_commands(day: Day, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipelines.cliutil import console
-
-    monkeypatch.setattr(console, "width", 300)  # rich would fold the table to 80 columns
-    runner = CliRunner()
+def test_cli_lineage_commands(day: Day) -> None:
+    runner = CliRunner(env={"COLUMNS": "300"})  # rich would fold the tables to 80 columns
     data = ["--data-dir", str(day.settings.data_dir)]
     runs = runner.invoke(app, ["lineage", "runs", *data])
     assert runs.exit_code == 0, runs.output

@@ -11,10 +11,10 @@ import polars as pl
 from deltalake import DeltaTable
 from typer.testing import CliRunner
 
+from cli.app import app
 from contracts import load_registry
 from lake.layout import table_rel
 from lake.storage import Store
-from pipelines.cli import app
 from pipelines.lakeops import read_frame
 from pipelines.process import process_once
 from pipelines.status import backlog, seq_gaps

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cli.app import app
 from pipelines.batch_hooks import wait_for_data_docs
-from pipelines.cli import app
 from tests.pipeline.conftest import CONFIG
 from tests.quality.conftest import Day, firmware_fault, process_day
 

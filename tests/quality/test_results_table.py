@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import polars as pl
-import pytest
 from typer.testing import CliRunner
 
 from contracts import load_registry
@@ -88,12 +87,9 @@ def test_results_land_once_and_a_release_is_recorded(faulty_day: Faulty) -> None
     assert decisions.select("decision", "decided_by").rows() == [("release", "ops-anita")]
 
 
-def test_quality_report_command(faulty_day: Faulty, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipelines.cli import app
-    from pipelines.cliutil import console
-
-    # The shared console was sized when first imported; give the tables room to print.
-    monkeypatch.setattr(console, "width", 300)
+def test_quality_report_command(faulty_day: Faulty) -> None:
+    from cli.app import app
+    from lake.errors import LakeError
 
     day = faulty_day.day
     write_results(day.store, _results(faulty_day, 8))
@@ -110,5 +106,5 @@ def test_quality_report_command(faulty_day: Faulty, monkeypatch: pytest.MonkeyPa
     bad = runner.invoke(
         app, ["quality", "report", "--data-dir", str(day.settings.data_dir), "--tenant", "NO!"]
     )
-    assert bad.exit_code == 2
+    assert bad.exit_code == LakeError.exit_code  # the root's one catch of EnergylakeError
     assert "error:" in bad.output

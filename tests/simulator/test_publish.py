@@ -213,18 +213,10 @@ def test_mqtt_and_http_publishing_through_the_real_gateway_lands_everything_acke
 
 
 def test_simulate_publish_command(mosquitto: Mosquitto, tmp_path: Path) -> None:
-    import typer
     from typer.testing import CliRunner
 
-    from pipelines import cli_publish
+    from cli.app import app
 
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        """Test root."""
-
-    cli_publish.register(app)
     cfg = mosquitto.sim_config
     common = ["simulate-publish", "--clients", str(cfg.clients), "--branches", str(cfg.branches)]
     common += ["--seed", str(cfg.seed), "--cadence", "900", "--out", str(tmp_path / "sim")]
