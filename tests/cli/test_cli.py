@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
+from contracts import ContractNotFoundError, UnknownPurposeError
 from pipelines.settings import load_settings
 from tests.gatewayproc import make_book, running_gateway, wait_for
 
@@ -89,10 +90,10 @@ def test_show_plan_for_a_purpose() -> None:
 
 def test_show_refuses_an_unknown_purpose_and_dataset() -> None:
     result = run("contracts", "show", "contacts", "--purpose", "marketing")
-    assert result.returncode == 2
+    assert result.returncode == UnknownPurposeError.exit_code  # the root's one catch
     assert "unknown purpose 'marketing'" in result.stderr
     result = run("contracts", "show", "invoices")
-    assert result.returncode == 2
+    assert result.returncode == ContractNotFoundError.exit_code
     assert "no contract for dataset 'invoices'" in result.stderr
 
 
