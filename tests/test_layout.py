@@ -88,7 +88,7 @@ def test_layout_of_the_brief() -> None:
 # - A module's imports count with those of the test helpers it imports (tests.*, followed),
 #   not with the fixtures its folder's conftest.py offers implicitly: otherwise a conftest
 #   would make every module beside it look like a test of whatever the conftest imports.
-# - A module that reaches pipelines (the composition) drives a whole batch: it is an
+# - A module that reaches pipelines (the composition) or cli drives a whole batch: it is an
 #   integration test of the part it checks and may live with that part (tests/quality,
 #   tests/lineage, tests/e2e, ...). A module that needs two parts that do not import each other
 #   (gateway and transforms) is not placed by this rule either.
@@ -126,7 +126,7 @@ def _used(path: Path, seen: set[Path] | None = None) -> set[str]:
 def _tested_package(path: Path) -> str | None:
     """The package a test module tests by the rule above, or None when the rule does not say."""
     used = _used(path)
-    if "pipelines" in used:
+    if used & {"pipelines", "cli"}:  # the composition, or the command line above it
         return "pipelines"
     subjects = [
         package
