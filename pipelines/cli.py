@@ -350,7 +350,7 @@ def lake_compact(
     lake_uri: Annotated[str | None, typer.Option(help="Override lake_uri (path or s3://).")] = None,
 ) -> None:
     """Compact the hot partitions of every table (one commit per table; readers unaffected)."""
-    from pipelines.lakeops import compact_all
+    from pipelines.compaction import compact_all
 
     settings = _settings(data_dir=data_dir, lake_uri=lake_uri)
     console.print(render.compact_table(compact_all(settings, min_files=min_files)))
