@@ -33,6 +33,7 @@ from typing import Any
 import polars as pl
 import pytest
 
+from analytics.compare import freeze
 from contracts import load_registry
 from lake.delta import app_txn_version, open_table, read_table, table_exists
 from lake.layout import raw_archive_rel, state_rel
@@ -42,7 +43,6 @@ from pipelines.process import ingest_stats, process_once
 from pipelines.settings import Settings, load_settings
 from simulator.config import SimConfig
 from simulator.landing import simulate_to_landing
-from tests.lakerows import freeze
 
 ENERGYLAKE = Path(sys.executable).with_name("energylake")
 CONFIG = SimConfig(clients=2, branches=2, days=1, seed=11)  # default faults

@@ -31,6 +31,7 @@ import polars as pl
 import pytest
 
 import pipelines.process as process
+from analytics.compare import freeze
 from contracts import load_registry
 from lake.delta import read_table
 from lake.reference import load_reference
@@ -39,7 +40,6 @@ from pipelines.batch_hooks import wait_for_data_docs
 from pipelines.process import ProcessError, ingest_stats, process_once
 from pipelines.settings import Settings, load_settings
 from simulator.landing import simulate_to_landing
-from tests.lakerows import freeze
 from tests.pipeline.conftest import CONFIG
 from transforms.beam import BatchContext
 
