@@ -13,6 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from analytics.gaps import seq_gaps
 from analytics.queries import lake_tables, read_frame
 from contracts import CONTRACTS_DIR, ContractInvalidError, lint_file, lint_paths, load_registry
 from lake.layout import tenants
@@ -20,7 +21,7 @@ from lake.reference import load_reference
 from lake.storage import Store
 from pipelines.process import process_once
 from pipelines.settings import load_settings
-from pipelines.status import collect_status, seq_gaps
+from pipelines.status import collect_status
 from simulator.config import FaultRates, SimConfig
 from simulator.landing import simulate_to_landing
 

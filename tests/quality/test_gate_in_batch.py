@@ -15,9 +15,8 @@ from typer.testing import CliRunner
 
 from analytics.queries import read_frame
 from lake.delta import open_table
-from lake.layout import table_rel
+from lake.layout import HELD_FOLDER, table_rel
 from lake.storage import Store
-from pipelines.batch_commit import HELD_FOLDER
 from pipelines.batch_hooks import wait_for_data_docs
 from pipelines.cli import app
 from pipelines.process import process_once
