@@ -3,10 +3,12 @@
 Every Delta table under ``tenants/`` (readings, quarantine incl. the unassigned tenant's,
 ``quality_results``, reference tables such as ``devices``) and ``platform/`` is read whole
 from each lake (a ``Store``: a folder or S3) and its rows compared as multisets, every
-column included (flags, reason codes, details), except the columns that legitimately differ
-between two runs over the same segments (``IGNORED_COLUMNS``: when the quality gate ran and
-the age of the data it saw then). File names, Delta versions and commit metadata are not
-rows and are not compared.
+column included (flags, reason codes, details), except what legitimately differs between
+two runs over the same segments: when the quality gate ran (``IGNORED_COLUMNS``) and what
+its freshness rule measured against the clock (``CLOCK_RULES``). Built twice from the same
+segments a few seconds apart, the benchmark day's lakes differed in quality_results' ``ts``
+alone; the freshness figures move too when the runs are further apart. File names, Delta
+versions and commit metadata are not rows and are not compared.
 
     python -m analytics.compare A B [--json] [--examples N]
 
@@ -30,6 +32,7 @@ from lake.delta import read_table
 from lake.storage import Store
 
 __all__ = [
+    "CLOCK_RULES",
     "IGNORED_COLUMNS",
     "LakeDiff",
     "TableDiff",
@@ -40,18 +43,25 @@ __all__ = [
     "table_rows",
 ]
 
-# Per table name (the last part of its path): columns two runs over the same segments may
-# fill differently. quality_results: the gate's wall clock (ts, decided_at) and what it
-# derives from it (the observed age of the data, and the counts and reason built from it).
+# Per table name (the last part of its path): columns two runs over the same segments fill
+# differently. quality_results: when the gate ran (ts) and when a person decided on a held
+# batch (decided_at): wall-clock times.
 IGNORED_COLUMNS: Mapping[str, frozenset[str]] = {
-    "quality_results": frozenset(
-        {"ts", "observed", "reason", "unexpected_count", "unexpected_pct", "decided_at"}
-    ),
+    "quality_results": frozenset({"ts", "decided_at"}),
+}
+# Per table and rule: columns of that rule's rows derived from the wall clock, left out on
+# those rows only. The freshness rule measures the age of the newest reading against the
+# clock of the run, so its figure, its counts and its reason move with the run's time.
+CLOCK_RULES: Mapping[str, Mapping[str, frozenset[str]]] = {
+    "quality_results": {
+        "freshness": frozenset({"observed", "reason", "unexpected_count", "unexpected_pct"}),
+    },
 }
 _TABLE_ROOTS = ("tenants", "platform")
 _DELTA_LOG = "/_delta_log/"
 
 Rows = Counter[tuple[Any, ...]]
+_CLOCKED = "<clock>"  # a cell left out of the comparison (CLOCK_RULES)
 
 
 def freeze(value: Any) -> Any:
@@ -123,6 +133,15 @@ def table_rows(store: Store, rel: str) -> tuple[list[str], Rows]:
     skip = IGNORED_COLUMNS.get(rel.rsplit("/", 1)[-1], frozenset())
     names = sorted(n for n in table.column_names if n not in skip)
     columns = [table.column(n).to_pylist() for n in names]
+    rules = CLOCK_RULES.get(rel.rsplit("/", 1)[-1], {})
+    if rules:
+        rule_of = table.column("rule").to_pylist()
+        for rule, clocked in rules.items():
+            at = [i for i, r in enumerate(rule_of) if r == rule]
+            for k, name in enumerate(names):
+                if name in clocked:
+                    for i in at:
+                        columns[k][i] = _CLOCKED
     rows: Rows = Counter(tuple(freeze(c) for c in row) for row in zip(*columns, strict=True))
     return names, rows
 

@@ -121,3 +121,43 @@ def test_a_folder_without_a_lake_is_an_error(
 ) -> None:
     assert main([str(tmp_path), str(tmp_path)]) == 2
     assert "no Delta table under tenants/ or platform/" in capsys.readouterr().err
+
+
+def test_only_the_clock_cells_of_quality_results_are_left_out(
+    two_lakes: tuple[Settings, Settings], tmp_path: Path
+) -> None:
+    """A later run's gate time and freshness figure are not differences; any other rule's
+    observed figure is."""
+    a, b = two_lakes
+    copy = tmp_path / "lake-d"
+    shutil.copytree(b.lake, copy)
+    store = Store.from_uri(copy)
+    rel = next(
+        r for r in compare_lakes(store, store).tables if r.table.endswith("/quality_results")
+    ).table
+    table = read_table(store, rel)
+    rules = table.column("rule").to_pylist()
+    assert "freshness" in rules
+    later = pc.add(table.column("ts"), pa.scalar(3_600_000_000, pa.duration("us")))
+    observed = [
+        "observed 9.999e+06" if rule == "freshness" else value
+        for rule, value in zip(rules, table.column("observed").to_pylist(), strict=True)
+    ]
+
+    def write(observed: list[str | None]) -> None:
+        out = table.set_column(table.schema.get_field_index("ts"), table.schema.field("ts"), later)
+        out = out.set_column(
+            out.schema.get_field_index("observed"),
+            out.schema.field("observed"),
+            pa.array(observed, out.schema.field("observed").type),
+        )
+        write_deltalake(store.url(rel), out, mode="overwrite")
+
+    write(observed)
+    assert compare_lakes(Store.from_uri(a.lake), store).identical
+
+    other = next(i for i, rule in enumerate(rules) if rule != "freshness")
+    observed[other] = "observed something else"
+    write(observed)
+    diff = compare_lakes(Store.from_uri(a.lake), store)
+    assert [(t.table, t.only_a, t.only_b) for t in diff.tables if not t.identical] == [(rel, 1, 1)]
