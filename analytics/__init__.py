@@ -1,2 +1,4 @@
-"""Queries over the lake for people: the DuckDB access layer (tenant- and purpose-scoped,
-audited) and the reports built on it. Imports ``contracts``, ``lake`` and ``lineage`` only."""
+"""Queries over the lake: its telemetry tables and per-branch totals (``queries``), sequence
+gaps (``gaps``) and the comparison of two lakes row by row (``compare``, also
+``python -m analytics.compare A B``). Each takes plain values (a ``Store``, a contract
+registry, times), never settings. Imports ``contracts``, ``lake`` and ``lineage`` only."""

@@ -25,7 +25,7 @@ def lake_compact(
     lake_uri: Annotated[str | None, typer.Option(help="Override lake_uri (path or s3://).")] = None,
 ) -> None:
     """Compact the hot partitions of every table (one commit per table; readers unaffected)."""
-    from pipelines.lakeops import compact_all
+    from pipelines.compaction import compact_all
 
     cli = cli_context(ctx)
     settings = cli.settings(data_dir=data_dir, lake_uri=lake_uri)

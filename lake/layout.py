@@ -20,6 +20,7 @@ from lake.errors import LayoutError
 from lake.storage import Store
 
 __all__ = [
+    "HELD_FOLDER",
     "QUARANTINE_DATASET",
     "UNASSIGNED_TENANT",
     "check_dataset",
@@ -34,6 +35,9 @@ __all__ = [
 
 UNASSIGNED_TENANT = "_unassigned"
 QUARANTINE_DATASET = "quarantine"
+# Held rows wait here, in the table's folder (the tenant's prefix) but out of its data: a
+# folder whose name starts with "_" is never touched by vacuum (delta-rs, Spark).
+HELD_FOLDER = "_held"
 
 _TENANT = re.compile(r"^[a-z0-9][a-z0-9-]{1,31}$")
 _DATASET = re.compile(r"^[a-z][a-z0-9_]{0,63}$")

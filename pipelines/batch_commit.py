@@ -29,16 +29,14 @@ import polars as pl
 from contracts.model import Contract
 from lake.delta import DataFile, commit_files, ensure_table
 from lake.guard import commit_guarded
+from lake.layout import HELD_FOLDER
 from lake.rewrite import split_files
 from lake.storage import Store
 
-__all__ = ["COMMIT_THREADS", "HELD_FOLDER", "CommitJob", "commit_tables", "hold"]
+__all__ = ["COMMIT_THREADS", "CommitJob", "commit_tables", "hold"]
 
 COMMIT_THREADS = 4  # tables committed at once after a batch
 CommitJob = tuple[str, Contract, list[DataFile]]  # rel, contract, files
-# Held rows wait here, in the table's folder (the tenant's prefix) but out of its data: a
-# folder whose name starts with "_" is never touched by vacuum (delta-rs, Spark).
-HELD_FOLDER = "_held"
 
 
 def commit_tables(

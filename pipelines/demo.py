@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.rule import Rule
 
+from analytics.queries import branch_totals, table_counts
 from cli import render
 from contracts import ContractRegistry, apply_plan, load_registry, plan_for
 from lake.delta import open_table
@@ -29,7 +30,6 @@ from lake.storage import Store
 from lineage.config import LineageConfig
 from lineage.store import LineageStore
 from pipelines.batch_hooks import wait_for_data_docs
-from pipelines.lakeops import branch_totals, table_counts
 from pipelines.process import ingest_stats, process_once
 from pipelines.settings import Settings
 from pipelines.stack import LocalStack

@@ -8,7 +8,7 @@ sees exactly what the first attempt saw):
   order, a reading starts a new *epoch* when its ``boot`` differs from the reading before
   it (a device that sends its boot number: Sparkplug B's bdSeq, Tasmota's BootCount), or,
   when neither sends one, when its seq falls by more than ``SEQ_RESTART_FALL`` of the one
-  before or starts again from 0 or 1 at a later time (``epoch_starts``; ``energylake
+  before or starts again from 0 or 1 at a later time (``lake.series.epoch_starts``; ``energylake
   status`` counts gaps by the same epochs). A device that resumes its numbering from a
   saved value (a small fall) must send its boot number: without it, its readings overlap
   the ones before and are judged as resends;
@@ -38,12 +38,12 @@ import orjson
 import polars as pl
 
 from contracts import Contract
+from lake.series import SAME_DEVICE_AS_PREVIOUS as _SAME_AS_PREVIOUS
+from lake.series import SEQ_RESTART_FALL, epoch_starts
 
 __all__ = [
     "COUNTER_ALLOWANCE",
     "RESET_DROP",
-    "SEQ_RESTART_FALL",
-    "SEQ_RESTART_FIRST",
     "STUCK_FIELDS",
     "STUCK_RUN",
     "AgainstTable",
@@ -52,17 +52,10 @@ __all__ = [
     "content_columns",
     "dedupe_against",
     "dedupe_and_check",
-    "epoch_starts",
     "reading_sha256",
 ]
 
 RESET_DROP = 0.10
-# A seq that falls by more than this share of its predecessor is a device restart, not a
-# reading with a wrong clock (the ends of a series have only one neighbour to judge by).
-SEQ_RESTART_FALL = 0.10
-# A seq this low, again, later: the device started counting afresh (its first messages
-# after a boot), even when the seq before it was as low (a crash loop).
-SEQ_RESTART_FIRST = 1
 STUCK_RUN = 15
 # Counter -> how its rise is bounded: ("rated", margin) uses the device's rated kW x hours;
 # ("clock", margin) uses elapsed hours (run-hour meters cannot run faster than the clock).
@@ -113,26 +106,6 @@ def content_columns(contract: Contract) -> list[str]:
 def committed_columns(contract: Contract) -> list[str]:
     """What deduplication and the series checks need from the committed table."""
     return ["branch_id", "device_id", "seq", "boot", *content_columns(contract)]
-
-
-def epoch_starts(seq: str = "seq", boot: str = "boot", ts: str = "ts") -> pl.Expr:
-    """In a frame sorted by device, event time and seq: whether a reading starts a numbering
-    of its device (its first reading, a boot other than the reading's before, or, when
-    neither sent a boot, a seq that falls by more than SEQ_RESTART_FALL, or a seq that
-    starts again from the bottom (at most SEQ_RESTART_FIRST, later than a reading whose seq
-    is not lower: a device in a crash loop). ``cum_sum`` of it numbers the epochs."""
-    prev_seq = pl.col(seq).shift(1)
-    prev_boot = pl.col(boot).shift(1)
-    same = _SAME_AS_PREVIOUS.fill_null(False)
-    other_boot = pl.col(boot).ne_missing(prev_boot)
-    fell = pl.col(seq) < prev_seq * (1 - SEQ_RESTART_FALL)
-    again = (
-        (pl.col(seq) <= SEQ_RESTART_FIRST)
-        & (pl.col(seq) <= prev_seq)
-        & (pl.col(ts) > pl.col(ts).shift(1))  # a redelivery has the same event time
-    )
-    no_boot = pl.col(boot).is_null() & prev_boot.is_null()
-    return ~same | other_boot | (no_boot & (fell | again)).fill_null(False)
 
 
 def reading_sha256(row: dict[str, Any]) -> str:
@@ -393,7 +366,6 @@ def _without(merged: pl.DataFrame, rejected: pl.DataFrame) -> pl.DataFrame:
 
 # In a frame sorted by device: whether a row's neighbour is the same device's reading. A
 # shift guarded by these is ``shift().over("device_id")`` without grouping the devices.
-_SAME_AS_PREVIOUS = pl.col("device_id") == pl.col("device_id").shift(1)
 _SAME_AS_NEXT = pl.col("device_id") == pl.col("device_id").shift(-1)
 
 

@@ -13,14 +13,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from analytics.gaps import seq_gaps
+from analytics.queries import lake_tables, read_frame
 from contracts import CONTRACTS_DIR, ContractInvalidError, lint_file, lint_paths, load_registry
 from lake.layout import tenants
 from lake.reference import load_reference
 from lake.storage import Store
-from pipelines.lakeops import lake_tables, read_frame
 from pipelines.process import process_once
 from pipelines.settings import load_settings
-from pipelines.status import collect_status, seq_gaps
+from pipelines.status import collect_status
 from simulator.config import FaultRates, SimConfig
 from simulator.landing import simulate_to_landing
 

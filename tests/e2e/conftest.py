@@ -32,11 +32,11 @@ import polars as pl
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from analytics.queries import read_frame
 from contracts import load_registry
 from lake.layout import UNASSIGNED_TENANT, tenants
 from lake.reference import load_reference
 from lake.storage import Store
-from pipelines.lakeops import read_frame
 from pipelines.process import BatchReport, process_once
 from pipelines.settings import Settings, load_settings
 from simulator.config import FaultRates, SimConfig

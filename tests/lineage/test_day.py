@@ -19,7 +19,7 @@ from lake.storage import Store
 from lineage import LineageEmitter, TableDataset, batch_run_id, jobs
 from lineage.runs import uri_of
 from lineage.store import LineageStore
-from pipelines.lakeops import compact_all
+from pipelines.compaction import compact_all
 from pipelines.process import BatchReport, follow, process_once
 from pipelines.settings import Settings, load_settings
 from simulator.config import SimConfig

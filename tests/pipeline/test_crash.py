@@ -33,6 +33,7 @@ from typing import Any
 import polars as pl
 import pytest
 
+from analytics.compare import delta_tables, table_rows
 from contracts import load_registry
 from lake.delta import app_txn_version, open_table, read_table, table_exists
 from lake.layout import raw_archive_rel, state_rel
@@ -42,7 +43,6 @@ from pipelines.process import ingest_stats, process_once
 from pipelines.settings import Settings, load_settings
 from simulator.config import SimConfig
 from simulator.landing import simulate_to_landing
-from tests.lakerows import freeze
 
 ENERGYLAKE = Path(sys.executable).with_name("energylake")
 CONFIG = SimConfig(clients=2, branches=2, days=1, seed=11)  # default faults
@@ -116,13 +116,7 @@ def _closed(settings: Settings) -> list[str]:
 
 def _table_rels(settings: Settings) -> list[str]:
     """Every Delta table of the lake (readings, quarantine and the reference tables)."""
-    root = Path(settings.lake)
-    found = {
-        log.parent.relative_to(root).as_posix()
-        for pattern in ("tenants/*/*/_delta_log", "platform/*/_delta_log")
-        for log in root.glob(pattern)
-    }
-    return sorted(found)
+    return delta_tables(Store.from_uri(settings.lake))
 
 
 def _versions(settings: Settings) -> dict[str, int]:
@@ -131,24 +125,12 @@ def _versions(settings: Settings) -> dict[str, int]:
 
 
 def _rows(settings: Settings, rel: str) -> tuple[tuple[str, ...], Counter[tuple[Any, ...]]]:
-    """The table's column names and its rows as a multiset (columns in name order).
-
-    The gate's results carry when the gate ran (``ts``) and, for freshness, the age it
-    saw (``observed``, ``reason``, ``unexpected_*``): those are left out; everything else
-    (the result ids included, one per batch, table and rule) must match exactly.
-    """
-    table = read_table(Store.from_uri(settings.lake), rel)
-    clock = {"ts", "observed", "reason", "unexpected_count", "unexpected_pct", "decided_at"}
-    names = tuple(
-        sorted(
-            n for n in table.column_names if not (rel.endswith("/quality_results") and n in clock)
-        )
-    )
-    table = table.select(list(names))
-    rows: Counter[tuple[Any, ...]] = Counter(
-        tuple(freeze(row[name]) for name in names) for row in table.to_pylist()
-    )
-    return names, rows
+    """The table's column names and its rows as a multiset (columns in name order), as
+    ``analytics.compare`` compares them: the gate's results leave out when the gate ran
+    and the freshness rule's age against the clock; everything else (the result ids
+    included, one per batch, table and rule) must match exactly."""
+    names, rows = table_rows(Store.from_uri(settings.lake), rel)
+    return tuple(names), rows
 
 
 def _lake_rows(settings: Settings) -> dict[str, tuple[tuple[str, ...], Counter[tuple[Any, ...]]]]:

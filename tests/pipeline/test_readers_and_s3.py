@@ -13,11 +13,12 @@ from typing import Any
 import polars as pl
 import pytest
 
+from analytics.queries import lake_tables
 from lake.delta import dataset as lake_dataset
 from lake.layout import table_rel
 from lake.storage import Store
 from pipelines.audit import AUDITED_REASONS
-from pipelines.lakeops import compact_all, lake_tables
+from pipelines.compaction import compact_all
 from pipelines.process import process_once
 from pipelines.settings import load_settings
 from simulator.config import SimConfig

@@ -17,9 +17,9 @@ import polars as pl
 from deltalake import write_deltalake
 from typer.testing import CliRunner
 
+from analytics.queries import read_frame
 from cli.app import app
 from lake.layout import table_rel
-from pipelines.lakeops import read_frame
 from tests.pipeline.conftest import CONFIG
 from tests.quality.conftest import firmware_fault, process_day
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import polars as pl
 import yaml
 
+from analytics.queries import read_frame
 from contracts import load_registry
 from lake.reference import load_reference
 from lake.storage import Store
-from pipelines.lakeops import read_frame
 from pipelines.process import ingest_stats, process_once
 from pipelines.settings import load_settings
 from simulator.config import FaultRates, SimConfig

@@ -11,13 +11,14 @@ import polars as pl
 from deltalake import DeltaTable
 from typer.testing import CliRunner
 
+from analytics.gaps import seq_gaps
+from analytics.queries import read_frame
 from cli.app import app
 from contracts import load_registry
 from lake.layout import table_rel
 from lake.storage import Store
-from pipelines.lakeops import read_frame
 from pipelines.process import process_once
-from pipelines.status import backlog, seq_gaps
+from pipelines.status import backlog
 from simulator.config import FaultRates, SimConfig
 from tests.pipeline.conftest import Processed, land
 

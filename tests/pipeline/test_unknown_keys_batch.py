@@ -14,9 +14,9 @@ import orjson
 import polars as pl
 import pytest
 
+from analytics.queries import read_frame
 from gateway.landing import Envelope, LandingWriter
 from lake.storage import Store
-from pipelines.lakeops import read_frame
 from simulator.config import FaultRates, SimConfig
 from simulator.stream import topic_for
 from tests.pipeline.conftest import land

@@ -22,7 +22,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,22 +30,19 @@ import polars as pl
 import pytest
 
 import pipelines.process as process
+from analytics.compare import compare_lakes
 from contracts import load_registry
-from lake.delta import read_table
 from lake.reference import load_reference
 from lake.storage import Store
 from pipelines.batch_hooks import wait_for_data_docs
 from pipelines.process import ProcessError, ingest_stats, process_once
 from pipelines.settings import Settings, load_settings
 from simulator.landing import simulate_to_landing
-from tests.lakerows import freeze
 from tests.pipeline.conftest import CONFIG
 from transforms.beam import BatchContext
 
 POOL_START_TIMEOUT_S = 60.0
 SEGMENTS_FIRST_BATCH = 60  # of the day's 116 (a redelivered one among them)
-# When the gate ran and what age it saw: the only columns a second run may change.
-CLOCK_COLUMNS = {"ts", "observed", "reason", "unexpected_count", "unexpected_pct", "decided_at"}
 
 
 def _free_port() -> int:
@@ -137,28 +133,6 @@ def _land(data_dir: Path, same_as: Settings | None = None, **flags: Any) -> Sett
     return settings
 
 
-def _lake(settings: Settings) -> dict[str, tuple[list[str], Counter[tuple[Any, ...]]]]:
-    """Every Delta table (on disk or S3): its column names and its rows as a multiset."""
-    store = settings.lake_store()
-    rels = sorted(
-        {
-            rel.split("/_delta_log/", 1)[0]
-            for rel in store.list("")
-            if "/_delta_log/" in rel and rel.startswith(("tenants/", "platform/"))
-        }
-    )
-    out = {}
-    for rel in rels:
-        table = read_table(store, rel)
-        skip = CLOCK_COLUMNS if rel.endswith("/quality_results") else set()
-        names = sorted(n for n in table.column_names if n not in skip)
-        rows = Counter(
-            tuple(freeze(row[n]) for n in names) for row in table.select(names).to_pylist()
-        )
-        out[rel] = (names, rows)
-    return out
-
-
 @pytest.mark.slow
 @pytest.mark.usefixtures("clean_env")
 def test_sdk_workers_in_a_worker_pool_give_the_lake_of_the_in_process_runner(
@@ -194,22 +168,15 @@ def test_sdk_workers_in_a_worker_pool_give_the_lake_of_the_in_process_runner(
     assert pooled_first.segments == first.segments
     assert through_pool.segments == in_process.segments
     assert not (pooled.data_dir / "lake").exists()  # all of it on S3
-    a, b = _lake(local), _lake(pooled)
-    assert sorted(b) == sorted(a), "the two lakes hold different tables"
-    for rel in a:
-        names_a, rows_a = a[rel]
-        names_b, rows_b = b[rel]
-        assert names_b == names_a, f"{rel}: columns differ"
-        assert sum(rows_a.values()) > 0 or rel.endswith("/quarantine"), f"{rel}: empty"
-        assert rows_b == rows_a, (
-            f"{rel}: rows differ: only in process {list((rows_a - rows_b).items())[:3]}, "
-            f"only through the pool {list((rows_b - rows_a).items())[:3]}"
-        )
+    diff = compare_lakes(local.lake_store(), pooled.lake_store())
+    empty = [t.table for t in diff.tables if not t.rows_a and not t.table.endswith("/quarantine")]
+    assert not empty, f"empty tables: {empty}"
+    assert diff.identical, [t for t in diff.tables if not t.identical]
     # Every kind of record is there to compare: the faults reach the quarantine and the gate.
     assert in_process.quarantined
     assert in_process.duplicates
     assert in_process.late
-    assert any(rel.endswith("/quality_results") for rel in a)
+    assert any(t.table.endswith("/quality_results") for t in diff.tables)
     assert sorted(ingest_stats(pooled)) == sorted(ingest_stats(local))
     # Data Docs render the validations of the driver's GE context: in process, the batch's;
     # with the pool, none of this lake's (in this process: the other lake's), so not built.

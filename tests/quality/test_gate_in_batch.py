@@ -13,13 +13,12 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from analytics.queries import read_frame
 from cli.app import app
 from lake.delta import open_table
-from lake.layout import table_rel
+from lake.layout import HELD_FOLDER, table_rel
 from lake.storage import Store
-from pipelines.batch_commit import HELD_FOLDER
 from pipelines.batch_hooks import wait_for_data_docs
-from pipelines.lakeops import read_frame
 from pipelines.process import process_once
 from pipelines.release import release_batch
 from tests.pipeline.conftest import CONFIG

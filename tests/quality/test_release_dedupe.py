@@ -16,11 +16,11 @@ from typing import Any
 import polars as pl
 from deltalake import write_deltalake
 
+from analytics.gaps import seq_gaps
+from analytics.queries import read_frame
 from lake.layout import table_rel
-from pipelines.lakeops import read_frame
 from pipelines.process import ingest_stats
 from pipelines.release import release_batch
-from pipelines.status import seq_gaps
 from tests.pipeline.conftest import CONFIG
 from tests.quality.conftest import Day, firmware_fault, process_day
 

@@ -18,9 +18,9 @@ from typing import Any
 import polars as pl
 import pytest
 
+from analytics.queries import read_frame
 from contracts import load_registry
 from lake.guard import READING_KEY
-from pipelines.lakeops import read_frame
 from pipelines.process import process_once
 from pipelines.release import release_batch
 from pipelines.settings import Settings, load_settings

@@ -1,20 +1,19 @@
-"""Lake-wide operations for the CLI: list tables, compact them, per-branch totals."""
+"""Queries over the lake: its telemetry tables, a table as a frame, per-branch totals and
+table counts. Plain values in (a ``Store``, a contract registry), no settings."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import polars as pl
 
 from contracts import ContractRegistry, load_registry
 from lake.consumption import counter_steps, fuel_used
-from lake.delta import CompactReport, compact, files_per_partition, read_table, table_exists
+from lake.delta import files_per_partition, read_table, table_exists
 from lake.layout import UNASSIGNED_TENANT, table_rel, tenants
 from lake.storage import Store
-from pipelines.settings import Settings
 
-__all__ = ["BranchTotals", "branch_totals", "compact_all", "lake_tables", "read_frame"]
+__all__ = ["BranchTotals", "branch_totals", "lake_tables", "read_frame", "table_counts"]
 
 _QUARANTINE = "quarantine"
 
@@ -34,47 +33,13 @@ def lake_tables(store: Store, registry: ContractRegistry | None = None) -> list[
 def read_frame(
     store: Store, tenant: str, dataset: str, columns: list[str] | None = None
 ) -> pl.DataFrame:
+    """A table of the lake as a frame (empty when the table does not exist)."""
     rel = table_rel(tenant, dataset)
     if not table_exists(store, rel):
         return pl.DataFrame()
     frame = pl.from_arrow(read_table(store, rel, columns=columns))
     assert isinstance(frame, pl.DataFrame)
     return frame
-
-
-def compact_all(settings: Settings, *, min_files: int = 2) -> list[tuple[str, CompactReport]]:
-    """Compact every partition with at least ``min_files`` files, table by table."""
-    store = settings.lake_store()
-    registry = load_registry(settings.contracts_dir) if settings.contracts_dir else load_registry()
-    reports = []
-    for tenant, dataset in lake_tables(store, registry):
-        rel = table_rel(tenant, dataset)
-        parts = registry.get(dataset).partition_columns
-        over = [
-            dict(zip(parts, key, strict=True))
-            for key, n in files_per_partition(store, rel).items()
-            if n >= min_files
-        ]
-        if over:
-            reports.append((rel, compact(store, rel, min_files=min_files, partitions=over)))
-    _emit_compaction(settings, store, registry, reports)
-    return reports
-
-
-def _emit_compaction(
-    settings: Settings, store: Store, registry: Any, reports: list[tuple[str, CompactReport]]
-) -> None:
-    """The compaction's lineage run (logged and skipped if it cannot be emitted)."""
-    from lineage import LineageEmitter
-    from lineage.runs import CompactedTable, emit_compaction, uri_of
-
-    tables = [
-        CompactedTable(
-            rel, registry.get(rel.rsplit("/", 1)[-1]), r.versions, r.files_added, r.files_removed
-        )
-        for rel, r in reports
-    ]
-    emit_compaction(LineageEmitter.from_settings(settings), uri_of(store.url()), tables)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +117,3 @@ def table_counts(
         files = sum(files_per_partition(store, rel).values())
         out.append((rel, frame.height, files))
     return out
-
-
-_ = Any
