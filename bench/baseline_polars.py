@@ -30,7 +30,7 @@ import orjson
 import polars as pl
 
 from contracts import load_registry
-from gateway.landing import read_segment
+from landing import read_segment
 
 SYSTEM = {
     "client_id",

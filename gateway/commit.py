@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.landing import Envelope, LandingError, LandingWriter
+from landing import Envelope, LandingError, LandingWriter
 
 __all__ = ["BatchCallback", "CommitCallback", "CommitterClosedError", "GroupCommitter", "Inbox"]
 

@@ -120,8 +120,8 @@ def _gateway(
     in use, not permitted).
     """
     from gateway.identity import IdentityError
-    from gateway.landing import LandingError
     from gateway.service import EXIT_CONFIG, Gateway, GatewayStartError
+    from landing import LandingError
 
     settings = settings_from(
         data_dir=data_dir,

@@ -44,12 +44,12 @@ from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
 from contracts import ContractRegistry, load_registry
 from gateway.brokerlog import read_drops
-from gateway.landing import closed_segments
 from gateway.sessions import SessionBookError, read_session_book
 from lake.delta import dataset as lake_dataset
 from lake.delta import read_table, table_exists
 from lake.layout import months_between, state_rel, table_rel, tenants
 from lake.storage import Store
+from landing import closed_segments
 from pipelines.batch_commit import HELD_FOLDER
 from pipelines.settings import Settings
 from transforms.series import epoch_starts

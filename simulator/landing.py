@@ -25,7 +25,7 @@ import numpy.typing as npt
 import orjson
 
 from contracts import ContractRegistry
-from gateway.landing import MIB, Envelope, LandingError, LandingWriter
+from landing import MIB, Envelope, LandingError, LandingWriter
 from simulator.config import SimConfig
 from simulator.run import LEDGER_NAME, SimResult, ledger_entry, simulate
 from simulator.stream import Message

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from gateway.commit import CommitterClosedError, GroupCommitter
-from gateway.landing import Envelope, LandingError, LandingWriter, read_segment
+from landing import Envelope, LandingError, LandingWriter, read_segment
 
 T0 = 1_763_251_200_000_000
 

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.landing import (
+from landing import (
     ARROW_SCHEMA,
     FILE_HEADER_BYTES,
     FRAME_HEADER_BYTES,
@@ -415,7 +415,7 @@ def test_recover_skips_a_live_writer(tmp_path: Path) -> None:
 _CRASH = """
 import os, signal, sys
 from pathlib import Path
-from gateway.landing import Envelope, LandingWriter
+from landing import Envelope, LandingWriter
 w = LandingWriter(Path(sys.argv[1]), "crashy", roll_seconds=None)
 for i in range(300):
     w.append(Envelope(1_763_251_200_000_000 + i, "mqtt", "t/%d" % i, "dev", b"x" * i))

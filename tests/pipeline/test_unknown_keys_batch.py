@@ -14,8 +14,8 @@ import orjson
 import polars as pl
 import pytest
 
-from gateway.landing import Envelope, LandingWriter
 from lake.storage import Store
+from landing import Envelope, LandingWriter
 from pipelines.lakeops import read_frame
 from simulator.config import FaultRates, SimConfig
 from simulator.stream import topic_for
