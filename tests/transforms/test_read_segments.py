@@ -1,21 +1,20 @@
-"""The batch reads the landing log through ``landing`` itself: ``ReadSegments`` takes no
-reader from the caller (a DoFn's state must be plain values that a worker in another process
-can unpickle), and a row quarantined after Enforce gets its envelope back from the landing
-folder named in the ``BatchContext``."""
+"""The batch reads the landing log through ``landing`` itself: ``ReadSegments`` and its DoFn
+take nothing from the caller (a DoFn's state must be plain values that an SDK worker in
+another process can unpickle; the whole Beam run is checked by the batch tests in
+tests/pipeline/, with workers in other processes in test_worker_pool.py), and a row
+quarantined after Enforce gets its envelope back from the landing folder that the
+``BatchContext`` names."""
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any
 
-import apache_beam as beam
 import polars as pl
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-from apache_beam.testing.util import assert_that, equal_to
+import pyarrow as pa
 
 from landing import Envelope, LandingWriter, closed_segments, group_segments, read_segment
-from transforms.beam import DAMAGED, BatchContext, ReadSegments, _with_envelopes
+from transforms.beam import DAMAGED, BatchContext, ReadSegments, _ReadFn, _with_envelopes
 
 T0 = 1_763_251_200_000_000  # 2025-11-16T00:00:00Z
 
@@ -29,7 +28,7 @@ def _land(root: Path, writer_id: str, n: int) -> list[Path]:
     return closed_segments(root)
 
 
-def test_read_segments_reads_every_record_and_the_damage_through_landing(
+def test_the_read_stage_reads_every_record_and_the_damage_through_landing(
     tmp_path: Path,
 ) -> None:
     segments = _land(tmp_path, "gw-1", 40)
@@ -37,29 +36,30 @@ def test_read_segments_reads_every_record_and_the_damage_through_landing(
     torn = segments[1]
     whole = read_segment(torn)
     torn.write_bytes(torn.read_bytes() + b"\x07\x00\x00\x00torn")  # a torn tail
+    assert len(read_segment(torn)) == len(whole)
     expected = sorted(
         (record.segment, int(offset), topic)
         for path in segments
         for record in [read_segment(path)]
         for offset, topic in zip(record.offset, record.topic, strict=True)
     )
-    assert len(expected) == 40 and len(read_segment(torn)) == len(whole)
+    assert len(expected) == 40
 
-    transform = ReadSegments()  # nothing injected: plain paths in, landing reads them
-    pickle.loads(pickle.dumps(transform))
-    with beam.Pipeline(runner=FnApiRunner()) as p:
-        chunks = (
-            p
-            | beam.Create(group_segments(segments, target_bytes=900))
-            | "Read" >> transform
-        )
-        rows = chunks.tables | beam.FlatMap(_keys)
-        assert_that(rows, equal_to(expected), label="AllRecords")
-        assert_that(
-            chunks[DAMAGED],
-            equal_to([("damaged", "", "", "", torn.name, 8)]),
-            label="Damage",
-        )
+    ReadSegments()  # nothing injected
+    read = _ReadFn()
+    tables: list[pa.Table] = []
+    damage: list[Any] = []
+    groups = group_segments(segments, target_bytes=900)
+    assert len(groups) > 1
+    for group in groups:  # plain values: the paths of a group of closed segments
+        for out in read.process(group):
+            if isinstance(out, pa.Table):
+                tables.append(out)
+            else:
+                assert out.tag == DAMAGED
+                damage.append(out.value)
+    assert sorted(row for table in tables for row in _keys(table)) == expected
+    assert damage == [("damaged", "", "", "", torn.name, 8)]
 
 
 def _keys(table: Any) -> list[tuple[str, int, str]]:
@@ -85,7 +85,6 @@ def test_late_rejects_get_their_envelopes_back_from_the_landing_folder(tmp_path:
         devices=pl.DataFrame(),
         closed_dir=str(tmp_path / "closed"),
     )
-    assert pickle.loads(pickle.dumps(ctx)).closed_dir == ctx.closed_dir  # plain values
     out = _with_envelopes(rows, ctx)
     assert out.select("segment", "offset_bytes").equals(rows)
     assert out.select("source", "topic", "identity", "payload").rows() == [
