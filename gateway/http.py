@@ -36,7 +36,7 @@ from gateway.limits import MAX_ADDRESSES, RateLimiter, address_key
 from gateway.metrics import GatewayMetrics
 from gateway.openapi import openapi_document
 from gateway.pressure import LandingMonitor
-from landing import Envelope, LandingError
+from landing.format import Envelope, LandingError
 
 __all__ = ["PROBLEM_BASE", "HttpDeps", "build_app", "problem", "problem_body"]
 

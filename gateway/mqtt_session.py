@@ -54,7 +54,7 @@ from gateway.config import GatewayConfig
 from gateway.metrics import GatewayMetrics
 from gateway.sessions import MqttSession, SessionState
 from gateway.topics import TopicCache
-from landing import Envelope
+from landing.format import Envelope
 
 __all__ = ["MqttConsumer"]
 

@@ -43,7 +43,7 @@ from gateway.listener import (
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import MqttDoor
 from gateway.pressure import LandingMonitor, Pressure
-from landing import LandingWriter
+from landing.writer import LandingWriter
 
 __all__ = ["EXIT_CONFIG", "EXIT_LISTEN", "Gateway", "GatewayStartError"]
 

@@ -10,66 +10,8 @@ gateway (which writes them) and the pipeline (which reads the closed ones).
   about ``CHUNK_RECORDS``, envelopes again by offset.
 
 Imports only ``contracts``; never Beam. Used by the gateway, the simulator, the transforms
-and the pipeline. The public names of the four modules are re-exported here.
+and the pipeline, each importing the module it needs (``from landing.writer import
+LandingWriter``). Nothing is re-exported here: a process started in a data folder has that
+folder's ``landing/`` on sys.path, and under an editable install it shadows this package's
+``__init__`` (not its modules). See docs/LANDING.md.
 """
-
-from landing.chunks import CHUNK_RECORDS, GROUP_BYTES, group_segments, read_segment_tables
-from landing.format import (
-    ARROW_SCHEMA,
-    BODY_FIXED_BYTES,
-    FILE_HEADER_BYTES,
-    FILE_MAGIC,
-    FORMAT_VERSION,
-    FRAME_HEADER_BYTES,
-    MAX_BODY_BYTES,
-    MIB,
-    SOURCES,
-    DamageReason,
-    Envelope,
-    LandingError,
-    RecordRef,
-    Source,
-    TailDamage,
-)
-from landing.reader import (
-    SegmentRecords,
-    SegmentTable,
-    closed_segments,
-    iter_segment_chunks,
-    iter_segment_tables,
-    read_records_at,
-    read_segment,
-)
-from landing.writer import LandingWriter, RecoveredSegment, recover
-
-__all__ = [
-    "ARROW_SCHEMA",
-    "BODY_FIXED_BYTES",
-    "CHUNK_RECORDS",
-    "FILE_HEADER_BYTES",
-    "FILE_MAGIC",
-    "FORMAT_VERSION",
-    "FRAME_HEADER_BYTES",
-    "GROUP_BYTES",
-    "MAX_BODY_BYTES",
-    "MIB",
-    "SOURCES",
-    "DamageReason",
-    "Envelope",
-    "LandingError",
-    "LandingWriter",
-    "RecordRef",
-    "RecoveredSegment",
-    "SegmentRecords",
-    "SegmentTable",
-    "Source",
-    "TailDamage",
-    "closed_segments",
-    "group_segments",
-    "iter_segment_chunks",
-    "iter_segment_tables",
-    "read_records_at",
-    "read_segment",
-    "read_segment_tables",
-    "recover",
-]

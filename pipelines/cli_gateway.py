@@ -121,7 +121,7 @@ def _gateway(
     """
     from gateway.identity import IdentityError
     from gateway.service import EXIT_CONFIG, Gateway, GatewayStartError
-    from landing import LandingError
+    from landing.format import LandingError
 
     settings = settings_from(
         data_dir=data_dir,

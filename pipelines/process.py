@@ -56,7 +56,8 @@ from lake.layout import UNASSIGNED_TENANT, raw_archive_rel, state_rel, table_rel
 from lake.layout import tenants as lake_tenants
 from lake.reference import load_device_registry
 from lake.storage import S3Encryption, Store
-from landing import closed_segments, group_segments
+from landing.chunks import group_segments
+from landing.reader import closed_segments
 from lineage import LineageEmitter, RunRef
 from lineage.runs import CompactedTable, emit_compaction, uri_of
 from pipelines.audit import audit_batch

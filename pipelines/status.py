@@ -49,7 +49,7 @@ from lake.delta import dataset as lake_dataset
 from lake.delta import read_table, table_exists
 from lake.layout import months_between, state_rel, table_rel, tenants
 from lake.storage import Store
-from landing import closed_segments
+from landing.reader import closed_segments
 from pipelines.batch_commit import HELD_FOLDER
 from pipelines.settings import Settings
 from transforms.series import epoch_starts

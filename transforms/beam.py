@@ -33,7 +33,8 @@ from lake.delta import DataFile, table_at, write_data_file
 from lake.delta import dataset as lake_dataset
 from lake.layout import UNASSIGNED_TENANT, months_between, table_rel
 from lake.storage import S3Encryption, Store
-from landing import read_records_at, read_segment_tables
+from landing.chunks import read_segment_tables
+from landing.reader import read_records_at
 from transforms import coders
 from transforms.decode import DecodeSchema, decode_chunk
 from transforms.enforce import enforce_chunk

@@ -27,7 +27,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from contracts import load_registry
 from gateway.sessions import SESSION_STATE_FILE, SessionState
 from gateway.topics import BAD_TOPIC_PREFIX
-from landing import Envelope, iter_segment_tables, read_segment
+from landing.format import Envelope
+from landing.reader import iter_segment_tables, read_segment
 from pipelines.provision import PASSWORD_FILE, BrokerOptions, provision, read_password_file
 from pipelines.status import broker_drops
 from simulator.config import SimConfig

@@ -30,7 +30,7 @@ from gateway.config import GatewayConfig
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt_session import MqttConsumer
 from gateway.sessions import SESSION_STATE_FILE, MqttSession, SessionState, session_filters
-from landing import LandingWriter
+from landing.writer import LandingWriter
 from pipelines.provision import (
     ACL_FILE,
     PASSWORD_FILE,

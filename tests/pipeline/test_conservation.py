@@ -17,7 +17,7 @@ import pytest
 from lake.delta import open_table
 from lake.layout import UNASSIGNED_TENANT, table_rel
 from lake.storage import Store
-from landing import read_records_at, read_segment
+from landing.reader import read_records_at, read_segment
 from pipelines.lakeops import branch_totals
 from pipelines.process import ingest_stats, process_once
 from tests.pipeline.conftest import Processed, land

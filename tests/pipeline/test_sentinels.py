@@ -16,7 +16,8 @@ from contracts import load_registry
 from contracts.model import sentinel_values
 from lake.delta import read_table
 from lake.layout import table_rel
-from landing import LandingWriter, read_segment
+from landing.reader import read_segment
+from landing.writer import LandingWriter
 from pipelines.process import process_once
 from simulator.config import FaultRates, SimConfig
 from tests.pipeline.conftest import land

@@ -15,7 +15,8 @@ import polars as pl
 import pytest
 
 from lake.storage import Store
-from landing import Envelope, LandingWriter
+from landing.format import Envelope
+from landing.writer import LandingWriter
 from pipelines.lakeops import read_frame
 from simulator.config import FaultRates, SimConfig
 from simulator.stream import topic_for

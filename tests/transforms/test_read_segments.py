@@ -13,7 +13,10 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from landing import Envelope, LandingWriter, closed_segments, group_segments, read_segment
+from landing.chunks import group_segments
+from landing.format import Envelope
+from landing.reader import closed_segments, read_segment
+from landing.writer import LandingWriter
 from transforms.beam import DAMAGED, BatchContext, ReadSegments, _ReadFn, _with_envelopes
 
 T0 = 1_763_251_200_000_000  # 2025-11-16T00:00:00Z
