@@ -2,7 +2,7 @@
 process``, written the way an engineer would without the platform (nothing of
 ``transforms/`` or ``pipelines/``).
 
-It reads the landing segments (``gateway.landing.read_segment``: the shared file format),
+It reads the landing segments (``landing.reader.read_segment``: the shared file format),
 rejects payloads over the size limit, parses each payload with orjson (rejecting what is
 not JSON or has the wrong types), loads the good ones with ``polars.read_ndjson`` against an
 explicit schema, looks the authenticated device up in the reference ``devices.parquet``,
@@ -30,7 +30,7 @@ import orjson
 import polars as pl
 
 from contracts import load_registry
-from gateway.landing import read_segment
+from landing.reader import read_segment
 
 SYSTEM = {
     "client_id",

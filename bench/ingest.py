@@ -48,7 +48,7 @@ import psutil
 from aiohttp import ClientSession, TCPConnector, web
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.landing import read_segment
+from landing.reader import read_segment
 from tests.brokers import DeviceAccount, Mosquitto, start_mosquitto
 from tests.gateway.conftest import free_port, make_book
 

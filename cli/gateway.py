@@ -124,8 +124,8 @@ def _gateway(
     in use, not permitted).
     """
     from gateway.identity import IdentityError
-    from gateway.landing import LandingError
     from gateway.service import EXIT_CONFIG, Gateway, GatewayStartError
+    from landing.format import LandingError
 
     settings = cli_context(ctx).settings(
         data_dir=data_dir,

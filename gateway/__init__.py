@@ -1,5 +1,7 @@
-"""The ingest edge: MQTT consumer (paho), HTTP server (aiohttp), the landing log it writes,
-the group commit that acks only after fsync, identities, backpressure, audit and metrics.
+"""The ingest edge: MQTT consumer (paho), HTTP server (aiohttp), the group commit that acks
+only after the landing log (``landing``) has fsynced, identities, backpressure, audit and
+metrics.
 
-Imports only ``contracts``; never Beam. See docs/GATEWAY.md and docs/LANDING.md.
+Imports only ``contracts`` and ``landing``; never Beam. See docs/GATEWAY.md and
+docs/LANDING.md.
 """

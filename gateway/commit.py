@@ -30,7 +30,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.landing import Envelope, LandingError, LandingWriter
+from landing.format import Envelope, LandingError
+from landing.writer import LandingWriter
 
 __all__ = ["BatchCallback", "CommitCallback", "CommitterClosedError", "GroupCommitter", "Inbox"]
 

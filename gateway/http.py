@@ -32,11 +32,11 @@ from gateway.books import BookWatcher
 from gateway.commit import GroupCommitter
 from gateway.config import GatewayConfig, canonical_topic
 from gateway.identity import DeviceIdentity
-from gateway.landing import Envelope, LandingError
 from gateway.limits import MAX_ADDRESSES, RateLimiter, address_key
 from gateway.metrics import GatewayMetrics
 from gateway.openapi import openapi_document
 from gateway.pressure import LandingMonitor
+from landing.format import Envelope, LandingError
 
 __all__ = ["PROBLEM_BASE", "HttpDeps", "build_app", "problem", "problem_body"]
 

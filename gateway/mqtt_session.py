@@ -51,10 +51,10 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from gateway.brokerlog import DROPPED_SYS_TOPIC
 from gateway.commit import CommitterClosedError, GroupCommitter
 from gateway.config import GatewayConfig
-from gateway.landing import Envelope
 from gateway.metrics import GatewayMetrics
 from gateway.sessions import MqttSession, SessionState
 from gateway.topics import TopicCache
+from landing.format import Envelope
 
 __all__ = ["MqttConsumer"]
 

@@ -32,7 +32,6 @@ from gateway.books import BookWatcher
 from gateway.commit import GroupCommitter
 from gateway.config import GatewayConfig
 from gateway.http import HttpDeps, build_app
-from gateway.landing import LandingWriter
 from gateway.listener import (
     HttpListener,
     ListenError,
@@ -44,6 +43,7 @@ from gateway.listener import (
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import MqttDoor
 from gateway.pressure import LandingMonitor, Pressure
+from landing.writer import LandingWriter
 
 __all__ = ["EXIT_CONFIG", "EXIT_LISTEN", "Gateway", "GatewayStartError"]
 

@@ -43,7 +43,6 @@ from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.transforms.environments import Environment
 
 from contracts import ContractRegistry, EnergylakeError, load_registry
-from gateway.landing import closed_segments
 from lake.delta import (
     CompactReport,
     DataFile,
@@ -57,6 +56,8 @@ from lake.layout import UNASSIGNED_TENANT, raw_archive_rel, state_rel, table_rel
 from lake.layout import tenants as lake_tenants
 from lake.reference import load_device_registry
 from lake.storage import S3Encryption, Store
+from landing.chunks import group_segments
+from landing.reader import closed_segments
 from lineage import LineageEmitter, RunRef
 from lineage.runs import CompactedTable, emit_compaction, uri_of
 from pipelines.audit import audit_batch
@@ -69,7 +70,6 @@ from pipelines.batch_hooks import (
     published_plan,
 )
 from pipelines.release import decision_stats
-from pipelines.segments import EnvelopeReader, group_segments, read_segment_tables
 from pipelines.settings import Settings
 from transforms.beam import (
     DAMAGED,
@@ -295,7 +295,7 @@ def _run_beam(
         chunks = (
             p
             | "Segments" >> beam.Create(group_segments(segments))
-            | "ReadSegments" >> ReadSegments(read_segment_tables)
+            | "ReadSegments" >> ReadSegments()
         )
         damaged = chunks[DAMAGED]
         rows = chunks.tables | "DecodeNormaliseEnforce" >> DecodeToRows(ctx)
@@ -476,7 +476,7 @@ def process_once(
                 devices=devices,
                 payload_limit=settings.payload_limit_bytes,
                 snapshot=manifest["snapshot"],
-                envelopes=EnvelopeReader(str(landing / "closed")),
+                closed_dir=str(landing / "closed"),
                 gate=settings.quality_gate,
                 branches=load_branches(store) if settings.quality_gate else None,
                 encryption=settings.s3_encryption(),

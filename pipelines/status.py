@@ -31,10 +31,10 @@ from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 from analytics.gaps import seq_gaps
 from contracts import load_registry
 from gateway.brokerlog import read_drops
-from gateway.landing import closed_segments
 from gateway.sessions import SessionBookError, read_session_book
 from lake.layout import state_rel
 from lake.storage import Store
+from landing.reader import closed_segments
 from pipelines.settings import Settings
 
 __all__ = [

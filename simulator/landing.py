@@ -25,7 +25,8 @@ import numpy.typing as npt
 import orjson
 
 from contracts import ContractRegistry
-from gateway.landing import MIB, Envelope, LandingError, LandingWriter
+from landing.format import MIB, Envelope, LandingError
+from landing.writer import LandingWriter
 from simulator.config import SimConfig
 from simulator.run import LEDGER_NAME, SimResult, ledger_entry, simulate
 from simulator.stream import Message

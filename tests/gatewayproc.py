@@ -28,7 +28,8 @@ from typing import Any
 import pytest
 
 from gateway.identity import DeviceIdentity, token_digest, write_identity_book
-from gateway.landing import Envelope, read_segment
+from landing.format import Envelope
+from landing.reader import read_segment
 from pipelines.stack import free_port
 
 HOST = "127.0.0.1"

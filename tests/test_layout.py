@@ -18,22 +18,24 @@ OURS = {
     "analytics",
     "simulator",
     "cli",
+    "landing",
 }
 # package -> the packages of ours it may import (docs/ARCHITECTURE.md, "Packages and
 # import direction"; the
-# simulator is a test-data source that uses contracts and, later, the landing log).
+# simulator is a test-data source that writes segments through the landing log).
 ALLOWED = {
     "contracts": set(),
     "lake": {"contracts"},
     "lineage": {"contracts"},
-    "gateway": {"contracts"},
-    "transforms": {"contracts", "lake", "lineage"},
+    "gateway": {"contracts", "landing"},
+    "transforms": {"contracts", "lake", "lineage", "landing"},
     "analytics": {"contracts", "lake", "lineage"},
-    "simulator": {"contracts", "gateway"},
+    "simulator": {"contracts", "landing"},
+    "landing": {"contracts"},
     "pipelines": OURS,
     "cli": OURS,
 }
-NO_BEAM = {"contracts", "lake", "analytics", "gateway", "lineage", "simulator", "cli"}
+NO_BEAM = {"contracts", "lake", "analytics", "gateway", "lineage", "simulator", "cli", "landing"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -81,10 +83,9 @@ def test_layout_of_the_brief() -> None:
 # only with what that package may itself import (ALLOWED) and with the inputs below; it lives
 # in tests/<package>/ (the pipelines package's tests in tests/pipeline/).
 # - What any test may import to build its data without that deciding what it tests (SHARED):
-#   contracts (the vocabulary), the simulator (test data) and the landing log's record format
-#   (gateway.landing: the pipeline reads it; issue 13 gives the landing log its own package).
-#   So a module that imports only these (tests/contracts/, the simulator's own tests, the
-#   landing format's) is not placed by this rule.
+#   contracts (the vocabulary), the simulator (test data) and the landing log (landing: the
+#   gateway writes it, the pipeline reads it). So a module that imports only these
+#   (tests/contracts/, the simulator's own tests, the landing log's) is not placed by this rule.
 # - A module's imports count with those of the test helpers it imports (tests.*, followed),
 #   not with the fixtures its folder's conftest.py offers implicitly: otherwise a conftest
 #   would make every module beside it look like a test of whatever the conftest imports.
@@ -92,13 +93,12 @@ def test_layout_of_the_brief() -> None:
 #   integration test of the part it checks and may live with that part (tests/quality,
 #   tests/lineage, tests/e2e, ...). A module that needs two parts that do not import each other
 #   (gateway and transforms) is not placed by this rule either.
-SHARED = {"contracts", "simulator", "gateway.landing"}
+SHARED = {"contracts", "simulator", "landing"}
 TEST_HOME = {package: package for package in ALLOWED} | {"pipelines": "pipeline"}
 
 
 def _used(path: Path, seen: set[Path] | None = None) -> set[str]:
-    """Our packages a test module imports, itself and through the tests.* helpers it imports;
-    gateway.landing is named apart (see SHARED)."""
+    """Our packages a test module imports, itself and through the tests.* helpers it imports."""
     seen = set() if seen is None else seen
     seen.add(path)
     found: set[str] = set()
@@ -111,9 +111,7 @@ def _used(path: Path, seen: set[Path] | None = None) -> set[str]:
             continue
         for module in modules:
             top = module.split(".")[0]
-            if module == "gateway.landing" or module.startswith("gateway.landing."):
-                found.add("gateway.landing")
-            elif top in OURS:
+            if top in OURS:
                 found.add(top)
             elif top == "tests":
                 helper = ROOT.joinpath(*module.split("."))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -33,6 +33,8 @@ from lake.delta import DataFile, table_at, write_data_file
 from lake.delta import dataset as lake_dataset
 from lake.layout import UNASSIGNED_TENANT, months_between, table_rel
 from lake.storage import S3Encryption, Store
+from landing.chunks import read_segment_tables
+from landing.reader import read_records_at
 from transforms import coders
 from transforms.decode import DecodeSchema, decode_chunk
 from transforms.enforce import enforce_chunk
@@ -83,9 +85,9 @@ class BatchContext:
     devices: pl.DataFrame
     payload_limit: int = 65536
     snapshot: dict[str, int | None] = field(default_factory=dict)  # table rel -> version
-    # (segment, offsets) -> (source, topic, identity, payload) of each: rows quarantined
-    # after Enforce get their envelope back.
-    envelopes: Callable[[str, Sequence[int]], list[tuple[str, str, str, bytes]]] | None = None
+    # The landing folder of the closed segments this batch reads: rows quarantined after
+    # Enforce get their envelope (source, topic, identity, payload) back from it, by offset.
+    closed_dir: str | None = None
     # The quality gate (transforms/quality.py): run on each table's rows before they are
     # written; a failed blocking rule holds the table out of this batch's commit.
     gate: bool = True
@@ -124,11 +126,8 @@ def _tagged_stat(*args: Any) -> Any:
 
 
 class _ReadFn(beam.DoFn):
-    def __init__(self, reader: Callable[[list[str]], Iterable[Any]]) -> None:
-        self._reader = reader
-
     def process(self, segments: list[str]) -> Iterator[Any]:
-        for element in self._reader(segments):
+        for element in read_segment_tables(segments):
             if isinstance(element, pa.Table):
                 yield element
             else:  # a damage stat
@@ -136,19 +135,16 @@ class _ReadFn(beam.DoFn):
 
 
 class ReadSegments(beam.PTransform):
-    """Closed landing segments (paths) to envelope chunks (main output, Arrow tables),
-    through an injected reader; tagged ``damaged``: the damage stats of torn tails."""
-
-    def __init__(self, reader: Callable[[list[str]], Iterable[Any]]) -> None:
-        super().__init__()
-        self._reader = reader
+    """Groups of closed landing segments (paths, ``landing.group_segments``) to envelope
+    chunks (main output, Arrow tables), read by ``landing`` on the worker; tagged
+    ``damaged``: the damage stats of torn tails."""
 
     def expand(self, segments: Any) -> Any:
         return (
             segments
             | "Reshuffle" >> beam.Reshuffle()
             | "ReadChunks"
-            >> beam.ParDo(_ReadFn(self._reader))
+            >> beam.ParDo(_ReadFn())
             .with_output_types(pa.Table)
             .with_outputs(DAMAGED, main="tables")
         )
@@ -490,20 +486,21 @@ class _SeriesFn(_LakeFn):
 
 def _with_envelopes(rows: pl.DataFrame, ctx: BatchContext) -> pl.DataFrame:
     """Accepted rows travel without their envelope; read it back for a late reject."""
-    if ctx.envelopes is None:
-        raise ValueError("rows need their envelopes and the batch has no envelope reader")
+    if ctx.closed_dir is None:
+        raise ValueError("rows need their envelopes and the batch has no landing folder")
     parts = []
     for (segment,), part in rows.with_row_index("_at").group_by("segment"):
         offsets = part["offset_bytes"].to_list()
         unique = sorted(set(offsets))
-        found = dict(zip(unique, ctx.envelopes(str(segment), unique), strict=True))
+        records = read_records_at(Path(ctx.closed_dir) / str(segment), unique)
+        found = dict(zip(unique, records, strict=True))
         envs = [found[o] for o in offsets]
         parts.append(
             part.with_columns(
-                pl.Series("source", [e[0] for e in envs], dtype=pl.String),
-                pl.Series("topic", [e[1] for e in envs], dtype=pl.String),
-                pl.Series("identity", [e[2] for e in envs], dtype=pl.String),
-                pl.Series("payload", [e[3] for e in envs], dtype=pl.Binary),
+                pl.Series("source", [e.source for e in envs], dtype=pl.String),
+                pl.Series("topic", [e.topic for e in envs], dtype=pl.String),
+                pl.Series("identity", [e.identity for e in envs], dtype=pl.String),
+                pl.Series("payload", [e.payload for e in envs], dtype=pl.Binary),
             )
         )
     return pl.concat(parts).sort("_at").drop("_at")

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from gateway.commit import CommitterClosedError, GroupCommitter
-from gateway.landing import Envelope, LandingError, LandingWriter, read_segment
+from landing.format import Envelope, LandingError
+from landing.reader import read_segment
+from landing.writer import LandingWriter
 
 T0 = 1_763_251_200_000_000
 

@@ -19,7 +19,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.landing import read_segment
+from landing.reader import read_segment
 from tests.brokers import DeviceAccount, Mosquitto
 from tests.gateway.conftest import GatewayProc, landed, start_gateway, wait_for
 

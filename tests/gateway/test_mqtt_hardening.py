@@ -25,9 +25,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from contracts import load_registry
-from gateway.landing import Envelope, iter_segment_tables, read_segment
 from gateway.sessions import SESSION_STATE_FILE, SessionState
 from gateway.topics import BAD_TOPIC_PREFIX
+from landing.format import Envelope
+from landing.reader import iter_segment_tables, read_segment
 from pipelines.provision import PASSWORD_FILE, BrokerOptions, provision, read_password_file
 from pipelines.status import broker_drops
 from simulator.config import SimConfig

@@ -27,10 +27,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.commit import GroupCommitter
 from gateway.config import GatewayConfig
-from gateway.landing import LandingWriter
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt_session import MqttConsumer
 from gateway.sessions import SESSION_STATE_FILE, MqttSession, SessionState, session_filters
+from landing.writer import LandingWriter
 from pipelines.provision import (
     ACL_FILE,
     PASSWORD_FILE,

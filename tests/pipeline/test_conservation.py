@@ -15,10 +15,10 @@ import polars as pl
 import pytest
 
 from analytics.queries import branch_totals
-from gateway.landing import read_records_at, read_segment
 from lake.delta import open_table
 from lake.layout import UNASSIGNED_TENANT, table_rel
 from lake.storage import Store
+from landing.reader import read_records_at, read_segment
 from pipelines.process import ingest_stats, process_once
 from tests.pipeline.conftest import Processed, land
 

@@ -14,9 +14,10 @@ import pytest
 
 from contracts import load_registry
 from contracts.model import sentinel_values
-from gateway.landing import LandingWriter, read_segment
 from lake.delta import read_table
 from lake.layout import table_rel
+from landing.reader import read_segment
+from landing.writer import LandingWriter
 from pipelines.process import process_once
 from simulator.config import FaultRates, SimConfig
 from tests.pipeline.conftest import land

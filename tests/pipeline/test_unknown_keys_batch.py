@@ -15,8 +15,9 @@ import polars as pl
 import pytest
 
 from analytics.queries import read_frame
-from gateway.landing import Envelope, LandingWriter
 from lake.storage import Store
+from landing.format import Envelope
+from landing.writer import LandingWriter
 from simulator.config import FaultRates, SimConfig
 from simulator.stream import topic_for
 from tests.pipeline.conftest import land

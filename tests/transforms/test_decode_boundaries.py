@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import transforms.ndjson as ndjson
 from contracts import load_registry
-from gateway.landing import ARROW_SCHEMA
+from landing.format import ARROW_SCHEMA
 from transforms.decode import DecodeSchema, Topics, _decode_canonical
 from transforms.frames import ELEM, ROW, Chunk
 

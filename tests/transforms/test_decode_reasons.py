@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from contracts import load_registry
-from gateway.landing import ARROW_SCHEMA
+from landing.format import ARROW_SCHEMA
 from transforms.decode import DecodeSchema, decode_chunk
 from transforms.frames import Chunk
 

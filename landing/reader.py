@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from gateway.segment_format import (
+from landing.format import (
     ARROW_SCHEMA,
     BODY_FIXED_BYTES,
     FILE_HEADER_BYTES,

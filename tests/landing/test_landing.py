@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.landing import (
+from landing.format import (
     ARROW_SCHEMA,
     FILE_HEADER_BYTES,
     FRAME_HEADER_BYTES,
@@ -31,14 +31,15 @@ from gateway.landing import (
     SOURCES,
     Envelope,
     LandingError,
-    LandingWriter,
+)
+from landing.reader import (
     closed_segments,
     iter_segment_chunks,
     iter_segment_tables,
     read_records_at,
     read_segment,
-    recover,
 )
+from landing.writer import LandingWriter, recover
 from simulator.config import SimConfig
 from simulator.landing import LandingSink, simulate_to_landing
 from simulator.run import simulate
@@ -415,7 +416,8 @@ def test_recover_skips_a_live_writer(tmp_path: Path) -> None:
 _CRASH = """
 import os, signal, sys
 from pathlib import Path
-from gateway.landing import Envelope, LandingWriter
+from landing.format import Envelope
+from landing.writer import LandingWriter
 w = LandingWriter(Path(sys.argv[1]), "crashy", roll_seconds=None)
 for i in range(300):
     w.append(Envelope(1_763_251_200_000_000 + i, "mqtt", "t/%d" % i, "dev", b"x" * i))

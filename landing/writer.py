@@ -39,13 +39,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Final, Literal
 
-from gateway.segment_format import (
-    ARROW_SCHEMA,
+from landing.format import (
     BODY_FIXED,
-    BODY_FIXED_BYTES,
     FILE_HEADER_BYTES,
-    FILE_MAGIC,
-    FORMAT_VERSION,
     FRAME_HEAD,
     FRAME_HEADER_BYTES,
     MASK32,
@@ -54,53 +50,16 @@ from gateway.segment_format import (
     MIB,
     SOURCE_CODE,
     SOURCES,
-    DamageReason,
     Envelope,
     LandingError,
     RecordRef,
-    Source,
     TailDamage,
     check_file_header,
     file_header,
 )
-from gateway.segment_reader import (
-    SegmentRecords,
-    SegmentTable,
-    closed_segments,
-    iter_segment_chunks,
-    iter_segment_tables,
-    read_records_at,
-    read_segment,
-    scan_frames,
-)
+from landing.reader import scan_frames
 
-__all__ = [
-    "ARROW_SCHEMA",
-    "BODY_FIXED_BYTES",
-    "FILE_HEADER_BYTES",
-    "FILE_MAGIC",
-    "FORMAT_VERSION",
-    "FRAME_HEADER_BYTES",
-    "MAX_BODY_BYTES",
-    "MIB",
-    "SOURCES",
-    "DamageReason",
-    "Envelope",
-    "LandingError",
-    "LandingWriter",
-    "RecordRef",
-    "RecoveredSegment",
-    "SegmentRecords",
-    "SegmentTable",
-    "Source",
-    "TailDamage",
-    "closed_segments",
-    "iter_segment_chunks",
-    "iter_segment_tables",
-    "read_records_at",
-    "read_segment",
-    "recover",
-]
+__all__ = ["LandingWriter", "RecoveredSegment", "recover"]
 
 _WRITER_ID = re.compile(r"[a-z0-9-]{1,32}")
 # <stamp>-<writer_id>-<counter>-<instance>.seg; segments named before the instance part

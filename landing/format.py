@@ -2,7 +2,7 @@
 
 A segment is a file header followed by frames; each frame carries its length twice
 (plain and complemented) and a CRC-32 of its body (docs/LANDING.md describes the bytes).
-The writer is ``gateway.landing``; the reader ``gateway.segment_reader``.
+The writer is ``landing.writer``; the reader ``landing.reader``.
 """
 
 from __future__ import annotations

@@ -1,21 +1,21 @@
-"""What the Beam stages are given to read the landing log: envelope chunks from closed
-segments (grouped so per-chunk costs stay amortised), and envelopes again by offset."""
+"""What a batch reads from the landing log: closed segments in groups of about
+``GROUP_BYTES`` (one Beam element each) and, from a group, envelope chunks of about
+``CHUNK_RECORDS`` (small segments are read together so per-chunk costs stay amortised).
+Envelopes again by offset: ``landing.reader.read_records_at``."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 
-from gateway.landing import iter_segment_tables, read_records_at
+from landing.reader import iter_segment_tables
 
 __all__ = [
     "CHUNK_RECORDS",
     "GROUP_BYTES",
-    "EnvelopeReader",
     "group_segments",
     "read_segment_tables",
 ]
@@ -23,21 +23,6 @@ __all__ = [
 log = logging.getLogger("energylake.process")
 CHUNK_RECORDS = 32_000
 GROUP_BYTES = 32 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class EnvelopeReader:
-    """Envelopes again, by (segment, offset): accepted rows do not carry source, topic,
-    identity and raw bytes through the shuffle; the few a later stage quarantines are read
-    back from the closed segment, which stays in place until the batch has committed."""
-
-    closed: str
-
-    def __call__(self, segment: str, offsets: Sequence[int]) -> list[tuple[str, str, str, bytes]]:
-        return [
-            (e.source, e.topic, e.identity, e.payload)
-            for e in read_records_at(Path(self.closed) / segment, offsets)
-        ]
 
 
 def read_segment_tables(
