@@ -16,10 +16,15 @@ DEMO_ARGS ?= --clients 2 --branches 5 --days 1 --seed 42
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
+# editable_mode=compat: the checkout's root goes on sys.path (a .pth), so our packages are
+# found as regular packages. The default editable finder runs after the path search, and a
+# process started inside a data folder (its landing/, lake/, audit/ folders on sys.path via
+# the working directory) then imported those folders as namespace packages instead of ours.
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]' \
+	  --config-settings editable_mode=compat
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install energylake with its dev tools

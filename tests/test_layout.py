@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -156,3 +158,15 @@ def test_tests_mirror_the_packages() -> None:
                 f"{tested or 'no single package'}: move it to the folder of what it tests"
             )
     assert not misplaced, "\n".join(misplaced)
+
+
+def test_a_data_folder_does_not_shadow_our_packages(tmp_path: Path) -> None:
+    """A process started in a data folder (its working directory first on sys.path) holding
+    landing/, lake/ and audit/ folders still imports our packages, not those folders."""
+    for name in ("landing", "lake", "audit", "lineage"):
+        (tmp_path / name).mkdir()
+    code = "import landing, lake, lineage; print(landing.__file__, lake.__file__, lineage.__file__)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == [str(ROOT / name / "__init__.py") for name in ("landing", "lake", "lineage")]
