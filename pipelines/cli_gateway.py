@@ -28,6 +28,7 @@ def build_gateway_config(
     settings: Settings, *, mqtt: bool = True, http: bool = True
 ) -> GatewayConfig:
     """The gateway's config from the settings; reads the MQTT credentials file."""
+    from contracts.errors import ConfigError
     from gateway.sessions import SessionBookError, read_session_book
 
     gateway_dir = settings.data_dir / "gateway"
@@ -40,7 +41,9 @@ def build_gateway_config(
         try:
             book = read_session_book(creds)
         except SessionBookError as exc:
-            raise ValueError(str(exc)) from exc
+            raise ConfigError(
+                str(exc), setting="gateway_mqtt_credentials", value=str(creds)
+            ) from exc
         password = book.password
         # (a version 1 book is one session of scope "all"; reloaded like any other, so an
         # upgrade of the book reaches a running gateway)
