@@ -43,6 +43,7 @@ from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.transforms.environments import Environment
 
 from contracts import ContractRegistry, EnergylakeError, load_registry
+from contracts.errors import BusyError
 from gateway.landing import closed_segments
 from lake.delta import (
     CompactReport,
@@ -91,6 +92,7 @@ from transforms.registry import device_frame
 __all__ = [
     "BatchReport",
     "CompactionPass",
+    "PipelineBusyError",
     "ProcessError",
     "compact_if_needed",
     "follow",
@@ -104,6 +106,10 @@ DEFAULT_RUNNER = "FnApiRunner"
 
 class ProcessError(EnergylakeError):
     """The pipeline cannot run (another process holds the lock, bad runner, ...)."""
+
+
+class PipelineBusyError(ProcessError, BusyError):
+    """Another process runs this pipeline id (``what``: its lock file); exit code 4."""
 
 
 @dataclass(slots=True)
@@ -193,8 +199,10 @@ def _lock(landing: Path, pipeline_id: str) -> Iterator[None]:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            raise ProcessError(
-                f"another energylake process holds {path}; one process per pipeline id"
+            raise PipelineBusyError(
+                f"another energylake process holds {path}; one process per pipeline id: "
+                "wait for it or stop it, then run again",
+                what=str(path),
             ) from exc
         try:
             yield
