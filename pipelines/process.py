@@ -43,7 +43,7 @@ from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.transforms.environments import Environment
 
 from contracts import ContractRegistry, EnergylakeError, load_registry
-from contracts.errors import BusyError
+from contracts.errors import BusyError, ConfigError
 from gateway.landing import closed_segments
 from lake.delta import (
     CompactReport,
@@ -93,6 +93,7 @@ __all__ = [
     "BatchReport",
     "CompactionPass",
     "PipelineBusyError",
+    "PipelineConfigError",
     "ProcessError",
     "compact_if_needed",
     "follow",
@@ -106,6 +107,10 @@ DEFAULT_RUNNER = "FnApiRunner"
 
 class ProcessError(EnergylakeError):
     """The pipeline cannot run (another process holds the lock, bad runner, ...)."""
+
+
+class PipelineConfigError(ProcessError, ConfigError):
+    """A runner option the pipeline cannot run with (``setting``, ``value``); exit code 2."""
 
 
 class PipelineBusyError(ProcessError, BusyError):
@@ -247,17 +252,20 @@ def _sdk_environment(options: PipelineOptions) -> Environment | None:
     portable = options.view_as(PortableOptions)
     kind = (portable.environment_type or "EMBEDDED").upper()
     if kind not in _FNAPI_ENVIRONMENTS:
-        raise ProcessError(
+        raise PipelineConfigError(
             f"--environment_type={portable.environment_type}: FnApiRunner runs the SDK "
             f"harness in this process or in a worker pool; use EXTERNAL with "
-            f"--environment_config=HOST:PORT (or set beam_worker_pool), or pick --runner"
+            f"--environment_config=HOST:PORT (or set beam_worker_pool), or pick --runner",
+            setting="--environment_type",
+            value=portable.environment_type,
         )
     if kind == "EMBEDDED":
         return None
     if not portable.environment_config:
-        raise ProcessError(
+        raise PipelineConfigError(
             "--environment_type=EXTERNAL needs --environment_config=HOST:PORT of a worker "
-            "pool (python -m apache_beam.runners.worker.worker_pool_main --service_port=PORT)"
+            "pool (python -m apache_beam.runners.worker.worker_pool_main --service_port=PORT)",
+            setting="--environment_config",
         )
     return Environment.from_options(portable)
 

@@ -246,6 +246,21 @@ def test_a_held_pipeline_lock_is_busy_and_exits_4(tmp_path: Path) -> None:
     assert "run again" in str(err)
 
 
+def test_a_runner_option_it_cannot_run_is_a_config_error(tmp_path: Path) -> None:
+    from pipelines.process import ProcessError, process_once
+    from pipelines.settings import Settings
+
+    settings = Settings(data_dir=tmp_path)
+    with pytest.raises(ProcessError, match="use EXTERNAL") as caught:
+        process_once(settings, beam_args=["--environment_type=DOCKER"])
+    err = caught.value
+    assert type(err).exit_code == 2
+    assert (getattr(err, "setting", None), getattr(err, "value", None)) == (
+        "--environment_type",
+        "DOCKER",
+    )
+
+
 # --- the gateway cannot start: exit code 2 (a file) or 3 (the port) -------------------------
 
 
