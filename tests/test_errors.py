@@ -210,6 +210,14 @@ def test_config_errors_name_the_setting_and_exit_2(tmp_path: Path) -> None:
         _bad_inputs(tmp_path)[0][1]()
 
 
+def test_a_provisioning_refusal_names_the_file_and_exits_2(tmp_path: Path) -> None:
+    from pipelines.provision import read_credentials
+
+    with pytest.raises(EnergylakeError, match="no credentials file at") as caught:
+        read_credentials(tmp_path / "credentials.json")
+    assert type(caught.value).exit_code == 2
+
+
 def test_a_duplicate_device_is_a_reference_data_error() -> None:
     from transforms.registry import device_frame
 
