@@ -297,6 +297,16 @@ def test_the_gateway_start_errors_carry_their_exit_code(tmp_path: Path) -> None:
     assert type(caught.value).exit_code == 2
 
 
+def test_the_gateway_books_name_the_file_and_exit_2(tmp_path: Path) -> None:
+    from gateway.identity import IdentityBook
+    from gateway.sessions import read_session_book
+
+    for load, name in ((IdentityBook.load, "identities.json"), (read_session_book, "mqtt.json")):
+        with pytest.raises(EnergylakeError, match=f"{name}: run `energylake devices") as caught:
+            load(tmp_path / name)
+        assert type(caught.value).exit_code == 2, name
+
+
 def test_a_refused_body_is_an_energylake_error() -> None:
     from gateway.body import BodyReader, BodyRules
 
