@@ -149,6 +149,7 @@ def _gateway_config(tmp_path: Path, **kw: Any) -> Any:
 def _bad_inputs(tmp_path: Path) -> list[tuple[str, Any, str, Any]]:
     """(what, a call with the real code path, the setting named, the value kept)."""
     from contracts.model import sentinel_values
+    from lake.storage import S3Encryption, Store
     from lineage.config import LineageConfig
     from lineage.store import parse_dataset_ref
     from pipelines.settings import load_settings
@@ -194,6 +195,9 @@ def _bad_inputs(tmp_path: Path) -> list[tuple[str, Any, str, Any]]:
         ),
         ("publish target", lambda: PublishTargets(), "--mqtt/--http", None),
         ("publish rate", lambda: PublishTargets(http="http://x", rate_per_s=0), "--rate", 0),
+        ("lake uri", lambda: Store.from_uri("gs://b/lake"), "lake_uri", "gs://b/lake"),
+        ("s3 bucket", lambda: Store.from_uri("s3://B_/lake"), "lake_uri", "s3://B_/lake"),
+        ("s3 sse", lambda: S3Encryption(algorithm="rot13"), "s3_sse", "rot13"),
     ]
 
 
