@@ -20,11 +20,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import polars as pl
 
 from contracts import Contract, EnergylakeError, QualityRule
+from contracts.errors import EXIT_CONFIG
 
 __all__ = [
     "MIN_CONDITION_ROWS",
@@ -64,7 +65,17 @@ RowOrBatch = Literal["row", "batch"]
 
 
 class QualityRuleError(EnergylakeError):
-    """A contract's quality rule the gate cannot run (an unknown metric or rule kind)."""
+    """A contract's quality rule the gate cannot run (an unknown metric or rule kind):
+    ``contract`` and ``rule`` name it; the contract is to fix (exit code 2)."""
+
+    exit_code: ClassVar[int] = EXIT_CONFIG
+
+    def __init__(self, contract: str, rule: str, problem: str) -> None:
+        self.contract = contract
+        self.rule = rule
+        super().__init__(
+            f"{contract} rule {rule}: {problem}; fix the rule in the contract (docs/QUALITY.md)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,9 +210,7 @@ def _library_spec(contract: Contract, rule: QualityRule) -> RuleSpec:
     if metric == "duplicateValues":
         props = list(rule.arguments.get("properties") or ([rule.field] if rule.field else []))
         if not props:
-            raise QualityRuleError(
-                f"{contract.ref} rule {rule.name}: duplicateValues names no column"
-            )
+            raise QualityRuleError(contract.ref, rule.name, "duplicateValues names no column")
         if len(props) == 1:
             expectation, kwargs = "ExpectColumnValuesToBeUnique", {"column": props[0]}
         else:
@@ -229,8 +238,9 @@ def _library_spec(contract: Contract, rule: QualityRule) -> RuleSpec:
             expected=f"[{low}, {high}]",
         )
     raise QualityRuleError(
-        f"{contract.ref} rule {rule.name}: the gate cannot run library metric {metric!r} "
-        "(supported: duplicateValues, rowCount)"
+        contract.ref,
+        rule.name,
+        f"the gate cannot run library metric {metric!r} (supported: duplicateValues, rowCount)",
     )
 
 
@@ -278,9 +288,7 @@ def _custom_spec(contract: Contract, rule: QualityRule) -> RuleSpec:
         )
     if kind == "counter_monotonic":
         if rule.field is None:
-            raise QualityRuleError(
-                f"{contract.ref} rule {rule.name}: counter_monotonic needs a field"
-            )
+            raise QualityRuleError(contract.ref, rule.name, "counter_monotonic needs a field")
         return RuleSpec(
             expectation="ExpectColumnValuesToBeBetween",
             kwargs={"column": f"drops__{rule.field}", "max_value": 0},
@@ -288,7 +296,7 @@ def _custom_spec(contract: Contract, rule: QualityRule) -> RuleSpec:
             expected="no unflagged fall per device",
             **common,
         )
-    raise QualityRuleError(f"{contract.ref} rule {rule.name}: unknown energylake rule {kind!r}")
+    raise QualityRuleError(contract.ref, rule.name, f"unknown energylake rule {kind!r}")
 
 
 def required_columns(contract: Contract, columns: set[str]) -> list[str]:
@@ -317,7 +325,7 @@ def rule_specs(contract: Contract, columns: set[str] | None = None) -> list[Rule
     seen: set[str] = set()
     for spec in specs:
         if spec.rule in seen:
-            raise QualityRuleError(f"{contract.ref}: two gate rules named {spec.rule!r}")
+            raise QualityRuleError(contract.ref, spec.rule, "two gate rules have this name")
         seen.add(spec.rule)
     return specs
 
