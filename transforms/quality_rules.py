@@ -70,12 +70,13 @@ class QualityRuleError(EnergylakeError):
 
     exit_code: ClassVar[int] = EXIT_CONFIG
 
-    def __init__(self, contract: str, rule: str, problem: str) -> None:
+    def __init__(
+        self, problem: str, *, contract: str | None = None, rule: str | None = None
+    ) -> None:
         self.contract = contract
         self.rule = rule
-        super().__init__(
-            f"{contract} rule {rule}: {problem}; fix the rule in the contract (docs/QUALITY.md)"
-        )
+        where = f"{contract} rule {rule}: " if contract and rule else ""
+        super().__init__(f"{where}{problem}; fix the rule in the contract (docs/QUALITY.md)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +211,9 @@ def _library_spec(contract: Contract, rule: QualityRule) -> RuleSpec:
     if metric == "duplicateValues":
         props = list(rule.arguments.get("properties") or ([rule.field] if rule.field else []))
         if not props:
-            raise QualityRuleError(contract.ref, rule.name, "duplicateValues names no column")
+            raise QualityRuleError(
+                "duplicateValues names no column", contract=contract.ref, rule=rule.name
+            )
         if len(props) == 1:
             expectation, kwargs = "ExpectColumnValuesToBeUnique", {"column": props[0]}
         else:
@@ -238,9 +241,9 @@ def _library_spec(contract: Contract, rule: QualityRule) -> RuleSpec:
             expected=f"[{low}, {high}]",
         )
     raise QualityRuleError(
-        contract.ref,
-        rule.name,
         f"the gate cannot run library metric {metric!r} (supported: duplicateValues, rowCount)",
+        contract=contract.ref,
+        rule=rule.name,
     )
 
 
@@ -288,7 +291,9 @@ def _custom_spec(contract: Contract, rule: QualityRule) -> RuleSpec:
         )
     if kind == "counter_monotonic":
         if rule.field is None:
-            raise QualityRuleError(contract.ref, rule.name, "counter_monotonic needs a field")
+            raise QualityRuleError(
+                "counter_monotonic needs a field", contract=contract.ref, rule=rule.name
+            )
         return RuleSpec(
             expectation="ExpectColumnValuesToBeBetween",
             kwargs={"column": f"drops__{rule.field}", "max_value": 0},
@@ -296,7 +301,9 @@ def _custom_spec(contract: Contract, rule: QualityRule) -> RuleSpec:
             expected="no unflagged fall per device",
             **common,
         )
-    raise QualityRuleError(contract.ref, rule.name, f"unknown energylake rule {kind!r}")
+    raise QualityRuleError(
+        f"unknown energylake rule {kind!r}", contract=contract.ref, rule=rule.name
+    )
 
 
 def required_columns(contract: Contract, columns: set[str]) -> list[str]:
@@ -325,7 +332,9 @@ def rule_specs(contract: Contract, columns: set[str] | None = None) -> list[Rule
     seen: set[str] = set()
     for spec in specs:
         if spec.rule in seen:
-            raise QualityRuleError(contract.ref, spec.rule, "two gate rules have this name")
+            raise QualityRuleError(
+                "two gate rules have this name", contract=contract.ref, rule=spec.rule
+            )
         seen.add(spec.rule)
     return specs
 
