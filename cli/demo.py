@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import cli_context, error
+from cli.common import cli_context
 
 __all__ = ["app"]
 
@@ -40,22 +40,17 @@ def demo(
     processor; the simulator publishes a day over MQTT and HTTP; then what landed, its
     lineage, and what each purpose sees."""
     from pipelines.demo import run_demo
-    from pipelines.stack import StackError
 
     cli = cli_context(ctx)
     settings = cli.settings(data_dir=data_dir)
-    try:
-        run_demo(
-            settings,
-            cli.console,
-            clients=clients,
-            branches=branches,
-            days=days,
-            seed=seed,
-            dataset=dataset,
-            purposes=[p.strip() for p in purposes.split(",") if p.strip()],
-            via=via,
-        )
-    except (ValueError, StackError) as exc:  # not (yet) EnergylakeErrors: the root catches those
-        error(f"{exc}")
-        raise typer.Exit(2) from exc
+    run_demo(
+        settings,
+        cli.console,
+        clients=clients,
+        branches=branches,
+        days=days,
+        seed=seed,
+        dataset=dataset,
+        purposes=[p.strip() for p in purposes.split(",") if p.strip()],
+        via=via,
+    )

@@ -30,6 +30,7 @@ def build_gateway_config(
     settings: Settings, *, mqtt: bool = True, http: bool = True
 ) -> GatewayConfig:
     """The gateway's config from the settings; reads the MQTT credentials file."""
+    from contracts.errors import ConfigError
     from gateway.sessions import SessionBookError, read_session_book
 
     gateway_dir = settings.data_dir / "gateway"
@@ -42,7 +43,9 @@ def build_gateway_config(
         try:
             book = read_session_book(creds)
         except SessionBookError as exc:
-            raise ValueError(str(exc)) from exc
+            raise ConfigError(
+                str(exc), setting="gateway_mqtt_credentials", value=str(creds)
+            ) from exc
         password = book.password
         # (a version 1 book is one session of scope "all"; reloaded like any other, so an
         # upgrade of the book reaches a running gateway)
@@ -124,7 +127,7 @@ def _gateway(
     in use, not permitted).
     """
     from gateway.identity import IdentityError
-    from gateway.service import EXIT_CONFIG, Gateway, GatewayStartError
+    from gateway.service import Gateway, GatewayStartError
     from landing.format import LandingError
 
     settings = cli_context(ctx).settings(
@@ -137,10 +140,10 @@ def _gateway(
     try:
         Gateway(build_gateway_config(settings, mqtt=mqtt, http=http)).run()
     except (ValueError, LandingError, IdentityError, OSError) as exc:
-        # A setting or file is wrong: EXIT_CONFIG, which `run` does not retry. A
-        # GatewayStartError carries its own code (EXIT_CONFIG or EXIT_LISTEN); the root
-        # prints either as one line and exits with its code.
-        raise GatewayStartError(str(exc), EXIT_CONFIG) from exc
+        # A setting or file is wrong: EXIT_CONFIG (GatewayStartError's code), which `run`
+        # does not retry. A GatewayListenError (EXIT_LISTEN) passes through; the root prints
+        # either as one line and exits with its code.
+        raise GatewayStartError(str(exc)) from exc
 
 
 def _child_command(cli: CliContext, command: list[str]) -> list[str]:

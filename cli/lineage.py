@@ -109,11 +109,7 @@ def trace(
 
     cli = cli_context(ctx)
 
-    try:
-        name, version = parse_dataset_ref(dataset)
-    except ValueError as exc:
-        error(f"{exc}")
-        raise typer.Exit(2) from exc
+    name, version = parse_dataset_ref(dataset)
     result = _store(cli.settings(data_dir=data_dir)).trace(name, version)
     if not result.producers and not result.downstream:
         error(f"no lineage for {dataset} (no run wrote or read it)")

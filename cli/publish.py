@@ -17,7 +17,6 @@ from cli.common import (
     Seed,
     Start,
     cli_context,
-    error,
     sim_config,
 )
 
@@ -84,18 +83,14 @@ def simulate_publish(
         faults=faults,
         fault=fault,
     )
-    try:
-        targets = PublishTargets(
-            mqtt=parse_broker(mqtt) if mqtt else None,
-            http=http,
-            http_share=http_share,
-            rate_per_s=rate,
-            http_batch=http_batch,
-            ack_timeout_s=ack_timeout,
-        )
-    except ValueError as exc:
-        error(f"{exc}")
-        raise typer.Exit(2) from exc
+    targets = PublishTargets(
+        mqtt=parse_broker(mqtt) if mqtt else None,
+        http=http,
+        http_share=http_share,
+        rate_per_s=rate,
+        http_batch=http_batch,
+        ack_timeout_s=ack_timeout,
+    )
     folder = out or settings.sim_dir
     published = simulate_and_publish(config, folder, targets)
     write_credentials(folder / CREDENTIALS_NAME, published.secrets)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from cli.common import cli_context, error
+from cli.common import cli_context
 
 if TYPE_CHECKING:
     import polars as pl
@@ -149,23 +149,19 @@ def _decide(
     apply: bool,
     data_dir: Path | None,
 ) -> None:
-    from pipelines.release import ReleaseError, release_batch
+    from pipelines.release import release_batch
 
     cli = cli_context(ctx)
     settings = cli.settings(data_dir=data_dir)
-    try:
-        report = release_batch(
-            settings,
-            batch,
-            decided_by=by,
-            reason=reason,
-            decision=decision,
-            tables=table,
-            apply=apply,
-        )
-    except ReleaseError as exc:  # not (yet) an EnergylakeError: the root catches those
-        error(str(exc))
-        raise typer.Exit(2) from exc
+    report = release_batch(
+        settings,
+        batch,
+        decided_by=by,
+        reason=reason,
+        decision=decision,
+        tables=table,
+        apply=apply,
+    )
     verb = {"release": "publish", "discard": "keep out"}[decision]
     out = Table(
         "table",

@@ -11,6 +11,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 __all__ = [
+    "EXIT_BUSY",
+    "EXIT_CONFIG",
+    "EXIT_ERROR",
+    "BusyError",
+    "ConfigError",
     "ContractInvalidError",
     "ContractNotFoundError",
     "ContractViolation",
@@ -21,10 +26,43 @@ __all__ = [
 ]
 
 
+# The process exit codes of the CLI (docs/ERRORS.md): each error class carries its own
+# (3 is the gateway's: it cannot listen on its address, gateway/service.py).
+EXIT_ERROR = 1  # an operation failed: the message names what and the next step
+EXIT_CONFIG = 2  # a setting, option, argument or file is wrong: fix it; a retry will not help
+EXIT_BUSY = 4  # another process holds the lock: wait for it or stop it, then run again
+
+
 class EnergylakeError(Exception):
     """Base of every error energylake raises on purpose."""
 
     exit_code: ClassVar[int] = 1
+
+
+class ConfigError(EnergylakeError, ValueError):
+    """A setting, option, argument or input file has a value energylake cannot work with.
+
+    ``setting`` names it as the operator sets it (a setting name, a ``--option``, a file);
+    ``value`` is what was given (``None`` when it is missing). Also a ``ValueError``: the
+    callers that checked values before this hierarchy existed still catch it.
+    """
+
+    exit_code: ClassVar[int] = EXIT_CONFIG
+
+    def __init__(self, message: str, *, setting: str, value: Any = None) -> None:
+        self.setting = setting
+        self.value = value
+        super().__init__(message)
+
+
+class BusyError(EnergylakeError):
+    """Another process holds what this one needs (``what``: the lock file or the id held)."""
+
+    exit_code: ClassVar[int] = EXIT_BUSY
+
+    def __init__(self, message: str, *, what: str) -> None:
+        self.what = what
+        super().__init__(message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +81,8 @@ class LintIssue:
 class ContractInvalidError(EnergylakeError):
     """A contract file does not pass the linter; carries every issue found."""
 
+    exit_code: ClassVar[int] = EXIT_CONFIG
+
     def __init__(self, file: str, issues: list[LintIssue]) -> None:
         self.file = file
         self.issues = issues
@@ -56,6 +96,8 @@ class ContractInvalidError(EnergylakeError):
 class ContractNotFoundError(EnergylakeError):
     """No contract for the dataset asked for."""
 
+    exit_code: ClassVar[int] = EXIT_CONFIG
+
     def __init__(self, dataset: str, known: list[str]) -> None:
         self.dataset = dataset
         self.known = known
@@ -64,6 +106,8 @@ class ContractNotFoundError(EnergylakeError):
 
 class UnknownPurposeError(EnergylakeError):
     """A purpose that is not in the vocabulary (contracts/vocabulary.yaml)."""
+
+    exit_code: ClassVar[int] = EXIT_CONFIG
 
     def __init__(self, purpose: str, known: list[str]) -> None:
         self.purpose = purpose

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
+from contracts.errors import ConfigError
+
 __all__ = [
     "PHYSICAL_TYPES",
     "Contract",
@@ -213,6 +215,11 @@ def sentinel_values(spec: str) -> tuple[float, ...]:
     ``/divisor`` for its scale to the field's unit) sends for "not available"."""
     match = SENTINEL_SPEC.fullmatch(spec)
     if match is None:
-        raise ValueError(f"sentinel {spec!r} is not <u16|s16|u32|s32>[/divisor]")
+        raise ConfigError(
+            f"sentinel {spec!r} is not <u16|s16|u32|s32>[/divisor]; fix the field's "
+            "customProperties sentinel in its contract",
+            setting="sentinel",
+            value=spec,
+        )
     divisor = int(match.group(2) or 1)
     return tuple(raw / divisor for raw in _SENTINEL_RAW[match.group(1)])

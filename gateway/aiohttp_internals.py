@@ -43,6 +43,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
+from contracts.errors import EnergylakeError
+
 __all__ = [
     "TESTED_SERIES",
     "AiohttpChangedError",
@@ -61,8 +63,9 @@ _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _HANDLER_SLOTS: Final = ("_current_request", "_messages")
 
 
-class AiohttpChangedError(RuntimeError):
-    """An aiohttp internal the gateway uses is gone or has changed."""
+class AiohttpChangedError(EnergylakeError, RuntimeError):
+    """An aiohttp internal the gateway uses is gone or has changed (an operator installed
+    another aiohttp than the pinned one); also a ``RuntimeError``, as before the hierarchy."""
 
 
 def check() -> None:

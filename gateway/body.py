@@ -19,6 +19,8 @@ from typing import Any, Final
 
 import orjson
 
+from contracts.errors import EnergylakeError
+
 __all__ = ["ECHO_CHARS", "BodyError", "BodyReader", "BodyRules", "parse_readings", "shown"]
 
 _NON_FINITE: Final = (b"NaN", b"Infinity", b"-Infinity")
@@ -36,7 +38,7 @@ def shown(value: Any) -> str:
     return f"{text[:ECHO_CHARS]!r}... ({len(text)} chars, sha256 {digest})"
 
 
-class BodyError(Exception):
+class BodyError(EnergylakeError):
     """A body refused: HTTP status, stable reason code, and what to fix."""
 
     def __init__(self, status: int, reason: str, detail: str) -> None:

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contracts.errors import ConfigError
 from gateway.sessions import MqttSession
 
 __all__ = [
@@ -52,13 +53,20 @@ class TopicPattern:
     def parse(cls, pattern: str) -> TopicPattern:
         parts = pattern.split("/")
         if parts.count("{device}") != 1 or parts.count("{client}") > 1 or "#" in pattern:
-            raise ValueError(
+            raise ConfigError(
                 f"topic pattern {pattern!r} needs exactly one '{{device}}' segment, at most "
-                "one '{client}' and no '#'"
+                "one '{client}' and no '#'; fix gateway_mqtt_topics",
+                setting="gateway_mqtt_topics",
+                value=pattern,
             )
         for part in parts:
             if part not in ("+", "{device}", "{client}") and not _SEGMENT.fullmatch(part):
-                raise ValueError(f"topic pattern {pattern!r} has an empty or bad segment")
+                raise ConfigError(
+                    f"topic pattern {pattern!r} has an empty or bad segment; "
+                    "fix gateway_mqtt_topics",
+                    setting="gateway_mqtt_topics",
+                    value=pattern,
+                )
         index = parts.index("{device}")
         client = parts.index("{client}") if "{client}" in parts else None
         subscription = "/".join("+" if p in ("{device}", "{client}") else p for p in parts)
@@ -180,16 +188,24 @@ class GatewayConfig:
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
-            raise ValueError(f"gateway config: out of range: {', '.join(bad)}")
+            raise ConfigError(
+                f"gateway config: out of range: {', '.join(bad)}; set the gateway_ settings of "
+                "these names within their ranges (docs/GATEWAY.md)",
+                setting=", ".join(f"gateway_{name}" for name in bad),
+            )
         if (self.http_tls_cert is None) != (self.http_tls_key is None):
             given, missing = (
                 ("gateway_http_tls_cert", "gateway_http_tls_key")
                 if self.http_tls_cert is not None
                 else ("gateway_http_tls_key", "gateway_http_tls_cert")
             )
-            raise ValueError(
+            raise ConfigError(
                 f"gateway config: HTTPS needs a certificate and its key: {given} is set, "
-                f"{missing} is not (set both, or neither for plain HTTP)"
+                f"{missing} is not (set both, or neither for plain HTTP)",
+                setting=missing,
             )
         if not (self.mqtt_enabled or self.http_enabled):
-            raise ValueError("gateway config: enable MQTT, HTTP or both")
+            raise ConfigError(
+                "gateway config: enable MQTT, HTTP or both (drop --no-mqtt or --no-http)",
+                setting="--mqtt/--http",
+            )

@@ -30,9 +30,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from contracts.errors import EnergylakeError
+from contracts.errors import EXIT_CONFIG, EnergylakeError
 
 __all__ = [
     "BOOK_VERSION",
@@ -49,7 +49,9 @@ _HEX64 = frozenset("0123456789abcdef")
 
 
 class IdentityError(EnergylakeError):
-    """The identity book is missing, unreadable or malformed."""
+    """The identity book is missing, unreadable or malformed (a file to fix: exit code 2)."""
+
+    exit_code: ClassVar[int] = EXIT_CONFIG
 
 
 @dataclass(frozen=True, slots=True)

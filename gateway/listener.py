@@ -42,6 +42,7 @@ from typing import Any
 
 from aiohttp import http_exceptions, web
 
+from contracts.errors import EnergylakeError
 from gateway import aiohttp_internals as internals
 from gateway.http import problem_body
 from gateway.limits import address_key
@@ -66,7 +67,7 @@ _BACKLOG = 512
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
-class ListenError(Exception):
+class ListenError(EnergylakeError):
     """The HTTP listener cannot start: the address, the port or the TLS files."""
 
     def __init__(self, message: str, *, config: bool) -> None:

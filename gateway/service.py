@@ -22,10 +22,11 @@ import socket
 import ssl
 import sys
 from collections.abc import Callable
+from typing import ClassVar
 
 from aiohttp import web
 
-from contracts.errors import EnergylakeError
+from contracts.errors import EXIT_CONFIG, EnergylakeError
 from gateway import aiohttp_internals
 from gateway.audit import AuditLog
 from gateway.books import BookWatcher
@@ -45,22 +46,26 @@ from gateway.mqtt import MqttDoor
 from gateway.pressure import LandingMonitor, Pressure
 from landing.writer import LandingWriter
 
-__all__ = ["EXIT_CONFIG", "EXIT_LISTEN", "Gateway", "GatewayStartError"]
+__all__ = ["EXIT_CONFIG", "EXIT_LISTEN", "Gateway", "GatewayListenError", "GatewayStartError"]
 
 log = logging.getLogger(__name__)
 
-EXIT_CONFIG = 2  # a setting or file is wrong: fix it; restarting will not help
+# EXIT_CONFIG (2, contracts/errors.py): a setting or file is wrong; restarting will not help
 EXIT_LISTEN = 3  # the HTTP address cannot be bound (in use, not permitted)
 _FD_RESERVE = 256  # descriptors kept for segments, the broker, audit and the interpreter
 _FD_PER_MQTT_SESSION = 4  # its socket, paho's wake-up socket pair, one spare
 
 
 class GatewayStartError(EnergylakeError):
-    """The gateway cannot start; ``exit_code`` is EXIT_CONFIG or EXIT_LISTEN."""
+    """The gateway cannot start: a setting or file is wrong (``exit_code`` EXIT_CONFIG)."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code  # type: ignore[misc]  # per instance: config or listen
+    exit_code: ClassVar[int] = EXIT_CONFIG
+
+
+class GatewayListenError(GatewayStartError):
+    """The gateway cannot listen on its HTTP address (in use, not permitted): EXIT_LISTEN."""
+
+    exit_code: ClassVar[int] = EXIT_LISTEN
 
 
 def _fit_descriptor_limit(max_connections: int, mqtt_sessions: int = 0) -> None:
@@ -147,14 +152,14 @@ class Gateway:
         try:
             aiohttp_internals.check()
         except aiohttp_internals.AiohttpChangedError as exc:
-            raise GatewayStartError(str(exc), EXIT_CONFIG) from exc
+            raise GatewayStartError(str(exc)) from exc
         try:
             context = None
             if cfg.http_tls_cert is not None and cfg.http_tls_key is not None:
                 context = server_tls_context(cfg.http_tls_cert, cfg.http_tls_key)
             sock = open_listen_socket(cfg.http_host, cfg.http_port)
         except ListenError as exc:
-            raise GatewayStartError(str(exc), EXIT_CONFIG if exc.config else EXIT_LISTEN) from exc
+            raise (GatewayStartError if exc.config else GatewayListenError)(str(exc)) from exc
         return sock, context
 
     def _reject_connection(self, reason: str) -> None:

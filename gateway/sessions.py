@@ -47,9 +47,9 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
-from contracts.errors import EnergylakeError
+from contracts.errors import EXIT_CONFIG, EnergylakeError
 
 __all__ = [
     "SESSION_BOOK_VERSION",
@@ -74,7 +74,9 @@ _SCOPES: tuple[str, ...] = ("all", "shared", "tenant", "devices")
 
 
 class SessionBookError(EnergylakeError):
-    """The gateway's session book (gateway-mqtt.json) is missing or malformed."""
+    """The gateway's session book (gateway-mqtt.json) is missing or malformed (exit code 2)."""
+
+    exit_code: ClassVar[int] = EXIT_CONFIG
 
 
 class _Pattern(Protocol):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contracts.errors import EnergylakeError
+from contracts.errors import ConfigError, EnergylakeError
 
 __all__ = [
     "CommitError",
@@ -10,6 +10,7 @@ __all__ = [
     "LayoutError",
     "ReferenceDataError",
     "SchemaMismatchError",
+    "StorageConfigError",
     "StorageError",
 ]
 
@@ -24,6 +25,10 @@ class LayoutError(LakeError, ValueError):
 
 class StorageError(LakeError):
     """A storage operation failed (the path and the cause are in the message)."""
+
+
+class StorageConfigError(StorageError, ConfigError):
+    """A store's setting is wrong (``setting``: the lake URI, S3 encryption, AWS keys): exit 2."""
 
 
 class SchemaMismatchError(LakeError):

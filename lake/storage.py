@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
-from lake.errors import LayoutError, StorageError
+from lake.errors import LayoutError, StorageConfigError, StorageError
 
 __all__ = ["DEFAULT_REGION", "SSE_ALGORITHMS", "S3Encryption", "S3Settings", "Store"]
 
@@ -64,14 +64,18 @@ class S3Encryption:
 
     def __post_init__(self) -> None:
         if self.algorithm is not None and self.algorithm not in SSE_ALGORITHMS:
-            raise StorageError(
+            raise StorageConfigError(
                 f"S3 server-side encryption {self.algorithm!r} is not one of "
-                f"{', '.join(SSE_ALGORITHMS)} (or none)"
+                f"{', '.join(SSE_ALGORITHMS)} (or none); set s3_sse to one of them",
+                setting="s3_sse",
+                value=self.algorithm,
             )
         if self.kms_key_id and not (self.algorithm or "").startswith("aws:kms"):
-            raise StorageError(
+            raise StorageConfigError(
                 f"a KMS key id is set but the S3 encryption is {self.algorithm or 'none'}; "
-                "set it to aws:kms (or aws:kms:dsse), or unset the key id"
+                "set it to aws:kms (or aws:kms:dsse), or unset the key id",
+                setting="s3_sse_kms_key_id",
+                value=self.kms_key_id,
             )
 
     def put_args(self) -> dict[str, str]:
@@ -114,7 +118,10 @@ class S3Settings:
         key = env.get("AWS_ACCESS_KEY_ID") or None
         secret = env.get("AWS_SECRET_ACCESS_KEY") or None
         if (key is None) != (secret is None):
-            raise StorageError("set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither")
+            raise StorageConfigError(
+                "set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither",
+                setting="AWS_ACCESS_KEY_ID" if key is None else "AWS_SECRET_ACCESS_KEY",
+            )
         return cls(
             region=region,
             endpoint=endpoint.rstrip("/") if endpoint else None,
@@ -200,7 +207,11 @@ class Store:
             parsed = urlsplit(text)
             bucket = parsed.netloc
             if not _BUCKET.match(bucket):
-                raise StorageError(f"invalid S3 bucket name {bucket!r} in {text!r}")
+                raise StorageConfigError(
+                    f"invalid S3 bucket name {bucket!r} in {text!r}; fix lake_uri",
+                    setting="lake_uri",
+                    value=text,
+                )
             prefix = parsed.path.strip("/")
             if prefix:
                 _check_rel(prefix)
@@ -210,7 +221,11 @@ class Store:
                 s3 = replace(s3, encryption=encryption)
             return cls(norm, local_root=None, bucket=bucket, prefix=prefix, s3=s3)
         if "://" in text and not text.startswith("file://"):
-            raise StorageError(f"unsupported store URI {text!r} (a local path or s3://bucket/...)")
+            raise StorageConfigError(
+                f"unsupported store URI {text!r} (a local path or s3://bucket/...); fix lake_uri",
+                setting="lake_uri",
+                value=text,
+            )
         if text.startswith("file://"):
             text = urlsplit(text).path
         root = Path(text).expanduser().resolve()

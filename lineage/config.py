@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+from contracts.errors import ConfigError
+
 __all__ = ["TRANSPORTS", "LineageConfig", "SettingsLike"]
 
 Transport = Literal["file", "http", "console"]
@@ -54,13 +56,22 @@ class LineageConfig:
 
     def __post_init__(self) -> None:
         if self.transport not in TRANSPORTS:
-            raise ValueError(
-                f"lineage transport {self.transport!r} is not one of {', '.join(TRANSPORTS)}"
+            raise ConfigError(
+                f"lineage transport {self.transport!r} is not one of {', '.join(TRANSPORTS)}",
+                setting="lineage_transport",
+                value=self.transport,
             )
         if self.transport == "http" and not self.url:
-            raise ValueError("lineage transport 'http' needs a url (ENERGYLAKE_LINEAGE_URL)")
+            raise ConfigError(
+                "lineage transport 'http' needs a url (ENERGYLAKE_LINEAGE_URL)",
+                setting="lineage_url",
+            )
         if not self.namespace:
-            raise ValueError("lineage namespace may not be empty")
+            raise ConfigError(
+                "lineage namespace may not be empty; set ENERGYLAKE_LINEAGE_NAMESPACE",
+                setting="lineage_namespace",
+                value=self.namespace,
+            )
 
     @property
     def events_dir(self) -> Path:
@@ -70,8 +81,11 @@ class LineageConfig:
     def from_settings(cls, settings: SettingsLike) -> LineageConfig:
         transport = settings.lineage_transport
         if transport not in TRANSPORTS:
-            raise ValueError(
-                f"lineage transport {transport!r} is not one of {', '.join(TRANSPORTS)}"
+            raise ConfigError(
+                f"lineage transport {transport!r} is not one of {', '.join(TRANSPORTS)}; "
+                "set ENERGYLAKE_LINEAGE_TRANSPORT",
+                setting="lineage_transport",
+                value=transport,
             )
         return cls(
             transport=transport,  # type: ignore[arg-type]

@@ -25,6 +25,8 @@ from typing import Any
 
 import duckdb
 
+from contracts.errors import ConfigError
+
 __all__ = ["LineageStore", "Trace", "parse_dataset_ref"]
 
 _COLUMNS = (
@@ -44,7 +46,11 @@ def parse_dataset_ref(text: str) -> tuple[str, int | None]:
     if not sep:
         return text, None
     if not version.isdigit():
-        raise ValueError(f"{text!r}: the version after @ must be a whole number")
+        raise ConfigError(
+            f"{text!r}: the version after @ must be a whole number (e.g. {name}@12)",
+            setting="DATASET",
+            value=text,
+        )
     return name, int(version)
 
 

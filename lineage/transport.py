@@ -25,7 +25,9 @@ from openlineage.client.transport import (
     register_transport,
 )
 
+from contracts.errors import ConfigError
 from lineage.config import LineageConfig
+from lineage.errors import LineageWriteError
 
 __all__ = ["DailyFileConfig", "DailyFileTransport", "day_file", "make_transport"]
 
@@ -56,9 +58,11 @@ class DailyFileConfig(Config):
     def from_dict(cls, params: dict[str, Any]) -> DailyFileConfig:
         events_dir = params.get("events_dir")
         if not events_dir:
-            raise ValueError(
+            raise ConfigError(
                 f"lineage transport {DailyFileTransport.kind!r} needs an events_dir "
-                "(set ENERGYLAKE_LINEAGE_DIR or the data directory)"
+                "(set ENERGYLAKE_LINEAGE_DIR or the data directory)",
+                setting="lineage_dir",
+                value=events_dir,
             )
         return cls(events_dir=Path(events_dir))
 
@@ -85,7 +89,7 @@ class DailyFileTransport(Transport):
             finally:
                 os.close(fd)
         except OSError as exc:
-            raise RuntimeError(f"lineage file {path} is not writeable: {exc}") from exc
+            raise LineageWriteError(path, exc) from exc
 
 
 register_transport(DailyFileTransport)

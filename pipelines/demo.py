@@ -23,6 +23,7 @@ from rich.rule import Rule
 from analytics.queries import branch_totals, table_counts
 from cli import render
 from contracts import ContractRegistry, apply_plan, load_registry, plan_for
+from contracts.errors import EnergylakeError
 from lake.delta import open_table
 from lake.keys import KeyStore
 from lake.reference import load_reference
@@ -47,8 +48,9 @@ DEMO_FAULTS = FaultRates().with_overrides({"counter_reset": 0.5, "stuck_sensor":
 _MARKER = ".energylake-demo"
 
 
-class DemoError(ValueError):
-    """The data folder holds something the demo did not make; it will not overwrite it."""
+class DemoError(EnergylakeError, ValueError):
+    """The demo cannot run (its data folder holds something it did not make, a setting it
+    cannot use) or its stack did not come up; also a ``ValueError``, as before the hierarchy."""
 
 
 def _reset(settings: Settings) -> None:

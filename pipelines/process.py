@@ -43,6 +43,7 @@ from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.transforms.environments import Environment
 
 from contracts import ContractRegistry, EnergylakeError, load_registry
+from contracts.errors import BusyError, ConfigError
 from lake.delta import (
     CompactReport,
     DataFile,
@@ -91,6 +92,8 @@ from transforms.registry import device_frame
 __all__ = [
     "BatchReport",
     "CompactionPass",
+    "PipelineBusyError",
+    "PipelineConfigError",
     "ProcessError",
     "compact_if_needed",
     "follow",
@@ -104,6 +107,14 @@ DEFAULT_RUNNER = "FnApiRunner"
 
 class ProcessError(EnergylakeError):
     """The pipeline cannot run (another process holds the lock, bad runner, ...)."""
+
+
+class PipelineConfigError(ProcessError, ConfigError):
+    """A runner option the pipeline cannot run with (``setting``, ``value``); exit code 2."""
+
+
+class PipelineBusyError(ProcessError, BusyError):
+    """Another process runs this pipeline id (``what``: its lock file); exit code 4."""
 
 
 @dataclass(slots=True)
@@ -193,8 +204,10 @@ def _lock(landing: Path, pipeline_id: str) -> Iterator[None]:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            raise ProcessError(
-                f"another energylake process holds {path}; one process per pipeline id"
+            raise PipelineBusyError(
+                f"another energylake process holds {path}; one process per pipeline id: "
+                "wait for it or stop it, then run again",
+                what=str(path),
             ) from exc
         try:
             yield
@@ -239,17 +252,20 @@ def _sdk_environment(options: PipelineOptions) -> Environment | None:
     portable = options.view_as(PortableOptions)
     kind = (portable.environment_type or "EMBEDDED").upper()
     if kind not in _FNAPI_ENVIRONMENTS:
-        raise ProcessError(
+        raise PipelineConfigError(
             f"--environment_type={portable.environment_type}: FnApiRunner runs the SDK "
             f"harness in this process or in a worker pool; use EXTERNAL with "
-            f"--environment_config=HOST:PORT (or set beam_worker_pool), or pick --runner"
+            f"--environment_config=HOST:PORT (or set beam_worker_pool), or pick --runner",
+            setting="--environment_type",
+            value=portable.environment_type,
         )
     if kind == "EMBEDDED":
         return None
     if not portable.environment_config:
-        raise ProcessError(
+        raise PipelineConfigError(
             "--environment_type=EXTERNAL needs --environment_config=HOST:PORT of a worker "
-            "pool (python -m apache_beam.runners.worker.worker_pool_main --service_port=PORT)"
+            "pool (python -m apache_beam.runners.worker.worker_pool_main --service_port=PORT)",
+            setting="--environment_config",
         )
     return Environment.from_options(portable)
 

@@ -55,9 +55,9 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from contracts.errors import EnergylakeError
+from contracts.errors import EXIT_CONFIG, EnergylakeError
 from gateway.identity import DeviceIdentity, IdentityBook, IdentityError, write_identity_book
 from gateway.sessions import (
     SESSION_STATE_FILE,
@@ -119,7 +119,11 @@ _QUEUE_SHARE = 0.75  # of memory_limit_bytes; the rest: connections, retained st
 
 
 class ProvisionError(EnergylakeError):
-    """Provisioning refused: bad registry row, mismatched secret, unreadable state."""
+    """Provisioning refused: bad registry row, mismatched secret, unreadable state.
+
+    Each is a file or an option to fix (exit code 2)."""
+
+    exit_code: ClassVar[int] = EXIT_CONFIG
 
 
 @dataclass(frozen=True, slots=True)

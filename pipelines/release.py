@@ -36,7 +36,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import polars as pl
@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from contracts import load_registry
+from contracts.errors import EXIT_CONFIG, EnergylakeError
 from gateway.audit import AuditLog
 from lake.delta import DataFile, commit_files, ensure_table, latest_version, write_data_file
 from lake.guard import commit_guarded
@@ -68,8 +69,14 @@ __all__ = [
 ]
 
 
-class ReleaseError(ValueError):
-    """The batch cannot be released: unknown, unfinished, or nothing of it is held."""
+class ReleaseError(EnergylakeError, ValueError):
+    """The batch cannot be released: unknown, unfinished, or nothing of it is held.
+
+    The operator named a batch or a decision that does not fit (exit code 2); also a
+    ``ValueError``, as it was before the hierarchy.
+    """
+
+    exit_code: ClassVar[int] = EXIT_CONFIG
 
 
 @dataclass

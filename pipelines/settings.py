@@ -17,12 +17,15 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from contracts.errors import ConfigError
+
 if TYPE_CHECKING:
     from lake.storage import S3Encryption, Store
 
 __all__ = [
     "CONFIG_ENV",
     "PRIVATE_UMASK",
+    "ConfigFileNotFoundError",
     "Settings",
     "config_path",
     "load_settings",
@@ -397,6 +400,11 @@ def config_path(explicit: Path | None = None) -> tuple[Path, bool]:
     return _DEFAULT_CONFIG, False
 
 
+# errors: the config file asked for is missing (a ConfigError; a FileNotFoundError as before)
+class ConfigFileNotFoundError(ConfigError, FileNotFoundError):
+    """The config file given by --config or $ENERGYLAKE_CONFIG does not exist."""
+
+
 def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
     """Settings with the given command-line flags on top (flags left as None are not set).
 
@@ -405,8 +413,11 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
     """
     path, asked = config_path(config_file)
     if asked and not path.is_file():
-        raise FileNotFoundError(
-            f"config file {path} does not exist (from --config or ${CONFIG_ENV})"
+        raise ConfigFileNotFoundError(
+            f"config file {path} does not exist (from --config or ${CONFIG_ENV}); "
+            "give an existing file or unset it",
+            setting="--config",
+            value=str(path),
         )
     bound = type(
         "Settings",

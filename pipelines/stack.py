@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from contracts.errors import EnergylakeError
 from lake.reference import load_device_registry
 from lake.storage import Store
 from pipelines.provision import BrokerOptions, ProvisionReport, provision
@@ -33,8 +34,9 @@ MOSQUITTO = Path(os.environ.get("ENERGYLAKE_MOSQUITTO", "/usr/sbin/mosquitto"))
 HOST = "127.0.0.1"
 
 
-class StackError(RuntimeError):
-    """A part of the local stack did not start, or did not stop cleanly."""
+class StackError(EnergylakeError, RuntimeError):
+    """A part of the local stack did not start, or did not stop cleanly; also a
+    ``RuntimeError``, as before the hierarchy."""
 
 
 def free_port() -> int:

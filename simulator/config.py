@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import date
 from typing import Any
 
+from contracts.errors import ConfigError
+
 __all__ = ["FAULTS", "FaultRates", "FaultSpec", "SimConfig"]
 
 
@@ -156,13 +158,19 @@ class FaultRates:
     def with_overrides(self, overrides: dict[str, float]) -> FaultRates:
         unknown = set(overrides) - {f.name for f in fields(self)}
         if unknown:
-            raise ValueError(
-                f"unknown fault(s) {', '.join(sorted(unknown))}; known: {', '.join(FAULTS)}"
+            raise ConfigError(
+                f"unknown fault(s) {', '.join(sorted(unknown))}; known: {', '.join(FAULTS)}",
+                setting="--fault",
+                value=sorted(unknown),
             )
         for name, rate in overrides.items():
             limit = 5.0 if name in STATE_FAULTS else 0.2
             if not 0.0 <= rate <= limit:
-                raise ValueError(f"fault rate {name}={rate} must be within [0, {limit}]")
+                raise ConfigError(
+                    f"fault rate {name}={rate} must be within [0, {limit}]",
+                    setting="--fault",
+                    value=f"{name}={rate}",
+                )
         return replace(self, **overrides)
 
     def as_dict(self) -> dict[str, float]:
@@ -186,15 +194,29 @@ class SimConfig:
 
     def __post_init__(self) -> None:
         if not 1 <= self.clients <= 500:
-            raise ValueError("clients must be within 1..500")
+            raise ConfigError(
+                "clients must be within 1..500", setting="--clients", value=self.clients
+            )
         if not 1 <= self.branches <= 5000:
-            raise ValueError("branches per client must be within 1..5000")
+            raise ConfigError(
+                "branches per client must be within 1..5000",
+                setting="--branches",
+                value=self.branches,
+            )
         if not 1 <= self.days <= 366:
-            raise ValueError("days must be within 1..366")
+            raise ConfigError("days must be within 1..366", setting="--days", value=self.days)
         if self.cadence_s not in (10, 15, 30, 60, 120, 300, 900):
-            raise ValueError("cadence_s must be one of 10, 15, 30, 60, 120, 300, 900")
+            raise ConfigError(
+                "cadence_s must be one of 10, 15, 30, 60, 120, 300, 900",
+                setting="--cadence",
+                value=self.cadence_s,
+            )
         if not (0 <= self.dg_share <= 1 and 0 <= self.solar_share <= 1):
-            raise ValueError("dg_share and solar_share must be within [0, 1]")
+            raise ConfigError(
+                "dg_share and solar_share must be within [0, 1]",
+                setting="dg_share/solar_share",
+                value=(self.dg_share, self.solar_share),
+            )
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)

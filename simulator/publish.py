@@ -53,6 +53,7 @@ from paho.mqtt.properties import Properties
 from urllib3.util.retry import Retry
 
 from contracts import ContractRegistry
+from contracts.errors import ConfigError
 from simulator.config import SimConfig
 from simulator.reference import build_fleet
 from simulator.run import SimResult, simulate
@@ -91,13 +92,21 @@ class PublishTargets:
 
     def __post_init__(self) -> None:
         if self.mqtt is None and self.http is None:
-            raise ValueError("give an MQTT broker, an HTTP URL, or both")
+            raise ConfigError("give an MQTT broker, an HTTP URL, or both", setting="--mqtt/--http")
         if not 0.0 <= self.http_share <= 1.0:
-            raise ValueError("http_share must be within [0, 1]")
+            raise ConfigError(
+                "http_share must be within [0, 1]", setting="--http-share", value=self.http_share
+            )
         if self.rate_per_s is not None and self.rate_per_s <= 0:
-            raise ValueError("rate_per_s must be positive (or None for as fast as possible)")
+            raise ConfigError(
+                "rate_per_s must be positive (or None for as fast as possible)",
+                setting="--rate",
+                value=self.rate_per_s,
+            )
         if not 1 <= self.http_batch <= 10_000:
-            raise ValueError("http_batch must be within 1..10000")
+            raise ConfigError(
+                "http_batch must be within 1..10000", setting="--http-batch", value=self.http_batch
+            )
 
     def transport_for(self, device_id: str) -> str:
         """``mqtt`` or ``http`` for a device: stable for its id and the share."""

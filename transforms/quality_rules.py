@@ -20,11 +20,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import polars as pl
 
 from contracts import Contract, EnergylakeError, QualityRule
+from contracts.errors import EXIT_CONFIG
 
 __all__ = [
     "MIN_CONDITION_ROWS",
@@ -64,7 +65,18 @@ RowOrBatch = Literal["row", "batch"]
 
 
 class QualityRuleError(EnergylakeError):
-    """A contract's quality rule the gate cannot run (an unknown metric or rule kind)."""
+    """A contract's quality rule the gate cannot run (an unknown metric or rule kind):
+    ``contract`` and ``rule`` name it; the contract is to fix (exit code 2)."""
+
+    exit_code: ClassVar[int] = EXIT_CONFIG
+
+    def __init__(
+        self, problem: str, *, contract: str | None = None, rule: str | None = None
+    ) -> None:
+        self.contract = contract
+        self.rule = rule
+        where = f"{contract} rule {rule}: " if contract and rule else ""
+        super().__init__(f"{where}{problem}; fix the rule in the contract (docs/QUALITY.md)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +212,7 @@ def _library_spec(contract: Contract, rule: QualityRule) -> RuleSpec:
         props = list(rule.arguments.get("properties") or ([rule.field] if rule.field else []))
         if not props:
             raise QualityRuleError(
-                f"{contract.ref} rule {rule.name}: duplicateValues names no column"
+                "duplicateValues names no column", contract=contract.ref, rule=rule.name
             )
         if len(props) == 1:
             expectation, kwargs = "ExpectColumnValuesToBeUnique", {"column": props[0]}
@@ -229,8 +241,9 @@ def _library_spec(contract: Contract, rule: QualityRule) -> RuleSpec:
             expected=f"[{low}, {high}]",
         )
     raise QualityRuleError(
-        f"{contract.ref} rule {rule.name}: the gate cannot run library metric {metric!r} "
-        "(supported: duplicateValues, rowCount)"
+        f"the gate cannot run library metric {metric!r} (supported: duplicateValues, rowCount)",
+        contract=contract.ref,
+        rule=rule.name,
     )
 
 
@@ -279,7 +292,7 @@ def _custom_spec(contract: Contract, rule: QualityRule) -> RuleSpec:
     if kind == "counter_monotonic":
         if rule.field is None:
             raise QualityRuleError(
-                f"{contract.ref} rule {rule.name}: counter_monotonic needs a field"
+                "counter_monotonic needs a field", contract=contract.ref, rule=rule.name
             )
         return RuleSpec(
             expectation="ExpectColumnValuesToBeBetween",
@@ -288,7 +301,9 @@ def _custom_spec(contract: Contract, rule: QualityRule) -> RuleSpec:
             expected="no unflagged fall per device",
             **common,
         )
-    raise QualityRuleError(f"{contract.ref} rule {rule.name}: unknown energylake rule {kind!r}")
+    raise QualityRuleError(
+        f"unknown energylake rule {kind!r}", contract=contract.ref, rule=rule.name
+    )
 
 
 def required_columns(contract: Contract, columns: set[str]) -> list[str]:
@@ -317,7 +332,9 @@ def rule_specs(contract: Contract, columns: set[str] | None = None) -> list[Rule
     seen: set[str] = set()
     for spec in specs:
         if spec.rule in seen:
-            raise QualityRuleError(f"{contract.ref}: two gate rules named {spec.rule!r}")
+            raise QualityRuleError(
+                "two gate rules have this name", contract=contract.ref, rule=spec.rule
+            )
         seen.add(spec.rule)
     return specs
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pyarrow as pa
 
+from lake.errors import ReferenceDataError
+
 __all__ = ["DEVICE_COLUMNS", "device_frame"]
 
 DEVICE_COLUMNS: dict[str, pl.DataType | type[pl.DataType]] = {
@@ -34,5 +36,10 @@ def device_frame(devices: pa.Table, branches: pa.Table | None = None) -> pl.Data
     frame = frame.with_columns(pl.col("timezone").fill_null("Asia/Kolkata"))
     if frame.get_column("device_id").is_duplicated().any():
         dupes = frame.filter(pl.col("device_id").is_duplicated())["device_id"].unique().to_list()
-        raise ValueError(f"device registry lists a device twice: {', '.join(dupes[:5])}")
+        raise ReferenceDataError(
+            "the device registry (table devices)",
+            f"lists a device twice: {', '.join(dupes[:5])}; load it again with one row "
+            "per device (`energylake reference load DIR`)",
+            "device_id",
+        )
     return frame.select([pl.col(c).cast(t) for c, t in DEVICE_COLUMNS.items()])

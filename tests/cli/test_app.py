@@ -40,9 +40,11 @@ def test_an_energylake_error_is_one_line_on_stderr_with_its_exit_code(
     assert isinstance(result.exception, SystemExit)  # handled: no traceback, no exception
 
 
-def test_the_default_exit_code_of_an_energylake_error_is_1() -> None:
+def test_an_error_exits_with_its_class_code() -> None:
+    """A missing contract is a file to fix (exit 2, docs/ERRORS.md); the base default is 1."""
+    assert EnergylakeError.exit_code == 1
     result = CliRunner().invoke(app, ["contracts", "show", "invoices"])
-    assert result.exit_code == ContractNotFoundError.exit_code == 1
+    assert result.exit_code == ContractNotFoundError.exit_code == 2
     (line,) = _stderr_lines(result)
     assert line.startswith("error: no contract for dataset 'invoices'; known: ")
 

@@ -61,5 +61,12 @@ def test_one_line_per_event_in_the_file_of_its_utc_day(tmp_path: Path) -> None:
 def test_an_unwritable_folder_is_an_error_naming_the_file(tmp_path: Path) -> None:
     (tmp_path / "events").write_text("a file where the events folder should be")
     transport = make_transport(LineageConfig(directory=tmp_path))
-    with pytest.raises(RuntimeError, match=r"lineage file .*events/2026-03-01\.jsonl"):
+    from lineage.errors import LineageWriteError
+
+    with pytest.raises(
+        LineageWriteError, match=r"lineage file .*events/2026-03-01\.jsonl"
+    ) as caught:
         transport.emit(_event("2026-03-01T12:00:00Z"))
+    assert caught.value.path == tmp_path / "events" / "2026-03-01.jsonl"
+    assert "ENERGYLAKE_LINEAGE_DIR" in str(caught.value)  # the next step
+    assert isinstance(caught.value, RuntimeError)  # as before the hierarchy

@@ -109,10 +109,14 @@ def test_bad_quality_outcome_and_bad_config_are_clear_errors() -> None:
     emitter = LineageEmitter(LineageConfig(directory=Path("/nonexistent-unused")))
     with pytest.raises(ValueError, match="quality outcome"):
         emitter.batch("main", 1).attach_quality("t", [], outcome="great")
-    with pytest.raises(ValueError, match="needs a url"):
+    from contracts.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs a url") as caught:
         LineageConfig(transport="http")
-    with pytest.raises(ValueError, match="not one of"):
+    assert caught.value.setting == "lineage_url"
+    with pytest.raises(ConfigError, match="not one of") as caught:
         LineageConfig(transport="kafka")  # type: ignore[arg-type]
+    assert (caught.value.setting, caught.value.value) == ("lineage_transport", "kafka")
 
 
 def test_disable_switch_emits_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

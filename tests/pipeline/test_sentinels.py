@@ -40,8 +40,11 @@ def test_sentinel_specs_give_the_eight_gencomm_codes() -> None:
     assert sentinel_values("u16") == tuple(float(v) for v in range(0xFFF8, 0x10000))
     assert sentinel_values("u16/10")[-1] == 6553.5
     assert min(sentinel_values("s16")) == 32760.0
-    with pytest.raises(ValueError, match="sentinel"):
+    from contracts.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"sentinel 'u8'.*its contract") as caught:
         sentinel_values("u8")
+    assert (caught.value.setting, caught.value.value) == ("sentinel", "u8")
     dg = load_registry().get("dg_readings")
     declared = {f.name for f in dg.fields if f.sentinels}
     assert set(OPTIONAL) | set(REQUIRED) <= declared

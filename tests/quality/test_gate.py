@@ -85,8 +85,10 @@ def test_unknown_library_metric_is_a_clear_error() -> None:
     contract = load_registry().get("meter_readings")
     rule = replace(contract.quality[0], metric="freshnessOfTheMoon")
     broken = replace(contract, quality=(rule,))
-    with pytest.raises(QualityRuleError, match="freshnessOfTheMoon"):
+    with pytest.raises(QualityRuleError, match=r"freshnessOfTheMoon.*fix the rule") as caught:
         rule_specs(broken)
+    assert (caught.value.contract, caught.value.rule) == (contract.ref, rule.name)
+    assert type(caught.value).exit_code == 2  # the contract is to fix
 
 
 def test_clean_day_passes_every_blocking_rule(clean_day: Day) -> None:

@@ -134,8 +134,11 @@ def test_transport_choice_is_per_device_and_stable() -> None:
     assert 120 < picks.count("http") < 280
     only_mqtt = PublishTargets(mqtt=("127.0.0.1", 1))
     assert {only_mqtt.transport_for(d) for d in ids} == {"mqtt"}
-    with pytest.raises(ValueError, match="MQTT broker, an HTTP URL"):
+    from contracts.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="MQTT broker, an HTTP URL") as caught:
         PublishTargets()
+    assert caught.value.setting == "--mqtt/--http"
 
 
 def test_mqtt_and_http_publishing_through_the_real_gateway_lands_everything_acked(
