@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from durable.files import atomic_write
+
 __all__ = ["DROPPED_SYS_TOPIC", "BrokerLogTail", "DropEpisode", "parse_drops", "read_drops"]
 
 log = logging.getLogger(__name__)
@@ -130,9 +132,8 @@ class BrokerLogTail:
     def _save(self) -> None:
         if self._state_path is None:
             return
-        tmp = self._state_path.with_name(self._state_path.name + ".tmp")
         try:
-            tmp.write_text(json.dumps({"inode": self._inode, "offset": self._offset}))
-            os.replace(tmp, self._state_path)
+            state = {"inode": self._inode, "offset": self._offset}
+            atomic_write(self._state_path, json.dumps(state).encode())
         except OSError as exc:
             log.warning("broker log position not saved to %s: %s", self._state_path, exc)

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -33,6 +31,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from contracts.errors import EXIT_CONFIG, EnergylakeError
+from durable.files import atomic_write
 
 __all__ = [
     "BOOK_VERSION",
@@ -173,15 +172,5 @@ def write_identity_book(
         "generated_at": generated_at,
         "devices": [d.as_dict() for d in sorted(items, key=lambda d: d.device_id)],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(json.dumps(body, indent=1).encode())
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps(body, indent=1).encode(), mode=0o600)
     return IdentityBook(book.devices(), generated_at=generated_at, path=path)

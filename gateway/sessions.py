@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
 from contracts.errors import EXIT_CONFIG, EnergylakeError
+from durable.files import atomic_write
 
 __all__ = [
     "SESSION_BOOK_VERSION",
@@ -339,13 +339,7 @@ class SessionState:
             "filters": {k: sorted(v) for k, v in sorted(self._filters.items())},
             "drained": sorted(self._drained),
         }
-        tmp = self.path.with_name(self.path.name + ".tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(json.dumps(body, indent=1) + "\n")
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.path)
+            atomic_write(self.path, (json.dumps(body, indent=1) + "\n").encode(), mode=0o600)
         except OSError as exc:
             log.warning("MQTT session state not saved to %s: %s", self.path, exc)

@@ -30,8 +30,7 @@ import re
 import shutil
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -39,6 +38,15 @@ from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
+from durable.files import (
+    atomic_file,
+    atomic_write,
+    fsync_dir,
+    install,
+    is_temp,
+    temp_sibling,
+    written_temp,
+)
 from lake.errors import LayoutError, StorageConfigError, StorageError
 
 __all__ = ["DEFAULT_REGION", "SSE_ALGORITHMS", "S3Encryption", "S3Settings", "Store"]
@@ -46,7 +54,6 @@ __all__ = ["DEFAULT_REGION", "SSE_ALGORITHMS", "S3Encryption", "S3Settings", "St
 DEFAULT_REGION = "us-east-1"
 SSE_ALGORITHMS = ("AES256", "aws:kms", "aws:kms:dsse")
 """S3 server-side encryption: SSE-S3, SSE-KMS, dual-layer SSE-KMS."""
-_TMP_MARK = ".tmp-"
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
@@ -145,22 +152,6 @@ def _check_rel(rel: str, *, allow_empty: bool = False) -> str:
     if any(part in ("", ".", "..") for part in parts):
         raise LayoutError(f"not a relative store path: {rel!r}")
     return "/".join(parts)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _tmp_sibling(path: Path) -> Path:
-    return path.parent / f".{path.name}{_TMP_MARK}{uuid.uuid4().hex}"
-
-
-def _is_tmp(name: str) -> bool:
-    return name.startswith(".") and _TMP_MARK in name
 
 
 class Store:
@@ -361,11 +352,7 @@ class Store:
                 "put", rel, lambda c, k: c.put_object(Bucket=self._bucket, Key=k, Body=body, **sse)
             )
             return
-        path = self._path(_check_rel(rel))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with _local_tmp(path, data) as tmp:
-            os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        atomic_write(self._path(_check_rel(rel)), data)
 
     def write_atomic(self, rel: str, write: Callable[[BinaryIO], object]) -> int:
         """Let ``write`` fill a binary file that appears at ``rel`` atomically; its size.
@@ -379,19 +366,9 @@ class Store:
             data = buffer.getvalue()
             self.put_bytes(rel, data)
             return len(data)
-        path = self._path(_check_rel(rel))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _tmp_sibling(path)
-        try:
-            with open(tmp, "xb") as handle:
-                write(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-                size = handle.tell()
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        _fsync_dir(path.parent)
+        with atomic_file(self._path(_check_rel(rel))) as handle:
+            write(handle)
+            size = handle.tell()
         return size
 
     def put_if_absent(self, rel: str, data: bytes) -> bool:
@@ -400,12 +377,12 @@ class Store:
             return self._s3_put_if_absent(rel, data)
         path = self._path(_check_rel(rel))
         path.parent.mkdir(parents=True, exist_ok=True)
-        with _local_tmp(path, data) as tmp:
+        with written_temp(path, data) as tmp:
             try:
                 os.link(tmp, path)
             except FileExistsError:
                 return False
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return True
 
     def get_bytes(self, rel: str) -> bytes | None:
@@ -459,7 +436,7 @@ class Store:
         out = []
         for dirpath, _dirs, files in os.walk(top):
             for name in files:
-                if not _is_tmp(name):
+                if not is_temp(name):
                     out.append((Path(dirpath) / name).relative_to(self._root).as_posix())
         return sorted(out)
 
@@ -522,18 +499,12 @@ class Store:
             return
         path = self._path(_check_rel(rel))
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _tmp_sibling(path)
+        tmp = temp_sibling(path)
         try:
             shutil.copyfile(local_path, tmp)
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
+            install(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
-        _fsync_dir(path.parent)
 
     def move_file(self, rel: str, local_path: Path) -> None:
         """Move a local file to ``rel``: a rename when the lake is on the same local file
@@ -559,12 +530,12 @@ class Store:
             self.put_file(rel, local_path)
             local_path.unlink()
         for folder in sorted(synced):
-            _fsync_dir(folder)
+            fsync_dir(folder)
 
     def get_file(self, rel: str, local_path: Path) -> None:
         """Copy ``rel`` to a local file (atomically replaced); StorageError if missing."""
         local_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _tmp_sibling(local_path)
+        tmp = temp_sibling(local_path)
         try:
             if self._root is None:
                 self._s3_call(
@@ -618,17 +589,3 @@ def _status(exc: BaseException) -> int | None:
         status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         return int(status) if status is not None else None
     return None
-
-
-@contextlib.contextmanager
-def _local_tmp(path: Path, data: bytes | bytearray | memoryview) -> Iterator[Path]:
-    """Yield a fsync'd temp file holding ``data`` next to ``path`` (removed afterwards)."""
-    tmp = _tmp_sibling(path)
-    try:
-        with open(tmp, "xb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        yield tmp
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -39,6 +39,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Final, Literal
 
+from durable.files import fsync_dir
 from landing.format import (
     BODY_FIXED,
     FILE_HEADER_BYTES,
@@ -104,14 +105,6 @@ def _parse_name(name: str) -> tuple[str, int] | None:
 
 
 # --------------------------------------------------------------------------- writing
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _encode(env: Envelope) -> tuple[bytes, bytes, int]:
@@ -389,7 +382,7 @@ class LandingWriter:
             if self._fsync:
                 handle.flush()
                 os.fsync(handle.fileno())
-                _fsync_dir(self._open_dir)
+                fsync_dir(self._open_dir)
         except OSError as exc:
             raise self._fail(exc) from exc
 
@@ -405,8 +398,8 @@ class LandingWriter:
             self._file = self._name = None
             os.rename(self._open_dir / name, self._closed_dir / name)
             if self._fsync:
-                _fsync_dir(self._closed_dir)
-                _fsync_dir(self._open_dir)
+                fsync_dir(self._closed_dir)
+                fsync_dir(self._open_dir)
         except OSError as exc:
             raise self._fail(exc) from exc
         self._durable = (self._generation, self._size)
@@ -456,7 +449,7 @@ def _recover_file(path: Path, closed_dir: Path) -> RecoveredSegment:
     del buf
     if records == 0:
         path.unlink()
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return RecoveredSegment(name, "deleted", 0, 0, size, damage)
     target = closed_dir / name
     if target.exists():
@@ -469,8 +462,8 @@ def _recover_file(path: Path, closed_dir: Path) -> RecoveredSegment:
         handle.flush()
         os.fsync(handle.fileno())
     os.rename(path, target)
-    _fsync_dir(closed_dir)
-    _fsync_dir(path.parent)
+    fsync_dir(closed_dir)
+    fsync_dir(path.parent)
     return RecoveredSegment(name, "closed", records, end, size - end, damage)
 
 

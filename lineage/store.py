@@ -18,7 +18,6 @@ after a year of events reads small Parquet files, and only today's file is re-re
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import duckdb
 
 from contracts.errors import ConfigError
+from durable.files import atomic_write, install, temp_sibling
 
 __all__ = ["LineageStore", "Trace", "parse_dataset_ref"]
 
@@ -149,18 +149,16 @@ class LineageStore:
                 con.execute(f"CREATE OR REPLACE TEMP TABLE ev AS {sql['ev']}")
                 for kind in _KINDS:
                     target = self.index_dir / kind / f"{path.stem}.parquet"
-                    tmp = target.with_suffix(".parquet.tmp")
+                    tmp = temp_sibling(target)
                     con.execute(
                         f"COPY ({sql[kind]}) TO {_q(str(tmp))} "
                         "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 16384)"
                     )
-                    os.replace(tmp, target)
+                    install(tmp, target)
                 state[path.stem] = size
         finally:
             con.close()
-        tmp_state = self.index_dir / "state.json.tmp"
-        tmp_state.write_text(json.dumps(state, sort_keys=True))
-        os.replace(tmp_state, self.index_dir / "state.json")
+        atomic_write(self.index_dir / "state.json", json.dumps(state, sort_keys=True).encode())
         return len(todo)
 
     def _files(self, kind: str, last_days: int | None = None) -> str | None:

@@ -51,13 +51,13 @@ import os
 import re
 import secrets
 import signal
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from contracts.errors import EXIT_CONFIG, EnergylakeError
+from durable.files import atomic_write
 from gateway.identity import DeviceIdentity, IdentityBook, IdentityError, write_identity_book
 from gateway.sessions import (
     SESSION_STATE_FILE,
@@ -244,18 +244,7 @@ def _write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> bool:
             return False
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, data, mode=mode)
     return True
 
 

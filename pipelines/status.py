@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from analytics.gaps import seq_gaps
 from contracts import load_registry
+from durable.files import atomic_write
 from gateway.brokerlog import read_drops
 from gateway.sessions import SessionBookError, read_session_book
 from lake.layout import state_rel
@@ -251,11 +250,4 @@ def write_metrics(status: Status, path: Path) -> None:
         )
         for row in status.broker.sessions:
             drops.labels(pid, row["session"]).set(row["episodes"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".prom", dir=path.parent)
-    os.close(fd)
-    try:
-        write_to_textfile(tmp, registry)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write(path, generate_latest(registry))

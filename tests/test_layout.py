@@ -21,23 +21,35 @@ OURS = {
     "simulator",
     "cli",
     "landing",
+    "durable",
 }
 # package -> the packages of ours it may import (docs/ARCHITECTURE.md, "Packages and
 # import direction"; the
 # simulator is a test-data source that writes segments through the landing log).
 ALLOWED = {
     "contracts": set(),
-    "lake": {"contracts"},
-    "lineage": {"contracts"},
-    "gateway": {"contracts", "landing"},
+    "durable": set(),
+    "lake": {"contracts", "durable"},
+    "lineage": {"contracts", "durable"},
+    "gateway": {"contracts", "durable", "landing"},
     "transforms": {"contracts", "lake", "lineage", "landing"},
     "analytics": {"contracts", "lake", "lineage"},
     "simulator": {"contracts", "landing"},
-    "landing": {"contracts"},
+    "landing": {"contracts", "durable"},
     "pipelines": OURS,
     "cli": OURS,
 }
-NO_BEAM = {"contracts", "lake", "analytics", "gateway", "lineage", "simulator", "cli", "landing"}
+NO_BEAM = {
+    "contracts",
+    "durable",
+    "lake",
+    "analytics",
+    "gateway",
+    "lineage",
+    "simulator",
+    "cli",
+    "landing",
+}
 
 
 def _imports(path: Path) -> set[str]:
