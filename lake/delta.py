@@ -42,6 +42,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from deltalake.transaction import AddAction
 
 from contracts.model import Contract
+from lake.arrow_types import stats_kind
 from lake.errors import CommitError, LakeError, SchemaMismatchError
 from lake.storage import Store
 
@@ -233,7 +234,7 @@ def stats_columns(contract: Contract) -> list[str]:
         for f in contract.fields
         if f.name not in parts
         and f.classification not in NO_STATS_CLASSIFICATIONS
-        and _stats_kind(f.arrow_type) is not None
+        and stats_kind(f.arrow_type) is not None
     ]
 
 
@@ -439,23 +440,6 @@ def _partition_dir(value: str | None) -> str:
     return "_h" + hashlib.sha256(value.encode()).hexdigest()[:24]
 
 
-def _stats_kind(arrow_type: pa.DataType) -> str | None:
-    """How a column's statistics are recorded (None: no statistics at all)."""
-    if pa.types.is_timestamp(arrow_type):
-        return "timestamp"
-    if pa.types.is_date32(arrow_type) or pa.types.is_date64(arrow_type):
-        return "date"
-    if pa.types.is_integer(arrow_type):
-        return "int"
-    if pa.types.is_floating(arrow_type):
-        return "float"
-    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
-        return "string"
-    if pa.types.is_boolean(arrow_type):
-        return "bool"  # null count only: min/max of a boolean prunes next to nothing
-    return None
-
-
 def _timestamp_text(value: int, unit: str, tz: str | None, *, ceil: bool) -> str:
     """A timestamp statistic as Delta writes it: milliseconds, rounded outwards."""
     per_ms = {"s": None, "ms": 1, "us": 1_000, "ns": 1_000_000}[unit]
@@ -487,7 +471,7 @@ def file_stats(table: pa.Table, columns: Iterable[str] | None = None) -> str:
     nulls: dict[str, int] = {}
     for name in columns:
         column = table.column(name)
-        kind = _stats_kind(column.type)
+        kind = stats_kind(column.type)
         if kind is None:
             continue
         nulls[name] = column.null_count

@@ -25,6 +25,7 @@ from deltalake import CommitProperties, DeltaTable, WriterProperties, write_delt
 
 from contracts.model import Contract
 from contracts.registry import ContractRegistry, load_registry
+from lake.arrow_types import family
 from lake.delta import CONTRACT_KEY, ensure_table, read_table, table_exists
 from lake.errors import LakeError, LayoutError, ReferenceDataError
 from lake.layout import check_tenant, clients_rel, table_rel, tenants
@@ -78,34 +79,8 @@ class ReferenceLoad:
 # ---------------------------------------------------------------------------- validation
 
 
-def _family(arrow_type: pa.DataType) -> str:
-    if pa.types.is_null(arrow_type):
-        return "null"
-    if pa.types.is_dictionary(arrow_type):
-        return _family(arrow_type.value_type)
-    if pa.types.is_integer(arrow_type):
-        return "int"
-    if pa.types.is_floating(arrow_type):
-        return "float"
-    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
-        return "string"
-    if pa.types.is_string_view(arrow_type):
-        return "string"
-    if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
-        return "binary"
-    if pa.types.is_timestamp(arrow_type):
-        return "timestamp"
-    if pa.types.is_date(arrow_type):
-        return "date"
-    if pa.types.is_boolean(arrow_type):
-        return "bool"
-    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
-        return "list:" + _family(arrow_type.value_type)
-    return str(arrow_type)
-
-
 def _castable(have: pa.DataType, want: pa.DataType) -> bool:
-    have_family, want_family = _family(have), _family(want)
+    have_family, want_family = family(have), family(want)
     if have_family == "null":
         return True
     if pa.types.is_timestamp(have) and pa.types.is_timestamp(want):
