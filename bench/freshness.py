@@ -3,7 +3,7 @@
 The real path, every part a process of its own on this machine:
 
 1. a private Mosquitto with the production config (``infra/mosquitto/mosquitto.conf``
-   rendered by ``devices provision`` for a free loopback port, as ``tests/brokers.py`` does)
+   rendered by ``devices provision`` for a free loopback port, as ``devstack/mosquitto.py`` does)
    and a simulated fleet (``--clients x --branches``) provisioned into its password file,
    ACL and identity book; the fleet's reference data loaded into a fresh lake;
 2. ``energylake gateway`` (MQTT + HTTP) and ``energylake process --follow``, as a user runs
@@ -415,8 +415,8 @@ def _load() -> str:
 
 
 def run(args: argparse.Namespace) -> None:
-    from tests.brokers import start_mosquitto
-    from tests.gateway.conftest import free_port
+    from devstack.mosquitto import start_mosquitto
+    from devstack.stack import free_port
 
     config = SimConfig(clients=args.clients, branches=args.branches, days=1, seed=args.seed)
     command = (

@@ -48,9 +48,10 @@ import psutil
 from aiohttp import ClientSession, TCPConnector, web
 from paho.mqtt.enums import CallbackAPIVersion
 
+from devstack.gateway import make_book
+from devstack.mosquitto import DeviceAccount, Mosquitto, start_mosquitto
+from devstack.stack import free_port
 from landing.reader import read_segment
-from tests.brokers import DeviceAccount, Mosquitto, start_mosquitto
-from tests.gateway.conftest import free_port, make_book
 
 
 def _client(broker: Mosquitto, user: str, password: str, *, clean: bool = True) -> mqtt.Client:

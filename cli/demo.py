@@ -39,7 +39,7 @@ def demo(
     """The main job end to end on embedded defaults: a private Mosquitto, the gateway and the
     processor; the simulator publishes a day over MQTT and HTTP; then what landed, its
     lineage, and what each purpose sees."""
-    from pipelines.demo import run_demo
+    from cli.demo_steps import run_demo
 
     cli = cli_context(ctx)
     settings = cli.settings(data_dir=data_dir)

@@ -24,6 +24,7 @@ from analytics.queries import branch_totals, table_counts
 from cli import render
 from contracts import ContractRegistry, apply_plan, load_registry, plan_for
 from contracts.errors import EnergylakeError
+from devstack.stack import LocalStack
 from lake.delta import open_table
 from lake.keys import KeyStore
 from lake.reference import load_reference
@@ -33,7 +34,6 @@ from lineage.store import LineageStore
 from pipelines.batch_hooks import wait_for_data_docs
 from pipelines.process import ingest_stats, process_once
 from pipelines.settings import Settings
-from pipelines.stack import LocalStack
 from simulator.config import FaultRates, SimConfig
 from simulator.landing import simulate_to_landing
 from simulator.publish import DELIVERIES_NAME, Publisher, PublishTargets
@@ -44,7 +44,7 @@ from transforms.quality_results import read_results
 __all__ = ["DemoError", "run_demo"]
 
 # Enough of every fault that each one shows up in a one-day demo.
-DEMO_FAULTS = FaultRates().with_overrides({"counter_reset": 0.5, "stuck_sensor": 0.5})
+_DEMO_FAULT_OVERRIDES = (("counter_reset", 0.5), ("stuck_sensor", 0.5))
 _MARKER = ".energylake-demo"
 
 
@@ -100,7 +100,12 @@ def run_demo(
     # with the real clock, and the contract refuses event times more than 7 days old.
     start = datetime.now(UTC).date() - timedelta(days=days)
     config = SimConfig(
-        clients=clients, branches=branches, days=days, seed=seed, start=start, faults=DEMO_FAULTS
+        clients=clients,
+        branches=branches,
+        days=days,
+        seed=seed,
+        start=start,
+        faults=FaultRates().with_overrides(dict(_DEMO_FAULT_OVERRIDES)),
     )
     title = f"{clients} clients x {branches} branches x {days} day(s) from {start}"
     if via == "landing":

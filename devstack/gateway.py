@@ -25,12 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
+from devstack.stack import StackError, free_port
 from gateway.identity import DeviceIdentity, token_digest, write_identity_book
 from landing.format import Envelope
 from landing.reader import read_segment
-from pipelines.stack import free_port
 
 HOST = "127.0.0.1"
 
@@ -181,7 +179,7 @@ def start_gateway(
     log_path = data_dir / f"gateway-{port}.log"
     data_dir.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "cli", "gateway", *(args or [])],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -194,14 +192,14 @@ def start_gateway(
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"gateway exited with {proc.returncode}:\n{gw.log()[-3000:]}")
+            raise StackError(f"gateway exited with {proc.returncode}:\n{gw.log()[-3000:]}")
         try:
             if gw.get("/healthz").status == 200:
                 return gw
         except OSError:
             time.sleep(0.05)
     gw.kill()
-    pytest.fail(f"gateway did not answer /healthz:\n{gw.log()[-3000:]}")
+    raise StackError(f"gateway did not answer /healthz:\n{gw.log()[-3000:]}")
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ always ended by its PID when the test finishes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import shutil
@@ -31,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-import pytest
 
+from devstack.stack import StackError, accepts, free_port
 from gateway.sessions import MqttSession, SessionBook, read_session_book
 from pipelines.provision import (
     BOOK_FILE,
@@ -43,7 +44,6 @@ from pipelines.provision import (
     provision,
     revoke,
 )
-from pipelines.stack import accepts, free_port
 from simulator.config import SimConfig
 from simulator.reference import Fleet, build_fleet
 from simulator.stream import topic_for
@@ -173,7 +173,7 @@ class Mosquitto:
         if self.running:
             return
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
+            self.proc = subprocess.Popen(  # noqa: S603 - our own binary and config
                 [str(MOSQUITTO), "-c", str(self.conf_path)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -250,7 +250,7 @@ def start_mosquitto(
     Fails the test (never skips) when the mosquitto binary is missing.
     """
     if not MOSQUITTO.exists() or shutil.which(str(MOSQUITTO)) is None:
-        pytest.fail(
+        raise StackError(
             f"{MOSQUITTO} not found: `make test` installs it "
             "(apt-get install -y mosquitto mosquitto-clients)"
         )
@@ -259,24 +259,19 @@ def start_mosquitto(
     for _attempt in range(attempts):
         port = free_port()
         tls_port = free_port() if tls is not None else None
-        report = provision(
-            registry,
-            folder,
-            credentials=fleet.tokens,
-            broker=BrokerOptions(
-                port=port,
-                bind=HOST,
-                persistence_dir=folder.parent / "mosquitto-data",
-                pid_file=folder.parent / "mosquitto.pid",
-                **(
-                    {"tls_cert": tls[0], "tls_key": tls[1], "tls_port": tls_port, "tls_bind": HOST}
-                    if tls is not None
-                    else {}
-                ),
-                max_queued_messages=max_queued_messages,
-                sys_interval_s=sys_interval_s,
-            ),
+        options = BrokerOptions(
+            port=port,
+            bind=HOST,
+            persistence_dir=folder.parent / "mosquitto-data",
+            pid_file=folder.parent / "mosquitto.pid",
+            max_queued_messages=max_queued_messages,
+            sys_interval_s=sys_interval_s,
         )
+        if tls is not None and tls_port is not None:
+            options = dataclasses.replace(
+                options, tls_cert=tls[0], tls_key=tls[1], tls_port=tls_port, tls_bind=HOST
+            )
+        report = provision(registry, folder, credentials=fleet.tokens, broker=options)
         devices = {
             d.device_id: DeviceAccount(
                 d.device_id, d.client_id, d.branch_id, d.kind, fleet.tokens[d.device_id]
@@ -291,4 +286,4 @@ def start_mosquitto(
             last = exc
             continue
         return broker
-    pytest.fail(f"mosquitto did not start: {last}")
+    raise StackError(f"mosquitto did not start: {last}")

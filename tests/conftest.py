@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from devstack.stack import free_port
 from lake.storage import Store
-from pipelines.stack import free_port
 
 if TYPE_CHECKING:
-    from tests.brokers import Mosquitto
+    from devstack.mosquitto import Mosquitto
 
 MOTO_SERVER = Path(sys.executable).with_name("moto_server")
 S3_ENV = {
@@ -157,11 +157,11 @@ def duckdb_for() -> Iterator[Callable[[Store], Any]]:
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     """A real Mosquitto on 127.0.0.1 running infra/mosquitto/mosquitto.conf, rendered by the
-    real provisioning for a small simulated fleet (see tests/brokers.py). Provisioned files
+    real provisioning for a small simulated fleet (see devstack/mosquitto.py). Provisioned files
     are in ``DATA_DIR/gateway`` with ``DATA_DIR = mosquitto.data_dir``. Fails if mosquitto
     is not installed; the process is always ended by its PID.
     """
-    from tests.brokers import start_mosquitto
+    from devstack.mosquitto import start_mosquitto
 
     broker = start_mosquitto(tmp_path / "data" / "gateway")
     try:

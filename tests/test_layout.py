@@ -22,6 +22,7 @@ OURS = {
     "cli",
     "landing",
     "durable",
+    "devstack",
 }
 # package -> the packages of ours it may import (docs/ARCHITECTURE.md, "Packages and
 # import direction"; the
@@ -36,7 +37,8 @@ ALLOWED = {
     "analytics": {"contracts", "lake", "lineage"},
     "simulator": {"contracts", "landing"},
     "landing": {"contracts", "durable"},
-    "pipelines": OURS,
+    "pipelines": OURS - {"cli", "devstack"},
+    "devstack": OURS - {"cli"},
     "cli": OURS,
 }
 NO_BEAM = {
@@ -49,6 +51,7 @@ NO_BEAM = {
     "simulator",
     "cli",
     "landing",
+    "devstack",
 }
 
 
@@ -107,7 +110,7 @@ def test_layout_of_the_brief() -> None:
 #   integration test of the part it checks and may live with that part (tests/quality,
 #   tests/lineage, tests/e2e, ...). A module that needs two parts that do not import each other
 #   (gateway and transforms) is not placed by this rule either.
-SHARED = {"contracts", "simulator", "landing"}
+SHARED = {"contracts", "simulator", "landing", "devstack"}
 TEST_HOME = {package: package for package in ALLOWED} | {"pipelines": "pipeline"}
 
 
@@ -194,3 +197,9 @@ def test_every_module_is_on_the_map() -> None:
         if f"`{path.relative_to(ROOT)}`" not in text
     ]
     assert not missing, f"docs/ARCHITECTURE.md does not name: {missing}"
+
+
+def test_benchmarks_do_not_import_the_tests() -> None:
+    """bench/ and tests/ share the development stack (devstack/), not each other's code."""
+    for path in sorted((ROOT / "bench").rglob("*.py")):
+        assert "tests" not in _imports(path), f"{path.relative_to(ROOT)} imports tests"

@@ -83,7 +83,7 @@ def _command_modules() -> list[Path]:
     return sorted(
         p
         for p in CLI.glob("*.py")
-        if p.stem not in {"__init__", "__main__", "app", "common", "render"}
+        if p.stem not in {"__init__", "__main__", "app", "common", "render", "demo_steps"}
     )
 
 

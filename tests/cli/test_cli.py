@@ -15,8 +15,8 @@ import orjson
 import pytest
 
 from contracts import ContractNotFoundError, UnknownPurposeError
+from devstack.gateway import make_book, running_gateway, wait_for
 from pipelines.settings import load_settings
-from tests.gatewayproc import make_book, running_gateway, wait_for
 
 ENERGYLAKE = str(Path(sys.executable).with_name("energylake"))
 COMMANDS = [
@@ -360,7 +360,7 @@ def test_the_broker_reads_its_private_files_at_start_and_on_reload(tmp_path: Pat
     # What a command's umask makes of provisioning (files 0600, folders 0700): the broker
     # (started as root with `user` = the provisioning account) still reads its config,
     # password file and ACL, at start and again on SIGHUP after a revocation.
-    from tests.brokers import start_mosquitto
+    from devstack.mosquitto import start_mosquitto
     from tests.e2e.conftest import connack
 
     old = os.umask(0o077)

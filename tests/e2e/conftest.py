@@ -1,7 +1,7 @@
 """End-to-end worlds: a real Mosquitto, the real gateway and ``energylake process`` into Delta.
 
 ``world(config)`` builds one: the simulated fleet of ``config`` provisioned into a
-Mosquitto running the production config (tests/brokers.py), the fleet's reference data
+Mosquitto running the production config (devstack/mosquitto.py), the fleet's reference data
 loaded into a lake on local disk, and helpers to start / SIGKILL the gateway
 (``python -m cli gateway``, tests/gateway/conftest.py) and the processor
 (``energylake process --follow``) as subprocesses, to run ``process`` to the end in this
@@ -34,6 +34,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from analytics.queries import read_frame
 from contracts import load_registry
+from devstack.gateway import GatewayProc, free_port, landed, start_gateway, wait_for
+from devstack.mosquitto import DeviceAccount, Mosquitto, start_mosquitto
 from lake.layout import UNASSIGNED_TENANT, tenants
 from lake.reference import load_reference
 from lake.storage import Store
@@ -42,8 +44,6 @@ from pipelines.settings import Settings, load_settings
 from simulator.config import FaultRates, SimConfig
 from simulator.run import simulate
 from simulator.stream import Message
-from tests.brokers import DeviceAccount, Mosquitto, start_mosquitto
-from tests.gatewayproc import GatewayProc, free_port, landed, start_gateway, wait_for
 
 READINGS = load_registry().readings_datasets
 
@@ -263,7 +263,7 @@ class World:
 
 
 def e2e_config(**overrides: Any) -> SimConfig:
-    """The tests/brokers.py fleet (1 client x 2 branches, 5 devices) on a recent day."""
+    """The devstack/mosquitto.py fleet (1 client x 2 branches, 5 devices) on a recent day."""
     base = SimConfig(clients=1, branches=2, days=1, seed=7, faults=FaultRates.none())
     return replace(base, start=recent_day(), **overrides)
 

@@ -25,11 +25,11 @@ import orjson
 import polars as pl
 import pytest
 
+from devstack.gateway import wait_for
+from devstack.mosquitto import DeviceAccount
 from pipelines.process import ingest_stats
 from simulator.stream import topic_for
-from tests.brokers import DeviceAccount
 from tests.e2e.conftest import World, close_client, connack, device_client, worlds
-from tests.gatewayproc import wait_for
 from transforms.ndjson import MAX_KEYS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -600,7 +600,7 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
 
 
 def _envelopes(w: World) -> list[str]:
-    from tests.gatewayproc import landed
+    from devstack.gateway import landed
 
     return [e.source for e in landed(w.landing)]
 

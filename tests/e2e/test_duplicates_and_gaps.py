@@ -28,10 +28,10 @@ import orjson
 import polars as pl
 import pytest
 
+from devstack.gateway import HOST, wait_for
 from pipelines.process import ingest_stats
 from simulator.stream import Message
 from tests.e2e.conftest import ENERGYLAKE, World, close_client, device_client
-from tests.gatewayproc import HOST, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 

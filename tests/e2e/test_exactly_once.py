@@ -31,11 +31,11 @@ from collections.abc import Callable
 import polars as pl
 import pytest
 
+from devstack.gateway import wait_for
 from pipelines.process import ingest_stats
 from simulator.publish import Publisher, PublishReport, PublishTargets
 from simulator.run import simulate
 from tests.e2e.conftest import World, e2e_config
-from tests.gatewayproc import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400)]
 

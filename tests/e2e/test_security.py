@@ -19,9 +19,9 @@ import orjson
 import polars as pl
 import pytest
 
+from devstack.gateway import wait_for
 from simulator.stream import topic_for
 from tests.e2e.conftest import World, close_client, connack, device_client
-from tests.gatewayproc import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 

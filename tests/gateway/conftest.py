@@ -1,8 +1,8 @@
-"""Helpers for gateway tests live in tests/gatewayproc.py (shared with tests/e2e)."""
+"""Helpers for gateway tests live in devstack/gateway.py (shared with tests/e2e)."""
 
 from __future__ import annotations
 
-from tests.gatewayproc import (
+from devstack.gateway import (
     HOST,
     GatewayProc,
     Reply,

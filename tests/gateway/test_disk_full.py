@@ -22,7 +22,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.brokers import Mosquitto
+from devstack.mosquitto import Mosquitto
 from tests.gateway.conftest import landed, start_gateway, wait_for
 from tests.gateway.test_mqtt import _take_over_session
 

@@ -19,8 +19,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from devstack.mosquitto import DeviceAccount, Mosquitto
 from landing.reader import read_segment
-from tests.brokers import DeviceAccount, Mosquitto
 from tests.gateway.conftest import GatewayProc, landed, start_gateway, wait_for
 
 pytestmark = pytest.mark.integration

@@ -25,6 +25,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from contracts import load_registry
+from devstack.mosquitto import DeviceAccount, Mosquitto, fleet_registry, start_mosquitto
 from gateway.sessions import SESSION_STATE_FILE, SessionState
 from gateway.topics import BAD_TOPIC_PREFIX
 from landing.format import Envelope
@@ -32,7 +33,6 @@ from landing.reader import iter_segment_tables, read_segment
 from pipelines.provision import PASSWORD_FILE, BrokerOptions, provision, read_password_file
 from pipelines.status import broker_drops
 from simulator.config import SimConfig
-from tests.brokers import DeviceAccount, Mosquitto, fleet_registry, start_mosquitto
 from tests.gateway.conftest import GatewayProc, landed, start_gateway, wait_for
 from transforms.decode import DecodeSchema, decode_chunk
 from transforms.frames import ROW, Chunk

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from devstack.mosquitto import DeviceAccount, Mosquitto, fleet_registry, start_mosquitto
 from gateway.commit import GroupCommitter
 from gateway.config import GatewayConfig
 from gateway.metrics import GatewayMetrics
@@ -40,7 +41,6 @@ from pipelines.provision import (
     read_password_file,
 )
 from simulator.config import SimConfig
-from tests.brokers import DeviceAccount, Mosquitto, fleet_registry, start_mosquitto
 from tests.gateway.conftest import landed, wait_for
 from tests.gateway.test_mqtt_hardening import (
     _close,

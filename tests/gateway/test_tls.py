@@ -27,13 +27,13 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from contracts import load_registry
+from devstack.mosquitto import DeviceAccount, Mosquitto, start_mosquitto
 from lake.reference import load_reference
 from lake.storage import Store
 from pipelines.provision import ProvisionError
 from simulator.config import SimConfig
 from simulator.reference import build_fleet
 from simulator.run import write_reference
-from tests.brokers import DeviceAccount, Mosquitto, start_mosquitto
 from tests.gateway.conftest import HOST, landed, request, start_gateway, wait_for
 
 pytestmark = pytest.mark.integration

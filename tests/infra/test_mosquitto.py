@@ -13,7 +13,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from tests.brokers import DeviceAccount, Mosquitto, start_mosquitto
+from devstack.mosquitto import DeviceAccount, Mosquitto, start_mosquitto
 
 pytestmark = pytest.mark.timeout(60)
 

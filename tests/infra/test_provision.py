@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from contracts import load_registry
+from devstack.mosquitto import MOSQUITTO, Mosquitto, fleet_registry
 from gateway.identity import IdentityBook
 from gateway.sessions import SESSION_STATE_FILE, SessionState, read_session_book
 from lake.reference import load_reference
@@ -37,7 +38,6 @@ from pipelines.provision import (
 from simulator.config import SimConfig
 from simulator.reference import Fleet, build_fleet
 from simulator.run import write_reference
-from tests.brokers import MOSQUITTO, Mosquitto, fleet_registry
 from tests.infra.test_mosquitto import _close, _connect, _two_devices
 
 pytestmark = pytest.mark.timeout(120)

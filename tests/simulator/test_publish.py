@@ -14,10 +14,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from devstack.mosquitto import Mosquitto
 from simulator.config import FaultRates
 from simulator.publish import DELIVERIES_NAME, PUBLISH_SUMMARY_NAME, Publisher, PublishTargets
 from simulator.run import MANIFEST_NAME, simulate
-from tests.brokers import Mosquitto
 
 pytestmark = pytest.mark.timeout(120)
 
