@@ -83,9 +83,9 @@ def devices_provision(
     """Write the Mosquitto password file, ACL and config, the gateway's account and the
     identity book from the device registry in the lake (idempotent; prints no secret).
     """
+    from gateway.provisioning import BrokerOptions, provision, read_credentials
     from lake.reference import load_device_registry
     from lake.storage import Store
-    from pipelines.provision import BrokerOptions, provision, read_credentials
 
     cli = cli_context(ctx)
     console = cli.console
@@ -164,7 +164,7 @@ def devices_revoke(
     data_dir: _DataDirOption = None,
 ) -> None:
     """Revoke a device: revoked in the identity book, its MQTT account removed."""
-    from pipelines.provision import revoke
+    from gateway.provisioning import revoke
 
     cli = cli_context(ctx)
     console = cli.console
@@ -184,7 +184,7 @@ def devices_list(
     ctx: typer.Context, out: _OutOption = None, data_dir: _DataDirOption = None
 ) -> None:
     """The provisioned devices: HTTP token, MQTT account, revoked."""
-    from pipelines.provision import device_status
+    from gateway.provisioning import device_status
 
     cli = cli_context(ctx)
     rows = device_status(_out(cli.settings(data_dir=data_dir), out))

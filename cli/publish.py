@@ -68,7 +68,7 @@ def simulate_publish(
     MQTT as each device (QoS 1) and/or HTTP with each device's token. Writes publish.json
     and deliveries.ndjson (what was acknowledged) next to the manifest.
     """
-    from pipelines.provision import CREDENTIALS_NAME, write_credentials
+    from gateway.provisioning import CREDENTIALS_NAME, write_credentials
     from simulator.publish import PublishTargets, simulate_and_publish
 
     cli = cli_context(ctx)

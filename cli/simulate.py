@@ -70,7 +70,7 @@ def simulate(
     else:
         result = run_simulation(config, out or settings.sim_dir)
         telemetry = str(result.telemetry_dir)
-    from pipelines.provision import CREDENTIALS_NAME, write_credentials
+    from gateway.provisioning import CREDENTIALS_NAME, write_credentials
 
     # The fleet's clear device secrets (0600), as onboarding would export them for
     # `energylake devices provision --credentials`.

@@ -1,7 +1,7 @@
 """A real Mosquitto for tests: the production config, a provisioned fleet, a free port.
 
 ``start_mosquitto(folder)`` simulates a small fleet's registry (the simulator's device
-rows under the devices contract), runs the real ``pipelines.provision.provision`` into
+rows under the devices contract), runs the real ``gateway.provisioning.provision`` into
 ``folder`` (password file, ACL, identity book, gateway account, and
 ``infra/mosquitto/mosquitto.conf`` rendered for 127.0.0.1, a free port and a persistence
 folder of its own), then starts ``/usr/sbin/mosquitto -c folder/mosquitto.conf``.
@@ -34,8 +34,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from devstack.stack import StackError, accepts, free_port
-from gateway.sessions import MqttSession, SessionBook, read_session_book
-from pipelines.provision import (
+from gateway.provisioning import (
     BOOK_FILE,
     BROKER_CONF_FILE,
     GATEWAY_CREDENTIALS_FILE,
@@ -44,6 +43,7 @@ from pipelines.provision import (
     provision,
     revoke,
 )
+from gateway.sessions import MqttSession, SessionBook, read_session_book
 from simulator.config import SimConfig
 from simulator.reference import Fleet, build_fleet
 from simulator.stream import topic_for
@@ -182,14 +182,14 @@ class Mosquitto:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(
+                raise StackError(
                     f"mosquitto exited with {self.proc.returncode}; log:\n{self.log()[-2000:]}"
                 )
             if accepts(self.port):
                 return
             time.sleep(0.01)
         self.kill()
-        raise RuntimeError(f"mosquitto did not accept connections on {self.port} in {timeout}s")
+        raise StackError(f"mosquitto did not accept connections on {self.port} in {timeout}s")
 
     def stop(self, *, timeout: float = 10.0) -> None:
         """Graceful stop (SIGTERM): the broker saves its persistence database first."""
@@ -218,7 +218,7 @@ class Mosquitto:
     def reload(self) -> None:
         """SIGHUP: reread the password file and ACL (what ``devices revoke`` triggers)."""
         if self.proc is None or self.proc.poll() is not None:
-            raise RuntimeError("mosquitto is not running")
+            raise StackError("mosquitto is not running")
         self.proc.send_signal(signal.SIGHUP)
 
     def revoke(self, device_id: str) -> None:

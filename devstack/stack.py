@@ -22,9 +22,9 @@ from types import TracebackType
 from typing import IO
 
 from contracts.errors import EnergylakeError
+from gateway.provisioning import BrokerOptions, ProvisionReport, provision
 from lake.reference import load_device_registry
 from lake.storage import Store
-from pipelines.provision import BrokerOptions, ProvisionReport, provision
 from pipelines.settings import PRIVATE_UMASK, Settings
 from pipelines.status import backlog
 

@@ -217,7 +217,7 @@ def test_config_errors_name_the_setting_and_exit_2(tmp_path: Path) -> None:
 
 
 def test_a_provisioning_refusal_names_the_file_and_exits_2(tmp_path: Path) -> None:
-    from pipelines.provision import read_credentials
+    from gateway.provisioning import read_credentials
 
     with pytest.raises(EnergylakeError, match="no credentials file at") as caught:
         read_credentials(tmp_path / "credentials.json")

@@ -26,11 +26,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from contracts import load_registry
 from devstack.mosquitto import DeviceAccount, Mosquitto, fleet_registry, start_mosquitto
+from gateway.provisioning import PASSWORD_FILE, BrokerOptions, provision, read_password_file
 from gateway.sessions import SESSION_STATE_FILE, SessionState
 from gateway.topics import BAD_TOPIC_PREFIX
 from landing.format import Envelope
 from landing.reader import iter_segment_tables, read_segment
-from pipelines.provision import PASSWORD_FILE, BrokerOptions, provision, read_password_file
 from pipelines.status import broker_drops
 from simulator.config import SimConfig
 from tests.gateway.conftest import GatewayProc, landed, start_gateway, wait_for

@@ -30,9 +30,7 @@ from gateway.commit import GroupCommitter
 from gateway.config import GatewayConfig
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt_session import MqttConsumer
-from gateway.sessions import SESSION_STATE_FILE, MqttSession, SessionState, session_filters
-from landing.writer import LandingWriter
-from pipelines.provision import (
+from gateway.provisioning import (
     ACL_FILE,
     PASSWORD_FILE,
     BrokerOptions,
@@ -40,6 +38,8 @@ from pipelines.provision import (
     provision,
     read_password_file,
 )
+from gateway.sessions import SESSION_STATE_FILE, MqttSession, SessionState, session_filters
+from landing.writer import LandingWriter
 from simulator.config import SimConfig
 from tests.gateway.conftest import landed, wait_for
 from tests.gateway.test_mqtt_hardening import (

@@ -17,10 +17,7 @@ from cli.app import app
 from contracts import load_registry
 from devstack.mosquitto import MOSQUITTO, Mosquitto, fleet_registry
 from gateway.identity import IdentityBook
-from gateway.sessions import SESSION_STATE_FILE, SessionState, read_session_book
-from lake.reference import load_reference
-from lake.storage import Store
-from pipelines.provision import (
+from gateway.provisioning import (
     ACL_FILE,
     BOOK_FILE,
     BROKER_CONF_FILE,
@@ -35,6 +32,9 @@ from pipelines.provision import (
     verify_mosquitto_hash,
     write_credentials,
 )
+from gateway.sessions import SESSION_STATE_FILE, SessionState, read_session_book
+from lake.reference import load_reference
+from lake.storage import Store
 from simulator.config import SimConfig
 from simulator.reference import Fleet, build_fleet
 from simulator.run import write_reference

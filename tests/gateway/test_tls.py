@@ -28,9 +28,9 @@ from typer.testing import CliRunner
 from cli.app import app
 from contracts import load_registry
 from devstack.mosquitto import DeviceAccount, Mosquitto, start_mosquitto
+from gateway.provisioning import ProvisionError
 from lake.reference import load_reference
 from lake.storage import Store
-from pipelines.provision import ProvisionError
 from simulator.config import SimConfig
 from simulator.reference import build_fleet
 from simulator.run import write_reference
