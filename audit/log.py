@@ -8,7 +8,7 @@ With ``repeat_window_s`` > 0 (the gateway's log) the volume is bounded so a floo
 fill the disk, whatever the number of client addresses:
 
 - repeats are folded: the first event of a kind (same event, device, client, branch and
-  address group: the IPv4 address or the IPv6 /64, as ``gateway.limits.address_key``
+  address group: the IPv4 address or the IPv6 /64, as ``address_group``
   groups them for rate limiting) is written at once with ``"count": 1`` and the real
   ``remote``; further ones within the window are only counted, and when the window ends
   (``flush_due()``, called on a timer, or ``close()``) one record says how many there were
@@ -24,6 +24,7 @@ writes at most ``2 * max_first_records + 1`` records.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 import time
@@ -34,9 +35,7 @@ from typing import IO, Any
 
 import orjson
 
-from gateway.limits import address_key
-
-__all__ = ["AuditLog"]
+__all__ = ["AuditLog", "address_group"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +43,24 @@ _Key = tuple[str, str | None, str | None, str | None, str | None]  # the last: a
 _GROUP_ADDRESSES = 256  # distinct addresses counted per folded kind
 _SUMMARY_ADDRESSES = 10_000  # distinct addresses counted in a window's summary
 _SUMMARY_KINDS = 64  # event names counted in a summary (the code has a handful)
+
+
+def address_group(remote: str | None) -> str:
+    """The unit a failed-authentication budget is kept for: the IPv4 address, or the
+    IPv6 /64 (one host may hold a whole /64). An IPv4-mapped IPv6 address
+    (``::ffff:a.b.c.d``, how a dual-stack socket shows an IPv4 client) is its IPv4 address:
+    as a /64 every IPv4 client would share ``::/64``."""
+    if remote is None:
+        return "unknown"
+    if ":" not in remote:
+        return remote
+    try:
+        address = ipaddress.IPv6Address(remote)
+    except ValueError:
+        return remote
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
 def _stamp(moment: datetime) -> str:
@@ -171,7 +188,7 @@ class AuditLog:
     def _fold(self, event: str, fields: dict[str, Any], now: datetime) -> bool:
         """Count the event; True if it is to be written now as a first record."""
         remote: str | None = fields["remote"]
-        group = None if remote is None else address_key(remote)
+        group = None if remote is None else address_group(remote)
         key = (event, fields["device_id"], fields["client_id"], fields["branch_id"], group)
         clock = time.monotonic()
         seen = self._repeats.get(key)

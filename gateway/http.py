@@ -25,14 +25,14 @@ import orjson
 from aiohttp import HttpVersion11, web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from audit.log import AuditLog, address_group
 from gateway.aiohttp_internals import write_continue
-from gateway.audit import AuditLog
 from gateway.body import BodyError, BodyReader, BodyRules, parse_readings, shown
 from gateway.books import BookWatcher
 from gateway.commit import GroupCommitter
 from gateway.config import GatewayConfig, canonical_topic
 from gateway.identity import DeviceIdentity
-from gateway.limits import MAX_ADDRESSES, RateLimiter, address_key
+from gateway.limits import MAX_ADDRESSES, RateLimiter
 from gateway.metrics import GatewayMetrics
 from gateway.openapi import openapi_document
 from gateway.pressure import LandingMonitor
@@ -215,7 +215,7 @@ class _Handlers:
         if refused is not None:
             return refused
         now = time.monotonic()
-        address = address_key(request.remote)
+        address = address_group(request.remote)
         wait_s = self.failures.wait(address, now)
         if wait_s > 0:
             return self._address_limited(request, address, wait_s)

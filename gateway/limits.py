@@ -5,30 +5,11 @@ authentication, so a guessing address is refused before its token is looked at).
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 
-__all__ = ["MAX_ADDRESSES", "RateLimiter", "address_key"]
+__all__ = ["MAX_ADDRESSES", "RateLimiter"]
 
 MAX_ADDRESSES = 65_536  # client addresses with a failed-authentication budget in memory
-
-
-def address_key(remote: str | None) -> str:
-    """The unit a failed-authentication budget is kept for: the IPv4 address, or the
-    IPv6 /64 (one host may hold a whole /64). An IPv4-mapped IPv6 address
-    (``::ffff:a.b.c.d``, how a dual-stack socket shows an IPv4 client) is its IPv4 address:
-    as a /64 every IPv4 client would share ``::/64``."""
-    if remote is None:
-        return "unknown"
-    if ":" not in remote:
-        return remote
-    try:
-        address = ipaddress.IPv6Address(remote)
-    except ValueError:
-        return remote
-    if address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
 @dataclass(slots=True)

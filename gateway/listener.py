@@ -42,10 +42,10 @@ from typing import Any
 
 from aiohttp import http_exceptions, web
 
+from audit.log import address_group
 from contracts.errors import EnergylakeError
 from gateway import aiohttp_internals as internals
 from gateway.http import problem_body
-from gateway.limits import address_key
 
 __all__ = [
     "RESOURCE_PAUSE_S",
@@ -364,7 +364,7 @@ class HttpListener:
             if self._open >= self._max:
                 self._turn_away(conn, "too_many_connections", self._busy)
                 continue
-            address = address_key(_addr[0] if isinstance(_addr, tuple) else None)
+            address = address_group(_addr[0] if isinstance(_addr, tuple) else None)
             held = self._per_address.get(address, 0)
             if held >= self._max_per_address:
                 self._turn_away(conn, "too_many_address_connections", self._busy_address)

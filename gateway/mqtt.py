@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from gateway.audit import AuditLog
+from audit.log import AuditLog
 from gateway.brokerlog import BrokerLogTail
 from gateway.commit import GroupCommitter
 from gateway.config import GatewayConfig

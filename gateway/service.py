@@ -26,9 +26,9 @@ from typing import ClassVar
 
 from aiohttp import web
 
+from audit.log import AuditLog
 from contracts.errors import EXIT_CONFIG, EnergylakeError
 from gateway import aiohttp_internals
-from gateway.audit import AuditLog
 from gateway.books import BookWatcher
 from gateway.commit import GroupCommitter
 from gateway.config import GatewayConfig

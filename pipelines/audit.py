@@ -1,6 +1,6 @@
 """Security events the pipeline finds, as audit records.
 
-The gateway audits what it refuses at the edge (gateway/audit.py). Some security events
+The gateway audits what it refuses at the edge (audit/log.py). Some security events
 can only be seen after decoding: an MQTT message whose topic or payload claims another
 client or branch than its authenticated device (``BRANCH_MISMATCH``), or a device the
 registry does not know (``UNKNOWN_DEVICE``). Those rows are quarantined; this module adds
@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.dataset as pds
 
-from gateway.audit import AuditLog
+from audit.log import AuditLog
 from lake.layout import state_rel
 from lake.storage import Store
 

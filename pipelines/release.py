@@ -43,9 +43,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from audit.log import AuditLog
 from contracts import load_registry
 from contracts.errors import EXIT_CONFIG, EnergylakeError
-from gateway.audit import AuditLog
 from lake.delta import DataFile, commit_files, ensure_table, latest_version, write_data_file
 from lake.guard import commit_guarded
 from lake.layout import state_rel, table_rel

@@ -23,6 +23,7 @@ OURS = {
     "landing",
     "durable",
     "devstack",
+    "audit",
 }
 # package -> the packages of ours it may import (docs/ARCHITECTURE.md, "Packages and
 # import direction"; the
@@ -30,11 +31,12 @@ OURS = {
 ALLOWED = {
     "contracts": set(),
     "durable": set(),
+    "audit": {"contracts", "durable"},
     "lake": {"contracts", "durable"},
     "lineage": {"contracts", "durable"},
-    "gateway": {"contracts", "durable", "landing"},
+    "gateway": {"contracts", "durable", "landing", "audit"},
     "transforms": {"contracts", "lake", "lineage", "landing"},
-    "analytics": {"contracts", "lake", "lineage"},
+    "analytics": {"contracts", "lake", "lineage", "audit"},
     "simulator": {"contracts", "landing"},
     "landing": {"contracts", "durable"},
     "pipelines": OURS - {"cli", "devstack"},
@@ -52,6 +54,7 @@ NO_BEAM = {
     "cli",
     "landing",
     "devstack",
+    "audit",
 }
 
 
