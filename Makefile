@@ -56,7 +56,7 @@ typecheck: $(STAMP) ## mypy --strict on the project's packages
 unit: $(STAMP) ## pytest only
 	$(BIN)/pytest
 
-# The inner loop: what `make test` checks, less the tests marked slow (each over ~10 s; they
+# The inner loop: what `make test` checks, less the tests marked slow (each over ~1.5 s; they
 # still run in `make test`). PYTEST_ARGS adds pytest options, e.g. PYTEST_ARGS="--durations=20"
 # to see what the loop spends its time on, or a path to check one part.
 PYTEST_ARGS ?=

@@ -51,17 +51,17 @@ def request(
     headers: dict[str, str] | None = None,
     *,
     chunked: bool = False,
-    timeout: float = 10.0,
+    timeout_s: float = 10.0,
     ssl_context: ssl.SSLContext | None = None,
     source: str | None = None,
 ) -> Reply:
     bind = (source, 0) if source is not None else None
     conn = (
         http.client.HTTPSConnection(
-            HOST, port, timeout=timeout, context=ssl_context, source_address=bind
+            HOST, port, timeout=timeout_s, context=ssl_context, source_address=bind
         )
         if ssl_context is not None
-        else http.client.HTTPConnection(HOST, port, timeout=timeout, source_address=bind)
+        else http.client.HTTPConnection(HOST, port, timeout=timeout_s, source_address=bind)
     )
     try:
         if chunked and body is not None:
@@ -86,9 +86,9 @@ def request(
         conn.close()
 
 
-def raw(port: int, data: bytes, *, timeout: float = 10.0) -> Reply:
+def raw(port: int, data: bytes, *, timeout_s: float = 10.0) -> Reply:
     """Send ``data`` as is on a new connection; the answer parsed by http.client."""
-    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+    with socket.create_connection((HOST, port), timeout=timeout_s) as sock:
         sock.sendall(data)
         response = http.client.HTTPResponse(sock)
         response.begin()
@@ -143,10 +143,10 @@ class GatewayProc:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def terminate(self, timeout: float = 20.0) -> int:
+    def terminate(self, timeout_s: float = 20.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
+        return self.proc.wait(timeout=timeout_s)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -216,8 +216,8 @@ def running_gateway(
         gw.kill()
 
 
-def wait_for(predicate: Any, timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
+def wait_for(predicate: Any, timeout_s: float, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
             return True

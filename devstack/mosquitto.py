@@ -168,7 +168,7 @@ class Mosquitto:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     # -- process control ---------------------------------------------------------------
-    def start(self, *, timeout: float = 10.0) -> None:
+    def start(self, *, timeout_s: float = 10.0) -> None:
         """Start the broker (if not running) and wait until its port accepts connections."""
         if self.running:
             return
@@ -179,7 +179,7 @@ class Mosquitto:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise StackError(
@@ -189,19 +189,19 @@ class Mosquitto:
                 return
             time.sleep(0.01)
         self.kill()
-        raise StackError(f"mosquitto did not accept connections on {self.port} in {timeout}s")
+        raise StackError(f"mosquitto did not accept connections on {self.port} in {timeout_s}s")
 
-    def stop(self, *, timeout: float = 10.0) -> None:
+    def stop(self, *, timeout_s: float = 10.0) -> None:
         """Graceful stop (SIGTERM): the broker saves its persistence database first."""
         proc = self.proc
         if proc is None or proc.poll() is not None:
             return
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=timeout)
+            proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait(timeout=timeout)
+            proc.wait(timeout=timeout_s)
 
     def kill(self) -> None:
         """SIGKILL: what was queued since the last autosave is lost."""
@@ -230,7 +230,7 @@ class Mosquitto:
     def close(self) -> None:
         """End the process this object started (by its PID, through Popen)."""
         with contextlib.suppress(Exception):
-            self.stop(timeout=5)
+            self.stop(timeout_s=5)
         self.kill()
 
 

@@ -44,6 +44,7 @@ def two_lakes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Setti
     return _process(first, result.reference_dir), _process(second, result.reference_dir)
 
 
+@pytest.mark.slow
 def test_two_lakes_from_the_same_segments_are_identical(
     two_lakes: tuple[Settings, Settings], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -62,6 +63,7 @@ def test_two_lakes_from_the_same_segments_are_identical(
     assert capsys.readouterr().out.rstrip().endswith(f"identical: {len(diff.tables)} tables")
 
 
+@pytest.mark.slow
 def test_a_changed_flag_is_reported_with_its_table_and_row(
     two_lakes: tuple[Settings, Settings],
     tmp_path: Path,

@@ -66,6 +66,7 @@ def test_version() -> None:
     assert result.stdout.strip() == "energylake 0.1.0"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "root")
 def test_every_command_has_help(command: list[str]) -> None:
     result = run(*command, "--help")
@@ -118,6 +119,7 @@ def test_simulate_writes_files_and_a_manifest(tmp_path: Path) -> None:
     assert list((tmp_path / "sim" / "telemetry").rglob("*.ndjson"))
 
 
+@pytest.mark.slow
 def test_simulate_rejects_bad_options(tmp_path: Path) -> None:
     assert run("simulate", "--fault", "gremlins=0.1", "--out", str(tmp_path)).returncode == 2
     assert run("simulate", "--fault", "duplicate", "--out", str(tmp_path)).returncode == 2

@@ -98,6 +98,7 @@ def test_secrets_are_never_visible() -> None:
         assert plan_for(devices, purpose).action("http_token_sha256") is Action.DROPPED
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "dataset", ["contacts", "work_orders", "branches", "devices", "quarantine"]
 )

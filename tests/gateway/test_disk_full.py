@@ -61,6 +61,7 @@ def _readings(device: str, first: int, n: int) -> bytes:
     )
 
 
+@pytest.mark.slow
 def test_enospc_gives_503_acks_only_what_is_on_disk_then_resumes(
     mosquitto: Mosquitto, small_disk: Path
 ) -> None:

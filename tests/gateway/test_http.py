@@ -76,6 +76,7 @@ def assert_problem(reply: object, status: int, reason: str) -> dict[str, object]
     return doc
 
 
+@pytest.mark.slow
 def test_202_only_after_the_readings_are_readable_from_the_landing_log(env: Env) -> None:
     token = env.tokens["m-0"]
     one = env.gw.post(orjson.dumps(reading("m-0", 1)), token)
@@ -313,6 +314,7 @@ def test_metrics_and_openapi_describe_the_service(env: Env) -> None:
     assert ready.json()["checks"]["identity_book"]["devices"] == 10
 
 
+@pytest.mark.slow
 def test_503_when_the_landing_disk_is_below_its_free_bound(tmp_path: Path) -> None:
     tokens = make_book(tmp_path / "gateway" / "identities.json", [("m-1", "c-1", "b-1")])
     huge = str(1 << 60)  # more free bytes than any disk has

@@ -82,6 +82,7 @@ def _steady_fds(gw: GatewayProc) -> int:
 
 
 # --- point 9: timeouts, cap, descriptor exhaustion ---------------------------------------
+@pytest.mark.slow
 def test_idle_partial_header_and_slow_body_connections_are_closed(tmp_path: Path) -> None:
     tokens = make_book(tmp_path / "gateway" / "identities.json", [("m-1", "c-1", "b-1")])
     limits = {
@@ -138,6 +139,7 @@ def test_idle_partial_header_and_slow_body_connections_are_closed(tmp_path: Path
         assert gw.post(reading("m-1", 1), tokens["m-1"]).status == 202
 
 
+@pytest.mark.slow
 def test_past_the_connection_cap_new_connections_get_503_and_hold_no_descriptor(
     tmp_path: Path,
 ) -> None:
@@ -165,7 +167,7 @@ def test_past_the_connection_cap_new_connections_get_503_and_hold_no_descriptor(
                 # the 60 extra connections never held a descriptor in the gateway
                 assert _fds(gw) <= baseline + 20 + 2, (_fds(gw), baseline)
             assert refused >= 50  # the answer can be lost to a reset; most arrive
-            metrics = request(gw.port, "GET", "/metrics", timeout=5)
+            metrics = request(gw.port, "GET", "/metrics", timeout_s=5)
             assert metrics.status == 503  # the cap holds for everyone, probes included
             assert held[0].sendall(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n") is None
             assert held[0].recv(100).startswith(b"HTTP/1.1 200")  # held ones still served
@@ -181,6 +183,7 @@ def _set_nofile() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (96, 96))
 
 
+@pytest.mark.slow
 def test_descriptor_exhaustion_keeps_the_log_bounded_and_ingestion_recovers(
     tmp_path: Path,
 ) -> None:
@@ -228,6 +231,7 @@ def _audit(gw: GatewayProc) -> list[dict[str, object]]:
     ]
 
 
+@pytest.mark.slow
 def test_a_forged_megabyte_claim_gives_small_answers_and_a_small_audit(tmp_path: Path) -> None:
     tokens = make_book(tmp_path / "gateway" / "identities.json", [("m-1", "c-1", "b-1")])
     limits = {
@@ -284,6 +288,7 @@ def test_failed_authentications_are_limited_per_address_before_authentication(
     assert len(events) <= 6  # 31 refusals, a handful of records
 
 
+@pytest.mark.slow
 def test_audit_volume_is_bounded_whatever_the_number_of_addresses(tmp_path: Path) -> None:
     make_book(tmp_path / "gateway" / "identities.json", [("m-1", "c-1", "b-1")])
     limits = {
@@ -308,6 +313,7 @@ def test_audit_volume_is_bounded_whatever_the_number_of_addresses(tmp_path: Path
     assert len(events) == 11
 
 
+@pytest.mark.slow
 def test_ipv4_clients_of_a_dual_stack_listener_keep_their_own_budgets(tmp_path: Path) -> None:
     tokens = make_book(tmp_path / "gateway" / "identities.json", [("m-1", "c-1", "b-1")])
     limits = {
@@ -327,6 +333,7 @@ def test_ipv4_clients_of_a_dual_stack_listener_keep_their_own_budgets(tmp_path: 
     assert remotes == {"::ffff:127.0.0.1", "::ffff:127.0.0.2"}  # the real addresses
 
 
+@pytest.mark.slow
 def test_one_address_cannot_hold_every_connection(tmp_path: Path) -> None:
     tokens = make_book(tmp_path / "gateway" / "identities.json", [("m-1", "c-1", "b-1")])
     limits = {

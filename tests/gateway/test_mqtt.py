@@ -86,6 +86,7 @@ def _take_over_session(broker: Mosquitto, seconds: float) -> list[tuple[str, byt
     return got
 
 
+@pytest.mark.slow
 def test_mqtt_message_lands_in_a_closed_segment_then_sigterm_drains(mosquitto: Mosquitto) -> None:
     meter = next(d for d in mosquitto.devices.values() if d.kind == "meter")
     gw = _gateway(mosquitto)
@@ -176,6 +177,7 @@ def test_sigkill_and_restart_lose_nothing_that_was_acked(mosquitto: Mosquitto) -
     assert set(published) <= on_disk | pending  # the broker was not killed: nothing lost
 
 
+@pytest.mark.slow
 def test_backpressure_stalls_mqtt_and_http_then_resumes(mosquitto: Mosquitto) -> None:
     meter = next(d for d in mosquitto.devices.values() if d.kind == "meter")
     # any closed segment not yet taken by the processor counts as too much lag

@@ -196,6 +196,7 @@ class _Processor:
         self._thread.join(5)
 
 
+@pytest.mark.slow
 def test_a_flooding_tenant_cannot_make_the_broker_drop_another_tenants_messages(
     small_queues: Mosquitto,
 ) -> None:
@@ -301,6 +302,7 @@ def test_retained_publications_land_once_whatever_the_reconnects(mosquitto: Mosq
         gw.kill()
 
 
+@pytest.mark.slow
 def test_qos0_messages_sent_while_the_gateway_is_away_land_within_the_queue_bound(
     small_queues: Mosquitto,
 ) -> None:
@@ -341,6 +343,7 @@ def test_qos0_messages_sent_while_the_gateway_is_away_land_within_the_queue_boun
         gw.kill()
 
 
+@pytest.mark.slow
 def test_bloated_topics_land_bounded_once_each_and_the_gateway_does_not_grow(
     mosquitto: Mosquitto,
 ) -> None:
@@ -403,6 +406,7 @@ def _reject_rows(chunk: Chunk) -> tuple[list[int], list[str]]:
     return rejects[ROW].to_list(), rejects["reason_code"].to_list()
 
 
+@pytest.mark.slow
 def test_devices_and_tenants_provisioned_while_the_gateway_runs_are_taken_at_once(
     small_queues: Mosquitto,
 ) -> None:

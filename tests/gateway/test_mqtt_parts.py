@@ -57,6 +57,7 @@ def test_a_topic_is_landed_as_received_only_when_short_and_made_of_ids(
         assert classify_topic(topic + "x", PATTERNS, 256)[0] != landed
 
 
+@pytest.mark.slow
 def test_topic_cache_is_bounded_by_bytes_and_keeps_no_bad_topic() -> None:
     budget = 256 * 1024
     cache = TopicCache(PATTERNS, max_topic_bytes=256, max_bytes=budget)
@@ -274,6 +275,7 @@ def test_status_exits_3_when_the_configured_broker_log_cannot_be_read(tmp_path: 
     assert runner.invoke(app, args).exit_code == 0
 
 
+@pytest.mark.slow
 def test_the_descriptor_limit_counts_the_mqtt_sessions() -> None:
     code = (
         "import resource\n"

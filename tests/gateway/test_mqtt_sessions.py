@@ -79,6 +79,7 @@ def _options(broker: Mosquitto) -> BrokerOptions:
     )
 
 
+@pytest.mark.slow
 def test_a_device_provisioned_while_the_gateway_is_stopped_loses_nothing(
     broker: Mosquitto,
 ) -> None:
@@ -116,6 +117,7 @@ def test_a_device_provisioned_while_the_gateway_is_stopped_loses_nothing(
         gw.kill()
 
 
+@pytest.mark.slow
 def test_a_retained_publication_the_gateway_never_received_live_lands_once(
     broker: Mosquitto,
 ) -> None:
@@ -202,6 +204,7 @@ def _old_book(broker: Mosquitto, version: int) -> list[str]:
     return accounts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", [1, 2])
 def test_a_book_upgrade_while_a_device_publishes_loses_nothing_and_drains_the_old_sessions(
     broker: Mosquitto, version: int
@@ -290,6 +293,7 @@ def _consumer(
     return consumer, committer, config
 
 
+@pytest.mark.slow
 def test_a_subscribe_whose_suback_never_came_is_sent_again_on_reconnect(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
@@ -329,6 +333,7 @@ def test_a_subscribe_whose_suback_never_came_is_sent_again_on_reconnect(
         committer.stop(5)
 
 
+@pytest.mark.slow
 def test_an_ack_from_an_earlier_connection_is_never_sent_on_a_new_one(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
@@ -401,6 +406,7 @@ def _take_over(broker: Mosquitto, username: str, password: str) -> list[bytes]:
     return got
 
 
+@pytest.mark.slow
 def test_a_device_claiming_another_tenant_cannot_fill_that_tenants_queue(
     tmp_path: Path,
 ) -> None:
@@ -455,6 +461,7 @@ def test_a_device_claiming_another_tenant_cannot_fill_that_tenants_queue(
         small.close()
 
 
+@pytest.mark.slow
 def test_a_session_added_after_a_password_change_connects_with_the_new_password(
     broker: Mosquitto,
 ) -> None:

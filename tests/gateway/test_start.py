@@ -71,6 +71,7 @@ def test_a_port_in_use_is_named_and_the_gateway_exits_3(tmp_path: Path) -> None:
     assert not list((tmp_path / "landing").glob("*/*.seg"))
 
 
+@pytest.mark.slow
 def test_half_an_https_configuration_is_refused_with_exit_2(tmp_path: Path) -> None:
     _gateway_files(tmp_path)
     cert = tmp_path / "server.crt"

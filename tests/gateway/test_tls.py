@@ -131,6 +131,7 @@ def _close(client: mqtt.Client) -> None:
     client.loop_stop()
 
 
+@pytest.mark.slow
 def test_https_and_mqtt_tls_carry_readings_and_plain_text_is_refused(tmp_path: Path) -> None:
     ca, cert, key = make_pki(tmp_path / "pki")
     broker = start_mosquitto(tmp_path / "data" / "gateway", tls=(cert, key))

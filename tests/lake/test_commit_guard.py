@@ -28,6 +28,7 @@ def _keys(store: Store, rel: str = REL) -> pl.DataFrame:
     return frame
 
 
+@pytest.mark.slow
 def test_plain_commits_interleaved_publish_a_reading_twice(store: Store) -> None:
     """The control: what the old discipline did (check, another writer commits, commit)."""
     ensure_table(store, REL, METER)

@@ -165,6 +165,7 @@ def _ensure_in_process(uri: str, rel: str, barrier: Any, results: Any) -> None:
         results.put(("error", repr(exc)))
 
 
+@pytest.mark.slow
 def test_ensure_table_race_between_processes(store: Store) -> None:
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(3)
@@ -188,6 +189,7 @@ def test_ensure_table_race_between_processes(store: Store) -> None:
 # ---------------------------------------------------------------------------- write and read
 
 
+@pytest.mark.slow
 def test_write_commit_and_every_reader_agrees(
     store: Store, duckdb_for: Callable[[Store], Any]
 ) -> None:
@@ -439,6 +441,7 @@ def test_file_stats_are_conservative() -> None:
     assert "+91" not in file_stats(table)
 
 
+@pytest.mark.slow
 def test_statistics_prune_files_and_never_drop_rows(
     store: Store, duckdb_for: Callable[[Store], Any]
 ) -> None:
@@ -487,6 +490,7 @@ def test_statistics_prune_files_and_never_drop_rows(
 # ---------------------------------------------------------------------------- maintenance
 
 
+@pytest.mark.slow
 def test_files_per_partition_and_compaction(store: Store) -> None:
     ensure_table(store, REL, METER)
     for version in range(1, 4):
@@ -524,6 +528,7 @@ def test_files_per_partition_and_compaction(store: Store) -> None:
     assert (nothing.files_removed, nothing.partitions) == (0, [])
 
 
+@pytest.mark.slow
 def test_readers_see_a_consistent_table_during_compaction(store: Store) -> None:
     ensure_table(store, REL, METER)
     parts = [(f"b{i:02d}", "2026-05") for i in range(4)]

@@ -52,6 +52,7 @@ def source_rows(source: Path, dataset: str) -> pa.Table:
     return pq.read_table(source / f"{dataset}.parquet")
 
 
+@pytest.mark.slow
 def test_load_splits_by_tenant(store: Store, source: Path) -> None:
     result = load_reference(store, source, REGISTRY)
     assert sorted(result) == sorted(REFERENCE_DATASETS)
@@ -88,6 +89,7 @@ def test_load_splits_by_tenant(store: Store, source: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_second_load_makes_no_new_version(store: Store, source: Path) -> None:
     load_reference(store, source, REGISTRY)
     before = versions(store)
@@ -98,6 +100,7 @@ def test_second_load_makes_no_new_version(store: Store, source: Path) -> None:
     assert history[FINGERPRINT_KEY] == again["devices"].tables[0].fingerprint
 
 
+@pytest.mark.slow
 def test_changed_content_overwrites_only_what_changed(store: Store, source: Path) -> None:
     load_reference(store, source, REGISTRY)
     before = versions(store)
@@ -123,6 +126,7 @@ def test_changed_content_overwrites_only_what_changed(store: Store, source: Path
     assert len(open_table(store, rel).get_add_actions().column("path")) == 1  # overwritten
 
 
+@pytest.mark.slow
 def test_a_tenant_gone_from_the_source_is_emptied(store: Store, source: Path) -> None:
     load_reference(store, source, REGISTRY)
     work_orders = source_rows(source, "work_orders")
@@ -137,6 +141,7 @@ def test_a_tenant_gone_from_the_source_is_emptied(store: Store, source: Path) ->
     assert not any(t.changed for t in result["work_orders"].tables if t.tenant != gone)
 
 
+@pytest.mark.slow
 def test_device_registry_is_every_tenants_devices(store: Store, source: Path) -> None:
     contract = REGISTRY.get("devices")
     empty = load_device_registry(store, REGISTRY)

@@ -80,6 +80,7 @@ def day(tmp_path_factory: pytest.TempPathFactory) -> Day:
     )
 
 
+@pytest.mark.slow
 def test_every_event_validates_against_the_official_schemas(
     day: Day, validator: EventValidator
 ) -> None:

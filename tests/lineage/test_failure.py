@@ -17,6 +17,7 @@ from tests.lineage.conftest import EventValidator, read_events
 from tests.pipeline.conftest import FAULTS, land
 
 
+@pytest.mark.slow
 def test_fail_then_retry_keeps_the_run_id(tmp_path: Path, validator: EventValidator) -> None:
     settings, _, _ = land(tmp_path, SimConfig(clients=1, branches=2, days=1, seed=3, faults=FAULTS))
     store = Store.from_uri(settings.lake)

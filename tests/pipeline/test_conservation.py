@@ -46,6 +46,7 @@ def _quarantine(p: Processed) -> pl.DataFrame:
     return pl.concat([f for f in frames if f.height], how="vertical_relaxed")
 
 
+@pytest.mark.slow
 def test_a_day_with_message_faults_passes_every_blocking_rule_of_the_gate(
     processed: Processed,
 ) -> None:

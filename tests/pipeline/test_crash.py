@@ -598,6 +598,7 @@ def test_sigkill_at_random_points_leaves_the_lake_identical_to_a_clean_run(
     assert duplicates_b == duplicates_a
 
 
+@pytest.mark.slow
 def test_a_batch_replayed_after_its_commits_commits_nothing(
     tmp_path: Path, clean_env: Path
 ) -> None:

@@ -27,6 +27,7 @@ def _rows(store: Store, rel: str) -> int:
     return int(open_table(store, rel).to_pyarrow_table().num_rows)
 
 
+@pytest.mark.slow
 def test_follow_processes_new_segments_compacts_and_stops_on_sigterm(tmp_path: Path) -> None:
     config = SimConfig(clients=1, branches=2, days=1, seed=5, faults=FAULTS)
     settings, manifest, segments = land(tmp_path, config)

@@ -73,6 +73,7 @@ def test_duckdb_polars_and_pyarrow_agree(
     assert _assert_readers_agree(processed.store, con) >= 7
 
 
+@pytest.mark.slow
 def test_whole_pipeline_on_s3(
     s3_store: Store, tmp_path: Path, duckdb_for: Callable[[Store], Any]
 ) -> None:
@@ -130,6 +131,7 @@ def _encryption_of_every_object(store: Store) -> set[tuple[str | None, str | Non
     return set(found)
 
 
+@pytest.mark.slow
 def test_kms_encryption_reaches_every_writer(
     s3_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

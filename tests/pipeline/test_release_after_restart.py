@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
+import pytest
 from deltalake import write_deltalake
 from typer.testing import CliRunner
 
@@ -24,6 +25,7 @@ from tests.pipeline.conftest import CONFIG
 from tests.quality.conftest import firmware_fault, process_day
 
 
+@pytest.mark.slow
 def test_release_keeps_readings_whose_seq_the_table_holds_from_before_a_restart(
     tmp_path: Path,
 ) -> None:

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import polars as pl
+import pytest
 import yaml
 
 from analytics.queries import read_frame
@@ -46,6 +47,7 @@ def _old_contracts(to: Path) -> Path:
     return to
 
 
+@pytest.mark.slow
 def test_an_older_lake_gains_the_new_columns_and_keeps_deduplicating(tmp_path: Path) -> None:
     # (no gate under the old contracts: its suites are per process, by dataset name)
     old = load_settings(

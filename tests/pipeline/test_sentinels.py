@@ -50,6 +50,7 @@ def test_sentinel_specs_give_the_eight_gencomm_codes() -> None:
     assert set(OPTIONAL) | set(REQUIRED) <= declared
 
 
+@pytest.mark.slow
 def test_sentinels_are_stored_as_null_with_the_flag_never_the_number(tmp_path: Path) -> None:
     config = SimConfig(clients=1, branches=3, days=1, seed=11, faults=FaultRates.none())
     settings, _, segments = land(tmp_path, config)

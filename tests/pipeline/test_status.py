@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
+import pytest
 from deltalake import DeltaTable
 from typer.testing import CliRunner
 
@@ -86,6 +87,7 @@ def test_status_exits_0_when_the_gaps_are_quarantined(processed: Processed, tmp_
     )
 
 
+@pytest.mark.slow
 def test_a_seq_that_is_nowhere_is_missing_and_status_exits_1(tmp_path: Path) -> None:
     """Seqs taken out of the lake (so in neither the lake nor the quarantine): missing."""
     config = SimConfig(clients=1, branches=1, days=1, seed=5, faults=FaultRates())

@@ -25,6 +25,7 @@ from tests.pipeline.conftest import land
 ENERGYLAKE = Path(sys.executable).with_name("energylake")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_batch_with_unique_unknown_keys_takes_seconds_and_little_memory(tmp_path: Path) -> None:
     config = SimConfig(clients=1, branches=1, days=1, seed=11, faults=FaultRates.none())

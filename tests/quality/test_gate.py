@@ -91,6 +91,7 @@ def test_unknown_library_metric_is_a_clear_error() -> None:
     assert type(caught.value).exit_code == 2  # the contract is to fix
 
 
+@pytest.mark.slow
 def test_clean_day_passes_every_blocking_rule(clean_day: Day) -> None:
     tables = clean_day.tables()
     assert len(tables) >= 6
@@ -110,6 +111,7 @@ def test_clean_day_passes_every_blocking_rule(clean_day: Day) -> None:
             assert zero.observed.startswith("highest")
 
 
+@pytest.mark.slow
 def test_zero_power_branch_trips_the_blocking_rule(faulty_day: Faulty) -> None:
     day = faulty_day.day
     tenant = day.tenant_of(faulty_day.zero_branch)

@@ -58,6 +58,7 @@ def _plan(day: Day) -> dict[str, Any]:
     return dict(json.loads(path.read_text()))
 
 
+@pytest.mark.slow
 def test_a_blocking_failure_holds_only_the_devices_it_names(gated: Gated) -> None:
     day = gated.day
     done = _done(day)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pytest
 from deltalake import write_deltalake
 
 from analytics.gaps import seq_gaps
@@ -57,6 +58,7 @@ def _sums(stats: list[tuple[str, str, str, str, str, int]], tenant: str) -> dict
     return out
 
 
+@pytest.mark.slow
 def test_release_dedupes_against_the_table_and_every_held_reading_is_accounted_for(
     tmp_path: Path, clean_day: Day
 ) -> None:

@@ -62,6 +62,7 @@ class _Drain:
         self.client.loop_stop()
 
 
+@pytest.mark.slow
 def test_mqtt_publisher_delivers_every_acked_message_and_records_acks(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from transforms.beam_internals import (
     SAMPLING_PERIOD_MS,
     StateSampler,
@@ -14,6 +16,7 @@ from transforms.beam_internals import (
 )
 
 
+@pytest.mark.slow
 def test_the_in_process_runner_samples_state_every_10_ms_and_ends_bundles_promptly() -> None:
     assert quick_state_sampler()
     # (Beam's own class, the one FnApiRunner's BundleProcessor builds. The counter factory

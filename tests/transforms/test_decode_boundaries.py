@@ -209,6 +209,7 @@ def _payload(draw: st.DrawFn) -> bytes:
     return base
 
 
+@pytest.mark.slow
 @settings(
     max_examples=150,
     deadline=None,

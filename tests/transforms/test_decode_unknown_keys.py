@@ -80,6 +80,7 @@ def test_150_messages_with_2000_distinct_unknown_keys_each_decode_fast_and_small
     assert got["rows"] == 0
 
 
+@pytest.mark.slow
 def test_without_the_cap_unknown_keys_cost_in_proportion_to_their_bytes() -> None:
     """Every line taken apart (no cap): ten times the messages, about ten times the cost
     (the old decoder: a hundred times)."""
