@@ -27,7 +27,6 @@ refreshes, for node_exporter's textfile collector.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 import time
@@ -42,13 +41,14 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
+from batch.state import BatchState
 from contracts import ContractRegistry, load_registry
 from gateway.brokerlog import read_drops
 from gateway.landing import closed_segments
 from gateway.sessions import SessionBookError, read_session_book
 from lake.delta import dataset as lake_dataset
 from lake.delta import read_table, table_exists
-from lake.layout import months_between, state_rel, table_rel, tenants
+from lake.layout import months_between, table_rel, tenants
 from lake.storage import Store
 from pipelines.batch_commit import HELD_FOLDER
 from pipelines.settings import Settings
@@ -379,13 +379,12 @@ class Status:
 
 
 def _last_batch(store: Store, pipeline_id: str) -> dict[str, Any] | None:
-    raw = store.get_bytes(state_rel(pipeline_id, "last_done.json"))
-    if not raw:
+    state = BatchState(store, pipeline_id)
+    n = state.last_done()
+    if not n:
         return None
-    pointer = json.loads(raw)
-    n = int(pointer["batch_no"])
-    done = store.get_bytes(state_rel(pipeline_id, "batches", f"{n:010d}", "done.json"))
-    report = json.loads(done) if done else {}
+    done = state.done(n)
+    report = done.to_dict() if done is not None else {}
     return {"batch_no": n, **{k: v for k, v in report.items() if k != "segments"}}
 
 

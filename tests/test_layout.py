@@ -17,6 +17,7 @@ OURS = {
     "lake",
     "analytics",
     "simulator",
+    "batch",
 }
 # package -> the packages of ours it may import (docs/ARCHITECTURE.md, "Packages and
 # import direction"; the
@@ -29,9 +30,10 @@ ALLOWED = {
     "transforms": {"contracts", "lake", "lineage"},
     "analytics": {"contracts", "lake", "lineage"},
     "simulator": {"contracts", "gateway"},
+    "batch": {"contracts", "lake", "lineage"},
     "pipelines": OURS,
 }
-NO_BEAM = {"contracts", "lake", "analytics", "gateway", "lineage", "simulator"}
+NO_BEAM = {"contracts", "lake", "analytics", "gateway", "lineage", "simulator", "batch"}
 
 
 def _imports(path: Path) -> set[str]:
