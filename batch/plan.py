@@ -3,7 +3,8 @@ step of the batch's Beam pipeline (a plain function; Beam is not imported here).
 
 The steps emit tagged items: ``("file", (rel, dataset, data_file_json))`` for each data
 file written, ``("stat", (kind, tenant, dataset, branch, key, n))`` for each count and
-``("gate", (rel, verdict))`` for each table the quality gate judged.
+``("gate", (rel, verdict))`` for each table the quality gate judged and
+``("quality", description)`` for each quality_results file the gate's step wrote.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from batch.records import DataFileJson, GateVerdict, Plan, TableEntry, TableStat
+from batch.records import DataFileJson, GateVerdict, Plan, QualityFile, TableEntry, TableStat
 from lake.storage import S3Encryption, Store
 
 __all__ = ["collect_plan", "write_plan"]
@@ -24,6 +25,7 @@ def collect_plan(items: list[tuple[str, Any]]) -> Plan:
     datasets: dict[str, str] = {}
     stats: list[TableStat] = []
     gates: dict[str, GateVerdict] = {}
+    quality: list[QualityFile] = []
     for kind, item in items:
         if kind == "file":
             rel, dataset, data_file = item
@@ -32,6 +34,8 @@ def collect_plan(items: list[tuple[str, Any]]) -> Plan:
         elif kind == "gate":
             rel, verdict = item
             gates[rel] = GateVerdict.from_dict(verdict)
+        elif kind == "quality":
+            quality.append(QualityFile.from_dict(item))
         else:
             stats.append(TableStat.from_row(item))
     return Plan(
@@ -41,6 +45,7 @@ def collect_plan(items: list[tuple[str, Any]]) -> Plan:
         },
         stats=sorted(stats),
         gate=dict(sorted(gates.items())),
+        quality=sorted(quality),
     )
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "GateVerdict",
     "Manifest",
     "Plan",
+    "QualityFile",
     "RecordVersionError",
     "StatKind",
     "TableEntry",
@@ -160,6 +161,40 @@ class TableEntry:
         return cls(str(data["dataset"]), list(data["files"]), None if held is None else list(held))
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class QualityFile:
+    """A ``quality_results`` file the gate's step wrote, for the runner to commit with its
+    app transaction ``(app_id, version)`` (``transforms.quality_results``)."""
+
+    table: str  # rel of the tenant's quality_results table
+    dataset: str  # the dataset the results are about (the partition)
+    app_id: str
+    version: int
+    name_key: str
+    file: DataFileJson = field(compare=False, hash=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "dataset": self.dataset,
+            "app_id": self.app_id,
+            "version": self.version,
+            "name_key": self.name_key,
+            "file": dict(self.file),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QualityFile:
+        return cls(
+            str(data["table"]),
+            str(data["dataset"]),
+            str(data["app_id"]),
+            int(data["version"]),
+            str(data["name_key"]),
+            dict(data["file"]),
+        )
+
+
 @dataclass(slots=True)
 class Plan:
     """What a batch's transform wrote: files per table, its counts and gate verdicts."""
@@ -167,14 +202,19 @@ class Plan:
     tables: dict[str, TableEntry] = field(default_factory=dict)
     stats: list[TableStat] = field(default_factory=list)
     gate: dict[str, GateVerdict] = field(default_factory=dict)
+    # quality_results files to commit (none in a plan from before the runner committed them)
+    quality: list[QualityFile] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "version": RECORD_VERSION,
             "tables": {rel: e.to_dict() for rel, e in sorted(self.tables.items())},
             "stats": [s.to_row() for s in sorted(self.stats)],
             "gate": {rel: g.to_dict() for rel, g in sorted(self.gate.items())},
         }
+        if self.quality:
+            out["quality"] = [q.to_dict() for q in sorted(self.quality)]
+        return out
 
     def to_json(self) -> bytes:
         return dumps(self.to_dict())
@@ -186,6 +226,7 @@ class Plan:
             tables={rel: TableEntry.from_dict(e) for rel, e in data.get("tables", {}).items()},
             stats=[TableStat.from_row(s) for s in data.get("stats", [])],
             gate={rel: GateVerdict.from_dict(g) for rel, g in data.get("gate", {}).items()},
+            quality=[QualityFile.from_dict(q) for q in data.get("quality", [])],
         )
 
 

@@ -1,18 +1,26 @@
 """``energylake process``: closed landing segments -> Delta tables, exactly once.
 
-One batch is one pass of this protocol (state under ``_state/<pipeline_id>/`` in the lake):
+One batch is one pass of this protocol; its records (typed, ``batch.records``) live under
+``_state/<pipeline_id>/`` in the lake, where ``batch.state`` alone knows their paths:
 
 1. **Claim.** The closed segments present now become batch *n* = last done + 1; its
    manifest (segment names, and the version of every table: the pinned snapshot that
    deduplication reads) is written before anything else. A restart finds the manifest and
    resumes batch *n* with the same segments and the same snapshot.
-2. **Transform and write** (Beam): decode -> normalise -> enforce -> dedupe -> Parquet
-   files under deterministic names; the last step writes the batch's *plan* (files per
-   table, counts). A crash here redoes the step: same inputs, same snapshot, same names.
-3. **Commit.** One Delta commit per table, carrying the app transaction
-   ``(pipeline_id, n)``; a table that already holds it is skipped, so a replay adds nothing.
-4. **Archive.** Segments move to ``raw/YYYY/MM/DD/`` in the lake (copy, then delete).
-5. **Done.** ``done.json`` and the ``last_done`` pointer.
+2. **Transform and write** (Beam computes): decode -> normalise -> enforce -> dedupe ->
+   quality gate -> Parquet files under deterministic names (tables, quarantine, and the
+   gate's quality_results), none committed; the last step (``batch.plan.write_plan``)
+   writes the batch's *plan* (files per table, counts, gate verdicts, results files). A
+   crash here redoes the step: same inputs, same snapshot, same names.
+3. **Commit** (the runner commits). The gate's holds, then one Delta commit per table
+   (readings and quarantine), then one per quality_results file, each carrying an app
+   transaction (``(pipeline_id, n)``; ``(<pipeline_id>.quality.<dataset>, n)``). Each
+   commit is atomic on its own; the batch as a whole is not one transaction: it is
+   exactly-once by replay, since a commit whose table already holds the transaction is
+   skipped, so a replay adds only the commits a crash left out.
+4. **Audit, archive.** The batch's security quarantines are audited (once, a marker), and
+   the segments move to ``raw/YYYY/MM/DD/`` in the lake (copy, then delete).
+5. **Done.** ``done.json`` and the ``last_done`` pointer: the batch is finished.
 
 A lock file next to the landing log keeps a second ``process`` from running at once.
 """
@@ -75,6 +83,7 @@ from pipelines.settings import Settings
 from transforms.beam import (
     DAMAGED,
     GATE,
+    QUALITY_FILES,
     QUARANTINE,
     STATS,
     BatchContext,
@@ -87,6 +96,7 @@ from transforms.beam import (
     quarantine_stats,
 )
 from transforms.beam_internals import quick_state_sampler
+from transforms.quality_results import commit_results_files
 from transforms.registry import device_frame
 
 __all__ = [
@@ -246,6 +256,7 @@ def _run_beam(
             files | "AsFiles" >> beam.Map(lambda f: ("file", f)),
             stats | "AsStats" >> beam.Map(lambda s: ("stat", s)),
             deduped[GATE] | "AsGate" >> beam.Map(lambda g: ("gate", g)),
+            deduped[QUALITY_FILES] | "AsQuality" >> beam.Map(lambda q: ("quality", q)),
         ) | "PlanItems" >> beam.Flatten()
         _ = (
             plan_items
@@ -422,6 +433,8 @@ def process_once(
             version=n,
             metadata={"energylake.batch": f"{settings.pipeline_id}:{n}"},
         )
+        # The gate's results, after the tables (each file its own app transaction).
+        commit_results_files(store, [q.to_dict() for q in plan.quality], registry=registry)
         # Counts as committed: held rows, and rows another writer committed first (duplicates).
         fresh = _report(n, segments, resumed, plan)
         report.rows, report.duplicates = fresh.rows, fresh.duplicates
