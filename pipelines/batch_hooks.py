@@ -12,6 +12,7 @@ from dataclasses import fields as dataclass_fields
 
 import polars as pl
 
+from batch.lineage import batch_outputs, segment_inputs, snapshot_inputs
 from batch.records import GateVerdict, Manifest, Plan, StatKind, TableEntry
 from contracts import ContractRegistry
 from lake.delta import open_table as open_delta
@@ -20,7 +21,6 @@ from lake.layout import table_rel
 from lake.layout import tenants as lake_tenants
 from lake.storage import Store
 from lineage import LineageEmitter, RunHandle, RunRef, jobs
-from lineage.batch import batch_outputs, segment_inputs, snapshot_inputs
 from lineage.facets import Assertion
 from lineage.runs import uri_of
 from pipelines.settings import Settings
@@ -55,7 +55,7 @@ class BatchLineage:
         try:
             emitter = LineageEmitter.from_settings(self.settings)
             self.run = emitter.batch(self.settings.pipeline_id, n, parent=self.parent)
-            self.run.start(segment_inputs(manifest.to_dict(), uri_of(self.settings.landing)))
+            self.run.start(segment_inputs(manifest, uri_of(self.settings.landing)))
         except Exception:
             log.exception("LINEAGE_HOOK_FAILED batch %s: START not emitted", n)
 
@@ -88,13 +88,11 @@ class BatchLineage:
             versions = {rel: _batch_version(store, rel, tag) for rel in plan.tables}
             filesystem, base = store.filesystem()
             lake = uri_of(store.url())
-            plain = plan.to_dict()
-            manifest = self.manifest.to_dict() if self.manifest is not None else {}
             self.run.complete(
                 batch_outputs(
-                    plain, versions, lake, registry, filesystem=filesystem, base_path=base
+                    plan, versions, lake, registry, filesystem=filesystem, base_path=base
                 ),
-                inputs=snapshot_inputs(manifest, plain, lake, registry),
+                inputs=snapshot_inputs(self.manifest, plan, lake, registry),
             )
         except Exception:
             log.exception("LINEAGE_HOOK_FAILED run %s: COMPLETE not emitted", self.run.run_id)
