@@ -23,7 +23,6 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pds
 
 from audit.log import AuditLog
-from lake.layout import state_rel
 from lake.storage import Store
 
 __all__ = ["AUDITED_REASONS", "audit_batch"]
@@ -44,11 +43,9 @@ _COLUMNS = [  # branch_id is the file's partition value, not a column in it
 ]
 
 
-def audit_batch(
-    store: Store, plan: dict[str, Any], pipeline_id: str, n: int, audit_dir: Path
-) -> int:
-    """Audit the batch's security quarantines (once); the number of records written."""
-    marker = state_rel(pipeline_id, "batches", f"{n:010d}", "audited.json")
+def audit_batch(store: Store, plan: dict[str, Any], marker: str, audit_dir: Path) -> int:
+    """Audit the batch's security quarantines (once, ``marker``: the batch's audited
+    marker in the lake, ``batch.state.BatchState.audited_rel``); records written."""
     if store.exists(marker):
         return 0
     fs, base = store.filesystem()

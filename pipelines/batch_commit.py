@@ -26,6 +26,7 @@ from typing import Any
 
 import polars as pl
 
+from batch.records import GateVerdict, Plan, TableStat
 from contracts.model import Contract
 from lake.delta import DataFile, commit_files, ensure_table
 from lake.guard import commit_guarded
@@ -43,10 +44,10 @@ def commit_tables(
     store: Store,
     jobs: Sequence[CommitJob],
     *,
-    plan: dict[str, Any],
+    plan: Plan,
     snapshot: dict[str, int | None],
     guarded: Callable[[str], bool],
-    save_plan: Callable[[dict[str, Any]], None],
+    save_plan: Callable[[Plan], None],
     app_id: str,
     version: int,
     metadata: dict[str, str],
@@ -89,14 +90,14 @@ def commit_tables(
 
 
 def hold(
-    store: Store, plan: dict[str, Any], rel: str, contract: Contract, gate: dict[str, Any]
+    store: Store, plan: Plan, rel: str, contract: Contract, gate: GateVerdict
 ) -> list[DataFile]:
     """Split ``rel``'s files by the gate's verdict (a failed blocking rule); returns the files
     to publish now. Idempotent: a plan that records the split is not split again."""
-    entry = plan["tables"][rel]
-    if "held_files" not in entry:
-        files = [DataFile.from_dict(f) for f in entry["files"]]
-        devices = gate.get("held_devices")
+    entry = plan.tables[rel]
+    if entry.held_files is None:
+        files = [DataFile.from_dict(f) for f in entry.files]
+        devices = gate.held_devices
         # None: the whole table is held (every row taken)
         wanted = None if devices is None else pl.Series(devices, dtype=pl.String).implode()
         split = split_files(
@@ -114,35 +115,33 @@ def hold(
             taken_folder=HELD_FOLDER,
         )
         published, held, rows = split.kept, split.taken, split.taken_rows
-        entry["files"] = [f.to_dict() for f in published]
-        entry["held_files"] = [f.to_dict() for f in held]
+        entry.files = [f.to_dict() for f in published]
+        entry.held_files = [f.to_dict() for f in held]
         _count_held(plan, rel, contract.dataset, rows)
-    return [DataFile.from_dict(f) for f in entry["files"]]
+    return [DataFile.from_dict(f) for f in entry.files]
 
 
-def _count_held(plan: dict[str, Any], rel: str, dataset: str, rows: pl.DataFrame) -> None:
+def _count_held(plan: Plan, rel: str, dataset: str, rows: pl.DataFrame) -> None:
     """``held`` stats per branch; the ``day`` stats keep only the rows published now."""
     if rows.is_empty():
         return
     tenant = rel.split("/")[1]
-    stats = [list(s) for s in plan["stats"]]
+    stats = [s.to_row() for s in plan.stats]
     for branch, n in rows.group_by("branch_id").len().rows():
         stats.append(["held", tenant, dataset, branch or "", "", n])
     if "ts" in rows.columns:
         by_day = rows.group_by("branch_id", pl.col("ts").dt.date().alias("day")).len()
         for branch, day, n in by_day.rows():
             _take(stats, ("day", tenant, dataset, branch or "", str(day)), n)
-    plan["stats"] = sorted(s for s in stats if s[5] != 0)
+    plan.stats = sorted(TableStat.from_row(s) for s in stats if s[5] != 0)
 
 
-def _amend(
-    plan: dict[str, Any], rel: str, dataset: str, kept: list[DataFile], dropped: pl.DataFrame
-) -> None:
+def _amend(plan: Plan, rel: str, dataset: str, kept: list[DataFile], dropped: pl.DataFrame) -> None:
     """Amend the plan in place: ``rel``'s files are now ``kept``, and the rows ``dropped``
     by this rewrite count as duplicates instead of written."""
-    plan["tables"][rel]["files"] = sorted((f.to_dict() for f in kept), key=lambda f: f["path"])
+    plan.tables[rel].files = sorted((f.to_dict() for f in kept), key=lambda f: f["path"])
     tenant = rel.split("/")[1]
-    stats = [list(s) for s in plan["stats"]]
+    stats = [s.to_row() for s in plan.stats]
     by_branch = dropped.group_by("branch_id").len().rows()
     by_day = dropped.group_by("branch_id", pl.col("ts").dt.date().alias("day")).len().rows()
     for branch, n in by_branch:
@@ -150,7 +149,7 @@ def _amend(
         stats.append(["duplicates", tenant, dataset, branch or "", "", n])
     for branch, day, n in by_day:
         _take(stats, ("day", tenant, dataset, branch or "", str(day)), n)
-    plan["stats"] = sorted(s for s in stats if s[5] != 0)
+    plan.stats = sorted(TableStat.from_row(s) for s in stats if s[5] != 0)
 
 
 def _take(stats: list[list[Any]], key: tuple[str, str, str, str, str], n: int) -> None:

@@ -9,10 +9,11 @@ import logging
 import threading
 import time
 from dataclasses import fields as dataclass_fields
-from typing import Any
 
 import polars as pl
 
+from batch.lineage import batch_outputs, segment_inputs, snapshot_inputs
+from batch.records import GateVerdict, Manifest, Plan, StatKind, TableEntry
 from contracts import ContractRegistry
 from lake.delta import open_table as open_delta
 from lake.delta import read_table, table_exists
@@ -20,7 +21,6 @@ from lake.layout import table_rel
 from lake.layout import tenants as lake_tenants
 from lake.storage import Store
 from lineage import LineageEmitter, RunHandle, RunRef, jobs
-from lineage.batch import batch_outputs, segment_inputs, snapshot_inputs
 from lineage.facets import Assertion
 from lineage.runs import uri_of
 from pipelines.settings import Settings
@@ -44,13 +44,13 @@ class BatchLineage:
         self.settings = settings
         self.parent = parent
         self.run: RunHandle | None = None
-        self.manifest: dict[str, Any] = {}
+        self.manifest: Manifest | None = None
         self.done = False
 
     def __enter__(self) -> BatchLineage:
         return self
 
-    def start(self, n: int, manifest: dict[str, Any]) -> None:
+    def start(self, n: int, manifest: Manifest) -> None:
         self.manifest = manifest
         try:
             emitter = LineageEmitter.from_settings(self.settings)
@@ -59,35 +59,33 @@ class BatchLineage:
         except Exception:
             log.exception("LINEAGE_HOOK_FAILED batch %s: START not emitted", n)
 
-    def quality(self, rel: str, gate: dict[str, Any]) -> None:
+    def quality(self, rel: str, gate: GateVerdict) -> None:
         """The gate's verdict on ``rel``: its assertions, and the batch's outcome so far."""
         if self.run is None:
             return
         try:
             fields = {f.name for f in dataclass_fields(Assertion)}
             assertions = [
-                Assertion(**{k: v for k, v in a.items() if k in fields}) for a in gate["assertions"]
+                Assertion(**{k: v for k, v in a.items() if k in fields}) for a in gate.assertions
             ]
             now = self.run.quality
-            if not gate["passed"] or now == "held":
+            if not gate.passed or now == "held":
                 outcome = "held"
-            elif gate["warnings"] or now == "warned":
+            elif gate.warnings or now == "warned":
                 outcome = "warned"
             else:
                 outcome = "passed"
-            self.run.attach_quality(
-                rel, assertions, outcome=outcome, details={rel: gate["summary"]}
-            )
+            self.run.attach_quality(rel, assertions, outcome=outcome, details={rel: gate.summary})
         except Exception:
             log.exception("LINEAGE_HOOK_FAILED: quality of %s not attached", rel)
 
-    def complete(self, store: Store, registry: ContractRegistry, plan: dict[str, Any]) -> None:
+    def complete(self, store: Store, registry: ContractRegistry, plan: Plan) -> None:
         self.done = True
         if self.run is None:
             return
         try:
             tag = f"{self.settings.pipeline_id}:{self.run.run_info.get('batch_no')}"
-            versions = {rel: _batch_version(store, rel, tag) for rel in plan["tables"]}
+            versions = {rel: _batch_version(store, rel, tag) for rel in plan.tables}
             filesystem, base = store.filesystem()
             lake = uri_of(store.url())
             self.run.complete(
@@ -107,23 +105,27 @@ class BatchLineage:
                 log.exception("LINEAGE_HOOK_FAILED run %s: FAIL not emitted", self.run.run_id)
 
 
-def published_plan(plan: dict[str, Any]) -> dict[str, Any]:
+def published_plan(plan: Plan) -> Plan:
     """The plan as published: held rows are not in this batch's output. The commit step
     moves them to ``held_files`` and out of the ``day`` counts; a plan from before that
     (no ``held_files``) holds a failed table whole."""
     held = {
         rel
-        for rel, g in plan.get("gate", {}).items()
-        if not g["passed"] and "held_files" not in plan["tables"].get(rel, {"held_files": 0})
+        for rel, g in plan.gate.items()
+        if not g.passed and rel in plan.tables and plan.tables[rel].held_files is None
     }
     if not held:
         return plan
     tables = {
-        rel: ({**entry, "files": []} if rel in held else entry)
-        for rel, entry in plan["tables"].items()
+        rel: (TableEntry(entry.dataset, [], entry.held_files) if rel in held else entry)
+        for rel, entry in plan.tables.items()
     }
-    stats = [s for s in plan["stats"] if not (s[0] == "day" and f"tenants/{s[1]}/{s[2]}" in held)]
-    return {**plan, "tables": tables, "stats": stats}
+    stats = [
+        s
+        for s in plan.stats
+        if not (s.kind is StatKind.DAY and f"tenants/{s.tenant}/{s.dataset}" in held)
+    ]
+    return Plan(tables=tables, stats=stats, gate=plan.gate)
 
 
 def load_branches(store: Store) -> pl.DataFrame | None:

@@ -1,18 +1,26 @@
 """``energylake process``: closed landing segments -> Delta tables, exactly once.
 
-One batch is one pass of this protocol (state under ``_state/<pipeline_id>/`` in the lake):
+One batch is one pass of this protocol; its records (typed, ``batch.records``) live under
+``_state/<pipeline_id>/`` in the lake, where ``batch.state`` alone knows their paths:
 
 1. **Claim.** The closed segments present now become batch *n* = last done + 1; its
    manifest (segment names, and the version of every table: the pinned snapshot that
    deduplication reads) is written before anything else. A restart finds the manifest and
    resumes batch *n* with the same segments and the same snapshot.
-2. **Transform and write** (Beam): decode -> normalise -> enforce -> dedupe -> Parquet
-   files under deterministic names; the last step writes the batch's *plan* (files per
-   table, counts). A crash here redoes the step: same inputs, same snapshot, same names.
-3. **Commit.** One Delta commit per table, carrying the app transaction
-   ``(pipeline_id, n)``; a table that already holds it is skipped, so a replay adds nothing.
-4. **Archive.** Segments move to ``raw/YYYY/MM/DD/`` in the lake (copy, then delete).
-5. **Done.** ``done.json`` and the ``last_done`` pointer.
+2. **Transform and write** (Beam computes): decode -> normalise -> enforce -> dedupe ->
+   quality gate -> Parquet files under deterministic names (tables, quarantine, and the
+   gate's quality_results), none committed; the last step (``batch.plan.write_plan``)
+   writes the batch's *plan* (files per table, counts, gate verdicts, results files). A
+   crash here redoes the step: same inputs, same snapshot, same names.
+3. **Commit** (the runner commits). The gate's holds, then one Delta commit per table
+   (readings and quarantine), then one per quality_results file, each carrying an app
+   transaction (``(pipeline_id, n)``; ``(<pipeline_id>.quality.<dataset>, n)``). Each
+   commit is atomic on its own; the batch as a whole is not one transaction: it is
+   exactly-once by replay, since a commit whose table already holds the transaction is
+   skipped, so a replay adds only the commits a crash left out.
+4. **Audit, archive.** The batch's security quarantines are audited (once, a marker), and
+   the segments move to ``raw/YYYY/MM/DD/`` in the lake (copy, then delete).
+5. **Done.** ``done.json`` and the ``last_done`` pointer: the batch is finished.
 
 A lock file next to the landing log keeps a second ``process`` from running at once.
 """
@@ -27,9 +35,8 @@ import logging
 import signal
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import FrameType
@@ -42,6 +49,9 @@ from apache_beam.options.pipeline_options import PipelineOptions, PortableOption
 from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.transforms.environments import Environment
 
+from batch.plan import write_plan
+from batch.records import Done, Manifest, Plan, StatKind
+from batch.state import BatchState
 from contracts import ContractRegistry, EnergylakeError, load_registry
 from contracts.errors import BusyError, ConfigError
 from lake.delta import (
@@ -53,7 +63,7 @@ from lake.delta import (
     read_table,
     table_exists,
 )
-from lake.layout import UNASSIGNED_TENANT, raw_archive_rel, state_rel, table_rel
+from lake.layout import UNASSIGNED_TENANT, raw_archive_rel, table_rel
 from lake.layout import tenants as lake_tenants
 from lake.reference import load_device_registry
 from lake.storage import S3Encryption, Store
@@ -70,11 +80,11 @@ from pipelines.batch_hooks import (
     load_branches,
     published_plan,
 )
-from pipelines.release import decision_stats
 from pipelines.settings import Settings
 from transforms.beam import (
     DAMAGED,
     GATE,
+    QUALITY_FILES,
     QUARANTINE,
     STATS,
     BatchContext,
@@ -87,6 +97,7 @@ from transforms.beam import (
     quarantine_stats,
 )
 from transforms.beam_internals import quick_state_sampler
+from transforms.quality_results import commit_results_files
 from transforms.registry import device_frame
 
 __all__ = [
@@ -117,83 +128,7 @@ class PipelineBusyError(ProcessError, BusyError):
     """Another process runs this pipeline id (``what``: its lock file); exit code 4."""
 
 
-@dataclass(slots=True)
-class BatchReport:
-    batch_no: int
-    segments: list[str]
-    resumed: bool
-    rows: dict[str, int] = field(default_factory=dict)  # table rel -> rows written
-    quarantined: dict[str, int] = field(default_factory=dict)  # reason -> rows
-    duplicates: int = 0
-    late: int = 0
-    damaged_bytes: int = 0
-    committed: list[str] = field(default_factory=list)  # tables that got a new version
-    held: dict[str, list[str]] = field(default_factory=dict)  # table -> blocking rules failed
-    warnings: dict[str, list[str]] = field(default_factory=dict)  # table -> warning rules
-    gate_seconds: float = 0.0
-    seconds: float = 0.0
-
-    @property
-    def records_out(self) -> int:
-        return sum(self.rows.values()) + sum(self.quarantined.values()) + self.duplicates
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "batch_no": self.batch_no,
-            "segments": self.segments,
-            "resumed": self.resumed,
-            "rows": self.rows,
-            "quarantined": self.quarantined,
-            "duplicates": self.duplicates,
-            "late": self.late,
-            "damaged_bytes": self.damaged_bytes,
-            "committed": self.committed,
-            "held": self.held,
-            "warnings": self.warnings,
-            "gate_seconds": round(self.gate_seconds, 3),
-            "seconds": round(self.seconds, 3),
-        }
-
-
-# --- state ---------------------------------------------------------------------------------
-
-
-class _State:
-    def __init__(self, store: Store, pipeline_id: str) -> None:
-        self.store = store
-        self.pipeline_id = pipeline_id
-
-    def _rel(self, *parts: str) -> str:
-        return state_rel(self.pipeline_id, *parts)
-
-    def batch_rel(self, n: int, name: str) -> str:
-        return self._rel("batches", f"{n:010d}", name)
-
-    def last_done(self) -> int:
-        raw = self.store.get_bytes(self._rel("last_done.json"))
-        return int(json.loads(raw)["batch_no"]) if raw else 0
-
-    def get(self, n: int, name: str) -> dict[str, Any] | None:
-        raw = self.store.get_bytes(self.batch_rel(n, name))
-        return json.loads(raw) if raw else None
-
-    def put(self, n: int, name: str, data: dict[str, Any]) -> None:
-        self.store.put_bytes(self.batch_rel(n, name), _dumps(data))
-
-    def claim(self, n: int, manifest: dict[str, Any]) -> dict[str, Any]:
-        if self.store.put_if_absent(self.batch_rel(n, "manifest.json"), _dumps(manifest)):
-            return manifest
-        existing = self.get(n, "manifest.json")
-        assert existing is not None
-        return existing
-
-    def finish(self, n: int, report: dict[str, Any]) -> None:
-        self.put(n, "done.json", report)
-        self.store.put_bytes(self._rel("last_done.json"), _dumps({"batch_no": n}))
-
-
-def _dumps(data: dict[str, Any]) -> bytes:
-    return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
+BatchReport = Done  # what ``process_once`` returns: the batch's done record
 
 
 @contextlib.contextmanager
@@ -297,10 +232,14 @@ def _worker_args(settings: Settings, beam_args: Sequence[str]) -> list[str]:
 
 
 def _run_beam(
-    ctx: BatchContext, segments: list[Path], runner: str, beam_args: Sequence[str], state: _State
+    ctx: BatchContext,
+    segments: list[Path],
+    runner: str,
+    beam_args: Sequence[str],
+    state: BatchState,
 ) -> None:
     runner_obj, options = _beam_options(runner, beam_args)
-    plan_rel = state.batch_rel(ctx.batch_no, "plan.json")
+    plan_rel = state.plan_rel(ctx.batch_no)
     lake_uri = ctx.lake_uri
     pipeline = (
         beam.Pipeline(runner=runner_obj, options=options)
@@ -333,57 +272,30 @@ def _run_beam(
             files | "AsFiles" >> beam.Map(lambda f: ("file", f)),
             stats | "AsStats" >> beam.Map(lambda s: ("stat", s)),
             deduped[GATE] | "AsGate" >> beam.Map(lambda g: ("gate", g)),
+            deduped[QUALITY_FILES] | "AsQuality" >> beam.Map(lambda q: ("quality", q)),
         ) | "PlanItems" >> beam.Flatten()
         _ = (
             plan_items
             | "CollectPlan" >> beam.combiners.ToList()  # type: ignore[attr-defined]
-            | "WritePlan" >> beam.Map(_write_plan, lake_uri, ctx.encryption, plan_rel)
+            | "WritePlan" >> beam.Map(write_plan, lake_uri, ctx.encryption, plan_rel)
         )
 
 
-def _write_plan(
-    items: list[tuple[str, Any]], lake_uri: str, encryption: S3Encryption | None, plan_rel: str
-) -> int:
-    files: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    datasets: dict[str, str] = {}
-    stats: list[list[Any]] = []
-    gates: dict[str, dict[str, Any]] = {}
-    for kind, item in items:
-        if kind == "file":
-            rel, dataset, data_file = item
-            files[rel].append(json.loads(data_file))
-            datasets[rel] = dataset
-        elif kind == "gate":
-            rel, verdict = item
-            gates[rel] = verdict
-        else:
-            stats.append(list(item))
-    plan: dict[str, Any] = {
-        "tables": {
-            rel: {"dataset": datasets[rel], "files": sorted(fs, key=lambda f: f["path"])}
-            for rel, fs in sorted(files.items())
-        },
-        "stats": sorted(stats),
-        "gate": dict(sorted(gates.items())),
-    }
-    Store.from_uri(lake_uri, encryption=encryption).put_bytes(plan_rel, _dumps(plan))
-    return len(items)
-
-
-def _report(n: int, segments: list[str], resumed: bool, plan: dict[str, Any]) -> BatchReport:
-    report = BatchReport(batch_no=n, segments=segments, resumed=resumed)
-    for kind, _tenant, _dataset, _branch, key, count in plan["stats"]:
-        if kind in ("written", "held") and _dataset != QUARANTINE:
-            rel = table_rel(_tenant, _dataset)
-            sign = 1 if kind == "written" else -1  # held rows are written, not published
+def _report(n: int, segments: list[str], resumed: bool, plan: Plan) -> Done:
+    report = Done(batch_no=n, segments=segments, resumed=resumed)
+    for s in plan.stats:
+        kind, count = s.kind, s.n
+        if kind in (StatKind.WRITTEN, StatKind.HELD) and s.dataset != QUARANTINE:
+            rel = table_rel(s.tenant, s.dataset)
+            sign = 1 if kind is StatKind.WRITTEN else -1  # held rows are written, not published
             report.rows[rel] = report.rows.get(rel, 0) + sign * count
-        elif kind == "quarantined":
-            report.quarantined[key] = report.quarantined.get(key, 0) + count
-        elif kind == "duplicates":
+        elif kind is StatKind.QUARANTINED:
+            report.quarantined[s.key] = report.quarantined.get(s.key, 0) + count
+        elif kind is StatKind.DUPLICATES:
             report.duplicates += count
-        elif kind == "late":
+        elif kind is StatKind.LATE:
             report.late += count
-        elif kind == "damaged":
+        elif kind is StatKind.DAMAGED:
             report.damaged_bytes += count
     return report
 
@@ -452,10 +364,10 @@ def process_once(
     store = _lake_store(settings.lake, settings.s3_encryption())
     registry = load_registry(settings.contracts_dir) if settings.contracts_dir else load_registry()
     landing = settings.landing
-    state = _State(store, settings.pipeline_id)
+    state = BatchState(store, settings.pipeline_id)
     with _lock(landing, settings.pipeline_id), BatchLineage(settings, lineage_parent) as lineage:
         n = state.last_done() + 1
-        manifest = state.get(n, "manifest.json")
+        manifest = state.manifest(n)
         resumed = manifest is not None
         devices = load_devices(store)
         if manifest is None:
@@ -466,18 +378,17 @@ def process_once(
                 return None
             tenants = sorted(set(devices["client_id"].to_list()))
             manifest = state.claim(
-                n,
-                {
-                    "batch_no": n,
-                    "pipeline_id": settings.pipeline_id,
-                    "segments": [p.name for p in found],
-                    "snapshot": _snapshot(store, _tables(registry, tenants)),
-                    "created_at": datetime.now(UTC).isoformat(),
-                },
+                Manifest(
+                    batch_no=n,
+                    pipeline_id=settings.pipeline_id,
+                    segments=[p.name for p in found],
+                    snapshot=_snapshot(store, _tables(registry, tenants)),
+                    created_at=datetime.now(UTC).isoformat(),
+                )
             )
-        segments: list[str] = manifest["segments"]
+        segments = manifest.segments
         lineage.start(n, manifest)
-        plan = state.get(n, "plan.json")
+        plan = state.plan(n)
         if plan is None:
             missing = [s for s in segments if not (landing / "closed" / s).exists()]
             if missing:
@@ -491,61 +402,65 @@ def process_once(
                 contracts_dir=_worker_contracts_dir(settings),
                 devices=devices,
                 payload_limit=settings.payload_limit_bytes,
-                snapshot=manifest["snapshot"],
+                snapshot=manifest.snapshot,
                 closed_dir=str(landing / "closed"),
                 gate=settings.quality_gate,
                 branches=load_branches(store) if settings.quality_gate else None,
                 encryption=settings.s3_encryption(),
             )
             _run_beam(ctx, [landing / "closed" / s for s in segments], runner, args, state)
-            plan = state.get(n, "plan.json")
+            plan = state.plan(n)
             if plan is None:
                 raise ProcessError(f"batch {n}: the pipeline finished without writing its plan")
         report = _report(n, segments, resumed, plan)
-        gates: dict[str, dict[str, Any]] = plan.get("gate", {})
+        gates = plan.gate
         commits: list[tuple[str, Any, list[DataFile]]] = []
         amended = False
-        for rel, entry in plan["tables"].items():
-            contract = registry.get(entry["dataset"])
-            files = [DataFile.from_json(json.dumps(f)) for f in entry["files"]]
+        for rel, entry in plan.tables.items():
+            contract = registry.get(entry.dataset)
+            files = [DataFile.from_json(json.dumps(f)) for f in entry.files]
             gate = gates.get(rel)
             if gate is not None:
-                report.gate_seconds += float(gate["seconds"])
-                if gate["warnings"]:
-                    report.warnings[rel] = list(gate["warnings"])
-                if not gate["passed"]:
+                report.gate_seconds += gate.seconds
+                if gate.warnings:
+                    report.warnings[rel] = list(gate.warnings)
+                if not gate.passed:
                     # Held: the rows of the devices (or the table) a failed blocking rule is
                     # about go to held files that wait for a release; the rest is committed
                     # (the batch is recorded even with no file, so a replay adds nothing).
-                    report.held[rel] = list(gate["blocking_failures"])
-                    amended = amended or "held_files" not in entry  # a split made now
+                    report.held[rel] = list(gate.blocking_failures)
+                    amended = amended or entry.held_files is None  # a split made now
                     files = hold(store, plan, rel, contract, gate)
                 lineage.quality(rel, gate)
             commits.append((rel, contract, files))
 
         if amended:
-            state.put(n, "plan.json", plan)  # the holds, before anything is committed
+            state.put_plan(n, plan)  # the holds, before anything is committed
         if before_commit is not None:
             before_commit()
         done = commit_tables(
             store,
             commits,
             plan=plan,
-            snapshot=manifest["snapshot"],
+            snapshot=manifest.snapshot,
             guarded=lambda dataset: dataset in registry.readings_datasets,
-            save_plan=lambda amended: state.put(n, "plan.json", amended),
+            save_plan=lambda amended: state.put_plan(n, amended),
             app_id=settings.pipeline_id,
             version=n,
             metadata={"energylake.batch": f"{settings.pipeline_id}:{n}"},
         )
+        # The gate's results, after the tables (each file its own app transaction).
+        commit_results_files(store, [q.to_dict() for q in plan.quality], registry=registry)
         # Counts as committed: held rows, and rows another writer committed first (duplicates).
         fresh = _report(n, segments, resumed, plan)
         report.rows, report.duplicates = fresh.rows, fresh.duplicates
         report.committed.extend(rel for (rel, _, _), ok in zip(commits, done, strict=True) if ok)
-        audit_batch(store, plan, settings.pipeline_id, n, settings.data_dir / "audit" / "pipeline")
+        audit_batch(
+            store, plan.to_dict(), state.audited_rel(n), settings.data_dir / "audit" / "pipeline"
+        )
         _archive(store, landing, segments)
         report.seconds = time.perf_counter() - started
-        state.finish(n, report.as_dict())
+        state.finish(report)
         if gates and harness_here:
             data_docs(settings)
         elif gates:
@@ -564,16 +479,13 @@ def ingest_stats(settings: Settings) -> list[tuple[str, str, str, str, str, int]
     lake = written - held + released; still held = held - decided.
     """
     store = settings.lake_store()
-    state = _State(store, settings.pipeline_id)
+    state = BatchState(store, settings.pipeline_id)
     out: list[tuple[str, str, str, str, str, int]] = []
     for n in range(1, state.last_done() + 1):
-        plan = state.get(n, "plan.json")
+        plan = state.plan(n)
         if plan is not None:
-            out.extend((s[0], s[1], s[2], s[3], s[4], int(s[5])) for s in plan["stats"])
-    out.extend(
-        (s[0], s[1], s[2], s[3], s[4], int(s[5]))
-        for s in decision_stats(store, settings.pipeline_id)
-    )
+            out.extend(s.as_tuple() for s in plan.stats)
+    out.extend(s.as_tuple() for s in state.decision_stats())
     return out
 
 

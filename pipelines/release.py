@@ -44,11 +44,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from audit.log import AuditLog
+from batch.state import BatchState
 from contracts import load_registry
 from contracts.errors import EXIT_CONFIG, EnergylakeError
 from lake.delta import DataFile, commit_files, ensure_table, latest_version, write_data_file
 from lake.guard import commit_guarded
-from lake.layout import state_rel, table_rel
+from lake.layout import table_rel
 from lake.storage import Store
 from lineage import LineageEmitter, jobs
 from lineage.emitter import TableDataset
@@ -62,8 +63,6 @@ from transforms.series import committed_columns, dedupe_against
 __all__ = [
     "ReleaseError",
     "Released",
-    "decision_rel",
-    "decision_stats",
     "held_tables",
     "release_batch",
 ]
@@ -114,18 +113,23 @@ def held_tables(store: Store, pipeline_id: str, n: int) -> dict[str, dict[str, A
     """The batch's held tables: rel -> {dataset, files (the held ones), devices, gate}.
 
     ``devices``: the devices whose rows are held (None: the whole table was held)."""
-    raw = store.get_bytes(state_rel(pipeline_id, "batches", f"{n:010d}", "plan.json"))
-    done = store.get_bytes(state_rel(pipeline_id, "batches", f"{n:010d}", "done.json"))
-    if raw is None or done is None:
+    state = BatchState(store, pipeline_id)
+    plan = state.plan(n)
+    if plan is None or state.done(n) is None:
         raise ReleaseError(f"batch {pipeline_id}:{n} is unknown or not finished")
-    plan = json.loads(raw)
     out = {}
-    for rel, gate in plan.get("gate", {}).items():
-        if gate["passed"] or rel not in plan["tables"]:
+    for rel, gate in plan.gate.items():
+        if gate.passed or rel not in plan.tables:
             continue
-        entry = plan["tables"][rel]
-        files = entry.get("held_files", entry["files"])  # a plan from before partial holds
-        out[rel] = {**entry, "files": files, "devices": gate.get("held_devices"), "gate": gate}
+        entry = plan.tables[rel]
+        # a plan from before partial holds held the table whole
+        files = entry.files if entry.held_files is None else entry.held_files
+        out[rel] = {
+            **entry.to_dict(),
+            "files": files,
+            "devices": gate.held_devices,
+            "gate": gate.to_dict(),
+        }
     return out
 
 
@@ -362,7 +366,7 @@ class _Ledger:
 
     def __init__(self, store: Store, pipeline_id: str, n: int, tenant: str, dataset: str):
         self.store, self.tenant, self.dataset = store, tenant, dataset
-        self.rel = decision_rel(pipeline_id, n, tenant, dataset)
+        self.rel = BatchState(store, pipeline_id).decision_rel(n, tenant, dataset)
         self.stats: dict[tuple[str, str, str], int] = {}
 
     def _add(self, kind: str, rows: pl.DataFrame, key: str = "", sign: int = 1) -> None:
@@ -422,21 +426,6 @@ class _Ledger:
             if n
         ]
         self.store.put_bytes(self.rel, (json.dumps({"stats": rows}, indent=1) + "\n").encode())
-
-
-def decision_rel(pipeline_id: str, n: int, tenant: str, dataset: str) -> str:
-    """Where a decision on batch ``n``'s held ``tenant``/``dataset`` rows keeps its counts."""
-    return state_rel(pipeline_id, "decisions", f"{n:010d}.{tenant}.{dataset}.json")
-
-
-def decision_stats(store: Store, pipeline_id: str) -> list[list[Any]]:
-    """Every decision's ``ingest_stats`` rows."""
-    out: list[list[Any]] = []
-    for rel in store.list(state_rel(pipeline_id, "decisions")):
-        raw = store.get_bytes(rel)
-        if raw:
-            out.extend(json.loads(raw)["stats"])
-    return out
 
 
 def _version_of(store: Store, rel: str, batch_id: str) -> int | None:

@@ -16,7 +16,6 @@ refreshes, for node_exporter's textfile collector.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,11 +26,11 @@ import polars as pl
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from analytics.gaps import seq_gaps
+from batch.state import BatchState
 from contracts import load_registry
 from durable.files import atomic_write
 from gateway.brokerlog import read_drops
 from gateway.sessions import SessionBookError, read_session_book
-from lake.layout import state_rel
 from lake.storage import Store
 from landing.reader import closed_segments
 from pipelines.settings import Settings
@@ -136,13 +135,12 @@ class Status:
 
 
 def _last_batch(store: Store, pipeline_id: str) -> dict[str, Any] | None:
-    raw = store.get_bytes(state_rel(pipeline_id, "last_done.json"))
-    if not raw:
+    state = BatchState(store, pipeline_id)
+    n = state.last_done()
+    if not n:
         return None
-    pointer = json.loads(raw)
-    n = int(pointer["batch_no"])
-    done = store.get_bytes(state_rel(pipeline_id, "batches", f"{n:010d}", "done.json"))
-    report = json.loads(done) if done else {}
+    done = state.done(n)
+    report = done.to_dict() if done is not None else {}
     return {"batch_no": n, **{k: v for k, v in report.items() if k != "segments"}}
 
 

@@ -24,6 +24,7 @@ OURS = {
     "durable",
     "devstack",
     "audit",
+    "batch",
 }
 # package -> the packages of ours it may import (docs/ARCHITECTURE.md, "Packages and
 # import direction"; the
@@ -35,10 +36,11 @@ ALLOWED = {
     "lake": {"contracts", "durable"},
     "lineage": {"contracts", "durable"},
     "gateway": {"contracts", "durable", "landing", "audit"},
-    "transforms": {"contracts", "lake", "lineage", "landing"},
-    "analytics": {"contracts", "lake", "lineage", "audit"},
+    "transforms": {"contracts", "lake", "lineage", "landing", "batch"},
+    "analytics": {"contracts", "lake", "lineage", "audit", "batch"},
     "simulator": {"contracts", "landing"},
     "landing": {"contracts", "durable"},
+    "batch": {"contracts", "durable", "lake", "lineage"},
     "pipelines": OURS - {"cli", "devstack"},
     "devstack": OURS - {"cli"},
     "cli": OURS,
@@ -55,6 +57,7 @@ NO_BEAM = {
     "landing",
     "devstack",
     "audit",
+    "batch",
 }
 
 

@@ -45,6 +45,7 @@ from transforms.series import STUCK_RUN, committed_columns, dedupe_and_check
 __all__ = [
     "DAMAGED",
     "GATE",
+    "QUALITY_FILES",
     "QUARANTINE",
     "STATS",
     "BatchContext",
@@ -63,6 +64,7 @@ __all__ = [
 QUARANTINE = "quarantine"
 STATS = "stats"
 GATE = "gate"
+QUALITY_FILES = "quality_files"  # quality_results files written, for the runner to commit
 DAMAGED = "damaged"
 LOOKBACK = timedelta(days=2)  # how far back the series checks look for a predecessor
 RECENT = timedelta(hours=1)  # the first, usual, look back (see read_committed)
@@ -368,7 +370,7 @@ class _SeriesFn(_LakeFn):
     def setup(self) -> None:
         super().setup()
         self._gate_pool = ThreadPoolExecutor(GATE_THREADS, thread_name_prefix="quality-gate")
-        self._recorded: list[Future[list[str]]] = []
+        self._recorded: list[Future[list[dict[str, Any]]]] = []
         self._series_pool = ThreadPoolExecutor(SERIES_THREADS, thread_name_prefix="series")
         self._tables: list[Future[_TableWork]] = []
 
@@ -388,11 +390,12 @@ class _SeriesFn(_LakeFn):
                 for out in _collect_writes(work.writes):
                     yield _windowed(out)
         # The verdicts are only needed at commit: the gate threads run behind the tables
-        # that follow. A verdict leaves once every gate's results are recorded.
+        # that follow. A verdict leaves once every gate's results file is written.
         verdicts = [work.gate.result() for work in works if work.gate is not None]
         recorded, self._recorded = self._recorded, []
         for record in recorded:
-            record.result()
+            for written in record.result():
+                yield beam.pvalue.TaggedOutput(QUALITY_FILES, _in_global_window(written))
         for verdict in verdicts:
             yield beam.pvalue.TaggedOutput(GATE, _in_global_window(verdict))
 
@@ -452,10 +455,10 @@ class _SeriesFn(_LakeFn):
     def _gate(
         self, contract: Any, tenant: str, dataset: str, rows: pl.DataFrame
     ) -> tuple[str, dict[str, Any]]:
-        """Run the gate, record its results (quality_results: idempotent per batch), and
-        say what the commit step needs: passed or held, and the assertions for lineage."""
+        """Run the gate, write its results' file (quality_results; the runner commits it),
+        and say what the commit step needs: passed or held, and the assertions for lineage."""
         from transforms.quality import GateBatch, run_gate
-        from transforms.quality_results import write_results
+        from transforms.quality_results import write_results_files
 
         ctx = self._ctx
         gate = run_gate(
@@ -466,9 +469,11 @@ class _SeriesFn(_LakeFn):
             tenant=tenant,
             branches=ctx.branches,
         )
-        # Recorded on a writer thread (a Delta commit): the gate thread goes on to the next
-        # table; finish_bundle waits for the record before the verdict leaves.
-        recorded = self._pool.submit(write_results, self._store, [gate], registry=self._registry)
+        # Written on a writer thread: the gate thread goes on to the next table;
+        # finish_bundle waits for the file before the verdict leaves.
+        recorded = self._pool.submit(
+            write_results_files, self._store, [gate], registry=self._registry
+        )
         self._recorded.append(recorded)
         return table_rel(tenant, dataset), {
             "passed": gate.passed,
@@ -509,7 +514,8 @@ def _with_envelopes(rows: pl.DataFrame, ctx: BatchContext) -> pl.DataFrame:
 class Deduplicate(beam.PTransform):
     """Group a table's rows, drop duplicates (counted), run the series checks, and write
     the table's files. Main output: add-file records ``(rel, dataset, json)``; tagged
-    ``quarantine``, ``stats`` and ``gate`` (the quality gate's verdict per table)."""
+    ``quarantine``, ``stats``, ``gate`` (the quality gate's verdict per table) and
+    ``quality_files`` (the gate results' files written, uncommitted)."""
 
     def __init__(self, ctx: BatchContext) -> None:
         super().__init__()
@@ -520,7 +526,9 @@ class Deduplicate(beam.PTransform):
             rows
             | "GroupByTable" >> beam.GroupByKey()
             | "DedupeSeriesGateWrite"
-            >> beam.ParDo(_SeriesFn(self._ctx)).with_outputs(QUARANTINE, STATS, GATE, main="files")
+            >> beam.ParDo(_SeriesFn(self._ctx)).with_outputs(
+                QUARANTINE, STATS, GATE, QUALITY_FILES, main="files"
+            )
         )
 
 

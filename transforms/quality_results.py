@@ -5,7 +5,10 @@ A Delta table per tenant (``tenants/<tenant>/quality_results``, contract
 lake's own path (``write_data_file`` + ``commit_files``) with an app transaction, so a
 replayed batch adds nothing:
 
-- results of batch *n* for a dataset: app id ``<pipeline>.quality.<dataset>``, version *n*;
+- results of batch *n* for a dataset: app id ``<pipeline>.quality.<dataset>``, version *n*.
+  In a batch the gate's step writes the file (:func:`write_results_files`) and the batch's
+  plan carries its description; the runner commits it with the batch's tables
+  (:func:`commit_results_files`), so Beam computes and the runner commits;
 - a decision on batch *n* of a dataset: app id ``<pipeline>.decision.<dataset>.<n>``,
   version 1 -- a batch is decided once (a second decision returns False).
 """
@@ -23,6 +26,7 @@ import pyarrow as pa
 
 from contracts import Contract, ContractRegistry, load_registry
 from lake.delta import (
+    DataFile,
     app_txn_version,
     commit_files,
     data_file_name,
@@ -100,24 +104,108 @@ def _commit(
     version: int,
     name_key: str,
 ) -> bool:
+    written = _write(store, contract, tenant, dataset, rows, app_id, version, name_key)
+    return written is not None and _commit_written(store, contract, written)
+
+
+def _write(
+    store: Store,
+    contract: Contract,
+    tenant: str,
+    dataset: str,
+    rows: list[dict[str, Any]],
+    app_id: str,
+    version: int,
+    name_key: str,
+) -> dict[str, Any] | None:
+    """Write the rows' file (uncommitted); its description, or None: already committed."""
     rel = table_rel(tenant, QUALITY_DATASET)
     ensure_table(store, rel, contract)
     done = app_txn_version(store, rel, app_id)
     if done is not None and done >= version:
-        return False  # replayed: never rewrite a committed file
+        return None  # replayed: never rewrite a committed file
     schema = contract.arrow_schema()
     table = pa.Table.from_pylist(rows, schema=schema)
     partition = {"dataset": dataset}
     data_file = write_data_file(store, rel, table, partition, data_file_name(name_key, partition))
+    return {
+        "table": rel,
+        "dataset": dataset,
+        "app_id": app_id,
+        "version": version,
+        "name_key": name_key,
+        "file": data_file.to_dict(),
+    }
+
+
+def _commit_written(store: Store, contract: Contract, written: dict[str, Any]) -> bool:
+    rel = str(written["table"])
+    ensure_table(store, rel, contract)
     return commit_files(
         store,
         rel,
         contract,
-        [data_file],
-        app_id=app_id,
-        version=version,
-        metadata={"energylake.quality": name_key},
+        [DataFile.from_dict(written["file"])],
+        app_id=str(written["app_id"]),
+        version=int(written["version"]),
+        metadata={"energylake.quality": str(written["name_key"])},
     )
+
+
+def write_results_files(
+    store: Store,
+    results: Sequence[GateResult],
+    *,
+    held: bool | None = None,
+    registry: ContractRegistry | None = None,
+    now: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Write gate results' files, one per tenant and dataset, uncommitted; their
+    descriptions (table, dataset, app_id, version, name_key, file) for
+    :func:`commit_results_files`. Results a replayed batch already committed are skipped.
+
+    ``held``: whether the batch was held out of the published tables; by default a result
+    that did not pass is recorded as held.
+    """
+    contract = _contract(registry)
+    ts = now or datetime.now(UTC)
+    grouped: dict[tuple[str, str], list[GateResult]] = defaultdict(list)
+    for result in results:
+        grouped[(result.tenant, result.dataset)].append(result)
+    out: list[dict[str, Any]] = []
+    for (tenant, dataset), group in sorted(grouped.items()):
+        batches = {r.batch.batch_id for r in group}
+        if len(batches) != 1:
+            raise ValueError(f"{tenant}/{dataset}: results of several batches {sorted(batches)}")
+        batch = group[0].batch
+        rows = [
+            row for r in group for row in _rows(r, (not r.passed) if held is None else held, ts)
+        ]
+        written = _write(
+            store,
+            contract,
+            tenant,
+            dataset,
+            rows,
+            app_id=f"{batch.pipeline_id}.quality.{dataset}",
+            version=batch.batch_no,
+            name_key=f"{batch.batch_id}-results",
+        )
+        if written is not None:
+            out.append(written)
+    return out
+
+
+def commit_results_files(
+    store: Store,
+    written: Sequence[dict[str, Any]],
+    *,
+    registry: ContractRegistry | None = None,
+) -> list[str]:
+    """Commit the files :func:`write_results_files` wrote, each with its app transaction
+    (a replay commits only those a crash left out); returns the tables committed."""
+    contract = _contract(registry)
+    return [str(w["table"]) for w in written if _commit_written(store, contract, w)]
 
 
 def write_results(
@@ -133,32 +221,8 @@ def write_results(
     ``held``: whether the batch was held out of the published tables; by default a result
     that did not pass is recorded as held. A replayed batch commits nothing.
     """
-    contract = _contract(registry)
-    ts = now or datetime.now(UTC)
-    grouped: dict[tuple[str, str], list[GateResult]] = defaultdict(list)
-    for result in results:
-        grouped[(result.tenant, result.dataset)].append(result)
-    committed: list[str] = []
-    for (tenant, dataset), group in sorted(grouped.items()):
-        batches = {r.batch.batch_id for r in group}
-        if len(batches) != 1:
-            raise ValueError(f"{tenant}/{dataset}: results of several batches {sorted(batches)}")
-        batch = group[0].batch
-        rows = [
-            row for r in group for row in _rows(r, (not r.passed) if held is None else held, ts)
-        ]
-        if _commit(
-            store,
-            contract,
-            tenant,
-            dataset,
-            rows,
-            app_id=f"{batch.pipeline_id}.quality.{dataset}",
-            version=batch.batch_no,
-            name_key=f"{batch.batch_id}-results",
-        ):
-            committed.append(table_rel(tenant, QUALITY_DATASET))
-    return committed
+    written = write_results_files(store, results, held=held, registry=registry, now=now)
+    return commit_results_files(store, written, registry=registry)
 
 
 def record_decision(

@@ -1,6 +1,6 @@
 """What a pipeline batch read and wrote, as lineage datasets, from its manifest and plan.
 
-Plain data in (the manifest and plan JSON the pipeline keeps, the versions its commits got),
+The batch's typed records in (``batch.records``; the versions its commits got), lineage
 datasets out: this module knows nothing of Beam or of how the lake is stored.
 """
 
@@ -11,6 +11,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from batch.records import Manifest, Plan, StatKind
 from contracts import ContractRegistry
 from lineage.emitter import SegmentInput, TableDataset
 from lineage.facets import PartitionRows
@@ -25,33 +26,31 @@ def tenant_of(rel: str) -> str | None:
     return parts[1] if len(parts) >= 3 and parts[0] == "tenants" else None
 
 
-def segment_inputs(manifest: Mapping[str, Any], landing_uri: str) -> list[SegmentInput]:
-    return [SegmentInput(landing_uri, str(name)) for name in manifest.get("segments", [])]
+def segment_inputs(manifest: Manifest, landing_uri: str) -> list[SegmentInput]:
+    return [SegmentInput(landing_uri, name) for name in manifest.segments]
 
 
 def snapshot_inputs(
-    manifest: Mapping[str, Any],
-    plan: Mapping[str, Any],
+    manifest: Manifest | None,
+    plan: Plan,
     lake_uri: str,
     registry: ContractRegistry,
 ) -> list[TableDataset]:
     """The tables the batch wrote, at the pinned version deduplication read (when they existed)."""
-    snapshot: Mapping[str, Any] = manifest.get("snapshot") or {}
+    snapshot = manifest.snapshot if manifest is not None else {}
     out = []
-    for rel, entry in sorted(plan.get("tables", {}).items()):
+    for rel, entry in sorted(plan.tables.items()):
         version = snapshot.get(rel)
         if version is None:
             continue
         out.append(
-            TableDataset(
-                lake_uri, rel, int(version), registry.get(entry["dataset"]), tenant_of(rel)
-            )
+            TableDataset(lake_uri, rel, int(version), registry.get(entry.dataset), tenant_of(rel))
         )
     return out
 
 
 def batch_outputs(
-    plan: Mapping[str, Any],
+    plan: Plan,
     versions: Mapping[str, int | None],
     lake_uri: str,
     registry: ContractRegistry,
@@ -66,15 +65,15 @@ def batch_outputs(
     statistics (or time column) read instead.
     """
     days: dict[str, list[PartitionRows]] = {}
-    for kind, tenant, dataset, branch, key, count in plan.get("stats", []):
-        if kind == "day":
-            days.setdefault(f"tenants/{tenant}/{dataset}", []).append(
-                PartitionRows(str(branch), str(key), int(count))
+    for s in plan.stats:
+        if s.kind is StatKind.DAY:
+            days.setdefault(f"tenants/{s.tenant}/{s.dataset}", []).append(
+                PartitionRows(s.branch, s.key, s.n)
             )
     out = []
-    for rel, entry in sorted(plan.get("tables", {}).items()):
-        contract = registry.get(entry["dataset"])
-        files: list[dict[str, Any]] = list(entry.get("files", []))
+    for rel, entry in sorted(plan.tables.items()):
+        contract = registry.get(entry.dataset)
+        files: list[dict[str, Any]] = list(entry.files)
         out.append(
             TableDataset(
                 lake_uri=lake_uri,
