@@ -1,4 +1,4 @@
-"""Delta tables on local disk or S3. Imports only ``contracts``; never Beam.
+"""Delta tables on local disk or S3. Imports only ``contracts`` and ``durable``; never Beam.
 
 The store (:mod:`lake.storage`), where things
 are (:mod:`lake.layout`), tables, data files, commits and compaction (:mod:`lake.delta`),

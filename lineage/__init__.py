@@ -1,6 +1,7 @@
 """OpenLineage for every run: the emitter, our facets, the transports, the store and its queries.
 
-Imports only ``contracts`` (and the openlineage client). See docs/LINEAGE.md.
+Imports only ``contracts`` and ``durable`` (and the openlineage client); what a batch read and
+wrote is mapped to lineage datasets by the batch protocol (``batch.lineage``). See docs/LINEAGE.md.
 """
 
 from lineage.config import LineageConfig, SettingsLike
