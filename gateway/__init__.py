@@ -3,6 +3,6 @@ only after the landing log (``landing``) has fsynced, identities and the provisi
 the broker's accounts and ACL, backpressure and metrics; security events go to the audit log
 (``audit``).
 
-Imports only ``contracts``, ``durable``, ``landing`` and ``audit``; never Beam. See docs/GATEWAY.md and
-docs/LANDING.md.
+Imports only ``contracts``, ``durable``, ``landing`` and ``audit``; never Beam. See
+docs/GATEWAY.md and docs/LANDING.md.
 """
