@@ -192,7 +192,7 @@ def test_https_and_mqtt_tls_carry_readings_and_plain_text_is_refused(tmp_path: P
                     "/v1/telemetry",
                     orjson.dumps({"device_id": third.device_id, "seq": 1, "ts": 1}),
                     {"Authorization": f"Bearer {third.token}", "Content-Type": "application/json"},
-                    timeout=5,
+                    timeout_s=5,
                 )
             # HTTPS with a certificate the client does not trust fails its check
             with pytest.raises(ssl.SSLCertVerificationError):
