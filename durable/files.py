@@ -96,12 +96,15 @@ def atomic_write(
 
 
 @contextlib.contextmanager
-def written_temp(path: Path, data: bytes | bytearray | memoryview) -> Iterator[Path]:
+def written_temp(
+    path: Path, data: bytes | bytearray | memoryview, *, mode: int | None = None
+) -> Iterator[Path]:
     """A fsync'd temp file next to ``path`` holding ``data``, removed when the block ends
-    (for a caller that links it into place: create-if-absent)."""
+    (for a caller that links it into place: create-if-absent; ``mode`` as for
+    :func:`atomic_file`). The caller fsyncs the folder after its link."""
     tmp = temp_sibling(path)
     try:
-        with _create(tmp, None) as handle:
+        with _create(tmp, mode) as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

@@ -6,12 +6,14 @@ Destroying a tenant's key makes every pseudonym of that tenant unlinkable (crypt
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
 from pathlib import Path
 
 from contracts import PolicyError, TenantKey
+from durable.files import fsync_dir, written_temp
 
 __all__ = ["KeyStore"]
 
@@ -31,18 +33,9 @@ class KeyStore:
         path = self.directory / f"{tenant}.key"
         if not path.exists():
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.write(fd, secrets.token_bytes(32))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            try:
+            key = secrets.token_bytes(32)
+            with written_temp(path, key, mode=0o600) as tmp, contextlib.suppress(FileExistsError):
                 os.link(tmp, path)  # fails if another process won the race: keep theirs
-            except FileExistsError:
-                pass
-            finally:
-                tmp.unlink()
+            fsync_dir(self.directory)  # the new name (or the unlink) survives a power loss
         secret = path.read_bytes()
         return TenantKey(tenant=tenant, secret=secret)

@@ -546,7 +546,7 @@ class Store:
                 if not source.is_file():
                     raise StorageError(f"{source}: no such file")
                 shutil.copyfile(source, tmp)
-            os.replace(tmp, local_path)
+            install(tmp, local_path)
         finally:
             tmp.unlink(missing_ok=True)
 

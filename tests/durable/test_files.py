@@ -91,7 +91,7 @@ def test_the_file_then_its_folder_are_fsynced_before_the_write_returns(tmp_path:
         timeout=60,
     )  # fmt: skip
     calls = [
-        line.split(" ", 1)[1]
+        line.split(None, 1)[1]  # strace pads the pid to 5 columns: "4321  fsync(..."
         for line in trace.read_text().splitlines()
         if str(tmp_path) in line and ("fsync(" in line or "rename" in line)
     ]

@@ -65,6 +65,7 @@ def _exactly_once(store: Store) -> None:
             assert _commits(store, rel, "energylake.batch") == ["main:1"], rel
 
 
+@pytest.mark.slow  # ~2.7 s: one whole batch (make test runs it)
 def test_results_are_committed_by_the_runner_after_the_tables(tmp_path: Path) -> None:
     settings, store = _landed(tmp_path)
     with pytest.raises(_CrashError):
@@ -79,6 +80,7 @@ def test_results_are_committed_by_the_runner_after_the_tables(tmp_path: Path) ->
     _exactly_once(store)
 
 
+@pytest.mark.slow  # ~3.2 s: two whole batches, one crashed (make test runs it)
 def test_a_crash_between_the_table_and_the_results_commits_replays_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
