@@ -33,18 +33,19 @@ install: $(STAMP) ## create .venv and install energylake with its dev tools
 # apt-get when missing, a no-op when present.
 MOSQUITTO ?= /usr/sbin/mosquitto
 .PHONY: mosquitto
-mosquitto: ## install Mosquitto and its clients with apt-get when missing
-	@if [ -x "$(MOSQUITTO)" ]; then exit 0; fi; \
+mosquitto: ## install Mosquitto and its clients (and strace, for the durable-write tests) with apt-get when missing
+	@if [ -x "$(MOSQUITTO)" ] && command -v strace >/dev/null 2>&1; then exit 0; fi; \
 	if ! command -v apt-get >/dev/null 2>&1; then \
-	  echo "error: $(MOSQUITTO) is missing and apt-get is not available:" \
-	    "install Mosquitto 2.x (mosquitto, mosquitto-clients) by hand" >&2; exit 1; fi; \
+	  echo "error: $(MOSQUITTO) or strace is missing and apt-get is not available:" \
+	    "install Mosquitto 2.x (mosquitto, mosquitto-clients) and strace by hand" >&2; exit 1; fi; \
 	sudo=""; if [ "$$(id -u)" != 0 ]; then \
 	  if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else \
-	    echo "error: $(MOSQUITTO) is missing; installing it needs root (or sudo)" >&2; exit 1; fi; fi; \
-	echo "installing Mosquitto with apt-get"; \
+	    echo "error: $(MOSQUITTO) or strace is missing; installing needs root (or sudo)" >&2; exit 1; fi; fi; \
+	echo "installing Mosquitto and strace with apt-get"; \
 	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q; \
-	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto mosquitto-clients; \
-	test -x "$(MOSQUITTO)" || { echo "error: apt-get ran but $(MOSQUITTO) is still missing" >&2; exit 1; }
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto mosquitto-clients strace; \
+	test -x "$(MOSQUITTO)" || { echo "error: apt-get ran but $(MOSQUITTO) is still missing" >&2; exit 1; }; \
+	command -v strace >/dev/null 2>&1 || { echo "error: apt-get ran but strace is still missing" >&2; exit 1; }
 
 lint: $(STAMP) ## ruff (lint and format check)
 	$(BIN)/ruff check .
