@@ -20,6 +20,7 @@ from pydantic_settings import (
 from contracts.errors import ConfigError
 
 if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
     from lake.storage import S3Encryption, Store
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "PRIVATE_UMASK",
     "ConfigFileNotFoundError",
     "Settings",
+    "build_gateway_config",
     "config_path",
     "load_settings",
     "private_files",
@@ -439,3 +441,92 @@ def private_files() -> None:
     """From now on this process (and every child it starts) creates files 0600 and
     folders 0700. Explicit modes (``os.open(..., 0o600)``, ``chmod``) still apply."""
     os.umask(PRIVATE_UMASK)
+
+
+def build_gateway_config(
+    settings: Settings, *, mqtt: bool = True, http: bool = True
+) -> GatewayConfig:
+    """The gateway's config from the settings; reads the MQTT credentials file."""
+    from contracts.errors import ConfigError
+    from gateway.config import GatewayConfig
+    from gateway.sessions import (
+        SESSION_STATE_FILE,
+        MqttSession,
+        SessionBookError,
+        read_session_book,
+    )
+
+    gateway_dir = settings.data_dir / "gateway"
+    username: str | None = None
+    password: str | None = None
+    sessions: tuple[MqttSession, ...] | None = None
+    retired: tuple[MqttSession, ...] = ()
+    creds = settings.gateway_mqtt_credentials or gateway_dir / "gateway-mqtt.json"
+    if mqtt:
+        try:
+            book = read_session_book(creds)
+        except SessionBookError as exc:
+            raise ConfigError(
+                str(exc), setting="gateway_mqtt_credentials", value=str(creds)
+            ) from exc
+        password = book.password
+        # (a version 1 book is one session of scope "all"; reloaded like any other, so an
+        # upgrade of the book reaches a running gateway)
+        username = book.sessions[0].username if book.sessions else None
+        sessions, retired = book.sessions, book.retired
+    return GatewayConfig(
+        landing_dir=settings.landing,
+        identity_book=settings.gateway_identity_book or gateway_dir / "identities.json",
+        audit_dir=settings.data_dir / "audit" / "gateway",
+        writer_id=settings.gateway_writer_id,
+        fsync=settings.gateway_fsync,
+        roll_bytes=settings.gateway_roll_bytes,
+        roll_seconds=settings.gateway_roll_s,
+        flush_interval_s=settings.gateway_flush_interval_ms / 1000.0,
+        flush_max_records=settings.gateway_flush_max_records,
+        min_free_bytes=settings.gateway_min_free_bytes,
+        max_lag_bytes=settings.gateway_max_lag_bytes,
+        max_lag_age_s=settings.gateway_max_lag_age_s,
+        retry_after_s=settings.gateway_retry_after_s,
+        monitor_interval_s=settings.gateway_monitor_interval_s,
+        mqtt_enabled=mqtt,
+        mqtt_host=settings.gateway_mqtt_host,
+        mqtt_port=settings.gateway_mqtt_port,
+        mqtt_client_id=settings.gateway_mqtt_client_id,
+        mqtt_username=username,
+        mqtt_password=password,
+        mqtt_topics=tuple(settings.gateway_mqtt_topics),
+        mqtt_sessions=sessions,
+        mqtt_session_book=creds,
+        mqtt_retired_sessions=retired,
+        mqtt_session_state=creds.with_name(SESSION_STATE_FILE),
+        mqtt_max_topic_bytes=settings.gateway_mqtt_max_topic_bytes,
+        mqtt_topic_cache_bytes=settings.gateway_mqtt_topic_cache_bytes,
+        mqtt_flood_messages=settings.gateway_mqtt_flood_messages,
+        mqtt_flood_window_s=settings.gateway_mqtt_flood_window_s,
+        mqtt_drain_quiet_s=settings.gateway_mqtt_drain_quiet_s,
+        mqtt_broker_log=settings.gateway_mqtt_broker_log or gateway_dir / "mosquitto.log",
+        mqtt_broker_log_state=gateway_dir / "broker-log-position.json",
+        http_enabled=http,
+        http_host=settings.gateway_http_host,
+        http_port=settings.gateway_http_port,
+        http_max_body_bytes=settings.gateway_http_max_body_bytes,
+        http_max_decompressed_bytes=settings.gateway_http_max_decompressed_bytes,
+        http_max_depth=settings.gateway_http_max_depth,
+        http_max_readings=settings.gateway_http_max_readings,
+        http_rate_per_s=settings.gateway_http_rate_per_s,
+        http_burst=settings.gateway_http_burst,
+        # HTTP edge hardening and HTTPS
+        http_idle_timeout_s=settings.gateway_http_idle_timeout_s,
+        http_body_timeout_s=settings.gateway_http_body_timeout_s,
+        http_max_connections=settings.gateway_http_max_connections,
+        http_max_connections_per_address=settings.gateway_http_max_connections_per_address,
+        http_auth_failures_per_s=settings.gateway_http_auth_failures_per_s,
+        http_auth_failure_burst=settings.gateway_http_auth_failure_burst,
+        audit_repeat_window_s=settings.gateway_audit_repeat_window_s,
+        audit_max_first_records=settings.gateway_audit_max_first_records,
+        http_tls_cert=settings.gateway_http_tls_cert,
+        http_tls_key=settings.gateway_http_tls_key,
+        drain_timeout_s=settings.gateway_drain_timeout_s,
+        switch_interval_s=settings.gateway_switch_interval_ms / 1000.0,
+    )
