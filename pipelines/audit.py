@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pyarrow.compute as pc
 import pyarrow.dataset as pds
 
 from audit.log import AuditLog
+from batch.records import Plan
 from lake.storage import Store
 
 __all__ = ["AUDITED_REASONS", "audit_batch"]
@@ -43,7 +43,7 @@ _COLUMNS = [  # branch_id is the file's partition value, not a column in it
 ]
 
 
-def audit_batch(store: Store, plan: dict[str, Any], marker: str, audit_dir: Path) -> int:
+def audit_batch(store: Store, plan: Plan, marker: str, audit_dir: Path) -> int:
     """Audit the batch's security quarantines (once, ``marker``: the batch's audited
     marker in the lake, ``batch.state.BatchState.audited_rel``); records written."""
     if store.exists(marker):
@@ -52,8 +52,8 @@ def audit_batch(store: Store, plan: dict[str, Any], marker: str, audit_dir: Path
     log = AuditLog(audit_dir, component="pipeline")
     written = 0
     try:
-        for rel, entry in sorted(plan["tables"].items()):
-            if entry["dataset"] != "quarantine" or not entry["files"]:
+        for rel, entry in sorted(plan.tables.items()):
+            if entry.dataset != "quarantine" or not entry.files:
                 continue
             # One scan of the table's new files (not a read per file: a batch writes one
             # per branch); each row's file names its branch (the partition value).
@@ -62,7 +62,7 @@ def audit_batch(store: Store, plan: dict[str, Any], marker: str, audit_dir: Path
                     "branch_id"
                 )
                 or None
-                for file in entry["files"]
+                for file in entry.files
             }
             files = pds.dataset(list(branches), filesystem=fs, format="parquet")
             # (a quarantine contract older than the claim columns: without them)
