@@ -506,6 +506,46 @@ class Store:
         finally:
             tmp.unlink(missing_ok=True)
 
+    def stage_file(self, rel: str, local_path: Path) -> None:
+        """Make ``rel`` hold the content of the local file and keep the local file: on a
+        local lake on the same file system a hard link (atomic, no copy; the file must not
+        change afterwards), else ``put_file``. A file already at ``rel`` is kept as it is:
+        the caller stages only files that never change, so a second call is a no-op."""
+        if self._root is not None:
+            path = self._path(_check_rel(rel))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(local_path, path)
+            except FileExistsError:
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                    raise StorageError(f"stage {local_path} at {path}: {exc}") from exc
+            else:
+                fsync_dir(path.parent)
+                return
+            if path.is_file():
+                return
+        elif self.exists(rel):
+            return
+        self.put_file(rel, local_path)
+
+    def size(self, rel: str) -> int | None:
+        """The size of the file ``rel`` in bytes, or None if it does not exist."""
+        if self._root is None:
+            client = self.boto3_client()
+            try:
+                head = client.head_object(Bucket=self._bucket, Key=self._key(_check_rel(rel)))
+            except Exception as exc:
+                if _status(exc) == 404:
+                    return None
+                raise StorageError(f"{self.url(rel)}: {exc}") from exc
+            return int(head["ContentLength"])
+        try:
+            return self._path(_check_rel(rel)).stat().st_size
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
     def move_file(self, rel: str, local_path: Path) -> None:
         """Move a local file to ``rel``: a rename when the lake is on the same local file
         system (atomic, no copy), else a copy (``put_file``) and then the unlink."""

@@ -1,17 +1,21 @@
 """What a batch reads from the landing log: closed segments in groups of about
 ``GROUP_BYTES`` (one Beam element each) and, from a group, envelope chunks of about
 ``CHUNK_RECORDS`` (small segments are read together so per-chunk costs stay amortised).
-Envelopes again by offset: ``landing.reader.read_records_at``."""
+Envelopes again by offset: ``landing.reader.read_records_at``.
+
+A group names its segments by reference (for the pipeline: the lake-relative path of the
+copy its batch staged in the lake) and a ``load`` function gives their bytes, so the
+worker that reads them needs nothing of the machine that grouped them."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import PurePosixPath
 
 import pyarrow as pa
 
-from landing.reader import iter_segment_tables
+from landing.reader import SegmentBytes, iter_segment_tables
 
 __all__ = [
     "CHUNK_RECORDS",
@@ -26,14 +30,18 @@ GROUP_BYTES = 32 << 20
 
 
 def read_segment_tables(
-    paths: list[str],
+    refs: Sequence[str], load: Callable[[str], bytes]
 ) -> Iterator[pa.Table | tuple[str, str, str, str, str, int]]:
     """Envelope chunks of about CHUNK_RECORDS from a group of closed segments (small segments
-    are read together: per-chunk costs stay amortised); damage comes out as a stat."""
+    are read together: per-chunk costs stay amortised); damage comes out as a stat.
+
+    ``refs`` name the segments (the last ``/`` part is the segment's file name) and
+    ``load`` reads one, whole; one segment is held in memory at a time."""
     pending: list[pa.Table] = []
     rows = 0
-    for path in paths:
-        for part in iter_segment_tables(Path(path), CHUNK_RECORDS):
+    for ref in refs:
+        segment = SegmentBytes(PurePosixPath(ref).name, load(ref))
+        for part in iter_segment_tables(segment, CHUNK_RECORDS):
             if len(part):
                 pending.append(part.table)
                 rows += len(part)
@@ -47,15 +55,17 @@ def read_segment_tables(
         yield pa.concat_tables(pending)
 
 
-def group_segments(paths: list[Path], target_bytes: int = GROUP_BYTES) -> list[list[str]]:
-    """Consecutive segments in groups of about ``target_bytes`` (one Beam element each)."""
+def group_segments(
+    sized: Sequence[tuple[str, int]], target_bytes: int = GROUP_BYTES
+) -> list[list[str]]:
+    """Consecutive segments, given as ``(reference, size in bytes)``, in groups of about
+    ``target_bytes`` (one Beam element each)."""
     groups: list[list[str]] = []
     size = 0
-    for path in paths:
-        length = path.stat().st_size
+    for ref, length in sized:
         if not groups or size + length > target_bytes:
             groups.append([])
             size = 0
-        groups[-1].append(str(path))
+        groups[-1].append(ref)
         size += length
     return groups

@@ -10,6 +10,10 @@ gathered at once, topics, identities and payloads are cut out of the file's byte
 Arrow binary views and copied into ordinary Arrow arrays, and text is checked as UTF-8
 in one pass. The pipeline takes the result as an Arrow table (``iter_segment_tables``);
 ``read_segment`` gives the same records as Python lists.
+
+Every reader takes a segment either as a local path or as its bytes with its name
+(``SegmentBytes``): a pipeline's workers read the copy the batch staged in the lake, not
+the landing folder of the machine that claimed the batch.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from landing.format import (
 )
 
 __all__ = [
+    "SegmentBytes",
     "SegmentRecords",
     "SegmentTable",
     "closed_segments",
@@ -304,31 +309,45 @@ def scan_frames(buf: bytes, pos: int, limit: int | None = None) -> Frames:
 # --------------------------------------------------------------------------- reading
 
 
-def _bytes(path: Path) -> bytes:
+@dataclass(frozen=True, slots=True)
+class SegmentBytes:
+    """A segment's bytes and its file name, wherever they were read from (the lake's copy
+    of a claimed segment, for a pipeline worker)."""
+
+    name: str
+    data: bytes
+
+
+Segment = Path | SegmentBytes
+
+
+def _load(segment: Segment) -> tuple[str, bytes]:
+    if isinstance(segment, SegmentBytes):
+        return segment.name, segment.data
+    path = Path(segment)
     # Read whole (segments roll at 16 MiB): the columns are cut from these bytes.
     with path.open("rb") as handle:
-        return handle.read()
+        return path.name, handle.read()
 
 
 _NO_FRAMES = scan_frames(b"", 0)
 
 
-def read_segment(path: Path) -> SegmentRecords:
+def read_segment(path: Segment) -> SegmentRecords:
     """Every complete record of a segment, and its damaged tail if any.
 
     Raises ``LandingError`` if the file is not a landing segment (bad magic) or has a
     format version this reader does not know; damage is reported, never raised.
     """
-    path = Path(path)
-    buf = _bytes(path)
-    damage = check_file_header(buf, path.name)
+    name, buf = _load(path)
+    damage = check_file_header(buf, name)
     if damage is not None:
-        return _NO_FRAMES.records(path.name, damage)
+        return _NO_FRAMES.records(name, damage)
     frames = scan_frames(buf, FILE_HEADER_BYTES)
-    return frames.records(path.name, frames.damage)
+    return frames.records(name, frames.damage)
 
 
-def read_records_at(path: Path, offsets: Sequence[int]) -> list[Envelope]:
+def read_records_at(path: Segment, offsets: Sequence[int]) -> list[Envelope]:
     """The records whose frames start at ``offsets`` (as ``offset_bytes`` reports them), in
     that order. Each frame is checked like a sequential read; LandingError if one is not a
     whole, valid record. For the rare look-up of a record's raw bytes after its batch was
@@ -336,14 +355,14 @@ def read_records_at(path: Path, offsets: Sequence[int]) -> list[Envelope]:
     if not offsets:
         return []
     out: list[Envelope] = []
-    buf = _bytes(Path(path))
+    name, buf = _load(path)
     for offset in offsets:
         if offset < FILE_HEADER_BYTES or offset >= len(buf):
-            raise LandingError(f"{path.name}: no record at offset {offset}")
+            raise LandingError(f"{name}: no record at offset {offset}")
         frames = scan_frames(buf, offset, 1)
         if not len(frames) or frames.offset[0] != offset:
             detail = frames.damage.detail if frames.damage else "no frame"
-            raise LandingError(f"{path.name}: no valid record at offset {offset}: {detail}")
+            raise LandingError(f"{name}: no valid record at offset {offset}: {detail}")
         out.append(
             Envelope(
                 received_at_us=int(frames.received_at_us[0]),
@@ -356,11 +375,12 @@ def read_records_at(path: Path, offsets: Sequence[int]) -> list[Envelope]:
     return out
 
 
-def _iter_frames(path: Path, max_records: int) -> Iterator[tuple[Frames, TailDamage | None]]:
+def _iter_frames(
+    name: str, buf: bytes, max_records: int
+) -> Iterator[tuple[Frames, TailDamage | None]]:
     if max_records < 1:
         raise ValueError("max_records must be at least 1")
-    buf = _bytes(path)
-    damage = check_file_header(buf, path.name)
+    damage = check_file_header(buf, name)
     if damage is not None:
         yield _NO_FRAMES, damage
         return
@@ -378,19 +398,19 @@ def _iter_frames(path: Path, max_records: int) -> Iterator[tuple[Frames, TailDam
             return
 
 
-def iter_segment_chunks(path: Path, max_records: int) -> Iterator[SegmentRecords]:
+def iter_segment_chunks(path: Segment, max_records: int) -> Iterator[SegmentRecords]:
     """A segment as consecutive slices of up to ``max_records`` records.
 
     Yields at least one slice; only the last may carry the damage.
     """
-    path = Path(path)
-    for frames, damage in _iter_frames(path, max_records):
-        yield frames.records(path.name, damage)
+    name, buf = _load(path)
+    for frames, damage in _iter_frames(name, buf, max_records):
+        yield frames.records(name, damage)
 
 
-def iter_segment_tables(path: Path, max_records: int) -> Iterator[SegmentTable]:
+def iter_segment_tables(path: Segment, max_records: int) -> Iterator[SegmentTable]:
     """``iter_segment_chunks`` as Arrow tables under ``ARROW_SCHEMA`` (what the pipeline
     reads: no Python object per record)."""
-    path = Path(path)
-    for frames, damage in _iter_frames(path, max_records):
-        yield SegmentTable(path.name, frames.table(path.name), damage)
+    name, buf = _load(path)
+    for frames, damage in _iter_frames(name, buf, max_records):
+        yield SegmentTable(name, frames.table(name), damage)

@@ -6,7 +6,11 @@ One batch is one pass of this protocol; its records (typed, ``batch.records``) l
 1. **Claim.** The closed segments present now become batch *n* = last done + 1; its
    manifest (segment names, and the version of every table: the pinned snapshot that
    deduplication reads) is written before anything else. A restart finds the manifest and
-   resumes batch *n* with the same segments and the same snapshot.
+   resumes batch *n* with the same segments and the same snapshot. Then each segment is
+   *staged* in the lake, at its archive place ``raw/YYYY/MM/DD/<name>`` (a hard link on a
+   local lake, an upload on S3; a staged copy is never rewritten): Beam's workers read the
+   lake's copies, never the landing folder of the machine that claimed the batch, so the
+   same pipeline runs on workers that share nothing with it but the lake.
 2. **Transform and write** (Beam computes): decode -> normalise -> enforce -> dedupe ->
    quality gate -> Parquet files under deterministic names (tables, quarantine, and the
    gate's quality_results), none committed; the last step (``batch.plan.write_plan``)
@@ -19,7 +23,9 @@ One batch is one pass of this protocol; its records (typed, ``batch.records``) l
    exactly-once by replay, since a commit whose table already holds the transaction is
    skipped, so a replay adds only the commits a crash left out.
 4. **Audit, archive.** The batch's security quarantines are audited (once, a marker), and
-   the segments move to ``raw/YYYY/MM/DD/`` in the lake (copy, then delete).
+   the landing folder lets the segments go: each local file is deleted once the lake's
+   copy under ``raw/YYYY/MM/DD/`` is there with the same size (staged at the claim, or
+   copied now when a crash came between the claim and the staging).
 5. **Done.** ``done.json`` and the ``last_done`` pointer: the batch is finished.
 
 A lock file next to the landing log keeps a second ``process`` from running at once.
@@ -54,6 +60,7 @@ from batch.records import Done, Manifest, Plan, StatKind
 from batch.state import BatchState
 from contracts import ContractRegistry, EnergylakeError, load_registry
 from contracts.errors import BusyError, ConfigError
+from durable.files import fsync_dir
 from lake.delta import (
     CompactReport,
     DataFile,
@@ -233,7 +240,7 @@ def _worker_args(settings: Settings, beam_args: Sequence[str]) -> list[str]:
 
 def _run_beam(
     ctx: BatchContext,
-    segments: list[Path],
+    segments: list[tuple[str, int]],
     runner: str,
     beam_args: Sequence[str],
     state: BatchState,
@@ -250,7 +257,7 @@ def _run_beam(
         chunks = (
             p
             | "Segments" >> beam.Create(group_segments(segments))
-            | "ReadSegments" >> ReadSegments()
+            | "ReadSegments" >> ReadSegments(ctx)
         )
         damaged = chunks[DAMAGED]
         rows = chunks.tables | "DecodeNormaliseEnforce" >> DecodeToRows(ctx)
@@ -300,25 +307,69 @@ def _report(n: int, segments: list[str], resumed: bool, plan: Plan) -> Done:
     return report
 
 
-def _archive(store: Store, landing: Path, segments: list[str]) -> None:
-    closed = landing / "closed"
-    moves: list[tuple[str, Path]] = []
-    for name in segments:
-        local = closed / name
-        day = _segment_day(name)
-        rel = raw_archive_rel(name, day)
-        if local.exists():
-            moves.append((rel, local))
-        elif not store.exists(rel):
-            raise ProcessError(f"segment {name} is neither in {closed} nor archived at {rel}")
-    store.move_files(moves)
+def _staged_rels(manifest: Manifest) -> dict[str, str]:
+    """Where the lake keeps each segment of the batch (its archive place): by the day in
+    the segment's name; a file named otherwise, by the day the batch was claimed (so the
+    place does not move when a resumed batch runs on another day)."""
+    claimed = datetime.fromisoformat(manifest.created_at).astimezone(UTC).date()
+    return {name: raw_archive_rel(name, _segment_day(name, claimed)) for name in manifest.segments}
 
 
-def _segment_day(name: str) -> date:
+def _segment_day(name: str, otherwise: date) -> date:
     try:
         return datetime.strptime(name[:8], "%Y%m%d").replace(tzinfo=UTC).date()
     except ValueError:
-        return datetime.now(UTC).date()
+        return otherwise
+
+
+def _stage(store: Store, landing: Path, rels: dict[str, str]) -> list[tuple[str, int]]:
+    """Every segment of the batch into the lake (``Store.stage_file``: idempotent); the
+    lake copies with their sizes, for the read stage. A segment already gone from the
+    landing folder must be in the lake (a crash after the staging, before the batch was
+    done, may have let the landing folder go)."""
+    closed = landing / "closed"
+    sized: list[tuple[str, int]] = []
+    for name, rel in rels.items():
+        local = closed / name
+        if local.exists():
+            store.stage_file(rel, local)
+            size: int | None = local.stat().st_size
+        else:
+            size = store.size(rel)
+        if size is None:
+            raise ProcessError(
+                f"segment {name} is neither in {closed} nor in the lake at {store.url(rel)}"
+            )
+        sized.append((rel, size))
+    return sized
+
+
+def _archive(store: Store, landing: Path, rels: dict[str, str]) -> None:
+    """Let the landing folder's copies of the batch's segments go, each only once the lake
+    holds it whole (same size); a segment not staged yet is moved there first."""
+    closed = landing / "closed"
+    moves: list[tuple[str, Path]] = []
+    released = False
+    for name, rel in rels.items():
+        local = closed / name
+        if not local.exists():
+            if not store.exists(rel):
+                raise ProcessError(f"segment {name} is neither in {closed} nor archived at {rel}")
+            continue
+        kept = store.size(rel)
+        if kept is None:
+            moves.append((rel, local))
+        elif kept == local.stat().st_size:
+            local.unlink()
+            released = True
+        else:
+            raise ProcessError(
+                f"segment {name}: the lake's copy at {store.url(rel)} has {kept} bytes, the"
+                f" landing folder's {local.stat().st_size}; both kept: compare them by hand"
+            )
+    store.move_files(moves)
+    if released:
+        fsync_dir(closed)
 
 
 @functools.lru_cache(maxsize=8)
@@ -387,14 +438,11 @@ def process_once(
                 )
             )
         segments = manifest.segments
+        staged = _staged_rels(manifest)
         lineage.start(n, manifest)
         plan = state.plan(n)
         if plan is None:
-            missing = [s for s in segments if not (landing / "closed" / s).exists()]
-            if missing:
-                raise ProcessError(
-                    f"batch {n} needs segments no longer in {landing / 'closed'}: {missing[:3]}"
-                )
+            sized = _stage(store, landing, staged)
             ctx = BatchContext(
                 pipeline_id=settings.pipeline_id,
                 batch_no=n,
@@ -403,12 +451,12 @@ def process_once(
                 devices=devices,
                 payload_limit=settings.payload_limit_bytes,
                 snapshot=manifest.snapshot,
-                closed_dir=str(landing / "closed"),
+                segments=staged,
                 gate=settings.quality_gate,
                 branches=load_branches(store) if settings.quality_gate else None,
                 encryption=settings.s3_encryption(),
             )
-            _run_beam(ctx, [landing / "closed" / s for s in segments], runner, args, state)
+            _run_beam(ctx, sized, runner, args, state)
             plan = state.plan(n)
             if plan is None:
                 raise ProcessError(f"batch {n}: the pipeline finished without writing its plan")
@@ -456,7 +504,7 @@ def process_once(
         report.rows, report.duplicates = fresh.rows, fresh.duplicates
         report.committed.extend(rel for (rel, _, _), ok in zip(commits, done, strict=True) if ok)
         audit_batch(store, plan, state.audited_rel(n), settings.data_dir / "audit" / "pipeline")
-        _archive(store, landing, segments)
+        _archive(store, landing, staged)
         report.seconds = time.perf_counter() - started
         state.finish(report)
         if gates and harness_here:

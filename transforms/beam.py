@@ -10,6 +10,7 @@ store) get it as plain constructor arguments, so any runner can ship them to wor
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -31,10 +32,11 @@ from apache_beam.utils.windowed_value import WindowedValue
 from contracts import ContractRegistry, load_registry
 from lake.delta import DataFile, table_at, write_data_file
 from lake.delta import dataset as lake_dataset
+from lake.errors import StorageError
 from lake.layout import UNASSIGNED_TENANT, months_between, table_rel
 from lake.storage import S3Encryption, Store
 from landing.chunks import read_segment_tables
-from landing.reader import read_records_at
+from landing.reader import SegmentBytes, read_records_at
 from transforms import coders
 from transforms.decode import DecodeSchema, decode_chunk
 from transforms.enforce import enforce_chunk
@@ -87,9 +89,10 @@ class BatchContext:
     devices: pl.DataFrame
     payload_limit: int = 65536
     snapshot: dict[str, int | None] = field(default_factory=dict)  # table rel -> version
-    # The landing folder of the closed segments this batch reads: rows quarantined after
-    # Enforce get their envelope (source, topic, identity, payload) back from it, by offset.
-    closed_dir: str | None = None
+    # Where the lake holds each segment this batch reads (name -> lake-relative path; the
+    # driver staged them there at the claim): rows quarantined after Enforce get their
+    # envelope (source, topic, identity, payload) back from that copy, by offset.
+    segments: dict[str, str] = field(default_factory=dict)
     # The quality gate (transforms/quality.py): run on each table's rows before they are
     # written; a failed blocking rule holds the table out of this batch's commit.
     gate: bool = True
@@ -127,9 +130,28 @@ def _tagged_stat(*args: Any) -> Any:
 # --- read ----------------------------------------------------------------------------------
 
 
+def _segment_bytes(store: Store, rel: str) -> bytes:
+    data = store.get_bytes(rel)
+    if data is None:
+        raise StorageError(
+            f"{store.url(rel)}: the batch's staged copy of a landing segment is missing;"
+            " the batch cannot be read (was the lake's raw/ folder changed by hand?)"
+        )
+    return data
+
+
 class _ReadFn(beam.DoFn):
+    """Reads a group of segments from the lake's copies (``BatchContext.segments``)."""
+
+    def __init__(self, ctx: BatchContext) -> None:
+        self._ctx = ctx
+
+    def setup(self) -> None:
+        self._store = self._ctx.store()
+
     def process(self, segments: list[str]) -> Iterator[Any]:
-        for element in read_segment_tables(segments):
+        load = functools.partial(_segment_bytes, self._store)
+        for element in read_segment_tables(segments, load):
             if isinstance(element, pa.Table):
                 yield element
             else:  # a damage stat
@@ -137,16 +159,21 @@ class _ReadFn(beam.DoFn):
 
 
 class ReadSegments(beam.PTransform):
-    """Groups of closed landing segments (paths, ``landing.group_segments``) to envelope
-    chunks (main output, Arrow tables), read by ``landing`` on the worker; tagged
-    ``damaged``: the damage stats of torn tails."""
+    """Groups of closed landing segments (lake-relative paths of their staged copies,
+    ``landing.group_segments``) to envelope chunks (main output, Arrow tables), read from
+    the lake by ``landing`` on the worker; tagged ``damaged``: the damage stats of torn
+    tails."""
+
+    def __init__(self, ctx: BatchContext) -> None:
+        super().__init__()
+        self._ctx = ctx
 
     def expand(self, segments: Any) -> Any:
         return (
             segments
             | "Reshuffle" >> beam.Reshuffle()
             | "ReadChunks"
-            >> beam.ParDo(_ReadFn())
+            >> beam.ParDo(_ReadFn(self._ctx))
             .with_output_types(pa.Table)
             .with_outputs(DAMAGED, main="tables")
         )
@@ -424,7 +451,7 @@ class _SeriesFn(_LakeFn):
         for row in result.late.iter_rows():
             outputs.append(_tagged_stat("late", tenant, dataset, row[0], "", row[1]))
         if result.rejects.height:
-            rejects = _with_envelopes(result.rejects, ctx).with_columns(
+            rejects = _with_envelopes(result.rejects, ctx, self._store).with_columns(
                 pl.col("reason_code").fill_null("IMPLAUSIBLE_DELTA"),
                 pl.lit("enforce").alias("pipeline_step"),
                 pl.lit(dataset).alias("dataset"),
@@ -489,15 +516,18 @@ class _SeriesFn(_LakeFn):
         }
 
 
-def _with_envelopes(rows: pl.DataFrame, ctx: BatchContext) -> pl.DataFrame:
-    """Accepted rows travel without their envelope; read it back for a late reject."""
-    if ctx.closed_dir is None:
-        raise ValueError("rows need their envelopes and the batch has no landing folder")
+def _with_envelopes(rows: pl.DataFrame, ctx: BatchContext, store: Store) -> pl.DataFrame:
+    """Accepted rows travel without their envelope; read it back for a late reject, from
+    the lake's copy of its segment."""
     parts = []
     for (segment,), part in rows.with_row_index("_at").group_by("segment"):
         offsets = part["offset_bytes"].to_list()
         unique = sorted(set(offsets))
-        records = read_records_at(Path(ctx.closed_dir) / str(segment), unique)
+        rel = ctx.segments.get(str(segment))
+        if rel is None:
+            raise StorageError(f"segment {segment} is not one of batch {ctx.batch_id}'s")
+        data = SegmentBytes(str(segment), _segment_bytes(store, rel))
+        records = read_records_at(data, unique)
         found = dict(zip(unique, records, strict=True))
         envs = [found[o] for o in offsets]
         parts.append(

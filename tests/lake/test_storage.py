@@ -116,6 +116,28 @@ def test_move_file_renames_locally_and_uploads_to_s3(store: Store, tmp_path: Pat
         assert local.stat().st_ino == inode
 
 
+def test_stage_file_keeps_the_local_file_and_never_rewrites_a_staged_one(
+    store: Store, tmp_path: Path
+) -> None:
+    source = tmp_path / "landing" / "segment.seg"
+    source.parent.mkdir()
+    source.write_bytes(b"frames" * 1000)
+    rel = "raw/2026/11/25/segment.seg"
+    assert store.size(rel) is None
+    store.stage_file(rel, source)
+    assert source.read_bytes() == b"frames" * 1000  # kept
+    assert store.get_bytes(rel) == b"frames" * 1000
+    assert store.size(rel) == 6000
+    if not store.is_s3:  # same file system: a hard link, not a copy
+        assert (Path(store.url()) / rel).stat().st_ino == source.stat().st_ino
+    # Staging again (a resumed batch) keeps what the lake holds: a staged file never changes.
+    other = tmp_path / "other.seg"
+    other.write_bytes(b"other")
+    store.stage_file(rel, other)
+    assert store.get_bytes(rel) == b"frames" * 1000
+    assert store.size("raw/2026/11/25/missing.seg") is None
+
+
 def test_write_atomic_streams_into_place(store: Store) -> None:
     size = store.write_atomic("w/stream.bin", lambda handle: handle.write(b"abc" * 10))
     assert size == 30

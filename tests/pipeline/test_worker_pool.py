@@ -9,7 +9,9 @@ identical table by table, row by row (flags, quarantine reasons and gate results
 included), with the same counts.
 A DoFn that read something only the driver's memory holds (a module global the driver
 set, an object the driver mutates) would see it unset in the pool's workers and the lakes
-would differ, or the run would fail.
+would differ, or the run would fail. Nor may a DoFn read the driver's disk: in the pooled
+run each batch's segments are deleted from the landing folder as soon as the claim has
+staged them in the lake, so the workers can read them only from the lake (S3).
 """
 
 from __future__ import annotations
@@ -136,7 +138,10 @@ def _land(data_dir: Path, same_as: Settings | None = None, **flags: Any) -> Sett
 @pytest.mark.slow
 @pytest.mark.usefixtures("clean_env")
 def test_sdk_workers_in_a_worker_pool_give_the_lake_of_the_in_process_runner(
-    tmp_path: Path, s3_store: Store, worker_pool: tuple[str, Path]
+    tmp_path: Path,
+    s3_store: Store,
+    worker_pool: tuple[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The pooled lake is on S3 (moto's server on loopback; the pool has the AWS
     environment, started after ``s3_store`` set it): the workers reach the lake the way
@@ -148,6 +153,21 @@ def test_sdk_workers_in_a_worker_pool_give_the_lake_of_the_in_process_runner(
     )
     assert pooled.beam_worker_pool == address
     assert local.beam_worker_pool is None
+
+    # In the pooled run the landing folder lets each batch's segments go once they are staged
+    # in the lake, before Beam starts: what the workers read, they read from S3.
+    run_beam = process._run_beam
+    let_go: list[str] = []
+
+    def landing_gone(ctx: BatchContext, *args: Any) -> None:
+        if ctx.lake_uri == pooled.lake:
+            for name, rel in ctx.segments.items():
+                assert s3_store.exists(rel), f"{name} not staged before Beam ran"
+                (pooled.landing / "closed" / name).unlink()
+                let_go.append(name)
+        run_beam(ctx, *args)
+
+    monkeypatch.setattr(process, "_run_beam", landing_gone)
 
     # Two batches each: the second deduplicates and checks its series against the first's
     # commits (the pinned snapshot), as every batch after the first does.
@@ -167,6 +187,7 @@ def test_sdk_workers_in_a_worker_pool_give_the_lake_of_the_in_process_runner(
     assert "Starting worker with command" in pool_log.read_text(), pool_log.read_text()
     assert pooled_first.segments == first.segments
     assert through_pool.segments == in_process.segments
+    assert sorted(let_go) == sorted(first.segments + in_process.segments)
     assert not (pooled.data_dir / "lake").exists()  # all of it on S3
     diff = compare_lakes(local.lake_store(), pooled.lake_store())
     empty = [t.table for t in diff.tables if not t.rows_a and not t.table.endswith("/quarantine")]

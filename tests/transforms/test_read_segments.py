@@ -1,9 +1,10 @@
-"""The batch reads the landing log through ``landing`` itself: ``ReadSegments`` and its DoFn
-take nothing from the caller (a DoFn's state must be plain values that an SDK worker in
-another process can unpickle; the whole Beam run is checked by the batch tests in
-tests/pipeline/, with workers in other processes in test_worker_pool.py), and a row
-quarantined after Enforce gets its envelope back from the landing folder that the
-``BatchContext`` names."""
+"""The batch reads the landing log through ``landing`` itself, from the copies of the
+segments the claim staged in the lake: ``ReadSegments`` and its DoFn take only the
+``BatchContext`` (plain values that an SDK worker in another process can unpickle: the
+lake's URI, the lake-relative path of each segment), never a local path of the driver.
+The whole Beam run is checked by the batch tests in tests/pipeline/, with workers in other
+processes in test_worker_pool.py. A row quarantined after Enforce gets its envelope back
+from the lake's copy of its segment."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
+import pytest
 
+from lake.errors import StorageError
+from lake.storage import Store
 from landing.chunks import group_segments
 from landing.format import Envelope
 from landing.reader import closed_segments, read_segment
@@ -29,6 +33,27 @@ def _land(root: Path, writer_id: str, n: int) -> list[Path]:
             topic = f"emaas/v1/c1/b{i % 3}/dev-{i % 5}/telemetry"
             w.append(Envelope(T0 + i, "mqtt", topic, f"dev-{i % 5}", b'{"seq":%d}' % i))
     return closed_segments(root)
+
+
+def _staged(tmp_path: Path, segments: list[Path]) -> tuple[BatchContext, Store]:
+    """The segments copied into a lake, as the claim stages them, and a context naming
+    them; the landing folder is then removed: nothing may read it."""
+    store = Store.from_uri(str(tmp_path / "lake"))
+    rels = {}
+    for path in segments:
+        rels[path.name] = f"raw/2025/11/16/{path.name}"
+        store.put_file(rels[path.name], path)
+    for path in segments:
+        path.unlink()
+    ctx = BatchContext(
+        pipeline_id="main",
+        batch_no=1,
+        lake_uri=store.uri,
+        contracts_dir=None,
+        devices=pl.DataFrame(),
+        segments=rels,
+    )
+    return ctx, store
 
 
 def test_the_read_stage_reads_every_record_and_the_damage_through_landing(
@@ -48,13 +73,16 @@ def test_the_read_stage_reads_every_record_and_the_damage_through_landing(
     )
     assert len(expected) == 40
 
-    ReadSegments()  # nothing injected
-    read = _ReadFn()
+    sized = [(f"raw/2025/11/16/{p.name}", p.stat().st_size) for p in segments]
+    ctx, _ = _staged(tmp_path, segments)
+    ReadSegments(ctx)  # nothing injected but the context
+    read = _ReadFn(ctx)
+    read.setup()
     tables: list[pa.Table] = []
     damage: list[Any] = []
-    groups = group_segments(segments, target_bytes=900)
+    groups = group_segments(sized, target_bytes=900)
     assert len(groups) > 1
-    for group in groups:  # plain values: the paths of a group of closed segments
+    for group in groups:  # plain values: the lake paths of a group of staged segments
         for out in read.process(group):
             if isinstance(out, pa.Table):
                 tables.append(out)
@@ -70,7 +98,7 @@ def _keys(table: Any) -> list[tuple[str, int, str]]:
     return list(zip(columns["segment"], columns["offset_bytes"], columns["topic"], strict=True))
 
 
-def test_late_rejects_get_their_envelopes_back_from_the_landing_folder(tmp_path: Path) -> None:
+def test_late_rejects_get_their_envelopes_back_from_the_lake(tmp_path: Path) -> None:
     segments = _land(tmp_path, "gw-2", 12)
     first, second = read_segment(segments[0]), read_segment(segments[-1])
     picks = [(second, 0), (first, 1), (second, 0), (first, 0)]  # repeats and out of order
@@ -80,16 +108,23 @@ def test_late_rejects_get_their_envelopes_back_from_the_landing_folder(tmp_path:
             "offset_bytes": [int(r.offset[i]) for r, i in picks],
         }
     )
-    ctx = BatchContext(
-        pipeline_id="main",
-        batch_no=1,
-        lake_uri=str(tmp_path / "lake"),
-        contracts_dir=None,
-        devices=pl.DataFrame(),
-        closed_dir=str(tmp_path / "closed"),
-    )
-    out = _with_envelopes(rows, ctx)
+    ctx, store = _staged(tmp_path, segments)
+    out = _with_envelopes(rows, ctx, store)
     assert out.select("segment", "offset_bytes").equals(rows)
     assert out.select("source", "topic", "identity", "payload").rows() == [
         (r.source[i], r.topic[i], r.identity[i], r.payload[i]) for r, i in picks
     ]
+
+
+def test_a_missing_staged_segment_fails_the_read_and_names_it(tmp_path: Path) -> None:
+    segments = _land(tmp_path, "gw-3", 6)
+    ctx, store = _staged(tmp_path, segments)
+    gone = ctx.segments[segments[0].name]
+    store.delete(gone)
+    read = _ReadFn(ctx)
+    read.setup()
+    with pytest.raises(StorageError, match=gone):
+        list(read.process([gone]))
+    rows = pl.DataFrame({"segment": ["not-of-this-batch.seg"], "offset_bytes": [8]})
+    with pytest.raises(StorageError, match="not one of batch main:1's"):
+        _with_envelopes(rows, ctx, store)
