@@ -45,7 +45,6 @@ INVARIANTS = {
     ("_tagged", "ValueError"): "compaction passes its own file tags",
     ("run_facet", "ValueError"): "the quality outcome comes from the gate's code",
     ("_iter_frames", "ValueError"): "max_records is passed by code, never a setting",
-    ("_with_envelopes", "ValueError"): "the batch wiring gives an envelope reader with the rows",
     ("write_results_files", "ValueError"): "the gate gives the results of one batch per table",
     ("record_decision", "ValueError"): "release.py checks the operator's decision first "
     "(ReleaseError); this guards the API",
