@@ -1,0 +1,415 @@
+"""Governed access: an analyst's DuckDB session that sees only its tenants' rows, each
+column shaped for the session's one purpose, and that leaves an access record for every
+session and every statement before any result leaves.
+
+**The boundary.** Two sides. The platform's side reads the lake (delta-rs and Arrow, with
+the store's credentials), keeps only the rows of the principal's tenants and branches
+(and the session's time window), and shapes every column by the contract's plan for the
+purpose (``contracts.policy``: clear, pseudonymised with the tenant's key, masked,
+generalised, or dropped: a dropped column is never even read). The analyst's side is a
+DuckDB connection that holds nothing but these shaped Arrow tables, one view per dataset,
+and cannot reach anything else: external access off (no file, no URL, no ``COPY``,
+``ATTACH`` of a file or ``EXPORT``), extensions neither installed nor loaded, replacement
+scans of Python objects off, no temp directory, and the configuration locked. It never
+holds a lake path, a credential or the delta extension (which reads ``_delta_log`` outside
+DuckDB's file checks). Because protection is applied before the analyst's SQL runs, a
+predicate, a join, an error message or a timing sees only shaped values: ``WHERE
+technician_phone = '+91…'`` compares with the masked value and matches nothing raw; the
+platform's read depends only on the session (tenants, branches, window), never on the
+analyst's predicates, so nothing is learned from how the lake was pruned.
+
+**The record.** Opening a session, each statement (ok, denied or error) and closing
+write to the access log (``audit.log``, fail-closed: a record that cannot be made durable
+stops the result) with the principal, tenants, purpose, datasets with their table
+versions and contract, the action on every column, rows returned, duration, and the SQL
+with its literals redacted plus its hash (``analytics.sqltext``).
+"""
+
+from __future__ import annotations
+
+import getpass
+import secrets
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from analytics.errors import AccessDeniedError, QueryError
+from analytics.grants import Grant, GrantBook
+from analytics.sqltext import identifiers, redact, sql_sha256
+from contracts import Contract, ContractRegistry, UnknownPurposeError
+from contracts.policy import Action, PurposePlan, TenantKey, apply_plan, plan_for
+from lake.delta import dataset as lake_dataset
+from lake.delta import open_table, table_exists
+from lake.keys import KeyStore
+from lake.layout import clients_rel, table_rel
+from lake.storage import Store
+
+__all__ = [
+    "LOCKED_CONFIG",
+    "AccessRecorder",
+    "Session",
+    "View",
+    "connect",
+]
+
+# The analyst's connection (measured on duckdb 1.5.5: docs/ACCESS.md lists what each stops).
+LOCKED_CONFIG: Mapping[str, Any] = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "allow_unsigned_extensions": False,
+    "python_enable_replacements": False,
+    "temp_directory": "",
+    "lock_configuration": True,
+}
+_TENANT_COLUMN = "client_id"
+_BRANCH_COLUMN = "branch_id"
+_TIME_COLUMN = "ts"
+
+
+class AccessRecorder(Protocol):
+    """Where access records go (``audit.log.AuditLog`` in fail-closed mode): ``append``
+    returns only once the record is durable, and raises when it cannot be."""
+
+    def append(self, event: str, fields: Mapping[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """A dataset as the session offers it: the contract's plan for the purpose."""
+
+    dataset: str
+    contract: Contract
+    plan: PurposePlan
+
+    @property
+    def columns(self) -> list[dict[str, str]]:
+        return [
+            {"dataset": self.dataset, "column": p.field, "action": str(p.action)}
+            for p in self.plan.fields
+        ]
+
+
+@dataclass(slots=True)
+class _Loaded:
+    rows: int
+    versions: dict[str, int | None] = field(default_factory=dict)  # table rel -> version
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # pragma: no cover - no passwd entry (some containers)
+        return "unknown"
+
+
+def _deny(
+    audit: AccessRecorder, base: dict[str, Any], reason: str, message: str
+) -> AccessDeniedError:
+    audit.append("access_denied", {**base, "outcome": "denied", "reason": reason})
+    return AccessDeniedError(
+        message, principal=str(base["principal"]), purpose=str(base["purpose"]), reason=reason
+    )
+
+
+def connect(
+    store: Store,
+    registry: ContractRegistry,
+    keys: KeyStore,
+    audit: AccessRecorder,
+    *,
+    principal: str,
+    purpose: str,
+    tenant: str | None = None,
+    token: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Session:
+    """Open a governed session for ``principal`` and its one ``purpose`` (required: there
+    is no default purpose). ``tenant`` narrows it to one of the principal's tenants;
+    ``token`` is a service's; ``since``/``until`` bound the readings' ``ts`` (the window
+    the lake is read for). AccessDeniedError (after an access record) when the grants do
+    not allow it."""
+    base: dict[str, Any] = {
+        "principal": principal,
+        "purpose": purpose,
+        "tenant_asked": tenant,
+        "os_user": _os_user(),
+    }
+    if purpose not in registry.vocabulary.purposes:
+        audit.append("access_denied", {**base, "outcome": "denied", "reason": "unknown_purpose"})
+        raise UnknownPurposeError(purpose, registry.vocabulary.purpose_ids)
+    book = GrantBook(store, registry)
+    grant = book.load().get(principal)
+    if grant is None:
+        raise _deny(audit, base, "no_grant", f"{principal!r} has no grant to read the lake")
+    if grant.token is not None and (token is None or not grant.token.matches(token)):
+        raise _deny(
+            audit,
+            base,
+            "bad_token",
+            f"{principal!r} is a service: give its token (--token-file)"
+            if token is None
+            else f"the token given for {principal!r} is not its token",
+        )
+    if purpose not in grant.purposes:
+        raise _deny(
+            audit,
+            base,
+            "purpose_not_granted",
+            f"{principal!r} may not read for {purpose!r};"
+            f" granted: {', '.join(sorted(grant.purposes))}",
+        )
+    granted = book.known_tenants() if grant.all_tenants else sorted(grant.tenants)
+    if tenant is not None and tenant not in granted:
+        raise _deny(
+            audit, base, "tenant_not_granted", f"{principal!r} may not read tenant {tenant!r}"
+        )
+    tenants = [tenant] if tenant is not None else granted
+    if since is not None and until is not None and since >= until:
+        raise _deny(audit, base, "empty_window", "--from must be before --to")
+    return Session(
+        store, registry, keys, audit, grant, purpose, tenants, since, until, os_user=base["os_user"]
+    )
+
+
+class Session:
+    """One principal, one purpose, a locked DuckDB connection over shaped views.
+
+    ``sql(statement)`` runs a statement and returns its result as an Arrow table, after
+    the access record is written. Views are made ready when a statement first names them
+    (a session that reads one table does not read the others)."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: ContractRegistry,
+        keys: KeyStore,
+        audit: AccessRecorder,
+        grant: Grant,
+        purpose: str,
+        tenants: list[str],
+        since: datetime | None,
+        until: datetime | None,
+        *,
+        os_user: str,
+    ) -> None:
+        self.id = uuid.uuid4().hex
+        self.principal = grant.principal
+        self.purpose = purpose
+        self.tenants = list(tenants)
+        self.branches = None if grant.branches is None else sorted(grant.branches)
+        self.since, self.until = since, until
+        self._store, self._keys, self._audit = store, keys, audit
+        self._os_user = os_user
+        self._kind = grant.kind
+        self.views = self._views(registry)
+        self._loaded: dict[str, _Loaded] = {}
+        self._con = duckdb.connect(config=dict(LOCKED_CONFIG))
+        self._closed = False
+        self._record("session_open", {"outcome": "ok", "datasets": self._offered()})
+
+    # -- what the session offers -----------------------------------------------------------
+
+    def _views(self, registry: ContractRegistry) -> dict[str, View]:
+        views: dict[str, View] = {}
+        for contract in registry:
+            plan = plan_for(contract, self.purpose, registry.vocabulary)
+            if not plan.clear:
+                continue  # the contract lists this purpose for none of its fields
+            names = contract.field_names
+            if self.branches is not None and _BRANCH_COLUMN not in names:
+                continue  # a branch-bound principal sees nothing that has no branch
+            if _TENANT_COLUMN not in names:
+                continue  # rows that cannot be tied to a tenant are not offered
+            views[contract.dataset] = View(contract.dataset, contract, plan)
+        return views
+
+    def _offered(self) -> list[dict[str, str]]:
+        return [{"dataset": v.dataset, "contract": v.contract.ref} for v in self.views.values()]
+
+    def schema(self, dataset: str) -> pa.Schema:
+        """The shaped schema of a view (what a statement sees), without reading the lake."""
+        view = self.views[dataset]
+        return apply_plan(
+            view.plan, view.contract.arrow_schema().empty_table(), _NO_KEY, view.contract
+        ).schema
+
+    # -- statements ---------------------------------------------------------------------------
+
+    def sql(self, statement: str) -> pa.Table:
+        """Run ``statement`` (one or more SQL statements; the last one's result) on the
+        shaped views; its result, once the access record is durable."""
+        if self._closed:
+            raise QueryError("the session is closed; open a new one")
+        started = time.perf_counter()
+        used = sorted(identifiers(statement) & set(self.views))
+        fields: dict[str, Any] = {
+            "sql_redacted": redact(statement),
+            "sql_sha256": sql_sha256(statement),
+        }
+        try:
+            for name in used:
+                self._ready(name)
+            cursor = self._con.execute(statement)
+            result = cursor.to_arrow_table() if self._con.description is not None else _EMPTY
+        except duckdb.Error as exc:
+            fields.update(self._used(used))
+            self._record(
+                "query",
+                {
+                    **fields,
+                    "outcome": "error",
+                    "error": type(exc).__name__,
+                    "error_redacted": redact(str(exc)),
+                    "rows": 0,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                },
+            )
+            raise QueryError(str(exc)) from None
+        fields.update(self._used(used))
+        self._record(
+            "query",
+            {
+                **fields,
+                "outcome": "ok",
+                "rows": result.num_rows,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            },
+        )
+        return result
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._con.close()
+        self._record("session_close", {"outcome": "ok"})
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the platform's side ------------------------------------------------------------------
+
+    def _used(self, used: list[str]) -> dict[str, Any]:
+        datasets = []
+        for name in used:
+            loaded = self._loaded.get(name)
+            view = self.views[name]
+            for rel, version in (loaded.versions if loaded else {}).items():
+                datasets.append(
+                    {
+                        "dataset": name,
+                        "table": rel,
+                        "version": version,
+                        "contract": view.contract.ref,
+                    }
+                )
+        return {
+            "datasets": datasets,
+            "columns": [c for name in used for c in self.views[name].columns],
+        }
+
+    def _ready(self, name: str) -> None:
+        if name in self._loaded:
+            return
+        view = self.views[name]
+        table, versions = self._read(view)
+        self._con.register(name, table)
+        self._loaded[name] = _Loaded(table.num_rows, versions)
+
+    def _read(self, view: View) -> tuple[pa.Table, dict[str, int | None]]:
+        """The view's rows: the principal's tenants and branches (and the window), only
+        the columns the plan shows, each tenant's rows shaped with that tenant's key."""
+        contract = view.contract
+        wanted = [p.field for p in view.plan.fields if p.action is not Action.DROPPED]
+        parts: list[pa.Table] = []
+        versions: dict[str, int | None] = {}
+        rels = (
+            [(clients_rel(), None)]
+            if view.dataset == "clients"
+            else [(table_rel(t, view.dataset), t) for t in self.tenants]
+        )
+        for rel, tenant in rels:
+            if not table_exists(self._store, rel):
+                versions[rel] = None
+                continue
+            delta = open_table(self._store, rel)
+            versions[rel] = int(delta.version())
+            present = set(delta.schema().to_arrow().names)
+            columns = [c for c in wanted if c in present]
+            scan = lake_dataset(self._store, rel, table=delta, files=self._prune(contract))
+            rows = scan.to_table(columns=columns, filter=self._rows_filter(contract, tenant))
+            for client in _tenants_of(rows, tenant):
+                part = (
+                    rows if tenant is not None else rows.filter(pc.field(_TENANT_COLUMN) == client)
+                )
+                parts.append(apply_plan(view.plan, part, self._keys.get(client), contract))
+        if not parts:
+            empty = (
+                contract.arrow_schema()
+                .empty_table()
+                .select([c for c in wanted if c in contract.field_names])
+            )
+            return apply_plan(view.plan, empty, _NO_KEY, contract), versions
+        return pa.concat_tables(parts, promote_options="permissive"), versions
+
+    def _prune(self, contract: Contract) -> list[tuple[str, str, Any]] | None:
+        files: list[tuple[str, str, Any]] = []
+        if self.branches is not None and _BRANCH_COLUMN in contract.partition_columns:
+            files.append((_BRANCH_COLUMN, "in", self.branches))
+        return files or None
+
+    def _rows_filter(self, contract: Contract, tenant: str | None) -> pc.Expression:
+        names = contract.field_names
+        allowed = [tenant] if tenant is not None else self.tenants
+        expr = pc.field(_TENANT_COLUMN).isin(allowed)
+        if self.branches is not None:
+            expr = expr & pc.field(_BRANCH_COLUMN).isin(self.branches)
+        if _TIME_COLUMN in names:
+            if self.since is not None:
+                expr = expr & (pc.field(_TIME_COLUMN) >= pa.scalar(self.since))
+            if self.until is not None:
+                expr = expr & (pc.field(_TIME_COLUMN) < pa.scalar(self.until))
+        return expr
+
+    def _record(self, event: str, fields: Mapping[str, Any]) -> None:
+        self._audit.append(
+            event,
+            {
+                "session": self.id,
+                "principal": self.principal,
+                "principal_kind": self._kind,
+                "os_user": self._os_user,
+                "purpose": self.purpose,
+                "tenants": self.tenants,
+                "branches": self.branches,
+                "window": [
+                    None if self.since is None else self.since.isoformat(),
+                    None if self.until is None else self.until.isoformat(),
+                ],
+                **fields,
+            },
+        )
+
+
+def _tenants_of(rows: pa.Table, tenant: str | None) -> list[str]:
+    if tenant is not None:
+        return [tenant] if rows.num_rows else []
+    return sorted({str(v) for v in pc.unique(rows.column(_TENANT_COLUMN)).to_pylist() if v})
+
+
+_EMPTY = pa.table({})
+# Shapes tables with no row (nothing to pseudonymise): a random key, never a tenant's.
+_NO_KEY = TenantKey("none", secrets.token_bytes(32))
