@@ -33,7 +33,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import duckdb
@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 
 from analytics.errors import AccessDeniedError, QueryError
 from analytics.grants import Grant, GrantBook
+from analytics.objections import ObjectionRegister
 from analytics.sqltext import identifiers, redact, sql_sha256
 from contracts import Contract, ContractRegistry, UnknownPurposeError
 from contracts.policy import Action, PurposePlan, TenantKey, apply_plan, plan_for
@@ -102,6 +103,7 @@ class View:
 class _Loaded:
     rows: int
     versions: dict[str, int | None] = field(default_factory=dict)  # table rel -> version
+    objected: int = 0  # rows left out: their data subject objected to the purpose
 
 
 def _os_user() -> str:
@@ -176,8 +178,21 @@ def connect(
     tenants = [tenant] if tenant is not None else granted
     if since is not None and until is not None and since >= until:
         raise _deny(audit, base, "empty_window", "--from must be before --to")
+    register = ObjectionRegister(store, registry, keys)
+    now = datetime.now(UTC)
+    objected = {t: register.active(t, purpose, now) for t in tenants}
     return Session(
-        store, registry, keys, audit, grant, purpose, tenants, since, until, os_user=base["os_user"]
+        store,
+        registry,
+        keys,
+        audit,
+        grant,
+        purpose,
+        tenants,
+        since,
+        until,
+        os_user=base["os_user"],
+        objected=objected,
     )
 
 
@@ -201,6 +216,7 @@ class Session:
         until: datetime | None,
         *,
         os_user: str,
+        objected: dict[str, dict[str, frozenset[str]]] | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.principal = grant.principal
@@ -211,6 +227,7 @@ class Session:
         self._store, self._keys, self._audit = store, keys, audit
         self._os_user = os_user
         self._kind = grant.kind
+        self._objected = objected or {}  # tenant -> subject kind -> objected pseudonyms
         self.views = self._views(registry)
         self._loaded: dict[str, _Loaded] = {}
         self._con = duckdb.connect(config=dict(LOCKED_CONFIG))
@@ -314,6 +331,7 @@ class Session:
                         "table": rel,
                         "version": version,
                         "contract": view.contract.ref,
+                        "objected_rows_left_out": loaded.objected if loaded else 0,
                     }
                 )
         return {
@@ -325,17 +343,25 @@ class Session:
         if name in self._loaded:
             return
         view = self.views[name]
-        table, versions = self._read(view)
+        table, versions, objected = self._read(view)
         self._con.register(name, table)
-        self._loaded[name] = _Loaded(table.num_rows, versions)
+        self._loaded[name] = _Loaded(table.num_rows, versions, objected)
 
-    def _read(self, view: View) -> tuple[pa.Table, dict[str, int | None]]:
-        """The view's rows: the principal's tenants and branches (and the window), only
-        the columns the plan shows, each tenant's rows shaped with that tenant's key."""
+    def _read(self, view: View) -> tuple[pa.Table, dict[str, int | None], int]:
+        """The view's rows: the principal's tenants and branches (and the window), less
+        the rows of data subjects who objected to the purpose; only the columns the plan
+        shows, each tenant's rows shaped with that tenant's key."""
         contract = view.contract
         wanted = [p.field for p in view.plan.fields if p.action is not Action.DROPPED]
+        subjects = {
+            f.name
+            for kinds in self._objected.values()
+            for k in kinds
+            if (f := contract.subject_field(k)) is not None
+        }
         parts: list[pa.Table] = []
         versions: dict[str, int | None] = {}
+        objected = 0
         rels = (
             [(clients_rel(), None)]
             if view.dataset == "clients"
@@ -349,6 +375,7 @@ class Session:
             versions[rel] = int(delta.version())
             present = set(delta.schema().to_arrow().names)
             columns = [c for c in wanted if c in present]
+            columns += sorted(c for c in subjects - set(columns) if c in present)
             scan = lake_dataset(self._store, rel, table=delta, files=self._prune(contract))
             rows = scan.to_table(columns=columns, filter=self._rows_filter(contract, tenant))
             for client in _tenants_of(rows, tenant):
@@ -362,8 +389,8 @@ class Session:
                 .empty_table()
                 .select([c for c in wanted if c in contract.field_names])
             )
-            return apply_plan(view.plan, empty, _NO_KEY, contract), versions
-        return pa.concat_tables(parts, promote_options="permissive"), versions
+            return apply_plan(view.plan, empty, _NO_KEY, contract), versions, objected
+        return pa.concat_tables(parts, promote_options="permissive"), versions, objected
 
     def _prune(self, contract: Contract) -> list[tuple[str, str, Any]] | None:
         files: list[tuple[str, str, Any]] = []

@@ -1,8 +1,7 @@
 """Grants: who may read the lake, for which tenants, branches and purposes.
 
-A grant is data, kept in the lake (``_access/grants/<revision>.json``, one whole document
-per revision, each written once with put-if-absent: two operators granting at once
-cannot lose a change, the second reloads and applies its change again). A principal is
+A grant is data, kept in the lake (``_access/grants/<revision>.json``, whole revisions
+written once each: ``analytics.revisions``). A principal is
 a person or a service; it has one or more tenants (or ``*``, every tenant: the
 platform's own staff), the purposes it may use, optionally a set of branches (then it
 sees only those branches' rows, and no dataset that has no branch), and, for a service,
@@ -26,10 +25,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pyarrow.compute as pc
 
 from analytics.errors import GrantError
+from analytics.revisions import Revision, Revisions
 from contracts import ContractRegistry
 from lake.delta import read_table, table_exists
 from lake.layout import clients_rel, table_rel
@@ -48,10 +47,8 @@ __all__ = [
 
 ALL_TENANTS = "*"
 GRANTS_PREFIX = "_access/grants"
-_FORMAT = 1
 _PRINCIPAL = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,63}$")
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
-_SAVE_ATTEMPTS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,33 +149,15 @@ class GrantBook:
     def __init__(self, store: Store, registry: ContractRegistry) -> None:
         self._store = store
         self._registry = registry
+        self._revisions = Revisions(store, GRANTS_PREFIX, "grants")
 
     # -- reading --------------------------------------------------------------------------
 
     def load(self) -> Grants:
         """The latest revision (revision 0, no grant, when none was ever made)."""
-        names = [
-            rel.rsplit("/", 1)[-1]
-            for rel in self._store.list(GRANTS_PREFIX)
-            if rel.endswith(".json")
-        ]
-        revisions = sorted(int(n[:-5]) for n in names if n[:-5].isdigit())
-        if not revisions:
-            return Grants()
-        rel = _revision_rel(revisions[-1])
-        data = self._store.get_bytes(rel)
-        if data is None:  # pragma: no cover - listed a moment ago; grants are never deleted
-            raise GrantError(f"{self._store.url(rel)} vanished", setting="grants")
-        raw = orjson.loads(data)
-        if raw.get("format") != _FORMAT:
-            raise GrantError(
-                f"{self._store.url(rel)}: grants format {raw.get('format')!r}, this version of"
-                f" energylake reads {_FORMAT}; upgrade energylake",
-                setting="grants",
-                value=raw.get("format"),
-            )
-        grants = {g["principal"]: Grant.from_json(g) for g in raw["grants"]}
-        return Grants(revision=int(raw["revision"]), grants=grants)
+        latest = self._revisions.latest()
+        grants = {g["principal"]: Grant.from_json(g) for g in latest.entries}
+        return Grants(revision=latest.number, grants=grants)
 
     # -- changing -------------------------------------------------------------------------
 
@@ -303,28 +282,20 @@ class GrantBook:
     def _save(
         self, principal: str, change: Callable[[Grant | None], Grant | None], actor: str
     ) -> Grant | None:
-        for _ in range(_SAVE_ATTEMPTS):
-            current = self.load()
-            changed = change(current.get(principal))
-            grants = dict(current.grants)
+        made: list[Grant | None] = []
+
+        def apply(current: Revision) -> list[dict[str, Any]]:
+            grants = {g["principal"]: Grant.from_json(g) for g in current.entries}
+            changed = change(grants.get(principal))
+            made[:] = [changed]
             if changed is None:
                 grants.pop(principal, None)
             else:
                 grants[principal] = changed
-            revision = current.revision + 1
-            document = {
-                "format": _FORMAT,
-                "revision": revision,
-                "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "updated_by": actor,
-                "grants": [grants[p].to_json() for p in sorted(grants)],
-            }
-            data = orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
-            if self._store.put_if_absent(_revision_rel(revision), data):
-                return changed
-        raise GrantError(  # pragma: no cover - eight operators at once
-            "the grants kept changing under this command; run it again", setting="grants"
-        )
+            return [grants[p].to_json() for p in sorted(grants)]
+
+        self._revisions.save(apply, actor)
+        return made[0]
 
     # -- validation -----------------------------------------------------------------------
 
@@ -393,10 +364,6 @@ def check_principal(principal: str) -> str:
             value=principal,
         )
     return principal
-
-
-def _revision_rel(revision: int) -> str:
-    return f"{GRANTS_PREFIX}/{revision:08d}.json"
 
 
 def _write_token(path: Path, token: str) -> None:

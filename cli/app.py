@@ -19,6 +19,7 @@ import typer
 from typer.core import TyperGroup
 
 from cli import (
+    access,
     config,
     contracts,
     demo,
@@ -31,6 +32,7 @@ from cli import (
     quality,
     reference,
     simulate,
+    sql,
     status,
 )
 from cli.common import CliContext, error
@@ -76,6 +78,8 @@ _COMMANDS = (
     publish.app,
     gateway.app,
     status.app,
+    access.app,
+    sql.app,
 )
 for _commands in _COMMANDS:
     app.add_typer(_commands)

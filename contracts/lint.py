@@ -23,6 +23,8 @@ code (``E0xx``) operators and tests can search for. Codes:
   registry's ``kind`` enum does not allow; E066 (registry) a kind of that enum that no
   contract names as its deviceKind
 - E036 sentinel not ``<u16|s16|u32|s32>[/divisor]`` or on a property that is not a number
+- E037 subject not a kind of the vocabulary's ``subjects``, or on a property that is not
+  ``personal`` string data
 """
 
 from __future__ import annotations
@@ -58,7 +60,15 @@ __all__ = [
 
 CONTRACT_SUFFIX = ".odcs.yaml"
 
-_PROPERTY_CUSTOM_KEYS = {"unit", "purposes", "protection", "counter", "ratedBy", "sentinel"}
+_PROPERTY_CUSTOM_KEYS = {
+    "unit",
+    "purposes",
+    "protection",
+    "counter",
+    "ratedBy",
+    "sentinel",
+    "subject",
+}
 _CONTRACT_CUSTOM_KEYS = {"retention", "deviceKind", "personalData"}
 _SEVERITIES = {"error", "warning"}
 _DEVICE_KIND = re.compile(r"[a-z][a-z0-9_]{0,31}")
@@ -441,6 +451,18 @@ class _Linter:
                 "E036",
                 f"sentinel {sentinel!r}: a numeric property's register type "
                 "<u16|s16|u32|s32>, optionally /divisor (its scale to the unit), e.g. u16/10",
+            )
+        subject = custom.get("subject")
+        if subject is not None and (
+            subject not in self.vocab.subjects
+            or prop.get("classification") != "personal"
+            or logical != "string"
+        ):
+            self.add(
+                f"{path}.customProperties.subject",
+                "E037",
+                f"subject {subject!r}: the id of a kind of data subject"
+                f" ({', '.join(self.vocab.subjects)}) on a personal string property",
             )
         low, high = options.get("minimum"), options.get("maximum")
         if isinstance(low, int | float) and isinstance(high, int | float) and low > high:

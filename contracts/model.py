@@ -94,6 +94,9 @@ class Field:
     # Values a device sends for "not available / fault" (GenComm register sentinels, in the
     # field's unit): stored as NULL with the SENTINEL flag, never as the number.
     sentinels: tuple[float, ...] = ()
+    # The kind of data subject (vocabulary ``subjects``) whose id this field holds: the
+    # people an objection or an erasure names.
+    subject: str | None = None
 
     @property
     def arrow_type(self) -> pa.DataType:
@@ -170,6 +173,13 @@ class Contract:
         None for a dataset that is not a readings dataset (``customProperties.deviceKind``)."""
         kind = self.extras.get("deviceKind")
         return None if kind is None else str(kind)
+
+    def subject_field(self, kind: str) -> Field | None:
+        """The field holding the id of data subjects of ``kind``, if the dataset names them."""
+        for candidate in self.fields:
+            if candidate.subject == kind:
+                return candidate
+        return None
 
     @property
     def field_names(self) -> list[str]:

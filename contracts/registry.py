@@ -110,6 +110,7 @@ def _build(path: Path, data: dict[str, Any]) -> Contract:
                 counter=bool(custom.get("counter", False)),
                 rated_by=custom.get("ratedBy"),
                 sentinels=sentinel_values(str(custom["sentinel"])) if "sentinel" in custom else (),
+                subject=custom.get("subject"),
             )
         )
         rules.extend(_rule(r, prop.name) for r in prop.quality or [])

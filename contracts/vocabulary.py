@@ -26,6 +26,7 @@ class Vocabulary:
     reason_codes: dict[str, str]
     quality_flags: dict[str, str]
     quality_rules: dict[str, str]
+    subjects: dict[str, dict[str, str]]
 
     @property
     def purpose_ids(self) -> list[str]:
@@ -49,6 +50,7 @@ def _parse(raw: dict[str, Any]) -> Vocabulary:
         reason_codes=dict(raw["reason_codes"]),
         quality_flags=dict(raw["quality_flags"]),
         quality_rules=dict(raw["quality_rules"]),
+        subjects={str(k): dict(v) for k, v in (raw.get("subjects") or {}).items()},
     )
 
 

@@ -96,6 +96,16 @@ def _mask_on_number(data: dict[str, Any]) -> None:
     _custom(_prop(data, "latitude_deg"), "protection")["value"] = {"method": "mask"}
 
 
+def _unknown_subject(data: dict[str, Any]) -> None:
+    _custom(_prop(data, "technician_id"), "subject")["value"] = "customer"
+
+
+def _subject_on_operational(data: dict[str, Any]) -> None:
+    _prop(data, "ticket_id").setdefault("customProperties", []).append(
+        {"property": "subject", "value": "technician"}
+    )
+
+
 def _generalise_without_step(data: dict[str, Any]) -> None:
     _custom(_prop(data, "latitude_deg"), "protection")["value"] = {"method": "generalise"}
 
@@ -167,6 +177,22 @@ def _enum_wrong_type(data: dict[str, Any]) -> None:
 
 # (case, dataset, mutation, code, property path fragment, message fragment)
 BROKEN: list[tuple[str, str, Callable[[dict[str, Any]], None], str, str, str]] = [
+    (
+        "unknown kind of data subject",
+        "work_orders",
+        _unknown_subject,
+        "E037",
+        "'technician_id'.customProperties.subject",
+        "subject 'customer'",
+    ),
+    (
+        "subject on a field that is not personal",
+        "work_orders",
+        _subject_on_operational,
+        "E037",
+        "'ticket_id'.customProperties.subject",
+        "on a personal string property",
+    ),
     (
         "missing classification",
         "meter_readings",

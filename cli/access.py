@@ -1,0 +1,191 @@
+"""``energylake access``: grant, revoke and list who may read the lake, for which tenants,
+branches and purposes (``analytics.grants``); every change leaves an access record."""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from analytics.grants import ALL_TENANTS, Grant, GrantBook
+from audit.log import AuditLog
+from cli.common import cli_context
+from contracts import load_registry
+from pipelines.settings import Settings
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    name="access",
+    help="Who may read the lake: grant, revoke, list (tenants, branches, purposes).",
+    no_args_is_help=True,
+)
+
+Principal = Annotated[str, typer.Argument(help="A person or a service (a-z 0-9 . _ @ -).")]
+Tenants = Annotated[
+    list[str] | None,
+    typer.Option("--tenant", help="A tenant (client id), repeatable; '*' for every tenant."),
+]
+Purposes = Annotated[
+    list[str] | None,
+    typer.Option("--purpose", help="A purpose of the privacy policy, repeatable."),
+]
+Branches = Annotated[
+    list[str] | None,
+    typer.Option("--branch", help="Only these branches of the tenants, repeatable."),
+]
+
+
+def _book(settings: Settings) -> GrantBook:
+    registry = load_registry(settings.contracts_dir) if settings.contracts_dir else load_registry()
+    return GrantBook(settings.lake_store(), registry)
+
+
+def access_log(settings: Settings) -> AuditLog:
+    """The access log: fail-closed (a record that cannot be made durable stops the
+    command before it returns anything)."""
+    return AuditLog(settings.data_dir / "audit" / "access", component="access", fail_closed=True)
+
+
+def _actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # pragma: no cover - no passwd entry
+        return "unknown"
+
+
+def _describe(grant: Grant | None) -> dict[str, object]:
+    if grant is None:
+        return {"grant": None}
+    return {
+        "grant": {
+            "kind": grant.kind,
+            "tenants": sorted(grant.tenants),
+            "purposes": sorted(grant.purposes),
+            "branches": None if grant.branches is None else sorted(grant.branches),
+        }
+    }
+
+
+@app.command("grant")
+def access_grant(
+    ctx: typer.Context,
+    principal: Principal,
+    tenant: Tenants = None,
+    purpose: Purposes = None,
+    branch: Branches = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            help="Make the principal a service: a fresh token is written to this new file "
+            "(mode 0600); only its hash is kept.",
+        ),
+    ] = None,
+) -> None:
+    """Let PRINCIPAL read TENANT(s) for PURPOSE(s) (added to what it has)."""
+    cli = cli_context(ctx)
+    settings = cli.settings()
+    actor = _actor()
+    made = _book(settings).grant(
+        principal,
+        tenants=tenant or [],
+        purposes=purpose or [],
+        branches=branch or [],
+        token_file=token_file,
+        actor=actor,
+    )
+    log = access_log(settings)
+    try:
+        log.append(
+            "grant",
+            {
+                "actor": actor,
+                "principal": principal,
+                "added": {
+                    "tenants": sorted(tenant or []),
+                    "purposes": sorted(purpose or []),
+                    "branches": sorted(branch or []),
+                    "token": token_file is not None,
+                },
+                **_describe(made),
+            },
+        )
+    finally:
+        log.close()
+    cli.console.print(f"granted: {principal} ({made.kind})")
+    cli.console.print(_grants_table([made]))
+    if token_file is not None:
+        cli.console.print(f"token written to {token_file} (mode 0600); it is not kept anywhere")
+
+
+@app.command("revoke")
+def access_revoke(
+    ctx: typer.Context,
+    principal: Principal,
+    tenant: Tenants = None,
+    purpose: Purposes = None,
+    branch: Branches = None,
+) -> None:
+    """Take tenants, purposes or branches from PRINCIPAL; with none named, its whole grant."""
+    cli = cli_context(ctx)
+    settings = cli.settings()
+    actor = _actor()
+    left = _book(settings).revoke(
+        principal, tenants=tenant or [], purposes=purpose or [], branches=branch or [], actor=actor
+    )
+    log = access_log(settings)
+    try:
+        log.append(
+            "revoke",
+            {
+                "actor": actor,
+                "principal": principal,
+                "removed": {
+                    "tenants": sorted(tenant or []),
+                    "purposes": sorted(purpose or []),
+                    "branches": sorted(branch or []),
+                    "all": not (tenant or purpose or branch),
+                },
+                **_describe(left),
+            },
+        )
+    finally:
+        log.close()
+    if left is None:
+        cli.console.print(f"revoked: {principal} has no grant now")
+    else:
+        cli.console.print(f"revoked; {principal} keeps:")
+        cli.console.print(_grants_table([left]))
+
+
+@app.command("list")
+def access_list(ctx: typer.Context) -> None:
+    """Every principal with its tenants, branches and purposes."""
+    cli = cli_context(ctx)
+    grants = _book(cli.settings()).load()
+    if not grants.grants:
+        cli.console.print(
+            "no grants yet: `energylake access grant PRINCIPAL --tenant T --purpose P`"
+        )
+        return
+    cli.console.print(f"grants, revision {grants.revision}:")
+    cli.console.print(_grants_table(list(grants.grants.values())))
+
+
+def _grants_table(grants: list[Grant]) -> Table:
+    table = Table("principal", "kind", "tenants", "branches", "purposes", "granted", "by")
+    for g in sorted(grants, key=lambda g: g.principal):
+        table.add_row(
+            g.principal,
+            g.kind,
+            "every tenant" if ALL_TENANTS in g.tenants else ", ".join(sorted(g.tenants)),
+            "all" if g.branches is None else ", ".join(sorted(g.branches)),
+            ", ".join(sorted(g.purposes)),
+            g.granted_at,
+            g.granted_by,
+        )
+    return table
