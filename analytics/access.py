@@ -317,6 +317,17 @@ class Session:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def sources(self, dataset: str) -> list[tuple[str, int | None, Contract]]:
+        """The lake tables a view was read from: (table path, version, contract); the view
+        is made ready first."""
+        self._ready(dataset)
+        view = self.views[dataset]
+        return [(rel, v, view.contract) for rel, v in self._loaded[dataset].versions.items()]
+
+    def record(self, event: str, fields: Mapping[str, Any]) -> None:
+        """Write an access record of this session (durable when this returns)."""
+        self._record(event, fields)
+
     # -- the platform's side ------------------------------------------------------------------
 
     def _used(self, used: list[str]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ Purposes = Annotated[
     list[str] | None,
     typer.Option("--purpose", help="A purpose of the privacy policy, repeatable."),
 ]
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Override data_dir.")]
 Branches = Annotated[
     list[str] | None,
     typer.Option("--branch", help="Only these branches of the tenants, repeatable."),
@@ -77,6 +78,7 @@ def access_grant(
     tenant: Tenants = None,
     purpose: Purposes = None,
     branch: Branches = None,
+    data_dir: DataDir = None,
     token_file: Annotated[
         Path | None,
         typer.Option(
@@ -88,7 +90,7 @@ def access_grant(
 ) -> None:
     """Let PRINCIPAL read TENANT(s) for PURPOSE(s) (added to what it has)."""
     cli = cli_context(ctx)
-    settings = cli.settings()
+    settings = cli.settings(data_dir=data_dir)
     actor = _actor()
     made = _book(settings).grant(
         principal,
@@ -129,10 +131,11 @@ def access_revoke(
     tenant: Tenants = None,
     purpose: Purposes = None,
     branch: Branches = None,
+    data_dir: DataDir = None,
 ) -> None:
     """Take tenants, purposes or branches from PRINCIPAL; with none named, its whole grant."""
     cli = cli_context(ctx)
-    settings = cli.settings()
+    settings = cli.settings(data_dir=data_dir)
     actor = _actor()
     left = _book(settings).revoke(
         principal, tenants=tenant or [], purposes=purpose or [], branches=branch or [], actor=actor
@@ -163,10 +166,10 @@ def access_revoke(
 
 
 @app.command("list")
-def access_list(ctx: typer.Context) -> None:
+def access_list(ctx: typer.Context, data_dir: DataDir = None) -> None:
     """Every principal with its tenants, branches and purposes."""
     cli = cli_context(ctx)
-    grants = _book(cli.settings()).load()
+    grants = _book(cli.settings(data_dir=data_dir)).load()
     if not grants.grants:
         cli.console.print(
             "no grants yet: `energylake access grant PRINCIPAL --tenant T --purpose P`"

@@ -1,4 +1,5 @@
-"""``energylake sql``: an analyst's governed DuckDB session (``analytics.access``).
+"""``energylake sql`` and ``energylake extract``: an analyst's governed DuckDB session
+(``analytics.access``), and a purpose-shaped extract of one dataset (``analytics.extract``).
 
 ``energylake sql --as PRINCIPAL --purpose P [--tenant T] [-c SQL | FILE]``; with neither,
 an interactive shell (line editing and history, statements end with ``;``, ``.tables``,
@@ -27,13 +28,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from analytics.access import Session, connect
+from analytics.access import AccessRecorder, Session, connect
 from analytics.errors import QueryError
+from analytics.extract import extract
 from cli.access import access_log
 from cli.common import cli_context, error
 from contracts import load_registry
 from contracts.errors import ConfigError
 from lake.keys import KeyStore
+from lineage.emitter import LineageEmitter
+from lineage.runs import uri_of
+from pipelines.settings import Settings
 
 __all__ = ["app", "write_result"]
 
@@ -102,6 +107,7 @@ def sql(
     until: Annotated[
         str | None, typer.Option("--to", help="Readings before this time (ISO; UTC if bare).")
     ] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Override data_dir.")] = None,
 ) -> None:
     """Query the lake as PRINCIPAL for PURPOSE: only its tenants' rows, each column as the
     purpose may see it; every statement is recorded in the access log."""
@@ -115,23 +121,10 @@ def sql(
         raise ConfigError("give -c SQL or a FILE, not both", setting="-c")
     if fmt is Format.PARQUET and out is None:
         raise ConfigError("--format parquet needs --out FILE", setting="--out")
-    settings = cli.settings()
-    registry = load_registry(settings.contracts_dir) if settings.contracts_dir else load_registry()
+    settings = cli.settings(data_dir=data_dir)
     log = access_log(settings)
     try:
-        session = connect(
-            settings.lake_store(),
-            registry,
-            KeyStore(settings.keys),
-            log,
-            principal=principal,
-            purpose=purpose,
-            tenant=tenant,
-            token=_token(token_file),
-            since=_when(since, "--from"),
-            until=_when(until, "--to"),
-        )
-        with session:
+        with _open(settings, log, principal, purpose, tenant, token_file, since, until) as session:
             if command is not None or file is not None:
                 text = command if command is not None else _read(file)
                 result = session.sql(text)
@@ -140,6 +133,86 @@ def sql(
                 _shell(session, fmt, cli.console)
     finally:
         log.close()
+
+
+@app.command("extract")
+def extract_command(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Argument(help="The dataset (a view of the session).")],
+    principal: Annotated[
+        str, typer.Option("--as", help="Who extracts (a granted principal).")
+    ] = "",
+    purpose: Annotated[
+        str, typer.Option("--purpose", help="The one purpose the extract serves (required).")
+    ] = "",
+    out: Annotated[Path | None, typer.Option("--out", help="The Parquet file to write.")] = None,
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="Only this one of the principal's tenants.")
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option("--token-file", help="A service principal's token file.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--from", help="Readings from this time on (ISO; UTC if bare).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--to", help="Readings before this time (ISO; UTC if bare).")
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Override data_dir.")] = None,
+) -> None:
+    """Write DATASET, shaped for PURPOSE, to a Parquet file; an access record and a lineage
+    run (the tables' versions in, the file and its SHA-256 out) record the copy."""
+    cli = cli_context(ctx)
+    if not principal or not purpose:
+        raise ConfigError(
+            "an extract needs --as PRINCIPAL and --purpose PURPOSE (there is no default purpose)",
+            setting="--as" if not principal else "--purpose",
+        )
+    if out is None or out.suffix != ".parquet":
+        raise ConfigError("--out FILE.parquet is required", setting="--out", value=out)
+    settings = cli.settings(data_dir=data_dir)
+    log = access_log(settings)
+    try:
+        with _open(settings, log, principal, purpose, tenant, token_file, since, until) as session:
+            report = extract(
+                session,
+                dataset,
+                out,
+                lake_uri=uri_of(settings.lake),
+                emitter=LineageEmitter.from_settings(settings),
+            )
+    finally:
+        log.close()
+    cli.console.print(
+        f"{report.rows} rows of {dataset} for {purpose} written to {report.path}"
+        f" ({report.size_bytes} bytes, sha256 {report.sha256});"
+        f" lineage run {report.run_id or '(not emitted)'}"
+    )
+
+
+def _open(
+    settings: Settings,
+    log: AccessRecorder,
+    principal: str,
+    purpose: str,
+    tenant: str | None,
+    token_file: Path | None,
+    since: str | None,
+    until: str | None,
+) -> Session:
+    registry = load_registry(settings.contracts_dir) if settings.contracts_dir else load_registry()
+    return connect(
+        settings.lake_store(),
+        registry,
+        KeyStore(settings.keys),
+        log,
+        principal=principal,
+        purpose=purpose,
+        tenant=tenant,
+        token=_token(token_file),
+        since=_when(since, "--from"),
+        until=_when(until, "--to"),
+    )
 
 
 def _read(file: Path | None) -> str:

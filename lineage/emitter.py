@@ -55,6 +55,7 @@ from lineage.facets import (
 from lineage.transport import make_transport
 
 __all__ = [
+    "FileOutput",
     "JobSpec",
     "LineageEmitter",
     "RunHandle",
@@ -188,6 +189,40 @@ class TableDataset:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class FileOutput:
+    """A file a job wrote outside the lake (a purpose-shaped extract): namespace = its
+    folder's URI, name = the file's name, version = the SHA-256 of its bytes."""
+
+    folder_uri: str
+    name: str
+    sha256: str
+    rows: int
+    size_bytes: int
+    file_format: str = "parquet"
+
+    def output(self) -> OutputDataset:
+        stats = output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(
+            rowCount=self.rows, size=self.size_bytes, fileCount=1
+        )
+        return OutputDataset(
+            namespace=self.folder_uri,
+            name=self.name,
+            facets={
+                "storage": storage_dataset.StorageDatasetFacet(
+                    storageLayer="file", fileFormat=self.file_format
+                ),
+                "dataSource": datasource_dataset.DatasourceDatasetFacet(
+                    name=self.folder_uri, uri=f"{self.folder_uri.rstrip('/')}/{self.name}"
+                ),
+                "version": dataset_version_dataset.DatasetVersionDatasetFacet(
+                    datasetVersion=f"sha256:{self.sha256}"
+                ),
+            },
+            outputFacets={"outputStatistics": stats},
+        )
+
+
 def _version_of(distribution: str) -> str:
     try:
         return package_version(distribution)
@@ -258,7 +293,7 @@ class RunHandle:
         self.run_id = run_id
         self.parent = parent
         self.inputs: list[SegmentInput | TableDataset] = []
-        self.outputs: list[TableDataset] = []
+        self.outputs: list[TableDataset | FileOutput] = []
         self.run_info: dict[str, Any] = {}
         self.details: dict[str, Any] = {}
         """Anything else worth recording about the run (goes into the energylake_run facet)."""
@@ -338,7 +373,10 @@ class RunHandle:
         known = {i.rel for i in self.inputs if isinstance(i, TableDataset)}
         for rel, found in self._assertions.items():  # checked but not read: still recorded
             if rel not in known:
-                owner = next((o for o in self.outputs if o.rel == rel), None)
+                owner = next(
+                    (o for o in self.outputs if isinstance(o, TableDataset) and o.rel == rel),
+                    None,
+                )
                 lake = owner.lake_uri if owner else ""
                 checked = TableDataset(lake, rel, contract=owner.contract if owner else None)
                 checked.assertions = found
@@ -367,7 +405,7 @@ class RunHandle:
 
     def complete(
         self,
-        outputs: Sequence[TableDataset] = (),
+        outputs: Sequence[TableDataset | FileOutput] = (),
         inputs: Sequence[SegmentInput | TableDataset] = (),
     ) -> bool:
         self.inputs.extend(inputs)

@@ -37,7 +37,7 @@ ALLOWED = {
     "lineage": {"contracts", "durable"},
     "gateway": {"contracts", "durable", "landing", "audit"},
     "transforms": {"contracts", "lake", "lineage", "landing", "batch"},
-    "analytics": {"contracts", "lake", "lineage", "audit", "batch"},
+    "analytics": {"contracts", "durable", "lake", "lineage", "audit", "batch"},
     "simulator": {"contracts", "landing"},
     "landing": {"contracts", "durable"},
     "batch": {"contracts", "durable", "lake", "lineage"},
