@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 
 from analytics.errors import AccessDeniedError, QueryError
 from analytics.grants import Grant, GrantBook
-from analytics.objections import ObjectionRegister
+from analytics.objections import ObjectionRegister, drop_objected
 from analytics.sqltext import identifiers, redact, sql_sha256
 from contracts import Contract, ContractRegistry, UnknownPurposeError
 from contracts.policy import Action, PurposePlan, TenantKey, apply_plan, plan_for
@@ -390,10 +390,13 @@ class Session:
             scan = lake_dataset(self._store, rel, table=delta, files=self._prune(contract))
             rows = scan.to_table(columns=columns, filter=self._rows_filter(contract, tenant))
             for client in _tenants_of(rows, tenant):
-                part = (
-                    rows if tenant is not None else rows.filter(pc.field(_TENANT_COLUMN) == client)
-                )
-                parts.append(apply_plan(view.plan, part, self._keys.get(client), contract))
+                part = rows
+                if tenant is None:  # the platform-wide clients table: one key per client
+                    part = rows.filter(pc.field(_TENANT_COLUMN) == client)
+                key = self._keys.get(client)
+                part, removed = drop_objected(part, contract, key, self._objected.get(client, {}))
+                objected += removed
+                parts.append(apply_plan(view.plan, part, key, contract))
         if not parts:
             empty = (
                 contract.arrow_schema()

@@ -16,17 +16,18 @@ import duckdb
 
 __all__ = ["identifiers", "redact", "sql_sha256"]
 
+# DuckDB's tokenizer gives BYTE offsets into the UTF-8 text: every scan here is on bytes.
 _NUMBER = re.compile(
-    r"0[xX][0-9a-fA-F_]+|0[bB][01_]+"
-    r"|[0-9][0-9_]*\.?[0-9_]*(?:[eE][+-]?[0-9]+)?|\.[0-9][0-9_]*(?:[eE][+-]?[0-9]+)?"
+    rb"0[xX][0-9a-fA-F_]+|0[bB][01_]+"
+    rb"|[0-9][0-9_]*\.?[0-9_]*(?:[eE][+-]?[0-9]+)?|\.[0-9][0-9_]*(?:[eE][+-]?[0-9]+)?"
 )
-_STRING_PREFIX = re.compile(r"[eEbBxX]?'")
-_DOLLAR = re.compile(r"\$([A-Za-z_][A-Za-z_0-9]*)?\$")
-_IDENTIFIER = re.compile(r'"((?:[^"]|"")*)"|([A-Za-z_][A-Za-z_0-9$]*)')
-_COMMENTS = re.compile(r"--[^\n]*|/\*.*?(?:\*/|\Z)", re.DOTALL)
+_STRING_PREFIX = re.compile(rb"[eEbBxX]?'")
+_DOLLAR = re.compile(rb"\$([A-Za-z_][A-Za-z_0-9]*)?\$")
+_IDENTIFIER = re.compile(rb'"((?:[^"]|"")*)"|([A-Za-z_\x80-\xff][A-Za-z_0-9$\x80-\xff]*)')
+_COMMENTS = re.compile(rb"--[^\n]*|/\*.*?(?:\*/|\Z)", re.DOTALL)
 
 
-def _string_end(sql: str, start: int) -> int:
+def _string_end(sql: bytes, start: int) -> int:
     """The end of the string literal at ``start`` ('...' with '' escapes, E'...' with
     backslash escapes, $tag$...$tag$)."""
     dollar = _DOLLAR.match(sql, start)
@@ -35,14 +36,14 @@ def _string_end(sql: str, start: int) -> int:
         return len(sql) if close < 0 else close + len(dollar.group(0))
     prefix = _STRING_PREFIX.match(sql, start)
     pos = start + (len(prefix.group(0)) if prefix else 1)
-    backslash = bool(prefix) and sql[start] in "eE"
+    backslash = bool(prefix) and sql[start : start + 1] in (b"e", b"E")
     while pos < len(sql):
-        ch = sql[pos]
-        if backslash and ch == "\\":
+        ch = sql[pos : pos + 1]
+        if backslash and ch == b"\\":
             pos += 2
             continue
-        if ch == "'":
-            if pos + 1 < len(sql) and sql[pos + 1] == "'":
+        if ch == b"'":
+            if sql[pos + 1 : pos + 2] == b"'":
                 pos += 2
                 continue
             return pos + 1
@@ -57,32 +58,34 @@ def redact(sql: str) -> str:
         tokens = duckdb.tokenize(sql)
     except Exception:
         return "<not tokenizable>"
-    out: list[str] = []
+    data = sql.encode()
+    out: list[bytes] = []
     cursor = 0
     for index, (start, kind) in enumerate(tokens):
         if start < cursor:
             continue
-        following = tokens[index + 1][0] if index + 1 < len(tokens) else len(sql)
+        following = tokens[index + 1][0] if index + 1 < len(tokens) else len(data)
         if kind == duckdb.token_type.string_const:
-            end = _string_end(sql, start)
+            end = _string_end(data, start)
         elif kind == duckdb.token_type.numeric_const:
-            match = _NUMBER.match(sql, start)
+            match = _NUMBER.match(data, start)
             end = match.end() if match and match.end() > start else following
         elif kind == duckdb.token_type.comment:
-            out.append(sql[cursor:start])
+            out.append(data[cursor:start])
             cursor = following
             continue
         else:
             continue
-        out.append(sql[cursor:start])
-        out.append("?")
+        out.append(data[cursor:start])
+        out.append(b"?")
         cursor = max(end, start + 1)
-    out.append(sql[cursor:])
+    out.append(data[cursor:])
     # Literals are gone: what is left of a comment is a comment (and a quote left over, an
     # unterminated literal: everything from it on goes).
-    text = _COMMENTS.sub("", "".join(out))
-    quote = text.find("'")
-    return text if quote < 0 else text[:quote] + "?"
+    text = _COMMENTS.sub(b"", b"".join(out))
+    quote = text.find(b"'")
+    redacted = text if quote < 0 else text[:quote] + b"?"
+    return redacted.decode(errors="replace")
 
 
 def sql_sha256(sql: str) -> str:
@@ -97,13 +100,15 @@ def identifiers(sql: str) -> set[str]:
         tokens = duckdb.tokenize(sql)
     except Exception:
         return set()
+    data = sql.encode()
     names: set[str] = set()
     for start, kind in tokens:
         if kind not in (duckdb.token_type.identifier, duckdb.token_type.keyword):
             continue
-        match = _IDENTIFIER.match(sql, start)
+        match = _IDENTIFIER.match(data, start)
         if match is None:
             continue
-        name = match.group(1).replace('""', '"') if match.group(1) is not None else match.group(2)
-        names.add(name.lower())
+        quoted = match.group(1)
+        name = quoted.replace(b'""', b'"') if quoted is not None else match.group(2)
+        names.add(name.decode(errors="replace").lower())
     return names

@@ -20,6 +20,16 @@ fill the disk, whatever the number of client addresses:
 
 The fact that something happened is never lost; only repeats are folded, and a window
 writes at most ``2 * max_first_records + 1`` records.
+
+Every record is a link of the folder's hash chain (``audit.chain``: ``seq``, ``prev``,
+anchors), whichever process writes it. With ``fail_closed`` (the access log) each record
+is fsynced before ``append`` returns and a failure raises ``AuditWriteError``, so the
+caller can refuse what it was to record; otherwise (the gateway) a failure is logged and
+the caller carries on. ``append(event, fields)`` writes a structured record of any kind
+(an access, a grant); ``record(...)`` writes the edge's security events.
+
+Audit files are kept at least ``RETENTION_DAYS`` (India's DPDP Rules ask processing logs
+to be kept at least a year): ``audit.verify.prune`` refuses anything younger.
 """
 
 from __future__ import annotations
@@ -28,14 +38,18 @@ import ipaddress
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import orjson
+from audit.chain import ChainWriter
+from audit.errors import AuditWriteError
 
-__all__ = ["AuditLog", "address_group"]
+__all__ = ["RETENTION_DAYS", "AuditLog", "address_group"]
+
+RETENTION_DAYS = 366  # audit files younger than this are never deleted
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +124,10 @@ class AuditLog:
         repeat_window_s: float = 0.0,
         max_kinds: int = 10_000,
         max_first_records: int = 100,
+        fail_closed: bool = False,
+        anchor_every: int = 1000,
+        anchor_interval_s: float = 60.0,
+        anchor_dir: Path | None = None,
     ) -> None:
         self._folder = Path(folder)
         self._component = component
@@ -120,8 +138,16 @@ class AuditLog:
         self._firsts = 0  # first records written in it
         self._summary: _Summary | None = None
         self._lock = threading.Lock()
-        self._day: str | None = None
-        self._file: IO[bytes] | None = None
+        self._fail_closed = fail_closed
+        self._chain = ChainWriter(
+            self._folder,
+            component,
+            durable=fail_closed,
+            anchor_every=anchor_every,
+            anchor_dir=anchor_dir,
+        )
+        self._anchor_interval_s = anchor_interval_s
+        self._anchored_at = time.monotonic()
         self._repeats: dict[_Key, _Repeats] = {}
 
     def record(
@@ -145,6 +171,14 @@ class AuditLog:
             if self._window_s > 0 and not self._fold(event, fields, now):
                 return
             self._write(now, fields)
+
+    def append(self, event: str, fields: Mapping[str, Any]) -> None:
+        """Append one structured record (``fields``: JSON values) for ``event``. With
+        ``fail_closed``: durable when this returns, else AuditWriteError."""
+        now = datetime.now(UTC)
+        record = {"ts": _stamp(now), "component": self._component, "event": event, **fields}
+        with self._lock:
+            self._write(now, record)
 
     def _fields(
         self,
@@ -175,14 +209,27 @@ class AuditLog:
             self._flush(clock)
             if clock >= self._budget_until:
                 self._write_summary()
+            if clock - self._anchored_at >= self._anchor_interval_s:
+                self._anchor()
 
     def close(self) -> None:
+        """Write what is pending and anchor the chain's head."""
         with self._lock:
             self._flush(None)
             self._write_summary()
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+            self._anchor()
+
+    def _anchor(self) -> None:
+        self._anchored_at = time.monotonic()
+        try:
+            self._chain.anchor(datetime.now(UTC))
+        except OSError as exc:
+            if self._fail_closed:
+                raise AuditWriteError(
+                    f"audit anchor in {self._folder} could not be written: {exc}",
+                    folder=str(self._folder),
+                ) from exc
+            log.error("audit anchor could not be written: %s", exc)
 
     # -- under the lock -------------------------------------------------------------------
     def _fold(self, event: str, fields: dict[str, Any], now: datetime) -> bool:
@@ -274,15 +321,13 @@ class AuditLog:
         )
 
     def _write(self, now: datetime, fields: dict[str, Any]) -> None:
-        day = now.strftime("%Y-%m-%d")
         try:
-            if self._day != day or self._file is None:
-                if self._file is not None:
-                    self._file.close()
-                self._folder.mkdir(parents=True, exist_ok=True)
-                self._file = (self._folder / f"{day}.jsonl").open("ab")
-                self._day = day
-            self._file.write(orjson.dumps(fields) + b"\n")
-            self._file.flush()
-        except OSError as exc:
+            self._chain.append(now, fields)
+        except (OSError, TypeError) as exc:  # TypeError: a value JSON cannot hold
+            if self._fail_closed:
+                raise AuditWriteError(
+                    f"audit record {fields.get('event')} could not be written to"
+                    f" {self._folder}: {exc}; nothing was done",
+                    folder=str(self._folder),
+                ) from exc
             log.error("audit record %s could not be written: %s", fields.get("event"), exc)

@@ -22,6 +22,7 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENERGYLAKE_")}
     env["ENERGYLAKE_DATA_DIR"] = str(lake.settings.data_dir)
+    env["COLUMNS"] = "200"  # rich tables unwrapped
     return subprocess.run(
         [ENERGYLAKE, *args],
         capture_output=True,

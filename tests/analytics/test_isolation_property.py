@@ -18,6 +18,7 @@ show that the same check then fails: the property can fail.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +47,8 @@ PURPOSES = (
 )
 IDENTITY_COLUMNS = ("client_id", "branch_id", "device_id")
 MIN_SUBSTRING = 6  # shorter forbidden values are checked for equality only
-QUERIES = 10_000
+QUERIES = int(os.environ.get("ENERGYLAKE_TEST_QUERIES", "10000"))
+PER_EXAMPLE = 10
 _PROBED = (Action.PSEUDONYMISED, Action.MASKED)
 
 
@@ -210,12 +212,13 @@ def _is_text(schema: pa.Schema, column: str) -> bool:
 def _query(draw: st.DrawFn, case: Case) -> tuple[str, bool]:
     """A statement over the case's views, and whether it is a probe (must count 0)."""
     names = sorted(case.views)
-    view = draw(st.sampled_from(names))
+    pool = sorted(case.forbidden)
+    kind = draw(st.sampled_from(["probe", "select", "aggregate", "join", "window"]))
+    probed = [n for n in names if any(_is_text(case.views[n], c) for c in case.probes[n])]
+    view = draw(st.sampled_from(probed if kind == "probe" and probed else names))
     schema = case.views[view]
     columns = schema.names
-    pool = sorted(case.forbidden)
     targets = [c for c in case.probes.get(view, []) if _is_text(schema, c)]
-    kind = draw(st.sampled_from(["probe", "select", "aggregate", "join", "window"]))
     if kind == "probe" and targets and pool:
         column = draw(st.sampled_from(targets))
         value = draw(st.sampled_from(pool))
@@ -302,13 +305,11 @@ def _cells(value: Any) -> Iterator[str]:
 
 
 def _leaks(case: Case, result: pa.Table) -> list[str]:
-    found = []
-    for row in result.to_pylist():
-        for cell in _cells(list(row.values())):
-            if cell in case.forbidden:
-                found.append(cell)
-            elif len(cell) >= MIN_SUBSTRING:
-                found.extend(v for v in case.long_forbidden if v in cell)
+    cells = [cell for row in result.to_pylist() for cell in _cells(list(row.values()))]
+    found = [cell for cell in cells if cell in case.forbidden]
+    text = "\x00".join(c for c in cells if len(c) >= MIN_SUBSTRING)
+    if text:
+        found.extend(v for v in case.long_forbidden if v in text)
     return found
 
 
@@ -322,11 +323,13 @@ def _check(case: Case, statement: str, probe: bool) -> None:
 
 @pytest.mark.slow
 def test_no_query_learns_what_its_grant_and_purpose_withhold(governed_lake: GovernedLake) -> None:
+    """QUERIES statements: examples of PER_EXAMPLE statements each (one session per example:
+    hypothesis's own work per example is then spread over several statements)."""
     lake = governed_lake
     counted = {"queries": 0, "probes": 0}
 
     @settings(
-        max_examples=QUERIES,
+        max_examples=QUERIES // PER_EXAMPLE,
         deadline=None,
         derandomize=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -336,10 +339,11 @@ def test_no_query_learns_what_its_grant_and_purpose_withhold(governed_lake: Gove
     def run(data: st.DataObject) -> None:
         scope = data.draw(_scopes(lake))
         case = _case(lake, scope)
-        statement, probe = data.draw(_query(case))
-        _check(case, statement, probe)
-        counted["queries"] += 1
-        counted["probes"] += probe
+        for _ in range(PER_EXAMPLE):
+            statement, probe = data.draw(_query(case))
+            _check(case, statement, probe)
+            counted["queries"] += 1
+            counted["probes"] += probe
 
     try:
         run()
@@ -348,7 +352,7 @@ def test_no_query_learns_what_its_grant_and_purpose_withhold(governed_lake: Gove
         _clear_cases()
     print(f"{counted['queries']} queries ({counted['probes']} probes) in {sessions} sessions")
     assert counted["queries"] >= QUERIES
-    assert counted["probes"] > QUERIES // 10
+    assert counted["probes"] > QUERIES // 50
 
 
 def _leak_found(lake: GovernedLake, scope: Scope, examples: int) -> bool:
