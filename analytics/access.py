@@ -32,7 +32,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 from analytics.errors import AccessDeniedError, QueryError
 from analytics.grants import Grant, GrantBook
 from analytics.objections import ObjectionRegister, drop_objected
+from analytics.pushdown import Read, parser, plan_reads
 from analytics.sqltext import identifiers, redact, sql_sha256
 from contracts import Contract, ContractRegistry, UnknownPurposeError
 from contracts.policy import Action, PurposePlan, TenantKey, apply_plan, plan_for
@@ -80,7 +81,7 @@ class AccessRecorder(Protocol):
     """Where access records go (``audit.log.AuditLog`` in fail-closed mode): ``append``
     returns only once the record is durable, and raises when it cannot be."""
 
-    def append(self, event: str, fields: Mapping[str, Any]) -> None: ...
+    def append(self, event: str, fields: Mapping[str, Any]) -> object: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,7 @@ class View:
 @dataclass(slots=True)
 class _Loaded:
     rows: int
+    read: Read  # what was read of the lake (columns, ts range, keys)
     versions: dict[str, int | None] = field(default_factory=dict)  # table rel -> version
     objected: int = 0  # rows left out: their data subject objected to the purpose
 
@@ -231,6 +233,7 @@ class Session:
         self.views = self._views(registry)
         self._loaded: dict[str, _Loaded] = {}
         self._con = duckdb.connect(config=dict(LOCKED_CONFIG))
+        self._parser = parser()
         self._closed = False
         self._record("session_open", {"outcome": "ok", "datasets": self._offered()})
 
@@ -269,14 +272,30 @@ class Session:
             raise QueryError("the session is closed; open a new one")
         started = time.perf_counter()
         used = sorted(identifiers(statement) & set(self.views))
+        reads = plan_reads(
+            statement,
+            {n: frozenset(self.views[n].plan.visible) for n in used},
+            {n: frozenset(self.views[n].plan.clear) for n in used},
+            self._parser,
+        )
         fields: dict[str, Any] = {
             "sql_redacted": redact(statement),
             "sql_sha256": sql_sha256(statement),
         }
         try:
             for name in used:
-                self._ready(name)
-            cursor = self._con.execute(statement)
+                self._ready(name, reads.get(name, Read()))
+            try:
+                cursor = self._con.execute(statement)
+            except duckdb.BinderException:
+                # A column the parse did not see named (syntax pushdown does not know):
+                # every column of the views, the same rows, once more.
+                narrowed = [n for n in used if reads.get(n, Read()).columns is not None]
+                if not narrowed:
+                    raise
+                for name in narrowed:
+                    self._ready(name, replace(reads[name], columns=None))
+                cursor = self._con.execute(statement)
             result = cursor.to_arrow_table() if self._con.description is not None else _EMPTY
         except duckdb.Error as exc:
             fields.update(self._used(used))
@@ -309,6 +328,7 @@ class Session:
             return
         self._closed = True
         self._con.close()
+        self._parser.close()
         self._record("session_close", {"outcome": "ok"})
 
     def __enter__(self) -> Session:
@@ -320,7 +340,7 @@ class Session:
     def sources(self, dataset: str) -> list[tuple[str, int | None, Contract]]:
         """The lake tables a view was read from: (table path, version, contract); the view
         is made ready first."""
-        self._ready(dataset)
+        self._ready(dataset, Read())
         view = self.views[dataset]
         return [(rel, v, view.contract) for rel, v in self._loaded[dataset].versions.items()]
 
@@ -343,6 +363,7 @@ class Session:
                         "version": version,
                         "contract": view.contract.ref,
                         "objected_rows_left_out": loaded.objected if loaded else 0,
+                        "read": loaded.read.describe() if loaded else None,
                     }
                 )
         return {
@@ -350,20 +371,29 @@ class Session:
             "columns": [c for name in used for c in self.views[name].columns],
         }
 
-    def _ready(self, name: str) -> None:
-        if name in self._loaded:
-            return
+    def _ready(self, name: str, read: Read) -> None:
+        """Make the view hold at least what ``read`` asks for (read again when the rows or
+        columns it holds do not cover it)."""
+        loaded = self._loaded.get(name)
+        if loaded is not None:
+            if loaded.read.covers(read):
+                return
+            read = loaded.read.union(read)  # what it held and what it needs now
         view = self.views[name]
-        table, versions, objected = self._read(view)
+        table, versions, objected = self._read(view, read)
         self._con.register(name, table)
-        self._loaded[name] = _Loaded(table.num_rows, versions, objected)
+        self._loaded[name] = _Loaded(table.num_rows, read, versions, objected)
 
-    def _read(self, view: View) -> tuple[pa.Table, dict[str, int | None], int]:
+    def _read(self, view: View, read: Read) -> tuple[pa.Table, dict[str, int | None], int]:
         """The view's rows: the principal's tenants and branches (and the window), less
         the rows of data subjects who objected to the purpose; only the columns the plan
         shows, each tenant's rows shaped with that tenant's key."""
         contract = view.contract
-        wanted = [p.field for p in view.plan.fields if p.action is not Action.DROPPED]
+        wanted = [
+            p.field
+            for p in view.plan.fields
+            if p.action is not Action.DROPPED and (read.columns is None or p.field in read.columns)
+        ]
         subjects = {
             f.name
             for kinds in self._objected.values()
@@ -387,8 +417,10 @@ class Session:
             present = set(delta.schema().to_arrow().names)
             columns = [c for c in wanted if c in present]
             columns += sorted(c for c in subjects - set(columns) if c in present)
-            scan = lake_dataset(self._store, rel, table=delta, files=self._prune(contract))
-            rows = scan.to_table(columns=columns, filter=self._rows_filter(contract, tenant))
+            if tenant is None and _TENANT_COLUMN not in columns:
+                columns.append(_TENANT_COLUMN)  # a platform-wide table: rows split by tenant
+            scan = lake_dataset(self._store, rel, table=delta, files=self._prune(contract, read))
+            rows = scan.to_table(columns=columns, filter=self._rows_filter(contract, tenant, read))
             for client in _tenants_of(rows, tenant):
                 part = rows
                 if tenant is None:  # the platform-wide clients table: one key per client
@@ -406,23 +438,47 @@ class Session:
             return apply_plan(view.plan, empty, _NO_KEY, contract), versions, objected
         return pa.concat_tables(parts, promote_options="permissive"), versions, objected
 
-    def _prune(self, contract: Contract) -> list[tuple[str, str, Any]] | None:
+    def _window(self, read: Read) -> tuple[datetime | None, datetime | None]:
+        """The session's window narrowed by the statement's (``analytics.pushdown``)."""
+        since = max((t for t in (self.since, read.since) if t is not None), default=None)
+        until = min((t for t in (self.until, read.until) if t is not None), default=None)
+        return since, until
+
+    def _prune(self, contract: Contract, read: Read) -> list[tuple[str, str, Any]] | None:
+        """Files that may hold the rows (partition values, and min/max statistics)."""
         files: list[tuple[str, str, Any]] = []
-        if self.branches is not None and _BRANCH_COLUMN in contract.partition_columns:
-            files.append((_BRANCH_COLUMN, "in", self.branches))
+        keys = dict(read.keys)
+        if _BRANCH_COLUMN in contract.partition_columns:
+            branches = set(self.branches) if self.branches is not None else None
+            if _BRANCH_COLUMN in keys:
+                wanted = set(keys[_BRANCH_COLUMN])
+                branches = wanted if branches is None else branches & wanted
+            if branches is not None:
+                files.append((_BRANCH_COLUMN, "in", sorted(branches)))
+        if _TIME_COLUMN in contract.field_names:
+            since, until = self._window(read)
+            if since is not None:
+                files.append((_TIME_COLUMN, ">=", since))
+            if until is not None:
+                files.append((_TIME_COLUMN, "<", until))
         return files or None
 
-    def _rows_filter(self, contract: Contract, tenant: str | None) -> pc.Expression:
+    def _rows_filter(self, contract: Contract, tenant: str | None, read: Read) -> pc.Expression:
+        """The grant's rows (tenants, branches, window), then the statement's bounds."""
         names = contract.field_names
         allowed = [tenant] if tenant is not None else self.tenants
         expr = pc.field(_TENANT_COLUMN).isin(allowed)
         if self.branches is not None:
             expr = expr & pc.field(_BRANCH_COLUMN).isin(self.branches)
         if _TIME_COLUMN in names:
-            if self.since is not None:
-                expr = expr & (pc.field(_TIME_COLUMN) >= pa.scalar(self.since))
-            if self.until is not None:
-                expr = expr & (pc.field(_TIME_COLUMN) < pa.scalar(self.until))
+            since, until = self._window(read)
+            if since is not None:
+                expr = expr & (pc.field(_TIME_COLUMN) >= pa.scalar(since))
+            if until is not None:
+                expr = expr & (pc.field(_TIME_COLUMN) < pa.scalar(until))
+        for column, values in read.keys:
+            if column in names:
+                expr = expr & pc.field(column).isin(sorted(values))
         return expr
 
     def _record(self, event: str, fields: Mapping[str, Any]) -> None:

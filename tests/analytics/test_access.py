@@ -133,6 +133,8 @@ def test_every_statement_leaves_a_record_before_its_result(governed_lake: Govern
                 "version": query["datasets"][0]["version"],
                 "contract": lake.registry.get("work_orders").ref,
                 "objected_rows_left_out": 0,
+                # Only the column the statement names was read (no bound on a masked one).
+                "read": {"columns": ["technician_phone"], "since": None, "until": None, "keys": {}},
             }
         ]
         assert isinstance(query["datasets"][0]["version"], int)

@@ -392,13 +392,13 @@ def test_the_check_fails_when_the_branch_filter_is_switched_off(
     assert not _leak_found(lake, scope, 300)
     original = Session._rows_filter
 
-    def no_branch(self: Session, contract: Any, tenant: str | None) -> pc.Expression:
+    def no_branch(self: Session, contract: Any, tenant: str | None, read: Any) -> pc.Expression:
         saved, self.branches = self.branches, None
         try:
-            return original(self, contract, tenant)
+            return original(self, contract, tenant, read)
         finally:
             self.branches = saved
 
     monkeypatch.setattr(Session, "_rows_filter", no_branch)
-    monkeypatch.setattr(Session, "_prune", lambda self, contract: None)
+    monkeypatch.setattr(Session, "_prune", lambda self, contract, read: None)
     assert _leak_found(lake, scope, 300)
