@@ -20,6 +20,19 @@ fill the disk, whatever the number of client addresses:
 
 The fact that something happened is never lost; only repeats are folded, and a window
 writes at most ``2 * max_first_records + 1`` records.
+
+Every record goes through the folder's hash chain (``audit.chain``: ``seq``, ``prev``,
+anchors; any number of processes may append to one folder). Two modes:
+
+- lenient (the default; the gateway, the pipeline): an I/O error is logged, never raised,
+  so a full disk does not stop ingest; records are flushed to the OS, not fsynced (the
+  anchors are);
+- ``fail_closed=True`` (governed access): every record is fsynced before ``append`` or
+  ``record`` returns, and a record that cannot be made durable raises ``AuditWriteError``,
+  so the caller refuses to hand out what the record is about.
+
+``append(event, fields)`` writes a structured record (the access layer's); ``record(...)``
+the edge events. Both carry ``ts``, ``component`` and ``event``.
 """
 
 from __future__ import annotations
@@ -28,12 +41,15 @@ import ipaddress
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import orjson
+from audit.chain import ANCHOR_EVERY_RECORDS, ANCHOR_INTERVAL_S, ChainWriter
+from audit.chain import stamp as _stamp
+from audit.errors import AuditWriteError
 
 __all__ = ["AuditLog", "address_group"]
 
@@ -43,6 +59,7 @@ _Key = tuple[str, str | None, str | None, str | None, str | None]  # the last: a
 _GROUP_ADDRESSES = 256  # distinct addresses counted per folded kind
 _SUMMARY_ADDRESSES = 10_000  # distinct addresses counted in a window's summary
 _SUMMARY_KINDS = 64  # event names counted in a summary (the code has a handful)
+_RESERVED = frozenset({"ts", "component", "event", "seq", "prev"})  # the log's own fields
 
 
 def address_group(remote: str | None) -> str:
@@ -61,10 +78,6 @@ def address_group(remote: str | None) -> str:
     if address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
     return str(ipaddress.IPv6Network((address, 64), strict=False))
-
-
-def _stamp(moment: datetime) -> str:
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 @dataclass(slots=True)
@@ -100,7 +113,8 @@ class _Summary:
 
 
 class AuditLog:
-    """Appends audit events for one component; thread-safe; never raises on I/O errors."""
+    """Appends audit events for one component to its folder's chain; thread-safe; never
+    raises on I/O errors unless ``fail_closed``."""
 
     def __init__(
         self,
@@ -110,9 +124,22 @@ class AuditLog:
         repeat_window_s: float = 0.0,
         max_kinds: int = 10_000,
         max_first_records: int = 100,
+        fail_closed: bool = False,
+        anchor_dir: Path | None = None,
+        anchor_every_records: int = ANCHOR_EVERY_RECORDS,
+        anchor_interval_s: float = ANCHOR_INTERVAL_S,
     ) -> None:
         self._folder = Path(folder)
         self._component = component
+        self._fail_closed = fail_closed
+        self._chain = ChainWriter(
+            self._folder,
+            component=component,
+            anchor_dir=anchor_dir,
+            fsync=fail_closed,
+            anchor_every_records=anchor_every_records,
+            anchor_interval_s=anchor_interval_s,
+        )
         self._window_s = repeat_window_s
         self._max_kinds = max_kinds
         self._max_first = max_first_records
@@ -120,8 +147,6 @@ class AuditLog:
         self._firsts = 0  # first records written in it
         self._summary: _Summary | None = None
         self._lock = threading.Lock()
-        self._day: str | None = None
-        self._file: IO[bytes] | None = None
         self._repeats: dict[_Key, _Repeats] = {}
 
     def record(
@@ -144,7 +169,23 @@ class AuditLog:
         with self._lock:
             if self._window_s > 0 and not self._fold(event, fields, now):
                 return
-            self._write(now, fields)
+            self._write(fields)
+
+    def append(self, event: str, fields: Mapping[str, Any]) -> tuple[int, str] | None:
+        """Append one structured record: ``fields`` (JSON values: str, int, float, bool,
+        None, lists and dicts of them) after ``ts``, ``component`` and ``event``. Returns
+        the record's (seq, SHA-256); ``None`` when a lenient log could not write it. Never
+        folded: each call is one record."""
+        reserved = _RESERVED & fields.keys()
+        if reserved:
+            raise AuditWriteError(
+                f"audit fields {sorted(reserved)} are the log's own; name them otherwise",
+                folder=self._folder,
+            )
+        record = {"ts": _stamp(datetime.now(UTC)), "component": self._component, "event": event}
+        record.update(fields)
+        with self._lock:
+            return self._write(record)
 
     def _fields(
         self,
@@ -175,14 +216,14 @@ class AuditLog:
             self._flush(clock)
             if clock >= self._budget_until:
                 self._write_summary()
+            self._guard("anchor", self._chain.anchor_if_due)
 
     def close(self) -> None:
+        """Write what is held, anchor the head, close the files."""
         with self._lock:
             self._flush(None)
             self._write_summary()
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+            self._guard("anchor at close", self._chain.close)
 
     # -- under the lock -------------------------------------------------------------------
     def _fold(self, event: str, fields: dict[str, Any], now: datetime) -> bool:
@@ -240,7 +281,7 @@ class AuditLog:
         if group is not None:
             fields["address_group"] = group
             fields["addresses"] = len(seen.addresses)
-        self._write(now, fields)
+        self._write(fields)
 
     def _write_summary(self) -> None:
         summary, self._summary = self._summary, None
@@ -251,7 +292,6 @@ class AuditLog:
         counted = f"at least {many}" if many >= _SUMMARY_ADDRESSES else str(many)
         kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(summary.kinds.items()))
         self._write(
-            now,
             {
                 "ts": _stamp(now),
                 "component": self._component,
@@ -273,16 +313,28 @@ class AuditLog:
             },
         )
 
-    def _write(self, now: datetime, fields: dict[str, Any]) -> None:
-        day = now.strftime("%Y-%m-%d")
+    def _write(self, fields: dict[str, Any]) -> tuple[int, str] | None:
         try:
-            if self._day != day or self._file is None:
-                if self._file is not None:
-                    self._file.close()
-                self._folder.mkdir(parents=True, exist_ok=True)
-                self._file = (self._folder / f"{day}.jsonl").open("ab")
-                self._day = day
-            self._file.write(orjson.dumps(fields) + b"\n")
-            self._file.flush()
-        except OSError as exc:
+            return self._chain.append(fields)
+        except (OSError, TypeError) as exc:  # TypeError: a value that is not JSON
+            if self._fail_closed:
+                raise AuditWriteError(
+                    f"audit record {fields.get('event')} could not be made durable in "
+                    f"{self._folder}: {exc}; nothing it records may be handed out until the "
+                    "audit log can be written (check the disk, its space and permissions)",
+                    folder=self._folder,
+                ) from exc
             log.error("audit record %s could not be written: %s", fields.get("event"), exc)
+            return None
+
+    def _guard(self, what: str, step: Any) -> None:
+        try:
+            step()
+        except OSError as exc:
+            if self._fail_closed:
+                raise AuditWriteError(
+                    f"audit {what} in {self._folder} failed: {exc}; check the disk and the "
+                    "anchor folder (audit_anchor_dir)",
+                    folder=self._folder,
+                ) from exc
+            log.error("audit %s in %s failed: %s", what, self._folder, exc)
