@@ -47,6 +47,7 @@ __all__ = [
     "anchor_path",
     "day_files",
     "encode",
+    "last_line",
     "line_hash",
     "stamp",
 ]
@@ -118,6 +119,11 @@ def _tail(path: Path) -> tuple[bytes | None, bytes, int]:
             if before != -1 or pos == 0:
                 return buf[before + 1 : last], buf[last + 1 :], size
         return None, buf, size
+
+
+def last_line(path: Path) -> bytes | None:
+    """The last whole line of a file (without its newline), or None."""
+    return _tail(path)[0]
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -242,9 +248,12 @@ class ChainWriter:
         assert self._lock_fd is not None
         hint = os.pread(self._lock_fd, 128, 0)
         head = self._head
-        if head is not None and head.hint == hint:
-            if head.path is None or os.stat(head.path).st_size == head.size_bytes:
-                return head
+        if (
+            head is not None
+            and head.hint == hint
+            and (head.path is None or os.stat(head.path).st_size == head.size_bytes)
+        ):
+            return head
         head = self._read_head(hint)
         self._head = head
         return head

@@ -215,12 +215,13 @@ def verify_chain(folder: Path, anchor_dir: Path | None = None) -> Verdict:
                     f"the anchor of {anchor.get('ts')} holds another hash for this seq: the "
                     "history from here on was rewritten",
                 )
-        if record.get("event") == PRUNED_EVENT and start is not None:
-            if (record.get("through_seq"), record.get("through_sha256")) == (
-                start[1] - 1,
-                start[2],
-            ):
-                verdict.first_seq, start = start[1], None
+        if (
+            start is not None
+            and record.get("event") == PRUNED_EVENT
+            and record.get("through_seq") == start[1] - 1
+            and record.get("through_sha256") == start[2]
+        ):
+            verdict.first_seq, start = start[1], None
         previous = entry
         verdict.records += 1
         verdict.head_seq, verdict.head_sha256 = seq, sha

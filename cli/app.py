@@ -19,6 +19,7 @@ import typer
 from typer.core import TyperGroup
 
 from cli import (
+    audit,
     config,
     contracts,
     demo,
@@ -76,6 +77,7 @@ _COMMANDS = (
     publish.app,
     gateway.app,
     status.app,
+    audit.app,  # the tamper-evident audit log (issue 14)
 )
 for _commands in _COMMANDS:
     app.add_typer(_commands)
