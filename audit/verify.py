@@ -66,7 +66,7 @@ class Verdict:
         if not self.ok:
             where = f" at {self.file} line {self.line}" if self.file else ""
             seq = f" (seq {self.seq})" if self.seq is not None else ""
-            return f"{name}: {self.problem.upper()}{where}{seq}: {self.detail}"  # type: ignore[union-attr]
+            return f"{name}: {str(self.problem).upper()}{where}{seq}: {self.detail}"
         notes = [f"{self.anchors_checked} anchor(s) checked"]
         if self.anchor_file is None:
             notes = ["no anchors yet: a cut tail cannot be seen"]
@@ -132,6 +132,25 @@ def _fail(verdict: Verdict, problem: str, entry: _Entry | None, seq: Any, detail
     verdict.seq = seq if isinstance(seq, int) else None
     verdict.detail = detail
     return verdict
+
+
+def _anchor_differs(
+    verdict: Verdict, anchors: dict[int, list[dict[str, Any]]], entry: _Entry, seq: int
+) -> bool:
+    """Check the anchors of a record whose successor agreed with it (or the head)."""
+    for anchor in anchors.get(seq, ()):
+        verdict.anchors_checked += 1
+        if anchor.get("sha256") != line_hash(entry[2]):
+            _fail(
+                verdict,
+                "rewritten",
+                entry,
+                seq,
+                f"the anchor of {anchor.get('ts')} holds another hash for this seq: the "
+                "history up to here was rewritten and chained again",
+            )
+            return True
+    return False
 
 
 def verify_chain(folder: Path, anchor_dir: Path | None = None) -> Verdict:
@@ -203,18 +222,9 @@ def verify_chain(folder: Path, anchor_dir: Path | None = None) -> Verdict:
                 seq - 1,
                 f"the record changed after it was written: its hash is not the prev of seq {seq}",
             )
+        if previous is not None and _anchor_differs(verdict, anchors, previous, seq - 1):
+            return verdict  # checked once the next record's prev agreed: not a plain edit
         sha = line_hash(raw)
-        for anchor in anchors.get(seq, ()):
-            verdict.anchors_checked += 1
-            if anchor.get("sha256") != sha:
-                return _fail(
-                    verdict,
-                    "rewritten",
-                    entry,
-                    seq,
-                    f"the anchor of {anchor.get('ts')} holds another hash for this seq: the "
-                    "history from here on was rewritten",
-                )
         if (
             start is not None
             and record.get("event") == PRUNED_EVENT
@@ -226,6 +236,8 @@ def verify_chain(folder: Path, anchor_dir: Path | None = None) -> Verdict:
         verdict.records += 1
         verdict.head_seq, verdict.head_sha256 = seq, sha
         expect_seq, expect_prev = seq + 1, sha
+    if previous is not None and _anchor_differs(verdict, anchors, previous, verdict.head_seq):
+        return verdict
     if start is not None:
         return _fail(
             verdict,

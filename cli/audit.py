@@ -90,17 +90,17 @@ def _datasets(record: dict[str, Any]) -> str:
 
 def _table(records: list[dict[str, Any]]) -> Table:
     table = Table(title=f"audit records ({len(records)})")
-    for column in ("ts", "component", "seq", "event", "who", "purpose", "datasets", "outcome"):
-        table.add_column(column, no_wrap=column in ("ts", "seq"))
-    table.add_column("detail")
+    table.add_column("ts (UTC)", no_wrap=True)
+    table.add_column("chain:seq", no_wrap=True)
+    for column in ("event", "who", "purpose", "datasets", "outcome", "detail"):
+        table.add_column(column, overflow="fold")
     for r in records:
         detail = str(r.get("detail") or r.get("sql_redacted") or "")
         if len(detail) > _DETAIL_CHARS:
             detail = detail[: _DETAIL_CHARS - 1] + "…"
         table.add_row(
-            str(r.get("ts", "")),
-            str(r.get("component", "")),
-            str(r.get("seq", "")),
+            str(r.get("ts", ""))[:19].replace("T", " "),
+            f"{r.get('component', '')}:{r.get('seq', '')}",
             str(r.get("event", "")),
             _who(r),
             str(r.get("purpose") or ""),
