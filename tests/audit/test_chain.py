@@ -5,6 +5,7 @@ several processes append to one chain, a fail-closed log raises, and retention k
 from __future__ import annotations
 
 import hashlib
+import itertools
 import multiprocessing
 from datetime import date
 from pathlib import Path
@@ -175,8 +176,9 @@ def test_a_torn_tail_is_a_crash_and_the_next_writer_records_it(tmp_path: Path) -
     assert verify_chain(tmp_path).problem == "malformed"
 
 
-def _worker(folder: str, worker: int, n: int) -> None:
+def _worker(folder: str, worker: int, n: int, start: Any) -> None:
     log = AuditLog(Path(folder), component="access", anchor_every_records=50)
+    start.wait(30)  # all four append at once, not one after the other as they come up
     for i in range(n):
         log.append("query", {"worker": worker, "i": i})
     log.close()
@@ -184,7 +186,8 @@ def _worker(folder: str, worker: int, n: int) -> None:
 
 def test_four_processes_append_to_one_chain(tmp_path: Path) -> None:
     spawn = multiprocessing.get_context("spawn")
-    workers = [spawn.Process(target=_worker, args=(str(tmp_path), w, 200)) for w in range(4)]
+    start = spawn.Barrier(4)
+    workers = [spawn.Process(target=_worker, args=(str(tmp_path), w, 200, start)) for w in range(4)]
     for p in workers:
         p.start()
     for p in workers:
@@ -194,6 +197,9 @@ def test_four_processes_append_to_one_chain(tmp_path: Path) -> None:
     assert [r["seq"] for r in records] == list(range(1, 801))
     for w in range(4):
         assert [r["i"] for r in records if r["worker"] == w] == list(range(200))
+    # they did run at once: the workers' records interleave
+    switches = sum(a["worker"] != b["worker"] for a, b in itertools.pairwise(records))
+    assert switches > 3
     verdict = verify_chain(tmp_path)
     assert verdict.ok, verdict.summary()
     assert (verdict.records, verdict.head_seq) == (800, 800)
