@@ -220,10 +220,10 @@ class ChainWriter:
     def _append(self, record: Mapping[str, Any]) -> tuple[int, str]:
         head = self._current_head()
         name = f"{str(record['ts'])[:10]}.jsonl"
-        if head.path is not None and head.path.name > name:
-            name = head.path.name  # never behind the newest file: the files stay in order
-        target = self.folder / name
-        if head.path is not None and target != head.path and head.seq > self._anchored_seq:
+        same = head.path is not None and head.path.name >= name
+        # never behind the newest file: the files stay in the chain's order
+        target = head.path if same and head.path is not None else self.folder / name
+        if not same and head.path is not None and head.seq > self._anchored_seq:
             self._anchor(head)  # a day roll: the old day's head is anchored
         seq = head.seq + 1
         line = encode({**record, "seq": seq, "prev": head.sha256})
@@ -231,7 +231,7 @@ class ChainWriter:
         _write_all(fd, line + b"\n")
         if self._fsync:
             os.fsync(fd)
-        size = head.size_bytes + len(line) + 1 if target == head.path else os.fstat(fd).st_size
+        size = head.size_bytes + len(line) + 1 if same else os.fstat(fd).st_size
         self._head = self._new_head(target, size, seq, line_hash(line))
         if seq % self._every == 0 or time.monotonic() - self._last_anchor >= self._interval_s:
             self._anchor(self._head)
@@ -251,12 +251,17 @@ class ChainWriter:
         if (
             head is not None
             and head.hint == hint
-            and (head.path is None or os.stat(head.path).st_size == head.size_bytes)
+            and (head.path is None or self._size(head.path) == head.size_bytes)
         ):
             return head
         head = self._read_head(hint)
         self._head = head
         return head
+
+    def _size(self, path: Path) -> int:
+        if self._fd is not None and self._fd_path is path:
+            return os.fstat(self._fd).st_size  # the open file: no path lookup
+        return os.stat(path).st_size
 
     def _read_head(self, hint: bytes) -> _Head:
         """The head as the files say, after recording a torn last line if there is one."""
@@ -304,7 +309,7 @@ class ChainWriter:
         return self._new_head(path, size + len(line) + 2, head.seq + 1, line_hash(line))
 
     def _open(self, path: Path) -> int:
-        if self._fd_path != path or self._fd is None:
+        if self._fd is None or (self._fd_path is not path and self._fd_path != path):
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd, self._fd_path = None, None
