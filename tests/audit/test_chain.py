@@ -283,3 +283,15 @@ def test_a_deleted_old_file_without_a_prune_record_is_missing(tmp_path: Path) ->
     verdict = verify_chain(tmp_path)
     assert (verdict.problem, verdict.seq) == ("missing", 7)
     assert "no audit_pruned record" in verdict.detail
+
+
+def test_a_crash_that_cut_only_the_newline_loses_nothing(tmp_path: Path) -> None:
+    _access(tmp_path, 3)
+    data = _file(tmp_path).read_bytes()
+    _file(tmp_path).write_bytes(data[:-1])  # the last record whole, its newline not written
+    assert verify_chain(tmp_path).ok  # the record is whole: nothing to report
+    _access(tmp_path, 1)  # the next writer completes the line, not a torn-line record
+    verdict = verify_chain(tmp_path)
+    assert verdict.ok, verdict.summary()
+    assert (verdict.head_seq, verdict.crashes) == (4, [])
+    assert TORN_EVENT.encode() not in _file(tmp_path).read_bytes()
