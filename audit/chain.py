@@ -1,21 +1,23 @@
-"""The hash chain under every audit log: append-only, tamper-evident, shared by processes.
+"""The hash chain of an audit folder: one chain over its day files, appended by any number of
+processes, with anchors kept apart.
 
-One chain per audit folder (``audit/gateway``, ``audit/pipeline``, ``audit/access``), over
-its daily files ``YYYY-MM-DD.jsonl`` in name order. Every line is one JSON record that
-carries ``seq`` (1, 2, ... along the chain) and ``prev``: the SHA-256 of the previous
-line's exact bytes (``GENESIS`` for the first). Editing a line breaks the next line's
-``prev``; deleting or reordering lines breaks ``seq``; cutting the tail is caught by an
-*anchor*: every ``anchor_every`` records, and when a writer closes, the head (seq, hash,
-file) is appended to ``anchors/anchors.jsonl`` beside the log, or to ``anchor_dir`` (set
-it to another mount or a write-once store: an anchor kept beside the log can be cut with
-it). ``audit.verify`` checks all of it.
+Format (docs/AUDIT.md). A folder (``<data_dir>/audit/gateway``, ``.../pipeline``,
+``.../access``) holds ``YYYY-MM-DD.jsonl`` files, one record per line. Every line is the
+canonical JSON of its record (orjson, keys sorted, no spaces) and carries ``seq`` (1, 2, ...
+across the folder's files) and ``prev``: the hex SHA-256 of the previous line's bytes (without
+its newline; ``GENESIS`` for seq 1). Editing a line breaks the next line's ``prev``; deleting
+or reordering lines breaks ``seq``. Cutting the tail leaves a shorter, valid chain, so the
+head (seq, SHA-256 of that line, time) is copied now and then to an anchor file kept apart
+(``anchor_path``): every ``anchor_every_records`` records (seq a multiple of it), when a
+writer has not anchored for ``anchor_interval_s``, at a day roll and at close.
 
-Writers in several processes append to one folder: each append takes an exclusive
-``flock`` on ``.lock``, reads the head when the file grew since its last look, writes
-one line with one ``write()``, and (``durable``) fsyncs before it returns. A torn last
-line (a crash mid-write) is never repaired silently: the next writer ends it with a
-newline and appends an ``audit_torn_tail`` record chained to the last whole line, which
-``verify`` reports as a crash, not as tampering.
+Appends from several processes are serialised by ``flock`` on ``<folder>/.lock``. The lock
+file also holds a hint of the head (its file, size and seq), rewritten after each append, so
+a writer re-reads the head from disk only when another writer (or a crash) changed it. A
+line torn by a crash mid-write is never repaired silently: the next writer closes it with a
+newline, keeps its bytes and appends a record of its own (``audit_torn_tail``: how many
+bytes, their SHA-256) that chains from the last whole line; ``audit.verify`` reports it as a
+crash, not as tampering.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+import re
+import threading
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,217 +39,331 @@ import orjson
 from durable.files import fsync_dir
 
 __all__ = [
-    "ANCHORS_FILE",
+    "ANCHOR_EVERY_RECORDS",
+    "ANCHOR_INTERVAL_S",
     "GENESIS",
+    "TORN_EVENT",
     "ChainWriter",
-    "Head",
-    "anchors_path",
+    "anchor_path",
     "day_files",
+    "encode",
+    "last_line",
     "line_hash",
+    "stamp",
 ]
 
-GENESIS = "0" * 64
-ANCHORS_FILE = "anchors.jsonl"
-_LOCK = ".lock"
-_TAIL_BYTES = 1 << 16  # a record is far shorter; the last line is found in this much
+GENESIS = "0" * 64  # the ``prev`` of seq 1
+TORN_EVENT = "audit_torn_tail"  # the record a writer leaves after finding a torn line
+ANCHOR_EVERY_RECORDS = 100
+ANCHOR_INTERVAL_S = 300.0
+_DAY_FILE = re.compile(r"^\d{4}-\d{2}-\d{2}\.jsonl$")
+_LOCK_NAME = ".lock"
+_TAIL_CHUNK_BYTES = 64 * 1024
+
+
+def encode(record: Mapping[str, Any]) -> bytes:
+    """The canonical bytes of a record (what is hashed and written, without the newline)."""
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
 
 
 def line_hash(line: bytes) -> str:
-    """The SHA-256 of a line's bytes (without its newline): what the next ``prev`` holds."""
     return hashlib.sha256(line).hexdigest()
 
 
+def stamp(moment: datetime) -> str:
+    """A record's ``ts``: UTC, microseconds, ``Z``."""
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 def day_files(folder: Path) -> list[Path]:
-    """The chain's files, in order."""
-    return sorted(p for p in folder.glob("*.jsonl") if p.is_file())
+    """The folder's day files, oldest first (the chain's order)."""
+    try:
+        names = [e.name for e in os.scandir(folder) if _DAY_FILE.match(e.name)]
+    except FileNotFoundError:
+        return []
+    return [folder / name for name in sorted(names)]
 
 
-def anchors_path(folder: Path, anchor_dir: Path | None = None) -> Path:
-    """Where the anchors of the chain in ``folder`` are kept."""
-    if anchor_dir is None:
-        return folder / "anchors" / ANCHORS_FILE
-    return anchor_dir / f"{folder.name}-{ANCHORS_FILE}"
+def anchor_path(folder: Path, anchor_dir: Path | None = None) -> Path:
+    """Where a folder's anchors go: ``<anchor_dir>/<folder name>.anchors.jsonl``, by default
+    under ``<folder>/anchors/`` (set ``audit_anchor_dir`` to another mount or a WORM store:
+    whoever can rewrite the log should not be able to rewrite its anchors)."""
+    base = anchor_dir if anchor_dir is not None else folder / "anchors"
+    return base / f"{folder.name}.anchors.jsonl"
 
 
 @dataclass(frozen=True, slots=True)
-class Head:
-    """The chain's last whole record: its seq, the hash of its line, and where it is."""
+class _Head:
+    path: Path | None  # the file holding the last line (None: an empty chain)
+    size_bytes: int  # that file's size after the last line
+    seq: int
+    sha256: str
+    hint: bytes  # the lock file's hint this head agrees with
 
-    seq: int = 0
-    hash: str = GENESIS
-    file: str = ""
-    size: int = 0  # the file's size when this head was read
+
+def _tail(path: Path) -> tuple[bytes | None, bytes, int]:
+    """(the last whole line or None, the torn bytes after the last newline, file size)."""
+    with path.open("rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        buf = b""
+        pos = size
+        while pos > 0:
+            step = min(_TAIL_CHUNK_BYTES, pos)
+            pos -= step
+            f.seek(pos)
+            buf = f.read(step) + buf
+            last = buf.rfind(b"\n")
+            if last == -1:
+                continue
+            before = buf.rfind(b"\n", 0, last)
+            if before != -1 or pos == 0:
+                return buf[before + 1 : last], buf[last + 1 :], size
+        return None, buf, size
 
 
-def _last_line(path: Path) -> tuple[bytes | None, bytes]:
-    """The last whole line of ``path`` and any torn bytes after it."""
-    size = path.stat().st_size
-    with path.open("rb") as handle:
-        start = max(0, size - _TAIL_BYTES)
-        handle.seek(start)
-        tail = handle.read()
-        while start > 0 and tail.count(b"\n") < 2:  # a line longer than the window
-            start = max(0, start - _TAIL_BYTES)
-            handle.seek(start)
-            tail = handle.read()
-    end = tail.rfind(b"\n")
-    if end < 0:
-        return None, tail
-    torn = tail[end + 1 :]
-    begin = tail.rfind(b"\n", 0, end) + 1
-    if begin == 0 and start > 0:  # pragma: no cover - the loop above keeps two newlines
-        return None, torn
-    return tail[begin:end], torn
+def last_line(path: Path) -> bytes | None:
+    """The last whole line of a file (without its newline), or None."""
+    return _tail(path)[0]
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class ChainWriter:
-    """Appends records to the chain in ``folder`` (thread safety: the caller's lock)."""
+    """Appends records to one folder's chain. Thread-safe and safe across processes; raises
+    ``OSError`` (I/O) or ``TypeError`` (a value that is not JSON): the caller decides whether
+    that is fatal (``audit.log.AuditLog``)."""
 
     def __init__(
         self,
         folder: Path,
-        component: str,
         *,
-        durable: bool,
-        anchor_every: int = 1000,
+        component: str,
         anchor_dir: Path | None = None,
+        fsync: bool = False,
+        anchor_every_records: int = ANCHOR_EVERY_RECORDS,
+        anchor_interval_s: float = ANCHOR_INTERVAL_S,
     ) -> None:
         self.folder = Path(folder)
-        self.component = component
-        self.durable = durable
-        self.anchor_every = anchor_every
-        self.anchor_dir = anchor_dir
-        self._head: Head | None = None
-        self._anchored = 0  # the seq of this writer's last anchor
+        self.anchors = anchor_path(self.folder, anchor_dir)
+        self._component = component
+        self._fsync = fsync
+        self._every = max(1, anchor_every_records)
+        self._interval_s = anchor_interval_s
+        self._lock = threading.Lock()
+        self._lock_fd: int | None = None
+        self._fd: int | None = None
+        self._fd_path: Path | None = None
+        self._head: _Head | None = None
+        self._anchored_seq = 0  # the last head this writer anchored
+        self._last_anchor = time.monotonic()
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.folder / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    # -- public ---------------------------------------------------------------------------
+    def append(self, record: Mapping[str, Any]) -> tuple[int, str]:
+        """Chain ``record`` (its ``ts`` names the day file) and append it; (seq, SHA-256)."""
+        with self._lock:
+            self._acquire()
+            try:
+                return self._append(record)
+            except BaseException:
+                self._forget()
+                raise
+            finally:
+                self._release()
+
+    def anchor_if_due(self, *, force: bool = False) -> None:
+        """Anchor the head this writer last wrote when the interval has passed (or now)."""
+        with self._lock:
+            head = self._head
+            if head is None or head.seq <= self._anchored_seq:
+                return
+            if not force and time.monotonic() - self._last_anchor < self._interval_s:
+                return
+            self._acquire()
+            try:
+                self._anchor(head)
+            finally:
+                self._release()
+
+    def close(self) -> None:
+        """Anchor what this writer wrote since its last anchor, then close the files."""
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            self.anchor_if_due(force=True)
         finally:
-            os.close(fd)  # releases the lock
+            with self._lock:
+                self._forget()
+                if self._lock_fd is not None:
+                    os.close(self._lock_fd)
+                    self._lock_fd = None
 
-    def append(self, now: datetime, fields: dict[str, Any]) -> Head:
-        """Write one record (``seq`` and ``prev`` added) and return the new head. OSError
-        when it could not be written (with ``durable``: made durable)."""
-        with self._locked():
-            path = self.folder / f"{now.astimezone(UTC):%Y-%m-%d}.jsonl"
-            head = self._current(path)
-            head = self._write(path, head, fields)
-            if self.anchor_every and head.seq - self._anchored >= self.anchor_every:
-                self._anchor(head, now)
-            return head
+    # -- under the locks ------------------------------------------------------------------
+    def _acquire(self) -> None:
+        if self._lock_fd is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.folder / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
 
-    def anchor(self, now: datetime) -> Head | None:
-        """Record the current head as an anchor (at close, or on a timer); None: empty."""
-        with self._locked():
-            files = day_files(self.folder)
-            if not files:
-                return None
-            head = self._current(files[-1])
-            if head.seq == 0 or head.seq == self._anchored:
-                return head
-            self._anchor(head, now)
-            return head
+    def _release(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
-    # -- under the lock ---------------------------------------------------------------------
+    def _forget(self) -> None:
+        """Drop what is cached (after an error the head is re-read from disk)."""
+        self._head = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd, self._fd_path = None, None
 
-    def _current(self, path: Path) -> Head:
-        """The head, re-read only when the newest file changed since this writer's look."""
-        files = day_files(self.folder)
-        newest = files[-1] if files else None
-        cached = self._head
+    def _append(self, record: Mapping[str, Any]) -> tuple[int, str]:
+        head = self._current_head()
+        name = f"{str(record['ts'])[:10]}.jsonl"
+        same = head.path is not None and head.path.name >= name
+        # never behind the newest file: the files stay in the chain's order
+        target = head.path if same and head.path is not None else self.folder / name
+        if not same and head.path is not None and head.seq > self._anchored_seq:
+            self._anchor(head)  # a day roll: the old day's head is anchored
+        seq = head.seq + 1
+        line = encode({**record, "seq": seq, "prev": head.sha256})
+        fd = self._open(target)
+        _write_all(fd, line + b"\n")
+        if self._fsync:
+            os.fsync(fd)
+        size = head.size_bytes + len(line) + 1 if same else os.fstat(fd).st_size
+        self._head = self._new_head(target, size, seq, line_hash(line))
+        if seq % self._every == 0 or time.monotonic() - self._last_anchor >= self._interval_s:
+            self._anchor(self._head)
+        return seq, self._head.sha256
+
+    def _new_head(self, path: Path, size: int, seq: int, sha256: str) -> _Head:
+        """Record the head in the lock file's hint and in this writer's cache."""
+        assert self._lock_fd is not None
+        hint = f"{path.name} {size:020d} {seq:020d}\n".encode()
+        os.pwrite(self._lock_fd, hint, 0)
+        return _Head(path, size, seq, sha256, hint)
+
+    def _current_head(self) -> _Head:
+        assert self._lock_fd is not None
+        hint = os.pread(self._lock_fd, 128, 0)
+        head = self._head
         if (
-            cached is not None
-            and newest is not None
-            and cached.file == newest.name
-            and newest.stat().st_size == cached.size
+            head is not None
+            and head.hint == hint
+            and (head.path is None or self._size(head.path) == head.size_bytes)
         ):
-            return cached
-        head = Head()
-        for candidate in reversed(files):
-            line, torn = _last_line(candidate)
-            if torn:
-                head = self._mend(candidate, line, torn)
-                break
-            if line is not None:
-                record = orjson.loads(line)
-                head = Head(
-                    int(record.get("seq", 0)),
-                    line_hash(line),
-                    candidate.name,
-                    candidate.stat().st_size,
-                )
-                break
+            return head
+        head = self._read_head(hint)
         self._head = head
         return head
 
-    def _mend(self, path: Path, line: bytes | None, torn: bytes) -> Head:
-        """A torn last line: end it, and say so in a record chained to the last whole one."""
-        record = orjson.loads(line) if line is not None else {}
-        whole = Head(int(record.get("seq", 0)), line_hash(line) if line is not None else GENESIS)
-        if line is None and path != day_files(self.folder)[0]:
-            earlier = [p for p in day_files(self.folder) if p.name < path.name]
-            for candidate in reversed(earlier):
-                last, _ = _last_line(candidate)
-                if last is not None:
-                    whole = Head(int(orjson.loads(last).get("seq", 0)), line_hash(last))
-                    break
-        with path.open("ab") as handle:
-            handle.write(b"\n")
-        now = datetime.now(UTC)
-        return self._write(
-            path,
-            whole,
-            {
-                "ts": now.isoformat(timespec="microseconds").replace("+00:00", "Z"),
-                "component": self.component,
-                "event": "audit_torn_tail",
-                "detail": "the line above was torn by a crash while it was written; "
-                "it is kept as it was and is not part of the chain",
-                "torn_bytes": len(torn),
-                "torn_sha256": hashlib.sha256(torn).hexdigest(),
-            },
-        )
+    def _size(self, path: Path) -> int:
+        if self._fd is not None and self._fd_path is path:
+            return os.fstat(self._fd).st_size  # the open file: no path lookup
+        return os.stat(path).st_size
 
-    def _write(self, path: Path, head: Head, fields: dict[str, Any]) -> Head:
-        record = {**fields, "seq": head.seq + 1, "prev": head.hash}
-        line = orjson.dumps(record)
-        new = not path.exists()
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    def _read_head(self, hint: bytes) -> _Head:
+        """The head as the files say, after recording a torn last line if there is one."""
+        files = day_files(self.folder)
+        torn_in: tuple[Path, bytes, int] | None = None
+        for i, path in enumerate(reversed(files)):
+            line, torn, size = _tail(path)
+            if i == 0 and torn:
+                torn_in = (path, torn, size)
+            if line is None:
+                continue
+            try:
+                seq = int(orjson.loads(line)["seq"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                seq = 0  # not a record: `audit verify` names it; the chain goes on from it
+            head = _Head(path, size, seq, line_hash(line), hint)
+            break
+        else:
+            head = _Head(None, 0, 0, GENESIS, hint)
+        if torn_in is None:
+            return head
+        return self._record_torn(head, *torn_in)
+
+    def _record_torn(self, head: _Head, path: Path, torn: bytes, size: int) -> _Head:
         try:
-            os.write(fd, line + b"\n")
-            if self.durable:
+            whole = orjson.loads(torn)
+        except orjson.JSONDecodeError:
+            whole = None
+        if (
+            isinstance(whole, dict)
+            and whole.get("seq") == head.seq + 1
+            and whole.get("prev") == head.sha256
+            and encode(whole) == torn
+        ):  # the crash cut only the newline: the record is whole, the newline completes it
+            fd = self._open(path)
+            _write_all(fd, b"\n")
+            if self._fsync:
                 os.fsync(fd)
-            size = os.fstat(fd).st_size
-        finally:
-            os.close(fd)
-        if new and self.durable:
-            fsync_dir(self.folder)
-        self._head = Head(head.seq + 1, line_hash(line), path.name, size)
-        return self._head
+            return self._new_head(path, size + 1, head.seq + 1, line_hash(torn))
+        now = datetime.now(UTC)
+        record = {
+            "ts": stamp(now),
+            "component": self._component,
+            "event": TORN_EVENT,
+            "detail": (
+                f"the last line of {path.name} was cut by a crash mid-write ({len(torn)} "
+                "bytes); kept as it was, closed with a newline, not part of the chain"
+            ),
+            "file": path.name,
+            "torn_bytes": len(torn),
+            "torn_sha256": line_hash(torn),
+            "seq": head.seq + 1,
+            "prev": head.sha256,
+        }
+        line = encode(record)
+        fd = self._open(path)
+        _write_all(fd, b"\n" + line + b"\n")
+        if self._fsync:
+            os.fsync(fd)
+        return self._new_head(path, size + len(line) + 2, head.seq + 1, line_hash(line))
 
-    def _anchor(self, head: Head, now: datetime) -> None:
-        target = anchors_path(self.folder, self.anchor_dir)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        line = orjson.dumps(
+    def _open(self, path: Path) -> int:
+        if self._fd is None or (self._fd_path is not path and self._fd_path != path):
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd, self._fd_path = None, None
+            created = not path.exists()
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._fd_path = path
+            if created and self._fsync:
+                fsync_dir(self.folder)
+        return self._fd
+
+    def _anchor(self, head: _Head) -> None:
+        """Copy the head to the anchor file (the log first made durable up to it)."""
+        if head.path is None:
+            return
+        if self._fd is not None and self._fd_path == head.path:
+            os.fsync(self._fd)
+        else:
+            fd = os.open(head.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        line = encode(
             {
-                "ts": now.isoformat(timespec="microseconds").replace("+00:00", "Z"),
-                "component": self.component,
-                "chain": str(self.folder.name),
+                "file": head.path.name,
                 "seq": head.seq,
-                "hash": head.hash,
-                "file": head.file,
+                "sha256": head.sha256,
+                "ts": stamp(datetime.now(UTC)),
             }
         )
-        fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self.anchors.parent.mkdir(parents=True, exist_ok=True)
+        created = not self.anchors.exists()
+        fd = os.open(self.anchors, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, line + b"\n")
-            if self.durable:
-                os.fsync(fd)
+            _write_all(fd, line + b"\n")
+            os.fsync(fd)
         finally:
             os.close(fd)
-        self._anchored = head.seq
+        if created:
+            fsync_dir(self.anchors.parent)
+        self._anchored_seq = head.seq
+        self._last_anchor = time.monotonic()

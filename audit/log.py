@@ -21,15 +21,18 @@ fill the disk, whatever the number of client addresses:
 The fact that something happened is never lost; only repeats are folded, and a window
 writes at most ``2 * max_first_records + 1`` records.
 
-Every record is a link of the folder's hash chain (``audit.chain``: ``seq``, ``prev``,
-anchors), whichever process writes it. With ``fail_closed`` (the access log) each record
-is fsynced before ``append`` returns and a failure raises ``AuditWriteError``, so the
-caller can refuse what it was to record; otherwise (the gateway) a failure is logged and
-the caller carries on. ``append(event, fields)`` writes a structured record of any kind
-(an access, a grant); ``record(...)`` writes the edge's security events.
+Every record goes through the folder's hash chain (``audit.chain``: ``seq``, ``prev``,
+anchors; any number of processes may append to one folder). Two modes:
 
-Audit files are kept at least ``RETENTION_DAYS`` (India's DPDP Rules ask processing logs
-to be kept at least a year): ``audit.verify.prune`` refuses anything younger.
+- lenient (the default; the gateway, the pipeline): an I/O error is logged, never raised,
+  so a full disk does not stop ingest; records are flushed to the OS, not fsynced (the
+  anchors are);
+- ``fail_closed=True`` (governed access): every record is fsynced before ``append`` or
+  ``record`` returns, and a record that cannot be made durable raises ``AuditWriteError``,
+  so the caller refuses to hand out what the record is about.
+
+``append(event, fields)`` writes a structured record (the access layer's); ``record(...)``
+the edge events. Both carry ``ts``, ``component`` and ``event``.
 """
 
 from __future__ import annotations
@@ -44,12 +47,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from audit.chain import ChainWriter
+from audit.chain import ANCHOR_EVERY_RECORDS, ANCHOR_INTERVAL_S, ChainWriter
+from audit.chain import stamp as _stamp
 from audit.errors import AuditWriteError
 
-__all__ = ["RETENTION_DAYS", "AuditLog", "address_group"]
-
-RETENTION_DAYS = 366  # audit files younger than this are never deleted
+__all__ = ["AuditLog", "address_group"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ _Key = tuple[str, str | None, str | None, str | None, str | None]  # the last: a
 _GROUP_ADDRESSES = 256  # distinct addresses counted per folded kind
 _SUMMARY_ADDRESSES = 10_000  # distinct addresses counted in a window's summary
 _SUMMARY_KINDS = 64  # event names counted in a summary (the code has a handful)
+_RESERVED = frozenset({"ts", "component", "event", "seq", "prev"})  # the log's own fields
 
 
 def address_group(remote: str | None) -> str:
@@ -75,10 +78,6 @@ def address_group(remote: str | None) -> str:
     if address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
     return str(ipaddress.IPv6Network((address, 64), strict=False))
-
-
-def _stamp(moment: datetime) -> str:
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 @dataclass(slots=True)
@@ -114,7 +113,8 @@ class _Summary:
 
 
 class AuditLog:
-    """Appends audit events for one component; thread-safe; never raises on I/O errors."""
+    """Appends audit events for one component to its folder's chain; thread-safe; never
+    raises on I/O errors unless ``fail_closed``."""
 
     def __init__(
         self,
@@ -125,12 +125,21 @@ class AuditLog:
         max_kinds: int = 10_000,
         max_first_records: int = 100,
         fail_closed: bool = False,
-        anchor_every: int = 1000,
-        anchor_interval_s: float = 60.0,
         anchor_dir: Path | None = None,
+        anchor_every_records: int = ANCHOR_EVERY_RECORDS,
+        anchor_interval_s: float = ANCHOR_INTERVAL_S,
     ) -> None:
         self._folder = Path(folder)
         self._component = component
+        self._fail_closed = fail_closed
+        self._chain = ChainWriter(
+            self._folder,
+            component=component,
+            anchor_dir=anchor_dir,
+            fsync=fail_closed,
+            anchor_every_records=anchor_every_records,
+            anchor_interval_s=anchor_interval_s,
+        )
         self._window_s = repeat_window_s
         self._max_kinds = max_kinds
         self._max_first = max_first_records
@@ -138,16 +147,6 @@ class AuditLog:
         self._firsts = 0  # first records written in it
         self._summary: _Summary | None = None
         self._lock = threading.Lock()
-        self._fail_closed = fail_closed
-        self._chain = ChainWriter(
-            self._folder,
-            component,
-            durable=fail_closed,
-            anchor_every=anchor_every,
-            anchor_dir=anchor_dir,
-        )
-        self._anchor_interval_s = anchor_interval_s
-        self._anchored_at = time.monotonic()
         self._repeats: dict[_Key, _Repeats] = {}
 
     def record(
@@ -170,15 +169,23 @@ class AuditLog:
         with self._lock:
             if self._window_s > 0 and not self._fold(event, fields, now):
                 return
-            self._write(now, fields)
+            self._write(fields)
 
-    def append(self, event: str, fields: Mapping[str, Any]) -> None:
-        """Append one structured record (``fields``: JSON values) for ``event``. With
-        ``fail_closed``: durable when this returns, else AuditWriteError."""
-        now = datetime.now(UTC)
-        record = {"ts": _stamp(now), "component": self._component, "event": event, **fields}
+    def append(self, event: str, fields: Mapping[str, Any]) -> tuple[int, str] | None:
+        """Append one structured record: ``fields`` (JSON values: str, int, float, bool,
+        None, lists and dicts of them) after ``ts``, ``component`` and ``event``. Returns
+        the record's (seq, SHA-256); ``None`` when a lenient log could not write it. Never
+        folded: each call is one record."""
+        reserved = _RESERVED & fields.keys()
+        if reserved:
+            raise AuditWriteError(
+                f"audit fields {sorted(reserved)} are the log's own; name them otherwise",
+                folder=self._folder,
+            )
+        record = {"ts": _stamp(datetime.now(UTC)), "component": self._component, "event": event}
+        record.update(fields)
         with self._lock:
-            self._write(now, record)
+            return self._write(record)
 
     def _fields(
         self,
@@ -209,27 +216,14 @@ class AuditLog:
             self._flush(clock)
             if clock >= self._budget_until:
                 self._write_summary()
-            if clock - self._anchored_at >= self._anchor_interval_s:
-                self._anchor()
+            self._guard("anchor", self._chain.anchor_if_due)
 
     def close(self) -> None:
-        """Write what is pending and anchor the chain's head."""
+        """Write what is held, anchor the head, close the files."""
         with self._lock:
             self._flush(None)
             self._write_summary()
-            self._anchor()
-
-    def _anchor(self) -> None:
-        self._anchored_at = time.monotonic()
-        try:
-            self._chain.anchor(datetime.now(UTC))
-        except OSError as exc:
-            if self._fail_closed:
-                raise AuditWriteError(
-                    f"audit anchor in {self._folder} could not be written: {exc}",
-                    folder=str(self._folder),
-                ) from exc
-            log.error("audit anchor could not be written: %s", exc)
+            self._guard("anchor at close", self._chain.close)
 
     # -- under the lock -------------------------------------------------------------------
     def _fold(self, event: str, fields: dict[str, Any], now: datetime) -> bool:
@@ -287,7 +281,7 @@ class AuditLog:
         if group is not None:
             fields["address_group"] = group
             fields["addresses"] = len(seen.addresses)
-        self._write(now, fields)
+        self._write(fields)
 
     def _write_summary(self) -> None:
         summary, self._summary = self._summary, None
@@ -298,7 +292,6 @@ class AuditLog:
         counted = f"at least {many}" if many >= _SUMMARY_ADDRESSES else str(many)
         kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(summary.kinds.items()))
         self._write(
-            now,
             {
                 "ts": _stamp(now),
                 "component": self._component,
@@ -320,14 +313,28 @@ class AuditLog:
             },
         )
 
-    def _write(self, now: datetime, fields: dict[str, Any]) -> None:
+    def _write(self, fields: dict[str, Any]) -> tuple[int, str] | None:
         try:
-            self._chain.append(now, fields)
-        except (OSError, TypeError) as exc:  # TypeError: a value JSON cannot hold
+            return self._chain.append(fields)
+        except (OSError, TypeError) as exc:  # TypeError: a value that is not JSON
             if self._fail_closed:
                 raise AuditWriteError(
-                    f"audit record {fields.get('event')} could not be written to"
-                    f" {self._folder}: {exc}; nothing was done",
-                    folder=str(self._folder),
+                    f"audit record {fields.get('event')} could not be made durable in "
+                    f"{self._folder}: {exc}; nothing it records may be handed out until the "
+                    "audit log can be written (check the disk, its space and permissions)",
+                    folder=self._folder,
                 ) from exc
             log.error("audit record %s could not be written: %s", fields.get("event"), exc)
+            return None
+
+    def _guard(self, what: str, step: Any) -> None:
+        try:
+            step()
+        except OSError as exc:
+            if self._fail_closed:
+                raise AuditWriteError(
+                    f"audit {what} in {self._folder} failed: {exc}; check the disk and the "
+                    "anchor folder (audit_anchor_dir)",
+                    folder=self._folder,
+                ) from exc
+            log.error("audit %s in %s failed: %s", what, self._folder, exc)

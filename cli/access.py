@@ -48,7 +48,14 @@ def _book(settings: Settings) -> GrantBook:
 def access_log(settings: Settings) -> AuditLog:
     """The access log: fail-closed (a record that cannot be made durable stops the
     command before it returns anything)."""
-    return AuditLog(settings.data_dir / "audit" / "access", component="access", fail_closed=True)
+    return AuditLog(
+        settings.data_dir / "audit" / "access",
+        component="access",
+        fail_closed=True,
+        anchor_dir=settings.audit_anchor_dir,
+        anchor_every_records=settings.audit_anchor_every_records,
+        anchor_interval_s=settings.audit_anchor_interval_s,
+    )
 
 
 def _actor() -> str:

@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 
 from cli import (
     access,
+    audit,
     config,
     contracts,
     demo,
@@ -80,6 +81,7 @@ _COMMANDS = (
     status.app,
     access.app,
     sql.app,
+    audit.app,  # the tamper-evident audit log (issue 14)
 )
 for _commands in _COMMANDS:
     app.add_typer(_commands)

@@ -149,6 +149,10 @@ class GatewayConfig:
     http_auth_failure_burst: int = 30
     audit_repeat_window_s: float = 60.0
     audit_max_first_records: int = 100  # per window, all kinds; past it one summary record
+    # the audit chain's anchors (audit/chain.py): where, every N records, every T seconds
+    audit_anchor_dir: Path | None = None
+    audit_anchor_every_records: int = 100
+    audit_anchor_interval_s: float = 300.0
     http_tls_cert: Path | None = None
     http_tls_key: Path | None = None
     drain_timeout_s: float = 10.0

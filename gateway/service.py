@@ -103,6 +103,9 @@ class Gateway:
             config.audit_dir,
             repeat_window_s=config.audit_repeat_window_s,
             max_first_records=config.audit_max_first_records,
+            anchor_dir=config.audit_anchor_dir,
+            anchor_every_records=config.audit_anchor_every_records,
+            anchor_interval_s=config.audit_anchor_interval_s,
         )
         self.books = BookWatcher(config.identity_book)
         self.committer = GroupCommitter(

@@ -43,13 +43,16 @@ _COLUMNS = [  # branch_id is the file's partition value, not a column in it
 ]
 
 
-def audit_batch(store: Store, plan: Plan, marker: str, audit_dir: Path) -> int:
+def audit_batch(
+    store: Store, plan: Plan, marker: str, audit_dir: Path, anchor_dir: Path | None = None
+) -> int:
     """Audit the batch's security quarantines (once, ``marker``: the batch's audited
-    marker in the lake, ``batch.state.BatchState.audited_rel``); records written."""
+    marker in the lake, ``batch.state.BatchState.audited_rel``); records written.
+    ``anchor_dir``: the ``audit_anchor_dir`` setting."""
     if store.exists(marker):
         return 0
     fs, base = store.filesystem()
-    log = AuditLog(audit_dir, component="pipeline")
+    log = AuditLog(audit_dir, component="pipeline", anchor_dir=anchor_dir)
     written = 0
     try:
         for rel, entry in sorted(plan.tables.items()):

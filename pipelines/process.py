@@ -503,7 +503,13 @@ def process_once(
         fresh = _report(n, segments, resumed, plan)
         report.rows, report.duplicates = fresh.rows, fresh.duplicates
         report.committed.extend(rel for (rel, _, _), ok in zip(commits, done, strict=True) if ok)
-        audit_batch(store, plan, state.audited_rel(n), settings.data_dir / "audit" / "pipeline")
+        audit_batch(
+            store,
+            plan,
+            state.audited_rel(n),
+            settings.data_dir / "audit" / "pipeline",
+            settings.audit_anchor_dir,
+        )
         _archive(store, landing, staged)
         report.seconds = time.perf_counter() - started
         state.finish(report)

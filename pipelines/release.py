@@ -231,7 +231,11 @@ def release_batch(
     open_keys = {(t, d) for t, d in undecided.select("client_id", "dataset").iter_rows()}
     report = ReleaseReport(batch_id, decision, apply)
     emitter = LineageEmitter.from_settings(settings) if apply else None
-    audit = AuditLog(settings.data_dir / "audit" / "pipeline", component="quality")
+    audit = AuditLog(
+        settings.data_dir / "audit" / "pipeline",
+        component="quality",
+        anchor_dir=settings.audit_anchor_dir,
+    )
     for rel, entry in sorted(held.items()):
         tenant, dataset = rel.split("/")[1], entry["dataset"]
         contract = registry.get(dataset)

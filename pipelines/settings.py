@@ -319,6 +319,23 @@ class Settings(BaseSettings):
         description="KMS key id, ARN or alias for aws:kms (default: the AWS-managed key).",
     )
 
+    # --- the tamper-evident audit log (docs/AUDIT.md; issue 14, audit) ---
+    audit_anchor_dir: Path | None = Field(
+        default=None,
+        description="Where the audit chains' anchors go (<dir>/<gateway|pipeline|access>"
+        ".anchors.jsonl); default <data_dir>/audit/<chain>/anchors/. Set it to another "
+        "mount or a WORM store, so whoever can rewrite the log cannot rewrite its anchors.",
+    )
+    audit_anchor_every_records: int = Field(
+        default=100, ge=1, description="Audit chains: anchor the head every this many records."
+    )
+    audit_anchor_interval_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Audit chains: a writer anchors its head when it has not for this long "
+        "(at its next record or timer); bounds the tail a cut could hide.",
+    )
+
     # --- renamed settings (units in names), the old names still read; issue 13 ---
     gateway_roll_seconds: float | None = Field(
         default=None,
@@ -525,6 +542,9 @@ def build_gateway_config(
         http_auth_failure_burst=settings.gateway_http_auth_failure_burst,
         audit_repeat_window_s=settings.gateway_audit_repeat_window_s,
         audit_max_first_records=settings.gateway_audit_max_first_records,
+        audit_anchor_dir=settings.audit_anchor_dir,
+        audit_anchor_every_records=settings.audit_anchor_every_records,
+        audit_anchor_interval_s=settings.audit_anchor_interval_s,
         http_tls_cert=settings.gateway_http_tls_cert,
         http_tls_key=settings.gateway_http_tls_key,
         drain_timeout_s=settings.gateway_drain_timeout_s,

@@ -219,6 +219,8 @@ def test_403_other_device_or_branch_is_refused_and_audited(env: Env) -> None:
         "remote",
         "detail",
         "count",
+        "seq",  # the audit chain's (docs/AUDIT.md)
+        "prev",
     }
     assert first["count"] == 1
 

@@ -479,7 +479,7 @@ def test_statistics_prune_files_and_never_drop_rows(
         con,
         store,
         REL,
-        f"SELECT count(*) FROM TABLE WHERE ts >= TIMESTAMPTZ '{cut}'",  # noqa: S608
+        f"SELECT count(*) FROM TABLE WHERE ts >= TIMESTAMPTZ '{cut}'",
     )
     assert rows == [(1 + 100 + 1,)]  # early's last row, all of late, other's seq 99
     frame = pl.scan_delta(store.url(REL), storage_options=store.storage_options() or None)
