@@ -20,7 +20,7 @@ __all__ = ["app"]
 
 app = typer.Typer(
     name="access",
-    help="Who may read the lake: grant, revoke, list (tenants, branches, purposes).",
+    help="Grants to read the lake (tenants, branches, purposes): grant, revoke, list.",
     no_args_is_help=True,
 )
 

@@ -18,7 +18,7 @@ __all__ = ["app"]
 
 app = typer.Typer(
     name="audit",
-    help="The tamper-evident audit log: verify the chains, read the records, prune past a year.",
+    help="The tamper-evident audit log: verify (chains), log (records), prune (past a year).",
     no_args_is_help=True,
 )
 

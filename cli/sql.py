@@ -44,7 +44,7 @@ __all__ = ["app", "write_result"]
 
 app = typer.Typer()
 
-_HISTORY = Path("~/.energylake_sql_history")
+_HISTORY = "~/.energylake_sql_history"
 _TABLE_ROWS = 200  # rows a table on the console shows; --out writes them all
 
 
@@ -306,8 +306,8 @@ def _shell(session: Session, fmt: Format, console: Console) -> None:
             error(str(exc))
     if readline is not None:
         with contextlib.suppress(OSError):
-            readline.write_history_file(str(_HISTORY.expanduser()))
-            os.chmod(_HISTORY.expanduser(), 0o600)
+            readline.write_history_file(str(Path(_HISTORY).expanduser()))
+            os.chmod(Path(_HISTORY).expanduser(), 0o600)
 
 
 def _dot(session: Session, line: str, fmt: Format, console: Console) -> tuple[Format, bool]:
@@ -334,5 +334,5 @@ def _readline() -> ModuleType | None:
     except ImportError:  # pragma: no cover - every Linux Python has it
         return None
     with contextlib.suppress(OSError):
-        readline.read_history_file(str(_HISTORY.expanduser()))
+        readline.read_history_file(str(Path(_HISTORY).expanduser()))
     return readline
