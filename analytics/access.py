@@ -34,14 +34,14 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from analytics.errors import AccessDeniedError, QueryError
-from analytics.grants import Grant, GrantBook
+from analytics.grants import AccessRecorder, Grant, GrantBook
 from analytics.objections import ObjectionRegister, drop_objected
 from analytics.pushdown import Read, parser, plan_reads
 from analytics.sqltext import identifiers, redact, sql_sha256
@@ -75,13 +75,6 @@ LOCKED_CONFIG: Mapping[str, Any] = {
 _TENANT_COLUMN = "client_id"
 _BRANCH_COLUMN = "branch_id"
 _TIME_COLUMN = "ts"
-
-
-class AccessRecorder(Protocol):
-    """Where access records go (``audit.log.AuditLog`` in fail-closed mode): ``append``
-    returns only once the record is durable, and raises when it cannot be."""
-
-    def append(self, event: str, fields: Mapping[str, Any]) -> object: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,11 +19,11 @@ import hmac
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow.compute as pc
 
@@ -38,6 +38,7 @@ from lake.storage import Store
 __all__ = [
     "ALL_TENANTS",
     "GRANTS_PREFIX",
+    "AccessRecorder",
     "Grant",
     "GrantBook",
     "Grants",
@@ -49,6 +50,13 @@ ALL_TENANTS = "*"
 GRANTS_PREFIX = "_access/grants"
 _PRINCIPAL = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,63}$")
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+class AccessRecorder(Protocol):
+    """Where access records go (``audit.log.AuditLog`` in fail-closed mode): ``append``
+    returns only once the record is durable, and raises when it cannot be."""
+
+    def append(self, event: str, fields: Mapping[str, Any]) -> object: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +102,15 @@ class Grant:
     @property
     def all_tenants(self) -> bool:
         return ALL_TENANTS in self.tenants
+
+    def describe(self) -> dict[str, Any]:
+        """The grant without its token hash (what an access record says of it)."""
+        return {
+            "kind": self.kind,
+            "tenants": sorted(self.tenants),
+            "purposes": sorted(self.purposes),
+            "branches": None if self.branches is None else sorted(self.branches),
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -146,10 +163,23 @@ class Grants:
 class GrantBook:
     """The grants of one lake: read, changed (validated), listed."""
 
-    def __init__(self, store: Store, registry: ContractRegistry) -> None:
+    def __init__(
+        self, store: Store, registry: ContractRegistry, audit: AccessRecorder | None = None
+    ) -> None:
+        """``audit``: the access log; required to change grants (each change is recorded
+        there before the command returns), not to read them."""
         self._store = store
         self._registry = registry
+        self._audit = audit
         self._revisions = Revisions(store, GRANTS_PREFIX, "grants")
+
+    def _recorder(self) -> AccessRecorder:
+        if self._audit is None:
+            raise GrantError(
+                "grants change only with the access log open (GrantBook(..., audit=...))",
+                setting="audit",
+            )
+        return self._audit
 
     # -- reading --------------------------------------------------------------------------
 
@@ -175,6 +205,7 @@ class GrantBook:
         ``token_file`` the principal is a service: a fresh token is written there (mode
         0600; an existing file is refused) and only its hash is kept."""
         check_principal(principal)
+        audit = self._recorder()
         tenants, purposes, branches = set(tenants), set(purposes), set(branches)
         if not tenants or not purposes:
             raise GrantError(
@@ -228,6 +259,20 @@ class GrantBook:
 
         made = self._save(principal, change, actor)
         assert made is not None  # a grant adds: it never removes the principal
+        audit.append(
+            "grant",
+            {
+                "actor": actor,
+                "principal": principal,
+                "added": {
+                    "tenants": sorted(tenants),
+                    "purposes": sorted(purposes),
+                    "branches": sorted(branches),
+                    "token": token_file is not None,
+                },
+                "grant": made.describe(),
+            },
+        )
         return made
 
     def revoke(
@@ -241,6 +286,7 @@ class GrantBook:
     ) -> Grant | None:
         """Take tenants, purposes or branches away; with none named, the whole grant. The
         grant that remains (None: none)."""
+        audit = self._recorder()
         tenants, purposes, branches = set(tenants), set(purposes), set(branches)
 
         def change(current: Grant | None) -> Grant | None:
@@ -277,7 +323,22 @@ class GrantBook:
                 granted_by=actor,
             )
 
-        return self._save(principal, change, actor)
+        left = self._save(principal, change, actor)
+        audit.append(
+            "revoke",
+            {
+                "actor": actor,
+                "principal": principal,
+                "removed": {
+                    "tenants": sorted(tenants),
+                    "purposes": sorted(purposes),
+                    "branches": sorted(branches),
+                    "all": not (tenants or purposes or branches),
+                },
+                "grant": None if left is None else left.describe(),
+            },
+        )
+        return left
 
     def _save(
         self, principal: str, change: Callable[[Grant | None], Grant | None], actor: str

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analytics.errors import GrantError
-from analytics.grants import GrantBook
+from analytics.grants import AccessRecorder, GrantBook
 from analytics.revisions import Revision, Revisions
 from contracts import Contract, ContractRegistry, TenantKey
 from contracts.policy import pseudonym
@@ -70,7 +70,15 @@ def _token(key: TenantKey, kind: str, subject_id: str) -> str:
 class ObjectionRegister:
     """The register of one lake, with the tenants' keys to pseudonymise subject ids."""
 
-    def __init__(self, store: Store, registry: ContractRegistry, keys: KeyStore) -> None:
+    def __init__(
+        self,
+        store: Store,
+        registry: ContractRegistry,
+        keys: KeyStore,
+        audit: AccessRecorder | None = None,
+    ) -> None:
+        """``audit``: the access log; required to change the register, not to read it."""
+        self._audit = audit
         self._registry = registry
         self._keys = keys
         self._book = GrantBook(store, registry)
@@ -92,6 +100,7 @@ class ObjectionRegister:
         """Register an objection (effective from ``since``, default now). Registering the
         same objection again keeps the earlier one."""
         self._check(tenant, kind, purpose)
+        self._recorder()
         if not subject_id:
             raise GrantError("an objection names the subject's id", setting="--subject")
         now = datetime.now(UTC)
@@ -113,6 +122,10 @@ class ObjectionRegister:
             return [o.to_json() for o in (entries if same else [*entries, made])]
 
         self._revisions.save(add, actor)
+        self._recorder().append(
+            "objection",
+            {"actor": actor, **kept[0].to_json(), "new": kept[0] is made},
+        )
         return kept[0]
 
     def withdraw(
@@ -120,6 +133,7 @@ class ObjectionRegister:
     ) -> bool:
         """Remove an objection (the subject withdrew it); False when there was none."""
         self._check(tenant, kind, purpose)
+        self._recorder()
         token = _token(self._keys.get(tenant), kind, subject_id)
         found: list[bool] = []
 
@@ -130,7 +144,25 @@ class ObjectionRegister:
             return [o.to_json() for o in left]
 
         self._revisions.save(remove, actor)
+        self._recorder().append(
+            "objection_withdrawn",
+            {
+                "actor": actor,
+                "tenant": tenant,
+                "kind": kind,
+                "subject": token,
+                "purpose": purpose,
+                "found": found[0],
+            },
+        )
         return found[0]
+
+    def _recorder(self) -> AccessRecorder:
+        if self._audit is None:
+            raise GrantError(
+                "the objection register changes only with the access log open", setting="audit"
+            )
+        return self._audit
 
     def active(self, tenant: str, purpose: str, at: datetime) -> dict[str, frozenset[str]]:
         """The subjects (by kind, as pseudonyms) whose rows the purpose may not show now."""

@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         store = Store.from_uri(str(root / "lake"))
         registry = load_registry()
-        book = GrantBook(store, registry)
+        audit = AuditLog(root / "audit" / "access", component="access", fail_closed=True)
+        book = GrantBook(store, registry, audit)
         tenant = book.known_tenants()[0]
         book.grant(
             "bench.analyst",
@@ -149,7 +150,6 @@ def main(argv: list[str] | None = None) -> None:
         }
         print(f"tenant {tenant}: meter_readings {rows:,} rows; --repeat {args.repeat}")
         keys = KeyStore(root / "keys")
-        audit = AuditLog(root / "audit" / "access", component="access", fail_closed=True)
         print(
             f"{'query':14} {'raw cold':>9} {'gov cold':>9} {'diff':>7} "
             f"{'raw warm':>9} {'gov warm':>9} {'speed ratio':>11}  rows"

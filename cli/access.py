@@ -11,9 +11,13 @@ import typer
 from rich.table import Table
 
 from analytics.grants import ALL_TENANTS, Grant, GrantBook
+from analytics.objections import ObjectionRegister
 from audit.log import AuditLog
+from audit.query import parse_time
 from cli.common import cli_context
 from contracts import load_registry
+from contracts.errors import ConfigError
+from lake.keys import KeyStore
 from pipelines.settings import Settings
 
 __all__ = ["app"]
@@ -40,9 +44,9 @@ Branches = Annotated[
 ]
 
 
-def _book(settings: Settings) -> GrantBook:
+def _book(settings: Settings, audit: AuditLog | None = None) -> GrantBook:
     registry = load_registry(settings.contracts_dir) if settings.contracts_dir else load_registry()
-    return GrantBook(settings.lake_store(), registry)
+    return GrantBook(settings.lake_store(), registry, audit)
 
 
 def access_log(settings: Settings) -> AuditLog:
@@ -65,19 +69,6 @@ def _actor() -> str:
         return "unknown"
 
 
-def _describe(grant: Grant | None) -> dict[str, object]:
-    if grant is None:
-        return {"grant": None}
-    return {
-        "grant": {
-            "kind": grant.kind,
-            "tenants": sorted(grant.tenants),
-            "purposes": sorted(grant.purposes),
-            "branches": None if grant.branches is None else sorted(grant.branches),
-        }
-    }
-
-
 @app.command("grant")
 def access_grant(
     ctx: typer.Context,
@@ -98,30 +89,15 @@ def access_grant(
     """Let PRINCIPAL read TENANT(s) for PURPOSE(s) (added to what it has)."""
     cli = cli_context(ctx)
     settings = cli.settings(data_dir=data_dir)
-    actor = _actor()
-    made = _book(settings).grant(
-        principal,
-        tenants=tenant or [],
-        purposes=purpose or [],
-        branches=branch or [],
-        token_file=token_file,
-        actor=actor,
-    )
     log = access_log(settings)
     try:
-        log.append(
-            "grant",
-            {
-                "actor": actor,
-                "principal": principal,
-                "added": {
-                    "tenants": sorted(tenant or []),
-                    "purposes": sorted(purpose or []),
-                    "branches": sorted(branch or []),
-                    "token": token_file is not None,
-                },
-                **_describe(made),
-            },
+        made = _book(settings, log).grant(
+            principal,
+            tenants=tenant or [],
+            purposes=purpose or [],
+            branches=branch or [],
+            token_file=token_file,
+            actor=_actor(),
         )
     finally:
         log.close()
@@ -143,25 +119,14 @@ def access_revoke(
     """Take tenants, purposes or branches from PRINCIPAL; with none named, its whole grant."""
     cli = cli_context(ctx)
     settings = cli.settings(data_dir=data_dir)
-    actor = _actor()
-    left = _book(settings).revoke(
-        principal, tenants=tenant or [], purposes=purpose or [], branches=branch or [], actor=actor
-    )
     log = access_log(settings)
     try:
-        log.append(
-            "revoke",
-            {
-                "actor": actor,
-                "principal": principal,
-                "removed": {
-                    "tenants": sorted(tenant or []),
-                    "purposes": sorted(purpose or []),
-                    "branches": sorted(branch or []),
-                    "all": not (tenant or purpose or branch),
-                },
-                **_describe(left),
-            },
+        left = _book(settings, log).revoke(
+            principal,
+            tenants=tenant or [],
+            purposes=purpose or [],
+            branches=branch or [],
+            actor=_actor(),
         )
     finally:
         log.close()
@@ -199,3 +164,54 @@ def _grants_table(grants: list[Grant]) -> Table:
             g.granted_by,
         )
     return table
+
+
+@app.command("object")
+def access_object(
+    ctx: typer.Context,
+    subject: Annotated[str, typer.Option("--subject", help="The data subject's id.")],
+    kind: Annotated[str, typer.Option("--kind", help="technician or contact.")],
+    tenant: Annotated[str, typer.Option("--tenant", help="The tenant whose data names them.")],
+    purpose: Annotated[str, typer.Option("--purpose", help="The purpose objected to.")],
+    since: Annotated[
+        str | None, typer.Option("--since", help="When it takes effect (ISO; default now).")
+    ] = None,
+    withdraw: Annotated[
+        bool, typer.Option("--withdraw", help="The subject withdrew the objection.")
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Record that a data subject objects to a purpose (or withdraws it): from then on no
+    session for that purpose shows their rows. The register keeps a pseudonym, not the id."""
+    cli = cli_context(ctx)
+    settings = cli.settings(data_dir=data_dir)
+    registry = load_registry(settings.contracts_dir) if settings.contracts_dir else load_registry()
+    log = access_log(settings)
+    try:
+        register = ObjectionRegister(settings.lake_store(), registry, KeyStore(settings.keys), log)
+        if withdraw:
+            found = register.withdraw(
+                tenant=tenant, kind=kind, subject_id=subject, purpose=purpose, actor=_actor()
+            )
+            cli.console.print("withdrawn" if found else "there was no such objection")
+            return
+        try:
+            when = parse_time(since) if since is not None else None
+        except ValueError:
+            raise ConfigError(
+                f"--since {since!r} is not an ISO date or time", setting="--since", value=since
+            ) from None
+        made = register.record(
+            tenant=tenant,
+            kind=kind,
+            subject_id=subject,
+            purpose=purpose,
+            actor=_actor(),
+            since=when,
+        )
+    finally:
+        log.close()
+    cli.console.print(
+        f"objection recorded: {kind} {made.subject} of {tenant} objects to {purpose}"
+        f" from {made.since}"
+    )

@@ -20,8 +20,14 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.rule import Rule
 
+from analytics.access import connect
+from analytics.errors import AccessDeniedError
+from analytics.grants import GrantBook
 from analytics.queries import branch_totals, table_counts
+from audit.query import read_records
+from audit.verify import verify_chain
 from cli import render
+from cli.access import access_log
 from contracts import ContractRegistry, apply_plan, load_registry, plan_for
 from contracts.errors import EnergylakeError
 from devstack.stack import LocalStack
@@ -156,9 +162,62 @@ def run_demo(
     shaped = {plan.purpose: apply_plan(plan, rows, key, contract) for plan in plans}
     console.print(render.record_table(contract, shaped, f"one {dataset} record of tenant {tenant}"))
 
-    console.print(Rule("7. query it yourself"))
-    render.show_duckdb_hint(console, settings.lake, tenant, registry)
+    console.print(Rule("7. governed access: one query, two principals, two purposes"))
+    _governed(settings, console, store, registry, tenant)
     console.print(f"demo finished in {time.perf_counter() - started:.1f} s")
+
+
+# Two principals of one tenant, one query, two purposes (``analytics.access``).
+_PRINCIPALS = (("field.lead", "field_service"), ("benchmark.team", "benchmarking"))
+_QUERY = (
+    "SELECT status, opened_at, device_id, technician_name, technician_phone,"
+    " visit_latitude_deg FROM work_orders ORDER BY opened_at, device_id LIMIT 3"
+)
+
+
+def _governed(
+    settings: Settings, console: Console, store: Store, registry: ContractRegistry, tenant: str
+) -> None:
+    """Grant two principals, run one query as each, show both results, the access records
+    they left and the audit chains' verdicts, and the command to run it yourself."""
+    book = GrantBook(store, registry)
+    for principal, purpose in _PRINCIPALS:
+        book.grant(principal, tenants=[tenant], purposes=[purpose], actor="demo")
+    console.print("granted: " + "; ".join(f"{p} may read {tenant} for {u}" for p, u in _PRINCIPALS))
+    log = access_log(settings)
+    keys = KeyStore(settings.keys)
+    results = []
+    sessions = set()
+    try:
+        for principal, purpose in _PRINCIPALS:
+            with connect(
+                store, registry, keys, log, principal=principal, purpose=purpose
+            ) as session:
+                sessions.add(session.id)
+                results.append((principal, purpose, session.sql(_QUERY)))
+        try:  # a purpose not granted: refused, and recorded
+            connect(store, registry, keys, log, principal="benchmark.team", purpose="field_service")
+        except AccessDeniedError as denied:
+            console.print(f"refused: {denied}")
+    finally:
+        log.close()
+    console.print(_QUERY, soft_wrap=True, markup=False, highlight=False)
+    console.print(render.side_by_side([(f"{p}\n({u})", result) for p, u, result in results]))
+    records = [
+        r
+        for r in read_records(settings.data_dir / "audit" / "access")
+        if r.get("session") in sessions or r.get("event") in ("access_denied", "grant")
+    ]
+    console.print("the access records they left (audit/access, hash-chained):")
+    for line in render.access_lines(records[-12:]):
+        console.print("  " + line, soft_wrap=True, markup=False, highlight=False)
+    for name in ("access", "gateway", "pipeline"):
+        folder = settings.data_dir / "audit" / name
+        if folder.is_dir():
+            verdict = verify_chain(folder, settings.audit_anchor_dir)
+            console.print(f"energylake audit verify ({name}): {verdict.summary()}", soft_wrap=True)
+    principal, purpose = _PRINCIPALS[1]
+    render.show_sql_hint(console, settings.data_dir, principal, purpose, _QUERY)
 
 
 def _network(

@@ -14,19 +14,19 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from contracts import Action, Contract, ContractRegistry, PurposePlan, load_registry
+from contracts import Action, Contract, ContractRegistry, PurposePlan
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 __all__ = [
+    "access_lines",
     "acked_reconciliation",
     "batch_line",
     "batch_report",
     "compact_table",
     "compare_table",
     "contracts_table",
-    "duckdb_command",
     "fields_table",
     "gate_summary",
     "lake_tables_table",
@@ -38,8 +38,10 @@ __all__ = [
     "quarantine_vs_manifest",
     "record_table",
     "reference_table",
-    "show_duckdb_hint",
+    "show_sql_hint",
+    "side_by_side",
     "simulation_summary",
+    "sql_command",
     "totals_vs_truth",
 ]
 
@@ -331,23 +333,24 @@ def totals_vs_truth(totals: dict[str, Any], branches: dict[str, Any]) -> Table:
     return table
 
 
-def duckdb_command(lake: str, tenant: str, python: str = sys.executable) -> str:
-    """A shell command, one line, that shows a tenant's meter readings per branch with
-    DuckDB (through ``lake.duck``, which loads the pinned extensions offline). The path is
-    quoted for SQL, then for Python, then for the shell; ``python`` is this interpreter."""
-    s3 = "://" in lake
-    root = lake if s3 else str(Path(lake).resolve())
-    table = f"{root}/tenants/{tenant}/meter_readings"
-    literal = "'" + table.replace("'", "''") + "'"
-    # Text to paste, not run here; its one value is a quoted SQL literal.
-    query = (
-        "SELECT branch_id, count(*) AS readings, max(ts) AS newest "  # noqa: S608
-        f"FROM delta_scan({literal}) GROUP BY ALL ORDER BY 1"
-    )
-    opened = f"connect(Store.from_uri({lake!r}))" if s3 else "connect()"
-    imports = "from lake.duck import connect" + ("; from lake.storage import Store" if s3 else "")
-    code = f"{imports}; {opened}.sql({_py_str(query)}).show()"
-    return f"{shlex.quote(python)} -c {_shell_quote(code)}"
+def sql_command(
+    data_dir: Path, principal: str, purpose: str, query: str, energylake: str = "energylake"
+) -> str:
+    """A shell command, one line, that runs ``query`` in a governed session
+    (``energylake sql``) as ``principal`` for ``purpose``; every word quoted for the shell."""
+    words = [
+        energylake,
+        "sql",
+        "--data-dir",
+        str(Path(data_dir).resolve()),
+        "--as",
+        principal,
+        "--purpose",
+        purpose,
+        "-c",
+        query,
+    ]
+    return " ".join(_shell_quote(w) if not re.fullmatch(r"[\w./@:=-]+", w) else w for w in words)
 
 
 def _py_str(text: str) -> str:
@@ -371,24 +374,62 @@ def print_command(console: Console, command: str) -> None:
     console.print(command, soft_wrap=True, markup=False, highlight=False, emoji=False)
 
 
-def show_duckdb_hint(
-    console: Console, lake: str, tenant: str, registry: ContractRegistry | None = None
+def show_sql_hint(
+    console: Console, data_dir: Path, principal: str, purpose: str, query: str
 ) -> None:
-    """How to open the tables in DuckDB: a command to paste, for one of the tenants (the
-    telemetry tables are the registry's readings datasets and the quarantine)."""
-    readings = (registry or load_registry()).readings_datasets
-    root = lake if "://" in lake else str(Path(lake).resolve())
+    """How to query the lake as an analyst: an ``energylake sql`` command to paste (one
+    line), and the interactive form."""
+    exe = str(Path(sys.executable).with_name("energylake"))
     console.print(
-        "Open the tables in DuckDB (duckdb==1.5.5; lake.duck loads its delta extension "
-        "offline), paste:"
+        "Query the lake as an analyst (a governed session; every statement is audited), paste:"
     )
-    print_command(console, duckdb_command(lake, tenant))
-    console.print(
-        f"Every table: {root}/tenants/<client>/<{'|'.join((*readings, 'quarantine'))}>",
-        soft_wrap=True,
-        markup=False,
-        highlight=False,
-    )
+    print_command(console, sql_command(data_dir, principal, purpose, query, exe))
+    console.print("or, for an interactive session, the same without -c (.tables, .schema NAME).")
+
+
+def side_by_side(results: list[tuple[str, pa.Table]], rows: int = 2) -> Table:
+    """The same query's results under several purposes, value by value: one line per
+    (row, column), one column per purpose."""
+    table = Table("row", "column", *(title for title, _ in results), title_justify="left")
+    first = results[0][1]
+    for i in range(min(rows, first.num_rows)):
+        for name in first.column_names:
+            values = [
+                _cell(r.column(name)[i].as_py())
+                if name in r.column_names and i < r.num_rows
+                else "-"
+                for _, r in results
+            ]
+            table.add_row(str(i + 1), name, *values)
+    return table
+
+
+def access_lines(records: list[dict[str, Any]]) -> list[str]:
+    """Access records (``audit/access``), one line each: who, for what, what happened,
+    how the columns read were shaped, and the statement with its literals redacted."""
+    lines = []
+    for r in records:
+        read = {
+            c for d in r.get("datasets") or [] for c in (d.get("read") or {}).get("columns") or []
+        }
+        shaped: dict[str, list[str]] = {}
+        for c in r.get("columns") or []:
+            if c["action"] not in ("clear", "dropped") and (not read or c["column"] in read):
+                shaped.setdefault(c["action"], []).append(c["column"])
+        how = "; ".join(f"{a}: {', '.join(sorted(cs))}" for a, cs in sorted(shaped.items()))
+        outcome = str(r.get("outcome", "")) + (f" ({r['reason']})" if r.get("reason") else "")
+        line = (
+            f"seq {r.get('seq')} {r.get('event')} {r.get('principal')} for {r.get('purpose')}:"
+            f" {outcome}"
+        )
+        if r.get("rows") is not None:
+            line += f", {r['rows']} rows"
+        if how:
+            line += f"; {how}"
+        if r.get("sql_redacted"):
+            line += f" | {r['sql_redacted']}"
+        lines.append(line)
+    return lines
 
 
 def publish_summary(summary: dict[str, Any]) -> Table:

@@ -36,7 +36,7 @@ class GovernedLake:
         return KeyStore(self.settings.keys)
 
     def book(self) -> GrantBook:
-        return GrantBook(self.store, self.registry)
+        return GrantBook(self.store, self.registry, self.audit())
 
     def audit(self) -> AuditLog:
         return AuditLog(self.audit_dir, component="access", fail_closed=True)

@@ -259,7 +259,7 @@ def test_an_objection_removes_the_subjects_rows_from_that_purpose(
         technicians.count(technician),
         len(_raw(lake, tenant, "work_orders", "ticket_id")),
     )
-    register = ObjectionRegister(lake.store, lake.registry, lake.keys)
+    register = ObjectionRegister(lake.store, lake.registry, lake.keys, lake.audit())
     later = datetime.now(UTC) + timedelta(days=1)
     register.record(
         tenant=tenant,

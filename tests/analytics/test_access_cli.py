@@ -12,6 +12,8 @@ from pathlib import Path
 import orjson
 import pyarrow.parquet as pq
 
+from lake.delta import read_table
+from lake.layout import table_rel
 from tests.analytics.conftest import GovernedLake
 
 ENERGYLAKE = str(Path(sys.executable).with_name("energylake"))
@@ -222,3 +224,28 @@ def test_an_extract_is_a_file_with_its_record_and_its_lineage(
     )
     assert not_for_purpose.returncode == 6
     assert not (tmp_path / "q.parquet").exists()
+
+
+def test_an_objection_from_the_command_line(governed_lake: GovernedLake) -> None:
+    lake = governed_lake
+    tenant = lake.tenants[1]
+    lake.book().grant("cli.ob", tenants=[tenant], purposes=["benchmarking"], actor="t")
+    orders = read_table(lake.store, table_rel(tenant, "work_orders"), columns=["technician_id"])
+    technicians = [t for t in orders["technician_id"].to_pylist() if t]
+    technician = max(set(technicians), key=technicians.count)
+    count = ["sql", "--as", "cli.ob", "--purpose", "benchmarking", "--format", "csv",
+             "-c", "SELECT count(*) AS n FROM work_orders"]  # fmt: skip
+    before = int(run(lake, *count).stdout.splitlines()[1])
+    made = run(lake, "access", "object", "--subject", technician, "--kind", "technician",
+               "--tenant", tenant, "--purpose", "benchmarking")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert technician not in made.stdout  # the register shows its pseudonym only
+    assert int(run(lake, *count).stdout.splitlines()[1]) == before - technicians.count(technician)
+    back = run(lake, "access", "object", "--subject", technician, "--kind", "technician",
+               "--tenant", tenant, "--purpose", "benchmarking", "--withdraw")  # fmt: skip
+    assert back.returncode == 0, back.stderr
+    assert int(run(lake, *count).stdout.splitlines()[1]) == before
+    bad = run(lake, "access", "object", "--subject", "x", "--kind", "customer",
+              "--tenant", tenant, "--purpose", "benchmarking")  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: unknown kind of data subject 'customer'")

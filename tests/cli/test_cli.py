@@ -276,31 +276,34 @@ def test_simulate_landing_prints_only_what_exists_and_ledgers_its_faults(tmp_pat
 
 
 @pytest.mark.parametrize("width", [80, 200])
-def test_the_duckdb_command_is_one_line_that_runs(tmp_path: Path, width: int) -> None:
+def test_the_sql_command_is_one_line_that_runs(tmp_path: Path, width: int) -> None:
     import io
 
-    import pyarrow as pa
-    from deltalake import write_deltalake
     from rich.console import Console
 
     from cli import render
 
-    # A lake whose path needs quoting twice over: for the shell and for SQL.
-    lake = tmp_path / "it's a $HOME lake"
-    rows = pa.table({"branch_id": ["b-1", "b-1", "b-2"], "ts": [1, 2, 3]})
-    write_deltalake(str(lake / "tenants" / "acme" / "meter_readings"), rows)
+    # A data folder whose path needs quoting for the shell; a query with quotes of its own.
+    data = tmp_path / "it's a $HOME lake"
     out = io.StringIO()
-    render.show_duckdb_hint(Console(file=out, width=width), str(lake), "acme")
-    lines = [line for line in out.getvalue().splitlines() if "delta_scan" in line]
+    query = "SELECT count(*) FROM work_orders WHERE status = 'open'"
+    render.show_sql_hint(
+        Console(file=out, width=width), data, "benchmark.team", "benchmarking", query
+    )
+    lines = [line for line in out.getvalue().splitlines() if " sql " in line]
     assert len(lines) == 1, out.getvalue()
     (command,) = lines
     assert len(command) > width  # it would have been wrapped
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENERGYLAKE_")}
     result = subprocess.run(
-        ["bash", "-c", command], capture_output=True, text=True, check=False, timeout=60, cwd="/"
-    )
-    assert result.returncode == 0, (command, result.stderr)
-    assert "b-1" in result.stdout
-    assert "b-2" in result.stdout
+        ["bash", "-c", command], capture_output=True, text=True, check=False, timeout=60,
+        cwd="/", env=env,
+    )  # fmt: skip
+    # No grant in an empty lake: refused (exit 6), and the refusal recorded in THAT folder,
+    # so the quoted --data-dir arrived whole.
+    assert result.returncode == 6, (command, result.stderr)
+    assert "'benchmark.team' has no grant" in result.stderr
+    assert list((data / "audit" / "access").glob("*.jsonl"))
 
 
 def _groups() -> list[tuple[list[str], Any]]:
