@@ -9,8 +9,8 @@ The lake: a simulated month (default 2 clients x 5 branches x 30 days), processe
 
 - ``daily_kwh``: daily kWh per branch over the month (energy_monitoring);
 - ``device_week``: one device's readings for a week (energy_monitoring);
-- ``orders_joined``: work orders joined to the readings of their device on the day the
-  order was opened (field_service).
+- ``orders_joined``: work orders joined to the readings of their device: readings and mean
+  power per order (field_service).
 
 Raw: a DuckDB connection with the delta extension, each view name replaced by
 ``delta_scan('<lake>/tenants/<tenant>/<dataset>')`` (one tenant's table: no tenant filter
@@ -65,10 +65,9 @@ QUERIES: dict[str, tuple[str, str]] = {
     ),
     "orders_joined": (
         "field_service",
-        "SELECT w.ticket_id, count(*) AS readings, avg(m.power_kw) AS kw"
+        "SELECT w.ticket_id, w.status, count(*) AS readings, avg(m.power_kw) AS kw"
         " FROM work_orders w JOIN meter_readings m USING (device_id)"
-        " WHERE CAST(m.ts AS DATE) = CAST(w.opened_at AS DATE)"
-        " GROUP BY 1 ORDER BY 1",
+        " GROUP BY ALL ORDER BY 1",
     ),
 }
 
