@@ -48,6 +48,22 @@ _HISTORY = "~/.energylake_sql_history"
 _TABLE_ROWS = 200  # rows a table on the console shows; --out writes them all
 
 
+# The options `sql` and `extract` share.
+Tenant = Annotated[
+    str | None, typer.Option("--tenant", help="Only this one of the principal's tenants.")
+]
+TokenFile = Annotated[
+    Path | None, typer.Option("--token-file", help="A service principal's token file.")
+]
+Since = Annotated[
+    str | None, typer.Option("--from", help="Readings from this time on (ISO; UTC if bare).")
+]
+Until = Annotated[
+    str | None, typer.Option("--to", help="Readings before this time (ISO; UTC if bare).")
+]
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Override data_dir.")]
+
+
 class Format(StrEnum):
     TABLE = "table"
     CSV = "csv"
@@ -88,9 +104,7 @@ def sql(
     purpose: Annotated[
         str, typer.Option("--purpose", help="The one purpose of this session (required).")
     ] = "",
-    tenant: Annotated[
-        str | None, typer.Option("--tenant", help="Only this one of the principal's tenants.")
-    ] = None,
+    tenant: Tenant = None,
     command: Annotated[
         str | None, typer.Option("-c", "--command", help="Run these statements and exit.")
     ] = None,
@@ -98,16 +112,10 @@ def sql(
     out: Annotated[
         Path | None, typer.Option("--out", help="Write the result to this file.")
     ] = None,
-    token_file: Annotated[
-        Path | None, typer.Option("--token-file", help="A service principal's token file.")
-    ] = None,
-    since: Annotated[
-        str | None, typer.Option("--from", help="Readings from this time on (ISO; UTC if bare).")
-    ] = None,
-    until: Annotated[
-        str | None, typer.Option("--to", help="Readings before this time (ISO; UTC if bare).")
-    ] = None,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Override data_dir.")] = None,
+    token_file: TokenFile = None,
+    since: Since = None,
+    until: Until = None,
+    data_dir: DataDir = None,
 ) -> None:
     """Query the lake as PRINCIPAL for PURPOSE: only its tenants' rows, each column as the
     purpose may see it; every statement is recorded in the access log."""
@@ -146,19 +154,11 @@ def extract_command(
         str, typer.Option("--purpose", help="The one purpose the extract serves (required).")
     ] = "",
     out: Annotated[Path | None, typer.Option("--out", help="The Parquet file to write.")] = None,
-    tenant: Annotated[
-        str | None, typer.Option("--tenant", help="Only this one of the principal's tenants.")
-    ] = None,
-    token_file: Annotated[
-        Path | None, typer.Option("--token-file", help="A service principal's token file.")
-    ] = None,
-    since: Annotated[
-        str | None, typer.Option("--from", help="Readings from this time on (ISO; UTC if bare).")
-    ] = None,
-    until: Annotated[
-        str | None, typer.Option("--to", help="Readings before this time (ISO; UTC if bare).")
-    ] = None,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Override data_dir.")] = None,
+    tenant: Tenant = None,
+    token_file: TokenFile = None,
+    since: Since = None,
+    until: Until = None,
+    data_dir: DataDir = None,
 ) -> None:
     """Write DATASET, shaped for PURPOSE, to a Parquet file; an access record and a lineage
     run (the tables' versions in, the file and its SHA-256 out) record the copy."""
