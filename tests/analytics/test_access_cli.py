@@ -93,6 +93,10 @@ def test_sql_answers_in_every_format_and_refuses_what_is_not_granted(
     assert as_json.returncode == 0, as_json.stderr
     row = orjson.loads(as_json.stdout.splitlines()[0])
     assert row["n"] > 0
+    as_table = run(governed_lake, "sql", "--as", "cli.bo", "--purpose", "benchmarking", "-c", query)
+    assert as_table.returncode == 0, as_table.stderr
+    assert f"│ {row['n']} " in as_table.stdout
+    assert "1 row" in as_table.stdout
     as_csv = run(
         governed_lake,
         "sql",
