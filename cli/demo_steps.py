@@ -180,15 +180,17 @@ def _governed(
 ) -> None:
     """Grant two principals, run one query as each, show both results, the access records
     they left and the audit chains' verdicts, and the command to run it yourself."""
-    book = GrantBook(store, registry)
-    for principal, purpose in _PRINCIPALS:
-        book.grant(principal, tenants=[tenant], purposes=[purpose], actor="demo")
-    console.print("granted: " + "; ".join(f"{p} may read {tenant} for {u}" for p, u in _PRINCIPALS))
     log = access_log(settings)
     keys = KeyStore(settings.keys)
     results = []
     sessions = set()
     try:
+        book = GrantBook(store, registry, log)
+        for principal, purpose in _PRINCIPALS:
+            book.grant(principal, tenants=[tenant], purposes=[purpose], actor="demo")
+        console.print(
+            "granted: " + "; ".join(f"{p} may read {tenant} for {u}" for p, u in _PRINCIPALS)
+        )
         for principal, purpose in _PRINCIPALS:
             with connect(
                 store, registry, keys, log, principal=principal, purpose=purpose

@@ -76,8 +76,18 @@ class Case:
     views: dict[str, pa.Schema]
 
 
+_RAW: dict[tuple[str, str], dict[str, pa.Table]] = {}
+
+
 def _raw(lake: GovernedLake, dataset: str) -> dict[str, pa.Table]:
-    """Every tenant's raw rows of a dataset, by tenant."""
+    """Every tenant's raw rows of a dataset, by tenant (read once per lake)."""
+    key = (lake.store.uri, dataset)
+    if key not in _RAW:
+        _RAW[key] = _read_raw(lake, dataset)
+    return _RAW[key]
+
+
+def _read_raw(lake: GovernedLake, dataset: str) -> dict[str, pa.Table]:
     out = {}
     for tenant in lake.tenants:
         rel = clients_rel() if dataset == "clients" else table_rel(tenant, dataset)

@@ -174,14 +174,22 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert result.returncode == 0, result.stderr
-    # The DuckDB command it prints is one line (at 80 columns) that runs as pasted.
-    (command,) = [line for line in result.stdout.splitlines() if "delta_scan" in line]
+    # The governed query it prints is one line (at 80 columns) that runs as pasted, as the
+    # principal the demo granted: masked phones, pseudonymised technicians.
+    (command,) = [line for line in result.stdout.splitlines() if " sql --data-dir " in line]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENERGYLAKE_")}
     pasted = subprocess.run(
-        ["bash", "-c", command], capture_output=True, text=True, check=False, timeout=60, cwd="/"
-    )
+        ["bash", "-c", command + " --format csv"],
+        capture_output=True, text=True, check=False, timeout=60, cwd="/", env=env,
+    )  # fmt: skip
     assert pasted.returncode == 0, (command, pasted.stderr)
-    assert "readings" in pasted.stdout
+    lines = pasted.stdout.splitlines()
+    assert lines[0].startswith('"status","opened_at","device_id","technician_name"')
+    assert len(lines) >= 2  # the header and at least one work order
+    assert all(',"ps_' in line and "*" in line for line in lines[1:]), lines
     assert "what each purpose sees" in result.stdout
+    assert "access: intact" in result.stdout  # audit verify's verdict on the access log
+    assert "access_denied benchmark.team for field_service: denied" in result.stdout
     # Over the real path every injected fault is accounted for: quarantined, or refused
     # at the edge; and everything acknowledged is in the lake, the quarantine or counted.
     assert "differs" not in result.stdout, result.stdout
