@@ -290,7 +290,7 @@ class Session:
                     self._ready(name, replace(reads[name], columns=None))
                 cursor = self._con.execute(statement)
             result = cursor.to_arrow_table() if self._con.description is not None else _EMPTY
-        except duckdb.Error as exc:
+        except Exception as exc:  # recorded whatever it is (the statement's, the lake read's)
             fields.update(self._used(used))
             self._record(
                 "query",
@@ -303,6 +303,8 @@ class Session:
                     "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                 },
             )
+            if not isinstance(exc, duckdb.Error):
+                raise
             raise QueryError(str(exc)) from None
         fields.update(self._used(used))
         self._record(

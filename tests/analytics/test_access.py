@@ -6,6 +6,7 @@ and denied attempt, written before the result is returned."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,11 +16,14 @@ import orjson
 import pyarrow.compute as pc
 import pytest
 
+from analytics.access import connect
 from analytics.errors import AccessDeniedError, GrantError, QueryError
+from analytics.grants import GrantBook
 from analytics.objections import ObjectionRegister
-from contracts import UnknownPurposeError
+from contracts import UnknownPurposeError, load_registry
 from lake.delta import read_table
 from lake.layout import table_rel
+from lake.storage import Store
 from tests.analytics.conftest import GovernedLake
 
 
@@ -308,3 +312,35 @@ def test_an_objection_removes_the_subjects_rows_from_that_purpose(
     )
     with lake.session("nila", "benchmarking") as session:
         assert session.sql(count)["n"].to_pylist() == [total]
+
+
+def test_a_lake_that_cannot_be_read_is_recorded_as_an_error(
+    governed_lake: GovernedLake, tmp_path: Path
+) -> None:
+    """A copy of the lake with one data file of a table gone: the statement fails, and
+    the failure is in the access log like any other statement's."""
+    lake = governed_lake
+    tenant = lake.tenants[0]
+    root = tmp_path / "lake"
+    shutil.copytree(lake.store.url(), root)
+    store = Store.from_uri(str(root))
+    victim = next((root / table_rel(tenant, "devices")).rglob("*.parquet"))
+    victim.unlink()
+    GrantBook(store, lake.registry, lake.audit()).grant(
+        "broken.reader", tenants=[tenant], purposes=["energy_monitoring"], actor="test"
+    )
+    before = len(_records(lake))
+    with (
+        connect(
+            store,
+            load_registry(),
+            lake.keys,
+            lake.audit(),
+            principal="broken.reader",
+            purpose="energy_monitoring",
+        ) as session,
+        pytest.raises(Exception, match=victim.name),
+    ):
+        session.sql("SELECT count(*) FROM devices")
+    failed = [r for r in _records(lake)[before:] if r["event"] == "query"]
+    assert [r["outcome"] for r in failed] == ["error"]
