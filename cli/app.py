@@ -32,6 +32,7 @@ from cli import (
     publish,
     quality,
     reference,
+    retention,
     simulate,
     sql,
     status,
@@ -82,6 +83,7 @@ _COMMANDS = (
     access.app,
     sql.app,
     audit.app,  # the tamper-evident audit log (issue 14)
+    retention.app,
 )
 for _commands in _COMMANDS:
     app.add_typer(_commands)

@@ -25,6 +25,8 @@ OURS = {
     "devstack",
     "audit",
     "batch",
+    "retention",
+    "retention",
 }
 # package -> the packages of ours it may import (docs/ARCHITECTURE.md, "Packages and
 # import direction"; the
@@ -41,6 +43,7 @@ ALLOWED = {
     "simulator": {"contracts", "landing"},
     "landing": {"contracts", "durable"},
     "batch": {"contracts", "durable", "lake", "lineage"},
+    "retention": {"contracts", "durable", "lake", "lineage", "audit"},
     "pipelines": OURS - {"cli", "devstack"},
     "devstack": OURS - {"cli"},
     "cli": OURS,
@@ -58,6 +61,7 @@ NO_BEAM = {
     "devstack",
     "audit",
     "batch",
+    "retention",
 }
 
 
