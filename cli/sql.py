@@ -15,6 +15,7 @@ import io
 import os
 import sys
 from datetime import UTC, datetime
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
@@ -236,7 +237,8 @@ def write_result(result: pa.Table, fmt: Format, out: Path | None, console: Conso
         data = buffer.getvalue()
     elif fmt is Format.JSON:
         data = b"".join(
-            orjson.dumps(row, option=orjson.OPT_NAIVE_UTC) + b"\n" for row in result.to_pylist()
+            orjson.dumps(row, option=orjson.OPT_NAIVE_UTC, default=_json_value) + b"\n"
+            for row in result.to_pylist()
         )
     else:
         if out is None:
@@ -249,6 +251,18 @@ def write_result(result: pa.Table, fmt: Format, out: Path | None, console: Conso
     else:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
+
+
+def _json_value(value: object) -> object:
+    """What JSON has no type for: decimals as numbers, bytes as hex, intervals as their
+    parts (months, days, nanoseconds), anything else as its text."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, bytes | bytearray):
+        return value.hex()
+    if isinstance(value, pa.MonthDayNano):
+        return {"months": value.months, "days": value.days, "nanoseconds": value.nanoseconds}
+    return str(value)
 
 
 def _table(result: pa.Table) -> Table:

@@ -26,7 +26,6 @@ OURS = {
     "audit",
     "batch",
     "retention",
-    "retention",
 }
 # package -> the packages of ours it may import (docs/ARCHITECTURE.md, "Packages and
 # import direction"; the

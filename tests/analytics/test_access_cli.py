@@ -93,6 +93,12 @@ def test_sql_answers_in_every_format_and_refuses_what_is_not_granted(
     assert as_json.returncode == 0, as_json.stderr
     row = orjson.loads(as_json.stdout.splitlines()[0])
     assert row["n"] > 0
+    odd_types = "SELECT 1.5 AS d, '\\xAB'::BLOB AS b, INTERVAL 1 HOUR AS i"
+    odd = run(governed_lake, "sql", "--as", "cli.bo", "--purpose", "benchmarking",
+              "--format", "json", "-c", odd_types)  # fmt: skip
+    assert odd.returncode == 0, odd.stderr
+    interval = {"months": 0, "days": 0, "nanoseconds": 3_600_000_000_000}
+    assert orjson.loads(odd.stdout) == {"d": 1.5, "b": "ab", "i": interval}
     as_table = run(governed_lake, "sql", "--as", "cli.bo", "--purpose", "benchmarking", "-c", query)
     assert as_table.returncode == 0, as_table.stderr
     assert f"│ {row['n']} " in as_table.stdout
