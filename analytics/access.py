@@ -27,7 +27,6 @@ with its literals redacted plus its hash (``analytics.sqltext``).
 
 from __future__ import annotations
 
-import getpass
 import secrets
 import time
 import uuid
@@ -41,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analytics.errors import AccessDeniedError, QueryError
-from analytics.grants import AccessRecorder, Grant, GrantBook
+from analytics.grants import AccessRecorder, Grant, GrantBook, os_user
 from analytics.objections import ObjectionRegister, drop_objected
 from analytics.pushdown import Read, parser, plan_reads
 from analytics.sqltext import identifiers, redact, sql_sha256
@@ -101,13 +100,6 @@ class _Loaded:
     objected: int = 0  # rows left out: their data subject objected to the purpose
 
 
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # pragma: no cover - no passwd entry (some containers)
-        return "unknown"
-
-
 def _deny(
     audit: AccessRecorder, base: dict[str, Any], reason: str, message: str
 ) -> AccessDeniedError:
@@ -139,7 +131,7 @@ def connect(
         "principal": principal,
         "purpose": purpose,
         "tenant_asked": tenant,
-        "os_user": _os_user(),
+        "os_user": os_user(),
     }
     if purpose not in registry.vocabulary.purposes:
         audit.append("access_denied", {**base, "outcome": "denied", "reason": "unknown_purpose"})

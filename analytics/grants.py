@@ -14,6 +14,7 @@ tenant in the lake's clients table, a branch in that tenant's branches table.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import hmac
 import os
@@ -44,6 +45,7 @@ __all__ = [
     "Grants",
     "TokenHash",
     "check_principal",
+    "os_user",
 ]
 
 ALL_TENANTS = "*"
@@ -414,6 +416,14 @@ class GrantBook:
                 setting="--branch",
                 value=unknown,
             )
+
+
+def os_user() -> str:
+    """The operating system's user running this process (who acts, for the records)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # pragma: no cover - no passwd entry (some containers)
+        return "unknown"
 
 
 def check_principal(principal: str) -> str:

@@ -3,14 +3,13 @@ branches and purposes (``analytics.grants``); every change leaves an access reco
 
 from __future__ import annotations
 
-import getpass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from analytics.grants import ALL_TENANTS, Grant, GrantBook
+from analytics.grants import ALL_TENANTS, Grant, GrantBook, os_user
 from analytics.objections import ObjectionRegister
 from audit.log import AuditLog
 from audit.query import parse_time
@@ -62,13 +61,6 @@ def access_log(settings: Settings) -> AuditLog:
     )
 
 
-def _actor() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # pragma: no cover - no passwd entry
-        return "unknown"
-
-
 @app.command("grant")
 def access_grant(
     ctx: typer.Context,
@@ -97,7 +89,7 @@ def access_grant(
             purposes=purpose or [],
             branches=branch or [],
             token_file=token_file,
-            actor=_actor(),
+            actor=os_user(),
         )
     finally:
         log.close()
@@ -126,7 +118,7 @@ def access_revoke(
             tenants=tenant or [],
             purposes=purpose or [],
             branches=branch or [],
-            actor=_actor(),
+            actor=os_user(),
         )
     finally:
         log.close()
@@ -191,7 +183,7 @@ def access_object(
         register = ObjectionRegister(settings.lake_store(), registry, KeyStore(settings.keys), log)
         if withdraw:
             found = register.withdraw(
-                tenant=tenant, kind=kind, subject_id=subject, purpose=purpose, actor=_actor()
+                tenant=tenant, kind=kind, subject_id=subject, purpose=purpose, actor=os_user()
             )
             cli.console.print("withdrawn" if found else "there was no such objection")
             return
@@ -206,7 +198,7 @@ def access_object(
             kind=kind,
             subject_id=subject,
             purpose=purpose,
-            actor=_actor(),
+            actor=os_user(),
             since=when,
         )
     finally:
