@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 from analytics.errors import GrantError
 from analytics.revisions import Revision, Revisions
 from contracts import ContractRegistry
+from durable.files import fsync_dir, written_temp
 from lake.delta import read_table, table_exists
 from lake.layout import clients_rel, table_rel
 from lake.layout import tenants as lake_tenants
@@ -438,8 +439,11 @@ def check_principal(principal: str) -> str:
 
 
 def _write_token(path: Path, token: str) -> None:
+    """The token, written once: a new file, mode 0600 (create-if-absent, as the tenant
+    keys are made: an fsync'd temp file linked into place)."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with written_temp(path, (token + "\n").encode(), mode=0o600) as tmp:
+            os.link(tmp, path)
     except FileExistsError as exc:
         raise GrantError(
             f"{path} exists; name a new file for the token (it is written once)",
@@ -448,7 +452,4 @@ def _write_token(path: Path, token: str) -> None:
         ) from exc
     except OSError as exc:
         raise GrantError(f"{path}: {exc.strerror}", setting="--token-file") from exc
-    with os.fdopen(fd, "w") as handle:
-        handle.write(token + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    fsync_dir(path.parent)

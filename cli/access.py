@@ -12,10 +12,8 @@ from rich.table import Table
 from analytics.grants import ALL_TENANTS, Grant, GrantBook, os_user
 from analytics.objections import ObjectionRegister
 from audit.log import AuditLog
-from audit.query import parse_time
-from cli.common import cli_context
+from cli.common import cli_context, when
 from contracts import load_registry
-from contracts.errors import ConfigError
 from lake.keys import KeyStore
 from pipelines.settings import Settings
 
@@ -187,19 +185,13 @@ def access_object(
             )
             cli.console.print("withdrawn" if found else "there was no such objection")
             return
-        try:
-            when = parse_time(since) if since is not None else None
-        except ValueError:
-            raise ConfigError(
-                f"--since {since!r} is not an ISO date or time", setting="--since", value=since
-            ) from None
         made = register.record(
             tenant=tenant,
             kind=kind,
             subject_id=subject,
             purpose=purpose,
             actor=os_user(),
-            since=when,
+            since=when(since, "--since"),
         )
     finally:
         log.close()

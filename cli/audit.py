@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from audit.retention import RETENTION_DAYS
-from cli.common import cli_context
+from cli.common import cli_context, when
 from pipelines.settings import Settings
 
 __all__ = ["app"]
@@ -111,19 +111,6 @@ def _table(records: list[dict[str, Any]]) -> Table:
     return table
 
 
-def _time(value: str | None, option: str) -> Any:
-    from audit.query import parse_time
-
-    if value is None:
-        return None
-    try:
-        return parse_time(value)
-    except ValueError:
-        raise typer.BadParameter(
-            f"{option}: expected a date or an ISO time, got {value!r}"
-        ) from None
-
-
 @app.command("log")
 def log(
     ctx: typer.Context,
@@ -153,8 +140,8 @@ def log(
         purpose=purpose,
         dataset=dataset,
         event=event,
-        since=_time(since, "--since"),
-        until=_time(until, "--until"),
+        since=when(since, "--since"),
+        until=when(until, "--until"),
     )
     cli = cli_context(ctx)
     settings = cli.settings(data_dir=data_dir)

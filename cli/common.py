@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
+from audit.query import parse_time
+from contracts.errors import ConfigError
 from pipelines.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -37,6 +39,7 @@ __all__ = [
     "configure_logging",
     "error",
     "sim_config",
+    "when",
 ]
 
 
@@ -89,6 +92,21 @@ def configure_logging(level: str) -> None:
     quiet = logging.getLogger().getEffectiveLevel() > logging.DEBUG
     for name in _CHATTY:
         logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.NOTSET)
+
+
+def when(text: str | None, option: str) -> datetime | None:
+    """An option's ISO date or time (no offset: UTC; ``audit.query.parse_time``), None
+    when not given; a ConfigError naming the option when it is not one."""
+    if text is None:
+        return None
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise ConfigError(
+            f"{option} {text!r} is not an ISO date or time (2026-11-01 or 2026-11-01T06:00)",
+            setting=option,
+            value=text,
+        ) from None
 
 
 def error(message: str) -> None:

@@ -10,9 +10,8 @@ import orjson
 import typer
 from rich.table import Table
 
-from cli.common import cli_context
+from cli.common import cli_context, when
 from contracts import load_registry
-from contracts.errors import ConfigError
 from retention.plan import plan_retention
 
 __all__ = ["app"]
@@ -38,11 +37,7 @@ def retention_plan(
     nothing is changed."""
     cli = cli_context(ctx)
     settings = cli.settings(data_dir=data_dir)
-    try:
-        now = datetime.fromisoformat(at) if at is not None else datetime.now(UTC)
-    except ValueError:
-        raise ConfigError(f"--at {at!r} is not an ISO date or time", setting="--at") from None
-    now = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+    now = when(at, "--at") or datetime.now(UTC)
     registry = load_registry(settings.contracts_dir) if settings.contracts_dir else load_registry()
     plan = plan_retention(settings.lake_store(), registry, now)
     if as_json:

@@ -14,7 +14,6 @@ import importlib
 import io
 import os
 import sys
-from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
@@ -33,7 +32,7 @@ from analytics.access import AccessRecorder, Session, connect
 from analytics.errors import QueryError
 from analytics.extract import extract
 from cli.access import access_log
-from cli.common import cli_context, error
+from cli.common import cli_context, error, when
 from contracts import load_registry
 from contracts.errors import ConfigError
 from lake.keys import KeyStore
@@ -70,20 +69,6 @@ class Format(StrEnum):
     CSV = "csv"
     JSON = "json"
     PARQUET = "parquet"
-
-
-def _when(text: str | None, option: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(
-            f"{option} {text!r} is not an ISO date or time (2026-11-01 or 2026-11-01T06:00)",
-            setting=option,
-            value=text,
-        ) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _token(path: Path | None) -> str | None:
@@ -211,8 +196,8 @@ def _open(
         purpose=purpose,
         tenant=tenant,
         token=_token(token_file),
-        since=_when(since, "--from"),
-        until=_when(until, "--to"),
+        since=when(since, "--from"),
+        until=when(until, "--to"),
     )
 
 

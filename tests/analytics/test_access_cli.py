@@ -12,6 +12,7 @@ from pathlib import Path
 import orjson
 import pyarrow.parquet as pq
 
+from audit.query import read_records
 from lake.delta import read_table
 from lake.layout import table_rel
 from tests.analytics.conftest import GovernedLake
@@ -200,12 +201,7 @@ def test_an_extract_is_a_file_with_its_record_and_its_lineage(
     assert rows.num_rows > 0
     assert "notes" not in rows.column_names  # dropped for benchmarking
     assert all(p.count("*") for p in rows["technician_phone"].to_pylist() if p)
-    records = [
-        orjson.loads(line)
-        for path in sorted(lake.audit_dir.glob("*.jsonl"))
-        for line in path.read_bytes().splitlines()
-        if line
-    ]
+    records = list(read_records(lake.audit_dir))
     record = next(r for r in records if r["event"] == "extract" and r["sha256"] == digest)
     assert record["file"] == str(out.resolve())
     assert record["principal"] == "cli.ex"
