@@ -546,6 +546,22 @@ class Store:
         except (FileNotFoundError, NotADirectoryError):
             return None
 
+    def modified_at(self, rel: str) -> float | None:
+        """When the file ``rel`` was last written (seconds since the epoch), or None."""
+        if self._root is None:
+            client = self.boto3_client()
+            try:
+                head = client.head_object(Bucket=self._bucket, Key=self._key(_check_rel(rel)))
+            except Exception as exc:
+                if _status(exc) == 404:
+                    return None
+                raise StorageError(f"{self.url(rel)}: {exc}") from exc
+            return float(head["LastModified"].timestamp())
+        try:
+            return self._path(_check_rel(rel)).stat().st_mtime
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
     def move_file(self, rel: str, local_path: Path) -> None:
         """Move a local file to ``rel``: a rename when the lake is on the same local file
         system (atomic, no copy), else a copy (``put_file``) and then the unlink."""
