@@ -36,6 +36,7 @@ from cli import (
     simulate,
     sql,
     status,
+    subject,
 )
 from cli.common import CliContext, error
 from contracts import EnergylakeError
@@ -84,6 +85,7 @@ _COMMANDS = (
     sql.app,
     audit.app,  # the tamper-evident audit log (issue 14)
     retention.app,
+    subject.app,  # data-subject rights (issue 15)
 )
 for _commands in _COMMANDS:
     app.add_typer(_commands)

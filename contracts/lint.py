@@ -25,6 +25,10 @@ code (``E0xx``) operators and tests can search for. Codes:
 - E036 sentinel not ``<u16|s16|u32|s32>[/divisor]`` or on a property that is not a number
 - E037 subject not a kind of the vocabulary's ``subjects``, or on a property that is not
   ``personal`` string data
+- E038 identifies not one of the vocabulary's ``identifiers``, or on a property that is not
+  ``personal`` string data; freeText on a property that is not a string
+- E039 erasure: a dataset that names a data subject (subject or identifies) without an
+  erasure rule, or one that is malformed (rows delete | keep; clear: nullable properties)
 """
 
 from __future__ import annotations
@@ -68,8 +72,10 @@ _PROPERTY_CUSTOM_KEYS = {
     "ratedBy",
     "sentinel",
     "subject",
+    "identifies",
+    "freeText",
 }
-_CONTRACT_CUSTOM_KEYS = {"retention", "deviceKind", "personalData"}
+_CONTRACT_CUSTOM_KEYS = {"retention", "deviceKind", "personalData", "erasure"}
 _SEVERITIES = {"error", "warning"}
 _DEVICE_KIND = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _NUMERIC = {"integer", "number"}
@@ -208,6 +214,7 @@ class _Linter:
         if not any(p.get("primaryKey") for p in props):
             self.add("schema[0].properties", "E060", "no property is marked primaryKey")
         self._retention(custom.get("retention"), columns)
+        self._erasure(custom.get("erasure"), columns)
         kind = custom.get("deviceKind")
         if kind is not None and not (isinstance(kind, str) and _DEVICE_KIND.fullmatch(kind)):
             self.add(
@@ -224,6 +231,40 @@ class _Linter:
                     f"schema[0].properties[{index}] '{prop.get('name')}'.customProperties.ratedBy",
                     "E062",
                     "ratedBy must name a rating column of the device registry",
+                )
+
+    def _erasure(self, value: Any, columns: dict[str, dict[str, Any]]) -> None:
+        path = "customProperties.erasure"
+        names = any(
+            _custom(p).get("subject") is not None or _custom(p).get("identifies") is not None
+            for p in columns.values()
+        )
+        if value is None:
+            if names:
+                self.add(
+                    path,
+                    "E039",
+                    "the dataset names data subjects: say what erasing one does to its rows "
+                    "({rows: delete} or {rows: keep, clear: [properties]})",
+                )
+            return
+        if not isinstance(value, dict) or value.get("rows") not in ("delete", "keep"):
+            self.add(path, "E039", f"erasure {value!r}: rows must be delete or keep")
+            return
+        extra = set(value) - {"rows", "clear"}
+        clear = value.get("clear") or []
+        if extra or not isinstance(clear, list):
+            self.add(path, "E039", f"erasure takes rows and clear (a list), not {sorted(extra)}")
+            return
+        if value["rows"] == "keep" and not clear:
+            self.add(path, "E039", "erasure keeps the rows: list the properties it clears")
+        for name in clear:
+            prop = columns.get(name)
+            if prop is None or prop.get("required") or prop.get("primaryKey"):
+                self.add(
+                    path,
+                    "E039",
+                    f"erasure clears {name!r}: it must be a property that may be null",
                 )
 
     def _retention(self, value: Any, columns: dict[str, dict[str, Any]]) -> None:
@@ -463,6 +504,25 @@ class _Linter:
                 "E037",
                 f"subject {subject!r}: the id of a kind of data subject"
                 f" ({', '.join(self.vocab.subjects)}) on a personal string property",
+            )
+        identifies = custom.get("identifies")
+        if identifies is not None and (
+            identifies not in self.vocab.identifiers
+            or prop.get("classification") != "personal"
+            or logical != "string"
+        ):
+            self.add(
+                f"{path}.customProperties.identifies",
+                "E038",
+                f"identifies {identifies!r}: one of {', '.join(self.vocab.identifiers)}"
+                " on a personal string property",
+            )
+        free_text = custom.get("freeText")
+        if free_text is not None and (not isinstance(free_text, bool) or logical != "string"):
+            self.add(
+                f"{path}.customProperties.freeText",
+                "E038",
+                "freeText: true on a string property that may name people",
             )
         low, high = options.get("minimum"), options.get("maximum")
         if isinstance(low, int | float) and isinstance(high, int | float) and low > high:

@@ -20,6 +20,7 @@ from contracts.errors import ConfigError
 __all__ = [
     "PHYSICAL_TYPES",
     "Contract",
+    "Erasure",
     "Field",
     "Protection",
     "QualityRule",
@@ -97,6 +98,12 @@ class Field:
     # The kind of data subject (vocabulary ``subjects``) whose id this field holds: the
     # people an objection or an erasure names.
     subject: str | None = None
+    # What this field identifies a data subject by (vocabulary ``identifiers``: email,
+    # mobile, name): a subject request searches it for that identifier, by equality.
+    identifies: str | None = None
+    # Free text that may name anybody (notes, raw payload excerpts): a subject request
+    # searches it for every identifier of the person, as a substring in any case.
+    free_text: bool = False
 
     @property
     def arrow_type(self) -> pa.DataType:
@@ -110,6 +117,15 @@ class Field:
         if self.unit:
             meta["unit"] = self.unit
         return pa.field(self.name, self.arrow_type, nullable=not self.required, metadata=meta)
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """What erasing a data subject does to a row that names them (``customProperties
+    erasure``): delete the row, or keep it and clear the listed fields (set them to null)."""
+
+    rows: Literal["delete", "keep"]
+    clear: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +196,15 @@ class Contract:
             if candidate.subject == kind:
                 return candidate
         return None
+
+    @property
+    def erasure(self) -> Erasure | None:
+        """The dataset's erasure rule (None: it names no data subject)."""
+        raw = self.extras.get("erasure")
+        if not isinstance(raw, dict):
+            return None
+        rows: Literal["delete", "keep"] = "delete" if raw.get("rows") == "delete" else "keep"
+        return Erasure(rows=rows, clear=tuple(str(c) for c in raw.get("clear") or ()))
 
     @property
     def field_names(self) -> list[str]:

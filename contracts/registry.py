@@ -111,6 +111,8 @@ def _build(path: Path, data: dict[str, Any]) -> Contract:
                 rated_by=custom.get("ratedBy"),
                 sentinels=sentinel_values(str(custom["sentinel"])) if "sentinel" in custom else (),
                 subject=custom.get("subject"),
+                identifies=custom.get("identifies"),
+                free_text=bool(custom.get("freeText", False)),
             )
         )
         rules.extend(_rule(r, prop.name) for r in prop.quality or [])

@@ -27,6 +27,7 @@ class Vocabulary:
     quality_flags: dict[str, str]
     quality_rules: dict[str, str]
     subjects: dict[str, dict[str, str]]
+    identifiers: dict[str, dict[str, str]]
 
     @property
     def purpose_ids(self) -> list[str]:
@@ -51,6 +52,7 @@ def _parse(raw: dict[str, Any]) -> Vocabulary:
         quality_flags=dict(raw["quality_flags"]),
         quality_rules=dict(raw["quality_rules"]),
         subjects={str(k): dict(v) for k, v in (raw.get("subjects") or {}).items()},
+        identifiers={str(k): dict(v) for k, v in (raw.get("identifiers") or {}).items()},
     )
 
 

@@ -42,7 +42,7 @@ ALLOWED = {
     "simulator": {"contracts", "landing"},
     "landing": {"contracts", "durable"},
     "batch": {"contracts", "durable", "lake", "lineage"},
-    "retention": {"contracts", "durable", "lake", "lineage", "audit"},
+    "retention": {"contracts", "durable", "lake", "lineage", "audit", "landing"},
     "pipelines": OURS - {"cli", "devstack"},
     "devstack": OURS - {"cli"},
     "cli": OURS,

@@ -78,7 +78,7 @@ def test_every_command_has_help(command: list[str]) -> None:
 def test_show_plan_for_a_purpose() -> None:
     result = run("contracts", "show", "contacts", "--purpose", "benchmarking")
     assert result.returncode == 0, result.stderr
-    assert "contacts@1.1.0 for purpose benchmarking" in result.stdout
+    assert "contacts@1.2.0 for purpose benchmarking" in result.stdout
     rows = {
         line.split("│")[1].strip(): line
         for line in result.stdout.splitlines()

@@ -1,0 +1,184 @@
+"""A data subject, as a subject request knows them: ids and identifiers, the byte forms to
+search for, and the keyed hash that stands for them in audit records and receipts.
+
+A request starts from one identifier (``--email``, ``--mobile``, ``--name``, or an id of a
+kind of subject: ``--contact-id``, ``--technician-id``). The contracts say which fields
+hold what: a field with ``customProperties subject`` holds the id of that kind of person, a
+field with ``identifies`` an e-mail, mobile or name, and a ``freeText`` field may name
+anybody. The find step widens the identifiers with the other identifiers of the rows that
+matched (the same person's e-mail on their contact row, say): see ``retention.find``.
+
+Comparison: e-mails and names case-insensitively (whitespace collapsed), mobiles by their
+digits (``+91 98765-43210`` is ``+919876543210``). In free text and raw bytes, every
+identifier is searched as a substring, case-insensitively, and a mobile also by its last
+ten digits (how people write an Indian mobile).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from contracts import Contract, TenantKey
+from contracts.policy import pseudonym
+
+__all__ = [
+    "ID_OPTIONS",
+    "Subject",
+    "normalise",
+    "redact_bytes",
+    "redact_text",
+]
+
+ID_OPTIONS = ("email", "mobile", "name")
+"""The identifier kinds a request can start from (vocabulary ``identifiers``)."""
+
+_SPACES = re.compile(r"\s+")
+_NOT_DIGIT = re.compile(r"[^0-9]")
+_MIN_NEEDLE = 4  # shorter values are never searched as substrings (too many false hits)
+_OBJECTION_DOMAIN = "objection:"
+
+
+def normalise(kind: str, value: str) -> str:
+    """The form a value is compared in: digits with '+' for a mobile, lower case otherwise."""
+    if kind == "mobile":
+        digits = _NOT_DIGIT.sub("", value)
+        return f"+{digits}" if digits else ""
+    return _SPACES.sub(" ", value.strip()).lower()
+
+
+@dataclass(slots=True)
+class Subject:
+    """One person: ids per kind of subject, identifier values per kind, as found."""
+
+    ids: dict[str, set[str]] = field(default_factory=dict)  # subject kind -> ids (exact)
+    values: dict[str, set[str]] = field(default_factory=dict)  # identifier kind -> normalised
+    stored: set[str] = field(default_factory=set)  # exact stored values (for pseudonyms)
+
+    @classmethod
+    def start(cls, kind: str, value: str) -> Subject:
+        """The subject a request names: ``kind`` is an identifier kind or a subject kind."""
+        subject = cls()
+        subject.add(kind, value)
+        return subject
+
+    def add(self, kind: str, value: str) -> bool:
+        """Add one identifier; True if it was new."""
+        if kind in ID_OPTIONS:
+            norm = normalise(kind, value)
+            if not norm or norm in self.values.get(kind, set()):
+                self.stored.add(value)
+                return False
+            self.values.setdefault(kind, set()).add(norm)
+        else:
+            if not value or value in self.ids.get(kind, set()):
+                self.stored.add(value)
+                return False
+            self.ids.setdefault(kind, set()).add(value)
+        self.stored.add(value)
+        return True
+
+    def matches(self, kind: str, value: str) -> bool:
+        """Whether ``value`` of a field holding ``kind`` is one of this subject's."""
+        if kind in ID_OPTIONS:
+            return normalise(kind, value) in self.values.get(kind, set())
+        return value in self.ids.get(kind, set())
+
+    def size(self) -> int:
+        return sum(map(len, self.ids.values())) + sum(map(len, self.values.values()))
+
+    def ambiguous(self) -> list[str]:
+        """Kinds of id with more than one value: the request may name several people."""
+        return sorted(kind for kind, ids in self.ids.items() if len(ids) > 1)
+
+    def texts(self) -> list[str]:
+        """Every identifier as it is searched in free text (lower case)."""
+        out: set[str] = set()
+        for kind, values in self.values.items():
+            for value in values:
+                out.add(value.lower())
+                if kind == "mobile" and len(value) > 10:
+                    out.add(value[-10:])  # the national number, as people write it
+                    out.add(value[1:])  # without the '+'
+        for ids in self.ids.values():
+            out.update(v.lower() for v in ids)
+        out.update(v.lower() for v in self.stored)
+        return sorted(t for t in out if len(t) >= _MIN_NEEDLE)
+
+    def needles(self, pseudonyms: Iterable[str] = ()) -> list[bytes]:
+        """The lower-case UTF-8 byte forms to find in raw bytes (pseudonyms included)."""
+        forms = set(self.texts()) | {p.lower() for p in pseudonyms}
+        return sorted({f.encode() for f in forms if len(f) >= _MIN_NEEDLE}, key=len, reverse=True)
+
+    def pseudonyms(self, contracts: Iterable[Contract], key: TenantKey) -> set[str]:
+        """Every pseudonym the access layer or the objection register can make of this
+        person under one tenant's key: each pseudonymised field that holds one of their
+        identifiers, with the field's domain, over the exact stored values."""
+        out: set[str] = set()
+        for contract in contracts:
+            for f in contract.fields:
+                if f.protection is None or f.protection.method != "pseudonymise":
+                    continue
+                if f.subject is None and f.identifies is None:
+                    continue
+                domain = f.protection.domain or f.name
+                for value in self.stored:
+                    out.add(pseudonym(key, domain, value))
+        for kind, ids in self.ids.items():
+            for value in ids:
+                out.add(pseudonym(key, _OBJECTION_DOMAIN + kind, value))
+        return out
+
+    def digest(self, key: bytes) -> str:
+        """A keyed hash standing for the subject in audit records and receipts: stable for
+        the identifiers the request started from, and meaningless without the key."""
+        canon = "\x1e".join(
+            f"{kind}\x1f{value}"
+            for kind, values in sorted((*self.ids.items(), *self.values.items()))
+            for value in sorted(values)
+        )
+        return "subj_" + hmac.new(key, canon.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _pattern(needles: Iterable[bytes]) -> re.Pattern[bytes] | None:
+    forms = sorted(set(needles), key=len, reverse=True)
+    if not forms:
+        return None
+    return re.compile(b"|".join(re.escape(f) for f in forms), re.IGNORECASE)
+
+
+def redact_bytes(data: bytes, needles: Iterable[bytes]) -> tuple[bytes, int]:
+    """``data`` with every occurrence of a needle (any case) overwritten by as many ``*``:
+    the length stays, so offsets into a file stay valid. Returns the count replaced."""
+    pattern = _pattern(needles)
+    if pattern is None:
+        return data, 0
+    count = 0
+
+    def star(match: re.Match[bytes]) -> bytes:
+        nonlocal count
+        count += 1
+        return b"*" * len(match.group(0))
+
+    return pattern.sub(star, data), count
+
+
+def redact_text(text: str, needles: Iterable[bytes]) -> tuple[str, int]:
+    """``redact_bytes`` on a string (characters, not bytes, are starred)."""
+    forms = [n.decode() for n in needles]
+    if not forms:
+        return text, 0
+    pattern = re.compile(
+        "|".join(re.escape(f) for f in sorted(set(forms), key=len, reverse=True)), re.IGNORECASE
+    )
+    count = 0
+
+    def star(match: re.Match[str]) -> str:
+        nonlocal count
+        count += 1
+        return "*" * len(match.group(0))
+
+    return pattern.sub(star, text), count
