@@ -59,7 +59,7 @@ from retention.find import (
     segment_records,
 )
 from retention.scan import ScanReport, scan_folder, scan_store
-from retention.subject import Subject, redact_bytes, redact_text
+from retention.subject import Matcher, Subject
 
 __all__ = [
     "ErasureReceipt",
@@ -160,7 +160,7 @@ _ERASE_COMMIT = {"energylake.operation": "erasure"}
 
 
 def _erase_table(
-    store: Store, contract: Contract, hit: TableHit, needles: list[bytes]
+    store: Store, contract: Contract, hit: TableHit, needles: Matcher
 ) -> dict[str, int]:
     """Delete or clear the rows naming the subject; overwrite mentions in free text."""
     from deltalake import CommitProperties
@@ -175,10 +175,10 @@ def _erase_table(
                 m = table.delete(key_predicate(hit.key, chunk), commit_properties=props)
                 done["rows_deleted"] += int(m.get("num_deleted_rows", 0))
         else:
-            values: dict[str, Any] = dict.fromkeys(rule.clear)
+            nulls = dict.fromkeys(rule.clear, "NULL")
             for chunk in chunks(hit.named):
                 m = table.update(
-                    new_values=values,
+                    updates=nulls,
                     predicate=key_predicate(hit.key, chunk),
                     commit_properties=props,
                 )
@@ -195,7 +195,7 @@ def _erase_table(
             for name in texts:
                 value = row.get(name)
                 if isinstance(value, str):
-                    redacted, count = redact_text(value, needles)
+                    redacted, count = needles.redact_text(value)
                     if count:
                         new[name] = redacted
             if new:
@@ -208,7 +208,7 @@ def _erase_table(
     return done
 
 
-def redact_segment(data: bytes, needles: list[bytes]) -> tuple[bytes, int]:
+def redact_segment(data: bytes, needles: Matcher) -> tuple[bytes, int]:
     """A landing segment with every mention in its records overwritten (same length, CRCs
     recomputed); the count of records changed. A damaged tail is kept as it is."""
     out = bytearray(data)
@@ -220,7 +220,7 @@ def redact_segment(data: bytes, needles: list[bytes]) -> tuple[bytes, int]:
             break
         start = pos + FRAME_HEAD.size
         region = data[start + BODY_FIXED.size : end]
-        redacted, count = redact_bytes(region, needles)
+        redacted, count = needles.redact(region)
         if count:
             out[start + BODY_FIXED.size : end] = redacted
             FRAME_HEAD.pack_into(out, pos, length, check, zlib.crc32(out[start:end]))
@@ -229,16 +229,12 @@ def redact_segment(data: bytes, needles: list[bytes]) -> tuple[bytes, int]:
     return bytes(out), changed
 
 
-def _rewrite_rows(
-    data: bytes, path: Path, registry: ContractRegistry, subject: Subject, needles: list[bytes]
-) -> bytes:
-    """A Parquet/CSV/JSON-lines file without the rows holding a needle (a reference source
-    file by its contract's rule: clear or delete); any other file with mentions starred."""
+def _rewrite_rows(data: bytes, path: Path, contract: Contract | None, needles: Matcher) -> bytes:
+    """A Parquet/CSV/JSON-lines file without the person (rows of a dataset's file by its
+    contract's rule; see ``_without``); any other file with each mention starred."""
     suffix = path.suffix.lower()
     if data[:4] == b"PAR1":
-        table = pq.read_table(io.BytesIO(data))
-        contract = registry.get(path.stem) if path.stem in registry.datasets else None
-        table = _without(table, contract, subject, needles)
+        table = _without(pq.read_table(io.BytesIO(data)), contract, needles)
         sink = io.BytesIO()
         pq.write_table(table, sink, compression="zstd")
         return sink.getvalue()
@@ -246,37 +242,50 @@ def _rewrite_rows(
         lines = data.splitlines(keepends=True)
         head = lines[:1] if suffix == ".csv" else []
         body = lines[1:] if suffix == ".csv" else lines
-        keep = [ln for ln in body if not any(n in ln.lower() for n in needles)]
+        keep = [ln for ln in body if not needles.found(ln)]
         return b"".join([*head, *keep])
-    return redact_bytes(data, needles)[0]
+    return needles.redact(data)[0]
 
 
-def _without(
-    table: pa.Table, contract: Contract | None, subject: Subject, needles: list[bytes]
-) -> pa.Table:
-    texts = [n.decode() for n in needles]
-    hit = pa.array([False] * table.num_rows)
+def _matches(column: pa.ChunkedArray, needles: Matcher) -> pa.Array:
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return pa.array([False] * len(column))
+    return pa.array([isinstance(v, str) and needles.found_text(v) for v in column.to_pylist()])
+
+
+def _without(table: pa.Table, contract: Contract | None, needles: Matcher) -> pa.Table:
+    """A copy's rows without the person. With the dataset's contract: the rows whose
+    subject or identifier columns hold them (clear or pseudonym) are deleted or cleared as
+    its erasure rule says, and every other mention is starred. Without one: every row that
+    holds them anywhere is deleted."""
+    naming = (
+        {f.name for f in contract.fields if f.subject or f.identifies}
+        if contract is not None
+        else set(table.column_names)
+    )
+    named = pa.array([False] * table.num_rows)
     for name in table.column_names:
-        column = table.column(name)
-        if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
-            continue
-        for text in texts:
-            found = pc.match_substring(column, text, ignore_case=True)
-            hit = pc.or_(hit, pc.fill_null(found, False))
+        if name in naming:
+            named = pc.or_(named, _matches(table.column(name), needles))
     rule = contract.erasure if contract is not None else None
     if rule is None or rule.rows == "delete":
-        return table.filter(pc.invert(hit))
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
-    mask = pl.Series(hit.to_pylist())
-    cleared = frame.with_columns(
-        [
-            pl.when(mask).then(None).otherwise(pl.col(c)).alias(c)
-            for c in rule.clear
-            if c in frame.columns
-        ]
-    )
-    return cleared.to_arrow().cast(table.schema)
+        table = table.filter(pc.invert(named))
+    else:
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)
+        mask = pl.Series(named.to_pylist())
+        present = [c for c in rule.clear if c in frame.columns]
+        cleared = frame.with_columns(
+            [pl.when(mask).then(None).otherwise(pl.col(c)).alias(c) for c in present]
+        )
+        table = cleared.to_arrow().cast(table.schema)
+    columns = []
+    for column in table.columns:
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            values = [v if v is None else needles.redact_text(v)[0] for v in column.to_pylist()]
+            column = pa.chunked_array([pa.array(values, column.type)])
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=table.schema)
 
 
 def _rewrite_objections(store: Store, rel: str, pseudonyms: set[str]) -> int:
@@ -321,8 +330,8 @@ def erase_subject(
     receipt = ErasureReceipt(
         subject=digest, started_at=datetime.now(UTC).isoformat(), applied=apply
     )
-    needles = subject.needles()
-    everything = subject.needles(findings.pseudonyms)
+    needles = subject.matcher()
+    everything = subject.matcher(findings.pseudonyms)
     pending = _pending_path(places, digest)
     earlier: list[str] = []
     if pending.is_file():
@@ -407,7 +416,7 @@ def _table_action(contract: Contract) -> str:
     return f"fields cleared ({', '.join(rule.clear)}), mentions starred, purged"
 
 
-def _erase_segment(store: Store, seg: SegmentHit, needles: list[bytes]) -> PlaceResult:
+def _erase_segment(store: Store, seg: SegmentHit, needles: Matcher) -> PlaceResult:
     result = PlaceResult(f"{seg.where} segment", seg.path, "mentions starred, CRCs recomputed")
     result.before = {"records": seg.records}
     if seg.where == "raw":
@@ -425,7 +434,7 @@ def _erase_segment(store: Store, seg: SegmentHit, needles: list[bytes]) -> Place
 
 
 def _erase_file(
-    store: Store, registry: ContractRegistry, hit: FileHit, findings: Findings, needles: list[bytes]
+    store: Store, registry: ContractRegistry, hit: FileHit, findings: Findings, needles: Matcher
 ) -> PlaceResult:
     result = PlaceResult(hit.kind, hit.path, "", before=hit.to_json())
     if hit.kind == "objections":
@@ -436,10 +445,11 @@ def _erase_file(
     path = Path(hit.path)
     data = path.read_bytes()
     if hit.kind in ("extract", "reference source"):
-        new = _rewrite_rows(data, path, registry, findings.subject, needles)
+        contract = registry.get(hit.dataset) if hit.dataset in registry.datasets else None
+        new = _rewrite_rows(data, path, contract, needles)
         result.action = "rows removed (or cleared by the contract's rule)"
     else:
-        new, _count = redact_bytes(data, needles)
+        new, _count = needles.redact(data)
         result.action = "mentions starred"
     if new != data:
         atomic_write(path, new)

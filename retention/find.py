@@ -38,7 +38,7 @@ from lake.keys import KeyStore
 from lake.layout import UNASSIGNED_TENANT, clients_rel, table_rel, tenants
 from lake.storage import Store
 from landing.format import BODY_FIXED, FILE_HEADER_BYTES, FRAME_HEAD
-from retention.subject import ID_OPTIONS, Subject
+from retention.subject import ID_OPTIONS, Matcher, Subject
 
 __all__ = [
     "ARCHIVE_PREFIX",
@@ -113,6 +113,7 @@ class FileHit:
     occurrences: int
     pseudonyms: bool = False  # found as a pseudonym
     run_id: str | None = None  # the lineage run that wrote or read it
+    dataset: str | None = None  # the dataset whose rows the file holds (from lineage)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -121,6 +122,7 @@ class FileHit:
             "occurrences": self.occurrences,
             "as_pseudonym": self.pseudonyms,
             "lineage_run": self.run_id,
+            "dataset": self.dataset,
         }
 
 
@@ -190,13 +192,13 @@ def _search_table(
             hit.fields.add(f.name)
             named = pc.or_(named, pc.fill_null(pc.is_in(column, pa.array(mine)), False))
     mentioned = pa.array([False] * table.num_rows)
+    matcher = subject.matcher()
     for f in texts:
-        column = pc.cast(table.column(f.name), pa.string())
-        for text in subject.texts():
-            found = pc.fill_null(pc.match_substring(column, text, ignore_case=True), False)
-            if pc.any(found).as_py():
-                hit.fields.add(f.name)
-                mentioned = pc.or_(mentioned, found)
+        values = pc.cast(table.column(f.name), pa.string()).to_pylist()
+        found = pa.array([isinstance(v, str) and matcher.found_text(v) for v in values])
+        if pc.any(found).as_py():
+            hit.fields.add(f.name)
+            mentioned = pc.or_(mentioned, found)
     keys = table.select(key)
     hit.named = [tuple(r.values()) for r in keys.filter(named).to_pylist()]
     hit.mentioned = [
@@ -224,27 +226,25 @@ def _widen(store: Store, hit: TableHit, contract: Contract, subject: Subject) ->
     return new
 
 
-def segment_records(data: bytes, needles: list[bytes]) -> int:
-    """How many records of a landing segment's bytes hold a needle (any case)."""
-    if not needles:
-        return 0
-    lowered = data.lower()
-    if not any(n in lowered for n in needles):
+def segment_records(data: bytes, matcher: Matcher) -> int:
+    """How many records of a landing segment's bytes hold an identifier."""
+    if not matcher.found(data):
         return 0
     count, pos = 0, FILE_HEADER_BYTES
     while pos + FRAME_HEAD.size <= len(data):
         length, check, _crc = FRAME_HEAD.unpack_from(data, pos)
         if length ^ 0xFFFFFFFF != check or pos + FRAME_HEAD.size + length > len(data):
             break
-        body = lowered[pos + FRAME_HEAD.size + BODY_FIXED.size : pos + FRAME_HEAD.size + length]
-        if any(n in body for n in needles):
+        body = data[pos + FRAME_HEAD.size + BODY_FIXED.size : pos + FRAME_HEAD.size + length]
+        if matcher.found(body):
             count += 1
         pos += FRAME_HEAD.size + length
     return count
 
 
-def _lineage_files(lineage_dir: Path) -> Iterator[tuple[str, Path, str]]:
-    """``(kind, path, run id)`` of every local file an extract wrote or a reference load read."""
+def _lineage_files(lineage_dir: Path) -> Iterator[tuple[str, Path, str, str]]:
+    """``(kind, path, run id, dataset)`` of every local file an extract wrote or a reference
+    load read."""
     events = lineage_dir / "events"
     if not events.is_dir():
         return
@@ -269,7 +269,8 @@ def _lineage_files(lineage_dir: Path) -> Iterator[tuple[str, Path, str]]:
                 path = _local(str(ds.get("namespace", "")), str(ds.get("name", "")))
                 if path is not None and path not in seen and path.is_file():
                     seen.add(path)
-                    yield kind, path, run
+                    dataset = job.removeprefix("extract.") if kind == "extract" else path.stem
+                    yield kind, path, run, dataset
 
 
 def _local(namespace: str, name: str) -> Path | None:
@@ -279,15 +280,13 @@ def _local(namespace: str, name: str) -> Path | None:
     return Path(unquote(parsed.path)) / name
 
 
-def file_occurrences(data: bytes, needles: list[bytes]) -> int:
-    """Occurrences of the needles in a file's bytes -- decoded when it is Parquet."""
-    lowered = data.lower()
-    count = sum(lowered.count(n) for n in needles)
+def file_occurrences(data: bytes, matcher: Matcher) -> int:
+    """Occurrences of the identifiers in a file's bytes -- decoded when it is Parquet."""
+    count = matcher.count(data)
     if data[:4] == b"PAR1":
         from retention.scan import parquet_text  # decoded values: compressed pages hide bytes
 
-        text = parquet_text(data).lower().encode()
-        count = max(count, sum(text.count(n) for n in needles))
+        count = max(count, matcher.count(parquet_text(data).encode()))
     return count
 
 
@@ -319,7 +318,7 @@ def find_subject(
     for tenant in sorted({h.tenant for h in hits if h.tenant and h.tenant != UNASSIGNED_TENANT}):
         pseudonyms |= subject.pseudonyms(registry, keys.get(tenant))
     findings = Findings(subject, pseudonyms, tables=hits)
-    needles = subject.needles()
+    needles = subject.matcher()
     for rel in store.list("raw"):
         data = store.get_bytes(rel)
         records = segment_records(data or b"", needles)
@@ -330,12 +329,14 @@ def find_subject(
         records = segment_records(path.read_bytes(), needles)
         if records:
             findings.segments.append(SegmentHit("landing", str(path), records))
-    with_pseudonyms = subject.needles(pseudonyms)
-    for kind, path, run in _lineage_files(places.lineage_dir):
-        _file_hit(findings, kind, path, path.read_bytes(), needles, with_pseudonyms, run)
+    with_pseudonyms = subject.matcher(pseudonyms)
+    for kind, path, run, dataset in _lineage_files(places.lineage_dir):
+        data = path.read_bytes()
+        _file_hit(findings, kind, path, data, needles, with_pseudonyms, run, dataset)
     for folder in places.text_dirs:
         for path in sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []:
-            _file_hit(findings, "text", path, path.read_bytes(), needles, with_pseudonyms, None)
+            data = path.read_bytes()
+            _file_hit(findings, "text", path, data, needles, with_pseudonyms, None, None)
     for rel in store.list("_access/objections"):
         data = store.get_bytes(rel) or b""
         count = sum(data.lower().count(p.lower().encode()) for p in pseudonyms)
@@ -349,14 +350,17 @@ def _file_hit(
     kind: str,
     path: Path,
     data: bytes,
-    needles: list[bytes],
-    with_pseudonyms: list[bytes],
+    needles: Matcher,
+    with_pseudonyms: Matcher,
     run: str | None,
+    dataset: str | None,
 ) -> None:
     clear = file_occurrences(data, needles)
     total = file_occurrences(data, with_pseudonyms)
     if total:
-        findings.files.append(FileHit(kind, str(path), total, pseudonyms=total > clear, run_id=run))
+        findings.files.append(
+            FileHit(kind, str(path), total, total > clear, run_id=run, dataset=dataset)
+        )
 
 
 def start_subject(options: dict[str, str | None], kinds: list[str]) -> Subject:

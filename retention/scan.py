@@ -5,15 +5,15 @@ A file is searched as raw bytes (lower-cased: case variants), and, when it is Pa
 lake data files, Delta checkpoints, extracts -- also as its decoded values, because
 compressed pages hide the bytes (every column, footer statistics included, as text). A
 gzip file is searched decompressed. The file's own path is searched too (partition folder
-names). What is searched for: ``Subject.needles`` -- clear identifiers, the last ten digits
-of a mobile, and the person's pseudonyms.
+names). What is searched for: ``Subject.matcher`` -- clear identifiers, the last ten digits
+of a mobile, and the person's pseudonyms, in any case; a mobile's digits also with separators.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lake.storage import Store
+from retention.subject import Matcher
 
 __all__ = ["ScanHit", "ScanReport", "parquet_text", "scan_bytes", "scan_folder", "scan_store"]
 
@@ -64,24 +65,22 @@ def parquet_text(data: bytes) -> str:
     return "\n".join(parts)
 
 
-def scan_bytes(name: str, data: bytes, needles: list[bytes]) -> list[ScanHit]:
-    """Where in one file (its name, bytes, decoded values) a needle appears."""
+def scan_bytes(name: str, data: bytes, matcher: Matcher) -> list[ScanHit]:
+    """Where in one file (its name, bytes, decoded values) an identifier appears."""
     hits: list[ScanHit] = []
-    if any(n in name.lower().encode() for n in needles):
+    if matcher.found_text(name):
         hits.append(ScanHit(name, "name"))
-    lowered = data.lower()
-    if any(n in lowered for n in needles):
+    if matcher.found(data):
         hits.append(ScanHit(name, "bytes"))
     if data[:4] == b"PAR1":
-        text = parquet_text(data).lower().encode()
-        if any(n in text for n in needles):
+        if matcher.found_text(parquet_text(data)):
             hits.append(ScanHit(name, "parquet values"))
     elif data[:2] == b"\x1f\x8b":
         try:
-            inflated = gzip.decompress(data).lower()
+            inflated = gzip.decompress(data)
         except (OSError, EOFError):
             inflated = b""
-        if any(n in inflated for n in needles):
+        if matcher.found(inflated):
             hits.append(ScanHit(name, "gzip"))
     return hits
 
@@ -92,9 +91,8 @@ def _walk(root: Path) -> Iterator[Path]:
             yield path
 
 
-def scan_folder(root: Path, needles: Iterable[bytes]) -> ScanReport:
+def scan_folder(root: Path, wanted: Matcher) -> ScanReport:
     """Every file under ``root`` (names of folders included, through the files' paths)."""
-    wanted = list(needles)
     report = ScanReport()
     for path in _walk(root):
         data = path.read_bytes()
@@ -104,9 +102,8 @@ def scan_folder(root: Path, needles: Iterable[bytes]) -> ScanReport:
     return report
 
 
-def scan_store(store: Store, needles: Iterable[bytes], prefix: str = "") -> ScanReport:
+def scan_store(store: Store, wanted: Matcher, prefix: str = "") -> ScanReport:
     """Every object (S3) or file (local) of a lake store under ``prefix``."""
-    wanted = list(needles)
     report = ScanReport()
     for rel in store.list(prefix):
         data = store.get_bytes(rel) or b""

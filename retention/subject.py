@@ -11,7 +11,8 @@ matched (the same person's e-mail on their contact row, say): see ``retention.fi
 Comparison: e-mails and names case-insensitively (whitespace collapsed), mobiles by their
 digits (``+91 98765-43210`` is ``+919876543210``). In free text and raw bytes, every
 identifier is searched as a substring, case-insensitively, and a mobile also by its last
-ten digits (how people write an Indian mobile).
+ten digits (how people write an Indian mobile), digits separated by spaces, dashes,
+dots or brackets included.
 """
 
 from __future__ import annotations
@@ -25,13 +26,7 @@ from dataclasses import dataclass, field
 from contracts import Contract, TenantKey
 from contracts.policy import pseudonym
 
-__all__ = [
-    "ID_OPTIONS",
-    "Subject",
-    "normalise",
-    "redact_bytes",
-    "redact_text",
-]
+__all__ = ["ID_OPTIONS", "Matcher", "Subject", "normalise"]
 
 ID_OPTIONS = ("email", "mobile", "name")
 """The identifier kinds a request can start from (vocabulary ``identifiers``)."""
@@ -108,10 +103,12 @@ class Subject:
         out.update(v.lower() for v in self.stored)
         return sorted(t for t in out if len(t) >= _MIN_NEEDLE)
 
-    def needles(self, pseudonyms: Iterable[str] = ()) -> list[bytes]:
-        """The lower-case UTF-8 byte forms to find in raw bytes (pseudonyms included)."""
-        forms = set(self.texts()) | {p.lower() for p in pseudonyms}
-        return sorted({f.encode() for f in forms if len(f) >= _MIN_NEEDLE}, key=len, reverse=True)
+    def matcher(self, pseudonyms: Iterable[str] = ()) -> Matcher:
+        """What finds this person in bytes and text (with ``pseudonyms``, those too)."""
+        forms = {t for t in self.texts() if not t.lstrip("+").isdigit()}
+        forms |= {p.lower() for p in pseudonyms}
+        digits = {t.lstrip("+") for t in self.texts() if t.lstrip("+").isdigit()}
+        return Matcher(forms, digits)
 
     def pseudonyms(self, contracts: Iterable[Contract], key: TenantKey) -> set[str]:
         """Every pseudonym the access layer or the objection register can make of this
@@ -143,42 +140,57 @@ class Subject:
         return "subj_" + hmac.new(key, canon.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def _pattern(needles: Iterable[bytes]) -> re.Pattern[bytes] | None:
-    forms = sorted(set(needles), key=len, reverse=True)
-    if not forms:
-        return None
-    return re.compile(b"|".join(re.escape(f) for f in forms), re.IGNORECASE)
+_SEPARATOR = r"[\s().-]?"
 
 
-def redact_bytes(data: bytes, needles: Iterable[bytes]) -> tuple[bytes, int]:
-    """``data`` with every occurrence of a needle (any case) overwritten by as many ``*``:
-    the length stays, so offsets into a file stay valid. Returns the count replaced."""
-    pattern = _pattern(needles)
-    if pattern is None:
-        return data, 0
-    count = 0
+class Matcher:
+    """Finds and overwrites a person's identifiers in bytes and text, in any case, and a
+    mobile's digits with the separators people type (``+91 98123-45670``)."""
 
-    def star(match: re.Match[bytes]) -> bytes:
-        nonlocal count
-        count += 1
-        return b"*" * len(match.group(0))
+    def __init__(self, forms: Iterable[str], digits: Iterable[str] = ()) -> None:
+        self.forms = tuple(sorted(set(forms), key=len, reverse=True))  # literal, lower case
+        self.digits = tuple(sorted(set(digits), key=len, reverse=True))  # digit runs
+        runs = [_SEPARATOR.join(d) for d in self.digits]
+        alternatives = "|".join([*runs, *(re.escape(f) for f in self.forms)]) or "(?!)"
+        self.text = re.compile(alternatives, re.IGNORECASE)
+        self.binary = re.compile(alternatives.encode(), re.IGNORECASE)
 
-    return pattern.sub(star, data), count
+    @property
+    def empty(self) -> bool:
+        return not (self.forms or self.digits)
 
+    def count(self, data: bytes) -> int:
+        return 0 if self.empty else sum(1 for _ in self.binary.finditer(data))
 
-def redact_text(text: str, needles: Iterable[bytes]) -> tuple[str, int]:
-    """``redact_bytes`` on a string (characters, not bytes, are starred)."""
-    forms = [n.decode() for n in needles]
-    if not forms:
-        return text, 0
-    pattern = re.compile(
-        "|".join(re.escape(f) for f in sorted(set(forms), key=len, reverse=True)), re.IGNORECASE
-    )
-    count = 0
+    def found(self, data: bytes) -> bool:
+        return not self.empty and self.binary.search(data) is not None
 
-    def star(match: re.Match[str]) -> str:
-        nonlocal count
-        count += 1
-        return "*" * len(match.group(0))
+    def found_text(self, text: str) -> bool:
+        return not self.empty and self.text.search(text) is not None
 
-    return pattern.sub(star, text), count
+    def redact(self, data: bytes) -> tuple[bytes, int]:
+        """``data`` with every match overwritten by as many ``*``: the length stays, so
+        offsets into a file stay valid. Returns the count replaced."""
+        if self.empty:
+            return data, 0
+        count = 0
+
+        def star(match: re.Match[bytes]) -> bytes:
+            nonlocal count
+            count += 1
+            return b"*" * len(match.group(0))
+
+        return self.binary.sub(star, data), count
+
+    def redact_text(self, text: str) -> tuple[str, int]:
+        """``redact`` on a string (characters, not bytes, are starred)."""
+        if self.empty:
+            return text, 0
+        count = 0
+
+        def star(match: re.Match[str]) -> str:
+            nonlocal count
+            count += 1
+            return "*" * len(match.group(0))
+
+        return self.text.sub(star, text), count
