@@ -25,7 +25,7 @@ from lake.delta import latest_version
 from lake.keys import KeyStore
 from lineage.emitter import LineageEmitter, TableDataset, jobs
 from pipelines.settings import Settings
-from retention.erase import ErasureReceipt, erase_subject
+from retention.erase import ErasureReceipt, erase_subject, resume
 from retention.export import export_subject
 from retention.find import Findings, Places, find_subject, start_subject
 from retention.rectify import rectify_subject
@@ -96,8 +96,8 @@ def subjects_log(settings: Settings) -> AuditLog:
 def _find(settings: Settings, options: dict[str, str | None]) -> tuple[Findings, str]:
     start = _subject(options)
     kind = next(k for k, v in options.items() if v)
+    digest = start.digest(digest_key(settings))  # of what the request names: stable
     findings = find_subject(settings.lake_store(), _registry(settings), _places(settings), start)
-    digest = findings.subject.digest(digest_key(settings))
     return findings, f"{kind}:{digest}"
 
 
@@ -253,7 +253,7 @@ def subject_erase(
     options = _options(email, mobile, name, contact_id, technician_id)
     store = settings.lake_store()
     registry = _registry(settings)
-    start = _subject(options)
+    start, digest = resume(_places(settings), _subject(options), digest_key(settings))
     preview = find_subject(store, registry, _places(settings), start)
     if apply and preview.subject.ambiguous() and not all_matches:
         raise ConfigError(
@@ -270,11 +270,13 @@ def subject_erase(
         store,
         registry,
         _places(settings),
-        _subject(options),
-        digest_key=digest_key(settings),
+        start,
+        digest=digest,
         apply=apply,
         scan_roots=(settings.data_dir,) if apply else (),
         scan_lake=apply and store.is_s3,
+        reader_grace_s=settings.erasure_reader_grace_s,
+        findings=preview,
     )
     kind = next(k for k, v in options.items() if v)
     who = f"{kind}:{receipt.subject}"

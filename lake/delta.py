@@ -100,12 +100,30 @@ _SAFE_VALUE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 # ---------------------------------------------------------------------------- opening
 
 
+_LOG_RACE_ATTEMPTS = 5
+
+
+def _log_race(exc: BaseException) -> bool:
+    """A commit file listed and then gone: the log was cleaned up while it was read (an
+    erasure's purge, ``lake.purge``); reading again starts from the new checkpoint."""
+    text = str(exc)
+    return "_delta_log" in text and ("not found" in text.lower() or "No such file" in text)
+
+
 def open_table(store: Store, rel: str, version: int | None = None) -> DeltaTable:
     """The Delta table at ``rel`` (latest, or ``version``), with the store's options."""
-    try:
-        return DeltaTable(store.url(rel), version=version, storage_options=store.storage_options())
-    except TableNotFoundError as exc:
-        raise LakeError(f"no Delta table at {store.url(rel)}") from exc
+    for attempt in range(_LOG_RACE_ATTEMPTS):
+        try:
+            return DeltaTable(
+                store.url(rel), version=version, storage_options=store.storage_options()
+            )
+        except TableNotFoundError as exc:
+            raise LakeError(f"no Delta table at {store.url(rel)}") from exc
+        except DeltaError as exc:
+            if version is not None or not _log_race(exc) or attempt == _LOG_RACE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.02 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def table_exists(store: Store, rel: str) -> bool:
@@ -219,8 +237,19 @@ def read_table(
     filter: pc.Expression | None = None,
     version: int | None = None,
 ) -> pa.Table:
-    """The table's rows (optionally some columns, filtered) as one Arrow table."""
-    return dataset(store, rel, version).to_table(columns=columns, filter=filter)
+    """The table's rows (optionally some columns, filtered) as one Arrow table.
+
+    A latest-version read whose files were vacuumed while it read them (an erasure purges
+    right after its commit, ``lake.purge``) reads again, from the version that follows."""
+    for attempt in range(_LOG_RACE_ATTEMPTS):
+        try:
+            return dataset(store, rel, version).to_table(columns=columns, filter=filter)
+        except (FileNotFoundError, pa.ArrowException, OSError) as exc:
+            gone = isinstance(exc, FileNotFoundError) or "No such file" in str(exc)
+            if version is not None or not gone or attempt == _LOG_RACE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.02 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 # ---------------------------------------------------------------------------- creating
@@ -603,8 +632,13 @@ class _Handle:
         if self.table is None or (not store.is_s3 and ident != self.ident):
             self.table = open_table(store, rel)
             self.ident = ident
-        else:
+            return self.table
+        try:
             self.table.update_incremental()
+        except DeltaError as exc:
+            if not _log_race(exc):
+                raise
+            self.table = open_table(store, rel)  # the commits it needed were cleaned up
         return self.table
 
 

@@ -336,6 +336,14 @@ class Settings(BaseSettings):
         "(at its next record or timer); bounds the tail a cut could hide.",
     )
 
+    # --- data-subject erasure (docs/ERASURE.md; issue 15, subject requests) ---
+    erasure_reader_grace_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="Erasure: wait this long between rewriting a person's rows and vacuuming "
+        "the old files, so reads already under way finish on the files they listed.",
+    )
+
     # --- renamed settings (units in names), the old names still read; issue 13 ---
     gateway_roll_seconds: float | None = Field(
         default=None,

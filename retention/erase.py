@@ -18,10 +18,12 @@ Place by place, from ``retention.find``'s findings:
   every revision.
 
 Every rewrite is atomic (a temp file renamed over, or one S3 put). Before the first change,
-a pending record (tables to purge; no identifier in it) is written; a rerun after a crash
-finds what is left, purges what was pending, and finishes. What is kept, as the law asks:
-that an erasure happened, when, and what it covered, under the keyed subject digest
-(audit record, lineage run, receipt). The receipt lists each place and the check that
+a pending record is written (``erasure/pending/<digest>.json``, 0600: the tables to purge
+and the identifiers as widened, which a rerun needs once the rows that widened them are
+gone); a rerun after a crash finds what is left, purges what was pending, finishes, and
+removes the record once the proof (which skips that one folder) has passed. What is kept,
+as the law asks: that an erasure happened, when, and what it covered, under the keyed
+subject digest (audit record, lineage run, receipt). The receipt lists each place and the check that
 proved it empty; a final byte scan of the data folder (and of the bucket) is its verdict.
 """
 
@@ -68,6 +70,7 @@ __all__ = [
     "erase_subject",
     "key_predicate",
     "redact_segment",
+    "resume",
     "sql_literal",
 ]
 
@@ -308,25 +311,40 @@ def _pending_path(places: Places, digest: str) -> Path:
     return places.data_dir / "erasure" / "pending" / f"{digest}.json"
 
 
+def resume(places: Places, start: Subject, digest_key: bytes) -> tuple[Subject, str]:
+    """The subject of a request and its digest (of the identifier the request names, so a
+    rerun has the same one). After an interrupted erasure, the subject as that run had
+    widened it: its pending record keeps the identifiers (file 0600) until the erasure is
+    proven, because the rows that widened them may be gone already."""
+    digest = start.digest(digest_key)
+    path = _pending_path(places, digest)
+    if not path.is_file():
+        return start, digest
+    saved = Subject.from_json(json.loads(path.read_text()).get("subject", {}))
+    return saved.merge(start), digest
+
+
 def erase_subject(
     store: Store,
     registry: ContractRegistry,
     places: Places,
     start: Subject,
     *,
-    digest_key: bytes,
+    digest: str,
     apply: bool,
     scan_roots: tuple[Path, ...] = (),
     scan_lake: bool = False,
+    reader_grace_s: float = 0.0,
     step: Callable[[str], None] | None = None,
+    findings: Findings | None = None,
 ) -> tuple[Findings, ErasureReceipt]:
     """Find, then (with ``apply``) erase and prove. ``scan_roots``: folders whose every byte
     the proof reads (the data folder); ``scan_lake``: also every object of the lake store
     (an S3 lake). ``step(name)`` is called between steps (progress; crash tests)."""
     began = time.monotonic()
-    findings = find_subject(store, registry, places, start)
+    if findings is None:
+        findings = find_subject(store, registry, places, start)
     subject = findings.subject
-    digest = subject.digest(digest_key)
     receipt = ErasureReceipt(
         subject=digest, started_at=datetime.now(UTC).isoformat(), applied=apply
     )
@@ -347,18 +365,24 @@ def erase_subject(
     tick = step or (lambda _name: None)
     to_purge = sorted({*earlier, *(h.rel for h in findings.tables)})
     pending.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(pending, json.dumps({"tables": to_purge}).encode())
+    record = {"tables": to_purge, "subject": subject.to_json()}
+    atomic_write(pending, json.dumps(record).encode(), mode=0o600)
     tick("pending")
     by_rel = {h.rel: h for h in findings.tables}
     contracts = {c.dataset: c for c in registry}
-    for rel in to_purge:
+    results: dict[str, PlaceResult] = {}
+    for rel in to_purge:  # first every table's rows, then (after the grace) every purge
         hit = by_rel.get(rel)
-        result = PlaceResult("table", rel, "purge")
+        result = results[rel] = PlaceResult("table", rel, "purge")
         if hit is not None:
             result.before = hit.to_json()
             result.action = _table_action(contracts[hit.dataset])
             result.after.update(_erase_table(store, contracts[hit.dataset], hit, needles))
             tick(f"table:{rel}")
+    if by_rel and reader_grace_s > 0:
+        time.sleep(reader_grace_s)
+    for rel in to_purge:
+        result = results[rel]
         report = purge_table(store, rel)
         receipt.young_orphans.extend(f"{rel}/{p}" for p in report.young_orphans)
         result.after.update(
@@ -388,7 +412,8 @@ def erase_subject(
         else:
             result.empty = result.path not in still
             result.check = "re-find: " + ("none" if result.empty else "still present")
-    scans: list[ScanReport] = [scan_folder(root, everything) for root in scan_roots]
+    skip = (pending.parent,)  # the pending record itself: removed once this proof passes
+    scans: list[ScanReport] = [scan_folder(root, everything, skip=skip) for root in scan_roots]
     if scan_lake:
         scans.append(scan_store(store, everything))
     for scan in scans:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lake.storage import Store
@@ -43,26 +44,55 @@ class ScanReport:
         return not self.hits
 
 
+def _value_bytes(array: pa.Array) -> bytes:
+    """The values of a string-like or integer column, back to back, as UTF-8 bytes (the
+    data buffer itself: no per-value Python work). Other types hold no identifier."""
+    while pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+        array = array.flatten()
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary
+    kind = array.type
+    if pa.types.is_integer(kind):
+        array = pc.cast(array, pa.large_string())
+    elif pa.types.is_string(kind) or pa.types.is_binary(kind):
+        array = pc.cast(array, pa.large_binary())
+    elif not (pa.types.is_large_string(kind) or pa.types.is_large_binary(kind)):
+        return b""
+    if len(array) == 0:
+        return b""
+    offsets = array.buffers()[1]
+    data = array.buffers()[2]
+    if data is None or offsets is None:
+        return b""
+    ends = pa.Array.from_buffers(pa.int64(), len(array) + 1, [None, offsets], offset=array.offset)
+    first, last = (int(v.as_py()) for v in pc.min_max(ends).values())
+    whole: bytes = data.to_pybytes()
+    return whole[first:last]
+
+
 def parquet_text(data: bytes) -> str:
-    """Every value of a Parquet file (and its footer statistics) as text."""
+    """Every string and integer value of a Parquet file, and its footer metadata and
+    statistics, as text (values back to back; a match across two values is possible and
+    only ever reported, never missed)."""
     try:
         parquet = pq.ParquetFile(io.BytesIO(data))
     except (pa.ArrowException, OSError, ValueError):
         return ""
-    parts: list[str] = [str(parquet.metadata.metadata or b"")]
+    parts: list[bytes] = [str(parquet.metadata.metadata or b"").encode()]
     for group in range(parquet.metadata.num_row_groups):
         meta = parquet.metadata.row_group(group)
         for column in range(meta.num_columns):
             stats = meta.column(column).statistics
             if stats is not None and stats.has_min_max:
-                parts.append(f"{stats.min!r} {stats.max!r}")
+                parts.append(f"{stats.min!r} {stats.max!r}".encode())
     try:
         table = parquet.read()
     except (pa.ArrowException, OSError, ValueError):
-        return "\n".join(parts)
+        return b"\n".join(parts).decode("utf-8", "replace")
     for column in table.columns:
-        parts.extend(str(v) for v in column.to_pylist())
-    return "\n".join(parts)
+        for chunk in column.chunks:
+            parts.append(_value_bytes(chunk))
+    return b"\n".join(parts).decode("utf-8", "replace")
 
 
 def scan_bytes(name: str, data: bytes, matcher: Matcher) -> list[ScanHit]:
@@ -85,16 +115,21 @@ def scan_bytes(name: str, data: bytes, matcher: Matcher) -> list[ScanHit]:
     return hits
 
 
-def _walk(root: Path) -> Iterator[Path]:
+def _walk(root: Path, skip: tuple[Path, ...]) -> Iterator[Path]:
     for path in sorted(root.rglob("*")):
-        if path.is_file() and not path.is_symlink():
+        if (
+            path.is_file()
+            and not path.is_symlink()
+            and not any(path.is_relative_to(s) for s in skip)
+        ):
             yield path
 
 
-def scan_folder(root: Path, wanted: Matcher) -> ScanReport:
-    """Every file under ``root`` (names of folders included, through the files' paths)."""
+def scan_folder(root: Path, wanted: Matcher, skip: tuple[Path, ...] = ()) -> ScanReport:
+    """Every file under ``root`` but those under ``skip`` (names of folders included,
+    through the files' paths)."""
     report = ScanReport()
-    for path in _walk(root):
+    for path in _walk(root, skip):
         data = path.read_bytes()
         report.files += 1
         report.size_bytes += len(data)

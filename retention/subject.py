@@ -22,6 +22,7 @@ import hmac
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from contracts import Contract, TenantKey
 from contracts.policy import pseudonym
@@ -75,6 +76,31 @@ class Subject:
             self.ids.setdefault(kind, set()).add(value)
         self.stored.add(value)
         return True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ids": {k: sorted(v) for k, v in self.ids.items()},
+            "values": {k: sorted(v) for k, v in self.values.items()},
+            "stored": sorted(self.stored),
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Subject:
+        return cls(
+            ids={str(k): set(v) for k, v in raw.get("ids", {}).items()},
+            values={str(k): set(v) for k, v in raw.get("values", {}).items()},
+            stored=set(raw.get("stored", [])),
+        )
+
+    def merge(self, other: Subject) -> Subject:
+        """This subject with ``other``'s identifiers added (a new object)."""
+        merged = Subject.from_json(self.to_json())
+        for kind, ids in other.ids.items():
+            merged.ids.setdefault(kind, set()).update(ids)
+        for kind, values in other.values.items():
+            merged.values.setdefault(kind, set()).update(values)
+        merged.stored |= other.stored
+        return merged
 
     def matches(self, kind: str, value: str) -> bool:
         """Whether ``value`` of a field holding ``kind`` is one of this subject's."""
@@ -153,17 +179,19 @@ class Matcher:
         runs = [_SEPARATOR.join(d) for d in self.digits]
         alternatives = "|".join([*runs, *(re.escape(f) for f in self.forms)]) or "(?!)"
         self.text = re.compile(alternatives, re.IGNORECASE)
-        self.binary = re.compile(alternatives.encode(), re.IGNORECASE)
+        # bytes are searched lower-cased (ASCII; the length stays), case-sensitively: five
+        # times faster than an IGNORECASE pattern over megabytes
+        self.binary = re.compile(alternatives.encode())
 
     @property
     def empty(self) -> bool:
         return not (self.forms or self.digits)
 
     def count(self, data: bytes) -> int:
-        return 0 if self.empty else sum(1 for _ in self.binary.finditer(data))
+        return 0 if self.empty else sum(1 for _ in self.binary.finditer(data.lower()))
 
     def found(self, data: bytes) -> bool:
-        return not self.empty and self.binary.search(data) is not None
+        return not self.empty and self.binary.search(data.lower()) is not None
 
     def found_text(self, text: str) -> bool:
         return not self.empty and self.text.search(text) is not None
@@ -173,14 +201,12 @@ class Matcher:
         offsets into a file stay valid. Returns the count replaced."""
         if self.empty:
             return data, 0
+        out = bytearray(data)
         count = 0
-
-        def star(match: re.Match[bytes]) -> bytes:
-            nonlocal count
+        for match in self.binary.finditer(data.lower()):
+            out[match.start() : match.end()] = b"*" * (match.end() - match.start())
             count += 1
-            return b"*" * len(match.group(0))
-
-        return self.binary.sub(star, data), count
+        return bytes(out), count
 
     def redact_text(self, text: str) -> tuple[str, int]:
         """``redact`` on a string (characters, not bytes, are starred)."""

@@ -35,7 +35,7 @@ from pipelines.settings import Settings, load_settings
 from simulator.config import SimConfig
 from simulator.landing import simulate_to_landing
 
-CONFIG = SimConfig(clients=2, branches=2, days=1, seed=7)
+CONFIG = SimConfig(clients=2, branches=2, days=1, seed=7, cadence_s=900)
 NAME = "Zarina Vasquez-Iyer"
 MOBILE = "+919812345670"
 EMAIL = "zarina.vasquez@kaveri.example"
@@ -58,7 +58,8 @@ class ErasureLake:
         return self.settings.data_dir
 
     def cli(self, *args: str) -> Result:
-        return CliRunner().invoke(app, [*args, "--data-dir", str(self.data_dir)])
+        env = {"ENERGYLAKE_ERASURE_READER_GRACE_S": "0.5"}
+        return CliRunner().invoke(app, [*args, "--data-dir", str(self.data_dir)], env=env)
 
     def forms(self) -> list[str]:
         """Every form of the subject's identifiers a scan must not find (lower case)."""

@@ -60,7 +60,7 @@ def _values(data: bytes) -> str:
 
 def _residues(files: dict[str, bytes], forms: list[str]) -> list[tuple[str, str, str]]:
     """(file, form found, where) for every form in any file's name, bytes or values."""
-    found = []
+    found: list[tuple[str, str, str]] = []
     for name, data in files.items():
         texts = {"name": name.lower(), "bytes": data.decode("latin-1").lower()}
         if data[:4] == b"PAR1":
