@@ -97,6 +97,10 @@ def _snapshot(lake: ErasureLake) -> dict[str, Any]:
     return snap
 
 
+def receipt_tables(receipt: dict[str, Any]) -> set[str]:
+    return {p["path"] for p in receipt["places"] if p["place"] == "table"}
+
+
 def _run_erasure(lake: ErasureLake, *, on_s3: bool) -> None:
     before = _snapshot(lake)
     forms = lake.forms()
@@ -189,6 +193,22 @@ def _run_erasure(lake: ErasureLake, *, on_s3: bool) -> None:
     assert erase[-1]["subject"].endswith(receipt["subject"])
     receipts = list((lake.data_dir / "erasure" / "receipts").glob("*.json"))
     assert len(receipts) == 1
+    events = [
+        json.loads(line)
+        for day in (lake.data_dir / "lineage" / "events").glob("*.jsonl")
+        for line in day.read_text().splitlines()
+    ]
+    runs = [e for e in events if e["job"]["name"] == "erasure"]
+    assert [e["eventType"] for e in runs] == ["START", "COMPLETE"]
+    complete = runs[-1]
+    touched = {t for t in receipt_tables(receipt)}
+    assert {i["name"] for i in runs[0]["inputs"]} == touched
+    assert {o["name"] for o in complete["outputs"]} == touched
+    versions_in = {i["name"]: i["facets"]["version"]["datasetVersion"] for i in runs[0]["inputs"]}
+    versions_out = {
+        o["name"]: o["facets"]["version"]["datasetVersion"] for o in complete["outputs"]
+    }
+    assert all(int(versions_out[t]) > int(versions_in[t]) for t in touched)
 
     # a second erasure finds nothing and changes nothing
     again = lake.cli("subject", "find", "--mobile", MOBILE, "--json")
