@@ -12,6 +12,7 @@ the rows of that subject, whatever columns the purpose shows.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +28,13 @@ from contracts.policy import pseudonym
 from lake.keys import KeyStore
 from lake.storage import Store
 
-__all__ = ["OBJECTIONS_PREFIX", "Objection", "ObjectionRegister", "drop_objected"]
+__all__ = [
+    "OBJECTIONS_PREFIX",
+    "Objection",
+    "ObjectionRegister",
+    "audit_token",
+    "drop_objected",
+]
 
 OBJECTIONS_PREFIX = "_access/objections"
 _DOMAIN = "objection:"
@@ -61,6 +68,14 @@ class Objection:
     @property
     def key(self) -> tuple[str, str, str, str]:
         return (self.tenant, self.kind, self.subject, self.purpose)
+
+
+def audit_token(token: str) -> str:
+    """What an access record says of the subject: a hash of the register's pseudonym. An
+    erasure removes the pseudonym from the register (``retention.erase``); the chained
+    access log, which cannot be rewritten, keeps only this hash of it (the fact of the
+    objection under a hashed subject id, as it keeps the fact of an erasure)."""
+    return "h:" + hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
 def _token(key: TenantKey, kind: str, subject_id: str) -> str:
@@ -124,7 +139,12 @@ class ObjectionRegister:
         self._revisions.save(add, actor)
         self._recorder().append(
             "objection",
-            {"actor": actor, **kept[0].to_json(), "new": kept[0] is made},
+            {
+                "actor": actor,
+                **kept[0].to_json(),
+                "subject": audit_token(kept[0].subject),
+                "new": kept[0] is made,
+            },
         )
         return kept[0]
 
@@ -150,7 +170,7 @@ class ObjectionRegister:
                 "actor": actor,
                 "tenant": tenant,
                 "kind": kind,
-                "subject": token,
+                "subject": audit_token(token),
                 "purpose": purpose,
                 "found": found[0],
             },

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from typer.testing import CliRunner, Result
 
 from analytics.grants import GrantBook
+from analytics.objections import ObjectionRegister
 from audit.log import AuditLog
 from cli.app import app
 from contracts import ContractRegistry, load_registry
@@ -84,6 +85,8 @@ class ErasureLake:
                     domain = f.protection.domain or f.name
                     for value in (NAME, EMAIL, self.contact_id, TECH_ID):
                         out.add(pseudonym(key, domain, value).lower())
+            out.add(pseudonym(key, "objection:technician", TECH_ID).lower())
+            out.add(pseudonym(key, "objection:contact", self.contact_id).lower())
         return sorted(out)
 
 
@@ -170,6 +173,11 @@ def build(data_dir: Path, lake_uri: str | None = None) -> ErasureLake:
     book = GrantBook(store, registry, audit)
     book.grant("ops.fs", tenants=["kaveri", "sahyadri"], purposes=["field_service"], actor="t")
     book.grant("ops.viz", tenants=["kaveri"], purposes=["visualisation"], actor="t")
+    objections = ObjectionRegister(store, registry, KeyStore(settings.keys), audit)
+    objections.record(
+        tenant="kaveri", kind="technician", subject_id=TECH_ID, purpose="predictive_maintenance",
+        actor="t",
+    )  # fmt: skip
     audit.close()
     out = data_dir / "extracts"
     out.mkdir()
