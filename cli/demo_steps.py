@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,11 +29,14 @@ from audit.query import read_records
 from audit.verify import verify_chain
 from cli import render
 from cli.access import access_log
+from cli.lineage import emit_reference_lineage
 from contracts import ContractRegistry, apply_plan, load_registry, plan_for
 from contracts.errors import EnergylakeError
+from contracts.policy import mask_value
 from devstack.stack import LocalStack
-from lake.delta import open_table
+from lake.delta import open_table, read_table
 from lake.keys import KeyStore
+from lake.layout import table_rel
 from lake.reference import load_reference
 from lake.storage import Store
 from lineage.config import LineageConfig
@@ -120,7 +124,9 @@ def run_demo(
         telemetry = render.landing_written(result.out, settings.landing)
         console.print(render.simulation_summary(result.manifest, result.out, telemetry=telemetry))
         console.print(Rule("2. energylake reference load + energylake process"))
-        console.print(render.reference_table(load_reference(store, result.reference_dir, registry)))
+        loads = load_reference(store, result.reference_dir, registry)
+        emit_reference_lineage(settings, result.reference_dir, loads)  # as the CLI's load does
+        console.print(render.reference_table(loads))
         while process_once(settings) is not None:
             pass
         manifest = result.manifest
@@ -164,7 +170,52 @@ def run_demo(
 
     console.print(Rule("7. governed access: one query, two principals, two purposes"))
     _governed(settings, console, store, registry, tenant)
+    console.print(Rule("8. a data subject's rights: find, export, erase, and the proof"))
+    _subject_request(settings, console, store, tenant)
     console.print(f"demo finished in {time.perf_counter() - started:.1f} s")
+
+
+def _subject_request(settings: Settings, console: Console, store: Store, tenant: str) -> None:
+    """A technician asks what the platform holds on them and then to be forgotten: find,
+    export, erase (applied), and the byte scan of the whole data folder as the verdict."""
+    from cli.subject import (
+        erase_request,
+        export_request,
+        find_request,
+        show_findings,
+        subjects_log,
+    )
+
+    orders = read_table(store, table_rel(tenant, "work_orders"), columns=["technician_phone"])
+    phones = sorted(p for p in orders.column("technician_phone").to_pylist() if p)
+    if not phones:
+        console.print(f"no technician in {tenant}'s work orders: no request to show")
+        return
+    mobile = phones[0]
+    options: dict[str, str | None] = {"mobile": mobile}
+    findings, who = find_request(settings, options)
+    subjects_log(settings).append("SUBJECT_FIND", {"subject": who, "actor": "demo"})
+    console.print(f"energylake subject find --mobile {mask_value(mobile, 2)}  ({who})")
+    show_findings(console, findings, "where the technician appears")
+    with tempfile.TemporaryDirectory(prefix="energylake-export-") as folder:
+        report = export_request(settings, options, Path(folder))
+        console.print(
+            f"energylake subject export: {sum(report.rows.values())} rows of "
+            f"{', '.join(sorted(report.rows))}, as JSON and Parquet, with manifest.json "
+            "(purposes, categories, recipients, retention, source); handed over, then deleted"
+        )
+    _found, receipt, _who = erase_request(settings, options, apply=True)
+    verdict = "zero bytes left" if receipt.verified else f"{len(receipt.residues)} residues"
+    console.print(
+        f"energylake subject erase --apply: {len(receipt.places)} places erased and checked; "
+        f"byte scan of {receipt.scanned_files:,} files ({receipt.scanned_bytes:,} bytes) "
+        f"under {settings.data_dir}: {verdict}"
+    )
+    console.print(
+        f"the receipt (each place, the check that proved it empty): "
+        f"{settings.data_dir / 'erasure' / 'receipts'}",
+        soft_wrap=True,
+    )
 
 
 # Two principals of one tenant, one query, two purposes (``analytics.access``).
@@ -241,7 +292,9 @@ def _network(
         console.print(Rule(f"1. simulate {title}; provision; start Mosquitto and energylake run"))
         result = simulate(config, settings.sim_dir, registry=registry, sink=publisher)
         console.print(render.simulation_summary(result.manifest, result.out, telemetry=None))
-        console.print(render.reference_table(load_reference(store, result.reference_dir, registry)))
+        loads = load_reference(store, result.reference_dir, registry)
+        emit_reference_lineage(settings, result.reference_dir, loads)  # as the CLI's load does
+        console.print(render.reference_table(loads))
         report = stack.provision(dict(fleet.tokens))
         console.print(
             f"provisioned {report.mqtt_accounts} MQTT accounts, {report.devices} identities "

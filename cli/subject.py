@@ -26,12 +26,12 @@ from lake.keys import KeyStore
 from lineage.emitter import LineageEmitter, TableDataset, jobs
 from pipelines.settings import Settings
 from retention.erase import ErasureReceipt, erase_subject, resume
-from retention.export import export_subject
+from retention.export import ExportReport, export_subject
 from retention.find import Findings, Places, find_subject, start_subject
 from retention.rectify import rectify_subject
 from retention.subject import ID_OPTIONS, Subject
 
-__all__ = ["app"]
+__all__ = ["app", "erase_request", "export_request", "find_request", "show_findings"]
 
 app = typer.Typer(
     name="subject",
@@ -93,7 +93,8 @@ def subjects_log(settings: Settings) -> AuditLog:
     )
 
 
-def _find(settings: Settings, options: dict[str, str | None]) -> tuple[Findings, str]:
+def find_request(settings: Settings, options: dict[str, str | None]) -> tuple[Findings, str]:
+    """Find the person a request names (the digest names them in records)."""
     start = _subject(options)
     kind = next(k for k, v in options.items() if v)
     digest = start.digest(digest_key(settings))  # of what the request names: stable
@@ -112,8 +113,12 @@ def _summary(findings: Findings) -> dict[str, Any]:
     }
 
 
-def _show(cli: Any, findings: Findings, title: str) -> None:
-    table = Table("place", "where", "version", "rows / records", title=title, title_justify="left")
+def show_findings(console: Any, findings: Findings, title: str) -> None:
+    table = Table(title=title, title_justify="left")
+    table.add_column("place")
+    table.add_column("where", overflow="fold")
+    table.add_column("version")
+    table.add_column("rows / records")
     for place in findings.places():
         if place["place"] == "table":
             count = f"{place['rows_naming']} naming, {place['rows_mentioning']} mentioning"
@@ -123,10 +128,10 @@ def _show(cli: Any, findings: Findings, title: str) -> None:
             if place.get("as_pseudonym"):
                 count += " (pseudonyms)"
             table.add_row(str(place["place"]), str(place["path"]), "", count)
-    cli.console.print(table)
+    console.print(table)
     ambiguous = findings.subject.ambiguous()
     if ambiguous:
-        cli.console.print(
+        console.print(
             f"[yellow]several ids of kind {', '.join(ambiguous)} matched: the identifier may "
             "name more than one person[/yellow]"
         )
@@ -148,14 +153,14 @@ def subject_find(
     Data Docs and logs, pseudonyms. Changes nothing; audited."""
     cli = cli_context(ctx)
     settings = cli.settings(data_dir=data_dir)
-    findings, who = _find(settings, _options(email, mobile, name, contact_id, technician_id))
+    findings, who = find_request(settings, _options(email, mobile, name, contact_id, technician_id))
     subjects_log(settings).append(
         "SUBJECT_FIND", {"subject": who, "actor": os_user(), **_summary(findings)}
     )
     if as_json:
         typer.echo(orjson.dumps({"places": findings.places()}, option=orjson.OPT_INDENT_2))
         return
-    _show(cli, findings, f"where {who.split(':')[0]} {who.split(':')[1]} appears")
+    show_findings(cli.console, findings, f"where {who.split(':')[0]} {who.split(':')[1]} appears")
 
 
 @app.command("export")
@@ -173,7 +178,17 @@ def subject_export(
     manifest (purposes, categories, recipients, retention, source). Audited."""
     cli = cli_context(ctx)
     settings = cli.settings(data_dir=data_dir)
-    findings, who = _find(settings, _options(email, mobile, name, contact_id, technician_id))
+    options = _options(email, mobile, name, contact_id, technician_id)
+    report = export_request(settings, options, out)
+    cli.console.print(
+        f"exported {sum(report.rows.values())} rows of {len(report.rows)} datasets to {out} "
+        f"({len(report.files)} files, manifest.json)"
+    )
+
+
+def export_request(settings: Settings, options: dict[str, str | None], out: Path) -> ExportReport:
+    """``subject export`` without its printing: the package, and its audit record."""
+    findings, who = find_request(settings, options)
     registry = _registry(settings)
     grants = GrantBook(settings.lake_store(), registry).load()
 
@@ -191,10 +206,7 @@ def subject_export(
         "SUBJECT_EXPORT",
         {"subject": who, "actor": os_user(), "rows": report.rows, "files": report.files},
     )
-    cli.console.print(
-        f"exported {sum(report.rows.values())} rows of {len(report.rows)} datasets to {out} "
-        f"({len(report.files)} files, manifest.json)"
-    )
+    return report
 
 
 @app.command("rectify")
@@ -215,7 +227,7 @@ def subject_rectify(
     kind, sep, value = set_.partition("=")
     if not sep or kind not in ID_OPTIONS or not value:
         raise ConfigError(f"--set takes KIND=VALUE with KIND one of {ID_OPTIONS}", setting="--set")
-    findings, who = _find(settings, _options(email, mobile, name, contact_id, technician_id))
+    findings, who = find_request(settings, _options(email, mobile, name, contact_id, technician_id))
     try:
         report = rectify_subject(settings.lake_store(), _registry(settings), findings, kind, value)
     except ValueError as exc:
@@ -251,6 +263,28 @@ def subject_erase(
     cli = cli_context(ctx)
     settings = cli.settings(data_dir=data_dir)
     options = _options(email, mobile, name, contact_id, technician_id)
+    findings, receipt, who = erase_request(settings, options, apply=apply, all_matches=all_matches)
+    if as_json:
+        typer.echo(orjson.dumps(receipt.to_json(), option=orjson.OPT_INDENT_2))
+    else:
+        show_findings(cli.console, findings, f"erasure of {who}" + ("" if apply else " (dry run)"))
+        if apply:
+            verdict = (
+                "[green]zero bytes left[/green]" if receipt.verified else "[red]residues[/red]"
+            )
+            cli.console.print(
+                f"byte scan: {receipt.scanned_files:,} files, {receipt.scanned_bytes:,} bytes: "
+                f"{verdict}"
+            )
+    if apply and not receipt.verified:
+        raise typer.Exit(1)
+
+
+def erase_request(
+    settings: Settings, options: dict[str, str | None], *, apply: bool, all_matches: bool = False
+) -> tuple[Findings, ErasureReceipt, str]:
+    """``subject erase`` without its printing (the demo runs it too): find, erase with
+    ``apply``, then the receipt, the audit record and the lineage run."""
     store = settings.lake_store()
     registry = _registry(settings)
     start, digest = resume(_places(settings), _subject(options), digest_key(settings))
@@ -282,20 +316,7 @@ def subject_erase(
     who = f"{kind}:{receipt.subject}"
     if apply:
         _finish(settings, run, receipt, who, versions)
-    if as_json:
-        typer.echo(orjson.dumps(receipt.to_json(), option=orjson.OPT_INDENT_2))
-    else:
-        _show(cli, findings, f"erasure of {who}" + ("" if apply else " (dry run)"))
-        if apply:
-            verdict = (
-                "[green]zero bytes left[/green]" if receipt.verified else "[red]residues[/red]"
-            )
-            cli.console.print(
-                f"byte scan: {receipt.scanned_files:,} files, {receipt.scanned_bytes:,} bytes: "
-                f"{verdict}"
-            )
-    if apply and not receipt.verified:
-        raise typer.Exit(1)
+    return findings, receipt, who
 
 
 def _finish(
