@@ -26,6 +26,14 @@ class KeyStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
+    def existing(self, tenant: str) -> TenantKey | None:
+        """The tenant's key if one was ever made (None: nothing of the tenant was ever
+        pseudonymised), never creating it."""
+        if not _TENANT.match(tenant):
+            raise PolicyError(f"invalid tenant id {tenant!r}")
+        path = self.directory / f"{tenant}.key"
+        return TenantKey(tenant=tenant, secret=path.read_bytes()) if path.is_file() else None
+
     def get(self, tenant: str) -> TenantKey:
         """The tenant's key, created (atomically, 0600) if it does not exist yet."""
         if not _TENANT.match(tenant):

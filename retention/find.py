@@ -315,8 +315,12 @@ def find_subject(
             break
     keys = KeyStore(places.keys_dir)
     pseudonyms: set[str] = set()
-    for tenant in sorted({h.tenant for h in hits if h.tenant and h.tenant != UNASSIGNED_TENANT}):
-        pseudonyms |= subject.pseudonyms(registry, keys.get(tenant))
+    # under every tenant's key, not only where rows were found: a rerun after a crash may
+    # find the rows gone and a pseudonymised copy still there
+    for tenant in tenants(store):
+        key = keys.existing(tenant)  # no key: nothing of the tenant was ever pseudonymised
+        if key is not None:
+            pseudonyms |= subject.pseudonyms(registry, key)
     findings = Findings(subject, pseudonyms, tables=hits)
     needles = subject.matcher()
     for rel in store.list("raw"):

@@ -187,6 +187,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert lines[0].startswith('"status","opened_at","device_id","technician_name"')
     assert len(lines) >= 2  # the header and at least one work order
     assert all(',"ps_' in line and "*" in line for line in lines[1:]), lines
+    assert "zero bytes left" in result.stdout  # the subject request's byte scan
     assert "what each purpose sees" in result.stdout
     assert "access: intact" in result.stdout  # audit verify's verdict on the access log
     assert "access_denied benchmark.team for field_service: denied" in result.stdout
