@@ -72,6 +72,7 @@ __all__ = [
     "redact_segment",
     "resume",
     "sql_literal",
+    "versioned_bucket",
 ]
 
 
@@ -416,6 +417,10 @@ def erase_subject(
     scans: list[ScanReport] = [scan_folder(root, everything, skip=skip) for root in scan_roots]
     if scan_lake:
         scans.append(scan_store(store, everything))
+        if versioned_bucket(store):  # a delete or an overwrite there keeps the old bytes
+            receipt.residues.append(
+                {"path": store.url(""), "form": "bucket versioning: noncurrent versions"}
+            )
     for scan in scans:
         receipt.scanned_files += scan.files
         receipt.scanned_bytes += scan.size_bytes
@@ -424,6 +429,12 @@ def erase_subject(
         pending.unlink(missing_ok=True)
     receipt.seconds = time.monotonic() - began
     return findings, receipt
+
+
+def versioned_bucket(store: Store) -> bool:
+    """Whether the S3 bucket keeps old versions of objects (they would hold erased bytes)."""
+    status = store.boto3_client().get_bucket_versioning(Bucket=store.bucket).get("Status")
+    return status in ("Enabled", "Suspended")
 
 
 def _copy(subject: Subject) -> Subject:

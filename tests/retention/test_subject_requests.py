@@ -13,10 +13,11 @@ from audit.query import read_records
 from contracts.lint import lint_file
 from lake.delta import read_table
 from lake.layout import table_rel
+from lake.storage import Store
 from landing.format import Envelope
 from landing.reader import SegmentBytes, closed_segments, read_records_at, read_segment
 from landing.writer import LandingWriter
-from retention.erase import redact_segment
+from retention.erase import redact_segment, versioned_bucket
 from retention.subject import Subject
 from tests.retention.erasure_lake import EMAIL, MOBILE, NAME, TECH_ID, ErasureLake, build
 
@@ -141,3 +142,13 @@ def test_contracts_must_say_what_erasure_does(tmp_path: Path) -> None:
     codes = [i.code for i in lint_file(wrong)]
     assert codes.count("E039") == 1  # contact_id is required: it cannot be cleared
     assert "E038" in codes
+
+
+def test_a_versioned_bucket_is_named_as_a_residue(s3_store: Store) -> None:
+    """On a bucket that keeps versions a delete leaves the old bytes: the check an erasure
+    makes before it calls the bucket proven (a versioned bucket is a residue)."""
+    assert versioned_bucket(s3_store) is False
+    s3_store.boto3_client().put_bucket_versioning(
+        Bucket=s3_store.bucket, VersioningConfiguration={"Status": "Enabled"}
+    )
+    assert versioned_bucket(s3_store) is True
