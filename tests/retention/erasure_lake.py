@@ -190,7 +190,21 @@ def build(data_dir: Path, lake_uri: str | None = None) -> ErasureLake:
         )
         assert done.exit_code == 0, done.output
         lake.extracts.append(out / name)
+    _docs_and_logs(settings.data_dir)
     return lake
+
+
+def _docs_and_logs(data_dir: Path) -> None:
+    """Where a person can land without a contract: a Data Docs page listing unexpected
+    values (as Great Expectations renders a failed pattern check on a text column), and a
+    log line."""
+    pages = sorted((data_dir / "quality").rglob("*.html"))
+    assert pages, "the quality gate wrote no Data Docs"
+    page = pages[-1]
+    page.write_text(page.read_text() + f"<td>unexpected values: {NAME}, {SPACED_MOBILE}</td>\n")
+    logs = data_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    (logs / "process.log").write_text(f"WARNING callback requested by {MOBILE}\n")
 
 
 def quarantine_rows(store: Store, rel: str) -> pa.Table:

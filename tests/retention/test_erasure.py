@@ -107,7 +107,7 @@ def _run_erasure(lake: ErasureLake, *, on_s3: bool) -> None:
     # the premise: before the erasure, every kind of place holds the person
     pre = _local_files(lake.data_dir) | (_bucket_files(lake.store) if on_s3 else {})
     places = {name.split("/")[0] for name, _form, _w in _residues(pre, forms)}
-    assert {"sim", "extracts"} <= places
+    assert {"sim", "extracts", "quality", "logs"} <= places
     held = {name for name, _form, _w in _residues(pre, forms)}
     assert any("_access/objections" in name for name in held)
     where = {w for _n, _f, w in _residues(pre, forms)}
@@ -116,7 +116,7 @@ def _run_erasure(lake: ErasureLake, *, on_s3: bool) -> None:
     found = lake.cli("subject", "find", "--mobile", MOBILE, "--json")
     assert found.exit_code == 0, found.output
     kinds = {p["place"] for p in json.loads(found.output)["places"]}
-    assert {"table", "raw segment", "extract", "reference source", "objections"} <= kinds
+    assert {"table", "raw segment", "extract", "reference source", "objections", "text"} <= kinds
 
     dry = lake.cli("subject", "erase", "--mobile", MOBILE)  # a dry run by default
     assert dry.exit_code == 0, dry.output
