@@ -145,7 +145,7 @@ class ApplyReport:
 
 
 def _kill_points() -> dict[str, int]:
-    """Test-only: ``ENERGYLAKE_TEST_RETENTION_KILL_AT=step[@n]`` SIGKILLs this process the
+    """Test-only: ``ENERGYLAKE_TEST_RETENTION_KILL_AT=step[:dataset][@n]`` SIGKILLs this process the
     n-th time (default first) it reaches ``step``. Unset (production): no effect."""
     raw = os.environ.get(_KILL_ENV, "")
     if not raw:
@@ -157,11 +157,13 @@ def _kill_points() -> dict[str, int]:
 _KILL = _kill_points()
 
 
-def _step(name: str) -> None:
-    if name in _KILL:
-        _KILL[name] -= 1
-        if _KILL[name] <= 0:
-            os.kill(os.getpid(), signal.SIGKILL)
+def _step(name: str, dataset: str) -> None:
+    """A named step of a pass (``step`` or ``step:dataset`` in the test hook)."""
+    for key in (name, f"{name}:{dataset}"):
+        if key in _KILL:
+            _KILL[key] -= 1
+            if _KILL[key] <= 0:
+                os.kill(os.getpid(), signal.SIGKILL)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -268,7 +270,7 @@ def _delete_hot(
         before_files = _active(latest)
         latest.delete(_predicate(basis, before), commit_properties=props)
         table = latest
-    _step("hot_deleted")
+    _step("hot_deleted", hot_rel.split("/")[-1])
     after = _active(open_table(store, hot_rel))
     gone = set(before_files) - set(after)
     result.files_removed += len(gone)
@@ -320,7 +322,7 @@ def _delete_expired(
         return
     if count:
         store.put_bytes(marker, rel.encode())
-        _step("purge_marked")
+        _step("purge_marked", rel.split("/")[-1])
         before_files = _active(table)
         table.delete(
             _predicate(basis, before),
@@ -331,7 +333,7 @@ def _delete_expired(
                 }
             ),
         )
-        _step("expired_deleted")
+        _step("expired_deleted", rel.split("/")[-1])
         after = _active(open_table(store, rel))
         gone = set(before_files) - set(after)
         result.files_removed += len(gone)
@@ -392,7 +394,7 @@ def _move(
         storage_class=storage_class,
         target_file_bytes=target_file_bytes,
     )
-    _step("archive_written")
+    _step("archive_written", contract.dataset)
     result.files_written += len(files)
     result.bytes_written += sum(f.size for f in files)
     commit_files(
@@ -407,7 +409,7 @@ def _move(
             _BEFORE_KEY: _literal(cut.archive_before),
         },
     )
-    _step("archive_committed")
+    _step("archive_committed", contract.dataset)
     result.archive_version = int(open_table(store, arch_rel).version())
     _delete_hot(store, hot_rel, basis, cut.archive_before, version, result)
     if older.num_rows > moving.num_rows:  # rows past both periods left hot: their bytes go
