@@ -107,8 +107,10 @@ def test_apply_moves_the_rows_once_and_the_dry_run_changes_nothing(lake: Setting
     out = json.loads(cli(lake, "apply", "--apply", "--at", now.isoformat(), "--json"))
     (moved,) = [t for t in out["tables"] if t["table"] == hot]
     assert moved["rows_archived"] == planned["archive_rows"]
-    assert moved["files_written"] > 0 and moved["bytes_written"] > 0
-    assert moved["files_removed"] > 0 and moved["bytes_removed"] > 0
+    assert moved["files_written"] > 0
+    assert moved["bytes_written"] > 0
+    assert moved["files_removed"] > 0
+    assert moved["bytes_removed"] > 0
     after = keys_of(store, tenant)
     assert sorted(after, key=repr) == sorted(before, key=repr)  # nothing lost or doubled
     assert len(set(after)) == len(after)
@@ -125,7 +127,8 @@ def test_apply_moves_the_rows_once_and_the_dry_run_changes_nothing(lake: Setting
     stats = table.metadata().configuration["delta.dataSkippingStatsColumns"].split(",")
     contract = load_registry().get(DATASET)
     personal = {f.name for f in contract.fields if f.classification in ("personal", "location")}
-    assert "ts" in stats and not personal & set(stats)
+    assert "ts" in stats
+    assert not personal & set(stats)
     # a second pass at the same moment has nothing to do
     again = json.loads(cli(lake, "apply", "--apply", "--at", now.isoformat(), "--json"))
     assert sum(t["rows_archived"] + t["rows_deleted"] for t in again["tables"]) == 0
@@ -137,7 +140,8 @@ def test_apply_moves_the_rows_once_and_the_dry_run_changes_nothing(lake: Setting
         for line in path.read_text().splitlines()
     ]
     events = [r["event"] for r in records]
-    assert events.count("RETENTION_DONE") == 2 and "RETENTION_TABLE" in events
+    assert events.count("RETENTION_DONE") == 2
+    assert "RETENTION_TABLE" in events
     (rec,) = [r for r in records if r["event"] == "RETENTION_TABLE" and r["table"] == hot]
     assert rec["rows_archived"] == planned["archive_rows"]
     assert rec["archive_version"] == latest_version(store, arch)
@@ -212,7 +216,8 @@ def test_rows_past_the_archive_period_are_deleted_and_their_bytes_purged(lake: S
     files = [u for u in open_table(store, arch).file_uris()]
     if files:
         count = duckdb.connect().execute("SELECT count(*) FROM read_parquet(?)", [files]).fetchone()
-        assert count is not None and count[0] == read_table(store, arch).num_rows
+        assert count is not None
+        assert count[0] == read_table(store, arch).num_rows
 
 
 def test_contacts_without_archive_days_are_deleted_from_hot(lake: Settings) -> None:
@@ -226,6 +231,7 @@ def test_contacts_without_archive_days_are_deleted_from_hot(lake: Settings) -> N
     now = datetime.now().astimezone() + timedelta(days=retention.hot_days + 3650)
     report = apply_retention(store, load_registry(), now, apply=True)
     (table,) = [t for t in report.tables if t.table == rel]
-    assert table.rows_deleted == rows > 0 and table.archive_table is None
+    assert table.rows_deleted == rows > 0
+    assert table.archive_table is None
     assert read_table(store, rel).num_rows == 0
     assert rel in table.purged
