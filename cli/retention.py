@@ -3,7 +3,8 @@ and acting on it (``retention.apply``; a dry run unless ``--apply``)."""
 
 from __future__ import annotations
 
-import time
+import signal
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -101,10 +102,14 @@ def retention_apply(
     cli = cli_context(ctx)
     settings = cli.settings(data_dir=data_dir)
     registry = load_registry(settings.contracts_dir) if settings.contracts_dir else load_registry()
+    stop = threading.Event()
     if every_s is not None:
         if not apply:
             raise typer.BadParameter("--every-s runs passes that act: give --apply too")
-        time.sleep(first_delay_s)
+        for sig in (signal.SIGTERM, signal.SIGINT):  # a pass under way finishes; then exit 0
+            signal.signal(sig, lambda signum, frame: stop.set())
+        if stop.wait(first_delay_s):
+            return
     while True:
         now = when(at, "--at") or datetime.now(UTC)
         store = settings.lake_store()
@@ -131,9 +136,8 @@ def retention_apply(
         else:
             report = apply_retention(store, registry, now, apply=False)
         _print_report(cli, report, as_json=as_json)
-        if every_s is None:
+        if every_s is None or stop.wait(every_s):
             return
-        time.sleep(every_s)
 
 
 def _print_report(cli: Any, report: ApplyReport, *, as_json: bool) -> None:
