@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -235,3 +237,33 @@ def test_contacts_without_archive_days_are_deleted_from_hot(lake: Settings) -> N
     assert table.archive_table is None
     assert read_table(store, rel).num_rows == 0
     assert rel in table.purged
+
+
+def test_the_schedule_runs_passes_until_sigterm_and_exits_0(lake: Settings) -> None:
+    """What `energylake run` starts: a pass after --first-delay-s, then every --every-s;
+    SIGTERM lets a pass under way finish and exits 0."""
+    store = Store.from_uri(lake.lake)
+    hot = table_rel(tenant_of(store), DATASET)
+    now = mid_now(store, hot)
+    proc = subprocess.Popen(
+        [ENERGYLAKE, "retention", "apply", "--apply", "--at", now.isoformat(),
+         "--every-s", "0.2", "--first-delay-s", "0", "--data-dir", str(lake.data_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    folder = lake.data_dir / "audit" / "retention"
+
+    def passes() -> int:
+        return sum(
+            line.count('"RETENTION_DONE"')
+            for path in folder.rglob("*.jsonl")
+            for line in path.read_text().splitlines()
+        )
+
+    deadline = time.monotonic() + 60
+    while passes() < 3 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert passes() >= 3
+    assert read_table(store, archive_rel(tenant_of(store), DATASET)).num_rows > 0
