@@ -86,6 +86,7 @@ bench: $(STAMP) mosquitto ## the benchmarks, each against a baseline measured in
 	$(BIN)/python -m bench.lineage_queries
 	$(BIN)/python -m bench.quality_gate
 	$(BIN)/python -m bench.access
+	$(BIN)/python -m bench.retention
 
 lock: ## refresh constraints.txt from a clean resolve
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv

@@ -49,7 +49,14 @@ from contracts.policy import Action, PurposePlan, TenantKey, apply_plan, plan_fo
 from lake.delta import dataset as lake_dataset
 from lake.delta import open_table, table_exists
 from lake.keys import KeyStore
-from lake.layout import clients_rel, table_rel
+from lake.layout import (
+    RETENTION_BEFORE_KEY,
+    RETENTION_TXN,
+    archive_rel,
+    clients_rel,
+    retention_source_txn,
+    table_rel,
+)
 from lake.storage import Store
 
 __all__ = [
@@ -390,12 +397,12 @@ class Session:
         parts: list[pa.Table] = []
         versions: dict[str, int | None] = {}
         objected = 0
-        rels = (
+        rels: list[tuple[str, str | None]] = (
             [(clients_rel(), None)]
             if view.dataset == "clients"
             else [(table_rel(t, view.dataset), t) for t in self.tenants]
         )
-        for rel, tenant in rels:
+        for rel, tenant, hot in _tiers(rels, view.dataset):
             if not table_exists(self._store, rel):
                 versions[rel] = None
                 continue
@@ -406,8 +413,19 @@ class Session:
             columns += sorted(c for c in subjects - set(columns) if c in present)
             if tenant is None and _TENANT_COLUMN not in columns:
                 columns.append(_TENANT_COLUMN)  # a platform-wide table: rows split by tenant
-            scan = lake_dataset(self._store, rel, table=delta, files=self._prune(contract, read))
-            rows = scan.to_table(columns=columns, filter=self._rows_filter(contract, tenant, read))
+            parts_by = list(delta.metadata().partition_columns)
+            rows_filter = self._rows_filter(contract, tenant, read)
+            if hot and tenant is not None:
+                # the hot tier is opened before its archive (the order of _tiers): rows a
+                # pass has archived but not yet deleted from hot are read from the archive
+                pending = _pending_cutoff(self._store, rel, delta, view.dataset)
+                if pending is not None:
+                    basis = contract.retention.basis
+                    rows_filter = rows_filter & (pc.field(basis) >= pa.scalar(pending))
+            scan = lake_dataset(
+                self._store, rel, table=delta, files=self._prune(contract, read, parts_by)
+            )
+            rows = scan.to_table(columns=columns, filter=rows_filter)
             for client in _tenants_of(rows, tenant):
                 part = rows
                 if tenant is None:  # the platform-wide clients table: one key per client
@@ -431,11 +449,14 @@ class Session:
         until = min((t for t in (self.until, read.until) if t is not None), default=None)
         return since, until
 
-    def _prune(self, contract: Contract, read: Read) -> list[tuple[str, str, Any]] | None:
-        """Files that may hold the rows (partition values, and min/max statistics)."""
+    def _prune(
+        self, contract: Contract, read: Read, partitions: list[str]
+    ) -> list[tuple[str, str, Any]] | None:
+        """Files that may hold the rows (partition values, and min/max statistics);
+        ``partitions``: the table's partition columns (the archive tier has its own)."""
         files: list[tuple[str, str, Any]] = []
         keys = dict(read.keys)
-        if _BRANCH_COLUMN in contract.partition_columns:
+        if _BRANCH_COLUMN in partitions:
             branches = set(self.branches) if self.branches is not None else None
             if _BRANCH_COLUMN in keys:
                 wanted = set(keys[_BRANCH_COLUMN])
@@ -486,6 +507,41 @@ class Session:
                 **fields,
             },
         )
+
+
+def _pending_cutoff(store: Store, hot_rel: str, hot: Any, dataset: str) -> datetime | None:
+    """The cut-off of a retention pass the archive holds and ``hot`` (opened first) has
+    not deleted yet (a crash between the two commits); None: no such pass."""
+    tenant = hot_rel.split("/")[1]
+    rel = archive_rel(tenant, dataset)
+    if not table_exists(store, rel):
+        return None
+    archive = open_table(store, rel)
+    app_id = retention_source_txn(hot_rel)
+    done = archive.transaction_version(app_id)
+    deleted = hot.transaction_version(RETENTION_TXN)
+    if done is None or (deleted is not None and deleted >= done):
+        return None
+    for entry in archive.history(limit=200):
+        if entry.get("energylake.app_id") == app_id and entry.get("energylake.app_version") == str(
+            done
+        ):
+            return datetime.fromisoformat(str(entry[RETENTION_BEFORE_KEY]))
+    raise QueryError(
+        f"{rel}: a retention pass over {hot_rel} is archived but not finished and its "
+        "commit is no longer in the log; run `energylake retention apply --apply`"
+    )
+
+
+def _tiers(rels: list[tuple[str, str | None]], dataset: str) -> list[tuple[str, str | None, bool]]:
+    """Each tenant's hot table, then its archive table (``lake.layout.archive_rel``): a view
+    is hot UNION ALL archive, under the same grant, purpose and bounds. (rel, tenant, hot)."""
+    out: list[tuple[str, str | None, bool]] = []
+    for rel, tenant in rels:
+        out.append((rel, tenant, True))
+        if tenant is not None:
+            out.append((archive_rel(tenant, dataset), tenant, False))
+    return out
 
 
 def _tenants_of(rows: pa.Table, tenant: str | None) -> list[str]:

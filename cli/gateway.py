@@ -79,7 +79,8 @@ def _run(
         int, typer.Option(help="Give up after this many quick crashes of one child in a row.")
     ] = 5,
 ) -> None:
-    """One-machine deployment: the gateway and `process --follow` as supervised children.
+    """One-machine deployment: the gateway, `process --follow` and the retention schedule
+    (`retention apply --apply --every-s retention_interval_s`) as supervised children.
 
     A child that dies is restarted with backoff; after more than --max-restarts failures
     in a row within 10 s of starting, or when the gateway reports a configuration error
@@ -100,6 +101,20 @@ def _run(
             ],
         ),
         "process": _child_command(cli, ["process", "--follow", *common]),
+        # retention (issue 15): a pass shortly after start, then every retention_interval_s
+        "retention": _child_command(
+            cli,
+            [
+                "retention",
+                "apply",
+                "--apply",
+                "--every-s",
+                str(settings.retention_interval_s),
+                "--first-delay-s",
+                str(settings.retention_first_delay_s),
+                *common,
+            ],
+        ),
     }
     from gateway.service import EXIT_CONFIG, EXIT_LISTEN
 

@@ -1,10 +1,13 @@
-"""``energylake retention``: what the contracts' retention says is due (``retention.plan``)."""
+"""``energylake retention``: what the contracts' retention says is due (``retention.plan``),
+and acting on it (``retention.apply``; a dry run unless ``--apply``)."""
 
 from __future__ import annotations
 
+import signal
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -12,13 +15,14 @@ from rich.table import Table
 
 from cli.common import cli_context, when
 from contracts import load_registry
+from retention.apply import ApplyReport, apply_and_record, apply_retention
 from retention.plan import plan_retention
 
 __all__ = ["app"]
 
 app = typer.Typer(
     name="retention",
-    help="Retention tiers: plan (what is due to archive or delete; changes nothing).",
+    help="Retention tiers: plan (what is due; changes nothing) and apply (dry run unless --apply).",
     no_args_is_help=True,
 )
 
@@ -66,3 +70,109 @@ def retention_plan(
             f"{t['archive_bytes']:,}", f"{t['delete_bytes']:,}",
         )  # fmt: skip
     cli.console.print(table)
+
+
+@app.command("apply")
+def retention_apply(
+    ctx: typer.Context,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Act (without it: a dry run that changes nothing).")
+    ] = False,
+    at: Annotated[
+        str | None, typer.Option("--at", help="Apply as of this time (ISO; default now).")
+    ] = None,
+    every_s: Annotated[
+        float | None,
+        typer.Option(
+            "--every-s",
+            help="Run again every this many seconds (with --apply; what `energylake run` "
+            "starts). The first pass after --first-delay-s.",
+        ),
+    ] = None,
+    first_delay_s: Annotated[
+        float, typer.Option("--first-delay-s", help="With --every-s: seconds to the first pass.")
+    ] = 0.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Every table, as JSON.")] = False,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Override data_dir.")] = None,
+) -> None:
+    """Move rows past their hot days to the archive tier and delete (then purge the bytes
+    of) rows past their archive days, as each contract's retention says. Prints, per
+    dataset and tenant, what the plan says and what was done: rows moved and deleted,
+    files and bytes written and removed, seconds. A dry run unless --apply."""
+    cli = cli_context(ctx)
+    settings = cli.settings(data_dir=data_dir)
+    registry = load_registry(settings.contracts_dir) if settings.contracts_dir else load_registry()
+    stop = threading.Event()
+    if every_s is not None:
+        if not apply:
+            raise typer.BadParameter("--every-s runs passes that act: give --apply too")
+        for sig in (signal.SIGTERM, signal.SIGINT):  # a pass under way finishes; then exit 0
+            signal.signal(sig, lambda signum, frame: stop.set())
+        if stop.wait(first_delay_s):
+            return
+    while True:
+        now = when(at, "--at") or datetime.now(UTC)
+        store = settings.lake_store()
+        if apply:
+            from audit.log import AuditLog
+            from lineage.emitter import LineageEmitter
+
+            report = apply_and_record(
+                store,
+                registry,
+                now,
+                audit=AuditLog(
+                    settings.data_dir / "audit" / "retention",
+                    component="retention",
+                    fail_closed=True,
+                    anchor_dir=settings.audit_anchor_dir,
+                    anchor_every_records=settings.audit_anchor_every_records,
+                    anchor_interval_s=settings.audit_anchor_interval_s,
+                ),
+                emitter=LineageEmitter.from_settings(settings),
+                storage_class=settings.archive_storage_class,
+                target_file_bytes=settings.archive_target_file_bytes,
+            )
+        else:
+            report = apply_retention(store, registry, now, apply=False)
+        _print_report(cli, report, as_json=as_json)
+        if every_s is None or stop.wait(every_s):
+            return
+
+
+def _print_report(cli: Any, report: ApplyReport, *, as_json: bool) -> None:
+    if as_json:
+        typer.echo(
+            orjson.dumps(
+                {
+                    "now": report.now.isoformat(),
+                    "applied": report.applied,
+                    "seconds": report.seconds,
+                    "totals": report.totals(),
+                    "tables": [t.to_json() for t in report.tables],
+                },
+                option=orjson.OPT_INDENT_2,
+            ).decode()
+        )
+        return
+    what = "done" if report.applied else "dry run: nothing changed"
+    table = Table(
+        "dataset", "tenant", "rows moved", "rows deleted", "files written", "bytes written",
+        "files removed", "bytes removed", "seconds",
+        title=f"retention at {report.now.isoformat(timespec='seconds')} ({what})",
+        title_justify="left",
+    )  # fmt: skip
+    for t in report.tables:
+        if not (t.rows_archived or t.rows_deleted or t.redone or t.purged):
+            continue
+        table.add_row(
+            t.dataset, t.tenant or "-", f"{t.rows_archived:,}", f"{t.rows_deleted:,}",
+            f"{t.files_written:,}", f"{t.bytes_written:,}", f"{t.files_removed:,}",
+            f"{t.bytes_removed:,}", f"{t.seconds:.2f}",
+        )  # fmt: skip
+    cli.console.print(table)
+    totals = report.totals()
+    cli.console.print(
+        f"total: {totals['rows_archived']:,} rows moved to the archive, "
+        f"{totals['rows_deleted']:,} deleted, in {report.seconds:.2f} s"
+    )

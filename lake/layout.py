@@ -5,6 +5,7 @@
     tenants/<tenant>/<dataset>/            a Delta table per tenant and dataset
     tenants/_unassigned/quarantine/        quarantined records whose tenant is unknown
     platform/clients/                      the clients table (the platform's own)
+    archive/<tenant>/<dataset>/            the archive tier of a tenant's dataset (retention)
     raw/<YYYY>/<MM>/<DD>/<segment>         raw archive of landing segments
     _state/<pipeline_id>/...               pipeline state (checkpoints, plans)
 
@@ -22,12 +23,16 @@ from lake.storage import Store
 __all__ = [
     "HELD_FOLDER",
     "QUARANTINE_DATASET",
+    "RETENTION_BEFORE_KEY",
+    "RETENTION_TXN",
     "UNASSIGNED_TENANT",
+    "archive_rel",
     "check_dataset",
     "check_tenant",
     "clients_rel",
     "months_between",
     "raw_archive_rel",
+    "retention_source_txn",
     "state_rel",
     "table_rel",
     "tenants",
@@ -77,6 +82,26 @@ def table_rel(tenant: str, dataset: str) -> str:
     else:
         check_tenant(tenant)
     return f"tenants/{tenant}/{dataset}"
+
+
+def archive_rel(tenant: str, dataset: str) -> str:
+    """``archive/<tenant>/<dataset>``: the archive tier of ``table_rel(tenant, dataset)``
+    (a Delta table of its own, partitioned by the month of the retention basis)."""
+    table_rel(tenant, dataset)  # the same checks
+    return f"archive/{tenant}/{dataset}"
+
+
+RETENTION_TXN = "retention:archive"
+"""App id of a hot table's retention delete commits (version: the hot version the pass read)."""
+RETENTION_BEFORE_KEY = "energylake.retention.before"
+"""Commit metadata key of a retention commit: the cut-off (ISO timestamp) of its predicate."""
+
+
+def retention_source_txn(hot_rel: str) -> str:
+    """App id of an archive table's commit of a pass over ``hot_rel`` (version: the hot
+    version the pass read). The archive has it and the hot table's RETENTION_TXN is older:
+    the pass is archived and not yet deleted from hot (retention.apply)."""
+    return f"retention:{hot_rel}"
 
 
 def clients_rel() -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import (
@@ -317,6 +317,26 @@ class Settings(BaseSettings):
         default=None,
         min_length=1,
         description="KMS key id, ARN or alias for aws:kms (default: the AWS-managed key).",
+    )
+
+    # --- retention (issue 15): docs/RETENTION.md, "Tiers: hot, archive, delete" ---
+    retention_interval_s: float = Field(
+        default=86400.0,
+        gt=0,
+        description="energylake run: seconds between retention passes.",
+    )
+    retention_first_delay_s: float = Field(
+        default=60.0, ge=0, description="energylake run: seconds from start to the first pass."
+    )
+    archive_storage_class: Literal["GLACIER_IR", "STANDARD", "STANDARD_IA"] = Field(
+        default="GLACIER_IR",
+        description="S3 storage class of archive-tier data files (never of _delta_log); "
+        "GLACIER_IR stays readable at once, GLACIER / DEEP_ARCHIVE would not and are refused.",
+    )
+    archive_target_file_bytes: int = Field(
+        default=128 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Target size of an archive data file (one per month and pass, split above).",
     )
 
     # --- the tamper-evident audit log (docs/AUDIT.md; issue 14, audit) ---
