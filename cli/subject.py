@@ -63,10 +63,7 @@ def _places(settings: Settings) -> Places:
 
 
 def _subject(options: dict[str, str | None]) -> Subject:
-    try:
-        return start_subject(options, ["contact", "technician"])
-    except ValueError as exc:
-        raise ConfigError(str(exc), setting="--email/--mobile/--name/--contact-id/...") from exc
+    return start_subject(options, ["contact", "technician"])
 
 
 def _options(
@@ -228,10 +225,7 @@ def subject_rectify(
     if not sep or kind not in ID_OPTIONS or not value:
         raise ConfigError(f"--set takes KIND=VALUE with KIND one of {ID_OPTIONS}", setting="--set")
     findings, who = find_request(settings, _options(email, mobile, name, contact_id, technician_id))
-    try:
-        report = rectify_subject(settings.lake_store(), _registry(settings), findings, kind, value)
-    except ValueError as exc:
-        raise ConfigError(str(exc), setting="--set") from exc
+    report = rectify_subject(settings.lake_store(), _registry(settings), findings, kind, value)
     subjects_log(settings).append(
         "SUBJECT_RECTIFY",
         {"subject": who, "actor": os_user(), "field_kind": kind, "tables": report.tables},

@@ -33,15 +33,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from contracts import Contract, ContractRegistry
+from contracts.errors import ConfigError
 from lake.delta import latest_version, read_table, table_exists
 from lake.keys import KeyStore
-from lake.layout import UNASSIGNED_TENANT, clients_rel, table_rel, tenants
+from lake.layout import UNASSIGNED_TENANT, archive_rel, clients_rel, table_rel, tenants
 from lake.storage import Store
 from landing.format import BODY_FIXED, FILE_HEADER_BYTES, FRAME_HEAD
 from retention.subject import ID_OPTIONS, Matcher, Subject
 
 __all__ = [
-    "ARCHIVE_PREFIX",
     "FileHit",
     "Findings",
     "Places",
@@ -54,9 +54,6 @@ __all__ = [
     "start_subject",
     "subject_tables",
 ]
-
-ARCHIVE_PREFIX = "archive"
-"""Archive-tier tables live at ``archive/<tenant>/<dataset>`` (retention's hot-to-archive)."""
 
 _MAX_ROUNDS = 5
 
@@ -159,7 +156,7 @@ def subject_tables(store: Store, contract: Contract) -> Iterator[tuple[str | Non
     else:
         for tenant in tenants(store):
             candidates.append((tenant, table_rel(tenant, contract.dataset)))
-            candidates.append((tenant, f"{ARCHIVE_PREFIX}/{tenant}/{contract.dataset}"))
+            candidates.append((tenant, archive_rel(tenant, contract.dataset)))
         if contract.dataset == "quarantine":
             candidates.append((UNASSIGNED_TENANT, table_rel(UNASSIGNED_TENANT, "quarantine")))
     for owner, rel in candidates:
@@ -370,10 +367,11 @@ def _file_hit(
 def start_subject(options: dict[str, str | None], kinds: list[str]) -> Subject:
     """The subject of a request's options (exactly one must be given)."""
     given = [(k, v) for k, v in options.items() if v]
+    named = ", ".join(f"--{k}" if k in ID_OPTIONS else f"--{k}-id" for k in options)
     if len(given) != 1:
-        raise ValueError("name the person by exactly one of: " + ", ".join(options))
+        raise ConfigError(f"name the person by exactly one of {named}", setting=named)
     kind, value = given[0]
     assert value is not None
     if kind not in ID_OPTIONS and kind not in kinds:
-        raise ValueError(f"unknown identifier kind {kind!r}")
+        raise ConfigError(f"unknown kind of identifier {kind!r}: one of {named}", setting=kind)
     return Subject.start(kind, value)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from deltalake import CommitProperties
 
 from contracts import ContractRegistry
+from contracts.errors import ConfigError
 from lake.delta import open_table
 from lake.purge import purge_table
 from lake.storage import Store
@@ -40,9 +41,15 @@ def rectify_subject(
         fields = [f for f in registry.get(hit.dataset).fields if f.identifies == kind]
         for f in fields:
             if f.pattern and not re.fullmatch(f.pattern, value):
-                raise ValueError(f"{hit.dataset}.{f.name} must match {f.pattern}: not {value!r}")
+                raise ConfigError(
+                    f"{hit.dataset}.{f.name} must match {f.pattern}: not {value!r}",
+                    setting="--set",
+                )
             if f.max_length and len(value) > f.max_length:
-                raise ValueError(f"{hit.dataset}.{f.name} holds at most {f.max_length} characters")
+                raise ConfigError(
+                    f"{hit.dataset}.{f.name} holds at most {f.max_length} characters",
+                    setting="--set",
+                )
         if fields:
             plans.append((hit, fields))
     props = CommitProperties(custom_metadata={"energylake.operation": "rectification"})

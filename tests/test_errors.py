@@ -48,6 +48,7 @@ INVARIANTS = {
     ("write_results_files", "ValueError"): "the gate gives the results of one batch per table",
     ("record_decision", "ValueError"): "release.py checks the operator's decision first "
     "(ReleaseError); this guards the API",
+    ("_json_default", "TypeError"): "the json module's protocol for a value it cannot write",
     ("_take", "ValueError"): "the plan and its files disagree: a bug of the batch "
     "protocol, not an input",
     ("_parse_faults", "ValueError"): "local control flow, turned into typer.BadParameter two "
