@@ -404,7 +404,8 @@ class Session:
         )
         for rel, tenant, hot in _tiers(rels, view.dataset):
             if not table_exists(self._store, rel):
-                versions[rel] = None
+                if hot:  # an archive that does not exist (yet) is not a source
+                    versions[rel] = None
                 continue
             delta = open_table(self._store, rel)
             versions[rel] = int(delta.version())
@@ -422,9 +423,12 @@ class Session:
                 if pending is not None:
                     basis = contract.retention.basis
                     rows_filter = rows_filter & (pc.field(basis) >= pa.scalar(pending))
-            scan = lake_dataset(
-                self._store, rel, table=delta, files=self._prune(contract, read, parts_by)
-            )
+            files = self._prune(contract, read)
+            if files is not None and _BRANCH_COLUMN not in parts_by:
+                # the archive tier is partitioned by month: branches are bounded by the rows
+                # filter (and time by the files' statistics), not by partition values
+                files = [f for f in files if f[0] != _BRANCH_COLUMN] or None
+            scan = lake_dataset(self._store, rel, table=delta, files=files)
             rows = scan.to_table(columns=columns, filter=rows_filter)
             for client in _tenants_of(rows, tenant):
                 part = rows
@@ -449,14 +453,11 @@ class Session:
         until = min((t for t in (self.until, read.until) if t is not None), default=None)
         return since, until
 
-    def _prune(
-        self, contract: Contract, read: Read, partitions: list[str]
-    ) -> list[tuple[str, str, Any]] | None:
-        """Files that may hold the rows (partition values, and min/max statistics);
-        ``partitions``: the table's partition columns (the archive tier has its own)."""
+    def _prune(self, contract: Contract, read: Read) -> list[tuple[str, str, Any]] | None:
+        """Files that may hold the rows (partition values, and min/max statistics)."""
         files: list[tuple[str, str, Any]] = []
         keys = dict(read.keys)
-        if _BRANCH_COLUMN in partitions:
+        if _BRANCH_COLUMN in contract.partition_columns:
             branches = set(self.branches) if self.branches is not None else None
             if _BRANCH_COLUMN in keys:
                 wanted = set(keys[_BRANCH_COLUMN])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -131,6 +132,24 @@ def test_apply_moves_the_rows_once_and_the_dry_run_changes_nothing(lake: Setting
     personal = {f.name for f in contract.fields if f.classification in ("personal", "location")}
     assert "ts" in stats
     assert not personal & set(stats)
+    # commit metadata and predicates: the basis column and a timestamp, never a row's value
+    retention_commits = 0
+    for rel in (hot, arch):
+        for log in sorted(Path(store.url(rel), "_delta_log").glob("*.json")):
+            for line in log.read_text().splitlines():
+                info = json.loads(line).get("commitInfo")
+                if not info or not str(info.get("energylake.operation", "")).startswith(
+                    "retention"
+                ):
+                    continue
+                retention_commits += 1
+                predicate = (info.get("operationParameters") or {}).get("predicate")
+                if predicate is not None:
+                    assert re.fullmatch(
+                        r"ts < arrow_cast\('[0-9T:.-]+', '[A-Za-z(), \"]+'\)", predicate
+                    )
+                assert not personal & set(info)
+    assert retention_commits == 2  # the archive's and the hot table's
     # a second pass at the same moment has nothing to do
     again = json.loads(cli(lake, "apply", "--apply", "--at", now.isoformat(), "--json"))
     assert sum(t["rows_archived"] + t["rows_deleted"] for t in again["tables"]) == 0
