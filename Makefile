@@ -87,6 +87,7 @@ bench: $(STAMP) mosquitto ## the benchmarks, each against a baseline measured in
 	$(BIN)/python -m bench.quality_gate
 	$(BIN)/python -m bench.access
 	$(BIN)/python -m bench.retention
+	$(BIN)/python -m bench.erasure
 
 lock: ## refresh constraints.txt from a clean resolve
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv

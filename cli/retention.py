@@ -16,6 +16,8 @@ from rich.table import Table
 from cli.common import cli_context, when
 from contracts import load_registry
 from retention.apply import ApplyReport, apply_and_record, apply_retention
+from retention.areas import AreaReport, declared_areas, describe, expire_areas, uncovered
+from retention.find import lineage_files
 from retention.plan import plan_retention
 
 __all__ = ["app"]
@@ -113,34 +115,44 @@ def retention_apply(
     while True:
         now = when(at, "--at") or datetime.now(UTC)
         store = settings.lake_store()
+        extracts = [path for kind, path, _run, _ds in lineage_files(_lineage_dir(settings))
+                    if kind == "extract"]  # fmt: skip
         if apply:
             from audit.log import AuditLog
             from lineage.emitter import LineageEmitter
 
+            audit = AuditLog(
+                settings.data_dir / "audit" / "retention",
+                component="retention",
+                fail_closed=True,
+                anchor_dir=settings.audit_anchor_dir,
+                anchor_every_records=settings.audit_anchor_every_records,
+                anchor_interval_s=settings.audit_anchor_interval_s,
+            )
             report = apply_and_record(
                 store,
                 registry,
                 now,
-                audit=AuditLog(
-                    settings.data_dir / "audit" / "retention",
-                    component="retention",
-                    fail_closed=True,
-                    anchor_dir=settings.audit_anchor_dir,
-                    anchor_every_records=settings.audit_anchor_every_records,
-                    anchor_interval_s=settings.audit_anchor_interval_s,
-                ),
+                audit=audit,
                 emitter=LineageEmitter.from_settings(settings),
                 storage_class=settings.archive_storage_class,
                 target_file_bytes=settings.archive_target_file_bytes,
             )
+            areas = expire_areas(settings, store, now, apply=True, lineage_files=extracts)
+            audit.append("RETENTION_AREAS", {"deleted": areas.deleted, "bytes": areas.bytes})
         else:
             report = apply_retention(store, registry, now, apply=False)
-        _print_report(cli, report, as_json=as_json)
+            areas = expire_areas(settings, store, now, apply=False, lineage_files=extracts)
+        _print_report(cli, report, areas, as_json=as_json)
         if every_s is None or stop.wait(every_s):
             return
 
 
-def _print_report(cli: Any, report: ApplyReport, *, as_json: bool) -> None:
+def _lineage_dir(settings: Any) -> Path:
+    return Path(settings.lineage_dir or settings.data_dir / "lineage")
+
+
+def _print_report(cli: Any, report: ApplyReport, areas: AreaReport, *, as_json: bool) -> None:
     if as_json:
         typer.echo(
             orjson.dumps(
@@ -150,6 +162,7 @@ def _print_report(cli: Any, report: ApplyReport, *, as_json: bool) -> None:
                     "seconds": report.seconds,
                     "totals": report.totals(),
                     "tables": [t.to_json() for t in report.tables],
+                    "areas": {"deleted": areas.deleted, "bytes": areas.bytes},
                 },
                 option=orjson.OPT_INDENT_2,
             ).decode()
@@ -176,3 +189,39 @@ def _print_report(cli: Any, report: ApplyReport, *, as_json: bool) -> None:
         f"total: {totals['rows_archived']:,} rows moved to the archive, "
         f"{totals['rows_deleted']:,} deleted, in {report.seconds:.2f} s"
     )
+    verb = "deleted" if areas.applied else "due"
+    for name, count in sorted(areas.deleted.items()):
+        cli.console.print(f"{name}: {count:,} files ({areas.bytes[name]:,} bytes) {verb}")
+
+
+@app.command("areas")
+def retention_areas(
+    ctx: typer.Context,
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit 1 listing every file no area covers.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="The areas, as JSON.")] = False,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Override data_dir.")] = None,
+) -> None:
+    """Everything the platform keeps: each storage area, where it lives, its owner, its
+    retention, where that comes from and what enforces it. With --check, every file of
+    the data folder and the lake must belong to one."""
+    cli = cli_context(ctx)
+    settings = cli.settings(data_dir=data_dir)
+    registry = load_registry(settings.contracts_dir) if settings.contracts_dir else load_registry()
+    rows = describe(declared_areas(settings, registry))
+    if as_json:
+        typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+    else:
+        table = Table("area", "where", "owner", "retention", "source", "enforced by",
+                      title="storage areas", title_justify="left")  # fmt: skip
+        for row in rows:
+            table.add_row(*row.values())
+        cli.console.print(table)
+    if check:
+        missing = uncovered(settings, registry, settings.lake_store())
+        for rel in missing:
+            typer.echo(f"not in any storage area: {rel}", err=True)
+        if missing:
+            raise typer.Exit(1)
+        cli.console.print("every file belongs to a storage area")

@@ -356,6 +356,46 @@ class Settings(BaseSettings):
         "(at its next record or timer); bounds the tail a cut could hide.",
     )
 
+    # --- storage-area retention (docs/RETENTION.md, "Storage areas"; issue 15) ---
+    raw_archive_days: int = Field(
+        default=90,
+        ge=2,
+        description="Raw segment archive (lake raw/): days kept. Raw payloads may hold "
+        "personal data: as long as the quarantine keeps its excerpts (30 + 60 days).",
+    )
+    batch_state_days: int = Field(
+        default=30,
+        ge=1,
+        description="Finished pipeline batches' state: days kept (the last 100 batches always).",
+    )
+    lineage_days: int = Field(
+        default=730,
+        ge=30,
+        description="Lineage events: days kept; at least as long as extract_days, since "
+        "erasure finds extracts through them.",
+    )
+    data_docs_days: int = Field(
+        default=400, ge=1, description="Data Docs validation results: days kept."
+    )
+    log_days: int = Field(default=30, ge=1, description="Log files: days after their last write.")
+    extract_days: int = Field(
+        default=30, ge=1, description="Extracts (energylake extract): days kept."
+    )
+    receipt_days: int = Field(
+        default=1095,
+        ge=365,
+        description="Erasure receipts: days kept (the fact of an erasure; at least a year).",
+    )
+    access_history_days: int = Field(
+        default=730, ge=365, description="Superseded grant/objection revisions: days kept."
+    )
+    deleted_tenant_key_days: int = Field(
+        default=30,
+        ge=0,
+        description="A tenant's pseudonymisation key once the tenant has no table left: "
+        "days before it is destroyed (crypto-shredding of its pseudonyms).",
+    )
+
     # --- data-subject erasure (docs/ERASURE.md; issue 15, subject requests) ---
     erasure_reader_grace_s: float = Field(
         default=5.0,

@@ -49,6 +49,7 @@ __all__ = [
     "TableHit",
     "file_occurrences",
     "find_subject",
+    "lineage_files",
     "searchable",
     "segment_records",
     "start_subject",
@@ -239,7 +240,7 @@ def segment_records(data: bytes, matcher: Matcher) -> int:
     return count
 
 
-def _lineage_files(lineage_dir: Path) -> Iterator[tuple[str, Path, str, str]]:
+def lineage_files(lineage_dir: Path) -> Iterator[tuple[str, Path, str, str]]:
     """``(kind, path, run id, dataset)`` of every local file an extract wrote or a reference
     load read."""
     events = lineage_dir / "events"
@@ -331,7 +332,7 @@ def find_subject(
         if records:
             findings.segments.append(SegmentHit("landing", str(path), records))
     with_pseudonyms = subject.matcher(pseudonyms)
-    for kind, path, run, dataset in _lineage_files(places.lineage_dir):
+    for kind, path, run, dataset in lineage_files(places.lineage_dir):
         data = path.read_bytes()
         _file_hit(findings, kind, path, data, needles, with_pseudonyms, run, dataset)
     for folder in places.text_dirs:

@@ -210,6 +210,12 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     # Nothing the demo made (landing segments, raw archive, quarantine, audit with client
     # addresses, contacts, the broker's files and database, logs) is open to group or others.
     assert open_to_others(tmp_path) == []
+    # and every file it made belongs to a storage area with an owner and a retention
+    from contracts import load_registry
+    from retention.areas import uncovered
+
+    settings = load_settings(data_dir=tmp_path)
+    assert uncovered(settings, load_registry(), settings.lake_store()) == []
 
 
 def test_simulate_landing_creates_nothing_others_can_read(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from lake.delta import read_table, table_exists
 from lake.duck import connect as duck_connect
 from lake.layout import table_rel
 from lake.storage import Store
+from retention.areas import uncovered
 from tests.conftest import S3_ENV
 from tests.retention.erasure_lake import (
     MOBILE,
@@ -211,6 +212,9 @@ def _run_erasure(lake: ErasureLake, *, on_s3: bool) -> None:
         o["name"]: o["facets"]["version"]["datasetVersion"] for o in complete["outputs"]
     }
     assert all(int(versions_out[t]) > int(versions_in[t]) for t in touched)
+
+    # every file left belongs to a storage area with an owner and a retention
+    assert uncovered(lake.settings, lake.registry, lake.store) == []
 
     # a second erasure finds nothing and changes nothing
     again = lake.cli("subject", "find", "--mobile", MOBILE, "--json")
