@@ -101,13 +101,15 @@ def test_erase_killed_at_random_points_completes_on_rerun(tmp_path: Path) -> Non
     length = time.monotonic() - started
     rng = random.Random(15)
     killed_mid_run = 0
-    for n in range(ROUNDS):
+    for n in range(2 * ROUNDS):  # until ROUNDS kills landed inside a run (a loaded machine
+        if killed_mid_run >= ROUNDS:  # may finish a run before its kill: that round is spare)
+            break
         data = _copy(template, tmp_path / f"round-{n}")
         store = Store.from_uri(data / "lake")
         reader = _Reader(store, expected)
         reader.start()
         proc = _erase(data)
-        time.sleep(rng.uniform(0.15, 0.95) * length)
+        time.sleep(rng.uniform(0.05, 0.7) * length)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             killed_mid_run += 1
@@ -127,4 +129,4 @@ def test_erase_killed_at_random_points_completes_on_rerun(tmp_path: Path) -> Non
         after = _counts(store)
         assert after == {**expected, "kaveri/contacts": expected["kaveri/contacts"] - 1}
         shutil.rmtree(data)
-    assert killed_mid_run >= ROUNDS - 1  # the kills landed inside the runs
+    assert killed_mid_run >= ROUNDS  # the kills landed inside the runs
