@@ -32,6 +32,7 @@ from cli import (
     publish,
     quality,
     reference,
+    report,
     retention,
     simulate,
     sql,
@@ -86,6 +87,7 @@ _COMMANDS = (
     audit.app,  # the tamper-evident audit log (issue 14)
     retention.app,
     subject.app,  # data-subject rights (issue 15)
+    report.app,  # sustainability reporting (issue 16)
 )
 for _commands in _COMMANDS:
     app.add_typer(_commands)

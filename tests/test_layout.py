@@ -26,6 +26,7 @@ OURS = {
     "audit",
     "batch",
     "retention",
+    "reporting",
 }
 # package -> the packages of ours it may import (docs/ARCHITECTURE.md, "Packages and
 # import direction"; the
@@ -43,6 +44,7 @@ ALLOWED = {
     "landing": {"contracts", "durable"},
     "batch": {"contracts", "durable", "lake", "lineage"},
     "retention": {"contracts", "durable", "lake", "lineage", "audit", "landing"},
+    "reporting": {"contracts", "durable", "lake", "lineage", "audit", "analytics"},
     "pipelines": OURS - {"cli", "devstack"},
     "devstack": OURS - {"cli"},
     "cli": OURS,
@@ -61,6 +63,7 @@ NO_BEAM = {
     "audit",
     "batch",
     "retention",
+    "reporting",
 }
 
 
