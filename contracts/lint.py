@@ -22,6 +22,7 @@ code (``E0xx``) operators and tests can search for. Codes:
 - E064 (registry) two contracts with one deviceKind; E065 (registry) a deviceKind the device
   registry's ``kind`` enum does not allow; E066 (registry) a kind of that enum that no
   contract names as its deviceKind
+- E067 scope not 'platform' or 'tenant'
 - E036 sentinel not ``<u16|s16|u32|s32>[/divisor]`` or on a property that is not a number
 - E037 subject not a kind of the vocabulary's ``subjects``, or on a property that is not
   ``personal`` string data
@@ -75,7 +76,7 @@ _PROPERTY_CUSTOM_KEYS = {
     "identifies",
     "freeText",
 }
-_CONTRACT_CUSTOM_KEYS = {"retention", "deviceKind", "personalData", "erasure"}
+_CONTRACT_CUSTOM_KEYS = {"retention", "deviceKind", "personalData", "erasure", "scope"}
 _SEVERITIES = {"error", "warning"}
 _DEVICE_KIND = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _NUMERIC = {"integer", "number"}
@@ -222,6 +223,13 @@ class _Linter:
                 "E063",
                 f"deviceKind {kind!r} must be a lower-case name like 'meter' (the device "
                 "registry's kind whose readings this dataset holds)",
+            )
+        scope = custom.get("scope")
+        if scope is not None and scope not in ("platform", "tenant"):
+            self.add(
+                "customProperties.scope",
+                "E067",
+                f"scope {scope!r} must be 'platform' (one table, platform/<dataset>) or 'tenant'",
             )
         self._quality(obj, props, columns)
         for index, prop in enumerate(props):

@@ -190,6 +190,12 @@ class Contract:
         kind = self.extras.get("deviceKind")
         return None if kind is None else str(kind)
 
+    @property
+    def platform_wide(self) -> bool:
+        """One table for the whole platform (``platform/<dataset>``), not one per tenant:
+        ``customProperties.scope: platform``, and the clients table."""
+        return self.extras.get("scope") == "platform" or self.dataset == "clients"
+
     def subject_field(self, kind: str) -> Field | None:
         """The field holding the id of data subjects of ``kind``, if the dataset names them."""
         for candidate in self.fields:

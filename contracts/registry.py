@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from open_data_contract_standard.model import OpenDataContractStandard
 
-from contracts.errors import ContractInvalidError, ContractNotFoundError
+from contracts.errors import ContractInvalidError, ContractNotFoundError, LintIssue
 from contracts.lint import CONTRACT_SUFFIX, DEVICES_DATASET, device_kind_issues, lint_data
 from contracts.model import (
     Contract,
@@ -144,7 +144,11 @@ def load_contract(path: Path, vocab: Vocabulary | None = None) -> Contract:
     try:
         data = yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader (C or Python)
     except yaml.YAMLError as exc:
-        raise ContractInvalidError(str(path), []) from exc
+        where = getattr(exc, "problem_mark", None)
+        at = f"line {where.line + 1}, column {where.column + 1}" if where is not None else "(root)"
+        problem = str(getattr(exc, "problem", None) or exc)
+        issue = LintIssue(str(path), at, "E001", f"not valid YAML: {problem}")
+        raise ContractInvalidError(str(path), [issue]) from exc
     issues = lint_data(str(path), data, vocab or load_vocabulary())
     if issues:
         raise ContractInvalidError(str(path), issues)

@@ -5,6 +5,7 @@
     tenants/<tenant>/<dataset>/            a Delta table per tenant and dataset
     tenants/_unassigned/quarantine/        quarantined records whose tenant is unknown
     platform/clients/                      the clients table (the platform's own)
+    platform/<dataset>/                    other platform-wide reference (emission factors, ...)
     archive/<tenant>/<dataset>/            the archive tier of a tenant's dataset (retention)
     raw/<YYYY>/<MM>/<DD>/<segment>         raw archive of landing segments
     _state/<pipeline_id>/...               pipeline state (checkpoints, plans)
@@ -31,6 +32,7 @@ __all__ = [
     "check_tenant",
     "clients_rel",
     "months_between",
+    "platform_rel",
     "raw_archive_rel",
     "retention_source_txn",
     "state_rel",
@@ -106,7 +108,13 @@ def retention_source_txn(hot_rel: str) -> str:
 
 def clients_rel() -> str:
     """The clients table: ``platform/clients``."""
-    return "platform/clients"
+    return platform_rel("clients")
+
+
+def platform_rel(dataset: str) -> str:
+    """A platform-wide table (one for all tenants; contract scope ``platform``):
+    ``platform/<dataset>``."""
+    return f"platform/{check_dataset(dataset)}"
 
 
 def months_between(start: date, end: date) -> list[str]:

@@ -20,15 +20,16 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
 
 from contracts.model import Contract
 from contracts.registry import ContractRegistry, load_registry
 from lake.arrow_types import family
-from lake.delta import CONTRACT_KEY, ensure_table, read_table, table_exists
+from lake.delta import CONTRACT_KEY, ensure_table, open_table, read_table, table_exists
 from lake.errors import LakeError, LayoutError, ReferenceDataError
-from lake.layout import check_tenant, clients_rel, table_rel, tenants
+from lake.layout import check_tenant, clients_rel, platform_rel, table_rel, tenants
 from lake.storage import Store
 
 __all__ = [
@@ -39,7 +40,9 @@ __all__ = [
     "TableLoad",
     "fingerprint",
     "load_device_registry",
+    "load_platform_reference",
     "load_reference",
+    "read_platform_reference",
     "read_reference_file",
 ]
 
@@ -120,11 +123,12 @@ def read_reference_file(path: Path, contract: Contract) -> pa.Table:
     file = str(path)
     if not path.is_file():
         raise ReferenceDataError(file, f"missing (the source of dataset {contract.dataset!r})")
-    try:
-        raw = pq.read_table(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise ReferenceDataError(file, f"not a readable Parquet file: {exc}") from exc
     schema = contract.arrow_schema()
+    try:
+        raw = _read_csv(path, schema) if path.suffix == ".csv" else pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        kind = "CSV" if path.suffix == ".csv" else "Parquet"
+        raise ReferenceDataError(file, f"not a readable {kind} file: {exc}") from exc
     extra = [name for name in raw.column_names if name not in schema.names]
     if extra:
         raise ReferenceDataError(file, f"not in contract {contract.ref}", extra[0])
@@ -152,6 +156,18 @@ def read_reference_file(path: Path, contract: Contract) -> pa.Table:
             )
         table = table.sort_by([(k, "ascending") for k in keys])
     return table
+
+
+def _read_csv(path: Path, schema: pa.Schema) -> pa.Table:
+    """A CSV reference file (a header row; empty cells are nulls), typed by the contract."""
+    return pacsv.read_csv(
+        path,
+        convert_options=pacsv.ConvertOptions(
+            column_types={f.name: f.type for f in schema},
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+        ),
+    )
 
 
 def fingerprint(table: pa.Table) -> str:
@@ -267,6 +283,34 @@ def _load_split(
         part = rows.filter(pc.equal(rows.column(TENANT_COLUMN), tenant))
         loads.append(_load_table(store, table_rel(tenant, name), contract, part, source, tenant))
     return loads
+
+
+def load_platform_reference(store: Store, path: Path, contract: Contract) -> TableLoad:
+    """Load a platform-wide reference file (Parquet, or CSV with a header row) into
+    ``platform/<dataset>`` under its contract: a snapshot, idempotent like every load."""
+    if not contract.platform_wide:
+        raise LakeError(
+            f"{contract.ref} is a per-tenant dataset; load it with the others"
+            " (energylake reference load)"
+        )
+    rows = read_reference_file(path, contract)
+    return _load_table(store, platform_rel(contract.dataset), contract, rows, str(path), None)
+
+
+def read_platform_reference(
+    store: Store, contract: Contract, version: int | None = None
+) -> tuple[pa.Table, int]:
+    """A platform-wide reference table (latest, or ``version``) and the version read."""
+    rel = platform_rel(contract.dataset)
+    if not table_exists(store, rel):
+        raise ReferenceDataError(
+            store.url(rel),
+            f"no {contract.dataset} table; load it first (energylake reference"
+            f" load-platform {contract.dataset})",
+        )
+    table = open_table(store, rel, version)
+    rows = read_table(store, rel, version=int(table.version()))
+    return rows.select(contract.field_names).cast(contract.arrow_schema()), int(table.version())
 
 
 def load_device_registry(store: Store, registry: ContractRegistry | None = None) -> pa.Table:

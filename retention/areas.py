@@ -112,8 +112,8 @@ def declared_areas(config: AreaConfig, registry: ContractRegistry) -> list[Area]
             f", {r.archive_days} in the archive" if r.archive_days else ""
         )
         patterns = (
-            ("platform/clients/*",)
-            if contract.dataset == "clients"
+            (f"platform/{contract.dataset}/*",)
+            if contract.platform_wide
             else (f"tenants/*/{contract.dataset}/*", f"archive/*/{contract.dataset}/*")
         )
         areas.append(

@@ -36,7 +36,7 @@ from contracts import Contract, ContractRegistry
 from contracts.errors import ConfigError
 from lake.delta import latest_version, read_table, table_exists
 from lake.keys import KeyStore
-from lake.layout import UNASSIGNED_TENANT, archive_rel, clients_rel, table_rel, tenants
+from lake.layout import UNASSIGNED_TENANT, archive_rel, platform_rel, table_rel, tenants
 from lake.storage import Store
 from landing.format import BODY_FIXED, FILE_HEADER_BYTES, FRAME_HEAD
 from retention.subject import ID_OPTIONS, Matcher, Subject
@@ -152,8 +152,8 @@ def searchable(contract: Contract) -> bool:
 def subject_tables(store: Store, contract: Contract) -> Iterator[tuple[str | None, str]]:
     """Every existing table of the contract, hot and archive: ``(tenant, rel)``."""
     candidates: list[tuple[str | None, str]] = []
-    if contract.dataset == "clients":
-        candidates.append((None, clients_rel()))
+    if contract.platform_wide:
+        candidates.append((None, platform_rel(contract.dataset)))
     else:
         for tenant in tenants(store):
             candidates.append((tenant, table_rel(tenant, contract.dataset)))

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from contracts import Contract, ContractRegistry
 from contracts.model import Retention
 from lake.delta import open_table, table_exists
-from lake.layout import UNASSIGNED_TENANT, clients_rel, table_rel, tenants
+from lake.layout import UNASSIGNED_TENANT, platform_rel, table_rel, tenants
 from lake.storage import Store
 
 __all__ = ["Cutoffs", "PartitionPlan", "RetentionPlan", "cutoffs", "plan_retention"]
@@ -96,8 +96,8 @@ class RetentionPlan:
 
 
 def _tables(store: Store, contract: Contract) -> Iterable[tuple[str | None, str]]:
-    if contract.dataset == "clients":
-        yield None, clients_rel()
+    if contract.platform_wide:
+        yield None, platform_rel(contract.dataset)
         return
     for tenant in tenants(store):
         yield tenant, table_rel(tenant, contract.dataset)

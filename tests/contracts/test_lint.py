@@ -176,7 +176,19 @@ def _enum_wrong_type(data: dict[str, Any]) -> None:
 
 
 # (case, dataset, mutation, code, property path fragment, message fragment)
+def _bad_scope(data: dict[str, Any]) -> None:
+    data["customProperties"].append({"property": "scope", "value": "global"})
+
+
 BROKEN: list[tuple[str, str, Callable[[dict[str, Any]], None], str, str, str]] = [
+    (
+        "scope neither platform nor tenant",
+        "emission_factors",
+        _bad_scope,
+        "E067",
+        "customProperties.scope",
+        "scope 'global'",
+    ),
     (
         "unknown kind of data subject",
         "work_orders",
@@ -416,6 +428,16 @@ def test_not_yaml_is_reported_not_raised(tmp_path: Path) -> None:
     assert "not valid YAML" in issues[0].message
 
 
+def test_loading_bad_yaml_names_the_line_and_the_problem(tmp_path: Path) -> None:
+    file = tmp_path / "meter_readings.odcs.yaml"
+    file.write_text("id: meter_readings\ndescription: a: b\n")
+    with pytest.raises(ContractInvalidError) as raised:
+        load_contract(file)
+    assert "line 2" in str(raised.value)
+    assert "not valid YAML" in str(raised.value)
+    assert "[E001]" in str(raised.value)
+
+
 def test_a_list_is_not_a_contract() -> None:
     issues = lint_data("x.odcs.yaml", ["not", "a", "mapping"])
     assert [i.code for i in issues] == ["E001"]
@@ -440,7 +462,9 @@ def test_cli_lint_passes_on_the_shipped_contracts() -> None:
         [ENERGYLAKE, "contracts", "lint"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
-    assert "10 contract(s) OK" in result.stdout
+    shipped = len(list(CONTRACTS_DIR.glob("*.odcs.yaml")))
+    assert shipped >= 11  # the brief's ten and the reports' reference data
+    assert f"{shipped} contract(s) OK" in result.stdout
 
 
 def test_the_schema_cache_remembers_only_passes_and_sees_any_change(
