@@ -128,12 +128,15 @@ def connect(
     token: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    versions: Mapping[str, int | None] | None = None,
 ) -> Session:
     """Open a governed session for ``principal`` and its one ``purpose`` (required: there
     is no default purpose). ``tenant`` narrows it to one of the principal's tenants;
     ``token`` is a service's; ``since``/``until`` bound the readings' ``ts`` (the window
-    the lake is read for). AccessDeniedError (after an access record) when the grants do
-    not allow it."""
+    the lake is read for). ``versions`` pins the tables (table path -> version, None or
+    absent: the table did not exist): the session reads the lake as it was when those
+    versions were read (time travel; a report's verification). AccessDeniedError (after an
+    access record) when the grants do not allow it."""
     base: dict[str, Any] = {
         "principal": principal,
         "purpose": purpose,
@@ -187,6 +190,7 @@ def connect(
         until,
         os_user=base["os_user"],
         objected=objected,
+        versions=versions,
     )
 
 
@@ -211,6 +215,7 @@ class Session:
         *,
         os_user: str,
         objected: dict[str, dict[str, frozenset[str]]] | None = None,
+        versions: Mapping[str, int | None] | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.principal = grant.principal
@@ -222,6 +227,7 @@ class Session:
         self._os_user = os_user
         self._kind = grant.kind
         self._objected = objected or {}  # tenant -> subject kind -> objected pseudonyms
+        self.pinned = None if versions is None else dict(versions)  # time travel (connect)
         self.views = self._views(registry)
         self._loaded: dict[str, _Loaded] = {}
         self._con = duckdb.connect(config=dict(LOCKED_CONFIG))
@@ -338,6 +344,14 @@ class Session:
         view = self.views[dataset]
         return [(rel, v, view.contract) for rel, v in self._loaded[dataset].versions.items()]
 
+    def read_versions(self) -> dict[str, int | None]:
+        """Every table the session's statements have read, at the version read (None: the
+        table did not exist): what ``connect(versions=...)`` takes to read them again."""
+        out: dict[str, int | None] = {}
+        for loaded in self._loaded.values():
+            out.update(loaded.versions)
+        return dict(sorted(out.items()))
+
     def record(self, event: str, fields: Mapping[str, Any]) -> None:
         """Write an access record of this session (durable when this returns)."""
         self._record(event, fields)
@@ -403,11 +417,12 @@ class Session:
             else [(table_rel(t, view.dataset), t) for t in self.tenants]
         )
         for rel, tenant, hot in _tiers(rels, view.dataset):
-            if not table_exists(self._store, rel):
+            exists, pinned = self._version(rel)
+            if not exists or not table_exists(self._store, rel):
                 if hot:  # an archive that does not exist (yet) is not a source
                     versions[rel] = None
                 continue
-            delta = open_table(self._store, rel)
+            delta = open_table(self._store, rel, pinned)
             versions[rel] = int(delta.version())
             present = set(delta.schema().to_arrow().names)
             columns = [c for c in wanted if c in present]
@@ -419,7 +434,8 @@ class Session:
             if hot and tenant is not None:
                 # the hot tier is opened before its archive (the order of _tiers): rows a
                 # pass has archived but not yet deleted from hot are read from the archive
-                pending = _pending_cutoff(self._store, rel, delta, view.dataset)
+                archive = self._version(archive_rel(tenant, view.dataset))
+                pending = _pending_cutoff(self._store, rel, delta, view.dataset, archive)
                 if pending is not None:
                     basis = contract.retention.basis
                     rows_filter = rows_filter & (pc.field(basis) >= pa.scalar(pending))
@@ -446,6 +462,14 @@ class Session:
             )
             return apply_plan(view.plan, empty, _NO_KEY, contract), versions, objected
         return pa.concat_tables(parts, promote_options="permissive"), versions, objected
+
+    def _version(self, rel: str) -> tuple[bool, int | None]:
+        """How to read ``rel``: (False, None) pinned as absent (the table did not exist when
+        the versions were recorded); (True, None) its latest version; (True, v) version v."""
+        if self.pinned is None:
+            return True, None
+        version = self.pinned.get(rel)
+        return version is not None, version
 
     def _window(self, read: Read) -> tuple[datetime | None, datetime | None]:
         """The session's window narrowed by the statement's (``analytics.pushdown``)."""
@@ -510,14 +534,22 @@ class Session:
         )
 
 
-def _pending_cutoff(store: Store, hot_rel: str, hot: Any, dataset: str) -> datetime | None:
+def _pending_cutoff(
+    store: Store,
+    hot_rel: str,
+    hot: Any,
+    dataset: str,
+    archive_version: tuple[bool, int | None] = (True, None),
+) -> datetime | None:
     """The cut-off of a retention pass the archive holds and ``hot`` (opened first) has
-    not deleted yet (a crash between the two commits); None: no such pass."""
+    not deleted yet (a crash between the two commits); None: no such pass.
+    ``archive_version``: how to read the archive (``Session._version``)."""
     tenant = hot_rel.split("/")[1]
     rel = archive_rel(tenant, dataset)
-    if not table_exists(store, rel):
+    present, version = archive_version
+    if not present or not table_exists(store, rel):
         return None
-    archive = open_table(store, rel)
+    archive = open_table(store, rel, version)
     app_id = retention_source_txn(hot_rel)
     done = archive.transaction_version(app_id)
     deleted = hot.transaction_version(RETENTION_TXN)

@@ -1,0 +1,322 @@
+"""The consumption mart: energy and fuel per device, branch and day in Asia/Kolkata, from the
+cumulative counters, with coverage, read through a governed session.
+
+Quantities (each from a counter; ``lake.consumption`` is the one rule for steps):
+
+- ``grid_import_kwh`` / ``grid_export_kwh``: the meter's import and export counters (the meter
+  sits at the grid incomer; it reads zero while the DG carries the load);
+- ``solar_kwh``: the inverter's generation counter;
+- ``diesel_l``: falls of the DG's tank level x its tank litres (a rise is a refill);
+- ``dg_kwh``: the DG's generated-energy counter (shown, never counted as energy consumed: the
+  diesel is).
+
+A reading at ``ts`` closes the interval since the device's previous reading; its counter step
+belongs to that interval ``(previous ts, ts]``. An interval inside one IST day goes to that
+day (exact, whatever its length). One that crosses midnight is split by time over the days it
+covers; when it is longer than ``gap_factor`` x the device's cadence (at least
+``_MIN_GAP_S``) the split is an *estimate*: each quantity's ``est_`` column holds the part of
+it that is estimated, ``estimated_steps`` counts them, and every report shows them. A counter
+reset (a fall of 10 % or more) counts the new value only, so energy lost to a reset during a
+gap is missing, never invented;
+coverage (readings present / readings expected from the cadence, from the day the device was
+installed) shows it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import polars as pl
+import pyarrow as pa
+
+from analytics.access import Session
+from lake.consumption import counter_steps, fuel_used
+
+__all__ = [
+    "IST",
+    "QUANTITIES",
+    "Mart",
+    "build_mart",
+    "ist_day_start",
+    "read_window",
+]
+
+IST = ZoneInfo("Asia/Kolkata")
+TZ_NAME = "Asia/Kolkata"
+QUANTITIES = ("grid_import_kwh", "grid_export_kwh", "solar_kwh", "diesel_l", "dg_kwh")
+_MARGIN = timedelta(days=7)  # readings before the window: the first step's previous reading
+_MIN_GAP_S = 900.0
+_DAY_S = 86400.0
+
+
+def ist_day_start(day: date) -> datetime:
+    """Midnight IST of ``day``, in UTC."""
+    return datetime.combine(day, time(0, 0), tzinfo=IST).astimezone(UTC)
+
+
+def read_window(start: date, end: date) -> tuple[datetime, datetime]:
+    """The UTC window a mart of IST days ``[start, end)`` reads: a margin before ``start``
+    (the previous reading of each device's first step)."""
+    return ist_day_start(start) - _MARGIN, ist_day_start(end)
+
+
+# (dataset, counter column -> quantity) read from each readings view
+_SOURCES: dict[str, dict[str, str]] = {
+    "meter_readings": {
+        "energy_import_kwh": "grid_import_kwh",
+        "energy_export_kwh": "grid_export_kwh",
+    },
+    "solar_readings": {"energy_generated_kwh": "solar_kwh"},
+    "dg_readings": {"energy_generated_kwh": "dg_kwh"},
+}
+
+
+@dataclass(slots=True)
+class Mart:
+    """Device-days (one row per device and IST day of the window, readings or not) and the
+    branches' attributes. ``device_days`` columns: client_id, branch_id, device_id, kind,
+    day, readings, expected, each quantity and its ``est_`` part, counter_resets,
+    estimated_steps."""
+
+    start: date
+    end: date
+    device_days: pl.DataFrame
+    branches: pl.DataFrame  # branch_id, site_name, city, state, ncr
+
+    def branch_days(self) -> pl.DataFrame:
+        """Per branch and day: each quantity (measured + estimated), its estimated part,
+        readings, expected and coverage per device kind."""
+        return _rollup(self.device_days, ["client_id", "branch_id", "day"])
+
+    def periods(self, by: list[str], period: str) -> pl.DataFrame:
+        """Rolled up by ``by`` (e.g. ["branch_id"], ["city"], []) and ``period`` ("day",
+        "month": YYYY-MM, "fy": YYYY-YY), with branch attributes joined for city/state."""
+        frame = self.device_days.join(self.branches, on="branch_id", how="left")
+        frame = frame.with_columns(
+            pl.col("day").dt.strftime("%Y-%m").alias("month"),
+            _fy_expr(pl.col("day")).alias("fy"),
+        )
+        return _rollup(frame, [*by, period])
+
+
+def _fy_expr(day: pl.Expr) -> pl.Expr:
+    start = pl.when(day.dt.month() >= 4).then(day.dt.year()).otherwise(day.dt.year() - 1)
+    return pl.format("{}-{}", start, ((start + 1) % 100).cast(pl.String).str.zfill(2))
+
+
+def _rollup(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    sums = [
+        *(pl.col(q).sum() for q in QUANTITIES),
+        *(pl.col(f"est_{q}").sum() for q in QUANTITIES),
+        pl.col("counter_resets").sum(),
+        pl.col("estimated_steps").sum(),
+    ]
+    per_kind = [
+        pl.col(c).filter(pl.col("kind") == kind).sum().alias(f"{c}_{kind}")
+        for kind in ("meter", "solar", "dg")
+        for c in ("readings", "expected")
+    ]
+    out = frame.group_by(keys).agg([*sums, *per_kind]) if keys else frame.select([*sums, *per_kind])
+    cover = [
+        pl.when(pl.col(f"expected_{k}") > 0)
+        .then(pl.col(f"readings_{k}") / pl.col(f"expected_{k}"))
+        .otherwise(None)
+        .alias(f"coverage_{k}")
+        for k in ("meter", "solar", "dg")
+    ]
+    out = out.with_columns(cover)
+    return out.sort(keys) if keys else out
+
+
+def build_mart(session: Session, start: date, end: date, *, gap_factor: float = 3.0) -> Mart:
+    """The mart of IST days ``[start, end)`` of the session's tenants (read through the
+    session: its grant's branches, purpose and access records)."""
+    devices = _frame(
+        session.sql(
+            "SELECT client_id, branch_id, device_id, kind, cadence_s, tank_capacity_l,"
+            " installed_on FROM devices"
+        )
+    )
+    branches = _frame(
+        session.sql("SELECT branch_id, site_name, city, state, ncr FROM branches")
+    ).unique("branch_id", keep="first")
+    lo, hi = read_window(start, end)
+    steps: list[pl.DataFrame] = []
+    counts: list[pl.DataFrame] = []
+    for dataset, counters in _SOURCES.items():
+        if dataset not in session.views:
+            continue
+        cols = ", ".join(counters)
+        extra = ", fuel_level_pct" if dataset == "dg_readings" else ""
+        rows = _frame(
+            session.sql(
+                f"SELECT device_id, ts, seq, {cols}{extra} FROM {dataset}"  # noqa: S608 - ours
+                f" WHERE ts >= TIMESTAMPTZ '{lo.isoformat()}'"
+                f" AND ts < TIMESTAMPTZ '{hi.isoformat()}'"
+            )
+        )
+        if rows.height == 0:
+            continue
+        rows = rows.join(devices.select("device_id", "cadence_s"), on="device_id", how="inner")
+        lazy = counter_steps(rows, list(counters))
+        renames = {f"{c}_step": q for c, q in counters.items()}
+        if dataset == "dg_readings":
+            tanks = devices.select("device_id", "tank_capacity_l").filter(
+                pl.col("tank_capacity_l").is_not_null()
+            )
+            lazy = fuel_used(lazy.collect(), tanks).rename({"fuel_used_l": "diesel_l"})
+        prev_ts = pl.col("ts").shift(1).over("device_id")
+        prev_counters = [pl.col(c).shift(1).over("device_id").alias(f"_prev_{c}") for c in counters]
+        stepped = (
+            lazy.sort(["device_id", "ts", "seq"])
+            .with_columns(prev_ts.alias("prev_ts"), *prev_counters)
+            .rename(renames)
+            .collect()
+        )
+        resets = pl.lit(False)
+        for c in counters:
+            prev = pl.col(f"_prev_{c}")
+            resets = resets | ((prev > 0) & (pl.col(c) < prev * 0.9))
+        stepped = stepped.with_columns(resets.alias("_reset"))
+        quantities = [*counters.values(), *(["diesel_l"] if dataset == "dg_readings" else [])]
+        counts.append(_readings_per_day(stepped, start, end))
+        steps.append(_assign(stepped, quantities, gap_factor))
+    device_days = _device_days(devices, start, end, steps, counts)
+    return Mart(start, end, device_days, branches)
+
+
+def _frame(table: pa.Table) -> pl.DataFrame:
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _ist_day(col: pl.Expr) -> pl.Expr:
+    return col.dt.convert_time_zone(TZ_NAME).dt.date()
+
+
+def _readings_per_day(stepped: pl.DataFrame, start: date, end: date) -> pl.DataFrame:
+    return (
+        stepped.with_columns(_ist_day(pl.col("ts")).alias("day"))
+        .filter((pl.col("day") >= start) & (pl.col("day") < end))
+        .group_by("device_id", "day")
+        .agg(pl.len().alias("readings"), pl.col("_reset").sum().alias("counter_resets"))
+    )
+
+
+def _assign(stepped: pl.DataFrame, quantities: list[str], gap_factor: float) -> pl.DataFrame:
+    """Each step's quantities to the IST days its interval ``(prev_ts, ts]`` covers: long
+    form (device_id, day, quantity columns, est_ columns, estimated_steps)."""
+    eps = timedelta(microseconds=1)
+    frame = (
+        stepped.filter(pl.col("prev_ts").is_not_null())
+        .with_columns(
+            ((pl.col("ts") - pl.col("prev_ts")).dt.total_microseconds() / 1e6).alias("_len_s"),
+            _ist_day(pl.col("prev_ts") + eps).alias("_first"),
+            _ist_day(pl.col("ts") - eps).alias("_last"),
+        )
+        .with_columns(
+            (
+                pl.col("_len_s")
+                > pl.max_horizontal(pl.col("cadence_s").cast(pl.Float64) * gap_factor, _MIN_GAP_S)
+            ).alias("_long")
+        )
+    )
+    single = frame.filter(pl.col("_first") == pl.col("_last")).select(
+        "device_id",
+        pl.col("_first").alias("day"),
+        *(pl.col(q) for q in quantities),
+        *(pl.lit(0.0).alias(f"est_{q}") for q in quantities),
+        pl.lit(0, dtype=pl.UInt32).alias("estimated_steps"),
+    )
+    parts = [single]
+    split = frame.filter(pl.col("_first") != pl.col("_last"))
+    if split.height:
+        parts.append(_split_rows(split, quantities))
+    return pl.concat(parts, how="vertical_relaxed")
+
+
+def _split_rows(split: pl.DataFrame, quantities: list[str]) -> pl.DataFrame:
+    """Steps whose interval crosses IST midnight, split by time (few: one per device and day
+    at most, plus the gaps)."""
+    rows: list[dict[str, Any]] = []
+    for row in split.iter_rows(named=True):
+        a: datetime = row["prev_ts"]
+        b: datetime = row["ts"]
+        total = (b - a).total_seconds()
+        day = row["_first"]
+        long = bool(row["_long"])
+        while day <= row["_last"]:
+            lo = max(a, ist_day_start(day))
+            hi = min(b, ist_day_start(day + timedelta(days=1)))
+            share = max((hi - lo).total_seconds(), 0.0) / total if total > 0 else 0.0
+            out: dict[str, Any] = {"device_id": row["device_id"], "day": day}
+            for q in quantities:
+                value = float(row[q] or 0.0) * share
+                out[q] = value
+                out[f"est_{q}"] = value if long else 0.0
+            out["estimated_steps"] = 1 if long and share > 0 else 0
+            rows.append(out)
+            day += timedelta(days=1)
+    schema: dict[str, Any] = {"device_id": pl.String, "day": pl.Date}
+    schema |= {q: pl.Float64 for q in quantities} | {f"est_{q}": pl.Float64 for q in quantities}
+    schema["estimated_steps"] = pl.UInt32
+    return pl.DataFrame(rows, schema=schema)
+
+
+def _device_days(
+    devices: pl.DataFrame,
+    start: date,
+    end: date,
+    steps: list[pl.DataFrame],
+    counts: list[pl.DataFrame],
+) -> pl.DataFrame:
+    days = pl.DataFrame({"day": pl.date_range(start, end, "1d", closed="left", eager=True)})
+    grid = devices.join(days, how="cross").with_columns(
+        pl.when(pl.col("day") >= pl.col("installed_on"))
+        .then(_DAY_S / pl.col("cadence_s").cast(pl.Float64))
+        .otherwise(0.0)
+        .alias("expected")
+    )
+    zero = {q: 0.0 for q in QUANTITIES} | {f"est_{q}": 0.0 for q in QUANTITIES}
+    if steps:
+        summed = (
+            pl.concat(steps, how="diagonal_relaxed")
+            .filter((pl.col("day") >= start) & (pl.col("day") < end))
+            .group_by("device_id", "day")
+            .agg(
+                *(pl.col(c).sum() for c in zero if c in _columns(steps)),
+                pl.col("estimated_steps").sum(),
+            )
+        )
+        grid = grid.join(summed, on=["device_id", "day"], how="left")
+    if counts:
+        grid = grid.join(pl.concat(counts), on=["device_id", "day"], how="left")
+    for name in (*zero, "readings", "counter_resets", "estimated_steps"):
+        if name not in grid.columns:
+            grid = grid.with_columns(pl.lit(0).alias(name))
+    return grid.with_columns(
+        *(pl.col(c).fill_null(0.0).cast(pl.Float64) for c in zero),
+        pl.col("readings").fill_null(0).cast(pl.Int64),
+        pl.col("counter_resets").fill_null(0).cast(pl.Int64),
+        pl.col("estimated_steps").fill_null(0).cast(pl.Int64),
+    ).select(
+        "client_id",
+        "branch_id",
+        "device_id",
+        "kind",
+        "day",
+        "readings",
+        "expected",
+        *QUANTITIES,
+        *(f"est_{q}" for q in QUANTITIES),
+        "counter_resets",
+        "estimated_steps",
+    )
+
+
+def _columns(frames: list[pl.DataFrame]) -> set[str]:
+    return {c for f in frames for c in f.columns}
