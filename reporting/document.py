@@ -32,8 +32,8 @@ from lake.storage import Store
 from reporting.brsr import (
     Denominators,
     YearFactors,
-    brsr_figures,
     branch_rows,
+    brsr_figures,
     month_rows,
     year_factors,
 )
