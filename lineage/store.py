@@ -335,3 +335,22 @@ class LineageStore:
         )
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def segments_of(self, run_ids: list[str]) -> dict[str, list[str]]:
+        """The landing segments each run read (its inputs that no run wrote as a table)."""
+        io = self._files("io")
+        if io is None or not run_ids:
+            return {}
+        con = self._connect()
+        rows = con.execute(
+            f"""SELECT DISTINCT run_id, name FROM read_parquet({io})
+                WHERE role = 'input' AND run_id IN (SELECT unnest(?))
+                  AND name NOT IN (SELECT DISTINCT name FROM read_parquet({io})
+                                   WHERE role = 'output')
+                ORDER BY run_id, name""",
+            [run_ids],
+        ).fetchall()
+        out: dict[str, list[str]] = {}
+        for run_id, name in rows:
+            out.setdefault(str(run_id), []).append(str(name))
+        return out

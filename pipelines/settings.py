@@ -381,6 +381,12 @@ class Settings(BaseSettings):
     extract_days: int = Field(
         default=30, ge=1, description="Extracts (energylake extract): days kept."
     )
+    report_days: int = Field(
+        default=2920,
+        ge=365,
+        description="Sustainability reports (energylake report, the reports/ folder): days "
+        "kept; 8 years, as books of account (Companies Act 2013, s. 128(5)).",
+    )
     receipt_days: int = Field(
         default=1095,
         ge=365,

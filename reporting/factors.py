@@ -159,19 +159,41 @@ class FactorTable:
         return _use(row, fy, proxy=True)
 
     def diesel(self, fy: str, *, allow_proxy: bool) -> DieselFactors:
-        if self.has("diesel_energy_per_litre") and self.has("diesel_co2e_per_litre"):
+        """GJ and kg CO2e per litre: each from its direct row when the table has one, else
+        derived from NCV, density and the emission factors (module doc)."""
+        uses: list[FactorUse] = []
+        derived = False
+        if self.has("diesel_energy_per_litre"):
             energy = self.pick("diesel_energy_per_litre", fy, allow_proxy=allow_proxy)
+            gj_per_l = energy.value
+            uses.append(energy)
+        else:
+            ncv = self.pick("diesel_ncv", fy, allow_proxy=allow_proxy)
+            density = self.pick("diesel_density", fy, allow_proxy=allow_proxy)
+            gj_per_l = ncv.value * density.value / 1000.0
+            uses += [ncv, density]
+            derived = True
+        if self.has("diesel_co2e_per_litre"):
             co2e = self.pick("diesel_co2e_per_litre", fy, allow_proxy=allow_proxy)
-            return DieselFactors(energy.value, co2e.value, (energy, co2e), derived=False)
-        names = ("diesel_ncv", "diesel_density", "diesel_co2", "diesel_ch4", "diesel_n2o")
-        ncv, density, co2, ch4, n2o = (self.pick(n, fy, allow_proxy=allow_proxy) for n in names)
-        gwp_ch4 = self.pick("gwp_ch4", fy, allow_proxy=allow_proxy)
-        gwp_n2o = self.pick("gwp_n2o", fy, allow_proxy=allow_proxy)
-        gj_per_l = ncv.value * density.value / 1000.0
-        tj_per_l = gj_per_l / 1000.0
-        kg_per_tj = co2.value + ch4.value * gwp_ch4.value + n2o.value * gwp_n2o.value
-        uses = (ncv, density, co2, ch4, n2o, gwp_ch4, gwp_n2o)
-        return DieselFactors(gj_per_l, tj_per_l * kg_per_tj, uses, derived=True)
+            kg_per_l = co2e.value
+            uses.append(co2e)
+        else:
+            if not derived:  # the litres' energy came from a direct row; CO2 needs NCV x density
+                ncv = self.pick("diesel_ncv", fy, allow_proxy=allow_proxy)
+                density = self.pick("diesel_density", fy, allow_proxy=allow_proxy)
+                uses += [ncv, density]
+                tj_per_l = ncv.value * density.value / 1e6
+            else:
+                tj_per_l = gj_per_l / 1000.0
+            names = ("diesel_co2", "diesel_ch4", "diesel_n2o", "gwp_ch4", "gwp_n2o")
+            co2, ch4, n2o, gwp_ch4, gwp_n2o = (
+                self.pick(n, fy, allow_proxy=allow_proxy) for n in names
+            )
+            kg_per_tj = co2.value + ch4.value * gwp_ch4.value + n2o.value * gwp_n2o.value
+            kg_per_l = tj_per_l * kg_per_tj
+            uses += [co2, ch4, n2o, gwp_ch4, gwp_n2o]
+            derived = True
+        return DieselFactors(gj_per_l, kg_per_l, tuple(uses), derived=derived)
 
 
 def _use(row: dict[str, Any], fy: str, *, proxy: bool) -> FactorUse:

@@ -59,8 +59,9 @@ def ist_day_start(day: date) -> datetime:
 
 def read_window(start: date, end: date) -> tuple[datetime, datetime]:
     """The UTC window a mart of IST days ``[start, end)`` reads: a margin before ``start``
-    (the previous reading of each device's first step)."""
-    return ist_day_start(start) - _MARGIN, ist_day_start(end)
+    (the previous reading of each device's first step) and a day after ``end`` (a reading
+    after midnight closes an interval that began before it)."""
+    return ist_day_start(start) - _MARGIN, ist_day_start(end) + timedelta(days=1)
 
 
 # (dataset, counter column -> quantity) read from each readings view
@@ -258,7 +259,7 @@ def _split_rows(split: pl.DataFrame, quantities: list[str]) -> pl.DataFrame:
                 value = float(row[q] or 0.0) * share
                 out[q] = value
                 out[f"est_{q}"] = value if long else 0.0
-            out["estimated_steps"] = 1 if long and share > 0 else 0
+            out["estimated_steps"] = 1 if long and day == row["_first"] else 0  # once
             rows.append(out)
             day += timedelta(days=1)
     schema: dict[str, Any] = {"device_id": pl.String, "day": pl.Date}

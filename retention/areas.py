@@ -60,6 +60,8 @@ class AreaConfig(Protocol):
     @property
     def extract_days(self) -> int: ...
     @property
+    def report_days(self) -> int: ...
+    @property
     def receipt_days(self) -> int: ...
     @property
     def access_history_days(self) -> int: ...
@@ -139,6 +141,9 @@ def declared_areas(config: AreaConfig, registry: ContractRegistry) -> list[Area]
         Area("logs", "data", ("logs/*",), "energylake run and its children",
              f"{c.log_days} days after their last write", "setting log_days",
              "retention apply (areas)", c.log_days),
+        Area("reports", "data", ("reports/*",), "energylake report (sustainability team)",
+             f"{c.report_days} days", "setting report_days", "retention apply (areas)",
+             c.report_days),
         Area("extracts", "data", ("extracts/*",), "energylake extract (analysts)",
              f"{c.extract_days} days (found through their lineage runs wherever they are)",
              "setting extract_days", "retention apply (areas)", c.extract_days),
@@ -270,6 +275,7 @@ def expire_areas(
         (data / "quality" / "validations", config.data_docs_days, "Data Docs"),
         (data / "logs", config.log_days, "logs"),
         (data / "extracts", config.extract_days, "extracts"),
+        (data / "reports", config.report_days, "reports"),
         (data / "erasure" / "receipts", config.receipt_days, "erasure records"),
     ):
         for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
