@@ -29,6 +29,7 @@ from audit.query import read_records
 from audit.verify import verify_chain
 from cli import render
 from cli.access import access_log
+from cli.demo_reports import show_reports
 from cli.lineage import emit_reference_lineage
 from contracts import ContractRegistry, apply_plan, load_registry, plan_for
 from contracts.errors import EnergylakeError
@@ -172,6 +173,8 @@ def run_demo(
     _governed(settings, console, store, registry, tenant)
     console.print(Rule("8. a data subject's rights: find, export, erase, and the proof"))
     _subject_request(settings, console, store, tenant)
+    console.print(Rule("9. sustainability reports: BRSR (EI 1 and EI 7) and its verification"))
+    show_reports(settings, console, store, registry, tenant, manifest)
     console.print(f"demo finished in {time.perf_counter() - started:.1f} s")
 
 

@@ -21,7 +21,14 @@ from collections.abc import Sequence
 
 import polars as pl
 
-__all__ = ["RESET_DROP", "counter_steps", "fuel_used"]
+__all__ = [
+    "RESET_DROP",
+    "counter_step_sql",
+    "counter_steps",
+    "fuel_used",
+    "fuel_used_sql",
+    "reset_sql",
+]
 
 RESET_DROP = 0.10
 
@@ -77,3 +84,38 @@ def fuel_used(
     fall = pl.col(level).shift(1).over(by) - pl.col(level)
     litres = pl.when(fall > 0).then(fall * pl.col("tank_capacity_l") / 100.0).otherwise(0.0)
     return lazy.with_columns(litres.fill_null(0.0).alias("fuel_used_l"))
+
+
+# -- the same rules in SQL (DuckDB), for queries that aggregate where the rows are ------------
+# Twins of counter_steps and fuel_used: tests/lake/test_consumption.py checks that both give
+# the same steps on the same readings.
+
+
+def reset_sql(cur: str, prev: str) -> str:
+    """True where ``cur`` (a counter) fell from ``prev`` by ``RESET_DROP`` or more."""
+    return f"({prev} > 0 AND {cur} < {prev} * {1 - RESET_DROP!r})"
+
+
+def counter_step_sql(cur: str, prev: str, ceiling: float | None = None) -> str:
+    """The non-negative step of a counter from ``prev`` (its previous reading, e.g. a
+    ``lag``) to ``cur``, by the rule of :func:`counter_steps`."""
+    rollover = ""
+    if ceiling is not None:
+        rollover = (
+            f" WHEN {reset_sql(cur, prev)} AND {prev} >= {0.9 * ceiling!r}"
+            f" THEN {ceiling!r} - {prev} + {cur}"
+        )
+    return (
+        f"CASE WHEN {prev} IS NULL OR {cur} IS NULL THEN 0.0"
+        f" WHEN {cur} >= {prev} THEN {cur} - {prev}{rollover}"
+        f" WHEN {reset_sql(cur, prev)} THEN {cur} ELSE 0.0 END"
+    )
+
+
+def fuel_used_sql(cur: str, prev: str, tank_l: str) -> str:
+    """Litres burnt from the previous tank level ``prev`` (percent) to ``cur``, by the rule
+    of :func:`fuel_used`: a fall only, times the tank's litres."""
+    return (
+        f"CASE WHEN {prev} - {cur} > 0 THEN COALESCE(({prev} - {cur}) * {tank_l} / 100.0, 0.0)"
+        " ELSE 0.0 END"
+    )

@@ -33,7 +33,7 @@ import polars as pl
 import pyarrow as pa
 
 from analytics.access import Session
-from lake.consumption import counter_steps, fuel_used
+from lake.consumption import counter_step_sql, fuel_used_sql, reset_sql
 
 __all__ = [
     "IST",
@@ -49,7 +49,10 @@ TZ_NAME = "Asia/Kolkata"
 QUANTITIES = ("grid_import_kwh", "grid_export_kwh", "solar_kwh", "diesel_l", "dg_kwh")
 _MARGIN = timedelta(days=7)  # readings before the window: the first step's previous reading
 _MIN_GAP_S = 900.0
+_KINDS = {"meter_readings": "meter", "solar_readings": "solar", "dg_readings": "dg"}
 _DAY_S = 86400.0
+_DAY_US = 86_400_000_000
+_IST_OFFSET_US = 19_800_000_000  # +05:30
 
 
 def ist_day_start(day: date) -> datetime:
@@ -147,46 +150,122 @@ def build_mart(session: Session, start: date, end: date, *, gap_factor: float = 
     lo, hi = read_window(start, end)
     steps: list[pl.DataFrame] = []
     counts: list[pl.DataFrame] = []
+    seen: list[pl.DataFrame] = []  # devices with readings (client_id, device_id, branch_id, kind)
+    cadence = devices.select("device_id", "cadence_s")
     for dataset, counters in _SOURCES.items():
         if dataset not in session.views:
             continue
-        cols = ", ".join(counters)
-        extra = ", fuel_level_pct" if dataset == "dg_readings" else ""
-        rows = _frame(
-            session.sql(
-                f"SELECT device_id, ts, seq, {cols}{extra} FROM {dataset}"  # noqa: S608 - ours
-                f" WHERE ts >= TIMESTAMPTZ '{lo.isoformat()}'"
-                f" AND ts < TIMESTAMPTZ '{hi.isoformat()}'"
-            )
-        )
-        if rows.height == 0:
-            continue
-        rows = rows.join(devices.select("device_id", "cadence_s"), on="device_id", how="inner")
-        lazy = counter_steps(rows, list(counters))
-        renames = {f"{c}_step": q for c, q in counters.items()}
-        if dataset == "dg_readings":
-            tanks = devices.select("device_id", "tank_capacity_l").filter(
-                pl.col("tank_capacity_l").is_not_null()
-            )
-            lazy = fuel_used(lazy.collect(), tanks).rename({"fuel_used_l": "diesel_l"})
-        prev_ts = pl.col("ts").shift(1).over("device_id")
-        prev_counters = [pl.col(c).shift(1).over("device_id").alias(f"_prev_{c}") for c in counters]
-        stepped = (
-            lazy.sort(["device_id", "ts", "seq"])
-            .with_columns(prev_ts.alias("prev_ts"), *prev_counters)
-            .rename(renames)
-            .collect()
-        )
-        resets = pl.lit(False)
-        for c in counters:
-            prev = pl.col(f"_prev_{c}")
-            resets = resets | ((prev > 0) & (pl.col(c) < prev * 0.9))
-        stepped = stepped.with_columns(resets.alias("_reset"))
         quantities = [*counters.values(), *(["diesel_l"] if dataset == "dg_readings" else [])]
-        counts.append(_readings_per_day(stepped, start, end))
-        steps.append(_assign(stepped, quantities, gap_factor))
+        parts = _frame(session.sql(_steps_sql(dataset, counters, lo, hi, start, end)))
+        if parts.height == 0:
+            continue
+        n = parts.filter(pl.col("part") == "n")
+        seen.append(
+            n.select("client_id", "device_id", "branch_id")
+            .unique("device_id", keep="last")
+            .with_columns(pl.lit(_KINDS[dataset]).alias("kind"))
+        )
+        counts.append(
+            n.select(
+                "device_id",
+                "day",
+                pl.col("readings").cast(pl.Int64),
+                pl.col("resets").cast(pl.Int64).alias("counter_resets"),
+            )
+        )
+        single = parts.filter(pl.col("part") == "s").select(
+            "device_id",
+            "day",
+            *(pl.col(q).cast(pl.Float64) for q in quantities),
+            *(pl.lit(0.0).alias(f"est_{q}") for q in quantities),
+            pl.lit(0, dtype=pl.UInt32).alias("estimated_steps"),
+        )
+        steps.append(single)
+        crossing = parts.filter(pl.col("part") == "x")
+        if crossing.height:  # a device no longer in the registry: no cadence, never "long"
+            crossing = crossing.join(cadence, on="device_id", how="left")
+            steps.append(_assign(crossing, quantities, gap_factor))
+    if seen:
+        unregistered = (
+            pl.concat(seen)
+            .unique("device_id", keep="first")
+            .join(devices.select("device_id"), on="device_id", how="anti")
+        )
+        if unregistered.height:
+            devices = pl.concat(
+                [devices, unregistered],
+                how="diagonal_relaxed",
+            )
     device_days = _device_days(devices, start, end, steps, counts)
     return Mart(start, end, device_days, branches)
+
+
+def _steps_sql(
+    dataset: str, counters: dict[str, str], lo: datetime, hi: datetime, start: date, end: date
+) -> str:
+    """One statement over a readings view, aggregated where the rows are (DuckDB): each
+    reading's step per quantity (``lake.consumption``'s rules in SQL) between consecutive
+    readings of a device, then three parts, tagged ``part``:
+
+    - ``n``: per device and IST day of ``[start, end)``, readings and counter resets;
+    - ``s``: per device and IST day, the sum of the steps whose interval lies in that day;
+    - ``x``: each step whose interval crosses IST midnight (split by ``_assign``).
+    """
+    level = dataset == "dg_readings"
+    columns = [*counters, *(["fuel_level_pct"] if level else [])]
+    lags = ", ".join(f"lag(x.{c}) OVER w AS _p_{c}" for c in columns)
+    values = [f"{counter_step_sql(c, f'_p_{c}')} AS {q}" for c, q in counters.items()]
+    if level:
+        values.append(
+            f"{fuel_used_sql('fuel_level_pct', '_p_fuel_level_pct', '_tank')} AS diesel_l"
+        )
+    quantities = [*counters.values(), *(["diesel_l"] if level else [])]
+    reset = " OR ".join(reset_sql(c, f"_p_{c}") for c in counters)
+    tank = (
+        " LEFT JOIN (SELECT device_id AS _d, any_value(tank_capacity_l) AS _tank FROM devices"
+        " GROUP BY device_id) t ON t._d = r.device_id"
+        if level
+        else ""
+    )
+    # the IST day of a moment: Asia/Kolkata is UTC+05:30 all year (no DST since 1945), so
+    # integer arithmetic on epoch microseconds, not a time-zone lookup per row (3x faster)
+    local = (
+        "(DATE '1970-01-01'"
+        f" + CAST(floor((epoch_us({{}}) + {_IST_OFFSET_US}) / {_DAY_US}) AS INTEGER))"
+    )
+    nothing = ", ".join(f"NULL::DOUBLE AS {q}" for q in quantities)
+    sums = ", ".join(f"sum({q}) AS {q}" for q in quantities)
+    plain = ", ".join(quantities)
+    first, last = f"DATE '{start.isoformat()}'", f"DATE '{end.isoformat()}'"
+    return f"""
+WITH r AS (
+  SELECT x.client_id, x.device_id, x.branch_id, x.ts, {", ".join(f"x.{c}" for c in columns)},
+         lag(x.ts) OVER w AS prev_ts, {lags}
+  FROM {dataset} x
+  WHERE x.ts >= TIMESTAMPTZ '{lo.isoformat()}' AND x.ts < TIMESTAMPTZ '{hi.isoformat()}'
+  WINDOW w AS (PARTITION BY x.device_id ORDER BY x.ts, x.seq)
+), s AS MATERIALIZED (
+  SELECT client_id, device_id, branch_id, ts, prev_ts, {", ".join(values)},
+         CAST(COALESCE({reset}, false) AS INTEGER) AS reset,
+         {local.format("ts")} AS day,
+         {local.format("prev_ts + INTERVAL 1 MICROSECOND")} AS first_day,
+         {local.format("ts - INTERVAL 1 MICROSECOND")} AS last_day
+  FROM r{tank}
+)
+SELECT 'n' AS part, client_id, device_id, any_value(branch_id) AS branch_id, day,
+       count(*) AS readings, sum(reset) AS resets, NULL::TIMESTAMPTZ AS prev_ts,
+       NULL::TIMESTAMPTZ AS ts, {nothing}
+FROM s WHERE day >= {first} AND day < {last} GROUP BY client_id, device_id, day
+UNION ALL
+SELECT 's', NULL, device_id, NULL, first_day, NULL, NULL, NULL, NULL, {sums}
+FROM s WHERE prev_ts IS NOT NULL AND first_day = last_day
+  AND first_day >= {first} AND first_day < {last}
+GROUP BY device_id, first_day
+UNION ALL
+SELECT 'x', NULL, device_id, NULL, NULL, NULL, NULL, prev_ts, ts, {plain}
+FROM s WHERE prev_ts IS NOT NULL AND first_day <> last_day
+  AND last_day >= {first} AND first_day < {last}
+"""  # noqa: S608 - our view names and our own literals
 
 
 def _frame(table: pa.Table) -> pl.DataFrame:
@@ -197,15 +276,6 @@ def _frame(table: pa.Table) -> pl.DataFrame:
 
 def _ist_day(col: pl.Expr) -> pl.Expr:
     return col.dt.convert_time_zone(TZ_NAME).dt.date()
-
-
-def _readings_per_day(stepped: pl.DataFrame, start: date, end: date) -> pl.DataFrame:
-    return (
-        stepped.with_columns(_ist_day(pl.col("ts")).alias("day"))
-        .filter((pl.col("day") >= start) & (pl.col("day") < end))
-        .group_by("device_id", "day")
-        .agg(pl.len().alias("readings"), pl.col("_reset").sum().alias("counter_resets"))
-    )
 
 
 def _assign(stepped: pl.DataFrame, quantities: list[str], gap_factor: float) -> pl.DataFrame:
@@ -277,7 +347,7 @@ def _device_days(
 ) -> pl.DataFrame:
     days = pl.DataFrame({"day": pl.date_range(start, end, "1d", closed="left", eager=True)})
     grid = devices.join(days, how="cross").with_columns(
-        pl.when(pl.col("day") >= pl.col("installed_on"))
+        pl.when(pl.col("cadence_s").is_not_null() & (pl.col("day") >= pl.col("installed_on")))
         .then(_DAY_S / pl.col("cadence_s").cast(pl.Float64))
         .otherwise(0.0)
         .alias("expected")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -83,13 +84,17 @@ def write_report(
     run_id = str(uuid.uuid4()) if emitter is not None and not emitter.disabled else None
     doc["lineage_run"] = run_id
     written = ReportFiles(folder, run_id=run_id)
-    with atomic_file(folder / DOCUMENT) as handle:
-        handle.write(orjson.dumps(doc, option=_OPTIONS) + b"\n")
-    paths = [folder / DOCUMENT]
-    for _fmt, render in renderers:
-        paths += render(doc, folder)
-    for path in paths:
-        written.files[path.name] = file_sha256(path)
+    try:
+        with atomic_file(folder / DOCUMENT) as handle:
+            handle.write(orjson.dumps(doc, option=_OPTIONS) + b"\n")
+        paths = [folder / DOCUMENT]
+        for _fmt, render in renderers:
+            paths += render(doc, folder)
+        for path in paths:
+            written.files[path.name] = file_sha256(path)
+    except BaseException:  # no half report left behind: a folder is a recorded report
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     if emitter is not None and run_id is not None:
         _lineage(emitter, registry, doc, written, lake_uri, run_id)
     session.record(

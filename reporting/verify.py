@@ -15,6 +15,7 @@ Two checks, both reported:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from lake.storage import Store
 from reporting.brsr import Denominators
 from reporting.document import BrsrRequest, brsr_document
 from reporting.errors import ReportError
+from reporting.esg import LEVELS, esg_document
 from reporting.record import DOCUMENT, file_sha256, recorded_files
 
 __all__ = ["Verdict", "compare_documents", "reproduce", "verify_report"]
@@ -84,7 +86,7 @@ def reproduce(
     token: str | None = None,
 ) -> dict[str, Any]:
     """The report's document computed again from the versions it recorded."""
-    if doc.get("kind") != "brsr":
+    if doc.get("kind") not in ("brsr", "esg"):
         raise ReportError(f"reports of kind {doc.get('kind')!r} are not recomputed here")
     versions = {str(i["table"]): i["version"] for i in doc.get("inputs") or []}
     with connect(
@@ -99,7 +101,20 @@ def reproduce(
         versions=versions,
     ) as session:
         try:
-            again, _ = brsr_document(session, store, registry, request_of(doc))
+            if doc["kind"] == "esg":
+                period = doc["period"]
+                again = esg_document(
+                    session,
+                    store,
+                    registry,
+                    str(doc["tenant"]),
+                    date.fromisoformat(period["from"]),
+                    date.fromisoformat(period["to"]) + timedelta(days=1),
+                    allow_proxy=bool((doc.get("parameters") or {}).get("allow_proxy_factor")),
+                    factor_version=(doc.get("factor_table") or {}).get("version"),
+                )
+            else:
+                again, _ = brsr_document(session, store, registry, request_of(doc))
         except ReportError:
             raise
         except Exception as exc:  # a vacuumed version, a log cleaned up: say which
@@ -160,9 +175,18 @@ def compare_documents(old: dict[str, Any], new: dict[str, Any]) -> tuple[int, li
         return bool(a == b)
 
     def table(name: str, keys: list[str], tol: float) -> None:
+        compare_rows(name, old.get(name) or [], new.get(name) or [], keys, tol)
+
+    def compare_rows(
+        name: str,
+        a_rows: list[dict[str, Any]],
+        b_rows: list[dict[str, Any]],
+        keys: list[str],
+        tol: float = 1e-9,
+    ) -> None:
         nonlocal count
-        a = {tuple(r.get(k) for k in keys): r for r in old.get(name) or []}
-        b = {tuple(r.get(k) for k in keys): r for r in new.get(name) or []}
+        a = {tuple(r.get(k) for k in keys): r for r in a_rows}
+        b = {tuple(r.get(k) for k in keys): r for r in b_rows}
         for key in sorted(set(a) | set(b), key=str):
             where = f"{name}[{', '.join(str(k) for k in key)}]"
             if key not in b:
@@ -182,6 +206,11 @@ def compare_documents(old: dict[str, Any], new: dict[str, Any]) -> tuple[int, li
                         f" recomputed {b[key].get(column)!r}"
                     )
 
+    for name, keys in LEVELS.items():  # an ESG pack's tables
+        if name in (old.get("tables") or {}) or name in (new.get("tables") or {}):
+            a_rows = (old.get("tables") or {}).get(name) or []
+            b_rows = (new.get("tables") or {}).get(name) or []
+            compare_rows(f"tables.{name}", a_rows, b_rows, [*keys, "month"])
     table("facts", ["key", "fy"], 1e-9)
     table("branches", ["branch_id", "fy"], 1e-9)
     table("months", ["month"], 1e-9)

@@ -6,6 +6,7 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -73,3 +74,40 @@ def test_tank_rows_repeated_in_the_registry_do_not_double_the_fuel() -> None:
     got = fuel_used(frame, tanks).collect()
     assert got.height == 4
     assert abs(got["fuel_used_l"].sum() - 25.0) < 1e-9
+
+
+@settings(max_examples=60, deadline=None)
+@given(series, st.sampled_from([None, 100.0]))
+def test_the_sql_twins_give_the_steps_of_the_frame_rules(
+    per_device: list[list[float]], ceiling: float | None
+) -> None:
+    """counter_step_sql / fuel_used_sql in DuckDB == counter_steps / fuel_used in polars."""
+    import duckdb
+
+    from lake.consumption import counter_step_sql, fuel_used_sql
+
+    frame = _frame(per_device, "v", [])
+    tanks = pl.DataFrame({"device_id": [f"d{d}" for d in range(len(per_device))]}).with_columns(
+        pl.lit(80.0).alias("tank_capacity_l")
+    )
+    ceilings = {"v": ceiling} if ceiling is not None else None
+    want = (
+        fuel_used(counter_steps(frame, ["v"], ceilings=ceilings).collect(), tanks, level="v")
+        .sort("device_id", "seq")
+        .collect()
+    )
+    con = duckdb.connect()
+    con.register("r", frame.to_arrow())
+    con.register("t", tanks.to_arrow())
+    got = pl.from_arrow(
+        con.execute(
+            f"""SELECT device_id, seq, {counter_step_sql("v", "p", ceiling)} AS step,
+                       {fuel_used_sql("v", "p", "tank_capacity_l")} AS litres
+                FROM (SELECT r.*, lag(v) OVER (PARTITION BY device_id ORDER BY ts, seq) AS p
+                      FROM r) JOIN t USING (device_id)
+                ORDER BY device_id, seq"""
+        ).to_arrow_table()
+    )
+    assert isinstance(got, pl.DataFrame)
+    assert got["step"].to_list() == pytest.approx(want["v_step"].to_list(), abs=1e-9)
+    assert got["litres"].to_list() == pytest.approx(want["fuel_used_l"].to_list(), abs=1e-9)

@@ -1,0 +1,117 @@
+"""The demo's sustainability step: the shipped emission factors loaded, a principal granted
+``regulatory_reporting`` on one tenant, a BRSR report of the simulated day (JSON, CSV, HTML,
+PDF) with its paths, the figures next to the simulator's truth, and ``report verify``'s
+verdict; said plainly: a day is not a financial year."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from analytics.access import connect
+from analytics.grants import GrantBook
+from cli.access import access_log
+from cli.report import _csv, _figures_table, _html, _pdf
+from contracts import ContractRegistry
+from lake.keys import KeyStore
+from lake.reference import load_platform_reference
+from lake.storage import Store
+from lineage.emitter import LineageEmitter
+from lineage.runs import uri_of
+from pipelines.settings import Settings
+from reporting.document import BrsrRequest, brsr_document
+from reporting.factors import fy_of
+from reporting.record import write_report
+from reporting.shipped import shipped_file
+from reporting.verify import verify_report
+
+__all__ = ["PRINCIPAL", "show_reports"]
+
+PRINCIPAL = "sustainability.team"
+
+
+def show_reports(
+    settings: Settings,
+    console: Console,
+    store: Store,
+    registry: ContractRegistry,
+    tenant: str,
+    manifest: dict[str, Any],
+) -> Path:
+    """Make and verify the tenant's BRSR report of the simulated period; its folder."""
+    factors = shipped_file("emission_factors")
+    assert factors is not None  # shipped with the package
+    load = load_platform_reference(store, factors, registry.get("emission_factors"))
+    console.print(
+        f"energylake reference load-platform emission_factors: {load.rows} factors"
+        f" (platform/emission_factors version {load.version})"
+    )
+    start = str(manifest["created_for"]["start"])
+    days = int(manifest["created_for"]["days"])
+    fy = fy_of(date.fromisoformat(start))
+    log = access_log(settings)
+    keys = KeyStore(settings.keys)
+    try:
+        GrantBook(store, registry, log).grant(
+            PRINCIPAL, tenants=[tenant], purposes=["regulatory_reporting"], actor="demo"
+        )
+        with connect(
+            store, registry, keys, log, principal=PRINCIPAL, purpose="regulatory_reporting",
+            tenant=tenant,
+        ) as session:  # fmt: skip
+            doc, _ = brsr_document(
+                session, store, registry, BrsrRequest(tenant, fy, allow_proxy=True)
+            )
+            written = write_report(
+                session,
+                registry,
+                doc,
+                settings.data_dir / "reports",
+                [("csv", _csv), ("html", _html), ("pdf", _pdf)],
+                lake_uri=uri_of(settings.lake),
+                emitter=LineageEmitter.from_settings(settings),
+                label=f"fy{fy}",
+            )
+        verdict = verify_report(
+            doc,
+            written.folder,
+            store,
+            registry,
+            keys,
+            log,
+            settings.data_dir / "audit" / "access",
+            principal=PRINCIPAL,
+        )
+    finally:
+        log.close()
+    console.print(
+        f"NOTE: the simulation covers {days} day(s) from {start}, not a financial year: the"
+        f" figures below are the FY {fy} report of the data the lake holds, nothing more."
+        f" Scope 2 uses the latest published grid factor as a proxy [P] when FY {fy} has"
+        " none of its own yet.",
+        soft_wrap=True,
+    )
+    console.print(_figures_table(doc))
+    truth = sum(
+        float(b["grid_import_kwh"])
+        for b in manifest["branches"].values()
+        if b.get("client_id") == tenant
+    )
+    got = float(doc["quantities"][fy]["grid_import_kwh"])
+    console.print(
+        f"grid import in the report {got:.2f} kWh; the simulator's truth {truth:.2f} kWh"
+        " (the difference: readings the pipeline quarantined, and the first reading of each"
+        " meter, which closes no interval)",
+        soft_wrap=True,
+    )
+    for name in ("report.json", "report.html", "report.pdf"):
+        console.print(f"  {written.folder / name}")
+    console.print(
+        f"energylake report verify {written.folder} --as {PRINCIPAL}: {verdict.summary()}",
+        soft_wrap=True,
+        markup=False,
+    )
+    return written.folder
