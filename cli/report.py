@@ -6,6 +6,7 @@ the CAQM DG operation log; ``verify`` recomputes a report from the versions it r
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -90,9 +91,8 @@ def _csv(doc: dict[str, Any], folder: Path) -> list[Path]:
 
 
 def _html(doc: dict[str, Any], folder: Path) -> list[Path]:
-    from reporting.render import render_html
-
     from durable.files import atomic_file
+    from reporting.render import render_html
 
     path = folder / "report.html"
     with atomic_file(path) as handle:
@@ -270,20 +270,11 @@ def esg(
 ) -> None:
     """The ESG data pack: monthly energy by source and emissions per branch, city, state and
     for the tenant, as CSV and Parquet, with an access record and a lineage run."""
-    from datetime import date, timedelta
-
     from reporting.esg import esg_document, write_esg_files
     from reporting.record import write_report
 
     cli = cli_context(ctx)
-    try:
-        first, last = date.fromisoformat(since), date.fromisoformat(until)
-    except ValueError:
-        raise ConfigError(
-            f"--from {since!r} and --to {until!r} must be YYYY-MM-DD", setting="--from"
-        ) from None
-    if last < first:
-        raise ConfigError("--to is before --from", setting="--to", value=until)
+    first, last = _days(since, until)
     settings = cli.settings(data_dir=data_dir)
     registry = load_registry(settings.contracts_dir) if settings.contracts_dir else load_registry()
     session, log = _session(settings, principal, tenant, token_file)
@@ -322,6 +313,91 @@ def esg(
         cli.console.print(f"  {name}  sha256 {sha}")
 
 
+@app.command("dg-log")
+def dg_log(
+    ctx: typer.Context,
+    tenant: Annotated[str, typer.Option("--tenant", help="The tenant (client).")],
+    since: Annotated[str, typer.Option("--from", help="First day (IST), YYYY-MM-DD.")],
+    until: Annotated[str, typer.Option("--to", help="Last day (IST), YYYY-MM-DD, included.")],
+    branch: Annotated[str | None, typer.Option("--branch", help="Only this branch.")] = None,
+    principal: Principal = "",
+    token_file: TokenFile = None,
+    out: OutDir = None,
+    data_dir: DataDir = None,
+) -> None:
+    """The CAQM DG operation log: each run of each DG set (start, stop, hours, kWh, litres,
+    load), the GRAP stage in force, the daily total against its class's cap, and a flag on
+    each run outside the rule; appended to the tenant's hash-chained log (new runs once,
+    corrections as new entries), with CSV and PDF per set and month."""
+    from reporting.dglog import append_log, dg_log_document, log_folder
+    from reporting.record import write_report
+    from reporting.render import render_dg_files
+
+    cli = cli_context(ctx)
+    first, last = _days(since, until)
+    settings = cli.settings(data_dir=data_dir)
+    registry = load_registry(settings.contracts_dir) if settings.contracts_dir else load_registry()
+    folder = log_folder(settings.data_dir, tenant)
+    session, log = _session(settings, principal, tenant, token_file)
+    try:
+        with session:
+            doc = dg_log_document(
+                session, settings.lake_store(), registry, tenant, first,
+                last + timedelta(days=1), branch=branch,
+            )  # fmt: skip
+            appended = append_log(doc, folder, anchor_dir=settings.audit_anchor_dir)
+            doc["log"] = {
+                "folder": str(folder),
+                "appended": appended.appended,
+                "corrected": appended.corrected,
+                "unchanged": appended.unchanged,
+                "head_seq": appended.head_seq,
+            }
+            written = write_report(
+                session,
+                registry,
+                doc,
+                out or settings.data_dir / "reports",
+                [("dg", render_dg_files)],
+                lake_uri=uri_of(settings.lake),
+                emitter=LineageEmitter.from_settings(settings),
+                label=f"{first.isoformat()}_{last.isoformat()}",
+            )
+    finally:
+        log.close()
+    runs = doc["runs"]
+    flagged = [r for r in runs if set(r["flags"]) - {"NOT_IN_NCR"}]
+    cli.console.print(
+        f"DG log {tenant} {first} to {last}: {len(doc['sets'])} set(s), {len(runs)} closed"
+        f" run(s), {len(flagged)} flagged; log {folder}: {appended.appended} appended,"
+        f" {appended.corrected} corrected, {appended.unchanged} already logged",
+        markup=False,
+    )
+    if runs:
+        cli.console.print(_rows_table("runs", [_run_row(r) for r in runs]))
+    cli.console.print(f"report: {written.folder}")
+
+
+def _run_row(run: dict[str, Any]) -> dict[str, Any]:
+    keep = ("device_id", "branch_id", "start", "stop", "duration_h", "kwh", "fuel_l",
+            "avg_load_pct", "stage", "rule", "daily_cap_h")  # fmt: skip
+    return {k: run[k] for k in keep} | {"flags": ", ".join(run["flags"])}
+
+
+def _days(since: str, until: str) -> tuple[Any, Any]:
+    from datetime import date
+
+    try:
+        first, last = date.fromisoformat(since), date.fromisoformat(until)
+    except ValueError:
+        raise ConfigError(
+            f"--from {since!r} and --to {until!r} must be YYYY-MM-DD", setting="--from"
+        ) from None
+    if last < first:
+        raise ConfigError("--to is before --from", setting="--to", value=until)
+    return first, last
+
+
 @app.command("verify")
 def verify(
     ctx: typer.Context,
@@ -353,6 +429,7 @@ def verify(
             settings.data_dir / "audit" / "access",
             principal=_principal(principal),
             token=_token(token_file),
+            anchor_dir=settings.audit_anchor_dir,
         )
     finally:
         log.close()

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
@@ -19,7 +20,7 @@ from matplotlib.figure import Figure
 
 from durable.files import atomic_file
 
-__all__ = ["render_csv", "render_html", "render_pdf"]
+__all__ = ["render_csv", "render_dg_files", "render_html", "render_pdf"]
 
 _ROWS_EI1 = ("A", "B", "C", "ABC", "D", "E", "F", "DEF", "total")
 _INTENSITY_EI1 = ("EI_turnover", "EI_ppp", "EI_output")
@@ -297,3 +298,112 @@ def render_pdf(doc: dict[str, Any], out: Path) -> None:
         para("- " + line, 8, "", 4)
     with atomic_file(out) as handle:
         handle.write(bytes(pdf.output()))
+
+
+# -- the CAQM DG operation log ---------------------------------------------------------------
+
+_DG_COLUMNS = (
+    "run_key", "device_id", "branch_id", "start", "stop", "duration_h", "readings", "kwh",
+    "fuel_l", "avg_load_pct", "stage", "grap_order", "rule", "daily_cap_h", "day_total_h",
+    "flags",
+)  # fmt: skip
+
+
+def _months(doc: dict[str, Any]) -> list[str]:
+    first = datetime.fromisoformat(doc["period"]["from"])
+    last = datetime.fromisoformat(doc["period"]["to"])
+    months, y, m = [], first.year, first.month
+    while (y, m) <= (last.year, last.month):
+        months.append(f"{y:04d}-{m:02d}")
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return months
+
+
+def _ist_month(iso: str) -> str:
+    return datetime.fromisoformat(iso).astimezone(ZoneInfo("Asia/Kolkata")).strftime("%Y-%m")
+
+
+def _dg_cell(run: dict[str, Any], column: str) -> str:
+    value = run.get(column)
+    if column == "flags":
+        return ";".join(value or [])
+    if column == "day_total_h":
+        return ";".join(f"{d}={h:g}" for d, h in sorted((value or {}).items()))
+    return "" if value is None else str(value)
+
+
+def render_dg_files(doc: dict[str, Any], folder: Path) -> list[Path]:
+    """Per DG set and month of the window: ``dg-log-<set>-<YYYY-MM>.csv`` and ``.pdf`` (a
+    month without runs too: an empty log is a record as well)."""
+    paths: list[Path] = []
+    for s in doc["sets"]:
+        for month in _months(doc):
+            runs = [
+                r for r in doc["runs"]
+                if r["device_id"] == s["device_id"] and _ist_month(r["start"]) == month
+            ]  # fmt: skip
+            stem = f"dg-log-{s['device_id']}-{month}"
+            text = io.StringIO()
+            writer = csv.writer(text, lineterminator="\n")
+            writer.writerow(_DG_COLUMNS)
+            for run in runs:
+                writer.writerow([_dg_cell(run, c) for c in _DG_COLUMNS])
+            path = folder / f"{stem}.csv"
+            with atomic_file(path) as handle:
+                handle.write(text.getvalue().encode("utf-8"))
+            paths.append(path)
+            paths.append(_dg_pdf(doc, s, month, runs, folder / f"{stem}.pdf"))
+    return paths
+
+
+def _dg_pdf(
+    doc: dict[str, Any], dg: dict[str, Any], month: str, runs: list[dict[str, Any]], out: Path
+) -> Path:
+    from fpdf import FPDF
+    from fpdf.fonts import FontFace
+
+    pdf = FPDF(orientation="landscape", format="A4")
+    pdf.set_creation_date(datetime.fromisoformat(str(doc["generated_at"])))
+    pdf.set_auto_page_break(auto=True, margin=12)
+    pdf.add_page()
+
+    def para(text: str, size: float = 9, style: str = "") -> None:
+        pdf.set_font("Helvetica", style, size)
+        pdf.set_x(pdf.l_margin)
+        pdf.multi_cell(0, 5, _latin(text), new_x="LMARGIN", new_y="NEXT")
+
+    para(f"DG operation log: {dg['device_id']} ({dg['branch_id']}), {month}", 13, "B")
+    para(
+        f"Tenant {doc['tenant']}. Rated {dg.get('rated_power_kw')} kW, fuel"
+        f" {dg.get('fuel_type')}, emission control {dg.get('emission_control') or 'not recorded'},"
+        f" certificate {dg.get('certificate_ref') or 'none on record'}. Generated"
+        f" {doc['generated_at']} by {doc['principal']} ({doc['purpose']})."
+    )
+    if not runs:
+        para("No run of this set started in this month.", 10, "B")
+    else:
+        pdf.set_font("Helvetica", "", 7)
+        header = ["start (UTC)", "stop (UTC)", "hours", "kWh", "fuel L", "load %", "GRAP",
+                  "rule", "cap h", "day total h", "flags"]  # fmt: skip
+        heading = FontFace(emphasis="BOLD", fill_color=(230, 230, 230))
+        widths = (34, 34, 14, 16, 16, 14, 12, 36, 12, 34, 55)
+        with pdf.table(col_widths=widths, headings_style=heading, line_height=4) as table:
+            table.row(header)
+            for r in runs:
+                cells = [r["start"][:19], r["stop"][:19], f"{r['duration_h']:.2f}",
+                         f"{r['kwh']:.1f}", f"{r['fuel_l']:.1f}",
+                         "" if r["avg_load_pct"] is None else f"{r['avg_load_pct']:.0f}",
+                         "" if r["stage"] is None else str(r["stage"]), r["rule"] or "",
+                         "" if r["daily_cap_h"] is None else f"{r['daily_cap_h']:g}",
+                         _dg_cell(r, "day_total_h"), ", ".join(r["flags"])]  # fmt: skip
+                table.row([_latin(c) for c in cells])
+    para(
+        "Flags: OVER_DAILY_CAP (running hours that IST day over the class's cap),"
+        " NOT_ALLOWED_IN_STAGE, EMERGENCY_ONLY (allowed for listed emergency services only),"
+        " NO_CERTIFICATE_ON_RECORD, NOT_IN_NCR (rules not applicable), NO_RULE, GAP_IN_RUN."
+        " The log is append-only and hash-chained: energylake report verify.",
+        7,
+    )
+    with atomic_file(out) as handle:
+        handle.write(bytes(pdf.output()))
+    return out

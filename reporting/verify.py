@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from analytics.access import AccessRecorder, connect
+from audit.verify import verify_chain
 from contracts import ContractRegistry
 from lake.keys import KeyStore
 from lake.storage import Store
 from reporting.brsr import Denominators
+from reporting.dglog import dg_log_document
 from reporting.document import BrsrRequest, brsr_document
 from reporting.errors import ReportError
 from reporting.esg import LEVELS, esg_document
@@ -86,7 +88,7 @@ def reproduce(
     token: str | None = None,
 ) -> dict[str, Any]:
     """The report's document computed again from the versions it recorded."""
-    if doc.get("kind") not in ("brsr", "esg"):
+    if doc.get("kind") not in ("brsr", "esg", "dg-log"):
         raise ReportError(f"reports of kind {doc.get('kind')!r} are not recomputed here")
     versions = {str(i["table"]): i["version"] for i in doc.get("inputs") or []}
     with connect(
@@ -101,7 +103,19 @@ def reproduce(
         versions=versions,
     ) as session:
         try:
-            if doc["kind"] == "esg":
+            if doc["kind"] == "dg-log":
+                period = doc["period"]
+                again = dg_log_document(
+                    session,
+                    store,
+                    registry,
+                    str(doc["tenant"]),
+                    date.fromisoformat(period["from"]),
+                    date.fromisoformat(period["to"]) + timedelta(days=1),
+                    branch=doc.get("branch"),
+                    versions={str(r["table"]): r["version"] for r in doc.get("reference") or []},
+                )
+            elif doc["kind"] == "esg":
                 period = doc["period"]
                 again = esg_document(
                     session,
@@ -137,6 +151,7 @@ def verify_report(
     *,
     principal: str,
     token: str | None = None,
+    anchor_dir: Path | None = None,
 ) -> Verdict:
     verdict = Verdict(folder)
     recorded = recorded_files(access_dir, str(doc.get("session")))
@@ -155,6 +170,11 @@ def verify_report(
                 verdict.integrity.append(f"{name}: changed since the report was made")
         for name in sorted(present - set(recorded)):
             verdict.integrity.append(f"{name}: not part of the report as recorded")
+    log = (doc.get("log") or {}).get("folder")
+    if log is not None:  # a DG log report: the chain it appended to
+        chain = verify_chain(Path(log), anchor_dir)
+        if not chain.ok:
+            verdict.integrity.append(f"DG log {log}: {chain.summary()}")
     again = reproduce(doc, store, registry, keys, audit, principal=principal, token=token)
     verdict.compared, verdict.differences = compare_documents(doc, again)
     if DOCUMENT not in (recorded or {DOCUMENT: ""}):
@@ -211,6 +231,7 @@ def compare_documents(old: dict[str, Any], new: dict[str, Any]) -> tuple[int, li
             a_rows = (old.get("tables") or {}).get(name) or []
             b_rows = (new.get("tables") or {}).get(name) or []
             compare_rows(f"tables.{name}", a_rows, b_rows, [*keys, "month"])
+    table("runs", ["run_key"], 1e-9)
     table("facts", ["key", "fy"], 1e-9)
     table("branches", ["branch_id", "fy"], 1e-9)
     table("months", ["month"], 1e-9)

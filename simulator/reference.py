@@ -246,6 +246,8 @@ def _branch(
             "tank_capacity_l": None,
             "fuel_type": None,
             "emission_norm": None,
+            "emission_control": None,
+            "certificate_ref": None,
             "cadence_s": config.cadence_s,
             "http_token_sha256": hashlib.sha256(token.encode()).hexdigest(),
             "status": "active",
@@ -283,6 +285,7 @@ def _branch(
                 "emission_norm": "cpcb_iv_plus" if rng.random() < 0.4 else "cpcb_ii",
             },
         )
+        _emission_control(devices[-1])
     if rng.random() < config.solar_share:
         kwp = float(round(min(area * 0.03, sanctioned * 0.6) * 2) / 2)
         add(
@@ -401,3 +404,22 @@ def _work_orders(config: SimConfig, branch: Branch, counter: int) -> list[dict[s
             }
         )
     return rows
+
+
+_CONTROLS = ("none", "dual_fuel", "recd")
+
+
+def _emission_control(device: Device) -> None:
+    """A DG set's emission control and certificate, from its norm and id (deterministic, and
+    no draw from the fleet's random stream: the rest of the fleet stays as it was)."""
+    row = device.row
+    digest = hashlib.sha256(device.device_id.encode()).hexdigest()
+    if row.get("emission_norm") == "cpcb_iv_plus":
+        row["emission_control"] = "cpcb_iv_plus"
+        row["certificate_ref"] = f"TA-{digest[:8].upper()}"
+        return
+    control = _CONTROLS[int(digest[:2], 16) % len(_CONTROLS)]
+    row["emission_control"] = control
+    # most retrofits have their certificate on record; one in four does not (yet)
+    if control == "recd" and int(digest[2:4], 16) % 4:
+        row["certificate_ref"] = f"RECD-{digest[:8].upper()}"
