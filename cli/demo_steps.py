@@ -29,7 +29,7 @@ from audit.query import read_records
 from audit.verify import verify_chain
 from cli import render
 from cli.access import access_log
-from cli.demo_reports import show_reports
+from cli.demo_reports import show_dg_log, show_reports
 from cli.lineage import emit_reference_lineage
 from contracts import ContractRegistry, apply_plan, load_registry, plan_for
 from contracts.errors import EnergylakeError
@@ -175,6 +175,10 @@ def run_demo(
     _subject_request(settings, console, store, tenant)
     console.print(Rule("9. sustainability reports: BRSR (EI 1 and EI 7) and its verification"))
     show_reports(settings, console, store, registry, tenant, manifest)
+    console.print(
+        Rule("10. the CAQM DG operation log of the day, hash-chained, and its verification")
+    )
+    show_dg_log(settings, console, store, registry, tenant, manifest)
     console.print(f"demo finished in {time.perf_counter() - started:.1f} s")
 
 
