@@ -88,6 +88,7 @@ bench: $(STAMP) mosquitto ## the benchmarks, each against a baseline measured in
 	$(BIN)/python -m bench.access
 	$(BIN)/python -m bench.retention
 	$(BIN)/python -m bench.erasure
+	$(BIN)/python -m bench.report
 
 lock: ## refresh constraints.txt from a clean resolve
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv

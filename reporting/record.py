@@ -108,6 +108,7 @@ def write_report(
             "files": [{"file": n, "sha256": h} for n, h in sorted(written.files.items())],
             "tables": doc["inputs"],
             "factor_table": doc.get("factor_table"),
+            "reference": doc.get("reference"),
             "lineage_run": run_id,
         },
     )
@@ -135,16 +136,15 @@ def _lineage(
             for i in doc["inputs"]
             if i["version"] is not None
         ]
-        factor_table = doc.get("factor_table")
-        if factor_table and factor_table.get("version") is not None:
-            inputs.append(
-                TableDataset(
-                    lake_uri,
-                    factor_table["table"],
-                    factor_table["version"],
-                    _contract(registry, factor_table["table"]),
+        # the platform reference read: the factor table, the DG rules and GRAP calendar
+        reference = [doc.get("factor_table"), *(doc.get("reference") or [])]
+        for ref in reference:
+            if ref and ref.get("version") is not None:
+                inputs.append(
+                    TableDataset(
+                        lake_uri, ref["table"], ref["version"], _contract(registry, ref["table"])
+                    )
                 )
-            )
         outputs = [
             FileOutput(
                 uri_of(written.folder),

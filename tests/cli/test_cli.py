@@ -216,6 +216,30 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
 
     settings = load_settings(data_dir=tmp_path)
     assert uncovered(settings, load_registry(), settings.lake_store()) == []
+    # The sustainability reports of the day: a BRSR report (saying a day is not a year) and
+    # the DG log, each verified; a figure explained down to the landing segments that
+    # carried its readings through the gateway
+    assert "not a financial year" in result.stdout
+    assert result.stdout.count("report verify") == 2
+    assert result.stdout.count(": identical: ") == 2
+    (brsr,) = (tmp_path / "reports").glob("brsr-*")
+    assert {"report.json", "report.html", "report.pdf"} <= {p.name for p in brsr.iterdir()}
+    assert list((tmp_path / "reports").glob("dg-log-*/*.pdf"))
+    doc = orjson.loads((brsr / "report.json").read_bytes())
+    branch = max(doc["branches"], key=lambda b: b["grid_import_kwh"])
+    manifest = orjson.loads((tmp_path / "sim" / "manifest.json").read_bytes())
+    explained = run(
+        "report", "explain", str(brsr), "--figure", "D", "--branch", branch["branch_id"],
+        "--day", str(manifest["created_for"]["start"]), "--as", "sustainability.team",
+        "--json", "--data-dir", str(tmp_path),
+    )  # fmt: skip
+    assert explained.returncode == 0, explained.stderr
+    found = orjson.loads(explained.stdout)
+    steps = sum(r["energy_import_kwh_step"] or 0.0 for r in found["readings"])
+    assert steps > 0
+    segments = [s for run_segments in found["segments"].values() for s in run_segments]
+    assert segments
+    assert any("gateway-" in s for s in segments)  # what the gateway wrote to the landing log
 
 
 def test_simulate_landing_creates_nothing_others_can_read(tmp_path: Path) -> None:

@@ -230,6 +230,17 @@ def test_the_log_is_appended_once_corrected_never_rewritten_and_verified(
         rows = list(csv.DictReader(handle))
     assert [r["flags"] for r in rows] == ["", "OVER_DAILY_CAP"]
     assert (folder / "dg-log-dg-b-2025-11.pdf").read_bytes().startswith(b"%PDF-")
+    # the lineage run names the lake tables and the rules and calendar at their versions
+    doc = json.loads((folder / "report.json").read_text())
+    events = lake.settings.data_dir / "lineage" / "events"
+    complete = next(
+        e
+        for day in sorted(events.glob("*.jsonl"))
+        for e in map(json.loads, day.read_text().splitlines())
+        if e["run"]["runId"] == doc["lineage_run"] and e["eventType"] == "COMPLETE"
+    )
+    names = {i["name"] for i in complete["inputs"]}
+    assert {"platform/dg_rules", "platform/grap_calendar", f"tenants/{TENANT}/dg_readings"} <= names
     # again: nothing new
     again = _dg_log(lake)
     assert "0 appended, 0 corrected, 5 already logged" in again.stdout
