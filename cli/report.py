@@ -27,7 +27,7 @@ __all__ = ["app"]
 
 app = typer.Typer(
     name="report",
-    help="Sustainability reports: BRSR, ESG data pack, CAQM DG operation log; verify, explain.",
+    help="Sustainability reports: brsr, esg, dg-log, verify, explain.",
     no_args_is_help=True,
 )
 

@@ -95,15 +95,15 @@ class Mart:
         readings, expected and coverage per device kind."""
         return _rollup(self.device_days, ["client_id", "branch_id", "day"])
 
-    def periods(self, by: list[str], period: str) -> pl.DataFrame:
-        """Rolled up by ``by`` (e.g. ["branch_id"], ["city"], []) and ``period`` ("day",
+    def periods(self, by: list[str], grain: str) -> pl.DataFrame:
+        """Rolled up by ``by`` (e.g. ["branch_id"], ["city"], []) and ``grain`` ("day",
         "month": YYYY-MM, "fy": YYYY-YY), with branch attributes joined for city/state."""
         frame = self.device_days.join(self.branches, on="branch_id", how="left")
         frame = frame.with_columns(
             pl.col("day").dt.strftime("%Y-%m").alias("month"),
             _fy_expr(pl.col("day")).alias("fy"),
         )
-        return _rollup(frame, [*by, period])
+        return _rollup(frame, [*by, grain])
 
 
 def _fy_expr(day: pl.Expr) -> pl.Expr:

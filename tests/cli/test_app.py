@@ -83,7 +83,8 @@ def _command_modules() -> list[Path]:
     return sorted(
         p
         for p in CLI.glob("*.py")
-        if p.stem not in {"__init__", "__main__", "app", "common", "render", "demo_steps"}
+        if p.stem
+        not in {"__init__", "__main__", "app", "common", "render", "demo_steps", "demo_reports"}
     )
 
 
