@@ -68,12 +68,17 @@ check: $(STAMP) mosquitto ## the inner loop: lint, types and the fast tests (-m 
 	$(BIN)/energylake contracts lint
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), a test file per worker at a time
+# (module fixtures built once): much of it waits on brokers, subprocesses and fsync, so three
+# workers on two cores take ~10 min where one took ~18 (docs/TESTING.md). TEST_WORKERS=0
+# runs it in one process.
+TEST_WORKERS ?= 3
 test: $(STAMP) mosquitto ## everything CI runs: install, lint, type checks, the whole suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/energylake contracts lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 demo: $(STAMP) mosquitto ## the main job end to end on embedded defaults (./data)
 	$(BIN)/energylake demo --data-dir $(DATA) $(DEMO_ARGS)

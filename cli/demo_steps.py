@@ -224,7 +224,8 @@ def _subject_request(settings: Settings, console: Console, store: Store, tenant:
     console.print(
         f"energylake subject erase --apply: {len(receipt.places)} places erased and checked; "
         f"byte scan of {receipt.scanned_files:,} files ({receipt.scanned_bytes:,} bytes) "
-        f"under {settings.data_dir}: {verdict}"
+        f"under {settings.data_dir}: {verdict}",
+        soft_wrap=True,  # one line whatever the path's length: the verdict stays whole
     )
     console.print(
         f"the receipt (each place, the check that proved it empty): "
