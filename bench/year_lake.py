@@ -266,7 +266,11 @@ def _quarantine_row(
 
 def build_year_lake(root: Path, branches: int, days: int, interval_min: int) -> Path:
     """The data folder of the cached year lake for these arguments (generated on first use)."""
-    folder = root / f"energylake-bench-year-{branches}-{days}-{interval_min}"
+    # the contracts' versions are part of the key: a lake cached under older contracts
+    # (another schema) is generated again, not read with the new ones
+    versions = ",".join(sorted(load_registry().get(d).ref for d in load_registry().datasets))
+    key = hashlib.sha256(versions.encode()).hexdigest()[:8]
+    folder = root / f"energylake-bench-year-{branches}-{days}-{interval_min}-{key}"
     done = folder / "READY"
     if done.exists():
         return folder / "data"
