@@ -27,7 +27,15 @@ import polars as pl
 from reporting.factors import DieselFactors, FactorTable, FactorUse
 from reporting.mart import QUANTITIES, Mart
 
-__all__ = ["CONCEPTS", "Denominators", "Figure", "branch_rows", "brsr_figures", "month_rows"]
+__all__ = [
+    "CONCEPTS",
+    "Denominators",
+    "Figure",
+    "branch_rows",
+    "brsr_figures",
+    "factor_rows",
+    "month_rows",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +146,16 @@ class YearFactors:
     @property
     def uses(self) -> list[FactorUse]:
         return [self.gj_per_kwh, self.grid, *self.diesel.uses]
+
+
+def factor_rows(factors: dict[str, YearFactors]) -> list[dict[str, Any]]:
+    """Every factor row a report used, once per year it was used for, in a stable order."""
+    uses = {
+        (u.factor, u.version, u.variant, u.fy, u.for_fy): u.as_dict()
+        for f in factors.values()
+        for u in f.uses
+    }
+    return sorted(uses.values(), key=lambda u: (u["for_fy"], u["factor"]))
 
 
 def year_factors(table: FactorTable, fy: str, *, allow_proxy: bool) -> YearFactors:

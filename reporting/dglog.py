@@ -43,6 +43,7 @@ from lake.consumption import counter_steps, fuel_used
 from lake.reference import read_platform_reference
 from lake.storage import Store
 from reporting.mart import TZ_NAME, ist_day_start
+from reporting.record import header
 
 __all__ = [
     "RUNNING_RPM",
@@ -327,20 +328,8 @@ def dg_log_document(
     reference = [{"table": "platform/dg_rules", "version": rules_v}]
     if calendar_v is not None:
         reference.append({"table": "platform/grap_calendar", "version": calendar_v})
-    return {
-        "format": "energylake.report.dg-log/1",
-        "kind": "dg-log",
-        "tenant": tenant,
+    return header(session, "dg-log", tenant, start, end) | {
         "branch": branch,
-        "period": {
-            "from": start.isoformat(),
-            "to": (end - timedelta(days=1)).isoformat(),
-            "tz": "Asia/Kolkata",
-        },
-        "generated_at": datetime.now(UTC).isoformat(),
-        "principal": session.principal,
-        "purpose": session.purpose,
-        "session": session.id,
         "runs": evaluated,
         "sets": sets.select(
             "device_id",

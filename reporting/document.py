@@ -21,7 +21,6 @@ its figures down. Field by field (format ``energylake.report.brsr/1``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import polars as pl
@@ -34,11 +33,13 @@ from reporting.brsr import (
     YearFactors,
     branch_rows,
     brsr_figures,
+    factor_rows,
     month_rows,
     year_factors,
 )
 from reporting.factors import FactorTable, fy_bounds
 from reporting.mart import QUANTITIES, Mart, build_mart
+from reporting.record import header
 
 __all__ = ["FORMAT", "BrsrRequest", "brsr_document", "previous_fy"]
 
@@ -104,27 +105,10 @@ def brsr_document(
             for q in QUANTITIES
             for k in (q, f"est_{q}")
         }
-    uses = {
-        (u.factor, u.version, u.variant, u.fy, u.for_fy): u.as_dict()
-        for f in factors.values()
-        for u in f.uses
-    }
     d = request.denominators
-    doc: dict[str, Any] = {
-        "format": FORMAT,
-        "kind": "brsr",
-        "tenant": request.tenant,
+    doc: dict[str, Any] = header(session, "brsr", request.tenant, start, end) | {
         "fy": fy,
         "previous_fy": prev,
-        "period": {
-            "from": start.isoformat(),
-            "to": _last_day(end).isoformat(),
-            "tz": "Asia/Kolkata",
-        },
-        "generated_at": datetime.now(UTC).isoformat(),
-        "principal": session.principal,
-        "purpose": session.purpose,
-        "session": session.id,
         "parameters": {
             "turnover_inr": d.turnover_inr,
             "ppp_factor": d.ppp_factor,
@@ -137,13 +121,9 @@ def brsr_document(
         "dg_kwh_not_counted": {y: quantities[y]["dg_kwh"] for y in (prev, fy)},
         "branches": branch_rows(mart, factors),
         "months": month_rows(mart, factors),
-        "factors": sorted(uses.values(), key=lambda u: (u["for_fy"], u["factor"])),
+        "factors": factor_rows(factors),
         "factor_table": {"table": table.rel, "version": table.version},
         "inputs": [{"table": rel, "version": v} for rel, v in session.read_versions().items()],
         "method": METHOD,
     }
     return doc, mart
-
-
-def _last_day(end: date) -> date:
-    return end - timedelta(days=1)

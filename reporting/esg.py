@@ -11,7 +11,7 @@ per device kind; ``proxy_factor`` when a factor of another year was used for the
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,13 @@ from analytics.access import Session
 from contracts import ContractRegistry
 from durable.files import atomic_file
 from lake.storage import Store
-from reporting.brsr import YearFactors, year_factors
+from reporting.brsr import YearFactors, factor_rows, year_factors
 from reporting.factors import FactorTable, fy_of
 from reporting.mart import build_mart
+from reporting.record import header
 
 __all__ = ["COLUMNS", "LEVELS", "esg_document", "write_esg_files"]
 
-FORMAT = "energylake.report.esg/1"
 # table name -> its grouping keys (besides month and fy)
 LEVELS: dict[str, list[str]] = {
     "branch": ["branch_id", "site_name", "city", "state"],
@@ -130,28 +130,11 @@ def esg_document(
                 if isinstance(v, float):
                     row[k] = round(v, 6)
         tables[name] = rows
-    uses = {
-        (u.factor, u.version, u.variant, u.fy, u.for_fy): u.as_dict()
-        for f in factors.values()
-        for u in f.uses
-    }
-    return {
-        "format": FORMAT,
-        "kind": "esg",
-        "tenant": tenant,
-        "period": {
-            "from": start.isoformat(),
-            "to": (end - timedelta(days=1)).isoformat(),
-            "tz": "Asia/Kolkata",
-        },
-        "generated_at": datetime.now(UTC).isoformat(),
-        "principal": session.principal,
-        "purpose": session.purpose,
-        "session": session.id,
+    return header(session, "esg", tenant, start, end) | {
         "parameters": {"allow_proxy_factor": allow_proxy},
         "columns": COLUMNS,
         "tables": tables,
-        "factors": sorted(uses.values(), key=lambda u: (u["for_fy"], u["factor"])),
+        "factors": factor_rows(factors),
         "factor_table": {"table": table.rel, "version": table.version},
         "inputs": [{"table": rel, "version": v} for rel, v in session.read_versions().items()],
     }

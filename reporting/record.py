@@ -15,7 +15,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ __all__ = [
     "REPORT_EVENT",
     "ReportFiles",
     "file_sha256",
+    "header",
     "load_document",
     "recorded_files",
     "write_report",
@@ -54,6 +55,25 @@ class ReportFiles:
     @property
     def document(self) -> Path:
         return self.folder / DOCUMENT
+
+
+def header(session: Session, kind: str, tenant: str, start: date, end: date) -> dict[str, Any]:
+    """The fields every report document starts with: its format and kind, the tenant, the
+    IST days ``[start, end)`` it covers, when, by whom, for which purpose, in which session."""
+    return {
+        "format": f"energylake.report.{kind}/1",
+        "kind": kind,
+        "tenant": tenant,
+        "period": {
+            "from": start.isoformat(),
+            "to": (end - timedelta(days=1)).isoformat(),
+            "tz": "Asia/Kolkata",
+        },
+        "generated_at": datetime.now(UTC).isoformat(),
+        "principal": session.principal,
+        "purpose": session.purpose,
+        "session": session.id,
+    }
 
 
 def file_sha256(path: Path) -> str:
