@@ -112,6 +112,7 @@ def test_brsr_writes_every_format_and_records_each_file(lake: GoldenLake) -> Non
         e for e in runs if e["run"]["runId"] == doc["lineage_run"] and e["eventType"] == "COMPLETE"
     )
     assert complete["job"]["name"] == "report.brsr"
+    assert PRINCIPAL not in json.dumps(complete)  # who read is in the access log, not lineage
     versions = {i["name"]: i["facets"]["version"]["datasetVersion"] for i in complete["inputs"]}
     assert versions[f"tenants/{TENANT}/meter_readings"] == str(
         next(i["version"] for i in doc["inputs"] if i["table"].endswith("/meter_readings"))
