@@ -16,6 +16,7 @@ from rich.table import Table
 from analytics.access import Session, connect
 from cli.access import access_log
 from cli.common import cli_context
+from cli.sql import DataDir, TokenFile, read_token
 from contracts import load_registry
 from contracts.errors import ConfigError
 from lake.keys import KeyStore
@@ -35,22 +36,9 @@ PURPOSE = "regulatory_reporting"
 _FORMATS = ("json", "csv", "html", "pdf")
 
 Principal = Annotated[str, typer.Option("--as", help="Who reports (a granted principal).")]
-TokenFile = Annotated[
-    Path | None, typer.Option("--token-file", help="A service principal's token file.")
-]
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Override data_dir.")]
 OutDir = Annotated[
     Path | None, typer.Option("--out", help="Folder for the report (default <data_dir>/reports).")
 ]
-
-
-def _token(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc}", setting="--token-file") from None
 
 
 def _principal(principal: str) -> str:
@@ -122,7 +110,7 @@ def _session(
             principal=_principal(principal),
             purpose=PURPOSE,
             tenant=tenant,
-            token=_token(token_file),
+            token=read_token(token_file),
             **kw,
         )
     except BaseException:
@@ -428,7 +416,7 @@ def verify(
             log,
             settings.data_dir / "audit" / "access",
             principal=_principal(principal),
-            token=_token(token_file),
+            token=read_token(token_file),
             anchor_dir=settings.audit_anchor_dir,
         )
     finally:

@@ -40,7 +40,7 @@ from lineage.emitter import LineageEmitter
 from lineage.runs import uri_of
 from pipelines.settings import Settings
 
-__all__ = ["app", "write_result"]
+__all__ = ["DataDir", "TokenFile", "app", "read_token", "write_result"]
 
 app = typer.Typer()
 
@@ -71,7 +71,8 @@ class Format(StrEnum):
     PARQUET = "parquet"
 
 
-def _token(path: Path | None) -> str | None:
+def read_token(path: Path | None) -> str | None:
+    """A service principal's token from ``--token-file`` (None: no file given)."""
     if path is None:
         return None
     try:
@@ -195,7 +196,7 @@ def _open(
         principal=principal,
         purpose=purpose,
         tenant=tenant,
-        token=_token(token_file),
+        token=read_token(token_file),
         since=when(since, "--from"),
         until=when(until, "--to"),
     )

@@ -103,27 +103,26 @@ def reproduce(
         versions=versions,
     ) as session:
         try:
+            first, end = _days(doc)
             if doc["kind"] == "dg-log":
-                period = doc["period"]
                 again = dg_log_document(
                     session,
                     store,
                     registry,
                     str(doc["tenant"]),
-                    date.fromisoformat(period["from"]),
-                    date.fromisoformat(period["to"]) + timedelta(days=1),
+                    first,
+                    end,
                     branch=doc.get("branch"),
                     versions={str(r["table"]): r["version"] for r in doc.get("reference") or []},
                 )
             elif doc["kind"] == "esg":
-                period = doc["period"]
                 again = esg_document(
                     session,
                     store,
                     registry,
                     str(doc["tenant"]),
-                    date.fromisoformat(period["from"]),
-                    date.fromisoformat(period["to"]) + timedelta(days=1),
+                    first,
+                    end,
                     allow_proxy=bool((doc.get("parameters") or {}).get("allow_proxy_factor")),
                     factor_version=(doc.get("factor_table") or {}).get("version"),
                 )
@@ -138,6 +137,12 @@ def reproduce(
                 " retention keeps them (docs/REPORTING.md, limits)"
             ) from exc
     return again
+
+
+def _days(doc: dict[str, Any]) -> tuple[date, date]:
+    """The IST days ``[first, end)`` a report document covers (its ``period``)."""
+    period = doc["period"]
+    return date.fromisoformat(period["from"]), date.fromisoformat(period["to"]) + timedelta(days=1)
 
 
 def verify_report(
