@@ -46,8 +46,8 @@ from analytics.pushdown import Read, parser, plan_reads
 from analytics.sqltext import identifiers, redact, sql_sha256
 from contracts import Contract, ContractRegistry, UnknownPurposeError
 from contracts.policy import Action, PurposePlan, TenantKey, apply_plan, plan_for
-from lake.delta import dataset as lake_dataset
 from lake.delta import open_table, table_exists
+from lake.duck import Condition, read_delta, reader, sql_condition
 from lake.keys import KeyStore
 from lake.layout import (
     RETENTION_BEFORE_KEY,
@@ -231,6 +231,9 @@ class Session:
         self.views = self._views(registry)
         self._loaded: dict[str, _Loaded] = {}
         self._con = duckdb.connect(config=dict(LOCKED_CONFIG))
+        # the lake reader: a connection of its own, never the analyst's (which can reach
+        # nothing but the shaped views); opened on the first read
+        self._reader: Any = None
         self._parser = parser()
         self._closed = False
         self._record("session_open", {"outcome": "ok", "datasets": self._offered()})
@@ -328,6 +331,8 @@ class Session:
             return
         self._closed = True
         self._con.close()
+        if self._reader is not None:
+            self._reader.close()
         self._parser.close()
         self._record("session_close", {"outcome": "ok"})
 
@@ -423,29 +428,43 @@ class Session:
                     versions[rel] = None
                 continue
             delta = open_table(self._store, rel, pinned)
-            versions[rel] = int(delta.version())
-            present = set(delta.schema().to_arrow().names)
+            version = versions[rel] = int(delta.version())
+            table_schema = pa.schema(delta.schema().to_arrow())
+            present = set(table_schema.names)
             columns = [c for c in wanted if c in present]
             columns += sorted(c for c in subjects - set(columns) if c in present)
             if tenant is None and _TENANT_COLUMN not in columns:
                 columns.append(_TENANT_COLUMN)  # a platform-wide table: rows split by tenant
-            parts_by = list(delta.metadata().partition_columns)
-            rows_filter = self._rows_filter(contract, tenant, read)
+            bounds = self._bounds(contract, tenant, read)
             if hot and tenant is not None:
                 # the hot tier is opened before its archive (the order of _tiers): rows a
                 # pass has archived but not yet deleted from hot are read from the archive
                 archive = self._version(archive_rel(tenant, view.dataset))
                 pending = _pending_cutoff(self._store, rel, delta, view.dataset, archive)
                 if pending is not None:
-                    basis = contract.retention.basis
-                    rows_filter = rows_filter & (pc.field(basis) >= pa.scalar(pending))
-            files = self._prune(contract, read)
-            if files is not None and _BRANCH_COLUMN not in parts_by:
-                # the archive tier is partitioned by month: branches are bounded by the rows
-                # filter (and time by the files' statistics), not by partition values
-                files = [f for f in files if f[0] != _BRANCH_COLUMN] or None
-            scan = lake_dataset(self._store, rel, table=delta, files=files)
-            rows = scan.to_table(columns=columns, filter=rows_filter)
+                    bounds.append((contract.retention.basis, ">=", pending))
+            # each bound runs in the scan's WHERE (which also prunes partitions and files)
+            # when it renders exactly for its column's type; the rest filter the rows read
+            where: list[Condition] = []
+            left: list[tuple[str, str, Any]] = []
+            for column, op, value in bounds:
+                field = table_schema.field(column) if column in present else None
+                text = None if field is None else sql_condition(column, op, value, field.type)
+                if text is None:
+                    left.append((column, op, value))
+                else:
+                    where.append(text)
+            reading = columns + sorted({c for c, _, _ in left} & present - set(columns))
+            rows = read_delta(
+                self._lake(),
+                self._store,
+                rel,
+                version,
+                pa.schema([table_schema.field(c) for c in reading]),
+                where=where,
+            )
+            if left:
+                rows = rows.filter(_expression(left)).select(columns)
             for client in _tenants_of(rows, tenant):
                 part = rows
                 if tenant is None:  # the platform-wide clients table: one key per client
@@ -463,6 +482,12 @@ class Session:
             return apply_plan(view.plan, empty, _NO_KEY, contract), versions, objected
         return pa.concat_tables(parts, promote_options="permissive"), versions, objected
 
+    def _lake(self) -> Any:
+        """The session's lake reader (``lake.duck``: delta and, on S3, httpfs loaded)."""
+        if self._reader is None:
+            self._reader = reader(self._store)
+        return self._reader
+
     def _version(self, rel: str) -> tuple[bool, int | None]:
         """How to read ``rel``: (False, None) pinned as absent (the table did not exist when
         the versions were recorded); (True, None) its latest version; (True, v) version v."""
@@ -477,42 +502,26 @@ class Session:
         until = min((t for t in (self.until, read.until) if t is not None), default=None)
         return since, until
 
-    def _prune(self, contract: Contract, read: Read) -> list[tuple[str, str, Any]] | None:
-        """Files that may hold the rows (partition values, and min/max statistics)."""
-        files: list[tuple[str, str, Any]] = []
-        keys = dict(read.keys)
-        if _BRANCH_COLUMN in contract.partition_columns:
-            branches = set(self.branches) if self.branches is not None else None
-            if _BRANCH_COLUMN in keys:
-                wanted = set(keys[_BRANCH_COLUMN])
-                branches = wanted if branches is None else branches & wanted
-            if branches is not None:
-                files.append((_BRANCH_COLUMN, "in", sorted(branches)))
-        if _TIME_COLUMN in contract.field_names:
-            since, until = self._window(read)
-            if since is not None:
-                files.append((_TIME_COLUMN, ">=", since))
-            if until is not None:
-                files.append((_TIME_COLUMN, "<", until))
-        return files or None
-
-    def _rows_filter(self, contract: Contract, tenant: str | None, read: Read) -> pc.Expression:
-        """The grant's rows (tenants, branches, window), then the statement's bounds."""
+    def _bounds(
+        self, contract: Contract, tenant: str | None, read: Read
+    ) -> list[tuple[str, str, Any]]:
+        """The grant's rows (tenants, branches, window), then the statement's bounds, as
+        (column, operator, value) conditions that all hold for a row the view shows."""
         names = contract.field_names
         allowed = [tenant] if tenant is not None else self.tenants
-        expr = pc.field(_TENANT_COLUMN).isin(allowed)
+        bounds: list[tuple[str, str, Any]] = [(_TENANT_COLUMN, "in", allowed)]
         if self.branches is not None:
-            expr = expr & pc.field(_BRANCH_COLUMN).isin(self.branches)
+            bounds.append((_BRANCH_COLUMN, "in", self.branches))
         if _TIME_COLUMN in names:
             since, until = self._window(read)
             if since is not None:
-                expr = expr & (pc.field(_TIME_COLUMN) >= pa.scalar(since))
+                bounds.append((_TIME_COLUMN, ">=", since))
             if until is not None:
-                expr = expr & (pc.field(_TIME_COLUMN) < pa.scalar(until))
+                bounds.append((_TIME_COLUMN, "<", until))
         for column, values in read.keys:
             if column in names:
-                expr = expr & pc.field(column).isin(sorted(values))
-        return expr
+                bounds.append((column, "in", sorted(values)))
+        return bounds
 
     def _record(self, event: str, fields: Mapping[str, Any]) -> None:
         self._audit.append(
@@ -586,3 +595,22 @@ def _tenants_of(rows: pa.Table, tenant: str | None) -> list[str]:
 _EMPTY = pa.table({})
 # Shapes tables with no row (nothing to pseudonymise): a random key, never a tenant's.
 _NO_KEY = TenantKey("none", secrets.token_bytes(32))
+
+
+def _expression(bounds: list[tuple[str, str, Any]]) -> pc.Expression:
+    """``Session._bounds`` conditions as one pyarrow filter (all must hold)."""
+    terms: list[pc.Expression] = []
+    for column, op, value in bounds:
+        field = pc.field(column)
+        if op == "in":  # (pyarrow cannot type an empty value set)
+            terms.append(field.isin(value) if value else pc.scalar(False))
+        elif op == ">=":
+            terms.append(field >= pa.scalar(value))
+        elif op == "<":
+            terms.append(field < pa.scalar(value))
+        else:  # pragma: no cover - _bounds makes no other
+            raise ValueError(f"unknown bound operator {op!r}")
+    expression = terms[0]
+    for term in terms[1:]:
+        expression = expression & term
+    return expression

@@ -25,6 +25,8 @@ stage in force and the rule of the set's class, kept as an append-only, hash-cha
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -354,7 +356,19 @@ class LogAppend:
 
 def append_log(doc: dict[str, Any], folder: Path, *, anchor_dir: Path | None = None) -> LogAppend:
     """Append the document's runs to the chained log: new runs once, changed ones as
-    corrections; nothing is rewritten."""
+    corrections; nothing is rewritten. Two runs of ``report dg-log`` for one tenant (two
+    processes, or two threads) take turns: each reads what the log holds and appends under
+    one exclusive lock, so neither appends a run the other has just logged."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = os.open(folder.parent / f".{folder.name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the descriptor is closed
+        return _append_log(doc, folder, anchor_dir)
+    finally:
+        os.close(lock)
+
+
+def _append_log(doc: dict[str, Any], folder: Path, anchor_dir: Path | None) -> LogAppend:
     latest: dict[str, tuple[int, dict[str, Any]]] = {}
     for record in read_records(folder) if folder.is_dir() else []:
         if record.get("event") in ("dg_run", "dg_run_correction"):

@@ -159,10 +159,10 @@ def build_mart(session: Session, start: date, end: date, *, gap_factor: float = 
         parts = _frame(session.sql(_steps_sql(dataset, counters, lo, hi, start, end)))
         if parts.height == 0:
             continue
-        n = parts.filter(pl.col("part") == "n")
+        n, single, crossing = _parts(parts, quantities, start, end)
         seen.append(
             n.select("client_id", "device_id", "branch_id")
-            .unique("device_id", keep="last")
+            .unique("device_id", keep="last")  # its branch on the last day it reported
             .with_columns(pl.lit(_KINDS[dataset]).alias("kind"))
         )
         counts.append(
@@ -173,15 +173,7 @@ def build_mart(session: Session, start: date, end: date, *, gap_factor: float = 
                 pl.col("resets").cast(pl.Int64).alias("counter_resets"),
             )
         )
-        single = parts.filter(pl.col("part") == "s").select(
-            "device_id",
-            "day",
-            *(pl.col(q).cast(pl.Float64) for q in quantities),
-            *(pl.lit(0.0).alias(f"est_{q}") for q in quantities),
-            pl.lit(0, dtype=pl.UInt32).alias("estimated_steps"),
-        )
         steps.append(single)
-        crossing = parts.filter(pl.col("part") == "x")
         if crossing.height:  # a device no longer in the registry: no cadence, never "long"
             crossing = crossing.join(cadence, on="device_id", how="left")
             steps.append(_assign(crossing, quantities, gap_factor))
@@ -200,16 +192,58 @@ def build_mart(session: Session, start: date, end: date, *, gap_factor: float = 
     return Mart(start, end, device_days, branches)
 
 
+def _parts(
+    grouped: pl.DataFrame, quantities: list[str], start: date, end: date
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """From ``_steps_sql``'s groups: readings and resets per device and IST day of
+    ``[start, end)`` (and the branch it reported from); the sums of the steps whose
+    interval lies within one such day; and each step whose interval crosses IST midnight
+    (device, prev_ts, ts, quantities) for ``_assign``."""
+    in_range = (pl.col("day") >= start) & (pl.col("day") < end)
+    n = (
+        grouped.filter(in_range)
+        .group_by("client_id", "device_id", "day")
+        .agg(
+            pl.col("branch_id").first(),
+            pl.col("readings").sum(),
+            pl.col("resets").sum(),
+        )
+        .sort("client_id", "device_id", "day")
+    )
+    day = pl.col("first_day")
+    single = (
+        grouped.filter(
+            day.is_not_null() & (day == pl.col("last_day")) & (day >= start) & (day < end)
+        )
+        .group_by("device_id", "first_day")
+        .agg(  # a sum of nothing but nulls stays null, as SQL's
+            *(
+                pl.when(pl.col(q).count() > 0).then(pl.col(q).sum()).cast(pl.Float64).alias(q)
+                for q in quantities
+            )
+        )
+        .rename({"first_day": "day"})
+        .with_columns(
+            *(pl.lit(0.0).alias(f"est_{q}") for q in quantities),
+            pl.lit(0, dtype=pl.UInt32).alias("estimated_steps"),
+        )
+    )
+    crossing = grouped.filter(
+        pl.col("xts").is_not_null() & (pl.col("last_day") >= start) & (day < end)
+    ).select("device_id", "prev_ts", pl.col("xts").alias("ts"), *quantities)
+    return n, single, crossing
+
+
 def _steps_sql(
     dataset: str, counters: dict[str, str], lo: datetime, hi: datetime, start: date, end: date
 ) -> str:
     """One statement over a readings view, aggregated where the rows are (DuckDB): each
     reading's step per quantity (``lake.consumption``'s rules in SQL) between consecutive
-    readings of a device, then three parts, tagged ``part``:
-
-    - ``n``: per device and IST day of ``[start, end)``, readings and counter resets;
-    - ``s``: per device and IST day, the sum of the steps whose interval lies in that day;
-    - ``x``: each step whose interval crosses IST midnight (split by ``_assign``).
+    readings of a device, then one aggregation in a single pass, by client, device, the
+    IST day of the reading, the IST days of the first and last moment of the interval it
+    closes, and ``xts`` (the reading's time when that interval crosses IST midnight, so
+    each crossing step is a group of its own, to be split by ``_assign``). ``_parts``
+    takes the readings per day, the in-day steps per day and the crossing steps from it.
     """
     level = dataset == "dg_readings"
     columns = [*counters, *(["fuel_level_pct"] if level else [])]
@@ -233,9 +267,7 @@ def _steps_sql(
         "(DATE '1970-01-01'"
         f" + CAST(floor((epoch_us({{}}) + {_IST_OFFSET_US}) / {_DAY_US}) AS INTEGER))"
     )
-    nothing = ", ".join(f"NULL::DOUBLE AS {q}" for q in quantities)
     sums = ", ".join(f"sum({q}) AS {q}" for q in quantities)
-    plain = ", ".join(quantities)
     first, last = f"DATE '{start.isoformat()}'", f"DATE '{end.isoformat()}'"
     return f"""
 WITH r AS (
@@ -244,7 +276,7 @@ WITH r AS (
   FROM {dataset} x
   WHERE x.ts >= TIMESTAMPTZ '{lo.isoformat()}' AND x.ts < TIMESTAMPTZ '{hi.isoformat()}'
   WINDOW w AS (PARTITION BY x.device_id ORDER BY x.ts, x.seq)
-), s AS MATERIALIZED (
+), s AS (
   SELECT client_id, device_id, branch_id, ts, prev_ts, {", ".join(values)},
          CAST(COALESCE({reset}, false) AS INTEGER) AS reset,
          {local.format("ts")} AS day,
@@ -252,19 +284,14 @@ WITH r AS (
          {local.format("ts - INTERVAL 1 MICROSECOND")} AS last_day
   FROM r{tank}
 )
-SELECT 'n' AS part, client_id, device_id, any_value(branch_id) AS branch_id, day,
-       count(*) AS readings, sum(reset) AS resets, NULL::TIMESTAMPTZ AS prev_ts,
-       NULL::TIMESTAMPTZ AS ts, {nothing}
-FROM s WHERE day >= {first} AND day < {last} GROUP BY client_id, device_id, day
-UNION ALL
-SELECT 's', NULL, device_id, NULL, first_day, NULL, NULL, NULL, NULL, {sums}
-FROM s WHERE prev_ts IS NOT NULL AND first_day = last_day
-  AND first_day >= {first} AND first_day < {last}
-GROUP BY device_id, first_day
-UNION ALL
-SELECT 'x', NULL, device_id, NULL, NULL, NULL, NULL, prev_ts, ts, {plain}
-FROM s WHERE prev_ts IS NOT NULL AND first_day <> last_day
-  AND last_day >= {first} AND first_day < {last}
+SELECT client_id, device_id, day, first_day, last_day,
+       CASE WHEN first_day <> last_day THEN ts END AS xts,
+       any_value(branch_id) AS branch_id, any_value(prev_ts) AS prev_ts,
+       count(*) AS readings, sum(reset) AS resets, {sums}
+FROM s
+WHERE (day >= {first} AND day < {last})
+   OR (first_day IS NOT NULL AND last_day >= {first} AND first_day < {last})
+GROUP BY client_id, device_id, day, first_day, last_day, xts
 """  # noqa: S608 - our view names and our own literals
 
 

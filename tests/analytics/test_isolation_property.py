@@ -400,15 +400,12 @@ def test_the_check_fails_when_the_branch_filter_is_switched_off(
     lake = governed_lake
     scope = Scope((lake.tenants[0],), lake.branches[lake.tenants[0]][0], "energy_monitoring")
     assert not _leak_found(lake, scope, 300)
-    original = Session._rows_filter
+    original = Session._bounds
 
-    def no_branch(self: Session, contract: Any, tenant: str | None, read: Any) -> pc.Expression:
-        saved, self.branches = self.branches, None
-        try:
-            return original(self, contract, tenant, read)
-        finally:
-            self.branches = saved
+    def no_branch(
+        self: Session, contract: Any, tenant: str | None, read: Any
+    ) -> list[tuple[str, str, Any]]:
+        return [b for b in original(self, contract, tenant, read) if b[0] != "branch_id"]
 
-    monkeypatch.setattr(Session, "_rows_filter", no_branch)
-    monkeypatch.setattr(Session, "_prune", lambda self, contract, read: None)
+    monkeypatch.setattr(Session, "_bounds", no_branch)
     assert _leak_found(lake, scope, 300)

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
+from audit.query import read_records
 from lake.reference import load_platform_reference
-from reporting.dglog import dg_log_document
+from reporting.dglog import LogAppend, append_log, dg_log_document
 from reporting.shipped import shipped_file
 from tests.reporting.golden_lake import PRINCIPAL, TENANT, Branch, Device, GoldenLake, ist
 
@@ -293,3 +295,24 @@ def test_any_change_to_the_log_is_detected(lake: GoldenLake, tamper: str, tmp_pa
     finally:
         shutil.rmtree(folder)
         shutil.copytree(saved, folder)
+
+
+def test_runs_of_the_log_at_the_same_time_append_each_run_once(tmp_path: Path) -> None:
+    folder = tmp_path / "reports" / "dg-log-acme"
+    doc = {"tenant": "acme", "runs": [{"run_key": f"dg-{i}", "kwh": float(i)} for i in range(150)]}
+    start = threading.Barrier(4)
+    results: list[LogAppend] = []
+
+    def run() -> None:
+        start.wait()
+        results.append(append_log(doc, folder))
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    keys = [r["run_key"] for r in read_records(folder) if r.get("event") == "dg_run"]
+    assert sorted(keys) == sorted(f"dg-{i}" for i in range(150))  # each once
+    assert sorted(r.appended for r in results) == [0, 0, 0, 150]
+    assert sum(r.unchanged for r in results) == 3 * 150
