@@ -102,6 +102,7 @@ class Condition:
 
 
 _INT64 = (-(2**63), 2**63 - 1)
+_BATCH_ROWS = 32_768  # rows per Arrow record batch of a governed read
 
 
 def _placeholder(value: Any, kind: pa.DataType) -> str | None:
@@ -157,4 +158,6 @@ def read_delta(
     params = [p for c in where for p in c.params]
     source = f"delta_scan('{_text(store.url(rel))}', version => {int(version)})"
     statement = f"SELECT {columns} FROM {source}{clause}"  # noqa: S608 - our names, values bound
-    return con.execute(statement, params).to_arrow_table().cast(schema)
+    # small record batches: the analyst's connection scans a registered table a batch per
+    # thread (a month's 175k rows in one batch ran on one core: 1.7x slower, measured)
+    return con.execute(statement, params).to_arrow_table(_BATCH_ROWS).cast(schema)

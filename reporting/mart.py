@@ -99,11 +99,17 @@ class Mart:
         """Rolled up by ``by`` (e.g. ["branch_id"], ["city"], []) and ``grain`` ("day",
         "month": YYYY-MM, "fy": YYYY-YY), with branch attributes joined for city/state."""
         frame = self.device_days.join(self.branches, on="branch_id", how="left")
-        frame = frame.with_columns(
-            pl.col("day").dt.strftime("%Y-%m").alias("month"),
-            _fy_expr(pl.col("day")).alias("fy"),
+        # the month and FY labels of each distinct day, joined (formatting them once per
+        # device-day was a third of a year's roll-ups)
+        days = (
+            self.device_days.select("day")
+            .unique()
+            .with_columns(
+                pl.col("day").dt.strftime("%Y-%m").alias("month"),
+                _fy_expr(pl.col("day")).alias("fy"),
+            )
         )
-        return _rollup(frame, [*by, grain])
+        return _rollup(frame.join(days, on="day", how="left"), [*by, grain])
 
 
 def _fy_expr(day: pl.Expr) -> pl.Expr:
