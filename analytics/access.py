@@ -27,6 +27,7 @@ with its literals redacted plus its hash (``analytics.sqltext``).
 
 from __future__ import annotations
 
+import operator
 import secrets
 import time
 import uuid
@@ -598,18 +599,15 @@ _NO_KEY = TenantKey("none", secrets.token_bytes(32))
 
 
 def _expression(bounds: list[tuple[str, str, Any]]) -> pc.Expression:
-    """``Session._bounds`` conditions as one pyarrow filter (all must hold)."""
+    """``Session._bounds`` conditions (``in``, ``>=``, ``<``) as one pyarrow filter."""
+    compare = {">=": operator.ge, "<": operator.lt}
     terms: list[pc.Expression] = []
     for column, op, value in bounds:
         field = pc.field(column)
         if op == "in":  # (pyarrow cannot type an empty value set)
             terms.append(field.isin(value) if value else pc.scalar(False))
-        elif op == ">=":
-            terms.append(field >= pa.scalar(value))
-        elif op == "<":
-            terms.append(field < pa.scalar(value))
-        else:  # pragma: no cover - _bounds makes no other
-            raise ValueError(f"unknown bound operator {op!r}")
+        else:
+            terms.append(compare[op](field, pa.scalar(value)))
     expression = terms[0]
     for term in terms[1:]:
         expression = expression & term

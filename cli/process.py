@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -37,6 +40,9 @@ def process(
 
     Arguments after the options are passed to Beam as pipeline options.
     """
+    # A SIGTERM from here on stops the follower cleanly (exit 0), even one that comes while
+    # Beam is still being imported (seconds on a loaded machine)
+    stop = _stop_on_signal() if follow else None
     from pipelines.batch_hooks import wait_for_data_docs
 
     cli = cli_context(ctx)
@@ -48,9 +54,21 @@ def process(
     # Beam's ~2,400 modules may be skipped.
     cli.exit_plan.fast = True
     try:
-        _process(cli, settings, runner, beam_args, follow=follow, max_segments=max_segments)
+        _process(cli, settings, runner, beam_args, stop=stop, max_segments=max_segments)
     finally:
         wait_for_data_docs()
+
+
+def _stop_on_signal() -> threading.Event:
+    """An event SIGINT and SIGTERM set (``pipelines.process.follow`` stops on it)."""
+    event = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        event.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+    return event
 
 
 def _process(
@@ -59,18 +77,23 @@ def _process(
     runner: str,
     beam_args: list[str],
     *,
-    follow: bool,
+    stop: threading.Event | None,
     max_segments: int | None,
 ) -> None:
     from pipelines.process import follow as follow_batches
     from pipelines.process import process_once
 
-    if follow:
+    if stop is not None:
+        cli.console.print(
+            f"following {settings.landing / 'closed'} (Ctrl-C or SIGTERM: the batch in hand"
+            " is finished, then it stops)"
+        )
         follow_batches(
             settings,
             runner=runner,
             beam_args=beam_args,
             on_batch=lambda r: cli.console.print(render.batch_line(r)),
+            stop=stop,
         )
         return
     report = process_once(settings, runner=runner, beam_args=beam_args, max_segments=max_segments)

@@ -553,8 +553,8 @@ def _worker_contracts_dir(settings: Settings) -> str | None:
 
 
 class _Stop:
-    def __init__(self) -> None:
-        self.event = threading.Event()
+    def __init__(self, event: threading.Event | None = None) -> None:
+        self.event = event if event is not None else threading.Event()
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         log.warning("signal %s: finishing the batch in hand, then stopping", signum)
@@ -568,16 +568,19 @@ def follow(
     beam_args: Sequence[str] = (),
     on_batch: Any = None,
     max_batches: int | None = None,
+    stop: threading.Event | None = None,
 ) -> int:
-    """Process batches until SIGINT/SIGTERM; compact partitions past the file bound."""
-    stop = _Stop()
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    """Process batches until SIGINT/SIGTERM; compact partitions past the file bound.
+    ``stop``: an event a caller's own signal handlers set (a signal that came before this
+    was called is not lost: the loop does not start)."""
+    stopper = _Stop(stop)
+    previous = {s: signal.signal(s, stopper) for s in (signal.SIGINT, signal.SIGTERM)}
     done = 0
     session = lineage_session(settings)  # the parent run of the session's batches
     parent = session.ref if session is not None else None
     pending: list[str] = []  # tables the last compaction pass did not finish
     try:
-        while not stop.event.is_set():
+        while not stopper.event.is_set():
             report = process_once(
                 settings, runner=runner, beam_args=beam_args, lineage_parent=parent
             )
@@ -592,7 +595,7 @@ def follow(
                 continue
             if pending:  # idle: carry on with what the budget left, one pass per interval
                 pending = compact_if_needed(settings, pending, lineage_parent=parent).remaining
-            stop.event.wait(settings.follow_interval_s)
+            stopper.event.wait(settings.follow_interval_s)
     except BaseException as exc:
         if session is not None:
             session.fail(exc)

@@ -5,9 +5,11 @@ stage in force and the rule of the set's class, kept as an append-only, hash-cha
   cool_down, or engine speed of ``RUNNING_RPM`` or more. It starts at its first such
   reading and stops at the first reading after it with the engine stopped (a log for a cap
   errs on the long side: by less than one cadence). A run still going at the last reading
-  is open and not logged yet. kWh are the generated-energy counter's steps inside the run
-  (reset-aware), litres the tank level's falls x the tank's litres, load the mean of the
-  readings' load %. A gap in the readings inside a run (over 3 cadences) is flagged.
+  is open and not logged yet, unless the set fell silent while the data go on
+  (``detect_runs``): then it is logged to its last reading, flagged DATA_GAP. kWh are the
+  generated-energy counter's steps inside the run (reset-aware), litres the tank level's
+  falls x the tank's litres, load the mean of the readings' load %. A gap in the readings
+  inside a run (over 3 cadences) is flagged.
 - **Rules** (``dg_rules``, platform reference data): the first rule by priority whose
   capacity class, fuel and emission control match the set. It applies while a GRAP stage
   of ``from_stage`` or more is in force in the NCR (``grap_calendar``); then a run is
@@ -42,6 +44,7 @@ from audit.query import read_records
 from contracts import ContractRegistry
 from contracts.errors import ConfigError
 from lake.consumption import counter_steps, fuel_used
+from lake.delta import open_table
 from lake.reference import read_platform_reference
 from lake.storage import Store
 from reporting.mart import TZ_NAME, ist_day_start
@@ -61,6 +64,7 @@ __all__ = [
 RUNNING_RPM = 300.0
 _ON_STATES = ("warm_up", "running", "cool_down")
 _GAP_CADENCES = 3.0
+_MIN_SILENCE_S = 900.0  # a set silent this long (or 3 cadences) mid-run has stopped reporting
 _BRANCH_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,47}$")  # the branches contract's pattern
 _COMPARED = ("stop", "duration_h", "kwh", "fuel_l", "avg_load_pct", "stage", "rule", "flags")
 
@@ -76,10 +80,18 @@ def _frame(table: pa.Table) -> pl.DataFrame:
     return frame
 
 
-def detect_runs(readings: pl.DataFrame, sets: pl.DataFrame) -> pl.DataFrame:
-    """Closed runs from DG readings (device_id, branch_id, ts, seq, status,
-    engine_speed_rpm, load_pct, energy_generated_kwh, fuel_level_pct) and the sets
-    (device_id, tank_capacity_l, cadence_s): one row per run."""
+def detect_runs(
+    readings: pl.DataFrame, sets: pl.DataFrame, data_until: datetime | None = None
+) -> pl.DataFrame:
+    """Runs from DG readings (device_id, branch_id, ts, seq, status, engine_speed_rpm,
+    load_pct, energy_generated_kwh, fuel_level_pct) and the sets (device_id,
+    tank_capacity_l, cadence_s): one row per run.
+
+    A run ends at the first reading of the set that is not "on". A run with no such
+    reading is still going, unless the set fell silent: when the data reach
+    ``data_until`` and the set's last reading is more than the allowed gap (``_GAP_CADENCES``
+    cadences, at least ``_MIN_SILENCE_S``) before it, the run is logged as stopped at its
+    last "on" reading, flagged ``data_gap`` (a later reading, if one comes, corrects it)."""
     if readings.height == 0:
         return pl.DataFrame()
     frame = readings.with_columns(pl.col("ts").dt.convert_time_zone("UTC"))
@@ -128,8 +140,24 @@ def detect_runs(readings: pl.DataFrame, sets: pl.DataFrame) -> pl.DataFrame:
             pl.col("load_pct").mean().alias("avg_load_pct"),
             (pl.col("_gap_s").slice(1).max()).alias("_max_gap_s"),
             pl.col("cadence_s").first(),
+            pl.col("ts").max().alias("_last_on"),
         )
-        .join(closing, on=["device_id", "_block"], how="inner")  # open runs drop out here
+        .join(closing, on=["device_id", "_block"], how="left")
+    )
+    last = frame.group_by("device_id").agg(pl.col("ts").max().alias("_last_seen"))
+    allowed = pl.max_horizontal(
+        pl.col("cadence_s").cast(pl.Float64).fill_null(0.0) * _GAP_CADENCES, _MIN_SILENCE_S
+    )
+    silent = (
+        pl.lit(data_until, dtype=pl.Datetime("us", "UTC")) - pl.col("_last_seen")
+    ).dt.total_seconds() > allowed
+    runs = (
+        runs.join(last, on="device_id", how="left")
+        .with_columns(
+            (pl.col("stop").is_null() & silent.fill_null(False)).alias("data_gap"),
+        )
+        .filter(pl.col("stop").is_not_null() | pl.col("data_gap"))  # still going: not yet
+        .with_columns(pl.coalesce(pl.col("stop"), pl.col("_last_on")).alias("stop"))
         .with_columns(
             (pl.col("_kwh") + pl.col("_kwh_close").fill_null(0.0)).alias("kwh"),
             (pl.col("_fuel") + pl.col("_fuel_close").fill_null(0.0)).alias("fuel_l"),
@@ -152,6 +180,7 @@ def detect_runs(readings: pl.DataFrame, sets: pl.DataFrame) -> pl.DataFrame:
             "fuel_l",
             "avg_load_pct",
             "gap_in_run",
+            "data_gap",
         )
         .sort("device_id", "start")
     )
@@ -243,6 +272,8 @@ def evaluate(
                 flags.append("OVER_DAILY_CAP")
         if run["gap_in_run"]:
             flags.append("GAP_IN_RUN")
+        if run["data_gap"]:
+            flags.append("DATA_GAP")
         out.append(
             {
                 "run_key": f"{run['device_id']}@{run['start'].isoformat()}",
@@ -270,6 +301,22 @@ def evaluate(
             }
         )  # fmt: skip
     return out
+
+
+def _data_until(store: Store, session: Session, read_until: datetime) -> datetime | None:
+    """How far the DG readings read can be trusted to be complete: the end of the read
+    window, or the time of the newest commit of the readings' tables at the versions read
+    if that is earlier (a run going on now is not a set that fell silent). The same for a
+    verification, which reads the same versions. None: no readings table."""
+    newest: datetime | None = None
+    for rel, version in session.read_versions().items():
+        if rel.rsplit("/", 1)[-1] != "dg_readings" or version is None:
+            continue
+        history = open_table(store, rel, version).history(1)
+        if history:
+            at = datetime.fromtimestamp(int(history[0]["timestamp"]) / 1000, tz=UTC)
+            newest = at if newest is None else max(newest, at)
+    return None if newest is None else min(newest, read_until)
 
 
 def dg_log_document(
@@ -317,7 +364,7 @@ def dg_log_document(
         f" AND ts < TIMESTAMPTZ '{(hi + timedelta(days=1)).isoformat()}'{where}"
     )
     readings = _frame(session.sql(statement))
-    runs = detect_runs(readings, sets)
+    runs = detect_runs(readings, sets, _data_until(store, session, hi + timedelta(days=1)))
     if runs.height:
         runs = runs.filter((pl.col("start") >= lo) & (pl.col("start") < hi))
     evaluated = evaluate(

@@ -400,7 +400,8 @@ def _dg_pdf(
     para(
         "Flags: OVER_DAILY_CAP (running hours that IST day over the class's cap),"
         " NOT_ALLOWED_IN_STAGE, EMERGENCY_ONLY (allowed for listed emergency services only),"
-        " NO_CERTIFICATE_ON_RECORD, NOT_IN_NCR (rules not applicable), NO_RULE, GAP_IN_RUN."
+        " NO_CERTIFICATE_ON_RECORD, NOT_IN_NCR (rules not applicable), NO_RULE, GAP_IN_RUN,"
+        " DATA_GAP (the set fell silent while running: logged to its last reading)."
         " The log is append-only and hash-chained: energylake report verify.",
         7,
     )

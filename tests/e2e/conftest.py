@@ -210,6 +210,10 @@ class World:
         proc = self.processor
         if proc is None:
             return None
+        # it says when it follows (its signal handlers are in place from before that line);
+        # a SIGTERM while the interpreter itself is starting would be the default action's
+        log = self.processor_logs[-1]
+        wait_for(lambda: proc.poll() is not None or b"following " in log.read_bytes(), 60, 0.1)
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
         return proc.wait(timeout=timeout)

@@ -14,13 +14,14 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
 from audit.query import read_records
 from lake.reference import load_platform_reference
-from reporting.dglog import LogAppend, append_log, dg_log_document
+from reporting.dglog import LogAppend, append_log, detect_runs, dg_log_document, evaluate
 from reporting.shipped import shipped_file
 from tests.reporting.golden_lake import PRINCIPAL, TENANT, Branch, Device, GoldenLake, ist
 
@@ -148,13 +149,22 @@ def _runs(lake: GoldenLake) -> dict[str, list[dict[str, Any]]]:
 def test_runs_stages_caps_and_flags(lake: GoldenLake) -> None:
     runs = _runs(lake)
     # dg-b: two closed runs that day (1.5 h + 1 h) over the class's 2 h cap; the third is
-    # still running at the last reading: open, not logged
+    # still running at the tenant's last reading, and the data go on for a day and a half
+    # after it (the window's end): the set fell silent, its run is logged to its last
+    # reading with DATA_GAP
     b = runs["dg-b"]
     assert [r["start"][:16] for r in b] == [
         ist(DAY, 9).isoformat()[:16],
         ist(DAY, 15).isoformat()[:16],
+        ist(DAY + timedelta(days=1), 5).isoformat()[:16],
     ]
-    assert [r["duration_h"] for r in b] == [pytest.approx(1.5), pytest.approx(1.0)]
+    assert b[2]["flags"] == ["DATA_GAP"]
+    assert b[2]["stop"][:16] == ist(DAY + timedelta(days=1), 6).isoformat()[:16]
+    assert [r["duration_h"] for r in b] == [
+        pytest.approx(1.5),
+        pytest.approx(1.0),
+        pytest.approx(1.0),
+    ]
     assert b[0]["rule"] == "dual-fuel-19-125"
     assert b[0]["daily_cap_h"] == 2.0
     assert b[0]["stage"] == 2
@@ -222,7 +232,7 @@ def test_the_log_is_appended_once_corrected_never_rewritten_and_verified(
 ) -> None:
     first = _dg_log(lake)
     assert first.returncode == 0, first.stderr
-    assert "5 appended, 0 corrected, 0 already logged" in first.stdout
+    assert "6 appended, 0 corrected, 0 already logged" in first.stdout
     folder = _folder(first)
     names = {p.name for p in folder.iterdir()}
     for s in ("dg-a", "dg-b", "dg-c", "dg-d"):
@@ -230,7 +240,7 @@ def test_the_log_is_appended_once_corrected_never_rewritten_and_verified(
         assert f"dg-log-{s}-2025-11.pdf" in names
     with (folder / "dg-log-dg-b-2025-11.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert [r["flags"] for r in rows] == ["", "OVER_DAILY_CAP"]
+    assert [r["flags"] for r in rows] == ["", "OVER_DAILY_CAP", "DATA_GAP"]
     assert (folder / "dg-log-dg-b-2025-11.pdf").read_bytes().startswith(b"%PDF-")
     # the lineage run names the lake tables and the rules and calendar at their versions
     doc = json.loads((folder / "report.json").read_text())
@@ -245,7 +255,7 @@ def test_the_log_is_appended_once_corrected_never_rewritten_and_verified(
     assert {"platform/dg_rules", "platform/grap_calendar", f"tenants/{TENANT}/dg_readings"} <= names
     # again: nothing new
     again = _dg_log(lake)
-    assert "0 appended, 0 corrected, 5 already logged" in again.stdout
+    assert "0 appended, 0 corrected, 6 already logged" in again.stdout
     before = _records(lake)
     # a late reading fills dg-a's gap: the run loses its GAP_IN_RUN flag
     lake.readings(
@@ -255,7 +265,7 @@ def test_the_log_is_appended_once_corrected_never_rewritten_and_verified(
           "energy_generated_kwh": 1000.0 + 8 * 20.0 / 6, "fuel_level_pct": 90.0 - 8 * 2.0 / 6}],
     )  # fmt: skip
     late = _dg_log(lake)
-    assert "0 appended, 1 corrected, 4 already logged" in late.stdout
+    assert "0 appended, 1 corrected, 5 already logged" in late.stdout
     after = _records(lake)
     assert after[: len(before)] == before  # nothing rewritten
     correction = after[-1]
@@ -316,3 +326,45 @@ def test_runs_of_the_log_at_the_same_time_append_each_run_once(tmp_path: Path) -
     assert sorted(keys) == sorted(f"dg-{i}" for i in range(150))  # each once
     assert sorted(r.appended for r in results) == [0, 0, 0, 150]
     assert sum(r.unchanged for r in results) == 3 * 150
+
+
+def _set_rows(minutes: list[tuple[int, str]]) -> pl.DataFrame:
+    t0 = datetime(2025, 11, 20, 4, 30, tzinfo=UTC)  # 10:00 IST
+    return pl.DataFrame(
+        {
+            "device_id": ["dg-s"] * len(minutes),
+            "branch_id": ["b1"] * len(minutes),
+            "ts": [t0 + timedelta(minutes=m) for m, _ in minutes],
+            "seq": list(range(len(minutes))),
+            "status": [s for _, s in minutes],
+            "engine_speed_rpm": [1500.0 if s == "running" else 0.0 for _, s in minutes],
+            "load_pct": [50.0] * len(minutes),
+            "energy_generated_kwh": [100.0 + 2.0 * m for m, _ in minutes],
+            "fuel_level_pct": [80.0] * len(minutes),
+        },
+        schema_overrides={"ts": pl.Datetime("us", "UTC")},
+    )
+
+
+def test_a_set_that_falls_silent_mid_run_is_logged_with_a_data_gap() -> None:
+    sets = pl.DataFrame({"device_id": ["dg-s"], "tank_capacity_l": [None], "cadence_s": [60]})
+    silent = _set_rows([(0, "stopped"), *((m, "running") for m in range(1, 11))])
+    t0 = datetime(2025, 11, 20, 4, 30, tzinfo=UTC)
+    # the data reach two hours on and the set said nothing after 10:10: stopped, DATA_GAP
+    runs = detect_runs(silent, sets, t0 + timedelta(hours=2))
+    assert runs.height == 1
+    run = runs.row(0, named=True)
+    assert run["start"] == t0 + timedelta(minutes=1)
+    assert run["stop"] == t0 + timedelta(minutes=10)
+    assert run["data_gap"] is True
+    assert run["kwh"] == pytest.approx(18.0)  # the steps inside the run: 9 x 2 kWh
+    flags = evaluate(runs, {}, {"b1": {"ncr": False}}, [], [])[0]["flags"]
+    assert "DATA_GAP" in flags
+    # two minutes after its last reading it may still be running: not logged yet
+    assert detect_runs(silent, sets, t0 + timedelta(minutes=12)).height == 0
+    assert detect_runs(silent, sets, None).height == 0
+    # the set comes back and says it stopped: a closed run with its gap, no DATA_GAP
+    back = _set_rows([(0, "stopped"), *((m, "running") for m in range(1, 11)), (60, "stopped")])
+    closed = detect_runs(back, sets, t0 + timedelta(hours=2)).row(0, named=True)
+    assert closed["stop"] == t0 + timedelta(minutes=60)
+    assert (closed["data_gap"], closed["gap_in_run"]) == (False, True)
