@@ -101,8 +101,9 @@ def _lineage(
 ) -> str | None:
     try:
         run = emitter.run(jobs.generic(f"extract.{report.dataset}", "EXTRACT"))
+        # no principal here (a person's account name; lineage is read more widely than the
+        # access log): the session id leads to it through the access log
         run.details["extract"] = {
-            "principal": session.principal,
             "purpose": session.purpose,
             "tenants": session.tenants,
             "session": session.id,

@@ -217,6 +217,12 @@ def test_an_extract_is_a_file_with_its_record_and_its_lineage(
     assert [o["name"] for o in complete["outputs"]] == [out.name]
     assert complete["outputs"][0]["facets"]["version"]["datasetVersion"] == f"sha256:{digest}"
     assert [i["name"] for i in complete["inputs"]] == [f"tenants/{tenant}/work_orders"]
+    # the lineage names the session, not the person: who it was is in the access record
+    assert all(b"cli.ex" not in orjson.dumps(e) for e in events)
+    assert (
+        complete["run"]["facets"]["energylake_run"]["details"]["extract"]["session"]
+        == (record["session"])
+    )
     not_for_purpose = run(
         lake,
         "extract",
