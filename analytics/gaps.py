@@ -1,4 +1,5 @@
-"""Sequence gaps: per device, the ``seq`` numbers sent and held nowhere.
+"""Sequence gaps: per device, the ``seq`` numbers sent and held nowhere; and the silent devices
+(active, nothing for 3 cadences).
 
 Every device numbers its messages (``seq``). The broker can lose a message it acknowledged
 (its queues are bounded), so the lake is checked, not trusted. Per device, readings are
@@ -29,9 +30,11 @@ from lake.layout import HELD_FOLDER, months_between, table_rel, tenants
 from lake.series import epoch_starts
 from lake.storage import Store
 
-__all__ = ["MAX_GAP", "seq_gaps"]
+__all__ = ["MAX_GAP", "SILENT_CADENCES", "SILENT_MIN_S", "seq_gaps", "silent_devices"]
 
 MAX_GAP = 100_000  # a larger forward jump of seq is a restart of the numbering, not a gap
+SILENT_CADENCES = 3  # a device that sent nothing for this many cadences is silent...
+SILENT_MIN_S = 900  # ...and for at least this long (a missed beat or two is not silence)
 
 _GAP_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "tenant": pl.String,
@@ -252,3 +255,75 @@ def seq_gaps(
         )
     )
     return out.select(list(_GAP_SCHEMA)).cast(pl.Schema(_GAP_SCHEMA)).sort(device)
+
+
+def silent_devices(
+    store: Store, since: datetime, now: datetime, *, registry: ContractRegistry | None = None
+) -> pl.DataFrame:
+    """The active devices of the registry, installed by ``now``, that sent nothing for
+    ``SILENT_CADENCES`` of their cadences (at least ``SILENT_MIN_S``): tenant, device_id,
+    branch_id, kind, cadence_s, last_seen (the newest reading in the lake or message in
+    the quarantine since ``since``; null: nothing since then), silent_s (from last_seen,
+    or from ``since``). A device whose messages are all quarantined is not silent: it
+    sends, and the quarantine says why nothing lands."""
+    registry = registry or load_registry()
+    frames = []
+    for tenant in tenants(store):
+        rel = table_rel(tenant, "devices")
+        if not table_exists(store, rel):
+            continue
+        devices = pl.from_arrow(
+            read_table(
+                store,
+                rel,
+                columns=["device_id", "branch_id", "kind", "cadence_s", "status", "installed_on"],
+            )
+        )
+        assert isinstance(devices, pl.DataFrame)
+        frames.append(devices.with_columns(pl.lit(tenant).alias("tenant")))
+    schema: dict[str, pl.DataType | type[pl.DataType]] = {
+        "tenant": pl.String,
+        "device_id": pl.String,
+        "branch_id": pl.String,
+        "kind": pl.String,
+        "cadence_s": pl.Int64,
+        "last_seen": pl.Datetime("us", "UTC"),
+        "silent_s": pl.Float64,
+    }
+    if not frames:
+        return pl.DataFrame(schema=schema)
+    active = (
+        pl.concat(frames, how="vertical_relaxed")
+        .filter((pl.col("status") == "active") & (pl.col("installed_on") <= now.date()))
+        .unique(["tenant", "device_id"], keep="last")
+    )
+    rows = _readings(store, since, None, registry)
+    seen = [
+        rows.group_by("tenant", "device_id").agg(pl.col("ts").max().alias("_at"))
+        if not rows.is_empty()
+        else pl.DataFrame(
+            schema={"tenant": pl.String, "device_id": pl.String, "_at": pl.Datetime("us", "UTC")}
+        ),
+        _quarantined(store, active["tenant"].unique().to_list(), since, None)
+        .filter(pl.col("device_id").is_not_null())
+        .group_by("tenant", "device_id")
+        .agg(pl.col("received_at").max().alias("_at")),
+    ]
+    last = (
+        pl.concat([f.cast({"_at": pl.Datetime("us", "UTC")}) for f in seen])
+        .group_by("tenant", "device_id")
+        .agg(pl.col("_at").max().alias("last_seen"))
+    )
+    moment = pl.lit(now, dtype=pl.Datetime("us", "UTC"))
+    quiet = moment - pl.coalesce(pl.col("last_seen"), pl.lit(since, dtype=pl.Datetime("us", "UTC")))
+    allowed = pl.max_horizontal(
+        pl.col("cadence_s").cast(pl.Float64) * SILENT_CADENCES, SILENT_MIN_S
+    )
+    return (
+        active.join(last, on=["tenant", "device_id"], how="left")
+        .with_columns(quiet.dt.total_seconds().cast(pl.Float64).alias("silent_s"))
+        .filter(pl.col("silent_s") > allowed)
+        .select(list(schema))
+        .cast(pl.Schema(schema))
+        .sort("tenant", "device_id")
+    )

@@ -1,4 +1,4 @@
-"""``energylake status``: backlog, last batch and per-device sequence gaps."""
+"""``energylake status``: backlog, last batch, per-device sequence gaps and silent devices."""
 
 from __future__ import annotations
 
@@ -27,16 +27,19 @@ def status(
     metrics: Annotated[
         Path | None, typer.Option(help="Also write the figures as a Prometheus textfile here.")
     ] = None,
-    top: Annotated[int, typer.Option(help="Devices with gaps to list.")] = 20,
+    top: Annotated[int, typer.Option(help="Devices to list (with gaps; silent).")] = 20,
     data_dir: Annotated[Path | None, typer.Option(help="Override data_dir.")] = None,
 ) -> None:
-    """What is waiting in the landing log, the last batch, and devices whose seq has gaps.
+    """What is waiting in the landing log, the last batch, devices whose seq has gaps, and
+    devices that have fallen silent.
 
     Exits 0 when every seq of the window is in the lake or the quarantine and the broker
     dropped nothing, 1 when messages are missing or the broker dropped some (for a cron
     check), 3 when nothing is missing but the broker's log is configured (set, or written
     by the provisioned broker) and cannot be read: broker drops would go unseen. The
-    figures are the same either way.
+    figures are the same either way. Silent devices (active in the registry, nothing for
+    3 cadences) are listed and counted in the metrics; they do not change the exit code (a
+    device switched off loses nothing that was sent).
     """
     from pipelines.status import collect_status, write_metrics
 
@@ -96,11 +99,36 @@ def status(
                 )
             console.print(table)
         _print_broker(cli, st)
+        _print_silent(cli, st, top)
     dropped = st.broker.episodes if st.broker is not None else 0
     if st.missing_total or dropped:
         raise typer.Exit(1)
     blind = st.broker is not None and st.broker.configured and not st.broker.readable
     raise typer.Exit(EXIT_BROKER_LOG_UNREADABLE if blind else 0)
+
+
+def _print_silent(cli: CliContext, st: Any, top: int) -> None:
+    """Active registered devices that sent nothing for 3 cadences (at least 15 min)."""
+    console = cli.console
+    console.print(
+        f"silent devices: {len(st.silent)} (active in the registry, nothing in the lake or the"
+        " quarantine for 3 cadences, at least 15 min)"
+    )
+    if not st.silent:
+        return
+    table = Table("tenant", "device", "branch", "kind", "cadence", "last seen", "silent for")
+    for row in st.silent[:top]:
+        last = row["last_seen"]
+        table.add_row(
+            row["tenant"],
+            row["device_id"],
+            row["branch_id"],
+            row["kind"],
+            f"{row['cadence_s']} s",
+            last.isoformat(timespec="seconds") if last is not None else "nothing in the window",
+            str(timedelta(seconds=round(row["silent_s"]))),
+        )
+    console.print(table)
 
 
 def _print_broker(cli: CliContext, st: Any) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import polars as pl
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from analytics.gaps import seq_gaps
+from analytics.gaps import SILENT_CADENCES, SILENT_MIN_S, seq_gaps, silent_devices
 from batch.state import BatchState
 from contracts import load_registry
 from durable.files import atomic_write
@@ -127,6 +127,8 @@ class Status:
     held_total: int = 0  # gap seqs the quality gate holds, or a decision kept out
     gaps: list[dict[str, Any]] = field(default_factory=list)  # devices with gaps, worst first
     broker: BrokerDrops | None = None  # drops at the broker in the window (issue 12)
+    # active registered devices that sent nothing for 3 cadences (at least 15 min)
+    silent: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -159,6 +161,7 @@ def collect_status(settings: Settings, *, window: timedelta = timedelta(hours=24
         or (gateway_dir / "mosquitto.conf").exists(),
     )
     worst = gaps.filter(pl.col("missing") > 0).sort("missing", descending=True)
+    silent = silent_devices(store, now - window, now, registry=registry)
     return Status(
         at=now.isoformat(timespec="seconds"),
         pipeline_id=settings.pipeline_id,
@@ -174,6 +177,7 @@ def collect_status(settings: Settings, *, window: timedelta = timedelta(hours=24
         held_total=int(gaps["held"].sum()),
         gaps=worst.to_dicts(),
         broker=broker,
+        silent=silent.sort("silent_s", descending=True).to_dicts(),
     )
 
 
@@ -239,6 +243,20 @@ def write_metrics(status: Status, path: Path) -> None:
     )
     for row in status.gaps:
         per_device.labels(pid, row["tenant"], row["device_id"]).set(row["missing"])
+    gauge(
+        "energylake_devices_silent",
+        f"Active registered devices that sent nothing for {SILENT_CADENCES} cadences (at least"
+        f" {SILENT_MIN_S} s), looking back {status.window_hours:g} h.",
+        len(status.silent),
+    )
+    quiet = Gauge(
+        "energylake_device_silent_seconds",
+        "Seconds since a silent device's last message (or since the window's start).",
+        ["pipeline", "tenant", "device_id"],
+        registry=registry,
+    )
+    for row in status.silent:
+        quiet.labels(pid, row["tenant"], row["device_id"]).set(row["silent_s"])
     if status.broker is not None:
         drops = Gauge(
             "energylake_broker_drop_episodes",
