@@ -235,28 +235,30 @@ def write_metrics(status: Status, path: Path) -> None:
         "Devices with at least one sequence gap in the window.",
         status.devices_with_gaps,
     )
-    per_device = Gauge(
+
+    def per_device(name: str, doc: str, rows: list[dict[str, Any]], value: str) -> None:
+        g = Gauge(name, doc, ["pipeline", "tenant", "device_id"], registry=registry)
+        for row in rows:
+            g.labels(pid, row["tenant"], row["device_id"]).set(row[value])
+
+    per_device(
         "energylake_seq_missing_by_device",
         "Sequence numbers missing per device (devices with gaps only).",
-        ["pipeline", "tenant", "device_id"],
-        registry=registry,
+        status.gaps,
+        "missing",
     )
-    for row in status.gaps:
-        per_device.labels(pid, row["tenant"], row["device_id"]).set(row["missing"])
     gauge(
         "energylake_devices_silent",
         f"Active registered devices that sent nothing for {SILENT_CADENCES} cadences (at least"
         f" {SILENT_MIN_S} s), looking back {status.window_hours:g} h.",
         len(status.silent),
     )
-    quiet = Gauge(
+    per_device(
         "energylake_device_silent_seconds",
         "Seconds since a silent device's last message (or since the window's start).",
-        ["pipeline", "tenant", "device_id"],
-        registry=registry,
+        status.silent,
+        "silent_s",
     )
-    for row in status.silent:
-        quiet.labels(pid, row["tenant"], row["device_id"]).set(row["silent_s"])
     if status.broker is not None:
         drops = Gauge(
             "energylake_broker_drop_episodes",
