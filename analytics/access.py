@@ -2,21 +2,22 @@
 column shaped for the session's one purpose, and that leaves an access record for every
 session and every statement before any result leaves.
 
-**The boundary.** Two sides. The platform's side reads the lake (delta-rs and Arrow, with
-the store's credentials), keeps only the rows of the principal's tenants and branches
-(and the session's time window), and shapes every column by the contract's plan for the
-purpose (``contracts.policy``: clear, pseudonymised with the tenant's key, masked,
-generalised, or dropped: a dropped column is never even read). The analyst's side is a
-DuckDB connection that holds nothing but these shaped Arrow tables, one view per dataset,
-and cannot reach anything else: external access off (no file, no URL, no ``COPY``,
-``ATTACH`` of a file or ``EXPORT``), extensions neither installed nor loaded, replacement
-scans of Python objects off, no temp directory, and the configuration locked. It never
-holds a lake path, a credential or the delta extension (which reads ``_delta_log`` outside
-DuckDB's file checks). Because protection is applied before the analyst's SQL runs, a
-predicate, a join, an error message or a timing sees only shaped values: ``WHERE
-technician_phone = '+91…'`` compares with the masked value and matches nothing raw; the
-platform's read depends only on the session (tenants, branches, window), never on the
-analyst's predicates, so nothing is learned from how the lake was pruned.
+**The boundary.** Two sides. The platform's side reads the lake (DuckDB's ``delta_scan`` on
+a connection of its own, ``lake.duck.reader``, with the store's credentials), keeps only
+the rows of the principal's tenants and branches (and the session's time window), and
+shapes every column by the contract's plan for the purpose (``contracts.policy``: clear,
+pseudonymised with the tenant's key, masked, generalised, or dropped: a dropped column is
+never even read). The analyst's side is a DuckDB connection that holds nothing but these
+shaped Arrow tables, one view per dataset, and cannot reach anything else: external access
+off (no file, no URL, no ``COPY``, ``ATTACH`` of a file or ``EXPORT``), extensions neither
+installed nor loaded, replacement scans of Python objects off, no temp directory, and the
+configuration locked. It never holds a lake path, a credential or the delta extension
+(which reads ``_delta_log`` outside DuckDB's file checks). Because protection is applied
+before the analyst's SQL runs, a predicate, a join, an error message or a timing sees only
+shaped values: ``WHERE technician_phone = '+91…'`` compares with the masked value and
+matches nothing raw; the platform's read depends only on the session (tenants, branches,
+window) and on bounds over columns the purpose sees in clear (``analytics.pushdown``), so
+nothing about a protected value is learned from how the lake was pruned.
 
 **The record.** Opening a session, each statement (ok, denied or error) and closing
 write to the access log (``audit.log``, fail-closed: a record that cannot be made durable
