@@ -452,3 +452,26 @@ def test_solar_follows_the_sun_and_trips_on_outage(week: list[tuple[Any, Any]]) 
         daily = power.reshape(7, 1440)
         noon = np.argmax(daily.mean(axis=0))
         assert 10 * 60 < noon < 14 * 60, "peak near solar noon (IST)"
+
+
+def test_dg_sets_carry_an_emission_control_and_certificates_deterministically() -> None:
+    """The asset register the DG log's rules need (issue 16): every DG set has an emission
+    control; CPCB IV+ sets and most RECD retrofits have a certificate; other kinds carry
+    neither; the same seed gives the same register."""
+    config = SimConfig(clients=3, branches=20, days=1, seed=13, dg_share=1.0)
+    first = [d.row for d in build_fleet(config).devices]
+    again = [d.row for d in build_fleet(config).devices]
+    assert first == again
+    sets = [r for r in first if r["kind"] == "dg"]
+    assert len(sets) == 60
+    controls = Counter(r["emission_control"] for r in sets)
+    assert set(controls) <= {"none", "dual_fuel", "recd", "cpcb_iv_plus", "gas"}
+    assert len(controls) >= 3, controls
+    for r in sets:
+        if r["emission_control"] == "cpcb_iv_plus":
+            assert str(r["certificate_ref"]).startswith("TA-")
+        if r["emission_control"] in ("none", "dual_fuel"):
+            assert r["certificate_ref"] is None
+    assert any(r["emission_control"] == "recd" and r["certificate_ref"] for r in sets)
+    others = [r for r in first if r["kind"] != "dg"]
+    assert all(r["emission_control"] is None and r["certificate_ref"] is None for r in others)
