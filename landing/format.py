@@ -35,10 +35,10 @@ __all__ = [
     "TailDamage",
 ]
 
-Source = Literal["mqtt", "http", "file"]
+Source = Literal["mqtt", "http", "file", "modbus"]
 DamageReason = Literal["truncated", "checksum", "bad header"]
 
-SOURCES: Final[tuple[Source, ...]] = ("mqtt", "http", "file")
+SOURCES: Final[tuple[Source, ...]] = ("mqtt", "http", "file", "modbus")
 SOURCE_CODE: Final[dict[str, int]] = {name: code for code, name in enumerate(SOURCES)}
 
 MIB: Final = 1 << 20
