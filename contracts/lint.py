@@ -23,6 +23,8 @@ code (``E0xx``) operators and tests can search for. Codes:
   registry's ``kind`` enum does not allow; E066 (registry) a kind of that enum that no
   contract names as its deviceKind
 - E067 scope not 'platform' or 'tenant'
+- E068 profiles malformed, on a contract that is not a readings contract, or naming a
+  field that is not a required value field
 - E036 sentinel not ``<u16|s16|u32|s32>[/divisor]`` or on a property that is not a number
 - E037 subject not a kind of the vocabulary's ``subjects``, or on a property that is not
   ``personal`` string data
@@ -76,7 +78,18 @@ _PROPERTY_CUSTOM_KEYS = {
     "identifies",
     "freeText",
 }
-_CONTRACT_CUSTOM_KEYS = {"retention", "deviceKind", "personalData", "erasure", "scope"}
+_CONTRACT_CUSTOM_KEYS = {
+    "retention",
+    "deviceKind",
+    "personalData",
+    "erasure",
+    "scope",
+    "profiles",
+}
+_PROFILE = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
+_SYSTEM_REQUIRED = frozenset(
+    {"client_id", "branch_id", "device_id", "seq", "ts", "received_at", "event_month"}
+)
 _SEVERITIES = {"error", "warning"}
 _DEVICE_KIND = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _NUMERIC = {"integer", "number"}
@@ -231,6 +244,7 @@ class _Linter:
                 "E067",
                 f"scope {scope!r} must be 'platform' (one table, platform/<dataset>) or 'tenant'",
             )
+        self._profiles(custom.get("profiles"), columns, kind)
         self._quality(obj, props, columns)
         for index, prop in enumerate(props):
             rated_by = _custom(prop).get("ratedBy")
@@ -274,6 +288,44 @@ class _Linter:
                     "E039",
                     f"erasure clears {name!r}: it must be a property that may be null",
                 )
+
+    def _profiles(self, raw: Any, columns: dict[str, Any], kind: Any) -> None:
+        """``profiles: {name: {description, mayOmit: [required fields]}}`` on a readings
+        contract: what a device of that profile (or a message of that kind) may leave out."""
+        if raw is None:
+            return
+        where = "customProperties.profiles"
+        if kind is None:
+            self.add(
+                where, "E068", "profiles belong to a readings contract (one with a deviceKind)"
+            )
+            return
+        if not isinstance(raw, dict) or not raw:
+            self.add(where, "E068", "profiles is a mapping {name: {description, mayOmit: [...]}}")
+            return
+        for name, spec in raw.items():
+            at = f"{where}.{name}"
+            if not (isinstance(name, str) and _PROFILE.fullmatch(name)):
+                self.add(at, "E068", f"profile name {name!r} must match {_PROFILE.pattern}")
+            if not isinstance(spec, dict) or set(spec) - {"description", "mayOmit"}:
+                self.add(at, "E068", "a profile is {description, mayOmit: [required fields]}")
+                continue
+            if not str(spec.get("description") or "").strip():
+                self.add(at, "E068", "say what devices or messages the profile is for")
+            omit = spec.get("mayOmit")
+            if not isinstance(omit, list) or not omit:
+                self.add(f"{at}.mayOmit", "E068", "mayOmit lists at least one field")
+                continue
+            for field_name in omit:
+                prop = columns.get(field_name) if isinstance(field_name, str) else None
+                if prop is None:
+                    self.add(f"{at}.mayOmit", "E068", f"{field_name!r} is not a property")
+                elif prop.get("required") is not True or field_name in _SYSTEM_REQUIRED:
+                    self.add(
+                        f"{at}.mayOmit",
+                        "E068",
+                        f"{field_name!r} is not a required value field: nothing to omit",
+                    )
 
     def _retention(self, value: Any, columns: dict[str, dict[str, Any]]) -> None:
         path = "customProperties.retention"

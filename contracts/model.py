@@ -191,6 +191,25 @@ class Contract:
         return None if kind is None else str(kind)
 
     @property
+    def profiles(self) -> dict[str, frozenset[str]]:
+        """Device profiles (``customProperties.profiles``): for each, the required fields a
+        device of that profile, or a message of that kind, may leave out (a meter without
+        an export counter, a message carrying only counters)."""
+        raw = self.extras.get("profiles")
+        if not isinstance(raw, dict):
+            return {}
+        return {
+            str(name): frozenset(str(f) for f in (spec or {}).get("mayOmit") or ())
+            for name, spec in raw.items()
+            if isinstance(spec, dict)
+        }
+
+    @property
+    def may_omit(self) -> frozenset[str]:
+        """Required fields some profile lets a reading leave out: nullable in the table."""
+        return frozenset(f for omitted in self.profiles.values() for f in omitted)
+
+    @property
     def platform_wide(self) -> bool:
         """One table for the whole platform (``platform/<dataset>``), not one per tenant:
         ``customProperties.scope: platform``, and the clients table."""
@@ -234,8 +253,12 @@ class Contract:
 
     def arrow_schema(self) -> pa.Schema:
         """The Arrow schema of the dataset, with the contract ref in the schema metadata."""
+        omit = self.may_omit
         return pa.schema(
-            [f.arrow_field() for f in self.fields],
+            [
+                f.arrow_field().with_nullable(True) if f.name in omit else f.arrow_field()
+                for f in self.fields
+            ],
             metadata={"energylake.contract": self.ref},
         )
 

@@ -44,7 +44,9 @@ def counter_steps(
     lazy = frame.lazy().sort([by, "ts", "seq"])
     exprs = []
     for name in counters:
-        prev = pl.col(name).shift(1).over(by)
+        # the device's previous value of this counter: a reading without it (a message
+        # carrying other quantities) is stepped over, never read as a fall to nothing
+        prev = pl.col(name).shift(1).forward_fill().over(by)
         cur = pl.col(name)
         diff = cur - prev
         ceiling = (ceilings or {}).get(name)

@@ -340,6 +340,26 @@ def _add_new_columns(table: DeltaTable, contract: Contract) -> DeltaTable:
     return table
 
 
+def _relax_not_null(table: DeltaTable, contract: Contract) -> DeltaTable:
+    """Columns the contract now allows to be null (a field a device profile may leave out)
+    lose the table's NOT NULL: a commit of metadata only, and the only other change made
+    without a migration (tightening is never done here)."""
+    want = {name: null for name, _, null in _fields(Schema.from_arrow(contract.arrow_schema()))}
+    relax = [name for name, _, null in _fields(table.schema()) if not null and want.get(name)]
+    for name in relax:
+        try:
+            table.alter.drop_column_not_null(
+                name,
+                commit_properties=CommitProperties(
+                    custom_metadata={"energylake.operation": "drop not null"},
+                    max_commit_retries=0,
+                ),
+            )
+        except DeltaError:  # another writer relaxed it first: see what the table is now
+            table.update_incremental()
+    return table
+
+
 def _check_contract(table: DeltaTable, contract: Contract, where: str) -> None:
     diffs = _schema_differences(table, contract)
     if diffs:
@@ -384,6 +404,7 @@ def ensure_table(store: Store, rel: str, contract: Contract) -> DeltaTable:
             except TableNotFoundError:
                 raise LakeError(f"could not create the Delta table at {url}: {exc}") from exc
     table = _add_new_columns(table, contract)
+    table = _relax_not_null(table, contract)
     _check_contract(table, contract, url)
     if table.metadata().configuration.get(CONTRACT_KEY) != contract.ref:
         table.alter.set_table_properties({CONTRACT_KEY: contract.ref}, raise_if_not_exists=False)

@@ -253,7 +253,9 @@ def _steps_sql(
     """
     level = dataset == "dg_readings"
     columns = [*counters, *(["fuel_level_pct"] if level else [])]
-    lags = ", ".join(f"lag(x.{c}) OVER w AS _p_{c}" for c in columns)
+    # IGNORE NULLS: a reading without a counter (a message of other quantities) is stepped
+    # over, as lake.consumption does
+    lags = ", ".join(f"lag(x.{c} IGNORE NULLS) OVER w AS _p_{c}" for c in columns)
     values = [f"{counter_step_sql(c, f'_p_{c}')} AS {q}" for c, q in counters.items()]
     if level:
         values.append(

@@ -1,15 +1,17 @@
-"""Decode: raw payload bytes to typed reading columns, one decoder per topic pattern.
+"""Decode: raw payload bytes to typed reading columns, by the decoder catalogue.
 
-Decoders (chosen by topic or path, first match wins):
+Each message's topic picks a stream of the catalogue (``transforms/catalogue.py``: one YAML
+file per vendor format, first match wins); a topic no stream reads is quarantined
+UNDECODED_TOPIC with the topic in the detail (a gateway's bad-topic marker,
+MALFORMED_PAYLOAD). The shipped decoders: ``canonical`` (the energylake envelope on
+``emaas/v1/<client>/<branch>/<device>/telemetry``), ``tasmota``, ``shelly_pro3em`` and
+``thingsboard``; vendor streams are mapped record by record (``transforms/mapping.py``).
 
-- ``canonical``: ``emaas/v1/<client>/<branch>/<device>/telemetry`` carrying the energylake
-  envelope ``{"device_id", "seq", "ts", "readings": {...}, "units": {...}}`` (and ``boot``,
-  optional: the device's boot number), or a JSON array of such envelopes (batched uploads).
-- ``tasmota``: ``tele/<device>/SENSOR`` with Tasmota's ``{"Time", "ENERGY": {...}}``.
-
-The canonical path is columnar: each payload is checked for well-formed JSON by orjson (C,
-one call per payload, nothing kept), then all good payloads are parsed in one go by Arrow's
-strict JSON reader against an explicit schema built from the contracts
+The canonical envelope is ``{"device_id", "seq", "ts", "readings": {...}, "units": {...}}``
+(and ``boot``, optional: the device's boot number), or a JSON array of such envelopes
+(batched uploads). Its path is columnar: each payload is checked for well-formed JSON by
+orjson (C, one call per payload, nothing kept), then all good payloads are parsed in one go
+by Arrow's strict JSON reader against an explicit schema built from the contracts
 (``transforms/ndjson.py``). Arrow rejects a string where a number belongs, a boolean, a
 number too large for a double and a key given twice, and names the row; that row is
 quarantined and the rest parsed again. Keys the contracts do not know are skipped by the
@@ -22,9 +24,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -36,11 +37,12 @@ import pyarrow.compute as pc
 
 from contracts import ContractRegistry
 from transforms import ndjson
+from transforms.catalogue import Catalogue, Stream, load_catalogue
 from transforms.frames import ELEM, ROW, Chunk, reject_frame
+from transforms.mapping import Refused, map_payload
 
 __all__ = [
     "CANONICAL_TOPIC",
-    "TASMOTA_TOPIC",
     "DecodeSchema",
     "decode_chunk",
 ]
@@ -49,7 +51,6 @@ CANONICAL_TOPIC = re.compile(
     r"^emaas/v1/([a-z0-9][a-z0-9-]{1,31})/([a-z0-9][a-z0-9-]{1,47})/([a-z0-9][a-z0-9-]{1,63})"
     r"/telemetry$"
 )
-TASMOTA_TOPIC = re.compile(r"^tele/([a-z0-9][a-z0-9-]{1,63})/SENSOR$")
 _NON_FINITE_TOKEN = re.compile(rb"(?<![\w\"])-?(?:NaN|Infinity)(?![\w\"])")
 # orjson's message for a number that overflows a double (1e400): NON_FINITE, as over HTTP.
 _BEYOND_DOUBLE = "number is infinity when parsed as double"
@@ -70,14 +71,18 @@ _STRING_READINGS = ("status",)
 
 @dataclass(frozen=True, slots=True)
 class DecodeSchema:
-    """What any decoder may produce: the union of the readings contracts' value fields."""
+    """What any decoder may produce (the union of the readings contracts' value fields), and
+    the catalogue of decoders."""
 
     numeric: tuple[str, ...]
     strings: tuple[str, ...]
     by_dataset: dict[str, frozenset[str]]
+    catalogue: Catalogue
 
     @classmethod
-    def from_registry(cls, registry: ContractRegistry) -> DecodeSchema:
+    def from_registry(
+        cls, registry: ContractRegistry, catalogue: Catalogue | None = None
+    ) -> DecodeSchema:
         numeric: list[str] = []
         strings: list[str] = []
         by_dataset: dict[str, frozenset[str]] = {}
@@ -91,7 +96,12 @@ class DecodeSchema:
                 if f.name not in bucket:
                     bucket.append(f.name)
             by_dataset[dataset] = frozenset(names)
-        return cls(tuple(numeric), tuple(strings), by_dataset)
+        return cls(
+            tuple(numeric),
+            tuple(strings),
+            by_dataset,
+            catalogue if catalogue is not None else load_catalogue(registry=registry),
+        )
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -119,6 +129,7 @@ class DecodeSchema:
             ROW: pl.Int64,
             ELEM: pl.Int32,
             "decoder": pl.String,
+            "stream": pl.String,
             "claim_client": pl.String,
             "claim_branch": pl.String,
             "claim_device": pl.String,
@@ -127,10 +138,16 @@ class DecodeSchema:
             "ts": pl.Float64,
             "boot": pl.Float64,
             "ts_local": pl.String,
+            "_ts_received": pl.Boolean,
+            "_seq_unit_s": pl.Float64,
+            "_seq_received": pl.Boolean,
             "_unknown": pl.String,
         }
         schema.update({n: pl.Float64 for n in self.numeric})
         schema.update({n: pl.String for n in self.strings})
+        for column in self.catalogue.by_kind_columns:
+            name = column.split("@", 1)[1]
+            schema[column] = pl.String if name in self.strings else pl.Float64
         schema.update({f"unit__{n}": pl.String for n in _UNIT_FIELDS})
         return pl.DataFrame(schema=schema)
 
@@ -153,7 +170,7 @@ _SYSTEM_COLUMNS = frozenset(
 def decode_chunk(chunk: Chunk, schema: DecodeSchema, *, payload_limit: int) -> None:
     """Fill ``chunk.rows`` with decoded readings and add rejects for what cannot be decoded."""
     env = chunk.envelopes
-    topics = Topics.of(env.column("topic"))
+    topics = Topics.of(env.column("topic"), schema.catalogue)
     sizes = pc.binary_length(env.column("payload")).to_numpy(zero_copy_only=False)
     too_large = sizes > payload_limit
     if too_large.any():
@@ -166,63 +183,101 @@ def decode_chunk(chunk: Chunk, schema: DecodeSchema, *, payload_limit: int) -> N
             )
         )
     kind = np.where(too_large, _TOO_LARGE, topics.kind)
-    unknown_topic = np.flatnonzero(kind == _UNKNOWN).tolist()
-    if unknown_topic:
-        chunk.reject(
-            reject_frame(
-                _rows(unknown_topic), "MALFORMED_PAYLOAD", "no decoder for this topic", "decode"
+    unknown_topic = np.flatnonzero(kind == _UNKNOWN)
+    if unknown_topic.size:
+        _reject_undecoded(chunk, unknown_topic, topics, env.column("topic"))
+    frames = [schema.empty_rows()]
+    streams = topics.streams
+    wanted = [k for k in range(len(streams)) if (kind == _FIRST_STREAM + k).any()]
+    payloads: list[bytes] = env.column("payload").to_pylist() if wanted else []
+    for k in wanted:
+        idx = np.flatnonzero(kind == _FIRST_STREAM + k).tolist()
+        stream = streams[k]
+        if stream.layout == "envelope":
+            frame = _decode_canonical(chunk, schema, idx, payloads, topics)
+        else:
+            frame = _decode_mapping(chunk, schema, stream, idx, payloads, topics)
+        frames.append(
+            frame.with_columns(
+                pl.lit(stream.decoder).alias("decoder"), pl.lit(stream.key).alias("stream")
             )
         )
-    canonical = np.flatnonzero(kind == _CANONICAL).tolist()
-    tasmota = np.flatnonzero(kind == _TASMOTA).tolist()
-    payloads: list[bytes] = env.column("payload").to_pylist() if canonical or tasmota else []
-    frames = [schema.empty_rows()]
-    if canonical:
-        frames.append(_decode_canonical(chunk, schema, canonical, payloads, topics))
-    if tasmota:
-        frames.append(_decode_tasmota(chunk, schema, tasmota, payloads, topics))
     rows = pl.concat(frames, how="diagonal_relaxed")
     chunk.rows = rows.select(schema.empty_rows().columns)
 
 
-_UNKNOWN, _CANONICAL, _TASMOTA, _TOO_LARGE = 0, 1, 2, 3
+def _reject_undecoded(
+    chunk: Chunk, rows: npt.NDArray[np.int64], topics: Topics, column: pa.ChunkedArray
+) -> None:
+    """No stream reads these topics: a gateway marker (MALFORMED_PAYLOAD) or a topic the
+    catalogue does not decode (UNDECODED_TOPIC, naming it and whose namespace it is in)."""
+    names = column.take(pa.array(rows)).to_pylist()
+    codes, details = [], []
+    for topic in names:
+        if topic.startswith(_BAD_TOPIC_PREFIX):
+            codes.append("MALFORMED_PAYLOAD")
+            details.append(f"no decoder for this topic (refused by the gateway: {topic[:120]})")
+            continue
+        codes.append("UNDECODED_TOPIC")
+        found = topics.catalogue.namespace_of(topic)
+        shown = topic if len(topic) <= 200 else topic[:200] + "…"
+        if found is not None:
+            decoder = found[0]
+            details.append(
+                f"topic {shown!r} is in the {decoder.name} namespace, which decodes only "
+                + ", ".join(repr(s.topic) for s in decoder.streams)
+            )
+        else:
+            details.append(f"no decoder of the catalogue reads topic {shown!r}")
+    _reject_lines(chunk, rows.tolist(), [0] * len(names), codes, details)
+
+
+# A gateway's landed marker for a topic it refused (gateway/topics.py BAD_TOPIC_PREFIX).
+_BAD_TOPIC_PREFIX = "!bad-topic/"
+_UNKNOWN, _TOO_LARGE, _FIRST_STREAM = 0, 1, 2
 
 
 @dataclass(frozen=True, slots=True)
 class Topics:
     """A chunk's topics, worked out once per distinct topic (a fleet sends on a few
     hundred topics, a chunk holds tens of thousands of messages): for each row, which
-    decoder applies, and what client, branch and device the topic claims."""
+    stream of the catalogue reads it, and what client, branch and device the topic claims."""
 
-    kind: npt.NDArray[np.int8]  # per row: _UNKNOWN, _CANONICAL or _TASMOTA
+    kind: npt.NDArray[np.int16]  # per row: _UNKNOWN, or _FIRST_STREAM + the stream's index
     code: npt.NDArray[np.int32]  # per row: index into the distinct topics
     client: pa.StringArray  # per distinct topic
     branch: pa.StringArray
     device: pa.StringArray
+    streams: tuple[Stream, ...]
+    catalogue: Catalogue
 
     @classmethod
-    def of(cls, topics: pa.ChunkedArray | pa.Array) -> Topics:
+    def of(cls, topics: pa.ChunkedArray | pa.Array, catalogue: Catalogue) -> Topics:
         if isinstance(topics, pa.ChunkedArray):
             topics = topics.combine_chunks()
         encoded = pc.dictionary_encode(topics)
+        streams = catalogue.streams
+        position = {s.key: k for k, s in enumerate(streams)}
         kinds: list[int] = []
-        claims: list[tuple[str | None, str | None, str | None]] = []
+        claims: list[tuple[str | None, ...]] = []
         for topic in encoded.dictionary.to_pylist():
-            m = CANONICAL_TOPIC.match(topic)
-            if m:
-                kinds.append(_CANONICAL)
-                claims.append((m.group(1), m.group(2), m.group(3)))
+            found = catalogue.match(topic)
+            if found is None:
+                kinds.append(_UNKNOWN)
+                claims.append((None, None, None))
                 continue
-            t = TASMOTA_TOPIC.match(topic)
-            kinds.append(_TASMOTA if t else _UNKNOWN)
-            claims.append((None, None, t.group(1) if t else None))
+            stream, claim = found
+            kinds.append(_FIRST_STREAM + position[stream.key])
+            claims.append(claim)
         code = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32)
         return cls(
-            kind=np.array(kinds, dtype=np.int8)[code] if kinds else np.zeros(0, np.int8),
+            kind=np.array(kinds, dtype=np.int16)[code] if kinds else np.zeros(0, np.int16),
             code=code,
             client=pa.array([c[0] for c in claims], pa.string()),
             branch=pa.array([c[1] for c in claims], pa.string()),
             device=pa.array([c[2] for c in claims], pa.string()),
+            streams=streams,
+            catalogue=catalogue,
         )
 
     def device_claim(self, row: int) -> str | None:
@@ -387,133 +442,56 @@ def _flatten(
     return frame.with_columns(pl.lit("canonical").alias("decoder"), *claims)
 
 
-# --- Tasmota -------------------------------------------------------------------------------
-# ENERGY keys to contract fields. A three-phase monitor sends lists [L1, L2, L3] for the
-# per-phase quantities; a single-phase one sends numbers. Power is in W, energy in kWh.
-_TASMOTA_SINGLE: dict[str, tuple[str, float]] = {
-    "Power": ("power_kw", 0.001),
-    "Voltage": ("voltage_v", 1.0),
-    "Current": ("current_a", 1.0),
-    "Frequency": ("frequency_hz", 1.0),
-    "Total": ("energy_generated_kwh", 1.0),
-}
-_TASMOTA_PHASES: dict[str, tuple[str, float]] = {
-    "Voltage": ("voltage_l{}_v", 1.0),
-    "Current": ("current_l{}_a", 1.0),
-    "Power": ("power_l{}_kw", 0.001),
-}
+# --- vendor formats -----------------------------------------------------------------------
 
 
-def _tasmota_reading(energy: dict[str, Any]) -> dict[str, Any]:
-    """One Tasmota ENERGY object to contract fields (units already the contract's)."""
-    out: dict[str, Any] = {}
-    three_phase = isinstance(energy.get("Voltage"), list)
-    if three_phase:
-        for key, (pattern, scale) in _TASMOTA_PHASES.items():
-            values = energy.get(key)
-            if isinstance(values, list) and len(values) == 3:
-                for k, v in enumerate(values, start=1):
-                    out[pattern.format(k)] = _scaled(v, scale)
-        totals = {
-            "Power": ("power_kw", 0.001),
-            "ApparentPower": ("apparent_power_kva", 0.001),
-            "ReactivePower": ("reactive_power_kvar", 0.001),
-        }
-        for key, (name, scale) in totals.items():
-            value = energy.get(key)
-            out[name] = (
-                _scaled(sum(value), scale)
-                if isinstance(value, list) and all(_is_number(v) for v in value)
-                else _scaled(value, scale)
-            )
-        factor = energy.get("Factor")
-        power, apparent = out.get("power_kw"), out.get("apparent_power_kva")
-        if isinstance(factor, list) and isinstance(power, float) and isinstance(apparent, float):
-            out["power_factor"] = round(abs(power) / apparent, 3) if apparent else None
-        else:
-            out["power_factor"] = factor
-        out["frequency_hz"] = energy.get("Frequency")
-        out["energy_import_kwh"] = energy.get("Total")
-        out["energy_export_kwh"] = energy.get("ExportActive")
-        return out
-    for key, (name, scale) in _TASMOTA_SINGLE.items():
-        out[name] = _scaled(energy.get(key), scale)
-    return out
-
-
-def _is_number(value: Any) -> bool:
-    return type(value) in (int, float)
-
-
-def _scaled(value: Any, scale: float) -> Any:
-    if type(value) in (int, float):
-        return value * scale
-    return value
-
-
-def _decode_tasmota(
+def _decode_mapping(
     chunk: Chunk,
     schema: DecodeSchema,
+    stream: Stream,
     idx: list[int],
     payloads: list[bytes],
     topics: Topics,
 ) -> pl.DataFrame:
-    """Tasmota is a low-rate format (300 s by default): decoded payload by payload."""
+    """A vendor stream, payload by payload (low-rate formats), by its mapping rules."""
     records: list[dict[str, Any]] = []
-    bad: list[tuple[int, str, str]] = []
-    known = set(schema.fields)
+    bad_rows: list[int] = []
+    bad_elems: list[int] = []
+    bad_codes: list[str] = []
+    bad_details: list[str] = []
+    numeric = frozenset(schema.numeric)
+    strings = frozenset(schema.strings)
     for i in idx:
         payload = payloads[i]
         try:
             obj = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
-            bad.append((i, *_explain_unparsable(payload, exc)))
-            continue
-        energy = obj.get("ENERGY") if isinstance(obj, dict) else None
-        when = obj.get("Time") if isinstance(obj, dict) else None
-        if not isinstance(energy, dict) or not isinstance(when, str):
-            bad.append((i, "MALFORMED_PAYLOAD", "Tasmota SENSOR payload without Time and ENERGY"))
-            continue
-        try:
-            datetime.fromisoformat(when)
-        except ValueError:
-            bad.append((i, "SCHEMA_MISMATCH", f"Tasmota Time {when[:40]!r} is not ISO 8601"))
-            continue
-        reading = _tasmota_reading(energy)
-        wrong = [k for k, v in reading.items() if v is not None and not _is_number(v)]
-        if wrong:
-            bad.append((i, "SCHEMA_MISMATCH", f"ENERGY values not numbers: {', '.join(wrong)}"))
+            code, detail = _explain_unparsable(payload, exc)
+            bad_rows.append(i)
+            bad_elems.append(0)
+            bad_codes.append(code)
+            bad_details.append(detail)
             continue
         device = topics.device_claim(i)
-        assert device is not None
-        record: dict[str, Any] = {
-            ROW: i,
-            ELEM: 0,
-            "device_id": device,
-            "ts_local": when,
-            "decoder": "tasmota",
-            "claim_device": device,
-        }
-        record.update({k: float(v) for k, v in reading.items() if k in known and v is not None})
-        records.append(record)
-    if bad:
-        frame = pl.DataFrame(
-            {
-                ROW: [b[0] for b in bad],
-                ELEM: [0] * len(bad),
-                "reason_code": [b[1] for b in bad],
-                "detail": [b[2] for b in bad],
-            },
-            schema={ROW: pl.Int64, ELEM: pl.Int32, "reason_code": pl.String, "detail": pl.String},
-        )
-        for (reason,), part in frame.group_by("reason_code"):
-            chunk.reject(reject_frame(part, str(reason), pl.col("detail"), "decode"))
+        for result in map_payload(stream, obj, numeric=numeric, strings=strings):
+            if isinstance(result, Refused):
+                bad_rows.append(i)
+                bad_elems.append(result.elem)
+                bad_codes.append(result.code)
+                bad_details.append(result.detail)
+                continue
+            record = result.columns
+            record[ROW] = i
+            record[ELEM] = result.elem
+            record["claim_device"] = device
+            records.append(record)
+    if bad_rows:
+        _reject_lines(chunk, bad_rows, bad_elems, bad_codes, bad_details)
     if not records:
         return schema.empty_rows()
+    frame = pl.from_dicts(records, infer_schema_length=None)
+    claims = topics.claims(frame[ROW].cast(pl.Int64).to_numpy())
     return pl.concat(
-        [schema.empty_rows(), pl.from_dicts(records, infer_schema_length=None)],
+        [schema.empty_rows(), frame.drop("claim_device").with_columns(*claims)],
         how="diagonal_relaxed",
     )
-
-
-Decoder = Callable[[Chunk, DecodeSchema, list[int], list[bytes], list[str]], pl.DataFrame]

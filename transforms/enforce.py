@@ -92,6 +92,8 @@ def enforce_chunk(
         )
         chunk.reject(reject_frame(bad, "BRANCH_MISMATCH", detail, "enforce"))
         rows = rows.filter(pl.col("_mismatch") == "")
+    # From here on a reading carries its registered id (it may publish under another name).
+    rows = rows.with_columns(pl.col("reg_device_id").alias("device_id"))
     env = _provenance(chunk)
     for (dataset,), part in rows.group_by("dataset"):
         accepted = _enforce_dataset(chunk, registry.get(str(dataset)), schema, part)
@@ -156,6 +158,22 @@ def _checks(contract: Contract, schema: DecodeSchema) -> list[_Check]:
             ),
         )
     )
+    profiles = contract.profiles
+    if profiles:
+        named = pl.col("reg_profile").str.split("+")
+        known = pl.lit(sorted(profiles), dtype=pl.List(pl.String))
+        schema_parts.append(
+            (
+                pl.col("reg_profile").is_not_null()
+                & (named.list.set_difference(known).list.len() > 0),
+                pl.format(
+                    "the device's profile {} is not a profile of {} ({})",
+                    pl.col("reg_profile"),
+                    pl.lit(dataset),
+                    pl.lit(", ".join(sorted(profiles))),
+                ),
+            )
+        )
     for f in value_fields:
         if f.physical_type in ("int64", "int32"):
             c = pl.col(f.name)
@@ -183,9 +201,9 @@ def _checks(contract: Contract, schema: DecodeSchema) -> list[_Check]:
     sentinel = {f.name for f in value_fields if f.sentinels}
     missing = [
         (
-            (pl.col("ts").is_null() & pl.col("ts_local").is_null())
+            (pl.col("ts_us").is_null() & pl.col("ts").is_null() & pl.col("ts_local").is_null())
             if n == "ts"
-            else pl.col(n).is_null(),
+            else pl.col(n).is_null() & ~_omitted(n, contract, schema),
             pl.when(pl.col("_sentinel").str.contains(f",{n},", literal=True))
             .then(pl.lit(f"{n} (the device sent its 'not available' code)"))
             .otherwise(pl.lit(n))
@@ -255,6 +273,23 @@ def _checks(contract: Contract, schema: DecodeSchema) -> list[_Check]:
     if out_of_range:
         checks.append(_Check("OUT_OF_RANGE", out_of_range, "outside the contract's range: {}"))
     return checks
+
+
+def _omitted(name: str, contract: Contract, schema: DecodeSchema) -> pl.Expr:
+    """The row may leave ``name`` out: its device's profile (``+`` joins several) or its
+    stream's (a message that carries only part of a reading) says so."""
+    by = [p for p, fields in contract.profiles.items() if name in fields]
+    if not by:
+        return pl.lit(False)
+    streams = [s.key for s in schema.catalogue.streams if s.profile in by]
+    device = (
+        pl.col("reg_profile")
+        .str.split("+")
+        .list.set_intersection(pl.lit(by, dtype=pl.List(pl.String)))
+        .list.len()
+        > 0
+    ).fill_null(False)
+    return device | pl.col("stream").is_in(streams) if streams else device
 
 
 def _enforce_dataset(

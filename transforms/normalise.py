@@ -6,8 +6,10 @@ device's "not available" code (the contract's ``sentinel`` register type) become
 the row is flagged SENTINEL (a required field nulled that way is then MISSING_FIELD). Event
 time becomes ``ts_us`` (int64 microseconds, UTC); an epoch that cannot be seconds (beyond
 year 5000: milliseconds sent as seconds) becomes null and is judged by ``enforce``.
-Tasmota's local ``Time`` is read in the branch's timezone and also gives the sequence number
-(epoch seconds), since Tasmota has none.
+A vendor's local time (Tasmota's ``Time``) is read in the branch's timezone; a payload
+without a time takes its reception time. A decoder's per-kind values go to the fields of the
+device's kind, and a format without a sequence number gets one from its time (the decoder
+says which time, and in what unit).
 """
 
 from __future__ import annotations
@@ -17,25 +19,10 @@ import polars as pl
 from contracts import ContractRegistry
 from transforms.decode import _UNIT_FIELDS
 from transforms.frames import Chunk, as_frame, reject_frame
+from transforms.units import UNIT_FACTORS
 
 __all__ = ["UNIT_FACTORS", "normalise_chunk"]
 
-# (declared unit, contract unit) -> factor. Unit names as devices write them.
-UNIT_FACTORS: dict[tuple[str, str], float] = {
-    ("W", "kW"): 1e-3,
-    ("kW", "kW"): 1.0,
-    ("MW", "kW"): 1e3,
-    ("VA", "kVA"): 1e-3,
-    ("kVA", "kVA"): 1.0,
-    ("var", "kVAr"): 1e-3,
-    ("VAr", "kVAr"): 1e-3,
-    ("VAR", "kVAr"): 1e-3,
-    ("kvar", "kVAr"): 1.0,
-    ("kVAr", "kVAr"): 1.0,
-    ("Wh", "kWh"): 1e-3,
-    ("kWh", "kWh"): 1.0,
-    ("MWh", "kWh"): 1e3,
-}
 _MAX_EPOCH_S = 95_617_584_000.0  # 5000-01-01: a larger "seconds" value is not seconds
 
 
@@ -48,17 +35,33 @@ def _attach_device(
         .otherwise(pl.col("identity"))
     )
     kinds = pl.col("reg_kind").replace_strict(dataset_of_kind, default=None)
+    # A device is found by the name it publishes under (its mqtt_name, else its id).
+    registry = devices.rename({c: f"reg_{c}" for c in devices.columns}).with_columns(
+        pl.coalesce("reg_mqtt_name", "reg_device_id").alias("auth_device")
+    )
     return (
         rows.with_columns(auth.alias("auth_device"))
-        .join(
-            devices.rename({c: f"reg_{c}" for c in devices.columns if c != "device_id"}).rename(
-                {"device_id": "auth_device"}
-            ),
-            on="auth_device",
-            how="left",
-        )
+        .join(registry, on="auth_device", how="left")
         .with_columns(kinds.alias("dataset"))
     )
+
+
+def _by_kind(rows: pl.DataFrame) -> pl.DataFrame:
+    """A decoder's per-kind values (``meter@energy_import_kwh``: Tasmota's Total is a
+    meter's import counter and a solar meter's generation) to the fields of the row's kind."""
+    columns = [c for c in rows.columns if "@" in c]
+    if not columns:
+        return rows
+    updates: dict[str, pl.Expr] = {}
+    for column in columns:
+        kind, name = column.split("@", 1)
+        current = updates.get(name, pl.col(name))
+        updates[name] = (
+            pl.when((pl.col("reg_kind") == kind) & pl.col(column).is_not_null())
+            .then(pl.col(column))
+            .otherwise(current)
+        )
+    return rows.with_columns([e.alias(n) for n, e in updates.items()]).drop(columns)
 
 
 def normalise_chunk(
@@ -74,7 +77,7 @@ def normalise_chunk(
     ).with_row_index("_row")
     assert isinstance(env, pl.DataFrame)
     rows = rows.join(env.with_columns(pl.col("_row").cast(pl.Int64)), on="_row", how="left")
-    rows = _attach_device(rows, devices, registry.dataset_of_kind)
+    rows = _by_kind(_attach_device(rows, devices, registry.dataset_of_kind))
 
     # Units: every declared unit must convert to the contract's unit of that field.
     contract_units = {
@@ -119,13 +122,30 @@ def normalise_chunk(
     rows = rows.with_columns(unit_exprs)
     rows = _null_sentinels(rows, registry)
 
-    # Time: epoch seconds (canonical) or local wall time (Tasmota) to UTC microseconds.
+    # Time: epoch seconds, local wall time in the branch's zone (Tasmota), or the reception
+    # time (a vendor payload without one) to UTC microseconds.
     ts = pl.col("ts")
     ts_ok = ts.is_finite() & (ts.abs() < _MAX_EPOCH_S)
     canonical_us = pl.when(ts_ok).then((ts * 1_000_000).round(0).cast(pl.Int64)).otherwise(None)
-    rows = rows.with_columns(canonical_us.alias("ts_us"))
+    received_us = pl.col("received_at").dt.epoch("us")
+    rows = rows.with_columns(
+        pl.when(ts.is_null() & pl.col("ts_local").is_null() & pl.col("_ts_received"))
+        .then(received_us)
+        .otherwise(canonical_us)
+        .alias("ts_us")
+    )
     if rows["ts_local"].is_not_null().any():
-        rows = _tasmota_time(rows)
+        rows = _local_time(rows)
+    # seq from a time (decoders of formats without one): whole units of the event time or
+    # of the reception time.
+    unit_us = pl.col("_seq_unit_s") * 1_000_000
+    source = pl.when(pl.col("_seq_received")).then(received_us).otherwise(pl.col("ts_us"))
+    rows = rows.with_columns(
+        pl.when(pl.col("seq").is_null() & pl.col("_seq_unit_s").is_not_null())
+        .then((source / unit_us).floor())
+        .otherwise(pl.col("seq"))
+        .alias("seq")
+    )
     chunk.rows = rows
 
 
@@ -156,7 +176,7 @@ def _null_sentinels(rows: pl.DataFrame, registry: ContractRegistry) -> pl.DataFr
     )
 
 
-def _tasmota_time(rows: pl.DataFrame) -> pl.DataFrame:
+def _local_time(rows: pl.DataFrame) -> pl.DataFrame:
     parts = []
     for (tz,), part in rows.group_by("reg_timezone"):
         local = part["ts_local"].str.to_datetime(strict=False, time_unit="us")
@@ -169,10 +189,6 @@ def _tasmota_time(rows: pl.DataFrame) -> pl.DataFrame:
                 .then(epoch_us)
                 .otherwise(pl.col("ts_us"))
                 .alias("ts_us"),
-                pl.when(pl.col("ts_local").is_not_null())
-                .then((epoch_us // 1_000_000).cast(pl.Float64))
-                .otherwise(pl.col("seq"))
-                .alias("seq"),
             )
         )
     return pl.concat(parts, how="vertical_relaxed")

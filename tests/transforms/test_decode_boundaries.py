@@ -51,7 +51,7 @@ def _decode(
 ) -> tuple[list[dict[str, Any]], list[Any]]:
     monkeypatch.setattr(ndjson, "PARSE_BLOCK", block)
     chunk = _chunk(payloads)
-    topics = Topics.of(chunk.envelopes.column("topic"))
+    topics = Topics.of(chunk.envelopes.column("topic"), SCHEMA.catalogue)
     rows = _decode_canonical(chunk, SCHEMA, list(range(len(payloads))), payloads, topics)
     frame = pl.concat([SCHEMA.empty_rows(), rows], how="diagonal_relaxed")
     out = frame.select(SCHEMA.empty_rows().columns).sort(ROW, ELEM).to_dicts()
