@@ -72,7 +72,8 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter as PromCounter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import Counter as PromCounter
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
@@ -315,9 +316,7 @@ class ModbusPoller:
         self._state_dir = state_dir
         self._seqs = SeqStore(state_dir / "seq")
         self._skipped = dict(skipped or {})
-        self._states = {
-            d.device_id: _DeviceState(d, d.register_map.blocks()) for d in devices
-        }
+        self._states = {d.device_id: _DeviceState(d, d.register_map.blocks()) for d in devices}
         endpoints: dict[tuple[str, int], list[_DeviceState]] = {}
         for st in self._states.values():
             endpoints.setdefault((st.device.host, st.device.port), []).append(st)
@@ -326,7 +325,7 @@ class ModbusPoller:
         self._writer: LandingWriter | None = None
         self._dirty = True
         self._running = False
-        self._random = random.Random()  # noqa: S311 - jitter, not security
+        self._random = random.Random()
 
     @property
     def status_path(self) -> Path:
@@ -486,8 +485,9 @@ class ModbusPoller:
         try:
             ok = await asyncio.wait_for(client.connect(), timeout_s)
         except TimeoutError:
-            raise PollError("timeout", f"no connection to {ep.host}:{ep.port} within "
-                            f"{timeout_s:g} s") from None
+            raise PollError(
+                "timeout", f"no connection to {ep.host}:{ep.port} within {timeout_s:g} s"
+            ) from None
         except (OSError, ModbusException) as exc:
             raise PollError("connection", f"{ep.host}:{ep.port}: {exc}") from None
         if not ok:
@@ -528,9 +528,7 @@ class ModbusPoller:
                 raise PollError("exception", f"{where}: exception code {code}")
             registers = list(getattr(response, "registers", []) or [])
             if len(registers) != block.count:
-                raise PollError(
-                    "garbage", f"{where}: {len(registers)} registers in the answer"
-                )
+                raise PollError("garbage", f"{where}: {len(registers)} registers in the answer")
             for f in block.fields:
                 lo = f.address - block.address
                 try:

@@ -52,9 +52,9 @@ __all__ = [
     "MAPS_DIR",
     "TYPES",
     "MapError",
+    "ReadBlock",
     "RegisterField",
     "RegisterMap",
-    "ReadBlock",
     "available_maps",
     "decode_field",
     "lint_map",
@@ -128,8 +128,10 @@ class RegisterField:
 
     def scaled(self, raw: int | float) -> float:
         if isinstance(self.scale, Fraction):
-            return float(Fraction(raw) * self.scale) if isinstance(raw, int) else raw * float(
-                self.scale
+            return (
+                float(Fraction(raw) * self.scale)
+                if isinstance(raw, int)
+                else raw * float(self.scale)
             )
         return raw * self.scale
 
@@ -357,10 +359,11 @@ def _field(name: str, spec: Any, at: str, bad: Any) -> RegisterField | None:
         fail("values", "M019", "values need an integer type")
     if not ok:
         return None
-    assert scale is not None and sentinels is not None
+    assert scale is not None
+    assert sentinels is not None
     return RegisterField(
         name=name,
-        function=function,
+        function="input" if function == "input" else "holding",
         address=address,
         type=type_,
         word_order=word_order,
@@ -389,8 +392,10 @@ def _sentinels(value: Any) -> frozenset[int] | None:
     if isinstance(value, str) and _SENTINEL_NAME.fullmatch(value):
         spec = sentinel_values(value)  # raw codes: the spec without a divisor
         return frozenset(int(v) for v in spec)
-    if isinstance(value, list) and value and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     ):
         return frozenset(value)
     return None
@@ -462,9 +467,13 @@ def _semantic(file: str, m: RegisterMap, registry: ContractRegistry) -> list[Lin
 
 def _codes_fit(f: RegisterField) -> bool:
     bits = 16 * f.count
-    low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if f.type.startswith("int") else (
-        0,
-        (1 << bits) - 1,
+    low, high = (
+        (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+        if f.type.startswith("int")
+        else (
+            0,
+            (1 << bits) - 1,
+        )
     )
     return all(low <= c <= high for c in f.sentinels) and not TYPES[f.type][2]
 

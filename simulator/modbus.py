@@ -102,7 +102,9 @@ def encode_value(spec: RegisterSpec, value: float | str | int, *, raw: bool = Fa
 @dataclass
 class _Unit:
     specs: dict[str, RegisterSpec]
-    registers: dict[str, dict[int, int]] = field(default_factory=lambda: {"input": {}, "holding": {}})
+    registers: dict[str, dict[int, int]] = field(
+        default_factory=lambda: {"input": {}, "holding": {}}
+    )
     fault: Fault = field(default_factory=Fault)
 
 
@@ -212,7 +214,7 @@ class RegisterServer:
         server, self._server = self._server, None
         if server is not None:
             with contextlib.suppress(Exception):
-                await server.shutdown()
+                await server.shutdown()  # type: ignore[no-untyped-call]
 
     async def __aenter__(self) -> RegisterServer:
         await self.start()
