@@ -80,7 +80,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from contracts.errors import ConfigError, EnergylakeError
 from durable.files import atomic_write
 from gateway.config import canonical_topic
-from gateway.modbus_maps import ReadBlock, RegisterMap, decode_field
+from gateway.modbus_maps import GarbageError, ReadBlock, RegisterMap, decode_field
 from landing.format import Envelope, LandingError
 from landing.writer import LandingWriter
 
@@ -533,7 +533,7 @@ class ModbusPoller:
                 lo = f.address - block.address
                 try:
                     value = decode_field(f, registers[lo : lo + f.count])
-                except ValueError as exc:
+                except GarbageError as exc:
                     raise PollError("garbage", f"{where}: {exc}") from None
                 if value is not None:
                     readings[f.name] = value

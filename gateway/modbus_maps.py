@@ -51,6 +51,7 @@ from contracts.model import sentinel_values
 __all__ = [
     "MAPS_DIR",
     "TYPES",
+    "GarbageError",
     "MapError",
     "ReadBlock",
     "RegisterField",
@@ -101,6 +102,11 @@ class MapError(EnergylakeError):
         self.issues = issues or []
         lines = "".join(f"\n  {issue}" for issue in self.issues)
         super().__init__(message + lines)
+
+
+class GarbageError(EnergylakeError, ValueError):
+    """Registers that do not hold a value of their field (NaN, an unlisted code, the wrong
+    count): the device or the map is wrong; the poller counts the poll as ``garbage``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,25 +193,25 @@ def _block(function: Function, group: list[RegisterField]) -> ReadBlock:
 def decode_field(f: RegisterField, registers: list[int]) -> float | str | None:
     """The field's value from its registers: a number scaled to the contract's unit (a
     sentinel code passes through, scaled), a ``values`` string, or None for a string field
-    whose register holds a sentinel. ``ValueError`` when the registers hold garbage (a
+    whose register holds a sentinel. ``GarbageError`` when the registers hold garbage (a
     float that is NaN or infinite, a code ``values`` does not list, the wrong length)."""
     if len(registers) != f.count:
-        raise ValueError(f"{f.name}: {len(registers)} registers, expected {f.count}")
+        raise GarbageError(f"{f.name}: {len(registers)} registers, expected {f.count}")
     data_type, _, is_float = TYPES[f.type]
     raw = ModbusClientMixin.convert_from_registers(registers, data_type, word_order=f.word_order)
     if not isinstance(raw, int | float):
-        raise ValueError(f"{f.name}: not a number ({raw!r})")
+        raise GarbageError(f"{f.name}: not a number ({raw!r})")
     if is_float and not math.isfinite(raw):
-        raise ValueError(f"{f.name}: {raw} is not a finite number")
+        raise GarbageError(f"{f.name}: {raw} is not a finite number")
     if f.values is not None:
         if isinstance(raw, int) and raw in f.values:
             return f.values[raw]
         if isinstance(raw, int) and raw in f.sentinels:
             return None
-        raise ValueError(f"{f.name}: code {raw} is none of {sorted(f.values)}")
+        raise GarbageError(f"{f.name}: code {raw} is none of {sorted(f.values)}")
     value = f.scaled(raw)
     if not math.isfinite(value):
-        raise ValueError(f"{f.name}: {value} is not a finite number")
+        raise GarbageError(f"{f.name}: {value} is not a finite number")
     return value
 
 

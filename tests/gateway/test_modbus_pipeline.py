@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -76,14 +75,14 @@ class ServerThread:
 
 
 @pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     for name in list(os.environ):
         if name.startswith("ENERGYLAKE_"):
             monkeypatch.delenv(name)
     work = tmp_path / "cwd"
     work.mkdir()
     monkeypatch.chdir(work)
-    yield work
+    return work
 
 
 def _register(lake: Store, folder: Path, port: int) -> str:
@@ -114,7 +113,7 @@ def test_a_sentinel_register_reaches_the_lake_as_null_with_the_flag(
         assert skipped == {}
         assert (devices[0].port, devices[0].unit_id, devices[0].cadence_s) == (port, UNIT, 1.0)
         status_path = settings.data_dir / "modbus" / "status.json"
-        proc = subprocess.Popen(  # noqa: S603
+        proc = subprocess.Popen(
             [str(ENERGYLAKE), "modbus", "poll", "--data-dir", str(settings.data_dir),
              "--timeout-s", "2"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -128,7 +127,7 @@ def test_a_sentinel_register_reaches_the_lake_as_null_with_the_flag(
                     landed = json.loads(status_path.read_text())["devices"][device_id]["landed"]
             assert landed >= 2, (proc.poll(), proc.stderr.read() if proc.poll() else "")
             proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=30)
+            _, err = proc.communicate(timeout=30)
         finally:
             if proc.poll() is None:
                 proc.kill()
