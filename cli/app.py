@@ -28,6 +28,7 @@ from cli import (
     gateway,
     lake,
     lineage,
+    modbus,
     process,
     publish,
     quality,
@@ -81,6 +82,7 @@ _COMMANDS = (
     devices.app,
     publish.app,
     gateway.app,
+    modbus.app,  # the Modbus TCP poller (issue 17)
     status.app,
     access.app,
     sql.app,
