@@ -23,6 +23,7 @@ from cli import (
     audit,
     config,
     contracts,
+    decoders,
     demo,
     devices,
     gateway,
@@ -71,6 +72,7 @@ app = typer.Typer(
 # The command modules, in the order `energylake --help` lists them.
 _COMMANDS = (
     contracts.app,
+    decoders.app,  # payload formats as data (issue 17)
     config.app,
     reference.app,
     lake.app,

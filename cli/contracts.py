@@ -10,8 +10,11 @@ from rich.table import Table
 
 from cli import render
 from cli.common import cli_context, error
+from cli.decoders import decoders_folder
 from contracts import CONTRACTS_DIR, lint_paths, load_registry, load_vocabulary, plan_for
+from contracts.errors import ContractInvalidError
 from pipelines.settings import Settings
+from transforms.catalogue import lint_decoder, load_catalogue
 
 __all__ = ["app"]
 
@@ -50,16 +53,32 @@ def contracts_lint(
         error(f"no *.odcs.yaml contracts under {', '.join(map(str, targets))}")
         raise typer.Exit(2)
     issues = lint_paths(files)
+    decoders = 0
+    if not paths and not issues:
+        # The decoder catalogue maps payloads to these contracts' fields: a contract change
+        # that breaks a decoder (a field renamed, a unit changed) fails here too.
+        registry = load_registry(targets[0])
+        folder = decoders_folder(cli.settings())
+        found = sorted(folder.glob("*.yaml"))
+        decoders = len(found)
+        issues = [issue for f in found for issue in lint_decoder(f, registry)]
+        if not issues:
+            try:
+                load_catalogue(found, registry)
+            except ContractInvalidError as exc:
+                issues = list(exc.issues)
     for issue in issues:  # one plain line each: grep-able, never wrapped
         typer.echo(str(issue), err=True)
     if issues:
         typer.echo(
             f"{len(issues)} issue(s) in {len({i.file for i in issues})} "
-            f"of {len(files)} contract(s)",
+            f"of {len(files)} contract(s)" + (f" and {decoders} decoder(s)" if decoders else ""),
             err=True,
         )
         raise typer.Exit(1)
-    cli.console.print(f"{len(files)} contract(s) OK")
+    cli.console.print(
+        f"{len(files)} contract(s) OK" + (f", {decoders} decoder(s) OK" if decoders else "")
+    )
 
 
 @app.command("list")

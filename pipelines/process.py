@@ -448,6 +448,9 @@ def process_once(
                 batch_no=n,
                 lake_uri=settings.lake,
                 contracts_dir=_worker_contracts_dir(settings),
+                decoders_dir=str(settings.decoders_dir.resolve())
+                if settings.decoders_dir
+                else None,
                 devices=devices,
                 payload_limit=settings.payload_limit_bytes,
                 snapshot=manifest.snapshot,

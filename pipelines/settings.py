@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     contracts_dir: Path | None = Field(
         default=None, description="Folder of *.odcs.yaml contracts (default: the packaged ones)."
     )
+    decoders_dir: Path | None = Field(
+        default=None,
+        description="Folder of the decoder catalogue, one YAML file per payload format "
+        "(default: the packaged one, transforms/decoders/).",
+    )
     lake_uri: str | None = Field(
         default=None,
         description="Where the Delta tables live: a path or s3://bucket/prefix "

@@ -38,6 +38,7 @@ from lake.storage import S3Encryption, Store
 from landing.chunks import read_segment_tables
 from landing.reader import SegmentBytes, read_records_at
 from transforms import coders
+from transforms.catalogue import DECODERS_DIR, Catalogue, load_catalogue
 from transforms.decode import DecodeSchema, decode_chunk
 from transforms.enforce import enforce_chunk
 from transforms.frames import Chunk, quarantine_rows, quarantine_table
@@ -98,6 +99,7 @@ class BatchContext:
     gate: bool = True
     branches: pl.DataFrame | None = None  # opening hours, for the gate's zero-share rule
     encryption: S3Encryption | None = None  # S3 server-side encryption (None: the default)
+    decoders_dir: str | None = None  # None: the packaged decoder catalogue
 
     @property
     def batch_id(self) -> str:
@@ -105,6 +107,10 @@ class BatchContext:
 
     def registry(self) -> ContractRegistry:
         return load_registry(Path(self.contracts_dir) if self.contracts_dir else None)
+
+    def catalogue(self, registry: ContractRegistry) -> Catalogue:
+        folder = Path(self.decoders_dir) if self.decoders_dir else DECODERS_DIR
+        return load_catalogue((folder,), registry)
 
     def store(self) -> Store:
         return Store.from_uri(self.lake_uri, encryption=self.encryption)
@@ -194,7 +200,9 @@ class _DecodeFn(beam.DoFn):
 
     def setup(self) -> None:
         self._registry = self._ctx.registry()
-        self._schema = DecodeSchema.from_registry(self._registry)
+        self._schema = DecodeSchema.from_registry(
+            self._registry, self._ctx.catalogue(self._registry)
+        )
         self._pending: deque[Future[list[Any]]] = deque()
 
     def start_bundle(self) -> None:
