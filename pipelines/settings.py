@@ -198,7 +198,12 @@ class Settings(BaseSettings):
         "`devices provision` (default: DATA_DIR/gateway/gateway-mqtt.json).",
     )
     gateway_mqtt_topics: list[str] = Field(
-        default=["emaas/v1/{client}/+/{device}/telemetry", "tele/{device}/SENSOR"],
+        default=[
+            "emaas/v1/{client}/+/{device}/telemetry",
+            "tele/{device}/SENSOR",
+            "spBv1.0/+/+/{device}",  # Sparkplug B, node messages (docs/SPARKPLUG.md)
+            "spBv1.0/+/+/{device}/+",  # Sparkplug B, device messages
+        ],
         description="Subscriptions, one per decoder; {device} marks the publisher's segment, "
         "{client} its tenant's (subscribed per tenant; without it: the shared session).",
     )
@@ -598,6 +603,7 @@ def build_gateway_config(
         mqtt_drain_quiet_s=settings.gateway_mqtt_drain_quiet_s,
         mqtt_broker_log=settings.gateway_mqtt_broker_log or gateway_dir / "mosquitto.log",
         mqtt_broker_log_state=gateway_dir / "broker-log-position.json",
+        sparkplug_state_dir=gateway_dir / "sparkplug",
         http_enabled=http,
         http_host=settings.gateway_http_host,
         http_port=settings.gateway_http_port,
