@@ -290,6 +290,12 @@ class Settings(BaseSettings):
         description="A retired MQTT session (tenant removed, book upgraded) counts as drained "
         "after this long with nothing received and nothing in flight.",
     )
+    gateway_sparkplug_rebirth_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Least time between two Sparkplug B rebirth requests (NCMD Node "
+        "Control/Rebirth) the gateway publishes to one edge node (docs/SPARKPLUG.md).",
+    )
     gateway_http_host: str = Field(default="127.0.0.1", description="HTTP listen address.")
     gateway_http_port: int = Field(default=8080, ge=0, le=65535, description="HTTP port.")
     gateway_http_max_body_bytes: int = Field(
@@ -604,6 +610,7 @@ def build_gateway_config(
         mqtt_broker_log=settings.gateway_mqtt_broker_log or gateway_dir / "mosquitto.log",
         mqtt_broker_log_state=gateway_dir / "broker-log-position.json",
         sparkplug_state_dir=gateway_dir / "sparkplug",
+        sparkplug_rebirth_interval_s=settings.gateway_sparkplug_rebirth_interval_s,
         http_enabled=http,
         http_host=settings.gateway_http_host,
         http_port=settings.gateway_http_port,
