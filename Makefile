@@ -11,7 +11,7 @@ DATA ?= data
 # Demo size: 2 clients x 5 branches x 1 day (the brief's demo).
 DEMO_ARGS ?= --clients 2 --branches 5 --days 1 --seed 42
 
-.PHONY: help install lint typecheck unit check test demo clean lock bench
+.PHONY: help install lint typecheck unit check test demo clean lock bench proto
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -102,5 +102,17 @@ lock: ## refresh constraints.txt from a clean resolve
 	.lockvenv/bin/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
 	rm -rf .lockvenv
 
+# The Sparkplug B schema is compiled once and the result committed (gateway/sparkplug/
+# README.md): `make test` needs no protoc. grpcio-tools 1.76.0 bundles libprotoc 31.1,
+# whose Python gencode (6.31.1) the runtime Beam pins accepts (protobuf 6.31.1 to <7);
+# it is installed in a throwaway venv, never in .venv.
+PROTOC_VENV := .protoc-venv
+GRPCIO_TOOLS := grpcio-tools==1.76.0
+proto: ## regenerate gateway/sparkplug/sparkplug_b_pb2.py(i) from the vendored .proto
+	@test -x $(PROTOC_VENV)/bin/python || $(PYTHON) -m venv $(PROTOC_VENV)
+	$(PROTOC_VENV)/bin/python -m pip install --quiet '$(GRPCIO_TOOLS)'
+	cd gateway/sparkplug && ../../$(PROTOC_VENV)/bin/python -m grpc_tools.protoc -I. \
+	  --python_out=. --pyi_out=. sparkplug_b.proto
+
 clean: ## remove .venv and generated data
-	rm -rf $(VENV) $(DATA) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(PROTOC_VENV) $(DATA) .mypy_cache .ruff_cache .pytest_cache .hypothesis

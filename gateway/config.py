@@ -16,13 +16,21 @@ from gateway.sessions import MqttSession
 __all__ = [
     "CANONICAL_PATTERN",
     "DEFAULT_TOPIC_PATTERNS",
+    "SPARKPLUG_PATTERNS",
     "GatewayConfig",
     "TopicPattern",
     "canonical_topic",
 ]
 
 CANONICAL_PATTERN = "emaas/v1/{client}/+/{device}/telemetry"
-DEFAULT_TOPIC_PATTERNS: tuple[str, ...] = (CANONICAL_PATTERN, "tele/{device}/SENSOR")
+# Sparkplug B (docs/SPARKPLUG.md): the {device} segment is the edge node (its account);
+# node messages have four segments, device messages five. Decoded before landing.
+SPARKPLUG_PATTERNS: tuple[str, ...] = ("spBv1.0/+/+/{device}", "spBv1.0/+/+/{device}/+")
+DEFAULT_TOPIC_PATTERNS: tuple[str, ...] = (
+    CANONICAL_PATTERN,
+    "tele/{device}/SENSOR",
+    *SPARKPLUG_PATTERNS,
+)
 _SEGMENT = re.compile(r"[^/#+]+")
 
 
@@ -129,6 +137,11 @@ class GatewayConfig:
     mqtt_flood_window_s: float = 60.0
     mqtt_broker_log: Path | None = None  # Mosquitto's log file (drop episodes)
     mqtt_broker_log_state: Path | None = None  # where the position in it is kept
+    # Sparkplug B (gateway/sparkplug/): the edge nodes' state files (None: the folder
+    # gateway/sparkplug next to the landing log's folder), and the least time between two
+    # rebirth requests (NCMD) to one edge node.
+    sparkplug_state_dir: Path | None = None
+    sparkplug_rebirth_interval_s: float = 5.0
     # HTTP
     http_enabled: bool = True
     http_host: str = "127.0.0.1"
@@ -163,6 +176,18 @@ class GatewayConfig:
     switch_interval_s: float = 0.02
     patterns: tuple[TopicPattern, ...] = field(init=False)
 
+    @property
+    def sparkplug_folder(self) -> Path:
+        """Where the Sparkplug B edge nodes' state files are kept."""
+        if self.sparkplug_state_dir is not None:
+            return self.sparkplug_state_dir
+        return self.landing_dir.parent / "gateway" / "sparkplug"
+
+    @property
+    def sparkplug_enabled(self) -> bool:
+        """Some topic pattern subscribes to Sparkplug B topics."""
+        return any(p.subscription.startswith("spBv1.0/") for p in self.patterns)
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "patterns", tuple(TopicPattern.parse(p) for p in self.mqtt_topics))
         checks = {
@@ -189,6 +214,7 @@ class GatewayConfig:
             "mqtt_flood_messages": self.mqtt_flood_messages >= 1,
             "mqtt_flood_window_s": self.mqtt_flood_window_s > 0,
             "mqtt_drain_quiet_s": self.mqtt_drain_quiet_s > 0,
+            "sparkplug_rebirth_interval_s": self.sparkplug_rebirth_interval_s > 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -112,6 +112,31 @@ class GatewayMetrics:
             "1 while the broker log (drop episodes) can be read.",
             registry=r,
         )
+        # Sparkplug B (gateway/sparkplug/, docs/SPARKPLUG.md)
+        self.sparkplug_messages = Counter(
+            "energylake_gateway_sparkplug_messages",
+            "Sparkplug B messages landed, by type (NBIRTH ... DDEATH) and problem code "
+            "(none, UNKNOWN_ALIAS, SEQ_GAP, STALE_DEATH, MALFORMED_PAYLOAD: landed as received).",
+            ["type", "problem"],
+            registry=r,
+        )
+        self.sparkplug_redeliveries = Counter(
+            "energylake_gateway_sparkplug_redeliveries",
+            "Sparkplug B messages the broker sent again, landed with their first (boot, seq).",
+            registry=r,
+        )
+        self.sparkplug_rebirths = Counter(
+            "energylake_gateway_sparkplug_rebirth_requests",
+            "Rebirth requests (NCMD Node Control/Rebirth) published, by the problem that "
+            "caused them (rate-limited per edge node).",
+            ["reason"],
+            registry=r,
+        )
+        self.sparkplug_state_writes = Counter(
+            "energylake_gateway_sparkplug_state_writes",
+            "Sparkplug B edge node state files written (before the messages are acked).",
+            registry=r,
+        )
         self.inflight = Gauge(
             "energylake_gateway_inflight_records",
             "Records received and not yet durable (not yet acknowledged).",

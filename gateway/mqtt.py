@@ -44,6 +44,7 @@ from gateway.sessions import (
     read_session_book,
     session_filters,
 )
+from gateway.sparkplug import SparkplugState
 
 __all__ = ["MqttConsumer", "MqttDoor"]
 
@@ -71,6 +72,15 @@ class MqttDoor:
         self._paused = paused
         self._password = config.mqtt_password
         self._state = SessionState(config.mqtt_session_state)
+        # One Sparkplug B state for every session (an edge node's messages reach one)
+        self.sparkplug = (
+            SparkplugState(
+                config.sparkplug_folder,
+                rebirth_interval_s=config.sparkplug_rebirth_interval_s,
+            )
+            if config.sparkplug_enabled
+            else None
+        )
         sessions = config.mqtt_sessions
         if sessions is None:
             sessions = (MqttSession(config.mqtt_username or config.mqtt_client_id),)
@@ -132,6 +142,7 @@ class MqttDoor:
             wanted=wanted,
             legacy=self._legacy(session),
             watch_drops=not self._consumers and not retired,  # the broker's drop counter
+            sparkplug=self.sparkplug,
         )
         (self._retired if retired else self._consumers)[session.username] = consumer
         return consumer

@@ -53,6 +53,7 @@ from gateway.commit import CommitterClosedError, GroupCommitter
 from gateway.config import GatewayConfig
 from gateway.metrics import GatewayMetrics
 from gateway.sessions import MqttSession, SessionState
+from gateway.sparkplug import SparkplugState, SparkplugTopic, parse_topic
 from gateway.topics import TopicCache
 from landing.format import Envelope
 
@@ -84,6 +85,7 @@ class MqttConsumer:
         wanted: Iterable[str],
         legacy: Iterable[str] = (),
         watch_drops: bool = False,
+        sparkplug: SparkplugState | None = None,
     ) -> None:
         self._config = config
         self.session = session
@@ -121,6 +123,7 @@ class MqttConsumer:
         self._refused: set[str] = set()
         self._removals = False
         self._watch_drops = watch_drops
+        self._sparkplug = sparkplug
         self.connects = 0
         self._refusals = 0
         self.session_present: bool | None = None  # of the last connect
@@ -373,7 +376,10 @@ class MqttConsumer:
         if entry is None:
             entry = self._new_topic(topic)
         entry[2] += 1
-        envelope = Envelope(time.time_ns() // 1000, "mqtt", entry[0], entry[1], bytes(msg.payload))
+        payload = bytes(msg.payload)
+        if entry[3] is not None:  # a Sparkplug B topic: decoded here, in delivery order
+            payload = self._sparkplug_message(entry[3], topic, payload)
+        envelope = Envelope(time.time_ns() // 1000, "mqtt", entry[0], entry[1], payload)
         self._submitted += 1  # written by paho's thread only
         try:
             self._inbox.put(envelope, msg.mid | (msg.qos << _MID_BITS) | self._gen_bits)
@@ -386,7 +392,33 @@ class MqttConsumer:
             self._metrics.mqtt_bad_topics.labels(reason).inc()
             key = (str(entry[1]), reason)
             self.bad[key] = self.bad.get(key, 0) + 1
+        if len(entry) == 3:  # [landed topic, identity, count, Sparkplug topic or None]
+            sparkplug = self._sparkplug is not None and reason is None
+            entry.append(parse_topic(topic) if sparkplug else None)
         return entry
+
+    def _sparkplug_message(self, parsed: SparkplugTopic, topic: str, raw: bytes) -> bytes:
+        """The JSON document landed for a Sparkplug B message (docs/SPARKPLUG.md); the
+        rebirth request it calls for is published from here (paho's thread, QoS 0)."""
+        assert self._sparkplug is not None
+        try:
+            out = self._sparkplug.translate(parsed, topic, raw)
+        except Exception:  # a decoder bug must not lose the message: landed as received
+            log.exception("Sparkplug B message on %s not decoded: landed as received", topic)
+            return raw
+        metrics = self._metrics
+        metrics.sparkplug_messages.labels(parsed.type, out.problem or "none").inc()
+        if out.duplicate:
+            metrics.sparkplug_redeliveries.inc()
+        if out.rebirth is not None:
+            ncmd_topic, ncmd = out.rebirth
+            info = self._client.publish(ncmd_topic, ncmd, qos=0)
+            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                metrics.sparkplug_rebirths.labels(out.problem or "unknown").inc()
+                log.info("Sparkplug B: rebirth requested from %s (%s)", ncmd_topic, out.problem)
+            else:
+                log.warning("Sparkplug B: rebirth request on %s not sent (%s)", ncmd_topic, info.rc)
+        return out.payload
 
     def take_counts(self) -> dict[str, int]:
         """Messages per device since the last call (for flood reports)."""
@@ -398,6 +430,17 @@ class MqttConsumer:
 
     def _landed(self, tokens: list[int], error: BaseException | None) -> None:
         """The committer's report for a batch (its thread): on disk, or failed (no ack)."""
+        sparkplug = self._sparkplug
+        if error is None and sparkplug is not None and sparkplug.dirty:
+            # The Sparkplug state these messages changed is on disk before they are acked
+            # (a redelivery then lands with the same boot and seq: gateway/sparkplug/state.py)
+            try:
+                self._metrics.sparkplug_state_writes.inc(sparkplug.persist())
+            except OSError as exc:
+                log.error(
+                    "Sparkplug B state not written (%s): %d message(s) not acked", exc, len(tokens)
+                )
+                error = exc
         if error is None:
             self._acks.extend(tokens)
             self._accepted.inc(len(tokens))

@@ -203,7 +203,12 @@ class Settings(BaseSettings):
         "`devices provision` (default: DATA_DIR/gateway/gateway-mqtt.json).",
     )
     gateway_mqtt_topics: list[str] = Field(
-        default=["emaas/v1/{client}/+/{device}/telemetry", "tele/{device}/SENSOR"],
+        default=[
+            "emaas/v1/{client}/+/{device}/telemetry",
+            "tele/{device}/SENSOR",
+            "spBv1.0/+/+/{device}",  # Sparkplug B, node messages (docs/SPARKPLUG.md)
+            "spBv1.0/+/+/{device}/+",  # Sparkplug B, device messages
+        ],
         description="Subscriptions, one per decoder; {device} marks the publisher's segment, "
         "{client} its tenant's (subscribed per tenant; without it: the shared session).",
     )
@@ -289,6 +294,12 @@ class Settings(BaseSettings):
         gt=0,
         description="A retired MQTT session (tenant removed, book upgraded) counts as drained "
         "after this long with nothing received and nothing in flight.",
+    )
+    gateway_sparkplug_rebirth_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Least time between two Sparkplug B rebirth requests (NCMD Node "
+        "Control/Rebirth) the gateway publishes to one edge node (docs/SPARKPLUG.md).",
     )
     gateway_http_host: str = Field(default="127.0.0.1", description="HTTP listen address.")
     gateway_http_port: int = Field(default=8080, ge=0, le=65535, description="HTTP port.")
@@ -603,6 +614,8 @@ def build_gateway_config(
         mqtt_drain_quiet_s=settings.gateway_mqtt_drain_quiet_s,
         mqtt_broker_log=settings.gateway_mqtt_broker_log or gateway_dir / "mosquitto.log",
         mqtt_broker_log_state=gateway_dir / "broker-log-position.json",
+        sparkplug_state_dir=gateway_dir / "sparkplug",
+        sparkplug_rebirth_interval_s=settings.gateway_sparkplug_rebirth_interval_s,
         http_enabled=http,
         http_host=settings.gateway_http_host,
         http_port=settings.gateway_http_port,

@@ -94,7 +94,8 @@ def test_sessions_are_one_per_tenant_and_one_shared_subscribed_by_tenant() -> No
         ("energylake-gateway.zeta", "zeta", "tenant"),
     ]
     assert [session_filters(s, PATTERNS) for s in sessions] == [
-        {"tele/+/SENSOR"},  # no tenant in the topic: one shared wildcard
+        # no tenant in the topic: one shared wildcard each (Tasmota, Sparkplug B)
+        {"tele/+/SENSOR", "spBv1.0/+/+/+", "spBv1.0/+/+/+/+"},
         {"emaas/v1/acme/+/+/telemetry"},  # the tenant pinned: no filter per device
         {"emaas/v1/zeta/+/+/telemetry"},
     ]
@@ -103,10 +104,14 @@ def test_sessions_are_one_per_tenant_and_one_shared_subscribed_by_tenant() -> No
     assert session_filters(v2, PATTERNS) == {
         "emaas/v1/+/+/em-1/telemetry",
         "tele/em-1/SENSOR",
+        "spBv1.0/+/+/em-1",
+        "spBv1.0/+/+/em-1/+",
     }
     assert session_filters(MqttSession("gw"), PATTERNS) == {
         "emaas/v1/+/+/+/telemetry",
         "tele/+/SENSOR",
+        "spBv1.0/+/+/+",
+        "spBv1.0/+/+/+/+",
     }
 
 

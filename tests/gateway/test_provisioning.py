@@ -118,6 +118,25 @@ def test_provision_from_the_lake_writes_every_file_and_no_secret_on_screen(
         ) in acl
     for account in accounts:
         assert f"user {account}\ntopic read emaas/v1/#\ntopic read tele/#\n" in acl
+    # Sparkplug B: an edge node writes only under its own edge node segment and reads its
+    # own NCMD; each gateway account reads the six decoded types and writes NCMD
+    for line in (
+        "pattern write spBv1.0/+/+/%u\n",
+        "pattern write spBv1.0/+/+/%u/+\n",
+        "pattern read spBv1.0/+/NCMD/%u\n",
+    ):
+        assert line in acl
+    sparkplug_reads = "".join(
+        f"topic read spBv1.0/+/{kind}/+{'/+' if kind[0] == 'D' else ''}\n"
+        for kind in ("NBIRTH", "NDATA", "NDEATH", "DBIRTH", "DDATA", "DDEATH")
+    )
+    for account in accounts:
+        block = acl.split(f"user {account}\n", 1)[1]
+        assert block.startswith(
+            f"topic read emaas/v1/#\ntopic read tele/#\n{sparkplug_reads}"
+            "topic write spBv1.0/+/NCMD/+\n"
+        )
+    assert "spBv1.0/#" not in acl  # the gateway does not read its own NCMD back
     conf = (folder / BROKER_CONF_FILE).read_text()
     for line in (
         "upgrade_outgoing_qos true",  # QoS 0 queued for the gateway, within the bounds
