@@ -74,8 +74,9 @@ _PLACEHOLDERS = {
     "{device}": DEVICE_SEGMENT,
     "{client}": _CLIENT_SEGMENT,
     "{branch}": _BRANCH_SEGMENT,
+    "{edge}": DEVICE_SEGMENT,
 }
-_WILD = frozenset({"+", "#", "{device}", "{client}", "{branch}"})
+_WILD = frozenset({"+", "#", "{device}", "{client}", "{branch}", "{edge}"})
 _NAME = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
 _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 _TIME_FORMATS = ("local", "iso", "epoch_s", "epoch_ms", "received")
@@ -95,6 +96,7 @@ class FieldRule:
     reduce: Literal["sum", "mean"] | None = None
     wildcard: bool = False  # path ends in "*": every key to the field of its name
     absolute: bool = False  # the magnitude (a signed power factor to the contract's 0..1)
+    ignore: tuple[str, ...] = ()  # a wildcard's keys to leave out (fnmatch patterns)
 
     def target(self, kind: str) -> str | None:
         return self.targets.get(kind, self.targets.get("*"))
@@ -133,18 +135,23 @@ class Stream:
     fields: tuple[FieldRule, ...] = ()
     derive: tuple[Derived, ...] = ()
     profile: str | None = None
+    refuse: str | None = None  # every message quarantined with this reason (no reading)
+    problem_code: tuple[PathPart, ...] = ()  # a problem the sender reports: its code...
+    problem_detail: tuple[PathPart, ...] = ()  # ...and detail; the record is quarantined
 
     @property
     def key(self) -> str:
         return f"{self.decoder}/{self.name}"
 
-    def claims(self, topic: str) -> tuple[str | None, str | None, str | None] | None:
-        """(client, branch, device) the topic claims, or None when it is not this stream's."""
+    def claims(self, topic: str) -> tuple[str | None, ...] | None:
+        """(client, branch, device, edge) the topic claims, or None when it is not this
+        stream's. ``edge``: the gateway (a Sparkplug edge node) the device publishes through,
+        which is then the authenticated account, and ``device`` only a claim."""
         m = self.regex.fullmatch(topic)
         if m is None:
             return None
         groups = m.groupdict()
-        return groups.get("client"), groups.get("branch"), groups.get("device")
+        return groups.get("client"), groups.get("branch"), groups.get("device"), groups.get("edge")
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +257,11 @@ class _Lint:
             for kind, c in self.kinds.items()
         }
 
+    def reason_codes(self) -> frozenset[str]:
+        """The quarantine contract's reason codes (what a stream may refuse with)."""
+        field = self.registry.get("quarantine").field("reason_code")
+        return frozenset(str(v) for v in field.allowed_values or ())
+
     def issue(self, path: str, code: str, message: str) -> None:
         self.issues.append(LintIssue(self.file, path, code, message))
 
@@ -273,6 +285,11 @@ class _Lint:
                 "D003",
                 f"topic {value!r} needs exactly one {{device}} segment: the gateway takes the "
                 "publishing device from it, and the broker pins it to the device's account",
+            )
+            return None
+        if segments.count("{edge}") > 1 or (namespace and "{edge}" in segments):
+            self.issue(
+                where, "D003", f"topic {value!r}: at most one {{edge}}, and not in a namespace"
             )
             return None
         for k, seg in enumerate(segments):
@@ -423,6 +440,8 @@ _STREAM_KEYS = {
     "fields",
     "derive",
     "profile",
+    "refuse",
+    "problem",
 }
 
 
@@ -509,7 +528,7 @@ def _stream(lint: _Lint, where: str, decoder: str, raw: Any) -> Stream | None:
                 f"{where}.seq.unit", "D008", "unit is s or ms (of the time a seq is taken from)"
             )
         seq_unit = 0.001 if unit == "ms" else 1.0
-        if seq_from == "time" and time_format == "received":
+        if seq_from == "time" and time_format == "received" and raw.get("refuse") is None:
             lint.issue(
                 f"{where}.seq",
                 "D008",
@@ -517,6 +536,21 @@ def _stream(lint: _Lint, where: str, decoder: str, raw: Any) -> Stream | None:
                 "messages by their arrival (a redelivered copy is then not a duplicate)",
             )
     boot_path = lint.path(f"{where}.boot", raw["boot"]) or () if "boot" in raw else ()
+    reasons = lint.reason_codes()
+    refuse = raw.get("refuse")
+    if refuse is not None and refuse not in reasons:
+        lint.issue(f"{where}.refuse", "D012", f"{refuse!r} is not a quarantine reason code")
+    problem = raw.get("problem")
+    problem_code: tuple[PathPart, ...] = ()
+    problem_detail: tuple[PathPart, ...] = ()
+    if problem is not None:
+        if not isinstance(problem, dict) or set(problem) != {"code", "detail"}:
+            lint.issue(f"{where}.problem", "D012", "problem is {code: path, detail: path}")
+        else:
+            problem_code = lint.path(f"{where}.problem.code", problem["code"]) or ()
+            problem_detail = lint.path(f"{where}.problem.detail", problem["detail"]) or ()
+    if refuse is not None:
+        raw = {**raw, "fields": raw.get("fields") or [{"path": "*", "field": "*"}]}
     # fields
     rules = []
     raw_fields = raw.get("fields")
@@ -571,10 +605,13 @@ def _stream(lint: _Lint, where: str, decoder: str, raw: Any) -> Stream | None:
         fields=tuple(rules),
         derive=tuple(derived),
         profile=None if profile is None else str(profile),
+        refuse=None if refuse is None else str(refuse),
+        problem_code=problem_code,
+        problem_detail=problem_detail,
     )
 
 
-_FIELD_KEYS = {"path", "field", "unit", "scale", "shape", "reduce", "absolute"}
+_FIELD_KEYS = {"path", "field", "unit", "scale", "shape", "reduce", "absolute", "ignore"}
 
 
 def _field(lint: _Lint, where: str, raw: Any) -> FieldRule | None:
@@ -613,6 +650,14 @@ def _field(lint: _Lint, where: str, raw: Any) -> FieldRule | None:
     shape = raw.get("shape", "any")
     if shape not in ("number", "list", "any"):
         lint.issue(f"{where}.shape", "D005", f"shape {shape!r}: number, list or any")
+    ignore = raw.get("ignore", [])
+    if not (isinstance(ignore, list) and all(isinstance(g, str) and g for g in ignore)):
+        lint.issue(f"{where}.ignore", "D005", "ignore is a list of key patterns ('Node Control/*')")
+        ignore = []
+    elif ignore and not wildcard:
+        lint.issue(
+            f"{where}.ignore", "D005", "ignore belongs to a wildcard rule (a path ending in *)"
+        )
     if raw.get("absolute", False) not in (True, False):
         lint.issue(f"{where}.absolute", "D005", "absolute is true or false")
     reduce = raw.get("reduce")
@@ -637,6 +682,7 @@ def _field(lint: _Lint, where: str, raw: Any) -> FieldRule | None:
         reduce=reduce,
         wildcard=wildcard,
         absolute=raw.get("absolute") is True,
+        ignore=tuple(str(g) for g in ignore),
     )
 
 

@@ -78,6 +78,7 @@ class DecodeSchema:
     strings: tuple[str, ...]
     by_dataset: dict[str, frozenset[str]]
     catalogue: Catalogue
+    reasons: frozenset[str] = frozenset()  # the quarantine contract's reason codes
 
     @classmethod
     def from_registry(
@@ -96,11 +97,13 @@ class DecodeSchema:
                 if f.name not in bucket:
                     bucket.append(f.name)
             by_dataset[dataset] = frozenset(names)
+        reasons = registry.get("quarantine").field("reason_code").allowed_values or ()
         return cls(
             tuple(numeric),
             tuple(strings),
             by_dataset,
             catalogue if catalogue is not None else load_catalogue(registry=registry),
+            frozenset(str(r) for r in reasons),
         )
 
     @property
@@ -133,6 +136,7 @@ class DecodeSchema:
             "claim_client": pl.String,
             "claim_branch": pl.String,
             "claim_device": pl.String,
+            "claim_edge": pl.String,
             "device_id": pl.String,
             "seq": pl.Float64,
             "ts": pl.Float64,
@@ -248,6 +252,7 @@ class Topics:
     client: pa.StringArray  # per distinct topic
     branch: pa.StringArray
     device: pa.StringArray
+    edge: pa.StringArray
     streams: tuple[Stream, ...]
     catalogue: Catalogue
 
@@ -264,7 +269,7 @@ class Topics:
             found = catalogue.match(topic)
             if found is None:
                 kinds.append(_UNKNOWN)
-                claims.append((None, None, None))
+                claims.append((None, None, None, None))
                 continue
             stream, claim = found
             kinds.append(_FIRST_STREAM + position[stream.key])
@@ -276,6 +281,7 @@ class Topics:
             client=pa.array([c[0] for c in claims], pa.string()),
             branch=pa.array([c[1] for c in claims], pa.string()),
             device=pa.array([c[2] for c in claims], pa.string()),
+            edge=pa.array([c[3] for c in claims], pa.string()),
             streams=streams,
             catalogue=catalogue,
         )
@@ -291,6 +297,7 @@ class Topics:
             pl.Series("claim_client", self.client.take(at), dtype=pl.String),
             pl.Series("claim_branch", self.branch.take(at), dtype=pl.String),
             pl.Series("claim_device", self.device.take(at), dtype=pl.String),
+            pl.Series("claim_edge", self.edge.take(at), dtype=pl.String),
         ]
 
 
@@ -461,6 +468,7 @@ def _decode_mapping(
     bad_details: list[str] = []
     numeric = frozenset(schema.numeric)
     strings = frozenset(schema.strings)
+    reasons = schema.reasons
     for i in idx:
         payload = payloads[i]
         try:
@@ -473,7 +481,7 @@ def _decode_mapping(
             bad_details.append(detail)
             continue
         device = topics.device_claim(i)
-        for result in map_payload(stream, obj, numeric=numeric, strings=strings):
+        for result in map_payload(stream, obj, numeric=numeric, strings=strings, reasons=reasons):
             if isinstance(result, Refused):
                 bad_rows.append(i)
                 bad_elems.append(result.elem)

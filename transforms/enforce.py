@@ -72,6 +72,13 @@ def enforce_chunk(
         & (pl.col("claim_client") != pl.col("reg_client_id")),
         "topic branch": pl.col("claim_branch").is_not_null()
         & (pl.col("claim_branch") != pl.col("reg_branch_id")),
+        # a device behind an edge node: only its registered edge node may speak for it
+        "edge node": pl.col("claim_edge").is_not_null()
+        & (
+            pl.col("reg_edge_node").is_null()
+            | (pl.col("reg_edge_node") != pl.col("identity"))
+            | (pl.col("claim_edge") != pl.col("identity"))
+        ),
     }
     rows = rows.with_columns(
         pl.concat_str(

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from fnmatch import fnmatchcase
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -93,8 +94,11 @@ def map_payload(
     *,
     numeric: frozenset[str],
     strings: frozenset[str],
+    reasons: frozenset[str] = frozenset(),
 ) -> list[Mapped | Refused]:
     """Map one parsed payload; every record is either Mapped or Refused."""
+    if stream.refuse is not None:
+        return [Refused(0, stream.refuse, f"{stream.key}: carries no reading")]
     root = _get(obj, stream.record_path)
     if isinstance(root, dict) and stream.records in ("object", "either"):
         records: list[Any] = [root]
@@ -111,7 +115,7 @@ def map_payload(
         ]
     out: list[Mapped | Refused] = []
     for elem, record in enumerate(records):
-        out.append(_record(stream, elem, record, numeric, strings))
+        out.append(_record(stream, elem, record, numeric, strings, reasons))
     return out
 
 
@@ -121,9 +125,22 @@ def _record(
     record: Any,
     numeric: frozenset[str],
     strings: frozenset[str],
+    reasons: frozenset[str],
 ) -> Mapped | Refused:
     if not isinstance(record, dict):
         return Refused(elem, "MALFORMED_PAYLOAD", f"{stream.key}: record {elem} is not an object")
+    if stream.problem_code:
+        code = _get(record, stream.problem_code)
+        if code is not _MISSING and code is not None:
+            detail = _get(record, stream.problem_detail)
+            text = str(detail)[:1500] if detail is not _MISSING and detail is not None else ""
+            if isinstance(code, str) and code in reasons:
+                return Refused(elem, code, f"{stream.key}: the sender reports {code}: {text}")
+            return Refused(
+                elem,
+                "MALFORMED_PAYLOAD",
+                f"{stream.key}: the sender reports a problem {str(code)[:40]!r}: {text}",
+            )
     for path in stream.require:
         if _get(record, path) in (_MISSING, None):
             return Refused(
@@ -175,6 +192,12 @@ def _record(
                 columns[column] = round(min(1.0, abs(num) / den), 3)
     if unknown:
         columns["_unknown"] = ", ".join(sorted(unknown))[:500]
+    elif not any(k in numeric or k in strings or "@" in k for k in columns):
+        # nothing to land (an edge node's BIRTH with only Sparkplug's own metrics, an empty
+        # ENERGY object): said, not stored as a row of nulls
+        return Refused(
+            elem, "MISSING_FIELD", f"{stream.key}: no field of the contract in this message"
+        )
     return Mapped(elem, columns)
 
 
@@ -196,6 +219,8 @@ def _wildcard(
     for key, value in values.items():
         if top and (key in used or isinstance(value, dict)):
             continue  # the record's own time, seq or nested objects other rules read
+        if rule.ignore and any(fnmatchcase(str(key), glob) for glob in rule.ignore):
+            continue
         if key in strings:
             if value is not None and not isinstance(value, str):
                 wrong.append(f"{key} is not a string")

@@ -29,8 +29,13 @@ _MAX_EPOCH_S = 95_617_584_000.0  # 5000-01-01: a larger "seconds" value is not s
 def _attach_device(
     rows: pl.DataFrame, devices: pl.DataFrame, dataset_of_kind: dict[str, str]
 ) -> pl.DataFrame:
+    # Who sent it: the authenticated identity, or (a file import) the payload's device; a
+    # device behind an edge node (Sparkplug B) is named by the topic and checked against the
+    # edge node it is registered behind, in enforce.
     auth = (
-        pl.when(pl.col("identity").is_null() | (pl.col("identity") == ""))
+        pl.when(pl.col("claim_edge").is_not_null())
+        .then(pl.col("claim_device"))
+        .when(pl.col("identity").is_null() | (pl.col("identity") == ""))
         .then(pl.col("device_id"))
         .otherwise(pl.col("identity"))
     )

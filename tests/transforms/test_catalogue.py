@@ -48,7 +48,13 @@ def test_the_shipped_catalogue_is_clean() -> None:
     for path in sorted(DECODERS_DIR.glob("*.yaml")):
         assert lint_decoder(path, REGISTRY) == [], path
     catalogue = load_catalogue((DECODERS_DIR,), REGISTRY)
-    assert set(catalogue.decoders) == {"canonical", "tasmota", "shelly_pro3em", "thingsboard"}
+    assert set(catalogue.decoders) == {
+        "canonical",
+        "tasmota",
+        "shelly_pro3em",
+        "thingsboard",
+        "sparkplug_b",
+    }
 
 
 def test_a_good_file_is_clean(tmp_path: Path) -> None:
