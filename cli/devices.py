@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from cli.common import cli_context, error
-from pipelines.settings import Settings
+from pipelines.settings import Settings, gateway_patterns
 
 __all__ = ["app"]
 
@@ -103,6 +103,7 @@ def devices_provision(
         registry,
         folder,
         credentials=secrets,
+        patterns=gateway_patterns(settings),
         gateway_user=gateway_user,
         broker=BrokerOptions(
             port=broker_port,

@@ -16,20 +16,32 @@ from gateway.sessions import MqttSession
 __all__ = [
     "CANONICAL_PATTERN",
     "DEFAULT_TOPIC_PATTERNS",
-    "SPARKPLUG_PATTERNS",
     "GatewayConfig",
     "TopicPattern",
     "canonical_topic",
 ]
 
 CANONICAL_PATTERN = "emaas/v1/{client}/+/{device}/telemetry"
+# What the shipped decoder catalogue (transforms/decoders/) reads, as the gateway subscribes
+# to it: the CLI derives the list from the configured catalogue (``gateway_patterns``), and
+# a test keeps this copy equal to the shipped one (the gateway does not import transforms).
+# A vendor's whole namespace is subscribed, so a device's message on a topic no decoder
+# reads is landed (and quarantined UNDECODED_TOPIC), not dropped by the broker's ACL.
 # Sparkplug B (docs/SPARKPLUG.md): the {device} segment is the edge node (its account);
-# node messages have four segments, device messages five. Decoded before landing.
-SPARKPLUG_PATTERNS: tuple[str, ...] = ("spBv1.0/+/+/{device}", "spBv1.0/+/+/{device}/+")
+# only the six decoded message types, so the gateway never reads its own NCMD.
 DEFAULT_TOPIC_PATTERNS: tuple[str, ...] = (
     CANONICAL_PATTERN,
-    "tele/{device}/SENSOR",
-    *SPARKPLUG_PATTERNS,
+    "spBv1.0/+/NBIRTH/{device}",
+    "spBv1.0/+/NDATA/{device}",
+    "spBv1.0/+/DBIRTH/{device}/+",
+    "spBv1.0/+/DDATA/{device}/+",
+    "spBv1.0/+/NDEATH/{device}",
+    "spBv1.0/+/DDEATH/{device}/+",
+    "tele/{device}/+",
+    "v1/devices/{device}/+",
+    "{device}/status/+",
+    "{device}/events/rpc",
+    "{device}/online",
 )
 _SEGMENT = re.compile(r"[^/#+]+")
 
@@ -44,8 +56,8 @@ class TopicPattern:
     """An MQTT subscription whose ``{device}`` segment names the publishing device, and
     whose optional ``{client}`` segment names its tenant.
 
-    ``tele/{device}/SENSOR`` subscribes to ``tele/+/SENSOR``; a message on
-    ``tele/m-1/SENSOR`` is landed with identity ``m-1``. Mosquitto's ACL lets a device
+    ``tele/{device}/+`` subscribes to ``tele/+/+``; a message on ``tele/m-1/SENSOR`` is
+    landed with identity ``m-1``. Mosquitto's ACL lets a device
     publish only where that segment is its own user name (and the ``{client}`` segment its
     own tenant), so both are authenticated. A pattern with ``{client}`` is subscribed per
     tenant (by the tenant's session, ``gateway/sessions.py``); one without is taken by the

@@ -51,13 +51,14 @@ import os
 import re
 import secrets
 import signal
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from contracts.errors import EXIT_CONFIG, EnergylakeError
 from durable.files import atomic_write
+from gateway.config import DEFAULT_TOPIC_PATTERNS
 from gateway.identity import DeviceIdentity, IdentityBook, IdentityError, write_identity_book
 from gateway.sessions import (
     SESSION_STATE_FILE,
@@ -441,16 +442,52 @@ def _device_acl(identities: list[DeviceIdentity]) -> str:
     )
 
 
-def _render_acl(template: str, accounts: list[str], identities: list[DeviceIdentity]) -> str:
-    """The ACL template with the devices' blocks and its gateway block (from ``user
-    @@GATEWAY_USER@@`` to the end) repeated for every gateway account."""
+def _device_patterns(patterns: Sequence[str]) -> str:
+    """A ``pattern write`` line per tenant-less topic pattern, the device segment pinned to
+    the account (the canonical pattern, with its tenant, is written per device)."""
+    return "\n".join(
+        "pattern write " + "/".join("%u" if seg == "{device}" else seg for seg in p.split("/"))
+        for p in patterns
+        if "{client}" not in p.split("/")
+    )
+
+
+def _gateway_reads(patterns: Sequence[str]) -> str:
+    """A ``topic read`` line per topic pattern the gateway subscribes to."""
+    return "\n".join(
+        "topic read " + "/".join("+" if seg.startswith("{") else seg for seg in p.split("/"))
+        for p in patterns
+    )
+
+
+def _render_acl(
+    template: str,
+    accounts: list[str],
+    identities: list[DeviceIdentity],
+    patterns: Sequence[str] = DEFAULT_TOPIC_PATTERNS,
+) -> str:
+    """The ACL template with the devices' lines and blocks and its gateway block (from
+    ``user @@GATEWAY_USER@@`` to the end) repeated for every gateway account."""
     marker = "user @@GATEWAY_USER@@"
     if marker not in template:
         raise ProvisionError(f"the ACL template has no {marker!r} block")
     head, _, block = template.partition(marker)
     block = marker + block
-    blocks = [render_template(block, {"GATEWAY_USER": account}) for account in accounts]
-    return render_template(head, {"DEVICE_ACL": _device_acl(identities)}) + "\n".join(blocks)
+    reads = _gateway_reads(patterns)
+    blocks = [
+        render_template(block, {"GATEWAY_USER": account, "GATEWAY_READS": reads})
+        for account in accounts
+    ]
+    devices = {"DEVICE_ACL": _device_acl(identities), "DEVICE_PATTERNS": _device_patterns(patterns)}
+    return render_template(head, devices) + "\n".join(blocks)
+
+
+def _reserved_names(patterns: Sequence[str]) -> frozenset[str]:
+    """Names no account may take: a literal segment of a topic pattern. A device named
+    ``tele`` could otherwise publish ``tele/status/x``, which two patterns match."""
+    return frozenset(
+        seg for p in patterns for seg in p.split("/") if seg != "+" and not seg.startswith("{")
+    )
 
 
 def _existing_book(path: Path) -> IdentityBook | None:
@@ -488,15 +525,36 @@ def provision(
     gateway_user: str = GATEWAY_USER,
     broker: BrokerOptions | None = None,
     template_dir: Path = INFRA_MOSQUITTO,
+    patterns: Sequence[str] = DEFAULT_TOPIC_PATTERNS,
 ) -> ProvisionReport:
     """Write the broker's and gateway's files for the registry's ``devices`` (rows or Arrow).
 
+    A device's account is the name it publishes under: its ``mqtt_name`` when it has one
+    (Tasmota's default ``tasmota_1A2B3C``), else its id; ``credentials`` are keyed by
+    device id. ``patterns``: the topics devices may write (the decoder catalogue's).
+
     Every check runs before anything is written: an unknown device in ``credentials``,
-    a secret whose SHA-256 is not the registry's, or a malformed row raises
-    ``ProvisionError`` and leaves the folder as it was.
+    a secret whose SHA-256 is not the registry's, a malformed row, or an account named
+    like a literal segment of a topic pattern raises ``ProvisionError`` and leaves the
+    folder as it was.
     """
-    rows = _registry_rows(devices)
-    credentials = dict(credentials or {})
+    raw_rows = devices.to_pylist() if hasattr(devices, "to_pylist") else list(devices)
+    account_of = {
+        str(r.get("device_id") or ""): str(r.get("mqtt_name") or r.get("device_id") or "")
+        for r in raw_rows
+    }
+    rows = _registry_rows(
+        [{**r, "device_id": account_of[str(r.get("device_id") or "")]} for r in raw_rows]
+    )
+    reserved = _reserved_names(patterns)
+    taken = sorted(r["device_id"] for r in rows if r["device_id"] in reserved)
+    if taken:
+        raise ProvisionError(
+            f"device account {taken[0]!r} is a literal segment of a topic pattern: a "
+            "message on a topic two patterns match could be taken for it; rename the "
+            "device (or set its mqtt_name)"
+        )
+    credentials = {account_of.get(k, k): v for k, v in (credentials or {}).items()}
     if not _ACCOUNT.fullmatch(gateway_user):
         raise ProvisionError(f"gateway user {gateway_user!r} is not a plain account name")
     by_id = {row["device_id"]: row for row in rows}
@@ -543,7 +601,7 @@ def provision(
     # retired sessions keep their accounts until the gateway has drained them
     accounts = [s.username for s in (*sessions.sessions, *sessions.retired)]
     _check_memory(len(accounts), options)
-    acl = _render_acl((template_dir / "acl.template").read_text(), accounts, identities)
+    acl = _render_acl((template_dir / "acl.template").read_text(), accounts, identities, patterns)
     existing = read_password_file(out_dir / PASSWORD_FILE)
 
     changed: list[str] = []

@@ -30,6 +30,7 @@ __all__ = [
     "Settings",
     "build_gateway_config",
     "config_path",
+    "gateway_patterns",
     "load_settings",
     "private_files",
 ]
@@ -202,15 +203,11 @@ class Settings(BaseSettings):
         description="The gateway's MQTT account, JSON {username, password} from "
         "`devices provision` (default: DATA_DIR/gateway/gateway-mqtt.json).",
     )
-    gateway_mqtt_topics: list[str] = Field(
-        default=[
-            "emaas/v1/{client}/+/{device}/telemetry",
-            "tele/{device}/SENSOR",
-            "spBv1.0/+/+/{device}",  # Sparkplug B, node messages (docs/SPARKPLUG.md)
-            "spBv1.0/+/+/{device}/+",  # Sparkplug B, device messages
-        ],
-        description="Subscriptions, one per decoder; {device} marks the publisher's segment, "
-        "{client} its tenant's (subscribed per tenant; without it: the shared session).",
+    gateway_mqtt_topics: list[str] | None = Field(
+        default=None,
+        description="Subscriptions; {device} marks the publisher's segment, {client} its "
+        "tenant's (subscribed per tenant; without it: the shared session). Default: what the "
+        "decoder catalogue reads (each format's namespace: `energylake decoders list`).",
     )
     # --- gateway: HTTP edge limits and HTTPS (docs/GATEWAY.md "Edge limits", "HTTPS") ---
     gateway_http_idle_timeout_s: float = Field(
@@ -550,6 +547,18 @@ def private_files() -> None:
     os.umask(PRIVATE_UMASK)
 
 
+def gateway_patterns(settings: Settings) -> tuple[str, ...]:
+    """What the gateway subscribes to and the broker lets devices write: the configured
+    ``gateway_mqtt_topics``, else what the decoder catalogue reads."""
+    if settings.gateway_mqtt_topics:
+        return tuple(settings.gateway_mqtt_topics)
+    from contracts import load_registry
+    from transforms.catalogue import DECODERS_DIR, load_catalogue
+
+    registry = load_registry(settings.contracts_dir) if settings.contracts_dir else load_registry()
+    return load_catalogue((settings.decoders_dir or DECODERS_DIR,), registry).gateway_patterns()
+
+
 def build_gateway_config(
     settings: Settings, *, mqtt: bool = True, http: bool = True
 ) -> GatewayConfig:
@@ -602,7 +611,7 @@ def build_gateway_config(
         mqtt_client_id=settings.gateway_mqtt_client_id,
         mqtt_username=username,
         mqtt_password=password,
-        mqtt_topics=tuple(settings.gateway_mqtt_topics),
+        mqtt_topics=gateway_patterns(settings),
         mqtt_sessions=sessions,
         mqtt_session_book=creds,
         mqtt_retired_sessions=retired,

@@ -182,6 +182,26 @@ class Catalogue:
     def streams(self) -> tuple[Stream, ...]:
         return tuple(s for d in self.decoders.values() for s in d.streams)
 
+    def gateway_patterns(self) -> tuple[str, ...]:
+        """What the gateway subscribes to and the broker lets devices write, as gateway topic
+        patterns (``{device}``: the publishing account; ``{client}``: its tenant): each
+        decoder's namespace, or its streams' topics when it has none. A stream's ``{edge}``
+        is the account there, and its ``{device}`` any segment."""
+        out: list[str] = []
+        for decoder in self.decoders.values():
+            patterns = decoder.namespace or tuple(s.topic for s in decoder.streams)
+            for pattern in patterns:
+                segments = pattern.split("/")
+                if "{edge}" in segments:
+                    segments = [
+                        "{device}" if seg == "{edge}" else "+" if seg == "{device}" else seg
+                        for seg in segments
+                    ]
+                segments = ["+" if seg == "{branch}" else seg for seg in segments]
+                out.append("/".join(segments))
+        # a topic matching two patterns takes the first's identity: literal heads first
+        return tuple(sorted(dict.fromkeys(out), key=lambda p: p.startswith("{device}/")))
+
     def match(self, topic: str) -> tuple[Stream, tuple[str | None, ...]] | None:
         for stream in self.streams:
             claims = stream.claims(topic)

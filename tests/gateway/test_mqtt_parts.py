@@ -93,9 +93,22 @@ def test_sessions_are_one_per_tenant_and_one_shared_subscribed_by_tenant() -> No
         ("energylake-gateway.acme", "acme", "tenant"),
         ("energylake-gateway.zeta", "zeta", "tenant"),
     ]
+    shared = {
+        "spBv1.0/+/NBIRTH/+",
+        "spBv1.0/+/NDATA/+",
+        "spBv1.0/+/DBIRTH/+/+",
+        "spBv1.0/+/DDATA/+/+",
+        "spBv1.0/+/NDEATH/+",
+        "spBv1.0/+/DDEATH/+/+",
+        "tele/+/+",
+        "v1/devices/+/+",
+        "+/status/+",
+        "+/events/rpc",
+        "+/online",
+    }
     assert [session_filters(s, PATTERNS) for s in sessions] == [
-        # no tenant in the topic: one shared wildcard each (Tasmota, Sparkplug B)
-        {"tele/+/SENSOR", "spBv1.0/+/+/+", "spBv1.0/+/+/+/+"},
+        # no tenant in the topic: one shared wildcard each (Tasmota, Sparkplug B, ...)
+        shared,
         {"emaas/v1/acme/+/+/telemetry"},  # the tenant pinned: no filter per device
         {"emaas/v1/zeta/+/+/telemetry"},
     ]
@@ -103,16 +116,12 @@ def test_sessions_are_one_per_tenant_and_one_shared_subscribed_by_tenant() -> No
     v2 = MqttSession("gw.acme", "acme", ("em-1",), "devices")
     assert session_filters(v2, PATTERNS) == {
         "emaas/v1/+/+/em-1/telemetry",
-        "tele/em-1/SENSOR",
-        "spBv1.0/+/+/em-1",
-        "spBv1.0/+/+/em-1/+",
+        *(
+            "/".join("em-1" if seg == "{device}" else seg for seg in p.split("/"))
+            for p in DEFAULT_TOPIC_PATTERNS[1:]
+        ),
     }
-    assert session_filters(MqttSession("gw"), PATTERNS) == {
-        "emaas/v1/+/+/+/telemetry",
-        "tele/+/SENSOR",
-        "spBv1.0/+/+/+",
-        "spBv1.0/+/+/+/+",
-    }
+    assert session_filters(MqttSession("gw"), PATTERNS) == {"emaas/v1/+/+/+/telemetry", *shared}
 
 
 def test_sessions_no_longer_wanted_stay_retired_until_drained() -> None:

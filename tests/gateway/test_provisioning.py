@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from cli.app import app
 from contracts import load_registry
 from devstack.mosquitto import MOSQUITTO, Mosquitto, fleet_registry
+from gateway.config import DEFAULT_TOPIC_PATTERNS
 from gateway.identity import IdentityBook
 from gateway.provisioning import (
     ACL_FILE,
@@ -110,32 +111,29 @@ def test_provision_from_the_lake_writes_every_file_and_no_secret_on_screen(
         assert book.authenticate(fleet.tokens[device.device_id]) == ident
     acl = (folder / ACL_FILE).read_text()
     assert "emaas/v1/+/+/%u" not in acl  # no device may write under another tenant
-    assert "pattern write tele/%u/SENSOR" in acl
+    # every tenant-less pattern of the decoder catalogue, the device segment its account
+    for line in (
+        "pattern write tele/%u/+\n",
+        "pattern write v1/devices/%u/+\n",
+        "pattern write %u/status/+\n",
+        "pattern write spBv1.0/+/NDATA/%u\n",
+        "pattern write spBv1.0/+/DDATA/%u/+\n",
+        "pattern read spBv1.0/+/NCMD/%u\n",
+    ):
+        assert line in acl
     for device in fleet.devices:  # each pinned to its own tenant and device segments
         assert (
             f"user {device.device_id}\ntopic write "
             f"emaas/v1/{device.client_id}/+/{device.device_id}/telemetry\n"
         ) in acl
-    for account in accounts:
-        assert f"user {account}\ntopic read emaas/v1/#\ntopic read tele/#\n" in acl
-    # Sparkplug B: an edge node writes only under its own edge node segment and reads its
-    # own NCMD; each gateway account reads the six decoded types and writes NCMD
-    for line in (
-        "pattern write spBv1.0/+/+/%u\n",
-        "pattern write spBv1.0/+/+/%u/+\n",
-        "pattern read spBv1.0/+/NCMD/%u\n",
-    ):
-        assert line in acl
-    sparkplug_reads = "".join(
-        f"topic read spBv1.0/+/{kind}/+{'/+' if kind[0] == 'D' else ''}\n"
-        for kind in ("NBIRTH", "NDATA", "NDEATH", "DBIRTH", "DDATA", "DDEATH")
+    reads = "".join(
+        "topic read " + "/".join("+" if s.startswith("{") else s for s in p.split("/")) + "\n"
+        for p in DEFAULT_TOPIC_PATTERNS
     )
+    assert "topic read emaas/v1/+/+/+/telemetry\ntopic read spBv1.0/+/NBIRTH/+\n" in reads
     for account in accounts:
         block = acl.split(f"user {account}\n", 1)[1]
-        assert block.startswith(
-            f"topic read emaas/v1/#\ntopic read tele/#\n{sparkplug_reads}"
-            "topic write spBv1.0/+/NCMD/+\n"
-        )
+        assert block.startswith(f"{reads}topic write spBv1.0/+/NCMD/+\n")
     assert "spBv1.0/#" not in acl  # the gateway does not read its own NCMD back
     conf = (folder / BROKER_CONF_FILE).read_text()
     for line in (

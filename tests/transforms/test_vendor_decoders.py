@@ -367,7 +367,8 @@ def test_a_device_on_another_formats_topic_is_refused_with_the_reason() -> None:
             "in the tasmota namespace, which decodes only 'tele/{device}/SENSOR'",
         ),
         ("shellypro3em-8813bfe14804/online", "in the shelly_pro3em namespace"),
-        ("emaas/v1/c-1/b-1/plug-1/status", "in the canonical namespace"),
+        ("v1/devices/plug-1/attributes", "in the thingsboard namespace"),
+        ("cmnd/plug-1/POWER", "no decoder of the catalogue reads topic"),
     ],
 )
 def test_a_topic_no_decoder_reads_is_quarantined_naming_it(topic: str, says: str) -> None:
