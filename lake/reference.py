@@ -44,6 +44,7 @@ __all__ = [
     "load_reference",
     "read_platform_reference",
     "read_reference_file",
+    "write_reference_rows",
 ]
 
 REFERENCE_DATASETS = ("clients", "branches", "devices", "contacts", "work_orders")
@@ -216,6 +217,14 @@ def _load_table(
     )
     table.update_incremental()
     return TableLoad(rel, tenant, rows.num_rows, True, table.version(), new)
+
+
+def write_reference_rows(
+    store: Store, rel: str, contract: Contract, rows: pa.Table, *, source: str, tenant: str | None
+) -> int:
+    """Replace one reference table with ``rows`` (a snapshot, as a load writes it: nothing
+    is written when they are what it holds); the table's version after."""
+    return int(_load_table(store, rel, contract, rows, source, tenant).version)
 
 
 def load_reference(
