@@ -1,5 +1,5 @@
-"""Sequence gaps: per device, the ``seq`` numbers sent and held nowhere; and the silent devices
-(active, nothing for 3 cadences).
+"""Sequence gaps: per device, the ``seq`` numbers sent and held nowhere; the silent devices
+(active, nothing for 3 cadences); and the messages on topics no decoder reads.
 
 Every device numbers its messages (``seq``). The broker can lose a message it acknowledged
 (its queues are bounded), so the lake is checked, not trusted. Per device, readings are
@@ -17,6 +17,7 @@ always computed from what the lake holds now.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -30,7 +31,14 @@ from lake.layout import HELD_FOLDER, months_between, table_rel, tenants
 from lake.series import epoch_starts
 from lake.storage import Store
 
-__all__ = ["MAX_GAP", "SILENT_CADENCES", "SILENT_MIN_S", "seq_gaps", "silent_devices"]
+__all__ = [
+    "MAX_GAP",
+    "SILENT_CADENCES",
+    "SILENT_MIN_S",
+    "seq_gaps",
+    "silent_devices",
+    "undecoded_topics",
+]
 
 MAX_GAP = 100_000  # a larger forward jump of seq is a restart of the numbering, not a gap
 SILENT_CADENCES = 3  # a device that sent nothing for this many cadences is silent...
@@ -153,6 +161,46 @@ def _quarantined(
     if until is not None:
         out = out.filter(pl.col("received_at") < until)
     return out
+
+
+def undecoded_topics(store: Store, since: datetime, until: datetime | None = None) -> pl.DataFrame:
+    """Messages of provisioned devices on topics no decoder reads (quarantined
+    UNDECODED_TOPIC) received since ``since``: tenant, device_id, topic, messages,
+    last_seen; most messages first."""
+    frames = []
+    start = pa.scalar(since, pa.timestamp("us", "UTC"))
+    for tenant in tenants(store):
+        rel = table_rel(tenant, "quarantine")
+        if not table_exists(store, rel):
+            continue
+        table = read_table(
+            store,
+            rel,
+            columns=["device_id", "topic", "received_at"],
+            filter=(pc.field("received_at") >= start)
+            & (pc.field("reason_code") == "UNDECODED_TOPIC"),
+        )
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)
+        frames.append(frame.with_columns(pl.lit(tenant).alias("tenant")))
+    schema: dict[str, Any] = {
+        "tenant": pl.String(),
+        "device_id": pl.String(),
+        "topic": pl.String(),
+        "messages": pl.UInt32(),
+        "last_seen": pl.Datetime("us", "UTC"),
+    }
+    if not frames:
+        return pl.DataFrame(schema=schema)
+    rows = pl.concat(frames)
+    if until is not None:
+        rows = rows.filter(pl.col("received_at") < until)
+    return (
+        rows.group_by("tenant", "device_id", "topic")
+        .agg(pl.len().alias("messages"), pl.col("received_at").max().alias("last_seen"))
+        .sort(["messages", "tenant", "device_id", "topic"], descending=[True, False, False, False])
+        .cast(pl.Schema(schema))
+    )
 
 
 def seq_gaps(

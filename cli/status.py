@@ -1,4 +1,5 @@
-"""``energylake status``: backlog, last batch, per-device sequence gaps and silent devices."""
+"""``energylake status``: backlog, last batch, per-device sequence gaps, silent devices,
+undecoded topics and the Modbus poller's devices."""
 
 from __future__ import annotations
 
@@ -100,6 +101,8 @@ def status(
             console.print(table)
         _print_broker(cli, st)
         _print_silent(cli, st, top)
+        _print_undecoded(cli, st, top)
+        _print_modbus(cli, st, top)
     dropped = st.broker.episodes if st.broker is not None else 0
     if st.missing_total or dropped:
         raise typer.Exit(1)
@@ -129,6 +132,57 @@ def _print_silent(cli: CliContext, st: Any, top: int) -> None:
             str(timedelta(seconds=round(row["silent_s"]))),
         )
     console.print(table)
+
+
+def _print_undecoded(cli: CliContext, st: Any, top: int) -> None:
+    """Provisioned devices' messages on topics no decoder reads (quarantined, not lost)."""
+    total = sum(int(r["messages"]) for r in st.undecoded)
+    cli.console.print(
+        f"undecoded topics: {total:,} message(s) on {len(st.undecoded)} topic(s) no decoder"
+        " reads (quarantined UNDECODED_TOPIC; `energylake decoders list`)"
+    )
+    if not st.undecoded:
+        return
+    table = Table("tenant", "device", "topic", "messages", "last seen")
+    for row in st.undecoded[:top]:
+        table.add_row(
+            row["tenant"],
+            row["device_id"],
+            row["topic"],
+            f"{row['messages']:,}",
+            row["last_seen"].isoformat(timespec="seconds"),
+        )
+    cli.console.print(table)
+
+
+def _print_modbus(cli: CliContext, st: Any, top: int) -> None:
+    """The Modbus poller's devices, from its status file (when it has run)."""
+    if st.modbus is None:
+        return
+    if "unreadable" in st.modbus:
+        cli.console.print(f"modbus poller: status file unreadable: {st.modbus['unreadable']}")
+        return
+    devices = st.modbus.get("devices") or {}
+    failing = {k: d for k, d in devices.items() if d.get("state") == "failing"}
+    running = "running" if st.modbus.get("running") else "stopped"
+    cli.console.print(
+        f"modbus poller ({running}, status at {st.modbus.get('written_at')}): "
+        f"{len(devices)} device(s), {len(failing)} failing, "
+        f"{len(st.modbus.get('skipped') or {})} not polled"
+    )
+    if not failing:
+        return
+    table = Table("device", "endpoint", "failures in a row", "last error", "last success")
+    for device_id, d in sorted(failing.items())[:top]:
+        error = d.get("last_error") or {}
+        table.add_row(
+            device_id,
+            f"{d.get('endpoint')} unit {d.get('unit_id')}",
+            str(d.get("consecutive_failures")),
+            f"{error.get('reason')}: {error.get('detail')}",
+            str(d.get("last_success") or "never"),
+        )
+    cli.console.print(table)
 
 
 def _print_broker(cli: CliContext, st: Any) -> None:

@@ -16,6 +16,7 @@ refreshes, for node_exporter's textfile collector.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,13 @@ from typing import Any
 import polars as pl
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from analytics.gaps import SILENT_CADENCES, SILENT_MIN_S, seq_gaps, silent_devices
+from analytics.gaps import (
+    SILENT_CADENCES,
+    SILENT_MIN_S,
+    seq_gaps,
+    silent_devices,
+    undecoded_topics,
+)
 from batch.state import BatchState
 from contracts import load_registry
 from durable.files import atomic_write
@@ -129,6 +136,10 @@ class Status:
     broker: BrokerDrops | None = None  # drops at the broker in the window (issue 12)
     # active registered devices that sent nothing for 3 cadences (at least 15 min)
     silent: list[dict[str, Any]] = field(default_factory=list)
+    # messages on topics no decoder reads (quarantined UNDECODED_TOPIC), by device and topic
+    undecoded: list[dict[str, Any]] = field(default_factory=list)
+    # the Modbus poller's status file (DATA_DIR/modbus/status.json), if it has run
+    modbus: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -162,6 +173,7 @@ def collect_status(settings: Settings, *, window: timedelta = timedelta(hours=24
     )
     worst = gaps.filter(pl.col("missing") > 0).sort("missing", descending=True)
     silent = silent_devices(store, now - window, now, registry=registry)
+    undecoded = undecoded_topics(store, now - window, now)
     return Status(
         at=now.isoformat(timespec="seconds"),
         pipeline_id=settings.pipeline_id,
@@ -178,7 +190,21 @@ def collect_status(settings: Settings, *, window: timedelta = timedelta(hours=24
         gaps=worst.to_dicts(),
         broker=broker,
         silent=silent.sort("silent_s", descending=True).to_dicts(),
+        undecoded=undecoded.to_dicts(),
+        modbus=_modbus(settings.data_dir / "modbus" / "status.json"),
     )
+
+
+def _modbus(path: Path) -> dict[str, Any] | None:
+    """The Modbus poller's status file (gateway/modbus.py documents it); None when it has
+    never run; ``{"unreadable": reason}`` when it cannot be read."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return {"unreadable": str(exc)[:200]}
+    return data if isinstance(data, dict) else {"unreadable": "not a JSON object"}
 
 
 def write_metrics(status: Status, path: Path) -> None:
@@ -258,6 +284,18 @@ def write_metrics(status: Status, path: Path) -> None:
         "Seconds since a silent device's last message (or since the window's start).",
         status.silent,
         "silent_s",
+    )
+    gauge(
+        "energylake_undecoded_messages",
+        f"Messages on topics no decoder reads (quarantined UNDECODED_TOPIC) over the last "
+        f"{status.window_hours:g} h.",
+        sum(int(r["messages"]) for r in status.undecoded),
+    )
+    polled = (status.modbus or {}).get("devices") or {}
+    gauge(
+        "energylake_modbus_devices_failing",
+        "Modbus devices whose last poll failed (the poller's status file).",
+        sum(1 for d in polled.values() if d.get("state") == "failing"),
     )
     if status.broker is not None:
         drops = Gauge(
