@@ -81,6 +81,7 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
 _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 _TIME_FORMATS = ("local", "iso", "epoch_s", "epoch_ms", "received")
 _SEQ_SOURCES = ("path", "time", "received")
+_SEQ_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 Shape = Literal["number", "list", "any"]
 PathPart = str | int
 
@@ -536,18 +537,18 @@ def _stream(lint: _Lint, where: str, decoder: str, raw: Any) -> Stream | None:
         lint.issue(
             f"{where}.seq",
             "D008",
-            f"seq is {{from: {'|'.join(_SEQ_SOURCES)}[, path][, unit: s|ms]}}",
+            f"seq is {{from: {'|'.join(_SEQ_SOURCES)}[, path][, unit: s|ms|us]}}",
         )
     else:
         seq_from = seq.get("from", "path")
         if seq_from == "path":
             seq_path = lint.path(f"{where}.seq.path", seq.get("path")) or ()
         unit = seq.get("unit", "s")
-        if unit not in ("s", "ms"):
+        if unit not in _SEQ_UNITS:
             lint.issue(
-                f"{where}.seq.unit", "D008", "unit is s or ms (of the time a seq is taken from)"
+                f"{where}.seq.unit", "D008", "unit is s, ms or us (of the time a seq is taken from)"
             )
-        seq_unit = 0.001 if unit == "ms" else 1.0
+        seq_unit = _SEQ_UNITS.get(unit, 1.0)
         if seq_from == "time" and time_format == "received" and raw.get("refuse") is None:
             lint.issue(
                 f"{where}.seq",

@@ -147,7 +147,7 @@ def normalise_chunk(
     source = pl.when(pl.col("_seq_received")).then(received_us).otherwise(pl.col("ts_us"))
     rows = rows.with_columns(
         pl.when(pl.col("seq").is_null() & pl.col("_seq_unit_s").is_not_null())
-        .then((source / unit_us).floor())
+        .then((source / unit_us).round(6).floor())
         .otherwise(pl.col("seq"))
         .alias("seq")
     )

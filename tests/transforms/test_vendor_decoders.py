@@ -265,7 +265,7 @@ def test_a_tasmota_time_with_its_offset_is_exact() -> None:
 
 def test_shelly_pro_3em_status_and_counters_land_as_two_partial_readings() -> None:
     """em:0 carries the instantaneous values (W, VA), emdata:0 the counters in Wh; neither
-    carries a time, so the reception time is the event time and numbers them (ms)."""
+    carries a time, so the reception time is the event time and numbers them (us)."""
     shelly = device("shellypro3em-8813bfe14804", payload_format="shelly_pro3em")
     prefix = "shellypro3em-8813bfe14804/status"
     accepted, rejects = run(
@@ -282,7 +282,8 @@ def test_shelly_pro_3em_status_and_counters_land_as_two_partial_readings() -> No
     assert rejects.height == 0, rejects.to_dicts()
     rows = accepted["meter_readings"].sort("seq").to_dicts()
     assert [r["ts"] for r in rows] == [RECEIVED, RECEIVED.replace(microsecond=1)]
-    assert [r["seq"] for r in rows] == [int(RECEIVED.timestamp() * 1000)] * 2
+    start = int(RECEIVED.timestamp()) * 1_000_000
+    assert [r["seq"] for r in rows] == [start, start + 1]
     em, counters = rows
     close(
         em,
@@ -421,3 +422,50 @@ def test_a_profile_the_contract_does_not_name_is_a_schema_mismatch() -> None:
         "the device's profile no_export+half_phase is not a profile of meter_readings"
         in reject["detail"]
     )
+
+
+def _tasmota(time: str, total: float, power_w: int) -> bytes:
+    payload = json.loads(golden("tasmota_single_phase.json"))
+    payload["Time"] = time
+    payload["ENERGY"]["Total"] = total
+    payload["ENERGY"]["Power"] = power_w
+    return json.dumps(payload).encode()
+
+
+def test_the_counter_derived_kwh_of_a_tasmota_plug_and_a_shelly() -> None:
+    """Consumption is the sum of counter steps (lake.consumption): Tasmota's Total every
+    TelePeriod; a Shelly's emdata:0 counters (Wh) with em:0 rows, which carry none, between
+    them (stepped over, never read as a fall to nothing)."""
+    from lake.consumption import counter_steps
+
+    plug = device("plug-1", profile="single_phase+no_export")
+    messages = [
+        ("tele/plug-1/SENSOR", "plug-1", _tasmota("2024-05-01T12:30:00", 412.294, 110)),
+        ("tele/plug-1/SENSOR", "plug-1", _tasmota("2024-05-01T12:35:00", 412.394, 1200)),
+        ("tele/plug-1/SENSOR", "plug-1", _tasmota("2024-05-01T12:40:00", 412.644, 3000)),
+    ]
+    accepted, rejects = run(messages, [plug])
+    assert rejects.height == 0, rejects.to_dicts()
+    steps = counter_steps(accepted["meter_readings"], ["energy_import_kwh"]).collect()
+    assert steps["energy_import_kwh_step"].sum() == pytest.approx(0.350)  # 412.644 - 412.294
+
+    shelly = device("shellypro3em-8813bfe14804", payload_format="shelly_pro3em")
+    prefix = "shellypro3em-8813bfe14804/status"
+    emdata = json.loads(golden("shelly_pro3em_emdata.json"))
+    sent = []
+    for k, wh in enumerate((2613832.39, 2614332.39, 2615332.39)):  # +0.5 kWh, +1.0 kWh
+        sent.append(
+            (
+                f"{prefix}/emdata:0",
+                shelly["device_id"],
+                json.dumps({**emdata, "total_act": wh}).encode(),
+            )
+        )
+        if k < 2:
+            sent.append((f"{prefix}/em:0", shelly["device_id"], golden("shelly_pro3em_em.json")))
+    accepted, rejects = run(sent, [shelly])
+    assert rejects.height == 0, rejects.to_dicts()
+    rows = accepted["meter_readings"]
+    assert rows["energy_import_kwh"].null_count() == 2  # the em:0 rows
+    steps = counter_steps(rows, ["energy_import_kwh"]).collect()
+    assert steps["energy_import_kwh_step"].sum() == pytest.approx(1.5)
