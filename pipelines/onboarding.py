@@ -194,6 +194,11 @@ def check_device(
                     f"the device segment of {stream.topic} ({regex})"
                 )
                 break
+    if row.get("mqtt_name") and decoder == "canonical":
+        reasons.append(
+            "mqtt_name: the canonical envelope names its device by id (device_id in the "
+            "payload and the topic); an MQTT name is for vendor formats that name themselves"
+        )
     literals = {s for p in patterns for s in p.split("/") if s != "+" and not s.startswith("{")}
     if name in literals:
         reasons.append(

@@ -183,8 +183,14 @@ def quarantine_rows(
         .otherwise(pl.col("device_id"))
         .alias("claimed_device_id"),
     ).join(
+        # a device is found by the name it publishes under (its mqtt_name, else its id)
         devices.select(
-            pl.col("device_id").alias("_auth"),
+            (
+                pl.coalesce("mqtt_name", "device_id")
+                if "mqtt_name" in devices.columns
+                else pl.col("device_id")
+            ).alias("_auth"),
+            pl.col("device_id").alias("_reg_device"),
             pl.col("client_id").alias("_reg_client"),
             pl.col("branch_id").alias("_reg_branch"),
         ),
@@ -201,7 +207,7 @@ def quarantine_rows(
         _quarantine_id().alias("quarantine_id"),
         pl.col("_reg_client").alias("client_id"),
         pl.coalesce(pl.col("_reg_branch"), claim).alias("branch_id"),
-        pl.col("_auth").alias("device_id"),
+        pl.coalesce(pl.col("_reg_device"), pl.col("_auth")).alias("device_id"),
         _cut(pl.col("detail"), DETAIL_CHARS).alias("detail"),
         contract_ref.alias("contract"),
         pl.lit(batch_id).alias("batch_id"),

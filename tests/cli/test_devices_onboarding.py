@@ -165,6 +165,7 @@ def test_a_device_that_cannot_be_added_is_refused_with_every_reason(
             ("m-79", "--mqtt-name", existing),
             f"mqtt_name: {existing} is already the name device {existing} publishes under",
         ),
+        (("m-80", "--mqtt-name", "meter_80"), "the canonical envelope names its device by id"),
     ):
         code, out = _add(
             data_dir,

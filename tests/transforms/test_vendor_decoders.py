@@ -24,7 +24,7 @@ from contracts import load_registry
 from landing.format import ARROW_SCHEMA
 from transforms.decode import DecodeSchema, decode_chunk
 from transforms.enforce import enforce_chunk
-from transforms.frames import Chunk
+from transforms.frames import Chunk, quarantine_table
 from transforms.normalise import normalise_chunk
 from transforms.registry import device_frame
 
@@ -61,12 +61,8 @@ def device(device_id: str, kind: str = "meter", **extra: Any) -> dict[str, Any]:
     return row
 
 
-def run(
-    messages: list[tuple[str, str, bytes]],
-    devices: list[dict[str, Any]],
-    received: datetime = RECEIVED,
-) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
-    """(accepted rows per dataset, rejects) for MQTT messages (topic, identity, payload)."""
+def chunk_of(messages: list[tuple[str, str, bytes]], received: datetime = RECEIVED) -> Chunk:
+    """MQTT envelopes (topic, identity, payload) as the gateway lands them."""
     n = len(messages)
     at = int(received.timestamp() * 1_000_000)
     table = pa.Table.from_arrays(
@@ -81,7 +77,16 @@ def run(
         ],
         schema=ARROW_SCHEMA,
     )
-    chunk = Chunk(envelopes=table)
+    return Chunk(envelopes=table)
+
+
+def run(
+    messages: list[tuple[str, str, bytes]],
+    devices: list[dict[str, Any]],
+    received: datetime = RECEIVED,
+) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
+    """(accepted rows per dataset, rejects) for MQTT messages (topic, identity, payload)."""
+    chunk = chunk_of(messages, received)
     decode_chunk(chunk, SCHEMA, payload_limit=65536)
     normalise_chunk(chunk, REGISTRY, device_frame(pa.Table.from_pylist(devices)))
     accepted = enforce_chunk(chunk, REGISTRY, SCHEMA)
@@ -247,6 +252,13 @@ def test_tasmotas_default_topic_names_a_registered_device() -> None:
     )
     assert rejects.height == 0, rejects.to_dicts()
     assert one(accepted, "meter_readings")["device_id"] == "m-7"
+    # what it sends that is refused goes to its tenant's quarantine, under its id
+    chunk = chunk_of([("tele/tasmota_5A9AE8/STATE", "tasmota_5A9AE8", b'{"Time":"x"}')])
+    decode_chunk(chunk, SCHEMA, payload_limit=65536)
+    devices = device_frame(pa.Table.from_pylist([meter]))
+    [row] = quarantine_table(chunk, REGISTRY, devices, batch_id="b:1").to_dicts()
+    assert (row["_tenant"], row["client_id"], row["device_id"]) == ("c-1", "c-1", "m-7")
+    assert row["reason_code"] == "UNDECODED_TOPIC"
 
 
 def test_a_tasmota_time_with_its_offset_is_exact() -> None:
