@@ -57,8 +57,10 @@ def _by_kind(rows: pl.DataFrame) -> pl.DataFrame:
     columns = [c for c in rows.columns if "@" in c]
     if not columns:
         return rows
+    # a chunk of canonical envelopes (the bulk) has none: nothing to compute
+    present = [c for c in columns if rows[c].null_count() < rows.height]
     updates: dict[str, pl.Expr] = {}
-    for column in columns:
+    for column in present:
         kind, name = column.split("@", 1)
         current = updates.get(name, pl.col(name))
         updates[name] = (
