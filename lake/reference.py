@@ -330,7 +330,11 @@ def load_device_registry(store: Store, registry: ContractRegistry | None = None)
     for tenant in tenants(store):
         rel = table_rel(tenant, "devices")
         if table_exists(store, rel):
-            parts.append(read_table(store, rel).select(schema.names).cast(schema))
+            rows = read_table(store, rel)
+            for field in schema:  # a table a contract version behind: its optional columns
+                if field.name not in rows.column_names and field.nullable:
+                    rows = rows.append_column(field.name, pa.nulls(rows.num_rows, field.type))
+            parts.append(rows.select(schema.names).cast(schema))
     if not parts:
         return schema.empty_table()
     return pa.concat_tables(parts)

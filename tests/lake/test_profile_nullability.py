@@ -4,6 +4,7 @@ metadata only, and then takes a row without the field."""
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -37,3 +38,39 @@ def test_an_older_table_loses_not_null_on_the_fields_a_profile_omits(tmp_path: P
     assert table.version() > before.version()
     operations = [h.get("energylake.operation") for h in table.history()]
     assert operations.count("drop not null") == len(contract.may_omit)
+
+
+def test_a_registry_written_before_the_new_device_columns_still_loads(tmp_path: Path) -> None:
+    """A devices table of contract 1.2 (no modbus_endpoint ... profile) is read with them
+    null, until the next load or onboarding adds them."""
+    from lake.layout import table_rel
+    from lake.reference import load_device_registry
+
+    registry = load_registry()
+    schema = registry.get("devices").arrow_schema()
+    new = ("modbus_endpoint", "modbus_unit_id", "register_map", "edge_node", "mqtt_name", "profile")
+    old = pa.schema([f for f in schema if f.name not in new])
+    row = {
+        "device_id": "m-1",
+        "client_id": "c-1",
+        "branch_id": "b-1",
+        "kind": "meter",
+        "manufacturer": "Acme",
+        "model": "M",
+        "payload_format": "canonical",
+        "rated_power_kw": 10.0,
+        "cadence_s": 60,
+        "status": "active",
+        "installed_on": __import__("datetime").date(2024, 1, 1),
+        "updated_at": __import__("datetime").datetime(
+            2024, 1, 1, tzinfo=__import__("datetime").UTC
+        ),
+    }
+    table = pa.Table.from_pylist([{f.name: row.get(f.name) for f in old}], schema=old)
+    store = Store.from_uri(tmp_path / "lake")
+    (tmp_path / "lake" / "c-1").mkdir(parents=True)
+    write_deltalake(store.url(table_rel("c-1", "devices")), table)
+    loaded = load_device_registry(store, registry)
+    assert loaded.schema.names == schema.names
+    assert loaded.to_pylist()[0]["mqtt_name"] is None
+    assert loaded.to_pylist()[0]["device_id"] == "m-1"
