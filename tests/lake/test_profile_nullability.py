@@ -61,10 +61,8 @@ def test_a_registry_written_before_the_new_device_columns_still_loads(tmp_path: 
         "rated_power_kw": 10.0,
         "cadence_s": 60,
         "status": "active",
-        "installed_on": __import__("datetime").date(2024, 1, 1),
-        "updated_at": __import__("datetime").datetime(
-            2024, 1, 1, tzinfo=__import__("datetime").UTC
-        ),
+        "installed_on": date(2024, 1, 1),
+        "updated_at": datetime(2024, 1, 1, tzinfo=UTC),
     }
     table = pa.Table.from_pylist([{f.name: row.get(f.name) for f in old}], schema=old)
     store = Store.from_uri(tmp_path / "lake")
