@@ -128,26 +128,30 @@ def _held_rows(
     return pl.concat(frames, how="vertical_relaxed").unique()
 
 
+def _quarantine_rows(
+    store: Store, tenant_list: list[str], columns: list[str], where: pc.Expression
+) -> list[pl.DataFrame]:
+    """Each tenant's quarantine rows matching ``where`` (``columns`` and ``tenant``)."""
+    frames = []
+    for tenant in tenant_list:
+        rel = table_rel(tenant, "quarantine")
+        if not table_exists(store, rel):
+            continue
+        frame = pl.from_arrow(read_table(store, rel, columns=columns, filter=where))
+        assert isinstance(frame, pl.DataFrame)
+        frames.append(frame.with_columns(pl.lit(tenant).alias("tenant")))
+    return frames
+
+
 def _quarantined(
     store: Store, tenant_list: list[str], since: datetime, until: datetime | None
 ) -> pl.DataFrame:
     """tenant, device_id (the authenticated device), seq (null: unreadable), received_at of
     the tenants' quarantined messages received from a little before the window."""
-    frames = []
     start = pa.scalar(since - _RECEIVED_BEFORE, pa.timestamp("us", "UTC"))
-    for tenant in tenant_list:
-        rel = table_rel(tenant, "quarantine")
-        if not table_exists(store, rel):
-            continue
-        table = read_table(
-            store,
-            rel,
-            columns=["device_id", "seq", "received_at"],
-            filter=pc.field("received_at") >= start,
-        )
-        frame = pl.from_arrow(table)
-        assert isinstance(frame, pl.DataFrame)
-        frames.append(frame.with_columns(pl.lit(tenant).alias("tenant")))
+    frames = _quarantine_rows(
+        store, tenant_list, ["device_id", "seq", "received_at"], pc.field("received_at") >= start
+    )
     if not frames:
         return pl.DataFrame(
             schema={
@@ -167,22 +171,13 @@ def undecoded_topics(store: Store, since: datetime, until: datetime | None = Non
     """Messages of provisioned devices on topics no decoder reads (quarantined
     UNDECODED_TOPIC) received since ``since``: tenant, device_id, topic, messages,
     last_seen; most messages first."""
-    frames = []
     start = pa.scalar(since, pa.timestamp("us", "UTC"))
-    for tenant in tenants(store):
-        rel = table_rel(tenant, "quarantine")
-        if not table_exists(store, rel):
-            continue
-        table = read_table(
-            store,
-            rel,
-            columns=["device_id", "topic", "received_at"],
-            filter=(pc.field("received_at") >= start)
-            & (pc.field("reason_code") == "UNDECODED_TOPIC"),
-        )
-        frame = pl.from_arrow(table)
-        assert isinstance(frame, pl.DataFrame)
-        frames.append(frame.with_columns(pl.lit(tenant).alias("tenant")))
+    frames = _quarantine_rows(
+        store,
+        tenants(store),
+        ["device_id", "topic", "received_at"],
+        (pc.field("received_at") >= start) & (pc.field("reason_code") == "UNDECODED_TOPIC"),
+    )
     schema: dict[str, Any] = {
         "tenant": pl.String(),
         "device_id": pl.String(),

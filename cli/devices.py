@@ -27,6 +27,10 @@ _OutOption = Annotated[
     typer.Option("--out", help="Folder of the provisioned files (default DATA_DIR/gateway)."),
 ]
 _DataDirOption = Annotated[Path | None, typer.Option(help="Override data_dir.")]
+_PidFileOption = Annotated[
+    Path | None,
+    typer.Option(help="Broker pid file: send it SIGHUP so it rereads its accounts."),
+]
 
 
 def _out(settings: Settings, out: Path | None) -> Path:
@@ -161,10 +165,7 @@ def devices_revoke(
     ctx: typer.Context,
     device_id: Annotated[str, typer.Argument(help="The device to revoke.")],
     out: _OutOption = None,
-    pid_file: Annotated[
-        Path | None,
-        typer.Option(help="Broker pid file: send it SIGHUP so it rereads its accounts."),
-    ] = None,
+    pid_file: _PidFileOption = None,
     data_dir: _DataDirOption = None,
 ) -> None:
     """Revoke a device: revoked in the identity book, its MQTT account removed."""
@@ -441,10 +442,7 @@ def devices_retire(
         bool, typer.Option("--apply", help="Do it (without it: say what would change).")
     ] = False,
     out: _OutOption = None,
-    pid_file: Annotated[
-        Path | None,
-        typer.Option(help="Broker pid file: send it SIGHUP so it rereads its accounts."),
-    ] = None,
+    pid_file: _PidFileOption = None,
     data_dir: _DataDirOption = None,
 ) -> None:
     """Retire a device: status retired in the registry (its rows and history stay; anything

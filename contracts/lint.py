@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from contracts.errors import LintIssue
-from contracts.model import PHYSICAL_TYPES, SENTINEL_SPEC
+from contracts.model import PHYSICAL_TYPES, READING_SYSTEM_FIELDS, SENTINEL_SPEC
 from contracts.vocabulary import Vocabulary, load_vocabulary
 
 if TYPE_CHECKING:
@@ -87,9 +87,6 @@ _CONTRACT_CUSTOM_KEYS = {
     "profiles",
 }
 _PROFILE = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
-_SYSTEM_REQUIRED = frozenset(
-    {"client_id", "branch_id", "device_id", "seq", "ts", "received_at", "event_month"}
-)
 _SEVERITIES = {"error", "warning"}
 _DEVICE_KIND = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _NUMERIC = {"integer", "number"}
@@ -320,7 +317,7 @@ class _Linter:
                 prop = columns.get(field_name) if isinstance(field_name, str) else None
                 if prop is None:
                     self.add(f"{at}.mayOmit", "E068", f"{field_name!r} is not a property")
-                elif prop.get("required") is not True or field_name in _SYSTEM_REQUIRED:
+                elif prop.get("required") is not True or field_name in READING_SYSTEM_FIELDS:
                     self.add(
                         f"{at}.mayOmit",
                         "E068",

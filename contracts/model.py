@@ -19,6 +19,7 @@ from contracts.errors import ConfigError
 
 __all__ = [
     "PHYSICAL_TYPES",
+    "READING_SYSTEM_FIELDS",
     "Contract",
     "Erasure",
     "Field",
@@ -41,6 +42,22 @@ PHYSICAL_TYPES: dict[str, tuple[pa.DataType, frozenset[str]]] = {
     "list<string>": (pa.list_(pa.string()), frozenset({"array"})),
     "binary": (pa.binary(), frozenset({"string"})),
 }
+
+# The columns every readings dataset carries that are not a device's values: who sent it,
+# where and when, and what the pipeline adds (decoders map payloads to the rest).
+READING_SYSTEM_FIELDS = frozenset(
+    {
+        "client_id",
+        "branch_id",
+        "device_id",
+        "seq",
+        "ts",
+        "boot",
+        "received_at",
+        "event_month",
+        "quality_flags",
+    }
+)
 
 ProtectionMethod = Literal["drop", "mask", "pseudonymise", "generalise"]
 

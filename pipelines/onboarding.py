@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from contracts import ContractRegistry
 from contracts.errors import EnergylakeError
-from contracts.model import Contract
+from contracts.model import READING_SYSTEM_FIELDS, Contract
 from lake.delta import read_table, table_exists
 from lake.layout import clients_rel, table_rel
 from lake.reference import load_device_registry, write_reference_rows
@@ -115,14 +115,9 @@ def _unsupplied(
     required = [
         f.name
         for f in contract.fields
-        if f.required and f.name not in _SYSTEM and f.name not in omitted
+        if f.required and f.name not in READING_SYSTEM_FIELDS and f.name not in omitted
     ]
     return [n for n in required if n not in mapped and n not in always_omitted]
-
-
-_SYSTEM = frozenset(
-    {"client_id", "branch_id", "device_id", "seq", "ts", "received_at", "event_month"}
-)
 
 
 def check_device(

@@ -52,6 +52,7 @@ import yaml
 
 from contracts import ContractRegistry, load_registry
 from contracts.errors import ContractInvalidError, LintIssue
+from contracts.model import READING_SYSTEM_FIELDS
 from transforms.units import UNIT_FACTORS
 
 __all__ = [
@@ -274,7 +275,7 @@ class _Lint:
             if (kind := registry.get(ds).device_kind) is not None
         }
         self.value_fields: dict[str, dict[str, Any]] = {
-            kind: {f.name: f for f in c.fields if f.name not in _SYSTEM_FIELDS}
+            kind: {f.name: f for f in c.fields if f.name not in READING_SYSTEM_FIELDS}
             for kind, c in self.kinds.items()
         }
 
@@ -364,21 +365,6 @@ class _Lint:
                         )
                         ok = False
         return targets if ok else None
-
-
-_SYSTEM_FIELDS = frozenset(
-    {
-        "client_id",
-        "branch_id",
-        "device_id",
-        "seq",
-        "ts",
-        "boot",
-        "received_at",
-        "event_month",
-        "quality_flags",
-    }
-)
 
 
 def unit_factor(unit: str, contract_unit: str | None) -> float | None:

@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from contracts import ContractRegistry
+from contracts.model import READING_SYSTEM_FIELDS
 from transforms import ndjson
 from transforms.catalogue import Catalogue, Stream, load_catalogue
 from transforms.frames import ELEM, ROW, Chunk, reject_frame
@@ -90,7 +91,7 @@ class DecodeSchema:
         for dataset in registry.readings_datasets:
             names = []
             for f in registry.get(dataset).fields:
-                if f.name in _SYSTEM_COLUMNS:
+                if f.name in READING_SYSTEM_FIELDS:
                     continue
                 names.append(f.name)
                 bucket = strings if f.physical_type == "string" else numeric
@@ -154,21 +155,6 @@ class DecodeSchema:
             schema[column] = pl.String if name in self.strings else pl.Float64
         schema.update({f"unit__{n}": pl.String for n in _UNIT_FIELDS})
         return pl.DataFrame(schema=schema)
-
-
-_SYSTEM_COLUMNS = frozenset(
-    {
-        "client_id",
-        "branch_id",
-        "device_id",
-        "seq",
-        "ts",
-        "boot",
-        "received_at",
-        "event_month",
-        "quality_flags",
-    }
-)
 
 
 def decode_chunk(chunk: Chunk, schema: DecodeSchema, *, payload_limit: int) -> None:
