@@ -154,7 +154,7 @@ def out_of_range(contract: Contract, frame: pl.DataFrame) -> pl.Expr:
 
 def _row_specs(contract: Contract, columns: set[str]) -> list[RuleSpec]:
     specs: list[RuleSpec] = []
-    required = [f.name for f in contract.fields if f.required and f.name in columns]
+    required = required_columns(contract, columns)
     if required:
         specs.append(
             RuleSpec(
@@ -307,8 +307,13 @@ def _custom_spec(contract: Contract, rule: QualityRule) -> RuleSpec:
 
 
 def required_columns(contract: Contract, columns: set[str]) -> list[str]:
-    """The required fields present in a frame (what MISSING_COLUMN counts)."""
-    return [f.name for f in contract.fields if f.required and f.name in columns]
+    """The required fields present in a frame (what MISSING_COLUMN counts): those no device
+    profile may omit. What a profile omits is checked per row, against the row's device and
+    message, when the contract is enforced (MISSING_FIELD); the table holds it nullable."""
+    omit = contract.may_omit
+    return [
+        f.name for f in contract.fields if f.required and f.name in columns and f.name not in omit
+    ]
 
 
 def missing_required(contract: Contract, frame: pl.DataFrame) -> pl.Expr:
