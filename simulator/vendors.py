@@ -7,7 +7,8 @@ What each format sends (the decoders in transforms/decoders/ read exactly this):
   branch's), "ENERGY": {"Total": kWh import, "ExportActive": kWh, "Power": [W per phase],
   "ApparentPower": [VA], "ReactivePower": [VAr], "Factor": [..], "Frequency": Hz,
   "Voltage": [V], "Current": [A], ...}}`` once per TelePeriod (the run's cadence); the lake's
-  seq is the event time in epoch seconds. Published with its MQTT name (``tasmota_XXXXXX``).
+  seq is the event time in epoch seconds. Published with its MQTT name (``tasmota_XXXXXX``);
+  silent during a grid outage (it is powered from the line it measures).
 - ``thingsboard``: ``v1/devices/<id>/telemetry``, ``{"ts": ms, "values": {contract
   fields}}``; seq is ``ts``.
 - ``sparkplug_b``: the edge node's NBIRTH (Sparkplug's own metrics only: quarantined
@@ -72,6 +73,7 @@ def vendor_messages(config: SimConfig, branch: Branch, series: BranchSeries) -> 
         return Message(**(base | kw))
 
     if branch.vendor == "tasmota":
+        # powered from the line it measures: silent during an outage (no UPS behind a plug)
         zone = ZoneInfo(str(branch.row["timezone"]))
         return [
             message(
@@ -82,6 +84,7 @@ def vendor_messages(config: SimConfig, branch: Branch, series: BranchSeries) -> 
                 vendor_payload=_tasmota(r, ts, zone),
             )
             for k, ts, r in steps
+            if not series.outage[k]
         ]
     if branch.vendor == "thingsboard":
         return [

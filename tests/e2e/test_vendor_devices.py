@@ -33,7 +33,8 @@ import pytest
 
 from analytics.queries import read_frame
 from batch.state import BatchState
-from devstack.gateway import free_port, wait_for
+from devstack.gateway import wait_for
+from devstack.stack import free_port
 from gateway.modbus_maps import load_map
 from lake.layout import tenants
 from pipelines.process import ingest_stats
