@@ -112,10 +112,8 @@ def vendor_table(settings: Settings, store: Store, manifest: dict[str, Any]) -> 
     table = Table(
         title="vendor devices, the lake / the simulator's truth (rows, quarantine, import kWh)"
     )
-    for name in ("device", "format", "account", "sent", "rows", "held", "quarantined", "kWh"):
-        table.add_column(
-            name, justify="left" if name in ("device", "format", "account") else "right"
-        )
+    for name in ("device", "format", "sent", "rows", "held", "quarantined", "kWh"):
+        table.add_column(name, justify="left" if name in ("device", "format") else "right")
     for device_id, entry in manifest.get("vendor_devices", {}).items():
         rows = meters.filter(pl.col("device_id") == device_id).sort("ts")
         counter = rows["energy_import_kwh"].drop_nulls().to_list()
