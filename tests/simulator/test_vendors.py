@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -16,7 +17,7 @@ BASE = SimConfig(clients=1, branches=2, seed=7, cadence_s=300, faults=FaultRates
 VENDORS = replace(BASE, vendor_devices=VENDOR_FORMATS)
 
 
-def _messages(config: SimConfig, out: Path) -> tuple[list[Message], dict[str, object]]:
+def _messages(config: SimConfig, out: Path) -> tuple[list[Message], dict[str, Any]]:
     got: list[Message] = []
     result = simulate(config, out, sink=lambda msgs, _seed: got.extend(msgs))
     return got, result.manifest
@@ -34,7 +35,7 @@ def test_vendor_devices_leave_the_fleet_and_its_stream_unchanged(tmp_path: Path)
     new = {d.device_id: d.row for d in build_fleet(VENDORS).registered}
     assert {k: new[k] for k in old} == old
     assert "vendor_devices" not in plain
-    formats = {e["format"] for e in manifest["vendor_devices"].values()}  # type: ignore[attr-defined]
+    formats = {e["format"] for e in manifest["vendor_devices"].values()}
     assert formats == set(VENDOR_FORMATS)
 
 
