@@ -101,7 +101,7 @@ def show_reports(
     )
     console.print(_figures_table(doc))
     truth = sum(
-        float(b["grid_import_kwh"])
+        float(b.get("grid_import_kwh", 0.0))  # a live vendor device's branch: none
         for b in manifest["branches"].values()
         if b.get("client_id") == tenant
     )

@@ -12,6 +12,7 @@ import json
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,12 @@ from audit.verify import verify_chain
 from cli import render
 from cli.access import access_log
 from cli.demo_reports import show_dg_log, show_reports
+from cli.demo_vendors import start_live, stop_live, vendor_table
 from cli.lineage import emit_reference_lineage
 from contracts import ContractRegistry, apply_plan, load_registry, plan_for
 from contracts.errors import EnergylakeError
 from contracts.policy import mask_value
-from devstack.stack import LocalStack
+from devstack.stack import LocalStack, free_port
 from lake.delta import open_table, read_table, table_exists
 from lake.keys import KeyStore
 from lake.layout import table_rel, tenants
@@ -45,7 +47,7 @@ from lineage.store import LineageStore
 from pipelines.batch_hooks import wait_for_data_docs
 from pipelines.process import ingest_stats, process_once
 from pipelines.settings import Settings
-from simulator.config import FaultRates, SimConfig
+from simulator.config import VENDOR_FORMATS, FaultRates, SimConfig
 from simulator.landing import simulate_to_landing
 from simulator.publish import DELIVERIES_NAME, Publisher, PublishTargets
 from simulator.reference import build_fleet
@@ -57,6 +59,7 @@ __all__ = ["DemoError", "run_demo"]
 # Enough of every fault that each one shows up in a one-day demo.
 _DEMO_FAULT_OVERRIDES = (("counter_reset", 0.5), ("stuck_sensor", 0.5))
 _MARKER = ".energylake-demo"
+_LIVE_S = 12.0  # the live vendor devices run at least this long
 
 
 class DemoError(EnergylakeError, ValueError):
@@ -68,7 +71,16 @@ def _reset(settings: Settings) -> None:
     """The demo starts clean, but only ever removes what an earlier demo made."""
     root = settings.data_dir
     marker = root / _MARKER
-    root_owned = ("gateway", "mosquitto-data", "logs", "audit", "lineage", "quality", "metrics")
+    root_owned = (
+        "gateway",
+        "mosquitto-data",
+        "logs",
+        "audit",
+        "lineage",
+        "quality",
+        "metrics",
+        "modbus",
+    )
     owned = [settings.sim_dir, settings.landing, Path(settings.lake)]
     owned += [root / name for name in root_owned]
     if settings.lake_uri and "://" in settings.lake_uri:
@@ -118,6 +130,12 @@ def run_demo(
         start=start,
         faults=FaultRates().with_overrides(dict(_DEMO_FAULT_OVERRIDES)),
     )
+    if via == "network":  # one device of each vendor kind (issue 17): they need the broker
+        config = replace(
+            config,
+            vendor_devices=VENDOR_FORMATS,
+            modbus_endpoint=f"127.0.0.1:{free_port()}",
+        )
     title = f"{clients} clients x {branches} branches x {days} day(s) from {start}"
     if via == "landing":
         console.print(Rule(f"1. simulate {title} into landing segments"))
@@ -148,6 +166,14 @@ def run_demo(
     if acked is not None:
         console.print(render.acked_reconciliation(acked, totals))
     console.print(render.totals_vs_truth(branch_totals(store), manifest["branches"]))
+    if manifest.get("vendor_devices"):
+        console.print(vendor_table(settings, store, manifest))
+        console.print(
+            "held: rows the quality gate holds (its not-null rule does not yet honour the "
+            "profiles of partial readings: Sparkplug DDATA, Shelly em:0 / emdata:0); "
+            "`energylake quality release` publishes them",
+            soft_wrap=True,
+        )
 
     console.print(Rule("4. lineage: where one table version came from"))
     _show_lineage(settings, console, store)
@@ -323,9 +349,18 @@ def _network(
             f"logs in {stack.logs}"
         )
         console.print(Rule("2. the simulator publishes over MQTT and HTTP (real clients)"))
+        live = start_live(settings, stack, config, fleet) if config.vendor_devices else None
         published = publisher.publish()
         published.write(settings.sim_dir)
         console.print(render.publish_summary(published.summary()))
+        manifest = result.manifest
+        if live is not None:
+            manifest = stop_live(live, settings, manifest, min_live_s=_LIVE_S)
+            console.print(
+                f"live vendor devices ran {time.monotonic() - live.started:.0f} s: a Shelly "
+                "Pro 3EM over MQTT, an SDM630 polled by energylake modbus poll (stopped by "
+                "its PID)"
+            )
         if not stack.wait_caught_up(timeout_s=180):
             raise DemoError("the processor did not catch up within 180 s; see the logs")
         code = stack.stop()
@@ -334,7 +369,7 @@ def _network(
         console.print("energylake run drained and exited 0; mosquitto stopped")
     while process_once(settings) is not None:  # anything a drain closed after the last batch
         pass
-    return result.manifest, published.summary()
+    return manifest, published.summary()
 
 
 # What the edge answers, as the pipeline's reason code for the same defect.

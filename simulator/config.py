@@ -8,7 +8,7 @@ from typing import Any
 
 from contracts.errors import ConfigError
 
-__all__ = ["FAULTS", "FaultRates", "FaultSpec", "SimConfig"]
+__all__ = ["FAULTS", "LIVE_FORMATS", "VENDOR_FORMATS", "FaultRates", "FaultSpec", "SimConfig"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +126,20 @@ FAULTS: dict[str, FaultSpec] = {
 
 STATE_FAULTS = frozenset({"counter_reset", "stuck_sensor"})
 
+# The vendor devices a run may add (docs/SIMULATOR.md, "Vendor devices"): one meter each, on a
+# branch of its own of the first client. ``modbus`` is an Eastron SDM630 served as registers
+# and polled; the others publish over MQTT in their vendor's format.
+VENDOR_FORMATS: tuple[str, ...] = (
+    "tasmota",
+    "shelly_pro3em",
+    "thingsboard",
+    "sparkplug_b",
+    "modbus",
+)
+# Sent live, in real time (their readings are stamped on arrival: a Shelly's status carries no
+# time, the poller stamps a poll), not replayed from the simulated period.
+LIVE_FORMATS = frozenset({"shelly_pro3em", "modbus"})
+
 
 @dataclass(frozen=True, slots=True)
 class FaultRates:
@@ -191,6 +205,10 @@ class SimConfig:
     solar_share: float = 0.6
     payload_limit_bytes: int = 65536
     faults: FaultRates = field(default_factory=FaultRates)
+    # Vendor devices (opt-in: none by default, so existing runs stay byte for byte the same).
+    vendor_devices: tuple[str, ...] = ()
+    modbus_endpoint: str = "127.0.0.1:5020"  # where the simulated SDM630 is served
+    live_cadence_s: int = 2  # seconds between a live device's readings (real time)
 
     def __post_init__(self) -> None:
         if not 1 <= self.clients <= 500:
@@ -218,7 +236,33 @@ class SimConfig:
                 value=(self.dg_share, self.solar_share),
             )
 
+        unknown = sorted(set(self.vendor_devices) - set(VENDOR_FORMATS))
+        if unknown or len(set(self.vendor_devices)) != len(self.vendor_devices):
+            raise ConfigError(
+                f"vendor_devices must name each of {', '.join(VENDOR_FORMATS)} at most once",
+                setting="--vendor",
+                value=list(self.vendor_devices),
+            )
+        if not 1 <= self.live_cadence_s <= 60:
+            raise ConfigError(
+                "live_cadence_s must be within 1..60",
+                setting="live_cadence_s",
+                value=self.live_cadence_s,
+            )
+        host, _, port = self.modbus_endpoint.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                "modbus_endpoint must be host:port",
+                setting="modbus_endpoint",
+                value=self.modbus_endpoint,
+            )
+
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["start"] = self.start.isoformat()
+        if not self.vendor_devices:  # a run without them: the manifest as before
+            for name in ("vendor_devices", "modbus_endpoint", "live_cadence_s"):
+                del out[name]
+        else:
+            out["vendor_devices"] = list(self.vendor_devices)
         return out

@@ -25,6 +25,7 @@ import numpy.typing as npt
 import orjson
 
 from contracts import ContractRegistry
+from contracts.errors import ConfigError
 from landing.format import MIB, Envelope, LandingError
 from landing.writer import LandingWriter
 from simulator.config import SimConfig
@@ -243,8 +244,16 @@ def simulate_to_landing(
 
     ``kw`` goes to ``LandingSink``. The sink's summary is written to ``out/landing.json``,
     the fault ledger (each fault's record by segment and offset) to ``out/faults.ndjson``.
-    No telemetry NDJSON is written on this route.
+    No telemetry NDJSON is written on this route, nor vendor devices: what the gateway lands
+    for them (a Sparkplug B document, an identity by MQTT name) is the gateway's work.
     """
+    if config.vendor_devices:
+        raise ConfigError(
+            "vendor devices are published through the broker and the gateway, not written "
+            "to landing segments directly",
+            setting="vendor_devices",
+            value=list(config.vendor_devices),
+        )
     sink = LandingSink(landing_root, **kw)
     try:
         result = simulate(config, out, registry=registry, sink=sink)

@@ -17,7 +17,8 @@ client times out); ``exception_code`` answers that Modbus exception (2 illegal a
 device failure, 6 busy, ...); ``garbage`` ``"nan"`` serves every register as a float32 NaN
 pattern (0x7FC0), ``"short"`` answers one register fewer than asked. ``stop()`` closes the
 listener and its connections (the device disappears); ``start()`` again on the same port
-brings it back.
+brings it back. ``on_request`` sees each read before it is answered: ``simulator/live.py``
+serves the next reading of a simulated meter at the first request of each poll.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal, Protocol
@@ -111,9 +112,17 @@ class _Unit:
 class RegisterServer:
     """pymodbus's TCP server on ``host`` serving units (see the module doc)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        on_request: Callable[[int, str, int, int], None] | None = None,
+    ) -> None:
+        """``on_request(unit_id, function, address, count)`` runs before each read request is
+        answered (on the server's loop): it may change the unit's values for this answer."""
         self.host = host
         self.port = port
+        self.on_request = on_request
         self._units: dict[int, _Unit] = {}
         self._server: ModbusTcpServer | None = None
         self.requests = 0
@@ -177,7 +186,10 @@ class RegisterServer:
                 await asyncio.sleep(fault.delay_s)
             if fault.exception_code is not None:
                 return ExcCodes(fault.exception_code)
-            table = unit.registers.get(_FC_FUNCTION.get(func_code, ""), {})
+            function = _FC_FUNCTION.get(func_code, "")
+            if self.on_request is not None and function:
+                self.on_request(unit_id, function, address, count)
+            table = unit.registers.get(function, {})
             for i in range(len(registers)):
                 registers[i] = table.get(start_address + i, 0)
             if fault.garbage == "nan":

@@ -142,6 +142,11 @@ class _Item:
     claims: tuple[str, str]
     raw: bool  # send alone and as is (malformed, non-finite, oversized)
     alone: bool = False  # send in a request of its own (claims another branch)
+    account: str = ""  # the MQTT account (a vendor device's MQTT name or edge node)
+
+    @property
+    def username(self) -> str:
+        return self.account or self.delivery.device_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,7 +405,14 @@ class Publisher:
         limit = self.targets.max_payload_bytes
         for msg in messages:
             payload = msg.payload(msg.seq)
-            transport = self.targets.transport_for(msg.device_id)
+            # a vendor format has no HTTP route: its device speaks MQTT only
+            vendor = msg.fmt != "canonical"
+            if vendor and self.targets.mqtt is None:
+                raise ConfigError(
+                    f"{msg.fmt} device {msg.device_id} publishes over MQTT: give a broker",
+                    setting="--mqtt",
+                )
+            transport = "mqtt" if vendor else self.targets.transport_for(msg.device_id)
             delivery = Delivery(msg.device_id, msg.seq, transport, msg.topic)
             claims = (msg.claim_client, msg.claim_branch)
             item = _Item(
@@ -410,6 +422,7 @@ class Publisher:
                 claims,
                 raw=msg.mangle is not None or len(payload) > limit,
                 alone=self.home.get(msg.device_id, claims) != claims,
+                account=msg.username,
             )
             self.items.append(item)
 
@@ -420,16 +433,19 @@ class Publisher:
             d: self.secrets.get(d) or _unregistered_secret(d)
             for d in {i.delivery.device_id for i in items}
         }
+        # an account's secret: its own when it is a device (an edge node), else its device's
+        accounts = {
+            i.username: self.secrets.get(i.username) or secrets[i.delivery.device_id]
+            for i in items
+            if i.delivery.transport == "mqtt"
+        }
         started = time.monotonic()
         mqtt_devices: dict[str, _MqttDevice] = {}
         http = _HttpSender(self.targets, secrets) if self.targets.http else None
         try:
             if self.targets.mqtt is not None:
-                for device_id in sorted({i.delivery.device_id for i in items}):
-                    if self.targets.transport_for(device_id) == "mqtt":
-                        mqtt_devices[device_id] = _MqttDevice(
-                            device_id, secrets[device_id], self.targets
-                        )
+                for account in sorted(accounts):
+                    mqtt_devices[account] = _MqttDevice(account, accounts[account], self.targets)
                 deadline = time.monotonic() + self.targets.connect_timeout_s
                 for device in mqtt_devices.values():
                     device.connected.wait(max(0.0, deadline - time.monotonic()))
@@ -463,7 +479,7 @@ class Publisher:
                     item.delivery.status = "not_sent"
                     item.delivery.detail = "payload above the broker's packet limit"
                 else:
-                    mqtt_devices[item.delivery.device_id].publish(item)
+                    mqtt_devices[item.username].publish(item)
             elif http is not None:
                 http.add(item, now)
             if http is not None and n % 256 == 0:

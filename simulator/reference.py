@@ -116,6 +116,15 @@ class Device:
     offset_s: int  # the device clock's offset within the cadence
     row: dict[str, Any]
 
+    @property
+    def payload_format(self) -> str:
+        return str(self.row.get("payload_format") or "canonical")
+
+    @property
+    def account(self) -> str:
+        """The MQTT account it publishes with: its MQTT name, its edge node's, or its id."""
+        return str(self.row.get("mqtt_name") or self.row.get("edge_node") or self.device_id)
+
 
 @dataclass(frozen=True, slots=True)
 class Branch:
@@ -132,6 +141,8 @@ class Branch:
     closed_days: str
     devices: tuple[Device, ...]
     row: dict[str, Any]
+    vendor: str | None = None  # a vendor device's branch: its format (config.VENDOR_FORMATS)
+    edge_nodes: tuple[Device, ...] = ()  # registered Sparkplug edge nodes (no readings)
 
     def device(self, kind: str) -> Device | None:
         return next((d for d in self.devices if d.kind == kind), None)
@@ -149,12 +160,17 @@ class Fleet:
     def devices(self) -> list[Device]:
         return [d for b in self.branches for d in b.devices]
 
+    @property
+    def registered(self) -> list[Device]:
+        """Every registered device: those with readings and the Sparkplug edge nodes."""
+        return [d for b in self.branches for d in (*b.devices, *b.edge_nodes)]
+
     def rows(self) -> dict[str, list[dict[str, Any]]]:
         """Reference rows per dataset, shaped as their contracts say."""
         return {
             "clients": self.clients,
             "branches": [b.row for b in self.branches],
-            "devices": [d.row for d in self.devices],
+            "devices": [d.row for d in self.registered],
             "contacts": self.contacts,
             "work_orders": self.work_orders,
         }
@@ -199,6 +215,14 @@ def build_fleet(config: SimConfig) -> Fleet:
             branches.append(branch)
             contacts.extend(_contacts(seed, branch, updated))
             work_orders.extend(_work_orders(config, branch, len(work_orders)))
+    if config.vendor_devices:  # after every other branch: the fleet before them is unchanged
+        first = clients[0]
+        for j, fmt in enumerate(config.vendor_devices):
+            client_id, sector = str(first["client_id"]), str(first["sector"])
+            index = config.branches + j
+            branch = _branch(config, client_id, sector, index, updated, tokens, vendor=fmt)
+            branches.append(branch)
+            contacts.extend(_contacts(seed, branch, updated))
     return Fleet(clients, branches, contacts, work_orders, tokens)
 
 
@@ -209,6 +233,7 @@ def _branch(
     index: int,
     updated: datetime,
     tokens: dict[str, str],
+    vendor: str | None = None,
 ) -> Branch:
     seed = config.seed
     rng = rng_for(seed, "branch", client_id, str(index))
@@ -227,9 +252,15 @@ def _branch(
     peak = sanctioned * 0.8
     devices: list[Device] = []
 
-    def add(kind: str, rated_kw: float, maker: tuple[str, str], extra: dict[str, Any]) -> Device:
-        suffix = hashlib.sha256(f"{seed}/{branch_id}/{kind}".encode()).hexdigest()[:8]
-        device_id = {"meter": "em", "dg": "dg", "solar": "pv"}[kind] + "-" + suffix
+    def add(
+        kind: str,
+        rated_kw: float,
+        maker: tuple[str, str],
+        extra: dict[str, Any],
+        prefix: str | None = None,
+    ) -> Device:
+        suffix = hashlib.sha256(f"{seed}/{branch_id}/{prefix or kind}".encode()).hexdigest()[:8]
+        device_id = (prefix or {"meter": "em", "dg": "dg", "solar": "pv"}[kind]) + "-" + suffix
         token = _token(seed, device_id)
         tokens[device_id] = token
         row = {
@@ -270,8 +301,17 @@ def _branch(
         return device
 
     meter_rating = float(np.ceil(sanctioned * 1.5 / 5) * 5)
-    add("meter", meter_rating, _METERS[int(rng.integers(len(_METERS)))], {})
-    if rng.random() < config.dg_share:
+    edge_nodes: list[Device] = []
+    if vendor is not None:
+        maker = _VENDOR_METERS[vendor]
+        if vendor == "sparkplug_b":  # the edge node first: the meter names it
+            add("meter", meter_rating, maker, _vendor_extra(config, "edge", ""), prefix="edge")
+            edge_nodes.append(devices.pop())
+        meter = add("meter", meter_rating, maker, {})
+        meter.row.update(_vendor_extra(config, vendor, meter.device_id, edge_nodes))
+    else:
+        add("meter", meter_rating, _METERS[int(rng.integers(len(_METERS)))], {})
+    if vendor is None and rng.random() < config.dg_share:
         kva = next((k for k in _DG_KVA if k * 0.8 >= peak * 1.25), _DG_KVA[-1])
         tank = float(max(100, round(kva * 6 / 50) * 50))
         add(
@@ -286,7 +326,7 @@ def _branch(
             },
         )
         _emission_control(devices[-1])
-    if rng.random() < config.solar_share:
+    if vendor is None and rng.random() < config.solar_share:
         kwp = float(round(min(area * 0.03, sanctioned * 0.6) * 2) / 2)
         add(
             "solar",
@@ -329,7 +369,45 @@ def _branch(
         closed_days=closed,
         devices=tuple(devices),
         row=row,
+        vendor=vendor,
+        edge_nodes=tuple(edge_nodes),
     )
+
+
+# A vendor device's maker and model (the registry's manufacturer and model columns).
+_VENDOR_METERS: dict[str, tuple[str, str]] = {
+    "tasmota": ("Tasmota", "ESP32 with an SDM630 (Tasmota 14)"),
+    "shelly_pro3em": ("Shelly", "Pro 3EM"),
+    "thingsboard": ("Selec", "EM4M-3P (ThingsBoard telemetry)"),
+    "sparkplug_b": ("Schneider Electric", "EM6400NG (Sparkplug B edge node)"),
+    "modbus": ("Eastron", "SDM630-Modbus V2"),
+}
+
+
+def _vendor_extra(
+    config: SimConfig, vendor: str, device_id: str, edge_nodes: list[Device] | None = None
+) -> dict[str, Any]:
+    """The registry columns of a vendor device (devices contract 1.3.0): its decoder, and
+    its MQTT name, edge node, or Modbus endpoint and register map."""
+    if vendor == "edge":  # a Sparkplug edge node's own account: its NBIRTH has no reading
+        return {"payload_format": "sparkplug_b", "profile": "by_exception"}
+    if vendor == "tasmota":  # Tasmota's default topic: tasmota_<last 6 hex digits of the MAC>
+        mac = hashlib.sha256(f"mac/{device_id}".encode()).hexdigest()[:6].upper()
+        return {"payload_format": "tasmota", "mqtt_name": f"tasmota_{mac}"}
+    if vendor == "shelly_pro3em":
+        return {"payload_format": "shelly_pro3em", "cadence_s": config.live_cadence_s}
+    if vendor == "thingsboard":
+        return {"payload_format": "thingsboard"}
+    if vendor == "sparkplug_b":
+        assert edge_nodes
+        return {"payload_format": "sparkplug_b", "edge_node": edge_nodes[0].device_id}
+    return {  # modbus: polled, so the canonical envelope (the poller writes it)
+        "payload_format": "canonical",
+        "modbus_endpoint": config.modbus_endpoint,
+        "modbus_unit_id": 1,
+        "register_map": "eastron_sdm630",
+        "cadence_s": config.live_cadence_s,
+    }
 
 
 def _email(name: str, client_id: str) -> str:

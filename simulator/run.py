@@ -17,6 +17,7 @@ adds that (``simulate_to_landing``: segment and offset).
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from collections import Counter, defaultdict
@@ -31,10 +32,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from contracts import ContractRegistry, load_registry
-from simulator.config import FAULTS, SimConfig
+from simulator.config import FAULTS, LIVE_FORMATS, SimConfig
 from simulator.physics import simulate_branch, start_epoch
 from simulator.reference import Fleet, build_fleet, rng_for
 from simulator.stream import Message, StateFault, branch_messages
+from simulator.vendors import device_truth, vendor_messages
 
 __all__ = ["LEDGER_NAME", "MANIFEST_NAME", "SimResult", "ledger_entry", "simulate"]
 
@@ -116,17 +118,35 @@ def simulate(
     truth: dict[str, dict[str, Any]] = {}
     state_faults: list[StateFault] = []
     total_lines = 0
+    vendor_sent: list[Message] = []
     ledger = (out / LEDGER_NAME).open("wb")
     try:
         for branch in fleet.branches:
-            others = [b for b in fleet.branches if b.branch_id != branch.branch_id]
+            devices = {d.kind: d.device_id for d in branch.devices}
+            if branch.vendor in LIVE_FORMATS:  # sent in real time (simulator/live.py)
+                truth[branch.branch_id] = {
+                    "client_id": branch.client_id,
+                    "devices": devices,
+                    "vendor": branch.vendor,
+                    "live": True,
+                }
+                continue
+            # vendor branches are nobody's "other branch": the fleet's faults stay as they were
+            others = [
+                b for b in fleet.branches if b.branch_id != branch.branch_id and b.vendor is None
+            ]
             rng = rng_for(config.seed, "physics", branch.branch_id)
             series = simulate_branch(branch, config.start, config.days, config.cadence_s, rng)
-            messages, faults = branch_messages(config, registry, branch, series, others)
+            if branch.vendor is None:
+                messages, faults = branch_messages(config, registry, branch, series, others)
+            else:
+                messages, faults = vendor_messages(config, branch, series), []
+                vendor_sent.extend(messages)
             state_faults.extend(faults)
             truth[branch.branch_id] = {
                 "client_id": branch.client_id,
-                "devices": {d.kind: d.device_id for d in branch.devices},
+                "devices": devices,
+                **({"vendor": branch.vendor} if branch.vendor else {}),
                 **{k: round(v, 6) for k, v in series.truth.items()},
             }
             for msg in messages:
@@ -155,8 +175,39 @@ def simulate(
     manifest = _manifest(
         config, fleet, reference_counts, fault_counts, tallies, truth, state_faults, total_lines
     )
+    if config.vendor_devices:
+        manifest["vendor_devices"] = _vendor_section(
+            fleet, device_truth(vendor_sent, dict(registry.dataset_of_kind))
+        )
     (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     return SimResult(out=out, manifest=manifest, fleet=fleet)
+
+
+def _vendor_section(fleet: Fleet, sent: dict[str, Any]) -> dict[str, Any]:
+    """Per vendor device (and Sparkplug edge node): its format, account and what it sent; a
+    live device's counts come when it has run (``simulator.live``, ``live.json``)."""
+    out: dict[str, Any] = {}
+    for branch in fleet.branches:
+        if branch.vendor is None:
+            continue
+        for device in (*branch.edge_nodes, *branch.devices):
+            entry = sent.get(device.device_id)
+            if entry is None:
+                entry = {
+                    "format": branch.vendor,
+                    "client_id": device.client_id,
+                    "branch_id": device.branch_id,
+                    "account": device.account,
+                    "messages": 0,
+                    "lake": {},
+                    "quarantine": {},
+                    "duplicates": 0,
+                    "energy_import_kwh": 0.0,
+                }
+            entry["vendor"] = branch.vendor  # the edge node's is its device's
+            entry["live"] = branch.vendor in LIVE_FORMATS
+            out[device.device_id] = entry
+    return out
 
 
 def _write_ndjson(folder: Path, messages: list[Message], ledger: Any, seed: int) -> None:
@@ -165,12 +216,14 @@ def _write_ndjson(folder: Path, messages: list[Message], ledger: Any, seed: int)
         groups[(msg.topic, _hour(msg.received_at))].append(msg)
     for (topic, hour), group in groups.items():
         group.sort(key=lambda m: (m.received_at, m.seq))
-        path = folder / topic / f"{hour}.ndjson"
+        binary = group[0].fmt == "sparkplug_b"  # protobuf: one base64 line per payload
+        path = folder / topic / f"{hour}.{'b64' if binary else 'ndjson'}"
         path.parent.mkdir(parents=True, exist_ok=True)
         rel = str(path.relative_to(folder.parent))
         with path.open("wb") as handle:
             for line_no, msg in enumerate(group, start=1):
-                handle.write(msg.payload(msg.seq) + b"\n")
+                raw = msg.payload(msg.seq)
+                handle.write((base64.b64encode(raw) if binary else raw) + b"\n")
                 if msg.fault:
                     where = {"file": rel, "line": line_no}
                     ledger.write(orjson.dumps(ledger_entry(msg, where)) + b"\n")
@@ -268,5 +321,5 @@ def _manifest(
                 "dg_energy_kwh",
             )
         },
-        "devices": len(fleet.devices),
+        "devices": len(fleet.registered),
     }

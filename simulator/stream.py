@@ -20,7 +20,7 @@ from simulator.config import FAULTS, SimConfig
 from simulator.physics import BranchSeries
 from simulator.reference import Branch, Device, rng_for
 
-__all__ = ["Message", "StateFault", "branch_messages", "topic_for"]
+__all__ = ["Message", "StateFault", "branch_messages", "columns", "topic_for"]
 
 _DECIMALS: dict[str, int] = {
     "voltage_l1_v": 1,
@@ -95,12 +95,27 @@ class Message:
     ts_override: int | float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     mangle: str | None = None  # malformed_json | bad_utf8 | non_finite:<field>:<token>
+    # A vendor device's message (simulator/vendors.py): its decoder, topic, payload as sent,
+    # and the MQTT account it publishes with (its MQTT name or edge node; default its id).
+    fmt: str = "canonical"
+    vendor_topic: str | None = None
+    vendor_payload: bytes | None = None
+    account: str | None = None
 
     @property
     def topic(self) -> str:
+        if self.vendor_topic is not None:
+            return self.vendor_topic
         return topic_for(self.claim_client, self.claim_branch, self.device_id)
 
+    @property
+    def username(self) -> str:
+        """The MQTT account the message is published with."""
+        return self.account or self.device_id
+
     def payload(self, rng_seed: int) -> bytes:
+        if self.vendor_payload is not None:
+            return self.vendor_payload
         envelope: dict[str, Any] = {
             "device_id": self.device_id,
             "seq": self.seq,
@@ -133,6 +148,11 @@ class StateFault:
     field: str
     first_seq: int
     length: int
+
+
+def columns(series: BranchSeries, device: Device) -> dict[str, list[Any]]:
+    """A device's readings per interval, rounded as it sends them (contract field names)."""
+    return _columns(series, device)
 
 
 def _columns(series: BranchSeries, device: Device) -> dict[str, list[Any]]:
