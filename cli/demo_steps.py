@@ -169,9 +169,9 @@ def run_demo(
     if manifest.get("vendor_devices"):
         console.print(vendor_table(settings, store, manifest))
         console.print(
-            "held: rows the quality gate holds (its not-null rule does not yet honour the "
-            "profiles of partial readings: Sparkplug DDATA, Shelly em:0 / emdata:0); "
-            "`energylake quality release` publishes them",
+            "held: rows the quality gate holds (`energylake quality release` publishes them); "
+            "partial readings (Sparkplug DATA by exception, a Shelly's em:0 and emdata:0) "
+            "land: their device's and message's profiles say what they may omit",
             soft_wrap=True,
         )
 
