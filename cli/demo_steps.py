@@ -369,7 +369,22 @@ def _network(
         console.print("energylake run drained and exited 0; mosquitto stopped")
     while process_once(settings) is not None:  # anything a drain closed after the last batch
         pass
-    return manifest, published.summary()
+    return manifest, _with_live(published.summary(), manifest)
+
+
+def _with_live(acked: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
+    """The publisher's outcomes plus the live vendor devices' (not the publisher's clients):
+    a Shelly's messages its broker acknowledged (PUBACK), and the SDM630's readings the
+    poller landed (on disk: what a 202 or a PUBACK means for the others)."""
+    outcomes = dict(acked["outcomes"])
+    added = 0
+    for entry in manifest.get("vendor_devices", {}).values():
+        if not entry.get("live"):
+            continue
+        key = "modbus:acked" if entry["format"] == "modbus" else "mqtt (live):acked"
+        outcomes[key] = outcomes.get(key, 0) + int(entry["messages"])
+        added += int(entry["messages"])
+    return {**acked, "acked": acked["acked"] + added, "outcomes": outcomes}
 
 
 # What the edge answers, as the pipeline's reason code for the same defect.

@@ -449,6 +449,9 @@ def acked_reconciliation(acked: dict[str, Any], totals: dict[str, Any]) -> Table
     """Every acknowledged message ends in exactly one place: lake, quarantine or duplicate."""
     table = Table("", "messages", title="every acknowledged message, accounted for")
     table.add_row("acknowledged (MQTT PUBACK, HTTP 202)", f"{acked['acked']:,}")
+    for key, n in sorted(acked["outcomes"].items()):
+        if key.endswith(":acked") and key not in ("mqtt:acked", "http:acked"):
+            table.add_row(f"  of which {key.removesuffix(':acked')}", f"{n:,}")
     table.add_row("in the lake", f"{totals['written']:,}")
     table.add_row("quarantined (with a reason)", f"{totals['quarantine']:,}")
     table.add_row("counted duplicates", f"{totals['duplicates']:,}")

@@ -159,6 +159,10 @@ def declared_areas(config: AreaConfig, registry: ContractRegistry) -> list[Area]
         Area("gateway files", "data", ("gateway/*",), "gateway provisioning and the broker",
              f"configuration while provisioned; the broker log {c.log_days} days",
              "setting log_days", "retention apply (areas)", c.log_days),
+        Area("Modbus poller state", "data", ("modbus/*",), "energylake modbus poll",
+             "kept: each device's next seq (a restart must never reuse one; a retired "
+             "device's stays, a few bytes) and the poller's status file (replaced)",
+             "rule: a seq is never reused", "not expired (one small file per device)"),
         Area("broker persistence", "data", ("mosquitto-data/*",), "Mosquitto",
              "until each message is delivered (the broker's own)", "rule: MQTT QoS 1",
              "Mosquitto"),

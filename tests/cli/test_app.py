@@ -84,7 +84,16 @@ def _command_modules() -> list[Path]:
         p
         for p in CLI.glob("*.py")
         if p.stem
-        not in {"__init__", "__main__", "app", "common", "render", "demo_steps", "demo_reports"}
+        not in {
+            "__init__",
+            "__main__",
+            "app",
+            "common",
+            "render",
+            "demo_steps",
+            "demo_reports",
+            "demo_vendors",
+        }
     )
 
 
