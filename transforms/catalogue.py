@@ -674,13 +674,29 @@ def _field(lint: _Lint, where: str, raw: Any) -> FieldRule | None:
         return None
     factor = float(scale)
     if unit is not None:
-        # One factor per rule: every kind's target field has the same unit (checked above).
-        kind, name = next(iter(targets.items()))
-        kinds = list(lint.kinds) if kind == "*" else [kind]
-        for k in kinds:
-            if name in lint.value_fields[k]:
-                factor *= unit_factor(unit, lint.value_fields[k][name].unit) or 1.0
-                break
+        if wildcard:
+            lint.issue(
+                f"{where}.unit",
+                "D006",
+                "a wildcard rule maps keys to fields of different units: give each its rule",
+            )
+            return None
+        # One factor per rule: every field it may fill must convert from the unit alike.
+        factors = {
+            unit_factor(unit, lint.value_fields[k][name].unit)
+            for kind, name in targets.items()
+            for k in (list(lint.kinds) if kind == "*" else [kind])
+            if name in lint.value_fields[k]
+        }
+        if len(factors) != 1 or None in factors:
+            lint.issue(
+                f"{where}.unit",
+                "D006",
+                f"unit {unit!r} converts differently to the fields this rule fills: one rule "
+                "per unit",
+            )
+            return None
+        factor *= factors.pop() or 1.0
     return FieldRule(
         path=path,
         targets=targets,

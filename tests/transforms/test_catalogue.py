@@ -103,6 +103,24 @@ def test_a_good_file_is_clean(tmp_path: Path) -> None:
         ({"profile": "half_phase"}, "streams[0].profile D010", "not a profile of any readings"),
         ({"colour": "blue"}, "streams[0].colour D002", "unknown key 'colour'"),
         (
+            {"fields": [{"path": "values.*", "field": "*", "unit": "W"}]},
+            "streams[0].fields[0].unit D006",
+            "a wildcard rule maps keys to fields of different units",
+        ),
+        (
+            {
+                "fields": [
+                    {
+                        "path": "p",
+                        "field": {"meter": "power_kw", "solar": "voltage_v"},
+                        "unit": "kW",
+                    }
+                ]
+            },
+            "streams[0].fields[0].field D006",
+            "unit 'kW' does not convert to voltage_v's unit 'V'",
+        ),
+        (
             {"fields": [{"path": "p", "field": "power_kw", "scale": 0}]},
             "streams[0].fields[0].scale D006",
             "non-zero number",
