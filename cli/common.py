@@ -38,6 +38,7 @@ __all__ = [
     "cli_context",
     "configure_logging",
     "error",
+    "lint_targets",
     "sim_config",
     "when",
 ]
@@ -107,6 +108,20 @@ def when(text: str | None, option: str) -> datetime | None:
             setting=option,
             value=text,
         ) from None
+
+
+def lint_targets(targets: list[Path], pattern: str, what: str) -> list[Path]:
+    """The files a lint command checks: the files given, and each folder's ``pattern``;
+    exits 2 naming a path that does not exist, or when there is nothing to check."""
+    missing = [p for p in targets if not p.exists()]
+    if missing:
+        error(f"no such file or folder: {', '.join(map(str, missing))}")
+        raise typer.Exit(2)
+    files = [f for p in targets for f in (sorted(p.glob(pattern)) if p.is_dir() else [p])]
+    if not files:
+        error(f"no {pattern} {what} under {', '.join(map(str, targets))}")
+        raise typer.Exit(2)
+    return files
 
 
 def error(message: str) -> None:

@@ -9,12 +9,11 @@ import typer
 from rich.table import Table
 
 from cli import render
-from cli.common import cli_context, error
+from cli.common import cli_context, lint_targets
 from cli.decoders import decoders_folder
 from contracts import CONTRACTS_DIR, lint_paths, load_registry, load_vocabulary, plan_for
-from contracts.errors import ContractInvalidError
 from pipelines.settings import Settings
-from transforms.catalogue import lint_decoder, load_catalogue
+from transforms.catalogue import lint_catalogue
 
 __all__ = ["app"]
 
@@ -44,14 +43,7 @@ def contracts_lint(
     """
     cli = cli_context(ctx)
     targets = paths or [_contracts_dir(cli.settings())]
-    missing = [p for p in targets if not p.exists()]
-    if missing:
-        error(f"no such file or folder: {', '.join(map(str, missing))}")
-        raise typer.Exit(2)
-    files = [f for p in targets for f in (sorted(p.glob("*.odcs.yaml")) if p.is_dir() else [p])]
-    if not files:
-        error(f"no *.odcs.yaml contracts under {', '.join(map(str, targets))}")
-        raise typer.Exit(2)
+    files = lint_targets(targets, "*.odcs.yaml", "contracts")
     issues = lint_paths(files)
     decoders = 0
     if not paths and not issues:
@@ -61,12 +53,7 @@ def contracts_lint(
         folder = decoders_folder(cli.settings())
         found = sorted(folder.glob("*.yaml"))
         decoders = len(found)
-        issues = [issue for f in found for issue in lint_decoder(f, registry)]
-        if not issues:
-            try:
-                load_catalogue(found, registry)
-            except ContractInvalidError as exc:
-                issues = list(exc.issues)
+        issues = lint_catalogue(found, registry)
     for issue in issues:  # one plain line each: grep-able, never wrapped
         typer.echo(str(issue), err=True)
     if issues:

@@ -8,11 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.common import cli_context, error
+from cli.common import cli_context, lint_targets
 from contracts import CONTRACTS_DIR, load_registry
-from contracts.errors import ContractInvalidError
 from pipelines.settings import Settings
-from transforms.catalogue import DECODERS_DIR, lint_decoder, load_catalogue
+from transforms.catalogue import DECODERS_DIR, lint_catalogue, load_catalogue
 
 __all__ = ["app", "decoders_folder"]
 
@@ -40,22 +39,9 @@ def decoders_lint(
     the YAML path, the reason and a code (D0xx). Exits 1 when there is any."""
     cli = cli_context(ctx)
     settings = cli.settings()
-    targets = paths or [decoders_folder(settings)]
-    missing = [p for p in targets if not p.exists()]
-    if missing:
-        error(f"no such file or folder: {', '.join(map(str, missing))}")
-        raise typer.Exit(2)
-    files = [f for p in targets for f in (sorted(p.glob("*.yaml")) if p.is_dir() else [p])]
-    if not files:
-        error(f"no *.yaml decoders under {', '.join(map(str, targets))}")
-        raise typer.Exit(2)
+    files = lint_targets(paths or [decoders_folder(settings)], "*.yaml", "decoders")
     registry = load_registry(settings.contracts_dir or CONTRACTS_DIR)
-    issues = [issue for f in files for issue in lint_decoder(f, registry)]
-    if not issues:  # each file alone is fine: the catalogue as a whole (one decoder a topic)
-        try:
-            load_catalogue(files, registry)
-        except ContractInvalidError as exc:
-            issues = list(exc.issues)
+    issues = lint_catalogue(files, registry)
     for issue in issues:
         typer.echo(str(issue), err=True)
     if issues:

@@ -47,6 +47,7 @@ from simulator.modbus import RegisterServer, RegisterSpec
 from simulator.physics import simulate_branch
 from simulator.reference import Branch, Fleet, rng_for
 from simulator.stream import columns
+from simulator.vendors import truth_entry
 
 __all__ = ["LIVE_NAME", "LiveDevices", "merge_live"]
 
@@ -80,20 +81,7 @@ class _Series:
 
 
 def _entry(fmt: str, branch: Branch) -> dict[str, Any]:
-    device = branch.devices[0]
-    return {
-        "format": fmt,
-        "client_id": device.client_id,
-        "branch_id": device.branch_id,
-        "account": device.account,
-        "messages": 0,
-        "lake": {},
-        "quarantine": {},
-        "duplicates": 0,
-        "energy_import_kwh": 0.0,
-        "vendor": fmt,
-        "live": True,
-    }
+    return {**truth_entry(fmt, branch.devices[0]), "vendor": fmt, "live": True}
 
 
 class _Shelly:

@@ -36,7 +36,7 @@ from simulator.config import FAULTS, LIVE_FORMATS, SimConfig
 from simulator.physics import simulate_branch, start_epoch
 from simulator.reference import Fleet, build_fleet, rng_for
 from simulator.stream import Message, StateFault, branch_messages
-from simulator.vendors import device_truth, vendor_messages
+from simulator.vendors import device_truth, truth_entry, vendor_messages
 
 __all__ = ["LEDGER_NAME", "MANIFEST_NAME", "SimResult", "ledger_entry", "simulate"]
 
@@ -177,7 +177,12 @@ def simulate(
     )
     if config.vendor_devices:
         manifest["vendor_devices"] = _vendor_section(
-            fleet, device_truth(vendor_sent, dict(registry.dataset_of_kind))
+            fleet,
+            device_truth(
+                vendor_sent,
+                dict(registry.dataset_of_kind),
+                {d.device_id: d for d in fleet.registered},
+            ),
         )
     (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     return SimResult(out=out, manifest=manifest, fleet=fleet)
@@ -191,19 +196,7 @@ def _vendor_section(fleet: Fleet, sent: dict[str, Any]) -> dict[str, Any]:
         if branch.vendor is None:
             continue
         for device in (*branch.edge_nodes, *branch.devices):
-            entry = sent.get(device.device_id)
-            if entry is None:
-                entry = {
-                    "format": branch.vendor,
-                    "client_id": device.client_id,
-                    "branch_id": device.branch_id,
-                    "account": device.account,
-                    "messages": 0,
-                    "lake": {},
-                    "quarantine": {},
-                    "duplicates": 0,
-                    "energy_import_kwh": 0.0,
-                }
+            entry = sent.get(device.device_id) or truth_entry(branch.vendor, device)
             entry["vendor"] = branch.vendor  # the edge node's is its device's
             entry["live"] = branch.vendor in LIVE_FORMATS
             out[device.device_id] = entry

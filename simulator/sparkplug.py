@@ -19,8 +19,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-__all__ = ["BOOLEAN", "DOUBLE", "INT64", "EdgeNode"]
+__all__ = ["BOOLEAN", "DOUBLE", "INT32", "INT64", "EdgeNode", "metric", "payload"]
 
+INT32 = 3
 INT64 = 4
 DOUBLE = 10
 BOOLEAN = 11
@@ -56,8 +57,12 @@ def metric(
     alias: int | None = None,
     datatype: int | None = None,
     value: float | int | bool,
+    as_type: int | None = None,
 ) -> bytes:
-    """One ``Metric`` message (a Double, an Int64 or a Boolean by ``datatype``)."""
+    """One ``Metric`` message (a Double, an Int32, an Int64 or a Boolean by ``datatype``;
+    ``as_type`` picks the value field when the datatype is not sent, as in DATA by alias).
+    An Int32 travels in the uint32 ``int_value``, as its two's complement."""
+    kind = datatype if datatype is not None else as_type
     body = b""
     if name is not None:
         body += _bytes(1, name.encode())
@@ -67,7 +72,9 @@ def metric(
         body += _uint(4, datatype)
     if isinstance(value, bool):
         body += _uint(14, int(value))
-    elif datatype == INT64:
+    elif kind == INT32:
+        body += _uint(10, int(value) & 0xFFFFFFFF)
+    elif kind == INT64:
         body += _uint(11, int(value) & 0xFFFFFFFFFFFFFFFF)
     else:
         body += _tag(13, 1) + struct.pack("<d", float(value))

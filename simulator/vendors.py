@@ -25,7 +25,6 @@ carry it (what the lake's counter steps add up to).
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -188,39 +187,46 @@ def _sparkplug(
     return out
 
 
-def device_truth(messages: list[Message], dataset_of_kind: dict[str, str]) -> dict[str, Any]:
+def truth_entry(fmt: str, device: Device) -> dict[str, Any]:
+    """A vendor device's manifest entry before it sent anything (what the truth counts)."""
+    return {
+        "format": fmt,
+        "client_id": device.client_id,
+        "branch_id": device.branch_id,
+        "account": device.account,
+        "messages": 0,
+        "lake": {},
+        "quarantine": {},
+        "duplicates": 0,
+        "energy_import_kwh": 0.0,
+    }
+
+
+def device_truth(
+    messages: list[Message], dataset_of_kind: dict[str, str], devices: dict[str, Device]
+) -> dict[str, Any]:
     """Per vendor device: what it sent and where each message must end, and its true kWh."""
     out: dict[str, Any] = {}
     counters: dict[str, list[float]] = {}
     for msg in messages:
         if msg.fmt == "canonical":
             continue
-        entry = out.setdefault(
-            msg.device_id,
-            {
-                "format": msg.fmt,
-                "client_id": msg.claim_client,
-                "branch_id": msg.claim_branch,
-                "account": msg.username,
-                "messages": 0,
-                "lake": Counter(),
-                "quarantine": Counter(),
-                "duplicates": 0,
-            },
-        )
+        entry = out.get(msg.device_id)
+        if entry is None:
+            entry = out[msg.device_id] = truth_entry(msg.fmt, devices[msg.device_id])
         entry["messages"] += 1
         if msg.route == "lake":
-            entry["lake"][dataset_of_kind[msg.kind]] += 1
+            lake = dataset_of_kind[msg.kind]
+            entry["lake"][lake] = entry["lake"].get(lake, 0) + 1
             value = msg.readings.get("energy_import_kwh")
             if isinstance(value, int | float):
                 counters.setdefault(msg.device_id, []).append(float(value))
         elif msg.route == "quarantine":
-            entry["quarantine"][msg.reason_code] += 1
+            reason = str(msg.reason_code)
+            entry["quarantine"][reason] = entry["quarantine"].get(reason, 0) + 1
         else:
             entry["duplicates"] += 1
     for device_id, entry in out.items():
-        entry["lake"] = dict(entry["lake"])
-        entry["quarantine"] = dict(entry["quarantine"])
         values = counters.get(device_id, [])
         entry["energy_import_kwh"] = round(values[-1] - values[0], 6) if values else 0.0
     return out

@@ -62,6 +62,7 @@ __all__ = [
     "FieldRule",
     "Stream",
     "default_catalogue",
+    "lint_catalogue",
     "lint_decoder",
     "load_catalogue",
 ]
@@ -717,6 +718,18 @@ def lint_decoder(path: Path, registry: ContractRegistry | None = None) -> list[L
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         return [LintIssue(str(path), "", "D001", f"not readable YAML: {exc}")]
     return _parse(str(path), data, registry)[1]
+
+
+def lint_catalogue(files: Sequence[Path], registry: ContractRegistry) -> list[LintIssue]:
+    """Every problem of these decoder files, each alone, then together (one decoder a
+    topic, no name twice)."""
+    issues = [issue for f in files for issue in lint_decoder(f, registry)]
+    if not issues:
+        try:
+            load_catalogue(files, registry)
+        except ContractInvalidError as exc:
+            issues = list(exc.issues)
+    return issues
 
 
 def _files(paths: Iterable[Path]) -> list[Path]:

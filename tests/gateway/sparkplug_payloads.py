@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import simulator.sparkplug as wire
 from gateway.sparkplug import sparkplug_b_pb2 as pb
 
 __all__ = ["EdgeNode", "Metric", "wire_ddata_int32"]
@@ -147,28 +148,10 @@ class EdgeNode:
         return self.topic("DDEATH", device), payload.SerializeToString()
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _field(number: int, wire_type: int, body: bytes) -> bytes:
-    return _varint(number << 3 | wire_type) + body
-
-
 def wire_ddata_int32(*, timestamp_ms: int, seq: int, alias: int, value: int) -> bytes:
     """A DDATA payload on the wire, by hand: Payload{timestamp=1, metrics=2, seq=3} and one
-    Metric{alias=2, int_value=10} holding ``value`` as the uint32 two's complement."""
-    metric = _field(2, 0, _varint(alias)) + _field(10, 0, _varint(value & 0xFFFFFFFF))
-    return (
-        _field(1, 0, _varint(timestamp_ms))
-        + _field(2, 2, _varint(len(metric)) + metric)
-        + _field(3, 0, _varint(seq))
+    Metric{alias=2, int_value=10} holding ``value`` as the uint32 two's complement (the
+    simulator's own encoder, which shares no code with the generated classes)."""
+    return wire.payload(
+        timestamp_ms, seq, [wire.metric(alias=alias, value=value, as_type=wire.INT32)]
     )
