@@ -208,7 +208,9 @@ def test_a_slow_device_does_not_delay_the_others(tmp_path: Path) -> None:
     fast_ts = [p["ts"] for _, _, ident, p in got if ident == "em-fast"]
     slow_n = sum(1 for _, _, ident, _ in got if ident == "em-slow")
     assert slow_n <= 3
-    assert len(fast_ts) >= 12, len(fast_ts)
+    # about 16 on an idle machine, 11 seen on a loaded one; a poller that let the slow
+    # device hold the fast one up would poll it as seldom as the slow one (3)
+    assert len(fast_ts) >= 8, len(fast_ts)
     gaps = [b - a for a, b in itertools.pairwise(fast_ts)]
     assert max(gaps) < 0.3, gaps  # on cadence (0.1 s) while the slow one takes 0.6 s a poll
     assert poller.status()["devices"]["em-slow"]["consecutive_failures"] == 0
